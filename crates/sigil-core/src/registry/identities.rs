@@ -1,0 +1,196 @@
+//! Agents and workloads: non-human identities, each with a human owner and a lifecycle.
+
+use sigil_proto::admin::{CreateIdentity, UpdateIdentity};
+use sigil_types::{IdentityId, IdentityKind, IdentityStatus, StatusChange, UserId};
+
+use super::{Ctx, Registry, RegistryError};
+use crate::audit::{AuditRecord, EventType};
+use crate::model::{Identity, IdentityFamily, IdentityQuery, IdentityRef, Meta, Page, UserRef};
+use crate::store::{Change, ChangeSet};
+
+impl Registry {
+    pub async fn create_identity(
+        &self,
+        ctx: &Ctx,
+        family: IdentityFamily,
+        req: CreateIdentity,
+    ) -> Result<Identity, RegistryError> {
+        let kind = req.kind.unwrap_or(match family {
+            IdentityFamily::Agents => IdentityKind::Agent,
+            IdentityFamily::Workloads => IdentityKind::Service,
+        });
+        if IdentityFamily::of(kind) != family {
+            return Err(RegistryError::invalid(
+                "kind",
+                format!("kind {kind} is not a {}; use the {} endpoint", family.noun(), IdentityFamily::of(kind).noun()),
+            ));
+        }
+        let now = self.clock.now();
+        if let Some(exp) = req.expires_at
+            && exp <= now
+        {
+            return Err(RegistryError::invalid("expires_at", "expires_at must be in the future"));
+        }
+        let owner = self.resolve_owner(&req.owner).await?;
+        let (ms, rnd) = self.id_parts();
+        let identity = Identity {
+            id: IdentityId::generate(ms, rnd),
+            name: req.name,
+            kind,
+            description: req.description,
+            owner,
+            team: req.team,
+            labels: req.labels,
+            status: IdentityStatus::Active,
+            expires_at: req.expires_at,
+            ceiling: req.ceiling,
+            last_used_at: None,
+            meta: Meta::new(now, &ctx.principal),
+        };
+        let audit = self
+            .identity_event(ctx, EventType::IdentityCreated, &identity)
+            .detail("owner", identity.owner.as_str())
+            .detail("kind", identity.kind.as_str());
+        self.store
+            .commit(ChangeSet::new().change(Change::InsertIdentity(identity.clone())).audit(audit))
+            .await?;
+        Ok(identity)
+    }
+
+    /// Looks an identity up; with a family, one of the other family is "not found".
+    pub async fn get_identity(&self, family: Option<IdentityFamily>, r: &IdentityRef) -> Result<Identity, RegistryError> {
+        let noun = family.map_or("identity", IdentityFamily::noun);
+        match self.store.get_identity(r).await? {
+            Some(i) if family.is_none_or(|f| IdentityFamily::of(i.kind) == f) => Ok(i),
+            _ => Err(RegistryError::not_found(noun, r)),
+        }
+    }
+
+    pub async fn list_identities(&self, q: &IdentityQuery) -> Result<Page<Identity>, RegistryError> {
+        Ok(self.store.list_identities(q).await?)
+    }
+
+    pub async fn update_identity(
+        &self,
+        ctx: &Ctx,
+        family: Option<IdentityFamily>,
+        r: &IdentityRef,
+        patch: UpdateIdentity,
+    ) -> Result<Identity, RegistryError> {
+        let new_owner = match &patch.owner {
+            Some(o) => Some(self.resolve_owner(o).await?),
+            None => None,
+        };
+        self.retrying(|| async {
+            let old = self.get_identity(family, r).await?;
+            let mut new = old.clone();
+            let mut changed = Vec::new();
+            if let Some(v) = &patch.description {
+                new.description = v.clone();
+                changed.push("description");
+            }
+            if let Some(v) = &new_owner {
+                new.owner = v.clone();
+                changed.push("owner");
+            }
+            if let Some(v) = &patch.team {
+                new.team = v.clone();
+                changed.push("team");
+            }
+            if let Some(v) = &patch.labels {
+                new.labels = v.clone();
+                changed.push("labels");
+            }
+            if let Some(v) = &patch.expires_at {
+                new.expires_at = *v;
+                changed.push("expires_at");
+            }
+            if let Some(v) = &patch.ceiling {
+                new.ceiling = v.clone();
+                changed.push("ceiling");
+            }
+            if new == old {
+                return Ok(old);
+            }
+            new.meta = old.meta.touched(self.clock.now(), &ctx.principal);
+            let mut audit = self.identity_event(ctx, EventType::IdentityUpdated, &new).detail("changed", changed);
+            if new.owner != old.owner {
+                audit = audit.detail("from_owner", old.owner.as_str()).detail("to_owner", new.owner.as_str());
+            }
+            self.store
+                .commit(
+                    ChangeSet::new()
+                        .change(Change::UpdateIdentity { identity: new.clone(), expected_version: old.meta.version })
+                        .audit(audit),
+                )
+                .await?;
+            Ok(new)
+        })
+        .await
+    }
+
+    /// Moves an identity through its lifecycle. Asking for the state it is already in changes
+    /// nothing; a transition the lifecycle does not allow is a conflict.
+    pub async fn change_status(
+        &self,
+        ctx: &Ctx,
+        family: Option<IdentityFamily>,
+        r: &IdentityRef,
+        change: StatusChange,
+        reason: Option<String>,
+    ) -> Result<Identity, RegistryError> {
+        self.retrying(|| async {
+            let old = self.get_identity(family, r).await?;
+            let target = change.target();
+            if old.status == target {
+                return Ok(old);
+            }
+            if !change.allowed_from().contains(&old.status) {
+                return Err(RegistryError::Conflict(format!(
+                    "cannot {change} an identity that is {}",
+                    old.status
+                )));
+            }
+            let now = self.clock.now();
+            if change == StatusChange::Resume && old.is_expired(now) {
+                return Err(RegistryError::Conflict(
+                    "the identity has expired; extend expires_at before resuming it".into(),
+                ));
+            }
+            let mut new = old.clone();
+            new.status = target;
+            new.meta = old.meta.touched(now, &ctx.principal);
+            let mut audit = self
+                .identity_event(ctx, EventType::IdentityStatusChanged, &new)
+                .detail("from", old.status.as_str())
+                .detail("to", target.as_str());
+            audit.action = Some(change.as_str().to_owned());
+            audit.reason = reason.clone();
+            self.store
+                .commit(
+                    ChangeSet::new()
+                        .change(Change::UpdateIdentity { identity: new.clone(), expected_version: old.meta.version })
+                        .audit(audit),
+                )
+                .await?;
+            Ok(new)
+        })
+        .await
+    }
+
+    pub(super) async fn resolve_owner(&self, owner: &str) -> Result<UserId, RegistryError> {
+        let r = UserRef::parse(owner).map_err(|e| RegistryError::invalid("owner", e.to_string()))?;
+        match self.store.get_user(&r).await? {
+            Some(u) => Ok(u.id),
+            None => Err(RegistryError::invalid("owner", format!("owner {owner:?} is not a registered user"))),
+        }
+    }
+
+    fn identity_event(&self, ctx: &Ctx, t: EventType, i: &Identity) -> AuditRecord {
+        AuditRecord::new(self.clock.now(), t, &ctx.principal, ctx.rid()).target(
+            IdentityFamily::of(i.kind).noun(),
+            i.id.as_str(),
+            i.name.as_str(),
+        )
+    }
+}

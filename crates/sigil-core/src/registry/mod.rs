@@ -1,0 +1,80 @@
+//! The registry of users, non-human identities and resources: the inventory every other
+//! capability hangs on. Every change is committed together with its audit record.
+
+mod error;
+mod identities;
+mod resources;
+mod users;
+mod views;
+
+use std::sync::Arc;
+
+pub use error::RegistryError;
+pub use views::{identity_view, key_view, resource_view, user_view};
+
+use crate::model::Principal;
+use crate::store::{Store, StoreError};
+use crate::{Clock, Rng};
+
+/// Who is asking, for attribution in `updated_by` and the audit trail.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub principal: Principal,
+    pub request_id: Option<String>,
+}
+
+impl Ctx {
+    pub fn new(principal: Principal, request_id: Option<String>) -> Self {
+        Self { principal, request_id }
+    }
+
+    pub(crate) fn rid(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+}
+
+/// How often a read-modify-write is retried when another writer changed the row in between.
+const MAX_ATTEMPTS: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Rng>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, rng: Arc<dyn Rng>) -> Self {
+        Self { store, clock, rng }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn id_parts(&self) -> (u64, [u8; 10]) {
+        let ms = u64::try_from(self.clock.now().unix_millis()).unwrap_or(0);
+        (ms, self.rng.bytes10())
+    }
+
+    /// Runs a read-modify-write until it commits or fails for a reason other than a concurrent
+    /// update. Each attempt re-reads, so a patch is applied to the latest version: no lost update.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let mut last = RegistryError::Store(StoreError::Stale { entity: "entity" });
+        for _ in 0..MAX_ATTEMPTS {
+            match attempt().await {
+                Err(RegistryError::Store(e @ StoreError::Stale { .. })) => last = RegistryError::Store(e),
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+}

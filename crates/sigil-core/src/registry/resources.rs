@@ -1,0 +1,110 @@
+//! Resources: the APIs and MCP servers that accept Sigil tokens (RFC 8707 resource indicators).
+
+use sigil_proto::admin::{CreateResource, UpdateResource};
+use sigil_types::ResourceId;
+
+use super::{Ctx, Registry, RegistryError};
+use crate::audit::{AuditRecord, EventType};
+use crate::model::{Meta, Page, Resource, ResourceQuery, ResourceRef};
+use crate::store::{Change, ChangeSet};
+
+impl Registry {
+    pub async fn create_resource(&self, ctx: &Ctx, req: CreateResource) -> Result<Resource, RegistryError> {
+        let owner = self.resolve_owner(&req.owner).await?;
+        let now = self.clock.now();
+        let (ms, rnd) = self.id_parts();
+        let resource = Resource {
+            id: ResourceId::generate(ms, rnd),
+            uri: req.uri,
+            name: req.name,
+            description: req.description,
+            owner,
+            scopes: req.scopes,
+            meta: Meta::new(now, &ctx.principal),
+        };
+        let audit = self
+            .resource_event(ctx, EventType::ResourceCreated, &resource)
+            .detail("scopes", resource.scopes.to_oauth_string());
+        self.store
+            .commit(ChangeSet::new().change(Change::InsertResource(resource.clone())).audit(audit))
+            .await?;
+        Ok(resource)
+    }
+
+    pub async fn get_resource(&self, r: &ResourceRef) -> Result<Resource, RegistryError> {
+        self.store
+            .get_resource(r)
+            .await?
+            .ok_or_else(|| RegistryError::not_found("resource", r))
+    }
+
+    pub async fn list_resources(&self, q: &ResourceQuery) -> Result<Page<Resource>, RegistryError> {
+        Ok(self.store.list_resources(q).await?)
+    }
+
+    pub async fn update_resource(&self, ctx: &Ctx, r: &ResourceRef, patch: UpdateResource) -> Result<Resource, RegistryError> {
+        let new_owner = match &patch.owner {
+            Some(o) => Some(self.resolve_owner(o).await?),
+            None => None,
+        };
+        self.retrying(|| async {
+            let old = self.get_resource(r).await?;
+            let mut new = old.clone();
+            let mut changed = Vec::new();
+            if let Some(v) = &patch.name {
+                new.name = v.clone();
+                changed.push("name");
+            }
+            if let Some(v) = &patch.description {
+                new.description = v.clone();
+                changed.push("description");
+            }
+            if let Some(v) = &new_owner {
+                new.owner = v.clone();
+                changed.push("owner");
+            }
+            if let Some(v) = &patch.scopes {
+                new.scopes = v.clone();
+                changed.push("scopes");
+            }
+            if new == old {
+                return Ok(old);
+            }
+            new.meta = old.meta.touched(self.clock.now(), &ctx.principal);
+            let audit = self.resource_event(ctx, EventType::ResourceUpdated, &new).detail("changed", changed);
+            self.store
+                .commit(
+                    ChangeSet::new()
+                        .change(Change::UpdateResource { resource: new.clone(), expected_version: old.meta.version })
+                        .audit(audit),
+                )
+                .await?;
+            Ok(new)
+        })
+        .await
+    }
+
+    pub async fn delete_resource(&self, ctx: &Ctx, r: &ResourceRef) -> Result<(), RegistryError> {
+        self.retrying(|| async {
+            let res = self.get_resource(r).await?;
+            let audit = self.resource_event(ctx, EventType::ResourceDeleted, &res);
+            self.store
+                .commit(
+                    ChangeSet::new()
+                        .change(Change::DeleteResource { id: res.id.clone(), expected_version: res.meta.version })
+                        .audit(audit),
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn resource_event(&self, ctx: &Ctx, t: EventType, r: &Resource) -> AuditRecord {
+        let mut rec = AuditRecord::new(self.clock.now(), t, &ctx.principal, ctx.rid()).target("resource", r.id.as_str(), r.name.as_str());
+        if let Some(target) = rec.target.as_mut() {
+            target.resource = Some(r.uri.to_string());
+        }
+        rec
+    }
+}

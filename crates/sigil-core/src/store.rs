@@ -1,0 +1,145 @@
+//! The storage port. Reads are grouped by aggregate; every write goes through [`Store::commit`],
+//! which applies a set of changes and their audit records atomically.
+
+use async_trait::async_trait;
+use sigil_types::{IdentityId, ResourceId, UserId};
+
+use crate::admin_auth::AdminCredential;
+use crate::audit::AuditRecord;
+use crate::keys::StoredKey;
+use crate::model::{
+    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
+};
+
+/// Storage failures, by what the caller can do about them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A unique field is already taken.
+    #[error("a {entity} with this {field} already exists")]
+    Duplicate { entity: &'static str, field: &'static str },
+    /// The row changed since it was read (optimistic concurrency), or was removed meanwhile.
+    #[error("the {entity} was changed by another request; retry")]
+    Stale { entity: &'static str },
+    /// A row that the change refers to does not exist.
+    #[error("the referenced {entity} does not exist")]
+    MissingReference { entity: &'static str },
+    /// The row is still referenced by others (e.g. a user who still owns identities).
+    #[error("the {entity} is still referenced")]
+    StillReferenced { entity: &'static str },
+    /// The database cannot be reached or failed; details are logged, not returned.
+    #[error("storage is unavailable")]
+    Unavailable(String),
+    /// Stored data could not be read back into domain types.
+    #[error("stored data is invalid")]
+    Corrupt(String),
+}
+
+/// One write. Inserts fail on duplicates; updates and deletes name the version they read and
+/// fail with [`StoreError::Stale`] if it is no longer current (no lost updates).
+#[derive(Debug, Clone)]
+pub enum Change {
+    InsertUser(User),
+    UpdateUser { user: User, expected_version: i64 },
+    DeleteUser { id: UserId, expected_version: i64 },
+    InsertIdentity(Identity),
+    UpdateIdentity { identity: Identity, expected_version: i64 },
+    /// Moves every identity and resource owned by `from` to `to` (before deleting a user).
+    TransferOwnership { from: UserId, to: UserId, by: String, at: sigil_types::Timestamp },
+    InsertResource(Resource),
+    UpdateResource { resource: Resource, expected_version: i64 },
+    DeleteResource { id: ResourceId, expected_version: i64 },
+    InsertSigningKey(StoredKey),
+    UpdateSigningKey { key: StoredKey, expected_version: i64 },
+    DeleteSigningKey { kid: String, expected_version: i64 },
+    InsertAdminCredential(AdminCredential),
+    /// Sets a named setting only if it is not set yet (first writer wins across replicas).
+    InsertSetting { name: String, value: Vec<u8> },
+}
+
+/// Changes and the audit records that describe them: all are committed, or none.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSet {
+    pub changes: Vec<Change>,
+    pub audit: Vec<AuditRecord>,
+}
+
+impl ChangeSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn change(mut self, c: Change) -> Self {
+        self.changes.push(c);
+        self
+    }
+
+    pub fn audit(mut self, r: AuditRecord) -> Self {
+        self.audit.push(r);
+        self
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    async fn get_user(&self, r: &UserRef) -> StoreResult<Option<User>>;
+    async fn list_users(&self, q: &UserQuery) -> StoreResult<Page<User>>;
+}
+
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    async fn get_identity(&self, r: &IdentityRef) -> StoreResult<Option<Identity>>;
+    async fn list_identities(&self, q: &IdentityQuery) -> StoreResult<Page<Identity>>;
+    /// How many identities and resources `owner` owns (for refusing to delete an owner).
+    async fn count_owned(&self, owner: &UserId) -> StoreResult<u64>;
+    async fn count_identities(&self) -> StoreResult<u64>;
+    async fn identity_ids_owned_by(&self, owner: &UserId) -> StoreResult<Vec<IdentityId>>;
+}
+
+#[async_trait]
+pub trait ResourceStore: Send + Sync {
+    async fn get_resource(&self, r: &ResourceRef) -> StoreResult<Option<Resource>>;
+    async fn list_resources(&self, q: &ResourceQuery) -> StoreResult<Page<Resource>>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn list_signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+}
+
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    async fn find_admin_credential(&self, token_hash: &str) -> StoreResult<Option<AdminCredential>>;
+    async fn get_admin_credential_by_name(&self, name: &str) -> StoreResult<Option<AdminCredential>>;
+}
+
+/// A stored audit record with the sequence number the database gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAudit {
+    pub seq: i64,
+    pub record: AuditRecord,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Records with a sequence number above `after`, in sequence order.
+    async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAudit>>;
+}
+
+/// Everything Sigil stores. Both backends (SQLite, PostgreSQL) pass one conformance suite.
+#[async_trait]
+pub trait Store:
+    UserStore + IdentityStore + ResourceStore + KeyStore + AdminStore + AuditStore + std::fmt::Debug
+{
+    /// Applies `changes` and appends `audit`, atomically and durably: when this returns `Ok` the
+    /// write survives a crash; when it returns `Err` nothing of it was applied.
+    async fn commit(&self, changes: ChangeSet) -> StoreResult<()>;
+    /// Checks that the database answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Flushes pending writes and closes connections (graceful shutdown).
+    async fn close(&self);
+    /// Human-readable backend name, for logs and the start-up banner.
+    fn backend(&self) -> &'static str;
+}

@@ -1,0 +1,30 @@
+//! Sigil's cryptography, on one backend (aws-lc-rs).
+//!
+//! Private keys never leave this crate as bytes except sealed under the master key: callers hold a
+//! [`SigningKey`] and ask it to sign.
+
+mod envelope;
+mod error;
+mod jwk;
+mod keyed_hash;
+mod signing;
+
+pub use envelope::{MasterKey, SealedBlob};
+pub use error::CryptoError;
+pub use jwk::{Jwk, Jwks};
+pub use keyed_hash::{KeyedHasher, sha256, constant_time_eq};
+pub use signing::{Algorithm, SigningKey, fill_random, random_bytes, random_token};
+
+/// URL-safe base64 without padding, as JOSE uses everywhere (RFC 7515 §2).
+pub fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes URL-safe base64 without padding.
+pub fn b64url_decode(s: &str) -> Result<Vec<u8>, CryptoError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| CryptoError::Encoding("invalid base64url"))
+}

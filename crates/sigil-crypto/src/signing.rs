@@ -1,0 +1,200 @@
+//! Signing keys: Ed25519 (default) and ECDSA P-256, each with a random `kid`.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+};
+use zeroize::Zeroizing;
+
+use crate::{CryptoError, Jwk, b64url};
+
+/// JWS algorithms Sigil signs with (RFC 7518 / RFC 8037 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    EdDsa,
+    Es256,
+}
+
+impl Algorithm {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "EdDSA" => Some(Self::EdDsa),
+            "ES256" => Some(Self::Es256),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+enum Pair {
+    Ed(Ed25519KeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+/// A private signing key held in memory. It signs; it never hands out its private bytes.
+pub struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    pair: Pair,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Makes a new key with a fresh random `kid` (never reuse a `kid`: JWKS caches in clients
+    /// would keep serving the old key under it). Returns the PKCS#8 bytes for sealing.
+    pub fn generate(alg: Algorithm) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = match alg {
+            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Random)?,
+            Algorithm::Es256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| CryptoError::Random)?,
+        };
+        let bytes = Zeroizing::new(pkcs8.as_ref().to_vec());
+        let kid = b64url(&random_bytes::<16>()?);
+        let key = Self::from_pkcs8(kid, alg, &bytes)?;
+        Ok((key, bytes))
+    }
+
+    /// Loads a key from its PKCS#8 DER form (as unsealed from storage).
+    pub fn from_pkcs8(kid: String, alg: Algorithm, pkcs8: &[u8]) -> Result<Self, CryptoError> {
+        let pair = match alg {
+            Algorithm::EdDsa => Pair::Ed(
+                Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::KeyFormat("ed25519 pkcs8"))?,
+            ),
+            Algorithm::Es256 => Pair::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .map_err(|_| CryptoError::KeyFormat("p-256 pkcs8"))?,
+            ),
+        };
+        Ok(Self { kid, alg, pair })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Signs `msg`. ES256 signatures are the fixed-width `r || s` form JWS needs (RFC 7518 §3.4).
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match &self.pair {
+            Pair::Ed(k) => Ok(k.sign(msg).as_ref().to_vec()),
+            Pair::Ec(k) => k
+                .sign(&SystemRandom::new(), msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| CryptoError::Sign),
+        }
+    }
+
+    /// The public half as a JWK (RFC 7517; OKP per RFC 8037, EC per RFC 7518 §6.2).
+    pub fn public_jwk(&self) -> Jwk {
+        match &self.pair {
+            Pair::Ed(k) => Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: b64url(k.public_key().as_ref()),
+                y: None,
+                kid: self.kid.clone(),
+                alg: self.alg.as_str().into(),
+                use_: "sig".into(),
+            },
+            Pair::Ec(k) => {
+                // Uncompressed point: 0x04 || x (32) || y (32).
+                let point = k.public_key().as_ref();
+                let x = point.get(1..33).unwrap_or_default();
+                let y = point.get(33..65).unwrap_or_default();
+                Jwk {
+                    kty: "EC".into(),
+                    crv: "P-256".into(),
+                    x: b64url(x),
+                    y: Some(b64url(y)),
+                    kid: self.kid.clone(),
+                    alg: self.alg.as_str().into(),
+                    use_: "sig".into(),
+                }
+            }
+        }
+    }
+}
+
+/// `N` bytes from the system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| CryptoError::Random)?;
+    Ok(b)
+}
+
+/// Fills `buf` from the system's CSPRNG.
+pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| CryptoError::Random)
+}
+
+/// A generated secret: a recognisable prefix (so secret scanners find leaks) and 256 random bits.
+pub fn random_token(prefix: &str) -> Result<Zeroizing<String>, CryptoError> {
+    let bytes = Zeroizing::new(random_bytes::<32>()?);
+    Ok(Zeroizing::new(format!("{prefix}{}", b64url(bytes.as_ref()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+
+    #[test]
+    fn both_algorithms_sign_verifiably() -> Result<(), CryptoError> {
+        for alg in [Algorithm::EdDsa, Algorithm::Es256] {
+            let (key, pkcs8) = SigningKey::generate(alg)?;
+            let again = SigningKey::from_pkcs8(key.kid().to_owned(), alg, &pkcs8)?;
+            let sig = again.sign(b"msg")?;
+            let jwk = key.public_jwk();
+            let x = crate::b64url_decode(&jwk.x)?;
+            let ok = match alg {
+                Algorithm::EdDsa => UnparsedPublicKey::new(&ED25519, &x).verify(b"msg", &sig).is_ok(),
+                Algorithm::Es256 => {
+                    let y = crate::b64url_decode(jwk.y.as_deref().unwrap_or_default())?;
+                    let mut point = vec![4u8];
+                    point.extend_from_slice(&x);
+                    point.extend_from_slice(&y);
+                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).verify(b"msg", &sig).is_ok()
+                }
+            };
+            assert!(ok, "{alg} signature must verify against its JWK");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn kids_are_fresh() -> Result<(), CryptoError> {
+        let (a, _) = SigningKey::generate(Algorithm::EdDsa)?;
+        let (b, _) = SigningKey::generate(Algorithm::EdDsa)?;
+        assert_ne!(a.kid(), b.kid());
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_have_prefix_and_entropy() -> Result<(), CryptoError> {
+        let t = random_token("sigil_admin_")?;
+        assert!(t.starts_with("sigil_admin_"));
+        assert_eq!(t.len(), "sigil_admin_".len() + 43);
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Admin API (`/admin/v1/…`) bodies.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use sigil_types::{
+    Ceiling, Description, DisplayName, Email, Group, IdentityKind, IdentityStatus, Labels, Name, ResourceUri,
+    ScopeSet, TeamName, Timestamp, UserStatus, Username,
+};
+
+use crate::{Patch, patch};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: Username,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<DisplayName>,
+    #[serde(default)]
+    pub groups: BTreeSet<Group>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<UserStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    pub email: Patch<Email>,
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    pub display_name: Patch<DisplayName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<BTreeSet<Group>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<UserStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserView {
+    pub id: String,
+    pub username: Username,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<DisplayName>,
+    pub groups: BTreeSet<Group>,
+    pub status: UserStatus,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub created_by: String,
+    pub updated_by: String,
+    pub version: i64,
+}
+
+/// Body of `POST /admin/v1/agents` and `POST /admin/v1/workloads`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIdentity {
+    pub name: Name,
+    /// Defaults to `agent` for agents and `service` for workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<IdentityKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Description>,
+    /// The owning user, by username or id. Required: every identity has a human owner.
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamName>,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub ceiling: Ceiling,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIdentity {
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    pub description: Patch<Description>,
+    /// New owner (transfer of ownership), by username or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    pub team: Patch<TeamName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Patch<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<Ceiling>,
+}
+
+/// Optional body of the status-change endpoints (`…/suspend`, `…/revoke`, …).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChangeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Description>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityView {
+    pub id: String,
+    pub name: Name,
+    pub kind: IdentityKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Description>,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamName>,
+    pub labels: Labels,
+    pub status: IdentityStatus,
+    /// `status`, except that an expired active identity counts as suspended.
+    pub effective_status: IdentityStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    pub ceiling: Ceiling,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub created_by: String,
+    pub updated_by: String,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateResource {
+    pub uri: ResourceUri,
+    pub name: Name,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Description>,
+    #[serde(default)]
+    pub scopes: ScopeSet,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateResource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Name>,
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    pub description: Patch<Description>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopeSet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceView {
+    pub id: String,
+    pub uri: ResourceUri,
+    pub name: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Description>,
+    pub owner: String,
+    pub scopes: ScopeSet,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub created_by: String,
+    pub updated_by: String,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyView {
+    pub kid: String,
+    pub alg: String,
+    pub state: String,
+    pub created_at: Timestamp,
+    pub activate_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_after: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// `EdDSA` or `ES256`; defaults to the configured algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+}
+
+/// One page of a listing; pass `next_cursor` back as `cursor` for the next page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListResponse<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

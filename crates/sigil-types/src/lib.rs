@@ -1,0 +1,22 @@
+//! Sigil's identifiers and value objects.
+//!
+//! Every type here is built only by parsing: once a value exists it is valid, so the rest of the
+//! code never re-checks a name, a scope or a URI. No IO, no async.
+
+mod ceiling;
+mod error;
+mod ids;
+mod names;
+mod resource;
+mod scope;
+mod status;
+mod time;
+
+pub use ceiling::Ceiling;
+pub use error::ParseError;
+pub use ids::{IdentityId, ResourceId, UserId, encode_ulid};
+pub use names::{Description, DisplayName, Email, Group, LabelKey, LabelValue, Labels, Name, TeamName, Username};
+pub use resource::ResourceUri;
+pub use scope::{Scope, ScopeSet};
+pub use status::{IdentityKind, IdentityStatus, StatusChange, UserStatus};
+pub use time::Timestamp;

@@ -1,0 +1,57 @@
+//! Resource indicators (RFC 8707 §2): absolute URIs without a fragment.
+
+use crate::ParseError;
+
+/// A protected resource's identifier, as used in the `resource` parameter and the token `aud`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct ResourceUri(String);
+
+impl ResourceUri {
+    /// RFC 8707 §2: "MUST be an absolute URI … MUST NOT include a fragment component".
+    /// Kept exactly as given (no normalisation), because `aud` is compared byte for byte.
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        if s.len() > 2048 {
+            return Err(ParseError::new("resource uri", "must be at most 2048 bytes"));
+        }
+        let url = url::Url::parse(s).map_err(|e| ParseError::new("resource uri", format!("not an absolute uri: {e}")))?;
+        if url.fragment().is_some() || s.contains('#') {
+            return Err(ParseError::new("resource uri", "must not include a fragment"));
+        }
+        if url.cannot_be_a_base() && !matches!(url.scheme(), "urn") {
+            return Err(ParseError::new("resource uri", "must be a hierarchical uri or a urn"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ResourceUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ResourceUri {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc8707_rules() {
+        assert!(ResourceUri::parse("https://api.example.com/mcp").is_ok());
+        assert!(ResourceUri::parse("urn:example:hr").is_ok());
+        assert!(ResourceUri::parse("https://api.example.com/#frag").is_err());
+        assert!(ResourceUri::parse("/relative").is_err());
+        assert!(ResourceUri::parse("not a uri").is_err());
+    }
+}
