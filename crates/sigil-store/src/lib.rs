@@ -1,1 +1,233 @@
+//! SQLite and PostgreSQL adapters for Sigil's store port.
+//!
+//! One adapter serves both databases through sqlx's `Any` driver: the queries are the same SQL
+//! (`$n` placeholders, portable types), and what differs between the two lives in one
+//! [`dialect::Dialect`] value chosen when connecting, never in `if sqlite` branches in queries.
+//! Writes go through a group-committing writer ([`writer`]): many requests' change sets share
+//! one transaction and one fsync, each isolated in its own savepoint.
 
+mod apply;
+mod dialect;
+mod errors;
+mod migrate;
+mod read;
+mod rows;
+mod sql;
+mod writer;
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sigil_core::admin_auth::AdminCredential;
+use sigil_core::keys::StoredKey;
+use sigil_core::model::{
+    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
+};
+use sigil_core::store::{
+    AdminStore, AuditStore, ChangeSet, IdentityStore, KeyStore, ResourceStore, Store, StoreError, StoreResult,
+    StoredAudit, UserStore,
+};
+use sigil_types::{IdentityId, UserId};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+pub use dialect::Backend;
+pub use migrate::{MigrationReport, latest_version};
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite database file (created if missing).
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+impl Location {
+    /// Chooses PostgreSQL for `postgres://`/`postgresql://` URLs, otherwise the SQLite file.
+    pub fn from_url_or_file(url: Option<&str>, sqlite_file: std::path::PathBuf) -> Result<Self, StoreError> {
+        match url {
+            None => Ok(Self::Sqlite(sqlite_file)),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok(Self::Postgres(u.to_owned())),
+            Some(u) if u.starts_with("sqlite://") => Ok(Self::Sqlite(u.trim_start_matches("sqlite://").into())),
+            Some(_) => Err(StoreError::Unavailable(
+                "database url must start with postgres://, postgresql:// or sqlite://".into(),
+            )),
+        }
+    }
+}
+
+/// Tuning for a store; the defaults suit one `sigil serve` process.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Run pending migrations when connecting (`sigil serve` does; `sigil db migrate` too).
+    pub migrate: bool,
+    /// How long to wait for a connection before answering "unavailable".
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { migrate: true, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The SQL store. Cheap to clone; all clones share pools and the writer.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    writer: Arc<writer::Writer>,
+}
+
+static DRIVERS: std::sync::Once = std::sync::Once::new();
+
+impl SqlStore {
+    /// Connects, applies migrations if asked, and starts the writer.
+    pub async fn connect(location: &Location, opts: &StoreOptions) -> Result<Self, StoreError> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let (backend, url) = match location {
+            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
+            Location::Postgres(url) => (Backend::Postgres, url.clone()),
+        };
+        let d = backend.dialect();
+        let pool = pool(&url, d.read_connections, opts).await?;
+        if opts.migrate {
+            migrate::run(&pool, backend).await?;
+        } else {
+            migrate::check_current(&pool, backend).await?;
+        }
+        let write_pool = pool_sized(&url, d.writers, opts).await?;
+        let writer = Arc::new(writer::Writer::start(write_pool, backend));
+        Ok(Self { pool, backend, writer })
+    }
+
+    /// Only applies migrations (for `sigil db migrate`).
+    pub async fn migrate_only(location: &Location) -> Result<MigrationReport, StoreError> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let (backend, url) = match location {
+            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
+            Location::Postgres(url) => (Backend::Postgres, url.clone()),
+        };
+        let pool = pool_sized(&url, 1, &StoreOptions::default()).await?;
+        let report = migrate::run(&pool, backend).await;
+        pool.close().await;
+        report
+    }
+
+    pub fn kind(&self) -> Backend {
+        self.backend
+    }
+}
+
+async fn pool(url: &str, size: u32, opts: &StoreOptions) -> Result<AnyPool, StoreError> {
+    pool_sized(url, size, opts).await
+}
+
+async fn pool_sized(url: &str, size: u32, opts: &StoreOptions) -> Result<AnyPool, StoreError> {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .min_connections(1)
+        .acquire_timeout(opts.acquire_timeout)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                dialect::prepare_connection(conn).await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to the database: {e}")))
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn get_user(&self, r: &UserRef) -> StoreResult<Option<User>> {
+        read::get_user(&self.pool, r).await
+    }
+    async fn list_users(&self, q: &UserQuery) -> StoreResult<Page<User>> {
+        read::list_users(&self.pool, q).await
+    }
+}
+
+#[async_trait]
+impl IdentityStore for SqlStore {
+    async fn get_identity(&self, r: &IdentityRef) -> StoreResult<Option<Identity>> {
+        read::get_identity(&self.pool, r).await
+    }
+    async fn list_identities(&self, q: &IdentityQuery) -> StoreResult<Page<Identity>> {
+        read::list_identities(&self.pool, q).await
+    }
+    async fn count_owned(&self, owner: &UserId) -> StoreResult<u64> {
+        read::count_owned(&self.pool, owner).await
+    }
+    async fn count_identities(&self) -> StoreResult<u64> {
+        read::count_identities(&self.pool).await
+    }
+    async fn identity_ids_owned_by(&self, owner: &UserId) -> StoreResult<Vec<IdentityId>> {
+        read::identity_ids_owned_by(&self.pool, owner).await
+    }
+}
+
+#[async_trait]
+impl ResourceStore for SqlStore {
+    async fn get_resource(&self, r: &ResourceRef) -> StoreResult<Option<Resource>> {
+        read::get_resource(&self.pool, r).await
+    }
+    async fn list_resources(&self, q: &ResourceQuery) -> StoreResult<Page<Resource>> {
+        read::list_resources(&self.pool, q).await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn list_signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        read::list_signing_keys(&self.pool).await
+    }
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        read::get_setting(&self.pool, name).await
+    }
+}
+
+#[async_trait]
+impl AdminStore for SqlStore {
+    async fn find_admin_credential(&self, token_hash: &str) -> StoreResult<Option<AdminCredential>> {
+        read::find_admin_credential(&self.pool, "token_hash", token_hash).await
+    }
+    async fn get_admin_credential_by_name(&self, name: &str) -> StoreResult<Option<AdminCredential>> {
+        read::find_admin_credential(&self.pool, "name", name).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAudit>> {
+        read::list_audit(&self.pool, after, limit).await
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
+        self.writer.submit(changes).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn close(&self) {
+        self.writer.shutdown().await;
+        self.pool.close().await;
+    }
+
+    fn backend(&self) -> &'static str {
+        self.backend.dialect().name
+    }
+}

@@ -1,0 +1,228 @@
+//! Change → SQL. Runs inside the writer's transaction; the caller handles commit and rollback.
+
+use sigil_core::audit::AuditRecord;
+use sigil_core::model::{Identity, Resource, User};
+use sigil_core::store::{Change, ChangeSet, StoreError};
+use sqlx::AnyConnection;
+
+use crate::errors::{Op, map};
+use crate::sql::{Value, stmt};
+
+type R = Result<(), StoreError>;
+
+const USER: Op = Op { entity: "user", unique_fields: &["username", "id"], is_delete: false, references: "user" };
+const IDENTITY: Op = Op { entity: "identity", unique_fields: &["name", "id"], is_delete: false, references: "owner" };
+const RESOURCE: Op = Op { entity: "resource", unique_fields: &["uri", "name", "id"], is_delete: false, references: "owner" };
+const KEY: Op = Op { entity: "signing key", unique_fields: &["kid"], is_delete: false, references: "key" };
+const ADMIN: Op = Op { entity: "admin credential", unique_fields: &["token_hash", "name", "id"], is_delete: false, references: "credential" };
+const SETTING: Op = Op { entity: "setting", unique_fields: &["name"], is_delete: false, references: "setting" };
+const AUDIT: Op = Op { entity: "audit record", unique_fields: &["seq"], is_delete: false, references: "record" };
+
+const fn deleting(op: Op) -> Op {
+    Op { is_delete: true, ..op }
+}
+
+/// Applies every change and then every audit record of `cs`.
+pub async fn apply(conn: &mut AnyConnection, cs: &ChangeSet) -> R {
+    for c in &cs.changes {
+        apply_one(conn, c).await?;
+    }
+    for rec in &cs.audit {
+        insert_audit(conn, rec).await?;
+    }
+    Ok(())
+}
+
+/// Executes a statement; returns rows affected.
+async fn exec(conn: &mut AnyConnection, sql: &'static str, values: Vec<Value>, op: Op) -> Result<u64, StoreError> {
+    stmt(sql, values).execute(&mut *conn).await.map(|r| r.rows_affected()).map_err(|e| map(e, op))
+}
+
+/// Executes a versioned update/delete: no row affected means someone else changed it first.
+async fn exec_versioned(conn: &mut AnyConnection, sql: &'static str, values: Vec<Value>, op: Op) -> R {
+    match exec(conn, sql, values, op).await? {
+        0 => Err(StoreError::Stale { entity: op.entity }),
+        _ => Ok(()),
+    }
+}
+
+fn json(v: &impl serde::Serialize) -> Value {
+    Value::Text(serde_json::to_string(v).unwrap_or_default())
+}
+
+async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
+    match c {
+        Change::InsertUser(u) => {
+            exec(conn, "INSERT INTO users (id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", user_values(u), USER).await?;
+            write_groups(conn, u).await
+        }
+        Change::UpdateUser { user: u, expected_version } => {
+            let mut v = user_values(u);
+            v.remove(0);
+            v.push(u.id.as_str().into());
+            v.push((*expected_version).into());
+            exec_versioned(conn, "UPDATE users SET username = $1, email = $2, display_name = $3, groups_json = $4, status = $5, created_at = $6, updated_at = $7, created_by = $8, updated_by = $9, version = $10 WHERE id = $11 AND version = $12", v, USER).await?;
+            exec(conn, "DELETE FROM user_groups WHERE user_id = $1", vec![u.id.as_str().into()], USER).await?;
+            write_groups(conn, u).await
+        }
+        Change::DeleteUser { id, expected_version } => {
+            exec_versioned(conn, "DELETE FROM users WHERE id = $1 AND version = $2", vec![id.as_str().into(), (*expected_version).into()], deleting(USER)).await
+        }
+        Change::InsertIdentity(i) => {
+            exec(conn, "INSERT INTO identities (id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)", identity_values(i), IDENTITY).await?;
+            write_labels(conn, i).await
+        }
+        Change::UpdateIdentity { identity: i, expected_version } => {
+            let mut v = identity_values(i);
+            v.remove(0);
+            v.push(i.id.as_str().into());
+            v.push((*expected_version).into());
+            exec_versioned(conn, "UPDATE identities SET name = $1, kind = $2, description = $3, owner_id = $4, team = $5, labels_json = $6, status = $7, expires_at = $8, ceiling_json = $9, last_used_at = $10, created_at = $11, updated_at = $12, created_by = $13, updated_by = $14, version = $15 WHERE id = $16 AND version = $17", v, IDENTITY).await?;
+            exec(conn, "DELETE FROM identity_labels WHERE identity_id = $1", vec![i.id.as_str().into()], IDENTITY).await?;
+            write_labels(conn, i).await
+        }
+        Change::TransferOwnership { from, to, by, at } => {
+            let v = || vec![to.as_str().into(), at.unix_micros().into(), by.clone().into(), from.as_str().into()];
+            exec(conn, "UPDATE identities SET owner_id = $1, updated_at = $2, updated_by = $3, version = version + 1 WHERE owner_id = $4", v(), IDENTITY).await?;
+            exec(conn, "UPDATE resources SET owner_id = $1, updated_at = $2, updated_by = $3, version = version + 1 WHERE owner_id = $4", v(), RESOURCE).await?;
+            Ok(())
+        }
+        Change::InsertResource(r) => {
+            exec(conn, "INSERT INTO resources (id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", resource_values(r), RESOURCE).await.map(|_| ())
+        }
+        Change::UpdateResource { resource: r, expected_version } => {
+            let mut v = resource_values(r);
+            v.remove(0);
+            v.push(r.id.as_str().into());
+            v.push((*expected_version).into());
+            exec_versioned(conn, "UPDATE resources SET uri = $1, name = $2, description = $3, owner_id = $4, scopes_json = $5, created_at = $6, updated_at = $7, created_by = $8, updated_by = $9, version = $10 WHERE id = $11 AND version = $12", v, RESOURCE).await
+        }
+        Change::DeleteResource { id, expected_version } => {
+            exec_versioned(conn, "DELETE FROM resources WHERE id = $1 AND version = $2", vec![id.as_str().into(), (*expected_version).into()], deleting(RESOURCE)).await
+        }
+        Change::InsertSigningKey(k) => {
+            exec(conn, "INSERT INTO signing_keys (kid, alg, state, public_jwk, sealed_private, created_at, activate_at, retired_at, remove_after, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", key_values(k), KEY).await.map(|_| ())
+        }
+        Change::UpdateSigningKey { key: k, expected_version } => {
+            let mut v = key_values(k);
+            v.remove(0);
+            v.push(k.kid.clone().into());
+            v.push((*expected_version).into());
+            exec_versioned(conn, "UPDATE signing_keys SET alg = $1, state = $2, public_jwk = $3, sealed_private = $4, created_at = $5, activate_at = $6, retired_at = $7, remove_after = $8, version = $9 WHERE kid = $10 AND version = $11", v, KEY).await
+        }
+        Change::DeleteSigningKey { kid, expected_version } => {
+            exec_versioned(conn, "DELETE FROM signing_keys WHERE kid = $1 AND version = $2", vec![kid.clone().into(), (*expected_version).into()], deleting(KEY)).await
+        }
+        Change::InsertAdminCredential(a) => {
+            exec(conn, "INSERT INTO admin_credentials (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)", vec![a.id.clone().into(), a.name.clone().into(), a.token_hash.clone().into(), a.created_at.unix_micros().into()], ADMIN).await.map(|_| ())
+        }
+        Change::InsertSetting { name, value } => {
+            exec(conn, "INSERT INTO settings (name, value) VALUES ($1, $2)", vec![name.clone().into(), value.clone().into()], SETTING).await.map(|_| ())
+        }
+    }
+}
+
+fn meta_values(m: &sigil_core::model::Meta) -> [Value; 5] {
+    [
+        m.created_at.unix_micros().into(),
+        m.updated_at.unix_micros().into(),
+        m.created_by.as_str().into(),
+        m.updated_by.as_str().into(),
+        m.version.into(),
+    ]
+}
+
+fn user_values(u: &User) -> Vec<Value> {
+    let mut v: Vec<Value> = vec![
+        u.id.as_str().into(),
+        u.username.as_str().into(),
+        u.email.as_ref().map(|e| e.to_string()).into(),
+        u.display_name.as_ref().map(|e| e.to_string()).into(),
+        json(&u.groups),
+        u.status.as_str().into(),
+    ];
+    v.extend(meta_values(&u.meta));
+    v
+}
+
+async fn write_groups(conn: &mut AnyConnection, u: &User) -> R {
+    for g in &u.groups {
+        exec(conn, "INSERT INTO user_groups (user_id, grp) VALUES ($1, $2)", vec![u.id.as_str().into(), g.as_str().into()], USER).await?;
+    }
+    Ok(())
+}
+
+fn identity_values(i: &Identity) -> Vec<Value> {
+    let mut v: Vec<Value> = vec![
+        i.id.as_str().into(),
+        i.name.as_str().into(),
+        i.kind.as_str().into(),
+        i.description.as_ref().map(|e| e.to_string()).into(),
+        i.owner.as_str().into(),
+        i.team.as_ref().map(|e| e.to_string()).into(),
+        json(&i.labels),
+        i.status.as_str().into(),
+        i.expires_at.map(|t| t.unix_micros()).into(),
+        json(&i.ceiling),
+        i.last_used_at.map(|t| t.unix_micros()).into(),
+    ];
+    v.extend(meta_values(&i.meta));
+    v
+}
+
+async fn write_labels(conn: &mut AnyConnection, i: &Identity) -> R {
+    for (k, val) in i.labels.iter() {
+        exec(conn, "INSERT INTO identity_labels (identity_id, key, value) VALUES ($1, $2, $3)", vec![i.id.as_str().into(), k.as_str().into(), val.as_str().into()], IDENTITY).await?;
+    }
+    Ok(())
+}
+
+fn resource_values(r: &Resource) -> Vec<Value> {
+    let mut v: Vec<Value> = vec![
+        r.id.as_str().into(),
+        r.uri.as_str().into(),
+        r.name.as_str().into(),
+        r.description.as_ref().map(|e| e.to_string()).into(),
+        r.owner.as_str().into(),
+        json(&r.scopes),
+    ];
+    v.extend(meta_values(&r.meta));
+    v
+}
+
+fn key_values(k: &sigil_core::keys::StoredKey) -> Vec<Value> {
+    vec![
+        k.kid.clone().into(),
+        k.alg.as_str().into(),
+        k.state.as_str().into(),
+        json(&k.public_jwk),
+        k.sealed_private.0.clone().into(),
+        k.created_at.unix_micros().into(),
+        k.activate_at.unix_micros().into(),
+        k.retired_at.map(|t| t.unix_micros()).into(),
+        k.remove_after.map(|t| t.unix_micros()).into(),
+        k.version.into(),
+    ]
+}
+
+async fn insert_audit(conn: &mut AnyConnection, rec: &AuditRecord) -> R {
+    let target_id = rec.target.as_ref().and_then(|t| t.id.clone());
+    exec(
+        conn,
+        "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            rec.time.unix_micros().into(),
+            rec.event_type.as_str().into(),
+            rec.outcome.as_str().into(),
+            rec.request_id.clone().into(),
+            rec.subject.clone().into(),
+            rec.actors.first().cloned().into(),
+            rec.client_id.clone().into(),
+            target_id.into(),
+            rec.canonical_json().into(),
+        ],
+        AUDIT,
+    )
+    .await
+    .map(|_| ())
+}

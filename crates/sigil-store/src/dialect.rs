@@ -1,0 +1,86 @@
+//! What differs between SQLite and PostgreSQL, in one place.
+
+use sqlx::AnyConnection;
+use sqlx::Executor;
+
+/// The database behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One forward-only schema migration.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Per-database settings and statements; nothing else in the adapter branches on the backend.
+#[derive(Debug)]
+pub struct Dialect {
+    pub name: &'static str,
+    /// Starts a write transaction. SQLite takes the write lock up front (`IMMEDIATE`) so two
+    /// writers never deadlock upgrading a read lock.
+    pub begin_write: &'static str,
+    /// Serialises migrations across processes (PostgreSQL replicas start at once).
+    pub migration_lock: Option<&'static str>,
+    pub migrations: &'static [Migration],
+    /// Writer connections: SQLite has one writer at a time anyway; PostgreSQL takes a few.
+    pub writers: u32,
+    pub read_connections: u32,
+}
+
+const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "registry",
+    sql: include_str!("../migrations/sqlite/0001_registry.sql"),
+}];
+
+const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "registry",
+    sql: include_str!("../migrations/postgres/0001_registry.sql"),
+}];
+
+static SQLITE: Dialect = Dialect {
+    name: "sqlite",
+    begin_write: "BEGIN IMMEDIATE",
+    migration_lock: None,
+    migrations: SQLITE_MIGRATIONS,
+    writers: 1,
+    read_connections: 4,
+};
+
+static POSTGRES: Dialect = Dialect {
+    name: "postgres",
+    begin_write: "BEGIN",
+    migration_lock: Some("SELECT pg_advisory_xact_lock(7316617)"),
+    migrations: POSTGRES_MIGRATIONS,
+    writers: 4,
+    read_connections: 8,
+};
+
+impl Backend {
+    pub fn dialect(self) -> &'static Dialect {
+        match self {
+            Self::Sqlite => &SQLITE,
+            Self::Postgres => &POSTGRES,
+        }
+    }
+}
+
+/// Per-connection settings. For SQLite: WAL (readers do not block the writer), `synchronous =
+/// FULL` (a commit is on disk before it is acknowledged, so it survives `kill -9` and power
+/// loss), foreign keys on, and a busy timeout instead of immediate "database is locked".
+pub async fn prepare_connection(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        conn.execute(sqlx::raw_sql(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        ))
+        .await?;
+    }
+    Ok(())
+}

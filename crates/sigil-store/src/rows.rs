@@ -1,0 +1,137 @@
+//! Rows → domain types. A row that does not parse is reported as corrupt, never trusted.
+
+use std::collections::BTreeSet;
+
+use sigil_core::admin_auth::AdminCredential;
+use sigil_core::audit::AuditRecord;
+use sigil_core::keys::{KeyState, StoredKey};
+use sigil_core::model::{Identity, Meta, Principal, Resource, User};
+use sigil_core::store::{StoreError, StoredAudit};
+use sigil_crypto::{Algorithm, SealedBlob};
+use sigil_types::{
+    Ceiling, Description, DisplayName, Email, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name,
+    ResourceId, ResourceUri, ScopeSet, TeamName, Timestamp, UserId, UserStatus, Username,
+};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::errors::corrupt;
+
+pub const USER_COLS: &str =
+    "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version";
+pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version";
+pub const RESOURCE_COLS: &str =
+    "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version";
+pub const KEY_COLS: &str =
+    "kid, alg, state, public_jwk, sealed_private, created_at, activate_at, retired_at, remove_after, version";
+
+fn get<T>(row: &AnyRow, col: &str) -> Result<T, StoreError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get::<T, _>(col).map_err(|e| corrupt(col, e))
+}
+
+fn parse<T, E: std::fmt::Display>(col: &str, r: Result<T, E>) -> Result<T, StoreError> {
+    r.map_err(|e| corrupt(col, e))
+}
+
+fn opt_parse<T, E: std::fmt::Display>(
+    row: &AnyRow,
+    col: &str,
+    f: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, StoreError> {
+    get::<Option<String>>(row, col)?.map(|s| parse(col, f(&s))).transpose()
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
+    parse(col, serde_json::from_str(&get::<String>(row, col)?))
+}
+
+fn ts(row: &AnyRow, col: &str) -> Result<Timestamp, StoreError> {
+    Ok(Timestamp::from_unix_micros(get::<i64>(row, col)?))
+}
+
+fn opt_ts(row: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
+    Ok(get::<Option<i64>>(row, col)?.map(Timestamp::from_unix_micros))
+}
+
+fn meta(row: &AnyRow) -> Result<Meta, StoreError> {
+    Ok(Meta {
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+        created_by: Principal::from_stored(get(row, "created_by")?),
+        updated_by: Principal::from_stored(get(row, "updated_by")?),
+        version: get(row, "version")?,
+    })
+}
+
+pub fn user(row: &AnyRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: parse("id", UserId::parse(&get::<String>(row, "id")?))?,
+        username: parse("username", Username::parse(&get::<String>(row, "username")?))?,
+        email: opt_parse(row, "email", Email::parse)?,
+        display_name: opt_parse(row, "display_name", DisplayName::parse)?,
+        groups: json::<BTreeSet<Group>>(row, "groups_json")?,
+        status: parse("status", UserStatus::parse(&get::<String>(row, "status")?))?,
+        meta: meta(row)?,
+    })
+}
+
+pub fn identity(row: &AnyRow) -> Result<Identity, StoreError> {
+    Ok(Identity {
+        id: parse("id", IdentityId::parse(&get::<String>(row, "id")?))?,
+        name: parse("name", Name::parse(&get::<String>(row, "name")?))?,
+        kind: parse("kind", IdentityKind::parse(&get::<String>(row, "kind")?))?,
+        description: opt_parse(row, "description", Description::parse)?,
+        owner: parse("owner_id", UserId::parse(&get::<String>(row, "owner_id")?))?,
+        team: opt_parse(row, "team", TeamName::parse)?,
+        labels: json::<Labels>(row, "labels_json")?,
+        status: parse("status", IdentityStatus::parse(&get::<String>(row, "status")?))?,
+        expires_at: opt_ts(row, "expires_at")?,
+        ceiling: json::<Ceiling>(row, "ceiling_json")?,
+        last_used_at: opt_ts(row, "last_used_at")?,
+        meta: meta(row)?,
+    })
+}
+
+pub fn resource(row: &AnyRow) -> Result<Resource, StoreError> {
+    Ok(Resource {
+        id: parse("id", ResourceId::parse(&get::<String>(row, "id")?))?,
+        uri: parse("uri", ResourceUri::parse(&get::<String>(row, "uri")?))?,
+        name: parse("name", Name::parse(&get::<String>(row, "name")?))?,
+        description: opt_parse(row, "description", Description::parse)?,
+        owner: parse("owner_id", UserId::parse(&get::<String>(row, "owner_id")?))?,
+        scopes: json::<ScopeSet>(row, "scopes_json")?,
+        meta: meta(row)?,
+    })
+}
+
+pub fn key(row: &AnyRow) -> Result<StoredKey, StoreError> {
+    let alg: String = get(row, "alg")?;
+    Ok(StoredKey {
+        kid: get(row, "kid")?,
+        alg: Algorithm::parse(&alg).ok_or_else(|| corrupt("alg", alg))?,
+        state: parse("state", KeyState::parse(&get::<String>(row, "state")?))?,
+        public_jwk: json(row, "public_jwk")?,
+        sealed_private: SealedBlob(get(row, "sealed_private")?),
+        created_at: ts(row, "created_at")?,
+        activate_at: ts(row, "activate_at")?,
+        retired_at: opt_ts(row, "retired_at")?,
+        remove_after: opt_ts(row, "remove_after")?,
+        version: get(row, "version")?,
+    })
+}
+
+pub fn admin_credential(row: &AnyRow) -> Result<AdminCredential, StoreError> {
+    Ok(AdminCredential {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        token_hash: get(row, "token_hash")?,
+        created_at: ts(row, "created_at")?,
+    })
+}
+
+pub fn audit(row: &AnyRow) -> Result<StoredAudit, StoreError> {
+    Ok(StoredAudit { seq: get(row, "seq")?, record: json::<AuditRecord>(row, "body")? })
+}

@@ -1,0 +1,141 @@
+//! The group-committing writer.
+//!
+//! Requests hand their change sets to a channel; a writer task takes everything waiting (up to
+//! [`MAX_BATCH`]), runs it in one transaction with a savepoint per change set, commits once, and
+//! only then answers each request. One fsync covers the whole batch, so durability costs little
+//! per write, and a change set that fails (duplicate, stale version) rolls back to its savepoint
+//! without touching the others in its batch.
+
+use std::sync::Arc;
+
+use sigil_core::store::{ChangeSet, StoreError};
+use sqlx::{AnyConnection, AnyPool};
+use sqlx::{Connection, Executor};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::apply::apply;
+use crate::dialect::Backend;
+
+/// Most change sets in one transaction: large enough to amortise the fsync, small enough that
+/// one batch's latency stays low.
+const MAX_BATCH: usize = 512;
+const QUEUE: usize = 16_384;
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+struct Job {
+    changes: ChangeSet,
+    reply: Reply,
+}
+
+#[derive(Debug)]
+pub struct Writer {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn start(pool: AnyPool, backend: Backend) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let d = backend.dialect();
+        let tasks = (0..d.writers)
+            .map(|_| tokio::spawn(run(pool.clone(), Arc::clone(&rx), d.begin_write)))
+            .collect();
+        Self { tx: Mutex::new(Some(tx)), tasks: Mutex::new(tasks) }
+    }
+
+    pub async fn submit(&self, changes: ChangeSet) -> Result<(), StoreError> {
+        let sender = self.tx.lock().await.clone().ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Job { changes, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    /// Stops taking writes, lets the writers finish what is queued, and waits for them.
+    pub async fn shutdown(&self) {
+        self.tx.lock().await.take();
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, begin: &'static str) {
+    loop {
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        commit_batch(&pool, batch, begin).await;
+    }
+}
+
+async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, begin: &'static str) {
+    let mut conn = match pool.acquire().await {
+        Ok(c) => c,
+        Err(e) => return fail_all(batch, &e.to_string()),
+    };
+    let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
+    match run_transaction(&mut conn, &jobs, begin).await {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "write transaction failed");
+            // The connection may be mid-transaction or broken: never hand it back to the pool.
+            let _ = conn.detach();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+            }
+        }
+    }
+}
+
+/// Runs the batch; `Err` means the transaction as a whole failed and nothing was committed.
+async fn run_transaction(
+    conn: &mut AnyConnection,
+    jobs: &[ChangeSet],
+    begin: &'static str,
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    let mut tx = conn.begin_with(begin).await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        tx.execute("SAVEPOINT cs").await?;
+        match apply(&mut tx, job).await {
+            Ok(()) => {
+                tx.execute("RELEASE SAVEPOINT cs").await?;
+                results.push(Ok(()));
+            }
+            Err(e) => {
+                tx.execute("ROLLBACK TO SAVEPOINT cs").await?;
+                tx.execute("RELEASE SAVEPOINT cs").await?;
+                results.push(Err(e));
+            }
+        }
+    }
+    // Dropping `tx` on an error path above rolls the whole batch back.
+    tx.commit().await?;
+    Ok(results)
+}
+
+fn fail_all(batch: Vec<Job>, why: &str) {
+    tracing::error!(error = why, "cannot get a write connection");
+    for j in batch {
+        let _ = j.reply.send(Err(StoreError::Unavailable(why.to_owned())));
+    }
+}
