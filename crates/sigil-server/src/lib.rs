@@ -1,1 +1,14 @@
+//! Sigil's server: the composition root, the HTTP adapter (axum), configuration, background
+//! tasks and telemetry. The one place where domain errors become HTTP responses.
 
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod http;
+pub mod serve;
+pub mod telemetry;
+mod tls;
+
+pub use app::App;
+pub use config::{Config, ConfigError, Flags};
+pub use serve::{Running, ServeError, start};

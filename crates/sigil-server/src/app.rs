@@ -1,0 +1,46 @@
+//! The composition root: builds every component once and hands them to the adapters.
+
+use std::sync::Arc;
+
+use sigil_core::admin_auth::AdminAuth;
+use sigil_core::keys::{KeyManager, KeyPolicy};
+use sigil_core::registry::Registry;
+use sigil_core::store::Store;
+use sigil_core::{Clock, Rng};
+use sigil_crypto::MasterKey;
+
+use crate::config::Config;
+
+/// Everything a request handler needs, shared by all of them.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    /// The issuer identifier, exactly as it appears in tokens and metadata.
+    pub issuer: String,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub registry: Registry,
+    pub keys: KeyManager,
+    pub admin: AdminAuth,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        issuer: String,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn Rng>,
+        master: Arc<MasterKey>,
+    ) -> Self {
+        let policy = KeyPolicy {
+            algorithm: config.key_algorithm,
+            publish_ahead: config.publish_ahead,
+            retire_after: config.retire_after,
+        };
+        let keys = KeyManager::new(Arc::clone(&master), Arc::clone(&store), Arc::clone(&clock), policy);
+        let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
+        let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
+        Self { config, issuer, store, clock, registry, keys, admin }
+    }
+}

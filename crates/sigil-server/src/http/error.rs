@@ -1,0 +1,146 @@
+//! The one table that maps every error to a response: RFC 9457 problem+json for the admin API.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sigil_core::admin_auth::AdminAuthError;
+use sigil_core::keys::KeyError;
+use sigil_core::registry::RegistryError;
+use sigil_core::store::StoreError;
+use sigil_proto::problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem};
+use sigil_types::ParseError;
+
+/// Every way an API request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Invalid { field: Option<String>, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("expected content-type application/json")]
+    UnsupportedMediaType,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the service is temporarily unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: Some(field.into()), message: message.into() }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid-input", "Invalid input"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let mut problem = Problem::new(slug, title, status.as_u16(), self.to_string());
+        if let Self::Invalid { field: Some(f), message } = &self {
+            problem.errors.push(FieldError { field: f.clone(), message: message.clone() });
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::Unauthorized(why) = self {
+            let value = format!("Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\"");
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        Self::invalid(e.what, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(why) => {
+                tracing::error!(error = why, "store unavailable");
+                Self::Unavailable
+            }
+            StoreError::Corrupt(why) => {
+                tracing::error!(error = why, "stored data is corrupt");
+                Self::Internal
+            }
+            other => Self::Conflict(other.to_string()),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid { field, message } => Self::Invalid { field: Some(field.into()), message },
+            RegistryError::NotFound { .. } => Self::NotFound(e.to_string()),
+            RegistryError::Conflict(m) => Self::Conflict(m),
+            RegistryError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Store(s) => s.into(),
+            KeyError::RotationPending(_) => Self::Conflict(e.to_string()),
+            other => {
+                tracing::error!(error = %other, "key manager failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<AdminAuthError> for ApiError {
+    fn from(e: AdminAuthError) -> Self {
+        match e {
+            AdminAuthError::Missing => Self::Unauthorized("missing admin credential"),
+            AdminAuthError::Invalid => Self::Unauthorized("invalid admin credential"),
+            AdminAuthError::Unavailable => Self::Unavailable,
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,84 @@
+//! Extractors that turn bad input into precise problems instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use serde::de::DeserializeOwned;
+use sigil_core::model::Principal;
+use sigil_core::registry::Ctx;
+
+use super::error::ApiError;
+use super::middleware::RequestId;
+use crate::app::App;
+
+/// A JSON body that must be `application/json`, within the size limit, and match `T` exactly
+/// (request DTOs reject unknown fields).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<std::sync::Arc<App>> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.config.max_body_bytes;
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| ApiError::TooLarge(limit))?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A body that may be empty (treated as `{}`), for action endpoints with optional options.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<std::sync::Arc<App>> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+        let limit = state.config.max_body_bytes;
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| ApiError::TooLarge(limit))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Invalid { field: None, message: format!("invalid JSON body: {e}") })
+}
+
+/// An authenticated admin caller, with the request id, ready for the registry.
+#[derive(Debug)]
+pub struct Admin(pub Ctx);
+
+impl FromRequestParts<std::sync::Arc<App>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+        let rid = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string());
+        let principal: Principal = app.admin.authenticate(token, rid.as_deref(), &source).await?;
+        Ok(Admin(Ctx::new(principal, rid)))
+    }
+}

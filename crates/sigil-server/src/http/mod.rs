@@ -1,0 +1,57 @@
+//! The HTTP adapter: routes, extractors, and the one table that turns errors into responses.
+
+mod admin_identities;
+mod admin_keys;
+mod admin_resources;
+mod admin_users;
+mod error;
+mod extract;
+mod health;
+mod middleware;
+mod query;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::app::App;
+
+/// The shared state every handler receives.
+pub type State = axum::extract::State<Arc<App>>;
+
+/// Builds the whole HTTP API. Tests call this directly (no socket needed).
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.config.max_body_bytes;
+    let admin = Router::new()
+        .route("/users", get(admin_users::list).post(admin_users::create))
+        .route("/users/{user}", get(admin_users::show).patch(admin_users::update).delete(admin_users::delete))
+        .route("/agents", get(admin_identities::list_agents).post(admin_identities::create_agent))
+        .route("/agents/{name}", get(admin_identities::show_agent).patch(admin_identities::update_agent))
+        .route("/agents/{name}/{action}", post(admin_identities::change_agent_status))
+        .route("/workloads", get(admin_identities::list_workloads).post(admin_identities::create_workload))
+        .route("/workloads/{name}", get(admin_identities::show_workload).patch(admin_identities::update_workload))
+        .route("/workloads/{name}/{action}", post(admin_identities::change_workload_status))
+        .route("/resources", get(admin_resources::list).post(admin_resources::create))
+        .route(
+            "/resources/{resource}",
+            get(admin_resources::show).patch(admin_resources::update).delete(admin_resources::delete),
+        )
+        .route("/keys", get(admin_keys::list))
+        .route("/keys/rotate", post(admin_keys::rotate));
+
+    Router::new()
+        .nest("/admin/v1", admin)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/.well-known/jwks.json", get(health::jwks))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .with_state(app)
+}

@@ -1,0 +1,51 @@
+//! Query-string parsing for list endpoints: known keys only, `label` may repeat, nothing else may.
+
+use sigil_core::model::PageRequest;
+
+use super::error::ApiError;
+
+#[derive(Debug, Default)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+/// Keys that may appear more than once.
+const REPEATABLE: &[&str] = &["label"];
+
+impl Params {
+    /// Parses `raw`, accepting only `allowed` keys plus `cursor` and `limit`.
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            let known = allowed.contains(&k.as_ref()) || k == "cursor" || k == "limit";
+            if !known {
+                let mut keys: Vec<&str> = allowed.to_vec();
+                keys.extend(["cursor", "limit"]);
+                return Err(ApiError::invalid(k.to_string(), format!("unknown query parameter {k:?}; expected one of: {}", keys.join(", "))));
+            }
+            if !REPEATABLE.contains(&k.as_ref()) && pairs.iter().any(|(pk, _)| *pk == k) {
+                return Err(ApiError::invalid(k.to_string(), format!("query parameter {k:?} given more than once")));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Self { pairs })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Parses `key` with `f` if present; a parse failure names the parameter.
+    pub fn parsed<T, E: std::fmt::Display>(&self, key: &str, f: impl Fn(&str) -> Result<T, E>) -> Result<Option<T>, ApiError> {
+        self.get(key).map(|v| f(v).map_err(|e| ApiError::invalid(key, e.to_string()))).transpose()
+    }
+
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        let limit = self.parsed("limit", |v| v.parse::<u32>().map_err(|_| "must be a positive integer"))?;
+        PageRequest::new(self.get("cursor").map(str::to_owned), limit).map_err(|e| ApiError::invalid(e.what, e.to_string()))
+    }
+}

@@ -1,0 +1,168 @@
+//! Starting and stopping a server: bootstrap, listen, background tasks, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
+use sigil_core::keys::{KeyError, check_master_key};
+use sigil_core::store::{Store, StoreError};
+use sigil_core::{Clock, SystemRng};
+use sigil_store::{Location, SqlStore, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::app::App;
+use crate::bootstrap::{self, BootstrapError, KeyOrigin};
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    #[error("database: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl From<StoreError> for ServeError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(match e {
+            StoreError::Unavailable(m) | StoreError::Corrupt(m) => m,
+            other => other.to_string(),
+        })
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    /// The bootstrap admin token, when this start created it (shown once).
+    pub new_admin_token: Option<Zeroizing<String>>,
+    pub master_key_origin: KeyOrigin,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, flushes the store, and returns.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// The base URL clients use.
+    pub fn url(&self) -> String {
+        let scheme = if self.app.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+}
+
+/// Builds everything and starts serving. `master_key_env` is `SIGIL_MASTER_KEY`, if set.
+pub async fn start(config: Config, clock: Arc<dyn Clock>, master_key_env: Option<Zeroizing<String>>) -> Result<Running, ServeError> {
+    bootstrap::ensure_data_dir(&config.data_dir)?;
+    let (master, master_key_origin) = bootstrap::master_key(master_key_env, &config.master_key_file)?;
+    let master = Arc::new(master);
+    let location = Location::from_url_or_file(config.database_url.as_deref(), config.data_dir.join("sigil.db"))?;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await?);
+    check_master_key(store.as_ref(), &master).await?;
+
+    let tcp = TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let addr = tcp.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    // The issuer is compared byte for byte by clients (RFC 8414 §3.3): no trailing slash.
+    let issuer = match &config.issuer {
+        Some(i) => i.as_str().trim_end_matches('/').to_owned(),
+        None => format!("{scheme}://{addr}"),
+    };
+    crate::telemetry::metrics();
+
+    let app = Arc::new(App::new(config.clone(), issuer, Arc::clone(&store), clock, Arc::new(SystemRng), master));
+    app.keys.ensure_bootstrapped().await?;
+    let new_admin_token = app.admin.bootstrap().await?;
+    if let Some(token) = &new_admin_token {
+        bootstrap::write_secret_file(&config.data_dir.join("admin-token"), token.as_bytes())?;
+    }
+
+    let (stop, stop_rx) = watch::channel(false);
+    let maintenance = tokio::spawn(maintain_keys(Arc::clone(&app), stop_rx.clone()));
+    let router = crate::http::router(Arc::clone(&app));
+    let service = router.into_make_service_with_connect_info::<PeerAddr>();
+    let task = match &config.tls {
+        None => tokio::spawn(serve(tcp, service, stop_rx, Arc::clone(&store), maintenance)),
+        Some((cert, key)) => {
+            let tls = crate::tls::server_config(cert, key).map_err(ServeError::Tls)?;
+            let listener = crate::tls::TlsListener::new(tcp, tls).map_err(ServeError::Serve)?;
+            tokio::spawn(serve(listener, service, stop_rx, Arc::clone(&store), maintenance))
+        }
+    };
+    Ok(Running { addr, app, new_admin_token, master_key_origin, stop, task })
+}
+
+async fn serve<L>(
+    listener: L,
+    service: IntoMakeServiceWithConnectInfo<axum::Router, PeerAddr>,
+    mut stop: watch::Receiver<bool>,
+    store: Arc<dyn Store>,
+    maintenance: tokio::task::JoinHandle<()>,
+) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(ServeError::Serve);
+    maintenance.abort();
+    // Every acknowledged write is already committed; this drains anything queued and closes.
+    store.close().await;
+    result
+}
+
+/// The client's address, for logs and audit records; works for plain and TLS listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// Advances key rotation and reloads keys changed by other replicas, every second.
+async fn maintain_keys(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = app.keys.maintain().await {
+                    tracing::warn!(error = %e, "key maintenance failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

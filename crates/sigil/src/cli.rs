@@ -1,0 +1,297 @@
+//! Command-line definitions. Users script against these: keep names and flags stable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about = "Sigil: the identity plane for AI agents and other non-human identities")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Sigil server URL [env: SIGIL_URL] (default http://127.0.0.1:8080).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Admin token [env: SIGIL_ADMIN_TOKEN] (default: read from <data-dir>/admin-token).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (zero config: 127.0.0.1:8080, SQLite in ./sigil-data).
+    Serve(ServeArgs),
+    /// Database maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Human users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// AI agents.
+    #[command(subcommand)]
+    Agent(IdentityCommand),
+    /// Workloads: services, jobs, pipelines, service accounts.
+    #[command(subcommand)]
+    Workload(IdentityCommand),
+    /// Protected resources (APIs, MCP servers) that accept Sigil tokens.
+    #[command(subcommand)]
+    Resource(ResourceCommand),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServerOptions {
+    /// Config file (TOML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// State directory [env: SIGIL_DATA_DIR] (default ./sigil-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL instead of the embedded SQLite [env: SIGIL_DATABASE_URL].
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerOptions,
+    /// Address to listen on [env: SIGIL_LISTEN] (default 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Issuer URL [env: SIGIL_ISSUER] (default http://<listen>).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// SPIFFE trust domain [env: SIGIL_TRUST_DOMAIN] (default sigil.local).
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// TLS certificate chain (PEM) [env: SIGIL_TLS_CERT].
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) [env: SIGIL_TLS_KEY].
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply pending schema migrations and exit.
+    Migrate(ServerOptions),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (with the environment overlay) without starting anything.
+    Check { file: PathBuf },
+    /// Print a commented example config.
+    Example,
+}
+
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Items per page (1–500).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Continue after this cursor (from a previous page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow cursors and print every page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Group membership (repeat for several).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show { user: String },
+    Update {
+        user: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Replace the groups with these (repeat for several).
+        #[arg(long = "group")]
+        groups: Option<Vec<String>>,
+        /// Remove every group.
+        #[arg(long, conflicts_with = "groups")]
+        no_groups: bool,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Delete a user; one who still owns identities needs --transfer-to.
+    Delete {
+        user: String,
+        #[arg(long)]
+        transfer_to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The owning user (username or id). Required.
+        #[arg(long)]
+        owner: String,
+        /// For workloads: service, job, pipeline or service_account.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// A label key=value (repeat for several).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// A scope in the capability ceiling (repeat for several).
+        #[arg(long = "ceiling")]
+        ceiling: Vec<String>,
+        /// Restrict the ceiling to this resource URI (repeat for several; default: any resource).
+        #[arg(long = "ceiling-resource")]
+        ceiling_resources: Vec<String>,
+        /// RFC 3339 time after which the identity counts as suspended.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show { name: String },
+    Update {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Transfer ownership to this user.
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// Replace the labels with these key=value pairs.
+        #[arg(long = "label")]
+        labels: Option<Vec<String>>,
+        /// Replace the ceiling's scopes with these.
+        #[arg(long = "ceiling")]
+        ceiling: Option<Vec<String>>,
+        #[arg(long = "ceiling-resource")]
+        ceiling_resources: Option<Vec<String>>,
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_at: Option<String>,
+        /// Remove the expiry time.
+        #[arg(long)]
+        no_expiry: bool,
+    },
+    /// Suspend (reversible with resume).
+    Suspend(StatusArgs),
+    /// Resume a suspended identity.
+    Resume(StatusArgs),
+    /// Revoke: final; the identity can never be trusted again.
+    Revoke(StatusArgs),
+    /// Decommission: retire the identity for good.
+    Decommission(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub name: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourceCommand {
+    Create {
+        /// The resource indicator (RFC 8707): an absolute URI without fragment.
+        #[arg(long)]
+        uri: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner: String,
+        /// A scope this resource defines (repeat for several).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show { resource: String },
+    Update {
+        resource: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long = "scope")]
+        scopes: Option<Vec<String>>,
+    },
+    Delete { resource: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    List,
+    /// Start a rotation: the new key is published now and signs after keys.publish_ahead.
+    Rotate {
+        /// EdDSA or ES256 (default: the configured algorithm).
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
