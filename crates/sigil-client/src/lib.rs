@@ -5,8 +5,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sigil_proto::Problem;
 use sigil_proto::admin::{
-    CreateIdentity, CreateResource, CreateUser, IdentityView, KeyView, ListResponse, ResourceView, RotateKeyRequest,
-    StatusChangeRequest, UpdateIdentity, UpdateResource, UpdateUser, UserView,
+    CreateIdentity, CreateResource, CreateUser, IdentityView, KeyView, ListResponse, ResourceView,
+    RotateKeyRequest, StatusChangeRequest, UpdateIdentity, UpdateResource, UpdateUser, UserView,
 };
 
 /// Why a call failed.
@@ -14,16 +14,24 @@ use sigil_proto::admin::{
 pub enum ClientError {
     /// The server answered with an error status (and, normally, a problem body).
     #[error("{}", describe(*status, problem))]
-    Api { status: StatusCode, problem: Option<Problem> },
+    Api {
+        status: StatusCode,
+        problem: Option<Box<Problem>>,
+    },
     #[error("cannot reach sigil at {url}: {message}")]
     Transport { url: String, message: String },
     #[error("unexpected response: {0}")]
     Decode(String),
 }
 
-fn describe(status: StatusCode, problem: &Option<Problem>) -> String {
+fn describe(status: StatusCode, problem: &Option<Box<Problem>>) -> String {
     match problem {
-        Some(p) => format!("{} ({}): {}", p.title, status.as_u16(), p.detail.as_deref().unwrap_or_default()),
+        Some(p) => format!(
+            "{} ({}): {}",
+            p.title,
+            status.as_u16(),
+            p.detail.as_deref().unwrap_or_default()
+        ),
         None => format!("server answered {status}"),
     }
 }
@@ -69,12 +77,24 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| ClientError::Transport { url: base.into(), message: e.to_string() })?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), token, http })
+            .map_err(|e| ClientError::Transport {
+                url: base.into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
     }
 
     /// Sends a request; decodes a 2xx JSON body as `T` (or `()` for 204), an error as a problem.
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T, ClientError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -83,13 +103,26 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Transport { url: self.base.clone(), message: e.to_string() })?;
+        let resp = req.send().await.map_err(|e| ClientError::Transport {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
         if !status.is_success() {
-            return Err(ClientError::Api { status, problem: serde_json::from_slice(&bytes).ok() });
+            return Err(ClientError::Api {
+                status,
+                problem: serde_json::from_slice(&bytes).ok().map(Box::new),
+            });
         }
-        let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
+        let bytes = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
         serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
@@ -102,55 +135,124 @@ impl Client {
     pub async fn create_user(&self, req: &CreateUser) -> Result<UserView, ClientError> {
         self.call(Method::POST, "/admin/v1/users", Some(req)).await
     }
-    pub async fn list_users(&self, query: &[(&str, String)]) -> Result<ListResponse<UserView>, ClientError> {
+    pub async fn list_users(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<ListResponse<UserView>, ClientError> {
         self.get(&format!("/admin/v1/users{}", qs(query))).await
     }
     pub async fn get_user(&self, user: &str) -> Result<UserView, ClientError> {
         self.get(&format!("/admin/v1/users/{}", enc(user))).await
     }
     pub async fn update_user(&self, user: &str, req: &UpdateUser) -> Result<UserView, ClientError> {
-        self.call(Method::PATCH, &format!("/admin/v1/users/{}", enc(user)), Some(req)).await
+        self.call(
+            Method::PATCH,
+            &format!("/admin/v1/users/{}", enc(user)),
+            Some(req),
+        )
+        .await
     }
-    pub async fn delete_user(&self, user: &str, transfer_to: Option<&str>) -> Result<(), ClientError> {
-        let q = transfer_to.map(|t| vec![("transfer_to", t.to_owned())]).unwrap_or_default();
-        self.call(Method::DELETE, &format!("/admin/v1/users/{}{}", enc(user), qs(&q)), None::<&()>).await
+    pub async fn delete_user(
+        &self,
+        user: &str,
+        transfer_to: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let q = transfer_to
+            .map(|t| vec![("transfer_to", t.to_owned())])
+            .unwrap_or_default();
+        self.call(
+            Method::DELETE,
+            &format!("/admin/v1/users/{}{}", enc(user), qs(&q)),
+            None::<&()>,
+        )
+        .await
     }
 
     // Agents and workloads
 
-    pub async fn create_identity(&self, f: Family, req: &CreateIdentity) -> Result<IdentityView, ClientError> {
-        self.call(Method::POST, &format!("/admin/v1/{}", f.path()), Some(req)).await
+    pub async fn create_identity(
+        &self,
+        f: Family,
+        req: &CreateIdentity,
+    ) -> Result<IdentityView, ClientError> {
+        self.call(Method::POST, &format!("/admin/v1/{}", f.path()), Some(req))
+            .await
     }
-    pub async fn list_identities(&self, f: Family, query: &[(&str, String)]) -> Result<ListResponse<IdentityView>, ClientError> {
-        self.get(&format!("/admin/v1/{}{}", f.path(), qs(query))).await
+    pub async fn list_identities(
+        &self,
+        f: Family,
+        query: &[(&str, String)],
+    ) -> Result<ListResponse<IdentityView>, ClientError> {
+        self.get(&format!("/admin/v1/{}{}", f.path(), qs(query)))
+            .await
     }
     pub async fn get_identity(&self, f: Family, name: &str) -> Result<IdentityView, ClientError> {
-        self.get(&format!("/admin/v1/{}/{}", f.path(), enc(name))).await
+        self.get(&format!("/admin/v1/{}/{}", f.path(), enc(name)))
+            .await
     }
-    pub async fn update_identity(&self, f: Family, name: &str, req: &UpdateIdentity) -> Result<IdentityView, ClientError> {
-        self.call(Method::PATCH, &format!("/admin/v1/{}/{}", f.path(), enc(name)), Some(req)).await
+    pub async fn update_identity(
+        &self,
+        f: Family,
+        name: &str,
+        req: &UpdateIdentity,
+    ) -> Result<IdentityView, ClientError> {
+        self.call(
+            Method::PATCH,
+            &format!("/admin/v1/{}/{}", f.path(), enc(name)),
+            Some(req),
+        )
+        .await
     }
     /// `action` is one of suspend, resume, revoke, decommission.
-    pub async fn change_status(&self, f: Family, name: &str, action: &str, req: &StatusChangeRequest) -> Result<IdentityView, ClientError> {
-        self.call(Method::POST, &format!("/admin/v1/{}/{}/{}", f.path(), enc(name), enc(action)), Some(req)).await
+    pub async fn change_status(
+        &self,
+        f: Family,
+        name: &str,
+        action: &str,
+        req: &StatusChangeRequest,
+    ) -> Result<IdentityView, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/admin/v1/{}/{}/{}", f.path(), enc(name), enc(action)),
+            Some(req),
+        )
+        .await
     }
 
     // Resources
 
     pub async fn create_resource(&self, req: &CreateResource) -> Result<ResourceView, ClientError> {
-        self.call(Method::POST, "/admin/v1/resources", Some(req)).await
+        self.call(Method::POST, "/admin/v1/resources", Some(req))
+            .await
     }
-    pub async fn list_resources(&self, query: &[(&str, String)]) -> Result<ListResponse<ResourceView>, ClientError> {
+    pub async fn list_resources(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<ListResponse<ResourceView>, ClientError> {
         self.get(&format!("/admin/v1/resources{}", qs(query))).await
     }
     pub async fn get_resource(&self, r: &str) -> Result<ResourceView, ClientError> {
         self.get(&format!("/admin/v1/resources/{}", enc(r))).await
     }
-    pub async fn update_resource(&self, r: &str, req: &UpdateResource) -> Result<ResourceView, ClientError> {
-        self.call(Method::PATCH, &format!("/admin/v1/resources/{}", enc(r)), Some(req)).await
+    pub async fn update_resource(
+        &self,
+        r: &str,
+        req: &UpdateResource,
+    ) -> Result<ResourceView, ClientError> {
+        self.call(
+            Method::PATCH,
+            &format!("/admin/v1/resources/{}", enc(r)),
+            Some(req),
+        )
+        .await
     }
     pub async fn delete_resource(&self, r: &str) -> Result<(), ClientError> {
-        self.call(Method::DELETE, &format!("/admin/v1/resources/{}", enc(r)), None::<&()>).await
+        self.call(
+            Method::DELETE,
+            &format!("/admin/v1/resources/{}", enc(r)),
+            None::<&()>,
+        )
+        .await
     }
 
     // Keys
@@ -159,7 +261,8 @@ impl Client {
         self.get("/admin/v1/keys").await
     }
     pub async fn rotate_key(&self, req: &RotateKeyRequest) -> Result<KeyView, ClientError> {
-        self.call(Method::POST, "/admin/v1/keys/rotate", Some(req)).await
+        self.call(Method::POST, "/admin/v1/keys/rotate", Some(req))
+            .await
     }
 }
 

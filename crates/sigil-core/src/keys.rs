@@ -9,10 +9,10 @@ use std::time::Duration;
 use sigil_crypto::{Algorithm, Jwk, Jwks, MasterKey, SealedBlob, SigningKey};
 use sigil_types::{ParseError, Timestamp};
 
+use crate::Clock;
 use crate::audit::{AuditRecord, EventType};
 use crate::model::Principal;
 use crate::store::{Change, ChangeSet, Store, StoreError};
-use crate::Clock;
 
 /// Where a key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +40,10 @@ impl KeyState {
             "pending" => Ok(Self::Pending),
             "active" => Ok(Self::Active),
             "retired" => Ok(Self::Retired),
-            _ => Err(ParseError { what: "key state", why: format!("unknown state {s:?}") }),
+            _ => Err(ParseError {
+                what: "key state",
+                why: format!("unknown state {s:?}"),
+            }),
         }
     }
 }
@@ -109,7 +112,12 @@ pub struct KeyManager {
 const SEAL_CONTEXT: &str = "sigil signing key v1:";
 
 impl KeyManager {
-    pub fn new(master: Arc<MasterKey>, store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: KeyPolicy) -> Self {
+    pub fn new(
+        master: Arc<MasterKey>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policy: KeyPolicy,
+    ) -> Self {
         Self {
             master,
             store,
@@ -151,8 +159,13 @@ impl KeyManager {
     /// Reloads keys from the store; unseals only keys not already in memory.
     pub async fn refresh(&self) -> Result<(), KeyError> {
         let mut stored = self.store.list_signing_keys().await?;
-        stored.sort_by(|a, b| a.activate_at.cmp(&b.activate_at).then_with(|| a.kid.cmp(&b.kid)));
-        let fingerprint: Vec<(String, i64)> = stored.iter().map(|k| (k.kid.clone(), k.version)).collect();
+        stored.sort_by(|a, b| {
+            a.activate_at
+                .cmp(&b.activate_at)
+                .then_with(|| a.kid.cmp(&b.kid))
+        });
+        let fingerprint: Vec<(String, i64)> =
+            stored.iter().map(|k| (k.kid.clone(), k.version)).collect();
         let old = self.ring();
         if old.fingerprint == fingerprint && !old.fingerprint.is_empty() {
             return Ok(());
@@ -171,8 +184,16 @@ impl KeyManager {
             .rev()
             .find(|k| k.state == KeyState::Active)
             .and_then(|k| signers.get(&k.kid).cloned());
-        let jwks = Jwks { keys: stored.iter().map(|k| k.public_jwk.clone()).collect() };
-        let ring = KeyRing { fingerprint, signers, active, jwks: Arc::new(jwks), keys: stored };
+        let jwks = Jwks {
+            keys: stored.iter().map(|k| k.public_jwk.clone()).collect(),
+        };
+        let ring = KeyRing {
+            fingerprint,
+            signers,
+            active,
+            jwks: Arc::new(jwks),
+            keys: stored,
+        };
         if let Ok(mut w) = self.ring.write() {
             *w = Arc::new(ring);
         }
@@ -187,9 +208,16 @@ impl KeyManager {
         Ok(SigningKey::from_pkcs8(k.kid.clone(), k.alg, &pkcs8)?)
     }
 
-    fn new_key(&self, alg: Algorithm, state: KeyState, activate_at: Timestamp) -> Result<StoredKey, KeyError> {
+    fn new_key(
+        &self,
+        alg: Algorithm,
+        state: KeyState,
+        activate_at: Timestamp,
+    ) -> Result<StoredKey, KeyError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
-        let sealed = self.master.seal(&pkcs8, &format!("{SEAL_CONTEXT}{}", key.kid()))?;
+        let sealed = self
+            .master
+            .seal(&pkcs8, &format!("{SEAL_CONTEXT}{}", key.kid()))?;
         Ok(StoredKey {
             kid: key.kid().to_owned(),
             alg,
@@ -204,7 +232,13 @@ impl KeyManager {
         })
     }
 
-    fn key_event(&self, t: EventType, k: &StoredKey, by: &Principal, request_id: Option<&str>) -> AuditRecord {
+    fn key_event(
+        &self,
+        t: EventType,
+        k: &StoredKey,
+        by: &Principal,
+        request_id: Option<&str>,
+    ) -> AuditRecord {
         AuditRecord::new(self.clock.now(), t, by, request_id)
             .target("key", &k.kid, &k.kid)
             .detail("alg", k.alg.as_str())
@@ -220,12 +254,23 @@ impl KeyManager {
         let now = self.clock.now();
         let key = self.new_key(self.policy.algorithm, KeyState::Active, now)?;
         let audit = self.key_event(EventType::KeyCreated, &key, &Principal::system(), None);
-        let res = self.store.commit(ChangeSet::new().change(Change::InsertSigningKey(key)).audit(audit)).await;
+        let res = self
+            .store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertSigningKey(key))
+                    .audit(audit),
+            )
+            .await;
         if let Err(e) = res {
             tracing::warn!(error = %e, "bootstrap key not written (another replica may have made one)");
         }
         self.refresh().await?;
-        if self.is_ready() { Ok(()) } else { Err(KeyError::NoActiveKey) }
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(KeyError::NoActiveKey)
+        }
     }
 
     /// Starts a rotation: a new key is published now and signs from `publish_ahead` on.
@@ -236,16 +281,29 @@ impl KeyManager {
         request_id: Option<&str>,
     ) -> Result<StoredKey, KeyError> {
         self.refresh().await?;
-        if let Some(p) = self.ring().keys.iter().find(|k| k.state == KeyState::Pending) {
+        if let Some(p) = self
+            .ring()
+            .keys
+            .iter()
+            .find(|k| k.state == KeyState::Pending)
+        {
             return Err(KeyError::RotationPending(p.kid.clone()));
         }
         let now = self.clock.now();
-        let key = self.new_key(alg.unwrap_or(self.policy.algorithm), KeyState::Pending, now.plus(self.policy.publish_ahead))?;
+        let key = self.new_key(
+            alg.unwrap_or(self.policy.algorithm),
+            KeyState::Pending,
+            now.plus(self.policy.publish_ahead),
+        )?;
         let audit = self
             .key_event(EventType::KeyCreated, &key, by, request_id)
             .detail("activate_at", key.activate_at.to_rfc3339());
         self.store
-            .commit(ChangeSet::new().change(Change::InsertSigningKey(key.clone())).audit(audit))
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertSigningKey(key.clone()))
+                    .audit(audit),
+            )
             .await?;
         self.refresh().await?;
         Ok(key)
@@ -259,7 +317,10 @@ impl KeyManager {
         let now = self.clock.now();
         let keys = self.ring().keys.clone();
         let sys = Principal::system();
-        if let Some(due) = keys.iter().find(|k| k.state == KeyState::Pending && k.activate_at <= now) {
+        if let Some(due) = keys
+            .iter()
+            .find(|k| k.state == KeyState::Pending && k.activate_at <= now)
+        {
             let mut cs = ChangeSet::new();
             for old in keys.iter().filter(|k| k.state == KeyState::Active) {
                 let mut retired = old.clone();
@@ -269,19 +330,31 @@ impl KeyManager {
                 retired.version = old.version + 1;
                 cs = cs
                     .audit(self.key_event(EventType::KeyRetired, &retired, &sys, None))
-                    .change(Change::UpdateSigningKey { key: retired, expected_version: old.version });
+                    .change(Change::UpdateSigningKey {
+                        key: retired,
+                        expected_version: old.version,
+                    });
             }
             let mut active = due.clone();
             active.state = KeyState::Active;
             active.version = due.version + 1;
             cs = cs
                 .audit(self.key_event(EventType::KeyActivated, &active, &sys, None))
-                .change(Change::UpdateSigningKey { key: active, expected_version: due.version });
+                .change(Change::UpdateSigningKey {
+                    key: active,
+                    expected_version: due.version,
+                });
             ignore_stale(self.store.commit(cs).await)?;
         }
-        for gone in keys.iter().filter(|k| k.state == KeyState::Retired && k.remove_after.is_some_and(|t| t <= now)) {
+        for gone in keys
+            .iter()
+            .filter(|k| k.state == KeyState::Retired && k.remove_after.is_some_and(|t| t <= now))
+        {
             let cs = ChangeSet::new()
-                .change(Change::DeleteSigningKey { kid: gone.kid.clone(), expected_version: gone.version })
+                .change(Change::DeleteSigningKey {
+                    kid: gone.kid.clone(),
+                    expected_version: gone.version,
+                })
                 .audit(self.key_event(EventType::KeyRemoved, gone, &sys, None));
             ignore_stale(self.store.commit(cs).await)?;
         }
@@ -309,12 +382,21 @@ pub async fn check_master_key(store: &dyn Store, master: &MasterKey) -> Result<(
             .map_err(|_| KeyError::WrongMasterKey);
     }
     let sealed = master.seal(b"sigil", CONTEXT)?;
-    let cs = ChangeSet::new().change(Change::InsertSetting { name: NAME.into(), value: sealed.0 });
+    let cs = ChangeSet::new().change(Change::InsertSetting {
+        name: NAME.into(),
+        value: sealed.0,
+    });
     match store.commit(cs).await {
         Ok(()) | Err(StoreError::Duplicate { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     // Read back: if another replica won the race with a different key, we find out now.
-    let blob = store.get_setting(NAME).await?.ok_or(KeyError::WrongMasterKey)?;
-    master.open(&SealedBlob(blob), CONTEXT).map(|_| ()).map_err(|_| KeyError::WrongMasterKey)
+    let blob = store
+        .get_setting(NAME)
+        .await?
+        .ok_or(KeyError::WrongMasterKey)?;
+    master
+        .open(&SealedBlob(blob), CONTEXT)
+        .map(|_| ())
+        .map_err(|_| KeyError::WrongMasterKey)
 }

@@ -8,7 +8,8 @@ use crate::admin_auth::AdminCredential;
 use crate::audit::AuditRecord;
 use crate::keys::StoredKey;
 use crate::model::{
-    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
+    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User,
+    UserQuery, UserRef,
 };
 
 /// Storage failures, by what the caller can do about them.
@@ -16,7 +17,10 @@ use crate::model::{
 pub enum StoreError {
     /// A unique field is already taken.
     #[error("a {entity} with this {field} already exists")]
-    Duplicate { entity: &'static str, field: &'static str },
+    Duplicate {
+        entity: &'static str,
+        field: &'static str,
+    },
     /// The row changed since it was read (optimistic concurrency), or was removed meanwhile.
     #[error("the {entity} was changed by another request; retry")]
     Stale { entity: &'static str },
@@ -39,21 +43,50 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub enum Change {
     InsertUser(User),
-    UpdateUser { user: User, expected_version: i64 },
-    DeleteUser { id: UserId, expected_version: i64 },
+    UpdateUser {
+        user: User,
+        expected_version: i64,
+    },
+    DeleteUser {
+        id: UserId,
+        expected_version: i64,
+    },
     InsertIdentity(Identity),
-    UpdateIdentity { identity: Identity, expected_version: i64 },
+    UpdateIdentity {
+        identity: Identity,
+        expected_version: i64,
+    },
     /// Moves every identity and resource owned by `from` to `to` (before deleting a user).
-    TransferOwnership { from: UserId, to: UserId, by: String, at: sigil_types::Timestamp },
+    TransferOwnership {
+        from: UserId,
+        to: UserId,
+        by: String,
+        at: sigil_types::Timestamp,
+    },
     InsertResource(Resource),
-    UpdateResource { resource: Resource, expected_version: i64 },
-    DeleteResource { id: ResourceId, expected_version: i64 },
+    UpdateResource {
+        resource: Resource,
+        expected_version: i64,
+    },
+    DeleteResource {
+        id: ResourceId,
+        expected_version: i64,
+    },
     InsertSigningKey(StoredKey),
-    UpdateSigningKey { key: StoredKey, expected_version: i64 },
-    DeleteSigningKey { kid: String, expected_version: i64 },
+    UpdateSigningKey {
+        key: StoredKey,
+        expected_version: i64,
+    },
+    DeleteSigningKey {
+        kid: String,
+        expected_version: i64,
+    },
     InsertAdminCredential(AdminCredential),
     /// Sets a named setting only if it is not set yet (first writer wins across replicas).
-    InsertSetting { name: String, value: Vec<u8> },
+    InsertSetting {
+        name: String,
+        value: Vec<u8>,
+    },
 }
 
 /// Changes and the audit records that describe them: all are committed, or none.
@@ -111,8 +144,12 @@ pub trait KeyStore: Send + Sync {
 
 #[async_trait]
 pub trait AdminStore: Send + Sync {
-    async fn find_admin_credential(&self, token_hash: &str) -> StoreResult<Option<AdminCredential>>;
-    async fn get_admin_credential_by_name(&self, name: &str) -> StoreResult<Option<AdminCredential>>;
+    async fn find_admin_credential(&self, token_hash: &str)
+    -> StoreResult<Option<AdminCredential>>;
+    async fn get_admin_credential_by_name(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<AdminCredential>>;
 }
 
 /// A stored audit record with the sequence number the database gave it.

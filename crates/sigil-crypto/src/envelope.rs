@@ -73,12 +73,20 @@ impl MasterKey {
 
         let mut wrapped = dek.to_vec();
         aead(self.0.as_ref())?
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(dek_nonce), Aad::from(context.as_bytes()), &mut wrapped)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(dek_nonce),
+                Aad::from(context.as_bytes()),
+                &mut wrapped,
+            )
             .map_err(|_| CryptoError::Decrypt)?;
 
         let mut body = plaintext.to_vec();
         aead(dek.as_ref())?
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(data_nonce), Aad::from(context.as_bytes()), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(data_nonce),
+                Aad::from(context.as_bytes()),
+                &mut body,
+            )
             .map_err(|_| CryptoError::Decrypt)?;
 
         let mut out = Vec::with_capacity(1 + 2 * NONCE_LEN + wrapped.len() + body.len());
@@ -91,7 +99,11 @@ impl MasterKey {
     }
 
     /// Decrypts a blob sealed with [`MasterKey::seal`] under the same `context`.
-    pub fn open(&self, blob: &SealedBlob, context: &str) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn open(
+        &self,
+        blob: &SealedBlob,
+        context: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let b = blob.0.as_slice();
         let (version, rest) = b.split_first().ok_or(CryptoError::Decrypt)?;
         if *version != VERSION {
@@ -103,13 +115,21 @@ impl MasterKey {
 
         let mut dek = Zeroizing::new(wrapped.to_vec());
         let dek_plain = aead(self.0.as_ref())?
-            .open_in_place(nonce(dek_nonce)?, Aad::from(context.as_bytes()), dek.as_mut_slice())
+            .open_in_place(
+                nonce(dek_nonce)?,
+                Aad::from(context.as_bytes()),
+                dek.as_mut_slice(),
+            )
             .map_err(|_| CryptoError::Decrypt)?;
         let dek_key = aead(dek_plain)?;
 
         let mut data = Zeroizing::new(body.to_vec());
         let len = dek_key
-            .open_in_place(nonce(data_nonce)?, Aad::from(context.as_bytes()), data.as_mut_slice())
+            .open_in_place(
+                nonce(data_nonce)?,
+                Aad::from(context.as_bytes()),
+                data.as_mut_slice(),
+            )
             .map_err(|_| CryptoError::Decrypt)?
             .len();
         data.truncate(len);

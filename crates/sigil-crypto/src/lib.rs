@@ -12,7 +12,7 @@ mod signing;
 pub use envelope::{MasterKey, SealedBlob};
 pub use error::CryptoError;
 pub use jwk::{Jwk, Jwks};
-pub use keyed_hash::{KeyedHasher, sha256, constant_time_eq};
+pub use keyed_hash::{KeyedHasher, constant_time_eq, sha256};
 pub use signing::{Algorithm, SigningKey, fill_random, random_bytes, random_token};
 
 /// URL-safe base64 without padding, as JOSE uses everywhere (RFC 7515 §2).

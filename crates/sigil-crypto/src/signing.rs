@@ -52,7 +52,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,9 +65,13 @@ impl SigningKey {
     pub fn generate(alg: Algorithm) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
-            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Random)?,
-            Algorithm::Es256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map_err(|_| CryptoError::Random)?,
+            Algorithm::EdDsa => {
+                Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Random)?
+            }
+            Algorithm::Es256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| CryptoError::Random)?
+            }
         };
         let bytes = Zeroizing::new(pkcs8.as_ref().to_vec());
         let kid = b64url(&random_bytes::<16>()?);
@@ -76,7 +83,8 @@ impl SigningKey {
     pub fn from_pkcs8(kid: String, alg: Algorithm, pkcs8: &[u8]) -> Result<Self, CryptoError> {
         let pair = match alg {
             Algorithm::EdDsa => Pair::Ed(
-                Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::KeyFormat("ed25519 pkcs8"))?,
+                Ed25519KeyPair::from_pkcs8(pkcs8)
+                    .map_err(|_| CryptoError::KeyFormat("ed25519 pkcs8"))?,
             ),
             Algorithm::Es256 => Pair::Ec(
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
@@ -151,7 +159,10 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
 /// A generated secret: a recognisable prefix (so secret scanners find leaks) and 256 random bits.
 pub fn random_token(prefix: &str) -> Result<Zeroizing<String>, CryptoError> {
     let bytes = Zeroizing::new(random_bytes::<32>()?);
-    Ok(Zeroizing::new(format!("{prefix}{}", b64url(bytes.as_ref()))))
+    Ok(Zeroizing::new(format!(
+        "{prefix}{}",
+        b64url(bytes.as_ref())
+    )))
 }
 
 #[cfg(test)]
@@ -168,13 +179,17 @@ mod tests {
             let jwk = key.public_jwk();
             let x = crate::b64url_decode(&jwk.x)?;
             let ok = match alg {
-                Algorithm::EdDsa => UnparsedPublicKey::new(&ED25519, &x).verify(b"msg", &sig).is_ok(),
+                Algorithm::EdDsa => UnparsedPublicKey::new(&ED25519, &x)
+                    .verify(b"msg", &sig)
+                    .is_ok(),
                 Algorithm::Es256 => {
                     let y = crate::b64url_decode(jwk.y.as_deref().unwrap_or_default())?;
                     let mut point = vec![4u8];
                     point.extend_from_slice(&x);
                     point.extend_from_slice(&y);
-                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).verify(b"msg", &sig).is_ok()
+                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                        .verify(b"msg", &sig)
+                        .is_ok()
                 }
             };
             assert!(ok, "{alg} signature must verify against its JWK");

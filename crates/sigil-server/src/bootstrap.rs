@@ -9,11 +9,20 @@ use zeroize::Zeroizing;
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot read master key file {path}: {source}")]
-    ReadKey { path: String, source: std::io::Error },
+    ReadKey {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid master key ({origin}): it must be 32 bytes, base64-encoded")]
     BadKey { origin: String },
     #[error("the random generator failed")]
@@ -22,7 +31,10 @@ pub enum BootstrapError {
 
 /// Creates the data directory (0700) if needed.
 pub fn ensure_data_dir(dir: &Path) -> Result<(), BootstrapError> {
-    let err = |source| BootstrapError::DataDir { path: dir.display().to_string(), source };
+    let err = |source| BootstrapError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(err)?;
     set_mode(dir, 0o700).map_err(err)
 }
@@ -37,15 +49,22 @@ pub enum KeyOrigin {
 
 /// Loads the master key from `SIGIL_MASTER_KEY` (base64), else from `file`, else creates `file`
 /// (0600) with a new random key.
-pub fn master_key(env_value: Option<Zeroizing<String>>, file: &Path) -> Result<(MasterKey, KeyOrigin), BootstrapError> {
+pub fn master_key(
+    env_value: Option<Zeroizing<String>>,
+    file: &Path,
+) -> Result<(MasterKey, KeyOrigin), BootstrapError> {
     if let Some(v) = env_value {
-        let k = MasterKey::from_base64(&v).map_err(|_| BootstrapError::BadKey { origin: "SIGIL_MASTER_KEY".into() })?;
+        let k = MasterKey::from_base64(&v).map_err(|_| BootstrapError::BadKey {
+            origin: "SIGIL_MASTER_KEY".into(),
+        })?;
         return Ok((k, KeyOrigin::Environment));
     }
     match std::fs::read_to_string(file) {
         Ok(text) => {
             let text = Zeroizing::new(text);
-            let k = MasterKey::from_base64(&text).map_err(|_| BootstrapError::BadKey { origin: file.display().to_string() })?;
+            let k = MasterKey::from_base64(&text).map_err(|_| BootstrapError::BadKey {
+                origin: file.display().to_string(),
+            })?;
             Ok((k, KeyOrigin::ExistingFile))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -53,13 +72,19 @@ pub fn master_key(env_value: Option<Zeroizing<String>>, file: &Path) -> Result<(
             write_secret_file(file, k.to_base64().as_bytes())?;
             Ok((k, KeyOrigin::CreatedFile))
         }
-        Err(source) => Err(BootstrapError::ReadKey { path: file.display().to_string(), source }),
+        Err(source) => Err(BootstrapError::ReadKey {
+            path: file.display().to_string(),
+            source,
+        }),
     }
 }
 
 /// Writes a secret to a new file readable only by its owner (0600), durably.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), BootstrapError> {
-    let err = |source| BootstrapError::Write { path: path.display().to_string(), source };
+    let err = |source| BootstrapError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -11,7 +11,10 @@ use sigil_crypto::Algorithm;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid {key}: {message}")]
@@ -19,7 +22,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, message: message.into() }
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
 }
 
 /// The config file's shape (all optional; defaults fill the rest).
@@ -112,61 +118,117 @@ pub const DEFAULT_DATA_DIR: &str = "./sigil-data";
 
 impl Config {
     /// Reads `file` (if any), overlays `env` (`SIGIL_*` variables) and `flags`, and validates.
-    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, flags: &Flags) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &Flags,
+    ) -> Result<Self, ConfigError> {
         let f = match file {
             Some(p) => parse_file(p)?,
             None => FileConfig::default(),
         };
-        let pick = |flag: Option<String>, var: &str, file: Option<String>| flag.or_else(|| env(var)).or(file);
-        let pick_path = |flag: Option<PathBuf>, var: &str, file: Option<PathBuf>| flag.or_else(|| env(var).map(PathBuf::from)).or(file);
+        let pick = |flag: Option<String>, var: &str, file: Option<String>| {
+            flag.or_else(|| env(var)).or(file)
+        };
+        let pick_path = |flag: Option<PathBuf>, var: &str, file: Option<PathBuf>| {
+            flag.or_else(|| env(var).map(PathBuf::from)).or(file)
+        };
         let tls = f.tls.clone().unwrap_or_default();
         let keys = f.keys.clone().unwrap_or_default();
         let log = f.log.clone().unwrap_or_default();
 
-        let listen_s = pick(flags.listen.clone(), "SIGIL_LISTEN", f.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_s
-            .parse()
-            .map_err(|_| invalid("listen", format!("{listen_s:?} is not an address like 127.0.0.1:8080")))?;
-        let data_dir = pick_path(flags.data_dir.clone(), "SIGIL_DATA_DIR", f.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let listen_s = pick(flags.listen.clone(), "SIGIL_LISTEN", f.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_s.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_s:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+        let data_dir = pick_path(flags.data_dir.clone(), "SIGIL_DATA_DIR", f.data_dir.clone())
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         let cert = pick_path(flags.tls_cert.clone(), "SIGIL_TLS_CERT", tls.cert);
         let key = pick_path(flags.tls_key.clone(), "SIGIL_TLS_KEY", tls.key);
         let tls = match (cert, key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            _ => return Err(invalid("tls", "give both a certificate (--tls-cert) and a key (--tls-key)")),
+            _ => {
+                return Err(invalid(
+                    "tls",
+                    "give both a certificate (--tls-cert) and a key (--tls-key)",
+                ));
+            }
         };
         if tls.is_none() && !listen.ip().is_loopback() {
             return Err(invalid(
                 "listen",
-                format!("refusing to serve plain HTTP on {listen}: plain HTTP is allowed only on loopback; give --tls-cert and --tls-key, or listen on 127.0.0.1"),
+                format!(
+                    "refusing to serve plain HTTP on {listen}: plain HTTP is allowed only on loopback; give --tls-cert and --tls-key, or listen on 127.0.0.1"
+                ),
             ));
         }
-        let issuer = pick(flags.issuer.clone(), "SIGIL_ISSUER", f.issuer.clone()).map(|s| parse_issuer(&s)).transpose()?;
-        let trust_domain = pick(flags.trust_domain.clone(), "SIGIL_TRUST_DOMAIN", f.trust_domain.clone()).unwrap_or_else(|| "sigil.local".into());
+        let issuer = pick(flags.issuer.clone(), "SIGIL_ISSUER", f.issuer.clone())
+            .map(|s| parse_issuer(&s))
+            .transpose()?;
+        let trust_domain = pick(
+            flags.trust_domain.clone(),
+            "SIGIL_TRUST_DOMAIN",
+            f.trust_domain.clone(),
+        )
+        .unwrap_or_else(|| "sigil.local".into());
         check_trust_domain(&trust_domain)?;
-        let database_url = pick(flags.database_url.clone(), "SIGIL_DATABASE_URL", f.database_url.clone());
+        let database_url = pick(
+            flags.database_url.clone(),
+            "SIGIL_DATABASE_URL",
+            f.database_url.clone(),
+        );
         if let Some(u) = &database_url
-            && !(u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite://"))
+            && !(u.starts_with("postgres://")
+                || u.starts_with("postgresql://")
+                || u.starts_with("sqlite://"))
         {
-            return Err(invalid("database_url", "must start with postgres://, postgresql:// or sqlite://"));
+            return Err(invalid(
+                "database_url",
+                "must start with postgres://, postgresql:// or sqlite://",
+            ));
         }
-        let master_key_file = pick_path(None, "SIGIL_MASTER_KEY_FILE", f.master_key_file.clone()).unwrap_or_else(|| data_dir.join("master.key"));
-        let alg_s = pick(None, "SIGIL_KEYS_ALGORITHM", keys.algorithm).unwrap_or_else(|| "EdDSA".into());
-        let key_algorithm = Algorithm::parse(&alg_s).ok_or_else(|| invalid("keys.algorithm", "must be EdDSA or ES256"))?;
-        let publish_ahead = parse_duration("keys.publish_ahead", keys.publish_ahead.as_deref().unwrap_or("10m"))?;
-        let retire_after = parse_duration("keys.retire_after", keys.retire_after.as_deref().unwrap_or("1h"))?;
+        let master_key_file = pick_path(None, "SIGIL_MASTER_KEY_FILE", f.master_key_file.clone())
+            .unwrap_or_else(|| data_dir.join("master.key"));
+        let alg_s =
+            pick(None, "SIGIL_KEYS_ALGORITHM", keys.algorithm).unwrap_or_else(|| "EdDSA".into());
+        let key_algorithm = Algorithm::parse(&alg_s)
+            .ok_or_else(|| invalid("keys.algorithm", "must be EdDSA or ES256"))?;
+        let publish_ahead = parse_duration(
+            "keys.publish_ahead",
+            keys.publish_ahead.as_deref().unwrap_or("10m"),
+        )?;
+        let retire_after = parse_duration(
+            "keys.retire_after",
+            keys.retire_after.as_deref().unwrap_or("1h"),
+        )?;
         if retire_after < Duration::from_secs(60) {
-            return Err(invalid("keys.retire_after", "must be at least 1m: retired keys must outlive the tokens they signed"));
+            return Err(invalid(
+                "keys.retire_after",
+                "must be at least 1m: retired keys must outlive the tokens they signed",
+            ));
         }
         let log_level = pick(None, "SIGIL_LOG_LEVEL", log.level).unwrap_or_else(|| "info".into());
         let log_format = match pick(None, "SIGIL_LOG_FORMAT", log.format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(other) => return Err(invalid("log.format", format!("{other:?} is not text or json"))),
+            Some(other) => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not text or json"),
+                ));
+            }
         };
         let max_body_bytes = f.limits.and_then(|l| l.max_body_bytes).unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(invalid("limits.max_body_bytes", "must be between 1024 and 16777216"));
+            return Err(invalid(
+                "limits.max_body_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         Ok(Self {
             listen,
@@ -208,27 +270,51 @@ impl Config {
 
 /// Checks a config file without starting anything (`sigil config check`).
 pub fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })
 }
 
 fn parse_issuer(s: &str) -> Result<url::Url, ConfigError> {
-    let u = url::Url::parse(s).map_err(|e| invalid("issuer", format!("{s:?} is not a URL: {e}")))?;
+    let u =
+        url::Url::parse(s).map_err(|e| invalid("issuer", format!("{s:?} is not a URL: {e}")))?;
     // RFC 8414 §2: https, no query or fragment. Plain http only for a loopback issuer.
     let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
-        return Err(invalid("issuer", "must be an https URL (http only for a loopback address)"));
+        return Err(invalid(
+            "issuer",
+            "must be an https URL (http only for a loopback address)",
+        ));
     }
     if u.query().is_some() || u.fragment().is_some() {
-        return Err(invalid("issuer", "must not have a query or fragment (RFC 8414 §2)"));
+        return Err(invalid(
+            "issuer",
+            "must not have a query or fragment (RFC 8414 §2)",
+        ));
     }
     Ok(u)
 }
 
 /// SPIFFE trust domain name rules: lowercase letters, digits, dots, dashes and underscores.
 fn check_trust_domain(s: &str) -> Result<(), ConfigError> {
-    let ok = !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
-    if ok { Ok(()) } else { Err(invalid("trust_domain", "must be lowercase letters, digits, '.', '-' or '_' (SPIFFE trust domain rules)")) }
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "trust_domain",
+            "must be lowercase letters, digits, '.', '-' or '_' (SPIFFE trust domain rules)",
+        ))
+    }
 }
 
 /// Parses `90s`, `10m`, `1h`, `7d`, `500ms`.
@@ -236,14 +322,24 @@ pub fn parse_duration(key: &'static str, s: &str) -> Result<Duration, ConfigErro
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| invalid(key, format!("{s:?} is not a duration like 30s, 10m, 1h or 7d")))?;
+    let n: u64 = num.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"),
+        )
+    })?;
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
         "d" => n.saturating_mul(86_400),
-        _ => return Err(invalid(key, format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"))),
+        _ => {
+            return Err(invalid(
+                key,
+                format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"),
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -293,7 +389,6 @@ max_body_bytes = 65536   # request bodies above this get 413
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     fn none(_: &str) -> Option<String> {
@@ -311,7 +406,10 @@ mod tests {
 
     #[test]
     fn plain_http_off_loopback_is_refused() {
-        let flags = Flags { listen: Some("0.0.0.0:8080".into()), ..Flags::default() };
+        let flags = Flags {
+            listen: Some("0.0.0.0:8080".into()),
+            ..Flags::default()
+        };
         let e = Config::load(None, &none, &flags).unwrap_err().to_string();
         assert!(e.contains("plain HTTP is allowed only on loopback"), "{e}");
     }
@@ -320,13 +418,23 @@ mod tests {
     fn precedence_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
-        std::fs::write(&p, "trust_domain = \"file.test\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "trust_domain = \"file.test\"\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
         let env = |k: &str| (k == "SIGIL_TRUST_DOMAIN").then(|| "env.test".to_owned());
         let c = Config::load(Some(&p), &env, &Flags::default()).unwrap();
         assert_eq!(c.trust_domain, "env.test");
         assert_eq!(c.listen.port(), 9000);
-        let flags = Flags { trust_domain: Some("flag.test".into()), ..Flags::default() };
-        assert_eq!(Config::load(Some(&p), &env, &flags).unwrap().trust_domain, "flag.test");
+        let flags = Flags {
+            trust_domain: Some("flag.test".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            Config::load(Some(&p), &env, &flags).unwrap().trust_domain,
+            "flag.test"
+        );
     }
 
     #[test]
@@ -334,7 +442,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
         std::fs::write(&p, "listn = \"127.0.0.1:1\"\n").unwrap();
-        assert!(Config::load(Some(&p), &none, &Flags::default()).unwrap_err().to_string().contains("unknown field"));
+        assert!(
+            Config::load(Some(&p), &none, &Flags::default())
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
         std::fs::write(&p, "[keys]\nretire_after = \"soon\"\n").unwrap();
         assert!(Config::load(Some(&p), &none, &Flags::default()).is_err());
         std::fs::write(&p, "issuer = \"http://example.com\"\n").unwrap();

@@ -10,16 +10,54 @@ use crate::sql::{Value, stmt};
 
 type R = Result<(), StoreError>;
 
-const USER: Op = Op { entity: "user", unique_fields: &["username", "id"], is_delete: false, references: "user" };
-const IDENTITY: Op = Op { entity: "identity", unique_fields: &["name", "id"], is_delete: false, references: "owner" };
-const RESOURCE: Op = Op { entity: "resource", unique_fields: &["uri", "name", "id"], is_delete: false, references: "owner" };
-const KEY: Op = Op { entity: "signing key", unique_fields: &["kid"], is_delete: false, references: "key" };
-const ADMIN: Op = Op { entity: "admin credential", unique_fields: &["token_hash", "name", "id"], is_delete: false, references: "credential" };
-const SETTING: Op = Op { entity: "setting", unique_fields: &["name"], is_delete: false, references: "setting" };
-const AUDIT: Op = Op { entity: "audit record", unique_fields: &["seq"], is_delete: false, references: "record" };
+const USER: Op = Op {
+    entity: "user",
+    unique_fields: &["username", "id"],
+    is_delete: false,
+    references: "user",
+};
+const IDENTITY: Op = Op {
+    entity: "identity",
+    unique_fields: &["name", "id"],
+    is_delete: false,
+    references: "owner",
+};
+const RESOURCE: Op = Op {
+    entity: "resource",
+    unique_fields: &["uri", "name", "id"],
+    is_delete: false,
+    references: "owner",
+};
+const KEY: Op = Op {
+    entity: "signing key",
+    unique_fields: &["kid"],
+    is_delete: false,
+    references: "key",
+};
+const ADMIN: Op = Op {
+    entity: "admin credential",
+    unique_fields: &["token_hash", "name", "id"],
+    is_delete: false,
+    references: "credential",
+};
+const SETTING: Op = Op {
+    entity: "setting",
+    unique_fields: &["name"],
+    is_delete: false,
+    references: "setting",
+};
+const AUDIT: Op = Op {
+    entity: "audit record",
+    unique_fields: &["seq"],
+    is_delete: false,
+    references: "record",
+};
 
 const fn deleting(op: Op) -> Op {
-    Op { is_delete: true, ..op }
+    Op {
+        is_delete: true,
+        ..op
+    }
 }
 
 /// Applies every change and then every audit record of `cs`.
@@ -34,12 +72,26 @@ pub async fn apply(conn: &mut AnyConnection, cs: &ChangeSet) -> R {
 }
 
 /// Executes a statement; returns rows affected.
-async fn exec(conn: &mut AnyConnection, sql: &'static str, values: Vec<Value>, op: Op) -> Result<u64, StoreError> {
-    stmt(sql, values).execute(&mut *conn).await.map(|r| r.rows_affected()).map_err(|e| map(e, op))
+async fn exec(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    values: Vec<Value>,
+    op: Op,
+) -> Result<u64, StoreError> {
+    stmt(sql, values)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| map(e, op))
 }
 
 /// Executes a versioned update/delete: no row affected means someone else changed it first.
-async fn exec_versioned(conn: &mut AnyConnection, sql: &'static str, values: Vec<Value>, op: Op) -> R {
+async fn exec_versioned(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    values: Vec<Value>,
+    op: Op,
+) -> R {
     match exec(conn, sql, values, op).await? {
         0 => Err(StoreError::Stale { entity: op.entity }),
         _ => Ok(()),
@@ -147,7 +199,13 @@ fn user_values(u: &User) -> Vec<Value> {
 
 async fn write_groups(conn: &mut AnyConnection, u: &User) -> R {
     for g in &u.groups {
-        exec(conn, "INSERT INTO user_groups (user_id, grp) VALUES ($1, $2)", vec![u.id.as_str().into(), g.as_str().into()], USER).await?;
+        exec(
+            conn,
+            "INSERT INTO user_groups (user_id, grp) VALUES ($1, $2)",
+            vec![u.id.as_str().into(), g.as_str().into()],
+            USER,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -172,7 +230,13 @@ fn identity_values(i: &Identity) -> Vec<Value> {
 
 async fn write_labels(conn: &mut AnyConnection, i: &Identity) -> R {
     for (k, val) in i.labels.iter() {
-        exec(conn, "INSERT INTO identity_labels (identity_id, key, value) VALUES ($1, $2, $3)", vec![i.id.as_str().into(), k.as_str().into(), val.as_str().into()], IDENTITY).await?;
+        exec(
+            conn,
+            "INSERT INTO identity_labels (identity_id, key, value) VALUES ($1, $2, $3)",
+            vec![i.id.as_str().into(), k.as_str().into(), val.as_str().into()],
+            IDENTITY,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -30,12 +30,19 @@ pub fn map(e: sqlx::Error, op: Op) -> StoreError {
                     // key is listed last.
                     .or_else(|| op.unique_fields.last().copied())
                     .unwrap_or("id");
-                return StoreError::Duplicate { entity: op.entity, field };
+                return StoreError::Duplicate {
+                    entity: op.entity,
+                    field,
+                };
             }
             ErrorKind::ForeignKeyViolation if op.is_delete => {
                 return StoreError::StillReferenced { entity: op.entity };
             }
-            ErrorKind::ForeignKeyViolation => return StoreError::MissingReference { entity: op.references },
+            ErrorKind::ForeignKeyViolation => {
+                return StoreError::MissingReference {
+                    entity: op.references,
+                };
+            }
             _ => {}
         }
     }

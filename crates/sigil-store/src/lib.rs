@@ -13,8 +13,8 @@ mod migrate;
 mod read;
 mod rows;
 mod sql;
-mod writer;
 pub mod testing;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,12 @@ use async_trait::async_trait;
 use sigil_core::admin_auth::AdminCredential;
 use sigil_core::keys::StoredKey;
 use sigil_core::model::{
-    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
+    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User,
+    UserQuery, UserRef,
 };
 use sigil_core::store::{
-    AdminStore, AuditStore, ChangeSet, IdentityStore, KeyStore, ResourceStore, Store, StoreError, StoreResult,
-    StoredAudit, UserStore,
+    AdminStore, AuditStore, ChangeSet, IdentityStore, KeyStore, ResourceStore, Store, StoreError,
+    StoreResult, StoredAudit, UserStore,
 };
 use sigil_types::{IdentityId, UserId};
 use sqlx::AnyPool;
@@ -47,11 +48,18 @@ pub enum Location {
 
 impl Location {
     /// Chooses PostgreSQL for `postgres://`/`postgresql://` URLs, otherwise the SQLite file.
-    pub fn from_url_or_file(url: Option<&str>, sqlite_file: std::path::PathBuf) -> Result<Self, StoreError> {
+    pub fn from_url_or_file(
+        url: Option<&str>,
+        sqlite_file: std::path::PathBuf,
+    ) -> Result<Self, StoreError> {
         match url {
             None => Ok(Self::Sqlite(sqlite_file)),
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok(Self::Postgres(u.to_owned())),
-            Some(u) if u.starts_with("sqlite://") => Ok(Self::Sqlite(u.trim_start_matches("sqlite://").into())),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(Self::Postgres(u.to_owned()))
+            }
+            Some(u) if u.starts_with("sqlite://") => {
+                Ok(Self::Sqlite(u.trim_start_matches("sqlite://").into()))
+            }
             Some(_) => Err(StoreError::Unavailable(
                 "database url must start with postgres://, postgresql:// or sqlite://".into(),
             )),
@@ -70,7 +78,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { migrate: true, acquire_timeout: Duration::from_secs(5) }
+        Self {
+            migrate: true,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -89,7 +100,10 @@ impl SqlStore {
     pub async fn connect(location: &Location, opts: &StoreOptions) -> Result<Self, StoreError> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let (backend, url) = match location {
-            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
+            Location::Sqlite(path) => (
+                Backend::Sqlite,
+                format!("sqlite://{}?mode=rwc", path.display()),
+            ),
             Location::Postgres(url) => (Backend::Postgres, url.clone()),
         };
         let d = backend.dialect();
@@ -101,14 +115,21 @@ impl SqlStore {
         }
         let write_pool = pool_sized(&url, d.writers, opts).await?;
         let writer = Arc::new(writer::Writer::start(write_pool, backend));
-        Ok(Self { pool, backend, writer })
+        Ok(Self {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     /// Only applies migrations (for `sigil db migrate`).
     pub async fn migrate_only(location: &Location) -> Result<MigrationReport, StoreError> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let (backend, url) = match location {
-            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
+            Location::Sqlite(path) => (
+                Backend::Sqlite,
+                format!("sqlite://{}?mode=rwc", path.display()),
+            ),
             Location::Postgres(url) => (Backend::Postgres, url.clone()),
         };
         let pool = pool_sized(&url, 1, &StoreOptions::default()).await?;
@@ -193,10 +214,16 @@ impl KeyStore for SqlStore {
 
 #[async_trait]
 impl AdminStore for SqlStore {
-    async fn find_admin_credential(&self, token_hash: &str) -> StoreResult<Option<AdminCredential>> {
+    async fn find_admin_credential(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<AdminCredential>> {
         read::find_admin_credential(&self.pool, "token_hash", token_hash).await
     }
-    async fn get_admin_credential_by_name(&self, name: &str) -> StoreResult<Option<AdminCredential>> {
+    async fn get_admin_credential_by_name(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<AdminCredential>> {
         read::find_admin_credential(&self.pool, "name", name).await
     }
 }

@@ -3,13 +3,13 @@
 use sigil_core::admin_auth::AdminCredential;
 use sigil_core::keys::StoredKey;
 use sigil_core::model::{
-    Identity, IdentityFamily, IdentityQuery, IdentityRef, Page, PageRequest, Resource, ResourceQuery, ResourceRef,
-    User, UserQuery, UserRef,
+    Identity, IdentityFamily, IdentityQuery, IdentityRef, Page, PageRequest, Resource,
+    ResourceQuery, ResourceRef, User, UserQuery, UserRef,
 };
 use sigil_core::store::{StoreError, StoredAudit};
 use sigil_types::{IdentityId, IdentityKind, UserId};
-use sqlx::Row;
 use sqlx::AnyPool;
+use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::errors::{corrupt, unavailable};
@@ -19,11 +19,23 @@ use crate::sql::{Sql, stmt};
 type R<T> = Result<T, StoreError>;
 
 async fn one<T>(pool: &AnyPool, q: Sql, f: fn(&AnyRow) -> R<T>) -> R<Option<T>> {
-    q.query().fetch_optional(pool).await.map_err(unavailable)?.as_ref().map(f).transpose()
+    q.query()
+        .fetch_optional(pool)
+        .await
+        .map_err(unavailable)?
+        .as_ref()
+        .map(f)
+        .transpose()
 }
 
 /// Appends the cursor condition and ordering, fetches one extra row to know if a next page exists.
-async fn page<T>(pool: &AnyPool, mut q: Sql, p: &PageRequest, f: fn(&AnyRow) -> R<T>, id: fn(&T) -> String) -> R<Page<T>> {
+async fn page<T>(
+    pool: &AnyPool,
+    mut q: Sql,
+    p: &PageRequest,
+    f: fn(&AnyRow) -> R<T>,
+    id: fn(&T) -> String,
+) -> R<Page<T>> {
     if let Some(after) = &p.after {
         q.push(" AND id > ").bind(after.as_str());
     }
@@ -71,7 +83,9 @@ pub async fn get_identity(pool: &AnyPool, r: &IdentityRef) -> R<Option<Identity>
 }
 
 pub async fn list_identities(pool: &AnyPool, f: &IdentityQuery) -> R<Page<Identity>> {
-    let mut q = Sql::new(&format!("SELECT {IDENTITY_COLS} FROM identities WHERE 1 = 1"));
+    let mut q = Sql::new(&format!(
+        "SELECT {IDENTITY_COLS} FROM identities WHERE 1 = 1"
+    ));
     match f.family {
         Some(IdentityFamily::Agents) => {
             q.push(" AND kind = ").bind(IdentityKind::Agent.as_str());
@@ -111,7 +125,10 @@ async fn count(pool: &AnyPool, q: Sql) -> R<u64> {
 
 pub async fn count_owned(pool: &AnyPool, owner: &UserId) -> R<u64> {
     let mut q = Sql::new("SELECT (SELECT COUNT(*) FROM identities WHERE owner_id = ");
-    q.bind(owner.as_str()).push(") + (SELECT COUNT(*) FROM resources WHERE owner_id = ").bind(owner.as_str()).push(")");
+    q.bind(owner.as_str())
+        .push(") + (SELECT COUNT(*) FROM resources WHERE owner_id = ")
+        .bind(owner.as_str())
+        .push(")");
     count(pool, q).await
 }
 
@@ -120,10 +137,13 @@ pub async fn count_identities(pool: &AnyPool) -> R<u64> {
 }
 
 pub async fn identity_ids_owned_by(pool: &AnyPool, owner: &UserId) -> R<Vec<IdentityId>> {
-    let rows = stmt("SELECT id FROM identities WHERE owner_id = $1 ORDER BY id", vec![owner.as_str().into()])
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+    let rows = stmt(
+        "SELECT id FROM identities WHERE owner_id = $1 ORDER BY id",
+        vec![owner.as_str().into()],
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable)?;
     rows.iter()
         .map(|r| {
             let s: String = r.try_get("id").map_err(|e| corrupt("id", e))?;
@@ -143,7 +163,9 @@ pub async fn get_resource(pool: &AnyPool, r: &ResourceRef) -> R<Option<Resource>
 }
 
 pub async fn list_resources(pool: &AnyPool, f: &ResourceQuery) -> R<Page<Resource>> {
-    let mut q = Sql::new(&format!("SELECT {RESOURCE_COLS} FROM resources WHERE 1 = 1"));
+    let mut q = Sql::new(&format!(
+        "SELECT {RESOURCE_COLS} FROM resources WHERE 1 = 1"
+    ));
     if let Some(o) = &f.owner {
         q.push(" AND owner_id = ").bind(o.as_str());
     }
@@ -151,23 +173,36 @@ pub async fn list_resources(pool: &AnyPool, f: &ResourceQuery) -> R<Page<Resourc
 }
 
 pub async fn list_signing_keys(pool: &AnyPool) -> R<Vec<StoredKey>> {
-    let rows = Sql::new(&format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY activate_at, kid"))
-        .query()
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+    let rows = Sql::new(&format!(
+        "SELECT {KEY_COLS} FROM signing_keys ORDER BY activate_at, kid"
+    ))
+    .query()
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable)?;
     rows.iter().map(rows::key).collect()
 }
 
 pub async fn get_setting(pool: &AnyPool, name: &str) -> R<Option<Vec<u8>>> {
-    let row = stmt("SELECT value FROM settings WHERE name = $1", vec![name.into()])
-        .fetch_optional(pool)
-        .await
-        .map_err(unavailable)?;
-    row.map(|r| r.try_get::<Vec<u8>, _>("value").map_err(|e| corrupt("value", e))).transpose()
+    let row = stmt(
+        "SELECT value FROM settings WHERE name = $1",
+        vec![name.into()],
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(unavailable)?;
+    row.map(|r| {
+        r.try_get::<Vec<u8>, _>("value")
+            .map_err(|e| corrupt("value", e))
+    })
+    .transpose()
 }
 
-pub async fn find_admin_credential(pool: &AnyPool, column: &'static str, value: &str) -> R<Option<AdminCredential>> {
+pub async fn find_admin_credential(
+    pool: &AnyPool,
+    column: &'static str,
+    value: &str,
+) -> R<Option<AdminCredential>> {
     let mut q = Sql::new("SELECT id, name, token_hash, created_at FROM admin_credentials WHERE ");
     q.push(column).push(" = ").bind(value);
     one(pool, q, rows::admin_credential).await

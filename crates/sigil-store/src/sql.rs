@@ -1,8 +1,8 @@
 //! A small builder for queries whose WHERE clause depends on the filters given.
 
+use sqlx::AssertSqlSafe;
 use sqlx::any::{Any, AnyArguments};
 use sqlx::query::Query;
-use sqlx::AssertSqlSafe;
 
 /// A value to bind, typed so PostgreSQL gets the parameter type it expects.
 #[derive(Debug, Clone)]
@@ -54,7 +54,10 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(text: &str) -> Self {
-        Self { text: text.to_owned(), values: Vec::new() }
+        Self {
+            text: text.to_owned(),
+            values: Vec::new(),
+        }
     }
 
     /// Appends SQL text.
@@ -82,7 +85,10 @@ pub fn stmt(text: &'static str, values: Vec<Value>) -> Query<'static, Any, AnyAr
     bind_all(sqlx::query(text), values)
 }
 
-fn bind_all(mut q: Query<'static, Any, AnyArguments>, values: Vec<Value>) -> Query<'static, Any, AnyArguments> {
+fn bind_all(
+    mut q: Query<'static, Any, AnyArguments>,
+    values: Vec<Value>,
+) -> Query<'static, Any, AnyArguments> {
     for v in values {
         q = match v {
             Value::Text(s) => q.bind(s),

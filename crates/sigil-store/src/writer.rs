@@ -42,17 +42,27 @@ impl Writer {
         let tasks = (0..d.writers)
             .map(|_| tokio::spawn(run(pool.clone(), Arc::clone(&rx), d.begin_write)))
             .collect();
-        Self { tx: Mutex::new(Some(tx)), tasks: Mutex::new(tasks) }
+        Self {
+            tx: Mutex::new(Some(tx)),
+            tasks: Mutex::new(tasks),
+        }
     }
 
     pub async fn submit(&self, changes: ChangeSet) -> Result<(), StoreError> {
-        let sender = self.tx.lock().await.clone().ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        let sender = self
+            .tx
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
         let (reply, answer) = oneshot::channel();
         sender
             .send(Job { changes, reply })
             .await
             .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
     /// Stops taking writes, lets the writers finish what is queued, and waits for them.
@@ -88,7 +98,8 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, begin: &'static str) {
         Ok(c) => c,
         Err(e) => return fail_all(batch, &e.to_string()),
     };
-    let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
+    let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) =
+        batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
     match run_transaction(&mut conn, &jobs, begin).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {

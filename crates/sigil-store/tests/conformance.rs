@@ -3,7 +3,13 @@
 //! Each case runs against a fresh SQLite file and a fresh PostgreSQL database. PostgreSQL is
 //! skipped (loudly) only when no server answers, unless `SIGIL_REQUIRE_POSTGRES=1`.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,15 +29,31 @@ struct Db {
 async fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::Sqlite(dir.path().join("sigil.db"));
-    let store = Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await.unwrap());
-    Db { store, location, _dir: Some(dir) }
+    let store = Arc::new(
+        SqlStore::connect(&location, &StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    Db {
+        store,
+        location,
+        _dir: Some(dir),
+    }
 }
 
 async fn postgres() -> Option<Db> {
     let url = sigil_store::testing::fresh_postgres_database().await?;
     let location = Location::Postgres(url);
-    let store = Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await.expect("postgres store"));
-    Some(Db { store, location, _dir: None })
+    let store = Arc::new(
+        SqlStore::connect(&location, &StoreOptions::default())
+            .await
+            .expect("postgres store"),
+    );
+    Some(Db {
+        store,
+        location,
+        _dir: None,
+    })
 }
 
 macro_rules! conformance {
@@ -75,7 +97,10 @@ fn user(name: &str, groups: &[&str]) -> User {
 }
 
 fn identity(name: &str, owner: &User, kind: IdentityKind, labels: &[(&str, &str)]) -> Identity {
-    let labels = labels.iter().map(|(k, v)| (LabelKey::parse(k).unwrap(), LabelValue::parse(v).unwrap())).collect();
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (LabelKey::parse(k).unwrap(), LabelValue::parse(v).unwrap()))
+        .collect();
     Identity {
         id: IdentityId::generate(1, rand10()),
         name: Name::parse(name).unwrap(),
@@ -86,7 +111,10 @@ fn identity(name: &str, owner: &User, kind: IdentityKind, labels: &[(&str, &str)
         labels: Labels::new(labels).unwrap(),
         status: IdentityStatus::Active,
         expires_at: None,
-        ceiling: Ceiling { scopes: ScopeSet::parse_oauth("read write").unwrap(), resources: None },
+        ceiling: Ceiling {
+            scopes: ScopeSet::parse_oauth("read write").unwrap(),
+            resources: None,
+        },
         last_used_at: None,
         meta: meta(),
     }
@@ -119,20 +147,54 @@ async fn put(store: &SqlStore, c: Change) -> Result<(), StoreError> {
 async fn user_crud(db: Db) {
     let s = &db.store;
     let alice = user("alice", &["hr"]);
-    s.commit(ChangeSet::new().change(Change::InsertUser(alice.clone())).audit(audit(EventType::UserCreated))).await.unwrap();
-    assert_eq!(s.get_user(&UserRef::Id(alice.id.clone())).await.unwrap(), Some(alice.clone()));
-    assert_eq!(s.get_user(&UserRef::Username(alice.username.clone())).await.unwrap(), Some(alice.clone()));
+    s.commit(
+        ChangeSet::new()
+            .change(Change::InsertUser(alice.clone()))
+            .audit(audit(EventType::UserCreated)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_user(&UserRef::Id(alice.id.clone())).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        s.get_user(&UserRef::Username(alice.username.clone()))
+            .await
+            .unwrap(),
+        Some(alice.clone())
+    );
 
     let mut changed = alice.clone();
     changed.display_name = Some(DisplayName::parse("Alice A.").unwrap());
     changed.groups = BTreeSet::from([Group::parse("eng").unwrap()]);
     changed.meta = alice.meta.touched(T0, &Principal::admin("test"));
-    put(s, Change::UpdateUser { user: changed.clone(), expected_version: 1 }).await.unwrap();
-    let got = s.get_user(&UserRef::Id(alice.id.clone())).await.unwrap().unwrap();
+    put(
+        s,
+        Change::UpdateUser {
+            user: changed.clone(),
+            expected_version: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let got = s
+        .get_user(&UserRef::Id(alice.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, changed);
     assert_eq!(got.meta.version, 2);
 
-    put(s, Change::DeleteUser { id: alice.id.clone(), expected_version: 2 }).await.unwrap();
+    put(
+        s,
+        Change::DeleteUser {
+            id: alice.id.clone(),
+            expected_version: 2,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(s.get_user(&UserRef::Id(alice.id)).await.unwrap(), None);
     let records = s.list_audit(0, 10).await.unwrap();
     assert_eq!(records.len(), 1);
@@ -144,21 +206,52 @@ async fn uniqueness_names_the_field(db: Db) {
     let alice = user("alice", &[]);
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
     let again = user("alice", &[]);
-    assert_eq!(put(s, Change::InsertUser(again)).await, Err(StoreError::Duplicate { entity: "user", field: "username" }));
+    assert_eq!(
+        put(s, Change::InsertUser(again)).await,
+        Err(StoreError::Duplicate {
+            entity: "user",
+            field: "username"
+        })
+    );
 
     let a = identity("bot", &alice, IdentityKind::Agent, &[]);
     put(s, Change::InsertIdentity(a)).await.unwrap();
     let b = identity("bot", &alice, IdentityKind::Service, &[]);
-    assert_eq!(put(s, Change::InsertIdentity(b)).await, Err(StoreError::Duplicate { entity: "identity", field: "name" }));
-
-    put(s, Change::InsertResource(resource("hr-api", "https://hr.example/api", &alice))).await.unwrap();
     assert_eq!(
-        put(s, Change::InsertResource(resource("other", "https://hr.example/api", &alice))).await,
-        Err(StoreError::Duplicate { entity: "resource", field: "uri" })
+        put(s, Change::InsertIdentity(b)).await,
+        Err(StoreError::Duplicate {
+            entity: "identity",
+            field: "name"
+        })
+    );
+
+    put(
+        s,
+        Change::InsertResource(resource("hr-api", "https://hr.example/api", &alice)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        put(
+            s,
+            Change::InsertResource(resource("other", "https://hr.example/api", &alice))
+        )
+        .await,
+        Err(StoreError::Duplicate {
+            entity: "resource",
+            field: "uri"
+        })
     );
     assert_eq!(
-        put(s, Change::InsertResource(resource("hr-api", "https://other.example/", &alice))).await,
-        Err(StoreError::Duplicate { entity: "resource", field: "name" })
+        put(
+            s,
+            Change::InsertResource(resource("hr-api", "https://other.example/", &alice))
+        )
+        .await,
+        Err(StoreError::Duplicate {
+            entity: "resource",
+            field: "name"
+        })
     );
 }
 
@@ -168,14 +261,49 @@ async fn optimistic_versioning_rejects_stale_writes(db: Db) {
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
     let mut v2 = alice.clone();
     v2.meta.version = 2;
-    put(s, Change::UpdateUser { user: v2.clone(), expected_version: 1 }).await.unwrap();
+    put(
+        s,
+        Change::UpdateUser {
+            user: v2.clone(),
+            expected_version: 1,
+        },
+    )
+    .await
+    .unwrap();
     // A second writer that also read version 1 must not overwrite version 2.
     let mut other = alice.clone();
     other.status = UserStatus::Suspended;
     other.meta.version = 2;
-    assert_eq!(put(s, Change::UpdateUser { user: other, expected_version: 1 }).await, Err(StoreError::Stale { entity: "user" }));
-    assert_eq!(put(s, Change::DeleteUser { id: alice.id.clone(), expected_version: 1 }).await, Err(StoreError::Stale { entity: "user" }));
-    assert_eq!(s.get_user(&UserRef::Id(alice.id)).await.unwrap().unwrap().status, UserStatus::Active);
+    assert_eq!(
+        put(
+            s,
+            Change::UpdateUser {
+                user: other,
+                expected_version: 1
+            }
+        )
+        .await,
+        Err(StoreError::Stale { entity: "user" })
+    );
+    assert_eq!(
+        put(
+            s,
+            Change::DeleteUser {
+                id: alice.id.clone(),
+                expected_version: 1
+            }
+        )
+        .await,
+        Err(StoreError::Stale { entity: "user" })
+    );
+    assert_eq!(
+        s.get_user(&UserRef::Id(alice.id))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        UserStatus::Active
+    );
 }
 
 async fn concurrent_read_modify_write_loses_nothing(db: Db) {
@@ -191,12 +319,25 @@ async fn concurrent_read_modify_write_loses_nothing(db: Db) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let cur = s.get_identity(&r).await.unwrap().unwrap();
-                let mut map: std::collections::BTreeMap<_, _> = cur.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                map.insert(LabelKey::parse(&format!("k{n}")).unwrap(), LabelValue::parse("v").unwrap());
+                let mut map: std::collections::BTreeMap<_, _> = cur
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                map.insert(
+                    LabelKey::parse(&format!("k{n}")).unwrap(),
+                    LabelValue::parse("v").unwrap(),
+                );
                 let mut next = cur.clone();
                 next.labels = Labels::new(map).unwrap();
                 next.meta.version += 1;
-                match s.commit(ChangeSet::new().change(Change::UpdateIdentity { identity: next, expected_version: cur.meta.version })).await {
+                match s
+                    .commit(ChangeSet::new().change(Change::UpdateIdentity {
+                        identity: next,
+                        expected_version: cur.meta.version,
+                    }))
+                    .await
+                {
                     Ok(()) => return,
                     Err(StoreError::Stale { .. }) => continue,
                     Err(e) => panic!("{e}"),
@@ -207,7 +348,11 @@ async fn concurrent_read_modify_write_loses_nothing(db: Db) {
     for t in tasks {
         t.await.unwrap();
     }
-    let end = s.get_identity(&IdentityRef::Id(bot.id)).await.unwrap().unwrap();
+    let end = s
+        .get_identity(&IdentityRef::Id(bot.id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(end.labels.len(), 16, "every concurrent update must survive");
     assert_eq!(end.meta.version, 17);
 }
@@ -224,7 +369,13 @@ async fn pagination_walks_every_row_once(db: Db) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = s.list_users(&UserQuery { page: PageRequest::new(after, Some(3)).unwrap(), ..Default::default() }).await.unwrap();
+        let page = s
+            .list_users(&UserQuery {
+                page: PageRequest::new(after, Some(3)).unwrap(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert!(page.items.len() <= 3);
         seen.extend(page.items.iter().map(|u| u.id.to_string()));
         match page.next_cursor {
@@ -241,27 +392,118 @@ async fn filters_combine(db: Db) {
     let bob = user("bob", &["eng"]);
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
     put(s, Change::InsertUser(bob.clone())).await.unwrap();
-    let hr = s.list_users(&UserQuery { group: Some(Group::parse("hr").unwrap()), ..Default::default() }).await.unwrap();
-    assert_eq!(hr.items.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["alice"]);
+    let hr = s
+        .list_users(&UserQuery {
+            group: Some(Group::parse("hr").unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        hr.items
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["alice"]
+    );
 
-    put(s, Change::InsertIdentity(identity("a1", &alice, IdentityKind::Agent, &[("env", "prod"), ("tier", "1")]))).await.unwrap();
-    put(s, Change::InsertIdentity(identity("a2", &bob, IdentityKind::Agent, &[("env", "prod")]))).await.unwrap();
-    put(s, Change::InsertIdentity(identity("w1", &alice, IdentityKind::Job, &[("env", "dev")]))).await.unwrap();
+    put(
+        s,
+        Change::InsertIdentity(identity(
+            "a1",
+            &alice,
+            IdentityKind::Agent,
+            &[("env", "prod"), ("tier", "1")],
+        )),
+    )
+    .await
+    .unwrap();
+    put(
+        s,
+        Change::InsertIdentity(identity(
+            "a2",
+            &bob,
+            IdentityKind::Agent,
+            &[("env", "prod")],
+        )),
+    )
+    .await
+    .unwrap();
+    put(
+        s,
+        Change::InsertIdentity(identity("w1", &alice, IdentityKind::Job, &[("env", "dev")])),
+    )
+    .await
+    .unwrap();
     let names = |p: Page<Identity>| {
-        let mut v = p.items.into_iter().map(|i| i.name.to_string()).collect::<Vec<_>>();
+        let mut v = p
+            .items
+            .into_iter()
+            .map(|i| i.name.to_string())
+            .collect::<Vec<_>>();
         v.sort();
         v
     };
     let q = |f: IdentityQuery| async move { names(s.list_identities(&f).await.unwrap()) };
-    assert_eq!(q(IdentityQuery { family: Some(IdentityFamily::Agents), ..Default::default() }).await, ["a1", "a2"]);
-    assert_eq!(q(IdentityQuery { family: Some(IdentityFamily::Workloads), ..Default::default() }).await, ["w1"]);
-    assert_eq!(q(IdentityQuery { owner: Some(alice.id.clone()), ..Default::default() }).await, ["a1", "w1"]);
+    assert_eq!(
+        q(IdentityQuery {
+            family: Some(IdentityFamily::Agents),
+            ..Default::default()
+        })
+        .await,
+        ["a1", "a2"]
+    );
+    assert_eq!(
+        q(IdentityQuery {
+            family: Some(IdentityFamily::Workloads),
+            ..Default::default()
+        })
+        .await,
+        ["w1"]
+    );
+    assert_eq!(
+        q(IdentityQuery {
+            owner: Some(alice.id.clone()),
+            ..Default::default()
+        })
+        .await,
+        ["a1", "w1"]
+    );
     let prod = Labels::parse_pair("env=prod").unwrap();
     let tier = Labels::parse_pair("tier=1").unwrap();
-    assert_eq!(q(IdentityQuery { labels: vec![prod.clone()], ..Default::default() }).await, ["a1", "a2"]);
-    assert_eq!(q(IdentityQuery { labels: vec![prod, tier], ..Default::default() }).await, ["a1"]);
-    assert_eq!(q(IdentityQuery { kind: Some(IdentityKind::Job), owner: Some(bob.id.clone()), ..Default::default() }).await, Vec::<String>::new());
-    assert_eq!(q(IdentityQuery { status: Some(IdentityStatus::Suspended), ..Default::default() }).await, Vec::<String>::new());
+    assert_eq!(
+        q(IdentityQuery {
+            labels: vec![prod.clone()],
+            ..Default::default()
+        })
+        .await,
+        ["a1", "a2"]
+    );
+    assert_eq!(
+        q(IdentityQuery {
+            labels: vec![prod, tier],
+            ..Default::default()
+        })
+        .await,
+        ["a1"]
+    );
+    assert_eq!(
+        q(IdentityQuery {
+            kind: Some(IdentityKind::Job),
+            owner: Some(bob.id.clone()),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q(IdentityQuery {
+            status: Some(IdentityStatus::Suspended),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
 }
 
 async fn foreign_keys_protect_owners(db: Db) {
@@ -270,13 +512,29 @@ async fn foreign_keys_protect_owners(db: Db) {
     let ghost = user("ghost", &[]);
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
     assert_eq!(
-        put(s, Change::InsertIdentity(identity("orphan", &ghost, IdentityKind::Agent, &[]))).await,
+        put(
+            s,
+            Change::InsertIdentity(identity("orphan", &ghost, IdentityKind::Agent, &[]))
+        )
+        .await,
         Err(StoreError::MissingReference { entity: "owner" })
     );
-    put(s, Change::InsertIdentity(identity("bot", &alice, IdentityKind::Agent, &[]))).await.unwrap();
+    put(
+        s,
+        Change::InsertIdentity(identity("bot", &alice, IdentityKind::Agent, &[])),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.count_owned(&alice.id).await.unwrap(), 1);
     assert_eq!(
-        put(s, Change::DeleteUser { id: alice.id.clone(), expected_version: 1 }).await,
+        put(
+            s,
+            Change::DeleteUser {
+                id: alice.id.clone(),
+                expected_version: 1
+            }
+        )
+        .await,
         Err(StoreError::StillReferenced { entity: "user" })
     );
     assert!(s.get_user(&UserRef::Id(alice.id)).await.unwrap().is_some());
@@ -293,8 +551,15 @@ async fn change_sets_are_atomic(db: Db) {
         .change(Change::InsertUser(dup))
         .audit(audit(EventType::UserCreated));
     assert!(s.commit(cs).await.is_err());
-    assert_eq!(s.get_user(&UserRef::Id(bob.id)).await.unwrap(), None, "no part of a failed change set may land");
-    assert!(s.list_audit(0, 10).await.unwrap().is_empty(), "nor its audit record");
+    assert_eq!(
+        s.get_user(&UserRef::Id(bob.id)).await.unwrap(),
+        None,
+        "no part of a failed change set may land"
+    );
+    assert!(
+        s.list_audit(0, 10).await.unwrap().is_empty(),
+        "nor its audit record"
+    );
 }
 
 async fn failed_audit_write_rolls_back_the_change(db: Db) {
@@ -320,22 +585,48 @@ async fn failed_audit_write_rolls_back_the_change(db: Db) {
         }
     }
     let alice = user("alice", &[]);
-    let res = db.store.commit(ChangeSet::new().change(Change::InsertUser(alice.clone())).audit(audit(EventType::UserCreated))).await;
-    assert!(matches!(res, Err(StoreError::Unavailable(_))), "got {res:?}");
-    assert_eq!(db.store.get_user(&UserRef::Id(alice.id)).await.unwrap(), None, "the change must not survive its audit record");
+    let res = db
+        .store
+        .commit(
+            ChangeSet::new()
+                .change(Change::InsertUser(alice.clone()))
+                .audit(audit(EventType::UserCreated)),
+        )
+        .await;
+    assert!(
+        matches!(res, Err(StoreError::Unavailable(_))),
+        "got {res:?}"
+    );
+    assert_eq!(
+        db.store.get_user(&UserRef::Id(alice.id)).await.unwrap(),
+        None,
+        "the change must not survive its audit record"
+    );
 }
 
 async fn group_commit_isolates_failures(db: Db) {
     let s = Arc::clone(&db.store);
     // 200 concurrent inserts, every 4th a duplicate of an earlier name: many share a batch.
-    put(&s, Change::InsertUser(user("taken", &[]))).await.unwrap();
+    put(&s, Change::InsertUser(user("taken", &[])))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for n in 0..200 {
         let s = Arc::clone(&s);
         tasks.push(tokio::spawn(async move {
-            let name = if n % 4 == 0 { "taken".to_owned() } else { format!("u{n}") };
+            let name = if n % 4 == 0 {
+                "taken".to_owned()
+            } else {
+                format!("u{n}")
+            };
             let u = user(&name, &[]);
-            let r = s.commit(ChangeSet::new().change(Change::InsertUser(u.clone())).audit(audit(EventType::UserCreated))).await;
+            let r = s
+                .commit(
+                    ChangeSet::new()
+                        .change(Change::InsertUser(u.clone()))
+                        .audit(audit(EventType::UserCreated)),
+                )
+                .await;
             (n, u, r)
         }));
     }
@@ -343,14 +634,24 @@ async fn group_commit_isolates_failures(db: Db) {
         let (n, u, r) = t.await.unwrap();
         let stored = s.get_user(&UserRef::Id(u.id.clone())).await.unwrap();
         if n % 4 == 0 {
-            assert_eq!(r, Err(StoreError::Duplicate { entity: "user", field: "username" }));
+            assert_eq!(
+                r,
+                Err(StoreError::Duplicate {
+                    entity: "user",
+                    field: "username"
+                })
+            );
             assert_eq!(stored, None);
         } else {
             assert_eq!(r, Ok(()));
             assert_eq!(stored, Some(u));
         }
     }
-    assert_eq!(s.list_audit(0, 1000).await.unwrap().len(), 150, "one audit record per committed change set");
+    assert_eq!(
+        s.list_audit(0, 1000).await.unwrap().len(),
+        150,
+        "one audit record per committed change set"
+    );
 }
 
 async fn keys_and_settings(db: Db) {
@@ -369,18 +670,69 @@ async fn keys_and_settings(db: Db) {
         remove_after: None,
         version: 1,
     };
-    put(s, Change::InsertSigningKey(stored.clone())).await.unwrap();
+    put(s, Change::InsertSigningKey(stored.clone()))
+        .await
+        .unwrap();
     assert_eq!(s.list_signing_keys().await.unwrap(), vec![stored.clone()]);
     let mut active = stored.clone();
     active.state = KeyState::Active;
     active.version = 2;
-    put(s, Change::UpdateSigningKey { key: active.clone(), expected_version: 1 }).await.unwrap();
-    assert_eq!(put(s, Change::UpdateSigningKey { key: active.clone(), expected_version: 1 }).await, Err(StoreError::Stale { entity: "signing key" }));
-    put(s, Change::DeleteSigningKey { kid: active.kid.clone(), expected_version: 2 }).await.unwrap();
+    put(
+        s,
+        Change::UpdateSigningKey {
+            key: active.clone(),
+            expected_version: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        put(
+            s,
+            Change::UpdateSigningKey {
+                key: active.clone(),
+                expected_version: 1
+            }
+        )
+        .await,
+        Err(StoreError::Stale {
+            entity: "signing key"
+        })
+    );
+    put(
+        s,
+        Change::DeleteSigningKey {
+            kid: active.kid.clone(),
+            expected_version: 2,
+        },
+    )
+    .await
+    .unwrap();
     assert!(s.list_signing_keys().await.unwrap().is_empty());
 
-    put(s, Change::InsertSetting { name: "x".into(), value: vec![1] }).await.unwrap();
-    assert_eq!(put(s, Change::InsertSetting { name: "x".into(), value: vec![2] }).await, Err(StoreError::Duplicate { entity: "setting", field: "name" }));
+    put(
+        s,
+        Change::InsertSetting {
+            name: "x".into(),
+            value: vec![1],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        put(
+            s,
+            Change::InsertSetting {
+                name: "x".into(),
+                value: vec![2]
+            }
+        )
+        .await,
+        Err(StoreError::Duplicate {
+            entity: "setting",
+            field: "name"
+        })
+    );
     assert_eq!(s.get_setting("x").await.unwrap(), Some(vec![1]));
 }
 
@@ -390,14 +742,36 @@ async fn transfer_ownership_moves_everything(db: Db) {
     let bob = user("bob", &[]);
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
     put(s, Change::InsertUser(bob.clone())).await.unwrap();
-    put(s, Change::InsertIdentity(identity("a1", &alice, IdentityKind::Agent, &[]))).await.unwrap();
-    put(s, Change::InsertResource(resource("r1", "https://r1.example/", &alice))).await.unwrap();
+    put(
+        s,
+        Change::InsertIdentity(identity("a1", &alice, IdentityKind::Agent, &[])),
+    )
+    .await
+    .unwrap();
+    put(
+        s,
+        Change::InsertResource(resource("r1", "https://r1.example/", &alice)),
+    )
+    .await
+    .unwrap();
     let cs = ChangeSet::new()
-        .change(Change::TransferOwnership { from: alice.id.clone(), to: bob.id.clone(), by: "admin:test".into(), at: T0 })
-        .change(Change::DeleteUser { id: alice.id.clone(), expected_version: 1 });
+        .change(Change::TransferOwnership {
+            from: alice.id.clone(),
+            to: bob.id.clone(),
+            by: "admin:test".into(),
+            at: T0,
+        })
+        .change(Change::DeleteUser {
+            id: alice.id.clone(),
+            expected_version: 1,
+        });
     s.commit(cs).await.unwrap();
     assert_eq!(s.count_owned(&bob.id).await.unwrap(), 2);
-    let a1 = s.get_identity(&IdentityRef::Name(Name::parse("a1").unwrap())).await.unwrap().unwrap();
+    let a1 = s
+        .get_identity(&IdentityRef::Name(Name::parse("a1").unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a1.owner, bob.id);
     assert_eq!(a1.meta.version, 2);
 }

@@ -31,7 +31,9 @@ pub fn backend() -> Backend {
 pub async fn database_url() -> Option<Option<String>> {
     match backend() {
         Backend::Sqlite => Some(None),
-        Backend::Postgres => sigil_store::testing::fresh_postgres_database().await.map(Some),
+        Backend::Postgres => sigil_store::testing::fresh_postgres_database()
+            .await
+            .map(Some),
     }
 }
 
@@ -77,28 +79,40 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
         let data_dir = dir.path().join("data");
         let config_file = dir.path().join("sigil.toml");
-        std::fs::write(&config_file, opts.config_toml.unwrap_or_default()).unwrap_or_else(|e| fail(&e.to_string()));
+        std::fs::write(&config_file, opts.config_toml.unwrap_or_default())
+            .unwrap_or_else(|e| fail(&e.to_string()));
         let flags = Flags {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(data_dir.clone()),
             database_url: opts.database_url,
             ..Flags::default()
         };
-        let config = Config::load(Some(&config_file), &|_| None, &flags).unwrap_or_else(|e| fail(&e.to_string()));
+        let config = Config::load(Some(&config_file), &|_| None, &flags)
+            .unwrap_or_else(|e| fail(&e.to_string()));
         let fake = opts.fake_clock_at.map(|t| Arc::new(FakeClock::new(t)));
         let clock: Arc<dyn Clock> = match &fake {
             Some(f) => Arc::clone(f) as Arc<dyn Clock>,
             None => Arc::new(SystemClock),
         };
         let master = opts.master_key.map(zeroize::Zeroizing::new);
-        let running = sigil_server::start(config, clock, master).await.unwrap_or_else(|e| fail(&format!("server start: {e}")));
+        let running = sigil_server::start(config, clock, master)
+            .await
+            .unwrap_or_else(|e| fail(&format!("server start: {e}")));
         let admin_token = read_token(&data_dir);
-        Self { url: running.url(), admin_token, data_dir, clock: fake, running: Some(running), _dir: dir }
+        Self {
+            url: running.url(),
+            admin_token,
+            data_dir,
+            clock: fake,
+            running: Some(running),
+            _dir: dir,
+        }
     }
 
     /// An admin client for this server.
     pub fn client(&self) -> Client {
-        Client::new(&self.url, Some(self.admin_token.clone())).unwrap_or_else(|e| fail(&e.to_string()))
+        Client::new(&self.url, Some(self.admin_token.clone()))
+            .unwrap_or_else(|e| fail(&e.to_string()))
     }
 
     /// A client with no (or a given) credential.
@@ -121,15 +135,20 @@ impl TestServer {
         }
     }
 
-    pub async fn stop(mut self) {
+    /// Shuts the server down gracefully; returns its temporary directory so the caller can
+    /// keep the data (for a restart) for as long as it holds it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
             let _ = r.shutdown().await;
         }
+        self._dir
     }
 }
 
 fn read_token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-token")).map(|t| t.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string(data_dir.join("admin-token"))
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn fail(msg: &str) -> ! {

@@ -15,4 +15,3 @@ pub struct Ceiling {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<BTreeSet<ResourceUri>>,
 }
-

@@ -54,18 +54,30 @@ impl ScopeSet {
     pub fn new(scopes: impl IntoIterator<Item = Scope>) -> Result<Self, ParseError> {
         let set: BTreeSet<Scope> = scopes.into_iter().collect();
         if set.len() > MAX_SCOPES {
-            return Err(ParseError::new("scopes", format!("at most {MAX_SCOPES} scopes")));
+            return Err(ParseError::new(
+                "scopes",
+                format!("at most {MAX_SCOPES} scopes"),
+            ));
         }
         Ok(Self(set))
     }
 
     /// Parses the space-delimited `scope` parameter of RFC 6749 §3.3.
     pub fn parse_oauth(s: &str) -> Result<Self, ParseError> {
-        Self::new(s.split(' ').filter(|p| !p.is_empty()).map(Scope::parse).collect::<Result<Vec<_>, _>>()?)
+        Self::new(
+            s.split(' ')
+                .filter(|p| !p.is_empty())
+                .map(Scope::parse)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
     }
 
     pub fn to_oauth_string(&self) -> String {
-        self.0.iter().map(Scope::as_str).collect::<Vec<_>>().join(" ")
+        self.0
+            .iter()
+            .map(Scope::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn contains(&self, scope: &Scope) -> bool {

@@ -9,9 +9,9 @@ use sigil_client::{Client, Family};
 use sigil_proto::admin::*;
 use sigil_types::*;
 
+use crate::Failure;
 use crate::cli::{Global, IdentityCommand, KeysCommand, PageArgs, ResourceCommand, UserCommand};
 use crate::output;
-use crate::Failure;
 
 const USER_COLUMNS: &[&str] = &["id", "username", "email", "groups", "status"];
 const IDENTITY_COLUMNS: &[&str] = &["id", "name", "kind", "owner", "effective_status", "labels"];
@@ -25,36 +25,64 @@ fn env(key: &str) -> Option<String> {
 /// Finds the server and credential: flags, then `SIGIL_URL`/`SIGIL_ADMIN_TOKEN`, then the local
 /// defaults (`http://127.0.0.1:8080` and `<data-dir>/admin-token`).
 fn client(g: &Global) -> Result<Client, Failure> {
-    let url = g.url.clone().or_else(|| env("SIGIL_URL")).unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let url = g
+        .url
+        .clone()
+        .or_else(|| env("SIGIL_URL"))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let token = match g.token.clone().or_else(|| env("SIGIL_ADMIN_TOKEN")) {
         Some(t) => Some(t),
         None => {
-            let dir = env("SIGIL_DATA_DIR").map_or_else(|| PathBuf::from("./sigil-data"), PathBuf::from);
-            std::fs::read_to_string(dir.join("admin-token")).ok().map(|t| t.trim().to_owned())
+            let dir =
+                env("SIGIL_DATA_DIR").map_or_else(|| PathBuf::from("./sigil-data"), PathBuf::from);
+            std::fs::read_to_string(dir.join("admin-token"))
+                .ok()
+                .map(|t| t.trim().to_owned())
         }
     };
     Client::new(&url, token).map_err(Failure::from)
 }
 
-fn set<T: Ord>(items: &[String], f: impl Fn(&str) -> Result<T, ParseError>) -> Result<BTreeSet<T>, Failure> {
+fn set<T: Ord>(
+    items: &[String],
+    f: impl Fn(&str) -> Result<T, ParseError>,
+) -> Result<BTreeSet<T>, Failure> {
     items.iter().map(|s| f(s).map_err(Failure::from)).collect()
 }
 
 fn labels(items: &[String]) -> Result<Labels, Failure> {
-    let map: BTreeMap<_, _> = items.iter().map(|s| Labels::parse_pair(s)).collect::<Result<_, _>>()?;
+    let map: BTreeMap<_, _> = items
+        .iter()
+        .map(|s| Labels::parse_pair(s))
+        .collect::<Result<_, _>>()?;
     Ok(Labels::new(map)?)
 }
 
 fn scopes(items: &[String]) -> Result<ScopeSet, Failure> {
-    Ok(ScopeSet::new(items.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>()?)?)
+    Ok(ScopeSet::new(
+        items
+            .iter()
+            .map(|s| Scope::parse(s))
+            .collect::<Result<Vec<_>, _>>()?,
+    )?)
 }
 
 fn ceiling(scope_items: &[String], resources: &[String]) -> Result<Ceiling, Failure> {
-    let resources = if resources.is_empty() { None } else { Some(set(resources, ResourceUri::parse)?) };
-    Ok(Ceiling { scopes: scopes(scope_items)?, resources })
+    let resources = if resources.is_empty() {
+        None
+    } else {
+        Some(set(resources, ResourceUri::parse)?)
+    };
+    Ok(Ceiling {
+        scopes: scopes(scope_items)?,
+        resources,
+    })
 }
 
-fn opt<T>(v: Option<&String>, f: impl Fn(&str) -> Result<T, ParseError>) -> Result<Option<T>, Failure> {
+fn opt<T>(
+    v: Option<&String>,
+    f: impl Fn(&str) -> Result<T, ParseError>,
+) -> Result<Option<T>, Failure> {
     v.map(|s| f(s).map_err(Failure::from)).transpose()
 }
 
@@ -68,7 +96,13 @@ fn page_query(p: &PageArgs, q: &mut Vec<(&'static str, String)>) {
 }
 
 /// Fetches one page, or every page with `--all`, and prints them as one table.
-async fn list_pages<T, F, Fut>(g: &Global, p: &PageArgs, mut query: Vec<(&'static str, String)>, columns: &[&str], fetch: F) -> Result<(), Failure>
+async fn list_pages<T, F, Fut>(
+    g: &Global,
+    p: &PageArgs,
+    mut query: Vec<(&'static str, String)>,
+    columns: &[&str],
+    fetch: F,
+) -> Result<(), Failure>
 where
     T: Serialize,
     F: Fn(Vec<(&'static str, String)>) -> Fut,
@@ -78,7 +112,11 @@ where
     let mut rows: Vec<Value> = Vec::new();
     loop {
         let page = fetch(query.clone()).await?;
-        rows.extend(page.items.iter().filter_map(|i| serde_json::to_value(i).ok()));
+        rows.extend(
+            page.items
+                .iter()
+                .filter_map(|i| serde_json::to_value(i).ok()),
+        );
         match (p.all, page.next_cursor) {
             (true, Some(c)) => {
                 query.retain(|(k, _)| *k != "cursor");
@@ -101,7 +139,12 @@ where
 pub async fn user(g: &Global, c: UserCommand) -> Result<(), Failure> {
     let api = client(g)?;
     match c {
-        UserCommand::Create { username, email, display_name, groups } => {
+        UserCommand::Create {
+            username,
+            email,
+            display_name,
+            groups,
+        } => {
             let req = CreateUser {
                 username: Username::parse(&username)?,
                 email: opt(email.as_ref(), Email::parse)?,
@@ -111,7 +154,11 @@ pub async fn user(g: &Global, c: UserCommand) -> Result<(), Failure> {
             };
             output::item(g.output, &api.create_user(&req).await?);
         }
-        UserCommand::List { status, group, page } => {
+        UserCommand::List {
+            status,
+            group,
+            page,
+        } => {
             let mut q = Vec::new();
             if let Some(s) = status {
                 q.push(("status", s));
@@ -126,11 +173,22 @@ pub async fn user(g: &Global, c: UserCommand) -> Result<(), Failure> {
             .await?;
         }
         UserCommand::Show { user } => output::item(g.output, &api.get_user(&user).await?),
-        UserCommand::Update { user, email, display_name, groups, no_groups, status } => {
+        UserCommand::Update {
+            user,
+            email,
+            display_name,
+            groups,
+            no_groups,
+            status,
+        } => {
             let req = UpdateUser {
                 email: opt(email.as_ref(), Email::parse)?.map(Some),
                 display_name: opt(display_name.as_ref(), DisplayName::parse)?.map(Some),
-                groups: if no_groups { Some(BTreeSet::new()) } else { groups.map(|g| set(&g, Group::parse)).transpose()? },
+                groups: if no_groups {
+                    Some(BTreeSet::new())
+                } else {
+                    groups.map(|g| set(&g, Group::parse)).transpose()?
+                },
                 status: opt(status.as_ref(), UserStatus::parse)?,
             };
             output::item(g.output, &api.update_user(&user, &req).await?);
@@ -145,7 +203,9 @@ pub async fn user(g: &Global, c: UserCommand) -> Result<(), Failure> {
 
 fn done(g: &Global, what: &str, name: &str) {
     match g.output {
-        crate::cli::Output::Json => println!("{}", serde_json::json!({ "result": what, "name": name })),
+        crate::cli::Output::Json => {
+            println!("{}", serde_json::json!({ "result": what, "name": name }))
+        }
         crate::cli::Output::Text => println!("{what} {name}"),
     }
 }
@@ -153,7 +213,17 @@ fn done(g: &Global, what: &str, name: &str) {
 pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<(), Failure> {
     let api = client(g)?;
     match c {
-        IdentityCommand::Create { name, owner, kind, description, team, labels: l, ceiling: cs, ceiling_resources, expires_at } => {
+        IdentityCommand::Create {
+            name,
+            owner,
+            kind,
+            description,
+            team,
+            labels: l,
+            ceiling: cs,
+            ceiling_resources,
+            expires_at,
+        } => {
             let req = CreateIdentity {
                 name: Name::parse(&name)?,
                 kind: opt(kind.as_ref(), IdentityKind::parse)?,
@@ -166,9 +236,21 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
             };
             output::item(g.output, &api.create_identity(family, &req).await?);
         }
-        IdentityCommand::List { owner, status, kind, team, labels: l, page } => {
+        IdentityCommand::List {
+            owner,
+            status,
+            kind,
+            team,
+            labels: l,
+            page,
+        } => {
             let mut q: Vec<(&'static str, String)> = Vec::new();
-            for (k, v) in [("owner", owner), ("status", status), ("kind", kind), ("team", team)] {
+            for (k, v) in [
+                ("owner", owner),
+                ("status", status),
+                ("kind", kind),
+                ("team", team),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -180,8 +262,20 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
             })
             .await?;
         }
-        IdentityCommand::Show { name } => output::item(g.output, &api.get_identity(family, &name).await?),
-        IdentityCommand::Update { name, description, owner, team, labels: l, ceiling: cs, ceiling_resources, expires_at, no_expiry } => {
+        IdentityCommand::Show { name } => {
+            output::item(g.output, &api.get_identity(family, &name).await?)
+        }
+        IdentityCommand::Update {
+            name,
+            description,
+            owner,
+            team,
+            labels: l,
+            ceiling: cs,
+            ceiling_resources,
+            expires_at,
+            no_expiry,
+        } => {
             let ceiling = match (cs, ceiling_resources) {
                 (None, None) => None,
                 (cs, rs) => Some(ceiling(&cs.unwrap_or_default(), &rs.unwrap_or_default())?),
@@ -191,7 +285,11 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
                 owner,
                 team: opt(team.as_ref(), TeamName::parse)?.map(Some),
                 labels: l.map(|l| labels(&l)).transpose()?,
-                expires_at: if no_expiry { Some(None) } else { opt(expires_at.as_ref(), Timestamp::parse_rfc3339)?.map(Some) },
+                expires_at: if no_expiry {
+                    Some(None)
+                } else {
+                    opt(expires_at.as_ref(), Timestamp::parse_rfc3339)?.map(Some)
+                },
                 ceiling,
             };
             output::item(g.output, &api.update_identity(family, &name, &req).await?);
@@ -204,8 +302,16 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
     Ok(())
 }
 
-async fn status(g: &Global, api: &Client, family: Family, action: &str, a: crate::cli::StatusArgs) -> Result<(), Failure> {
-    let req = StatusChangeRequest { reason: opt(a.reason.as_ref(), Description::parse)? };
+async fn status(
+    g: &Global,
+    api: &Client,
+    family: Family,
+    action: &str,
+    a: crate::cli::StatusArgs,
+) -> Result<(), Failure> {
+    let req = StatusChangeRequest {
+        reason: opt(a.reason.as_ref(), Description::parse)?,
+    };
     let view = api.change_status(family, &a.name, action, &req).await?;
     match g.output {
         crate::cli::Output::Json => output::item(g.output, &view),
@@ -217,7 +323,13 @@ async fn status(g: &Global, api: &Client, family: Family, action: &str, a: crate
 pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
     let api = client(g)?;
     match c {
-        ResourceCommand::Create { uri, name, owner, scopes: s, description } => {
+        ResourceCommand::Create {
+            uri,
+            name,
+            owner,
+            scopes: s,
+            description,
+        } => {
             let req = CreateResource {
                 uri: ResourceUri::parse(&uri)?,
                 name: Name::parse(&name)?,
@@ -235,8 +347,16 @@ pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
             })
             .await?;
         }
-        ResourceCommand::Show { resource } => output::item(g.output, &api.get_resource(&resource).await?),
-        ResourceCommand::Update { resource, name, description, owner, scopes: s } => {
+        ResourceCommand::Show { resource } => {
+            output::item(g.output, &api.get_resource(&resource).await?)
+        }
+        ResourceCommand::Update {
+            resource,
+            name,
+            description,
+            owner,
+            scopes: s,
+        } => {
             let req = UpdateResource {
                 name: opt(name.as_ref(), Name::parse)?,
                 description: opt(description.as_ref(), Description::parse)?.map(Some),
@@ -258,7 +378,11 @@ pub async fn keys(g: &Global, c: KeysCommand) -> Result<(), Failure> {
     match c {
         KeysCommand::List => {
             let keys = api.list_keys().await?;
-            let rows: Vec<Value> = keys.items.iter().filter_map(|k| serde_json::to_value(k).ok()).collect();
+            let rows: Vec<Value> = keys
+                .items
+                .iter()
+                .filter_map(|k| serde_json::to_value(k).ok())
+                .collect();
             output::table(g.output, &rows, KEY_COLUMNS);
         }
         KeysCommand::Rotate { alg } => {

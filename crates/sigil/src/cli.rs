@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "sigil", version, about = "Sigil: the identity plane for AI agents and other non-human identities")]
+#[command(
+    name = "sigil",
+    version,
+    about = "Sigil: the identity plane for AI agents and other non-human identities"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -141,7 +145,9 @@ pub enum UserCommand {
         #[command(flatten)]
         page: PageArgs,
     },
-    Show { user: String },
+    Show {
+        user: String,
+    },
     Update {
         user: String,
         #[arg(long)]
@@ -207,7 +213,9 @@ pub enum IdentityCommand {
         #[command(flatten)]
         page: PageArgs,
     },
-    Show { name: String },
+    Show {
+        name: String,
+    },
     Update {
         name: String,
         #[arg(long)]
@@ -270,7 +278,9 @@ pub enum ResourceCommand {
         #[command(flatten)]
         page: PageArgs,
     },
-    Show { resource: String },
+    Show {
+        resource: String,
+    },
     Update {
         resource: String,
         #[arg(long)]
@@ -282,7 +292,9 @@ pub enum ResourceCommand {
         #[arg(long = "scope")]
         scopes: Option<Vec<String>>,
     },
-    Delete { resource: String },
+    Delete {
+        resource: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

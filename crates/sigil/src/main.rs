@@ -30,10 +30,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { exit: Exit::Invalid, message: message.into() }
+        Self {
+            exit: Exit::Invalid,
+            message: message.into(),
+        }
     }
     pub fn error(message: impl Into<String>) -> Self {
-        Self { exit: Exit::Error, message: message.into() }
+        Self {
+            exit: Exit::Error,
+            message: message.into(),
+        }
     }
 }
 
@@ -50,7 +56,10 @@ impl From<sigil_client::ClientError> for Failure {
             Some(400 | 413 | 415 | 422) => Exit::Invalid,
             _ => Exit::Error,
         };
-        Self { exit, message: e.to_string() }
+        Self {
+            exit,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -60,12 +69,17 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(Exit::Invalid as u8),
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -90,7 +104,9 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Config(c) => serve::config(c),
         Command::User(c) => admin::user(&cli.global, c).await,
         Command::Agent(c) => admin::identity(&cli.global, sigil_client::Family::Agents, c).await,
-        Command::Workload(c) => admin::identity(&cli.global, sigil_client::Family::Workloads, c).await,
+        Command::Workload(c) => {
+            admin::identity(&cli.global, sigil_client::Family::Workloads, c).await
+        }
         Command::Resource(c) => admin::resource(&cli.global, c).await,
         Command::Keys(c) => admin::keys(&cli.global, c).await,
     }

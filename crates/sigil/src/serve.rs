@@ -5,15 +5,19 @@ use std::sync::Arc;
 use sigil_server::config::{self, Config, Flags};
 use zeroize::Zeroizing;
 
-use crate::cli::{ConfigCommand, ServeArgs, ServerOptions};
 use crate::Failure;
+use crate::cli::{ConfigCommand, ServeArgs, ServerOptions};
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
 fn load(opts: &ServerOptions, flags: Flags) -> Result<Config, Failure> {
-    let flags = Flags { data_dir: opts.data_dir.clone(), database_url: opts.database_url.clone(), ..flags };
+    let flags = Flags {
+        data_dir: opts.data_dir.clone(),
+        database_url: opts.database_url.clone(),
+        ..flags
+    };
     Config::load(opts.config.as_deref(), &env, &flags).map_err(|e| Failure::invalid(e.to_string()))
 }
 
@@ -35,7 +39,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     banner(&running);
     wait_for_signal().await;
     eprintln!("sigil: shutting down (finishing in-flight requests)");
-    running.shutdown().await.map_err(|e| Failure::error(e.to_string()))?;
+    running
+        .shutdown()
+        .await
+        .map_err(|e| Failure::error(e.to_string()))?;
     eprintln!("sigil: stopped");
     Ok(())
 }
@@ -45,12 +52,22 @@ fn banner(r: &sigil_server::Running) {
     let url = r.url();
     println!("sigil {} listening on {url}", env!("CARGO_PKG_VERSION"));
     println!("  issuer:       {}", r.app.issuer);
-    println!("  store:        {} ({})", r.app.store.backend(), c.database_url.as_deref().map_or_else(|| c.data_dir.join("sigil.db").display().to_string(), redact_url));
+    println!(
+        "  store:        {} ({})",
+        r.app.store.backend(),
+        c.database_url.as_deref().map_or_else(
+            || c.data_dir.join("sigil.db").display().to_string(),
+            redact_url
+        )
+    );
     println!("  trust domain: {}", c.trust_domain);
     if let Some(token) = &r.new_admin_token {
         let path = c.data_dir.join("admin-token");
         println!();
-        println!("  admin token (shown once; also saved to {} with mode 0600):", path.display());
+        println!(
+            "  admin token (shown once; also saved to {} with mode 0600):",
+            path.display()
+        );
         println!("    {}", token.as_str());
     }
     println!();
@@ -79,7 +96,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -99,14 +119,23 @@ async fn wait_for_signal() {
 
 pub async fn migrate(opts: ServerOptions) -> Result<(), Failure> {
     let config = load(&opts, Flags::default())?;
-    sigil_server::bootstrap::ensure_data_dir(&config.data_dir).map_err(|e| Failure::error(e.to_string()))?;
-    let location = sigil_store::Location::from_url_or_file(config.database_url.as_deref(), config.data_dir.join("sigil.db"))
-        .map_err(|e| Failure::invalid(e.to_string()))?;
-    let report = sigil_store::SqlStore::migrate_only(&location).await.map_err(|e| Failure::error(format!("{e}: {e:?}")))?;
+    sigil_server::bootstrap::ensure_data_dir(&config.data_dir)
+        .map_err(|e| Failure::error(e.to_string()))?;
+    let location = sigil_store::Location::from_url_or_file(
+        config.database_url.as_deref(),
+        config.data_dir.join("sigil.db"),
+    )
+    .map_err(|e| Failure::invalid(e.to_string()))?;
+    let report = sigil_store::SqlStore::migrate_only(&location)
+        .await
+        .map_err(|e| Failure::error(format!("{e}: {e:?}")))?;
     if report.applied.is_empty() {
         println!("database schema is up to date (version {})", report.current);
     } else {
-        println!("applied migrations {:?}; schema is at version {}", report.applied, report.current);
+        println!(
+            "applied migrations {:?}; schema is at version {}",
+            report.applied, report.current
+        );
     }
     Ok(())
 }
@@ -118,8 +147,19 @@ pub fn config(c: ConfigCommand) -> Result<(), Failure> {
             Ok(())
         }
         ConfigCommand::Check { file } => {
-            let cfg = Config::load(Some(&file), &env, &Flags::default()).map_err(|e| Failure::invalid(e.to_string()))?;
-            println!("{}: ok (listen {}, data dir {}, store {})", file.display(), cfg.listen, cfg.data_dir.display(), if cfg.database_url.is_some() { "postgres" } else { "sqlite" });
+            let cfg = Config::load(Some(&file), &env, &Flags::default())
+                .map_err(|e| Failure::invalid(e.to_string()))?;
+            println!(
+                "{}: ok (listen {}, data dir {}, store {})",
+                file.display(),
+                cfg.listen,
+                cfg.data_dir.display(),
+                if cfg.database_url.is_some() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                }
+            );
             Ok(())
         }
     }

@@ -1,13 +1,25 @@
 //! The registry through the admin API: happy paths, lifecycle rules, and every kind of bad input
 //! (each gets a precise problem+json error and changes nothing).
 
-#![expect(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use serde_json::{Value, json};
 use sigil_testkit::{Family, TestServer};
 
 /// Raw HTTP, for bodies and headers the typed client would never send.
-async fn raw(s: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn raw(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let http = reqwest::Client::new();
     let mut req = http.request(method.parse().unwrap(), format!("{}{path}", s.url));
     if let Some(t) = token {
@@ -20,11 +32,22 @@ async fn raw(s: &TestServer, method: &str, path: &str, token: Option<&str>, body
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 async fn post(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let (st, v, _) = raw(s, "POST", path, Some(&s.admin_token), Some(("application/json", body.to_string().into_bytes()))).await;
+    let (st, v, _) = raw(
+        s,
+        "POST",
+        path,
+        Some(&s.admin_token),
+        Some(("application/json", body.to_string().into_bytes())),
+    )
+    .await;
     (st, v)
 }
 
@@ -47,8 +70,22 @@ macro_rules! server {
 }
 
 async fn seed(s: &TestServer) {
-    assert_eq!(post(s, "/admin/v1/users", json!({"username": "alice", "email": "alice@example.com", "groups": ["hr"]})).await.0, 201);
-    assert_eq!(post(s, "/admin/v1/users", json!({"username": "bob"})).await.0, 201);
+    assert_eq!(
+        post(
+            s,
+            "/admin/v1/users",
+            json!({"username": "alice", "email": "alice@example.com", "groups": ["hr"]})
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        post(s, "/admin/v1/users", json!({"username": "bob"}))
+            .await
+            .0,
+        201
+    );
 }
 
 #[tokio::test]
@@ -68,30 +105,63 @@ async fn registry_round_trip() {
 
     // By id and by name; an agent is not a workload.
     let id = agent["id"].as_str().unwrap();
-    assert_eq!(get(&s, &format!("/admin/v1/agents/{id}")).await.1["name"], "hr-assistant");
+    assert_eq!(
+        get(&s, &format!("/admin/v1/agents/{id}")).await.1["name"],
+        "hr-assistant"
+    );
     assert_eq!(get(&s, "/admin/v1/workloads/hr-assistant").await.0, 404);
 
-    let (st, job) = post(&s, "/admin/v1/workloads", json!({"name": "nightly-etl", "owner": "bob", "kind": "job"})).await;
+    let (st, job) = post(
+        &s,
+        "/admin/v1/workloads",
+        json!({"name": "nightly-etl", "owner": "bob", "kind": "job"}),
+    )
+    .await;
     assert_eq!(st, 201, "{job}");
     let (st, res) = post(&s, "/admin/v1/resources", json!({"uri": "https://hr.example.com/api", "name": "hr-api", "owner": "alice", "scopes": ["employees:read", "employees:write"]})).await;
     assert_eq!(st, 201, "{res}");
 
     // Filters.
     let c = s.client();
-    let by_owner = c.list_identities(Family::Agents, &[("owner", "alice".into())]).await.unwrap();
+    let by_owner = c
+        .list_identities(Family::Agents, &[("owner", "alice".into())])
+        .await
+        .unwrap();
     assert_eq!(by_owner.items.len(), 1);
-    let by_label = c.list_identities(Family::Agents, &[("label", "env=prod".into())]).await.unwrap();
+    let by_label = c
+        .list_identities(Family::Agents, &[("label", "env=prod".into())])
+        .await
+        .unwrap();
     assert_eq!(by_label.items.len(), 1);
-    let none = c.list_identities(Family::Agents, &[("label", "env=dev".into())]).await.unwrap();
+    let none = c
+        .list_identities(Family::Agents, &[("label", "env=dev".into())])
+        .await
+        .unwrap();
     assert!(none.items.is_empty());
-    let jobs = c.list_identities(Family::Workloads, &[("kind", "job".into())]).await.unwrap();
+    let jobs = c
+        .list_identities(Family::Workloads, &[("kind", "job".into())])
+        .await
+        .unwrap();
     assert_eq!(jobs.items.len(), 1);
     let hr = c.list_users(&[("group", "hr".into())]).await.unwrap();
     assert_eq!(hr.items.len(), 1);
-    assert_eq!(get(&s, "/admin/v1/resources/hr-api").await.1["uri"], "https://hr.example.com/api");
+    assert_eq!(
+        get(&s, "/admin/v1/resources/hr-api").await.1["uri"],
+        "https://hr.example.com/api"
+    );
 
     // PATCH: null clears, absent keeps.
-    let (st, v, _) = raw(&s, "PATCH", "/admin/v1/agents/hr-assistant", Some(&s.admin_token), Some(("application/json", br#"{"description": null, "labels": {"env": "dev"}}"#.to_vec()))).await;
+    let (st, v, _) = raw(
+        &s,
+        "PATCH",
+        "/admin/v1/agents/hr-assistant",
+        Some(&s.admin_token),
+        Some((
+            "application/json",
+            br#"{"description": null, "labels": {"env": "dev"}}"#.to_vec(),
+        )),
+    )
+    .await;
     assert_eq!(st, 200, "{v}");
     assert!(v.get("description").is_none());
     assert_eq!(v["labels"]["env"], "dev");
@@ -103,13 +173,29 @@ async fn registry_round_trip() {
 async fn lifecycle_transitions_are_checked() {
     let s = server!();
     seed(&s).await;
-    post(&s, "/admin/v1/agents", json!({"name": "bot", "owner": "alice"})).await;
+    post(
+        &s,
+        "/admin/v1/agents",
+        json!({"name": "bot", "owner": "alice"}),
+    )
+    .await;
     let step = |action: &'static str| {
         let s = &s;
-        async move { post(s, &format!("/admin/v1/agents/bot/{action}"), json!({"reason": "test"})).await }
+        async move {
+            post(
+                s,
+                &format!("/admin/v1/agents/bot/{action}"),
+                json!({"reason": "test"}),
+            )
+            .await
+        }
     };
     assert_eq!(step("suspend").await.1["status"], "suspended");
-    assert_eq!(step("suspend").await.0, 200, "asking for the current state is a no-op");
+    assert_eq!(
+        step("suspend").await.0,
+        200,
+        "asking for the current state is a no-op"
+    );
     assert_eq!(step("resume").await.1["status"], "active");
     assert_eq!(step("revoke").await.1["status"], "revoked");
     let before = audit_count(&s).await;
@@ -118,7 +204,11 @@ async fn lifecycle_transitions_are_checked() {
     assert_eq!(p["type"], "urn:sigil:problem:conflict");
     assert!(p["detail"].as_str().unwrap().contains("revoked"));
     assert_eq!(step("suspend").await.0, 409);
-    assert_eq!(audit_count(&s).await, before, "a refused transition changes nothing, not even the trail");
+    assert_eq!(
+        audit_count(&s).await,
+        before,
+        "a refused transition changes nothing, not even the trail"
+    );
     assert_eq!(step("decommission").await.1["status"], "decommissioned");
     for a in ["suspend", "resume", "revoke"] {
         assert_eq!(step(a).await.0, 409, "{a} after decommission");
@@ -127,31 +217,81 @@ async fn lifecycle_transitions_are_checked() {
 
     // Expiry: an expired active identity is effectively suspended and cannot be resumed as is.
     let soon = sigil_types::Timestamp::from_unix_seconds(
-        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 1) as i64,
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1) as i64,
     );
-    let (st, v) = post(&s, "/admin/v1/agents", json!({"name": "temp", "owner": "alice", "expires_at": soon.to_rfc3339()})).await;
+    let (st, v) = post(
+        &s,
+        "/admin/v1/agents",
+        json!({"name": "temp", "owner": "alice", "expires_at": soon.to_rfc3339()}),
+    )
+    .await;
     assert_eq!(st, 201, "{v}");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let v = get(&s, "/admin/v1/agents/temp").await.1;
     assert_eq!(v["status"], "active");
     assert_eq!(v["effective_status"], "suspended");
-    assert_eq!(post(&s, "/admin/v1/agents/temp/suspend", json!({})).await.0, 200);
-    assert_eq!(post(&s, "/admin/v1/agents/temp/resume", json!({})).await.0, 409);
+    assert_eq!(
+        post(&s, "/admin/v1/agents/temp/suspend", json!({})).await.0,
+        200
+    );
+    assert_eq!(
+        post(&s, "/admin/v1/agents/temp/resume", json!({})).await.0,
+        409
+    );
 }
 
 #[tokio::test]
 async fn owners_cannot_be_deleted_without_transfer() {
     let s = server!();
     seed(&s).await;
-    post(&s, "/admin/v1/agents", json!({"name": "bot", "owner": "alice"})).await;
-    post(&s, "/admin/v1/resources", json!({"uri": "urn:example:r", "name": "r", "owner": "alice"})).await;
-    let (st, p, _) = raw(&s, "DELETE", "/admin/v1/users/alice", Some(&s.admin_token), None).await;
+    post(
+        &s,
+        "/admin/v1/agents",
+        json!({"name": "bot", "owner": "alice"}),
+    )
+    .await;
+    post(
+        &s,
+        "/admin/v1/resources",
+        json!({"uri": "urn:example:r", "name": "r", "owner": "alice"}),
+    )
+    .await;
+    let (st, p, _) = raw(
+        &s,
+        "DELETE",
+        "/admin/v1/users/alice",
+        Some(&s.admin_token),
+        None,
+    )
+    .await;
     assert_eq!(st, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("transfer"));
-    let (st, _, _) = raw(&s, "DELETE", "/admin/v1/users/alice?transfer_to=nobody", Some(&s.admin_token), None).await;
+    let (st, _, _) = raw(
+        &s,
+        "DELETE",
+        "/admin/v1/users/alice?transfer_to=nobody",
+        Some(&s.admin_token),
+        None,
+    )
+    .await;
     assert_eq!(st, 400);
-    assert_eq!(get(&s, "/admin/v1/users/alice").await.0, 200, "still there after refused deletes");
-    let (st, _, _) = raw(&s, "DELETE", "/admin/v1/users/alice?transfer_to=bob", Some(&s.admin_token), None).await;
+    assert_eq!(
+        get(&s, "/admin/v1/users/alice").await.0,
+        200,
+        "still there after refused deletes"
+    );
+    let (st, _, _) = raw(
+        &s,
+        "DELETE",
+        "/admin/v1/users/alice?transfer_to=bob",
+        Some(&s.admin_token),
+        None,
+    )
+    .await;
     assert_eq!(st, 204);
     let bob = get(&s, "/admin/v1/users/bob").await.1;
     assert_eq!(get(&s, "/admin/v1/agents/bot").await.1["owner"], bob["id"]);
@@ -165,37 +305,135 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
     seed(&s).await;
     let before = audit_count(&s).await;
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("/admin/v1/users", json!({"username": "carol", "role": "admin"}), 400, "unknown field"),
-        ("/admin/v1/users", json!({"username": "has space"}), 400, "username"),
-        ("/admin/v1/users", json!({"username": "alice"}), 409, "already exists"),
-        ("/admin/v1/users", json!({"username": "x", "email": "not-an-email"}), 400, "email"),
+        (
+            "/admin/v1/users",
+            json!({"username": "carol", "role": "admin"}),
+            400,
+            "unknown field",
+        ),
+        (
+            "/admin/v1/users",
+            json!({"username": "has space"}),
+            400,
+            "username",
+        ),
+        (
+            "/admin/v1/users",
+            json!({"username": "alice"}),
+            409,
+            "already exists",
+        ),
+        (
+            "/admin/v1/users",
+            json!({"username": "x", "email": "not-an-email"}),
+            400,
+            "email",
+        ),
         ("/admin/v1/agents", json!({"name": "bot"}), 400, "owner"),
-        ("/admin/v1/agents", json!({"name": "bot", "owner": "nobody"}), 400, "not a registered user"),
-        ("/admin/v1/agents", json!({"name": "Bad_Name!", "owner": "alice"}), 400, "name"),
-        ("/admin/v1/agents", json!({"name": "bot", "owner": "alice", "kind": "job"}), 400, "workload"),
-        ("/admin/v1/agents", json!({"name": "bot", "owner": "alice", "ceiling": {"scopes": ["a b"]}}), 400, "scope"),
-        ("/admin/v1/agents", json!({"name": "bot", "owner": "alice", "expires_at": "2001-01-01T00:00:00Z"}), 400, "future"),
-        ("/admin/v1/agents", json!({"name": "bot", "owner": "alice", "expires_at": "tomorrow"}), 400, "RFC 3339"),
-        ("/admin/v1/agents", json!({"name": "bot", "owner": "alice", "status": "active"}), 400, "unknown field"),
-        ("/admin/v1/resources", json!({"uri": "https://x.example/#frag", "name": "x", "owner": "alice"}), 400, "fragment"),
-        ("/admin/v1/resources", json!({"uri": "relative/path", "name": "x", "owner": "alice"}), 400, "absolute"),
+        (
+            "/admin/v1/agents",
+            json!({"name": "bot", "owner": "nobody"}),
+            400,
+            "not a registered user",
+        ),
+        (
+            "/admin/v1/agents",
+            json!({"name": "Bad_Name!", "owner": "alice"}),
+            400,
+            "name",
+        ),
+        (
+            "/admin/v1/agents",
+            json!({"name": "bot", "owner": "alice", "kind": "job"}),
+            400,
+            "workload",
+        ),
+        (
+            "/admin/v1/agents",
+            json!({"name": "bot", "owner": "alice", "ceiling": {"scopes": ["a b"]}}),
+            400,
+            "scope",
+        ),
+        (
+            "/admin/v1/agents",
+            json!({"name": "bot", "owner": "alice", "expires_at": "2001-01-01T00:00:00Z"}),
+            400,
+            "future",
+        ),
+        (
+            "/admin/v1/agents",
+            json!({"name": "bot", "owner": "alice", "expires_at": "tomorrow"}),
+            400,
+            "RFC 3339",
+        ),
+        (
+            "/admin/v1/agents",
+            json!({"name": "bot", "owner": "alice", "status": "active"}),
+            400,
+            "unknown field",
+        ),
+        (
+            "/admin/v1/resources",
+            json!({"uri": "https://x.example/#frag", "name": "x", "owner": "alice"}),
+            400,
+            "fragment",
+        ),
+        (
+            "/admin/v1/resources",
+            json!({"uri": "relative/path", "name": "x", "owner": "alice"}),
+            400,
+            "absolute",
+        ),
     ];
     for (path, body, status, needle) in cases {
         let (st, p) = post(&s, path, body.clone()).await;
         assert_eq!(st, status, "{path} {body} → {p}");
-        assert!(p["type"].as_str().unwrap().starts_with("urn:sigil:problem:"), "{p}");
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:sigil:problem:"),
+            "{p}"
+        );
         assert_eq!(p["status"], status);
         let text = p.to_string();
-        assert!(text.contains(needle), "{body}: expected {needle:?} in {text}");
+        assert!(
+            text.contains(needle),
+            "{body}: expected {needle:?} in {text}"
+        );
     }
     // Malformed JSON, wrong content type, oversized body, query parameters nobody knows.
-    let (st, p, h) = raw(&s, "POST", "/admin/v1/users", Some(&s.admin_token), Some(("application/json", b"{\"username\":".to_vec()))).await;
+    let (st, p, h) = raw(
+        &s,
+        "POST",
+        "/admin/v1/users",
+        Some(&s.admin_token),
+        Some(("application/json", b"{\"username\":".to_vec())),
+    )
+    .await;
     assert_eq!(st, 400, "{p}");
     assert_eq!(h["content-type"], "application/problem+json");
-    let (st, _, _) = raw(&s, "POST", "/admin/v1/users", Some(&s.admin_token), Some(("text/plain", b"{}".to_vec()))).await;
+    let (st, _, _) = raw(
+        &s,
+        "POST",
+        "/admin/v1/users",
+        Some(&s.admin_token),
+        Some(("text/plain", b"{}".to_vec())),
+    )
+    .await;
     assert_eq!(st, 415);
-    let big = format!("{{\"username\":\"carol\",\"display_name\":\"{}\"}}", "x".repeat(100_000));
-    let (st, p, _) = raw(&s, "POST", "/admin/v1/users", Some(&s.admin_token), Some(("application/json", big.into_bytes()))).await;
+    let big = format!(
+        "{{\"username\":\"carol\",\"display_name\":\"{}\"}}",
+        "x".repeat(100_000)
+    );
+    let (st, p, _) = raw(
+        &s,
+        "POST",
+        "/admin/v1/users",
+        Some(&s.admin_token),
+        Some(("application/json", big.into_bytes())),
+    )
+    .await;
     assert_eq!(st, 413, "{p}");
     assert_eq!(get(&s, "/admin/v1/agents?colour=red").await.0, 400);
     assert_eq!(get(&s, "/admin/v1/agents?status=sleeping").await.0, 400);
@@ -207,9 +445,21 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
     let (st, _, _) = raw(&s, "PUT", "/admin/v1/users", Some(&s.admin_token), None).await;
     assert_eq!(st, 405);
 
-    assert_eq!(audit_count(&s).await, before, "refused requests leave no trace but nothing else either");
+    assert_eq!(
+        audit_count(&s).await,
+        before,
+        "refused requests leave no trace but nothing else either"
+    );
     assert_eq!(s.client().list_users(&[]).await.unwrap().items.len(), 2);
-    assert_eq!(s.client().list_identities(Family::Agents, &[]).await.unwrap().items.len(), 0);
+    assert_eq!(
+        s.client()
+            .list_identities(Family::Agents, &[])
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -218,17 +468,49 @@ async fn admin_credential_is_required_and_failures_are_audited() {
     let before = audit_count(&s).await;
     let (st, p, h) = raw(&s, "GET", "/admin/v1/users", None, None).await;
     assert_eq!(st, 401);
-    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
     assert_eq!(p["type"], "urn:sigil:problem:unauthorized");
-    let (st, _, _) = raw(&s, "GET", "/admin/v1/users", Some("sigil_admin_wrong"), None).await;
+    let (st, _, _) = raw(
+        &s,
+        "GET",
+        "/admin/v1/users",
+        Some("sigil_admin_wrong"),
+        None,
+    )
+    .await;
     assert_eq!(st, 401);
-    let (st, _, _) = raw(&s, "POST", "/admin/v1/users", Some("not-even-close"), Some(("application/json", br#"{"username":"mallory"}"#.to_vec()))).await;
+    let (st, _, _) = raw(
+        &s,
+        "POST",
+        "/admin/v1/users",
+        Some("not-even-close"),
+        Some(("application/json", br#"{"username":"mallory"}"#.to_vec())),
+    )
+    .await;
     assert_eq!(st, 401);
-    assert_eq!(get(&s, "/admin/v1/users/mallory").await.0, 404, "an unauthenticated write changes nothing");
+    assert_eq!(
+        get(&s, "/admin/v1/users/mallory").await.0,
+        404,
+        "an unauthenticated write changes nothing"
+    );
     let records = s.app().store.list_audit(0, 1000).await.unwrap();
-    let failures: Vec<_> = records.iter().skip(before).filter(|r| r.record.event_type.as_str() == "admin.auth_failed").collect();
+    let failures: Vec<_> = records
+        .iter()
+        .skip(before)
+        .filter(|r| r.record.event_type.as_str() == "admin.auth_failed")
+        .collect();
     assert_eq!(failures.len(), 3);
-    assert!(!records.iter().any(|r| r.record.canonical_json().contains("sigil_admin_wrong")), "tokens are never recorded");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.record.canonical_json().contains("sigil_admin_wrong")),
+        "tokens are never recorded"
+    );
     // Health endpoints stay public.
     assert_eq!(raw(&s, "GET", "/healthz", None, None).await.0, 200);
     assert_eq!(raw(&s, "GET", "/readyz", None, None).await.0, 200);
@@ -238,8 +520,18 @@ async fn admin_credential_is_required_and_failures_are_audited() {
 async fn every_change_is_audited_with_its_actor() {
     let s = server!();
     seed(&s).await;
-    post(&s, "/admin/v1/agents", json!({"name": "bot", "owner": "alice"})).await;
-    post(&s, "/admin/v1/agents/bot/suspend", json!({"reason": "investigating"})).await;
+    post(
+        &s,
+        "/admin/v1/agents",
+        json!({"name": "bot", "owner": "alice"}),
+    )
+    .await;
+    post(
+        &s,
+        "/admin/v1/agents/bot/suspend",
+        json!({"reason": "investigating"}),
+    )
+    .await;
     let records = s.app().store.list_audit(0, 1000).await.unwrap();
     let last = &records.last().unwrap().record;
     assert_eq!(last.event_type.as_str(), "identity.status_changed");
@@ -248,8 +540,16 @@ async fn every_change_is_audited_with_its_actor() {
     assert_eq!(last.details["from"], "active");
     assert_eq!(last.details["to"], "suspended");
     assert!(last.request_id.as_deref().unwrap().starts_with("req_"));
-    let kinds: Vec<&str> = records.iter().map(|r| r.record.event_type.as_str()).collect();
-    for k in ["key.created", "admin.credential_created", "user.created", "identity.created"] {
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r.record.event_type.as_str())
+        .collect();
+    for k in [
+        "key.created",
+        "admin.credential_created",
+        "user.created",
+        "identity.created",
+    ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
 }
@@ -260,8 +560,16 @@ async fn metrics_and_request_ids() {
     let (st, _, h) = raw(&s, "GET", "/healthz", None, None).await;
     assert_eq!(st, 200);
     assert!(h["x-request-id"].to_str().unwrap().starts_with("req_"));
-    let text = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("sigil_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/healthz\""), "{text}");
-    assert!(text.contains("sigil_http_request_duration_seconds"), "{text}");
+    assert!(
+        text.contains("sigil_http_request_duration_seconds"),
+        "{text}"
+    );
 }

@@ -1,7 +1,13 @@
 //! Key rotation on a fake clock: a new key is published before it signs, and a retired key stays
 //! published until everything it signed has expired.
 
-#![expect(clippy::unwrap_used, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::time::Duration;
 
@@ -9,8 +15,18 @@ use sigil_testkit::{Options, TestServer};
 use sigil_types::Timestamp;
 
 async fn jwks_kids(s: &TestServer) -> Vec<String> {
-    let v: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", s.url)).await.unwrap().json().await.unwrap();
-    v["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+    let v: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -20,33 +36,63 @@ async fn rotation_publishes_first_and_retires_late() {
         config_toml: Some("[keys]\npublish_ahead = \"10m\"\nretire_after = \"1h\"\n".into()),
         ..Options::default()
     };
-    let Some(s) = TestServer::start_with(opts).await else { return };
+    let Some(s) = TestServer::start_with(opts).await else {
+        return;
+    };
     let app = s.app().clone();
     let first = app.keys.active().unwrap().kid().to_owned();
     assert_eq!(jwks_kids(&s).await, vec![first.clone()]);
 
     let next = s.client().rotate_key(&Default::default()).await.unwrap();
     assert_eq!(next.state, "pending");
-    assert!(jwks_kids(&s).await.contains(&next.kid), "published before it signs");
-    assert_eq!(app.keys.active().unwrap().kid(), first, "the old key still signs");
-    assert!(s.client().rotate_key(&Default::default()).await.is_err(), "one rotation at a time");
+    assert!(
+        jwks_kids(&s).await.contains(&next.kid),
+        "published before it signs"
+    );
+    assert_eq!(
+        app.keys.active().unwrap().kid(),
+        first,
+        "the old key still signs"
+    );
+    assert!(
+        s.client().rotate_key(&Default::default()).await.is_err(),
+        "one rotation at a time"
+    );
 
     s.advance(Duration::from_secs(9 * 60));
     app.keys.maintain().await.unwrap();
-    assert_eq!(app.keys.active().unwrap().kid(), first, "not before publish_ahead");
+    assert_eq!(
+        app.keys.active().unwrap().kid(),
+        first,
+        "not before publish_ahead"
+    );
 
     s.advance(Duration::from_secs(2 * 60));
     app.keys.maintain().await.unwrap();
     assert_eq!(app.keys.active().unwrap().kid(), next.kid);
     let kids = jwks_kids(&s).await;
-    assert!(kids.contains(&first) && kids.contains(&next.kid), "retired key still published: {kids:?}");
+    assert!(
+        kids.contains(&first) && kids.contains(&next.kid),
+        "retired key still published: {kids:?}"
+    );
 
     s.advance(Duration::from_secs(61 * 60));
     app.keys.maintain().await.unwrap();
-    assert_eq!(jwks_kids(&s).await, vec![next.kid.clone()], "retired key removed after retire_after");
+    assert_eq!(
+        jwks_kids(&s).await,
+        vec![next.kid.clone()],
+        "retired key removed after retire_after"
+    );
     let listed = s.client().list_keys().await.unwrap();
     assert_eq!(listed.items.len(), 1);
-    let events: Vec<String> = app.store.list_audit(0, 1000).await.unwrap().iter().map(|r| r.record.event_type.as_str().to_owned()).collect();
+    let events: Vec<String> = app
+        .store
+        .list_audit(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.record.event_type.as_str().to_owned())
+        .collect();
     for e in ["key.created", "key.activated", "key.retired", "key.removed"] {
         assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
     }
@@ -54,12 +100,38 @@ async fn rotation_publishes_first_and_retires_late() {
 
 #[tokio::test]
 async fn es256_keys_can_be_chosen() {
-    let Some(s) = TestServer::start().await else { return };
-    let k = s.client().rotate_key(&sigil_proto::admin::RotateKeyRequest { alg: Some("ES256".into()) }).await.unwrap();
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    let k = s
+        .client()
+        .rotate_key(&sigil_proto::admin::RotateKeyRequest {
+            alg: Some("ES256".into()),
+        })
+        .await
+        .unwrap();
     assert_eq!(k.alg, "ES256");
-    let v: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", s.url)).await.unwrap().json().await.unwrap();
-    let jwk = v["keys"].as_array().unwrap().iter().find(|j| j["kid"] == k.kid.as_str()).cloned().unwrap();
+    let v: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kid"] == k.kid.as_str())
+        .cloned()
+        .unwrap();
     assert_eq!(jwk["kty"], "EC");
     assert_eq!(jwk["crv"], "P-256");
-    assert!(s.client().rotate_key(&sigil_proto::admin::RotateKeyRequest { alg: Some("HS256".into()) }).await.is_err());
+    assert!(
+        s.client()
+            .rotate_key(&sigil_proto::admin::RotateKeyRequest {
+                alg: Some("HS256".into())
+            })
+            .await
+            .is_err()
+    );
 }

@@ -7,7 +7,10 @@ use crate::store::StoreError;
 pub enum RegistryError {
     /// The request names something invalid (bad field value, owner that does not exist…).
     #[error("{message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("{what} {key:?} not found")]
     NotFound { what: &'static str, key: String },
     /// The request conflicts with the current state (duplicate, illegal transition…).
@@ -19,17 +22,26 @@ pub enum RegistryError {
 
 impl RegistryError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid { field, message: message.into() }
+        Self::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(what: &'static str, key: impl ToString) -> Self {
-        Self::NotFound { what, key: key.to_string() }
+        Self::NotFound {
+            what,
+            key: key.to_string(),
+        }
     }
 }
 
 impl From<ParseError> for RegistryError {
     fn from(e: ParseError) -> Self {
-        Self::Invalid { field: e.what, message: e.to_string() }
+        Self::Invalid {
+            field: e.what,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -37,11 +49,13 @@ impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Duplicate { .. } => Self::Conflict(e.to_string()),
-            StoreError::StillReferenced { entity: "user" } => {
-                Self::Conflict("the user still owns identities or resources; transfer ownership first".into())
-            }
+            StoreError::StillReferenced { entity: "user" } => Self::Conflict(
+                "the user still owns identities or resources; transfer ownership first".into(),
+            ),
             StoreError::StillReferenced { .. } => Self::Conflict(e.to_string()),
-            StoreError::MissingReference { entity } => Self::Conflict(format!("the referenced {entity} no longer exists")),
+            StoreError::MissingReference { entity } => {
+                Self::Conflict(format!("the referenced {entity} no longer exists"))
+            }
             other => Self::Store(other),
         }
     }

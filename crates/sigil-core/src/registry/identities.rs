@@ -22,14 +22,21 @@ impl Registry {
         if IdentityFamily::of(kind) != family {
             return Err(RegistryError::invalid(
                 "kind",
-                format!("kind {kind} is not a {}; use the {} endpoint", family.noun(), IdentityFamily::of(kind).noun()),
+                format!(
+                    "kind {kind} is not a {}; use the {} endpoint",
+                    family.noun(),
+                    IdentityFamily::of(kind).noun()
+                ),
             ));
         }
         let now = self.clock.now();
         if let Some(exp) = req.expires_at
             && exp <= now
         {
-            return Err(RegistryError::invalid("expires_at", "expires_at must be in the future"));
+            return Err(RegistryError::invalid(
+                "expires_at",
+                "expires_at must be in the future",
+            ));
         }
         let owner = self.resolve_owner(&req.owner).await?;
         let (ms, rnd) = self.id_parts();
@@ -52,13 +59,21 @@ impl Registry {
             .detail("owner", identity.owner.as_str())
             .detail("kind", identity.kind.as_str());
         self.store
-            .commit(ChangeSet::new().change(Change::InsertIdentity(identity.clone())).audit(audit))
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertIdentity(identity.clone()))
+                    .audit(audit),
+            )
             .await?;
         Ok(identity)
     }
 
     /// Looks an identity up; with a family, one of the other family is "not found".
-    pub async fn get_identity(&self, family: Option<IdentityFamily>, r: &IdentityRef) -> Result<Identity, RegistryError> {
+    pub async fn get_identity(
+        &self,
+        family: Option<IdentityFamily>,
+        r: &IdentityRef,
+    ) -> Result<Identity, RegistryError> {
         let noun = family.map_or("identity", IdentityFamily::noun);
         match self.store.get_identity(r).await? {
             Some(i) if family.is_none_or(|f| IdentityFamily::of(i.kind) == f) => Ok(i),
@@ -66,7 +81,10 @@ impl Registry {
         }
     }
 
-    pub async fn list_identities(&self, q: &IdentityQuery) -> Result<Page<Identity>, RegistryError> {
+    pub async fn list_identities(
+        &self,
+        q: &IdentityQuery,
+    ) -> Result<Page<Identity>, RegistryError> {
         Ok(self.store.list_identities(q).await?)
     }
 
@@ -113,14 +131,21 @@ impl Registry {
                 return Ok(old);
             }
             new.meta = old.meta.touched(self.clock.now(), &ctx.principal);
-            let mut audit = self.identity_event(ctx, EventType::IdentityUpdated, &new).detail("changed", changed);
+            let mut audit = self
+                .identity_event(ctx, EventType::IdentityUpdated, &new)
+                .detail("changed", changed);
             if new.owner != old.owner {
-                audit = audit.detail("from_owner", old.owner.as_str()).detail("to_owner", new.owner.as_str());
+                audit = audit
+                    .detail("from_owner", old.owner.as_str())
+                    .detail("to_owner", new.owner.as_str());
             }
             self.store
                 .commit(
                     ChangeSet::new()
-                        .change(Change::UpdateIdentity { identity: new.clone(), expected_version: old.meta.version })
+                        .change(Change::UpdateIdentity {
+                            identity: new.clone(),
+                            expected_version: old.meta.version,
+                        })
                         .audit(audit),
                 )
                 .await?;
@@ -169,7 +194,10 @@ impl Registry {
             self.store
                 .commit(
                     ChangeSet::new()
-                        .change(Change::UpdateIdentity { identity: new.clone(), expected_version: old.meta.version })
+                        .change(Change::UpdateIdentity {
+                            identity: new.clone(),
+                            expected_version: old.meta.version,
+                        })
                         .audit(audit),
                 )
                 .await?;
@@ -179,10 +207,14 @@ impl Registry {
     }
 
     pub(super) async fn resolve_owner(&self, owner: &str) -> Result<UserId, RegistryError> {
-        let r = UserRef::parse(owner).map_err(|e| RegistryError::invalid("owner", e.to_string()))?;
+        let r =
+            UserRef::parse(owner).map_err(|e| RegistryError::invalid("owner", e.to_string()))?;
         match self.store.get_user(&r).await? {
             Some(u) => Ok(u.id),
-            None => Err(RegistryError::invalid("owner", format!("owner {owner:?} is not a registered user"))),
+            None => Err(RegistryError::invalid(
+                "owner",
+                format!("owner {owner:?} is not a registered user"),
+            )),
         }
     }
 

@@ -9,7 +9,11 @@ use crate::model::{Meta, Page, Resource, ResourceQuery, ResourceRef};
 use crate::store::{Change, ChangeSet};
 
 impl Registry {
-    pub async fn create_resource(&self, ctx: &Ctx, req: CreateResource) -> Result<Resource, RegistryError> {
+    pub async fn create_resource(
+        &self,
+        ctx: &Ctx,
+        req: CreateResource,
+    ) -> Result<Resource, RegistryError> {
         let owner = self.resolve_owner(&req.owner).await?;
         let now = self.clock.now();
         let (ms, rnd) = self.id_parts();
@@ -26,7 +30,11 @@ impl Registry {
             .resource_event(ctx, EventType::ResourceCreated, &resource)
             .detail("scopes", resource.scopes.to_oauth_string());
         self.store
-            .commit(ChangeSet::new().change(Change::InsertResource(resource.clone())).audit(audit))
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertResource(resource.clone()))
+                    .audit(audit),
+            )
             .await?;
         Ok(resource)
     }
@@ -42,7 +50,12 @@ impl Registry {
         Ok(self.store.list_resources(q).await?)
     }
 
-    pub async fn update_resource(&self, ctx: &Ctx, r: &ResourceRef, patch: UpdateResource) -> Result<Resource, RegistryError> {
+    pub async fn update_resource(
+        &self,
+        ctx: &Ctx,
+        r: &ResourceRef,
+        patch: UpdateResource,
+    ) -> Result<Resource, RegistryError> {
         let new_owner = match &patch.owner {
             Some(o) => Some(self.resolve_owner(o).await?),
             None => None,
@@ -71,11 +84,16 @@ impl Registry {
                 return Ok(old);
             }
             new.meta = old.meta.touched(self.clock.now(), &ctx.principal);
-            let audit = self.resource_event(ctx, EventType::ResourceUpdated, &new).detail("changed", changed);
+            let audit = self
+                .resource_event(ctx, EventType::ResourceUpdated, &new)
+                .detail("changed", changed);
             self.store
                 .commit(
                     ChangeSet::new()
-                        .change(Change::UpdateResource { resource: new.clone(), expected_version: old.meta.version })
+                        .change(Change::UpdateResource {
+                            resource: new.clone(),
+                            expected_version: old.meta.version,
+                        })
                         .audit(audit),
                 )
                 .await?;
@@ -91,7 +109,10 @@ impl Registry {
             self.store
                 .commit(
                     ChangeSet::new()
-                        .change(Change::DeleteResource { id: res.id.clone(), expected_version: res.meta.version })
+                        .change(Change::DeleteResource {
+                            id: res.id.clone(),
+                            expected_version: res.meta.version,
+                        })
                         .audit(audit),
                 )
                 .await?;
@@ -101,7 +122,11 @@ impl Registry {
     }
 
     fn resource_event(&self, ctx: &Ctx, t: EventType, r: &Resource) -> AuditRecord {
-        let mut rec = AuditRecord::new(self.clock.now(), t, &ctx.principal, ctx.rid()).target("resource", r.id.as_str(), r.name.as_str());
+        let mut rec = AuditRecord::new(self.clock.now(), t, &ctx.principal, ctx.rid()).target(
+            "resource",
+            r.id.as_str(),
+            r.name.as_str(),
+        );
         if let Some(target) = rec.target.as_mut() {
             target.resource = Some(r.uri.to_string());
         }

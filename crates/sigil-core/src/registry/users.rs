@@ -23,7 +23,11 @@ impl Registry {
         };
         let audit = self.user_event(ctx, EventType::UserCreated, &user);
         self.store
-            .commit(ChangeSet::new().change(Change::InsertUser(user.clone())).audit(audit))
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertUser(user.clone()))
+                    .audit(audit),
+            )
             .await?;
         Ok(user)
     }
@@ -39,7 +43,12 @@ impl Registry {
         Ok(self.store.list_users(q).await?)
     }
 
-    pub async fn update_user(&self, ctx: &Ctx, r: &UserRef, patch: UpdateUser) -> Result<User, RegistryError> {
+    pub async fn update_user(
+        &self,
+        ctx: &Ctx,
+        r: &UserRef,
+        patch: UpdateUser,
+    ) -> Result<User, RegistryError> {
         self.retrying(|| async {
             let old = self.get_user(r).await?;
             let mut new = old.clone();
@@ -64,11 +73,16 @@ impl Registry {
                 return Ok(old);
             }
             new.meta = old.meta.touched(self.clock.now(), &ctx.principal);
-            let audit = self.user_event(ctx, EventType::UserUpdated, &new).detail("changed", changed);
+            let audit = self
+                .user_event(ctx, EventType::UserUpdated, &new)
+                .detail("changed", changed);
             self.store
                 .commit(
                     ChangeSet::new()
-                        .change(Change::UpdateUser { user: new.clone(), expected_version: old.meta.version })
+                        .change(Change::UpdateUser {
+                            user: new.clone(),
+                            expected_version: old.meta.version,
+                        })
                         .audit(audit),
                 )
                 .await?;
@@ -79,7 +93,12 @@ impl Registry {
 
     /// Deletes a user. A user who still owns identities or resources is refused unless
     /// `transfer_to` names who takes them over; the transfer and the deletion are one commit.
-    pub async fn delete_user(&self, ctx: &Ctx, r: &UserRef, transfer_to: Option<&UserRef>) -> Result<(), RegistryError> {
+    pub async fn delete_user(
+        &self,
+        ctx: &Ctx,
+        r: &UserRef,
+        transfer_to: Option<&UserRef>,
+    ) -> Result<(), RegistryError> {
         self.retrying(|| async {
             let user = self.get_user(r).await?;
             let mut cs = ChangeSet::new();
@@ -130,6 +149,10 @@ impl Registry {
     }
 
     fn user_event(&self, ctx: &Ctx, t: EventType, u: &User) -> AuditRecord {
-        AuditRecord::new(self.clock.now(), t, &ctx.principal, ctx.rid()).target("user", u.id.as_str(), u.username.as_str())
+        AuditRecord::new(self.clock.now(), t, &ctx.principal, ctx.rid()).target(
+            "user",
+            u.id.as_str(),
+            u.username.as_str(),
+        )
     }
 }

@@ -9,10 +9,10 @@ use sigil_core::registry::identity_view;
 use sigil_proto::admin::{CreateIdentity, ListResponse, StatusChangeRequest, UpdateIdentity};
 use sigil_types::{IdentityKind, IdentityStatus, Labels, StatusChange, TeamName};
 
+use super::State;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, OptionalJson};
 use super::query::Params;
-use super::State;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -20,24 +20,46 @@ fn identity_ref(s: &str) -> Result<IdentityRef> {
     IdentityRef::parse(s).map_err(|e| ApiError::invalid("name", e.to_string()))
 }
 
-async fn create(app: State, ctx: Admin, family: IdentityFamily, req: CreateIdentity) -> Result<Response> {
+async fn create(
+    app: State,
+    ctx: Admin,
+    family: IdentityFamily,
+    req: CreateIdentity,
+) -> Result<Response> {
     let axum::extract::State(app) = app;
     let i = app.registry.create_identity(&ctx.0, family, req).await?;
-    Ok((StatusCode::CREATED, Json(identity_view(&i, app.clock.now()))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(identity_view(&i, app.clock.now())),
+    )
+        .into_response())
 }
 
 async fn list(app: State, family: IdentityFamily, raw: Option<String>) -> Result<Response> {
     let axum::extract::State(app) = app;
-    let p = Params::parse(raw.as_deref(), &["owner", "status", "kind", "label", "team"])?;
+    let p = Params::parse(
+        raw.as_deref(),
+        &["owner", "status", "kind", "label", "team"],
+    )?;
     let owner = match p.parsed("owner", UserRef::parse)? {
         Some(r) => match app.store.get_user(&r).await? {
             Some(u) => Some(u.id),
             // An unknown owner owns nothing: an empty page, not an error.
-            None => return Ok(Json(ListResponse::<()> { items: vec![], next_cursor: None }).into_response()),
+            None => {
+                return Ok(Json(ListResponse::<()> {
+                    items: vec![],
+                    next_cursor: None,
+                })
+                .into_response());
+            }
         },
         None => None,
     };
-    let labels = p.all("label").map(Labels::parse_pair).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| ApiError::invalid("label", e.to_string()))?;
+    let labels = p
+        .all("label")
+        .map(Labels::parse_pair)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid("label", e.to_string()))?;
     let query = IdentityQuery {
         family: Some(family),
         kind: p.parsed("kind", IdentityKind::parse)?,
@@ -49,33 +71,71 @@ async fn list(app: State, family: IdentityFamily, raw: Option<String>) -> Result
     };
     let page = app.registry.list_identities(&query).await?;
     let now = app.clock.now();
-    Ok(Json(ListResponse { items: page.items.iter().map(|i| identity_view(i, now)).collect(), next_cursor: page.next_cursor }).into_response())
+    Ok(Json(ListResponse {
+        items: page.items.iter().map(|i| identity_view(i, now)).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }
 
 async fn show(app: State, family: IdentityFamily, name: &str) -> Result<Response> {
     let axum::extract::State(app) = app;
-    let i = app.registry.get_identity(Some(family), &identity_ref(name)?).await?;
+    let i = app
+        .registry
+        .get_identity(Some(family), &identity_ref(name)?)
+        .await?;
     Ok(Json(identity_view(&i, app.clock.now())).into_response())
 }
 
-async fn update(app: State, ctx: Admin, family: IdentityFamily, name: &str, patch: UpdateIdentity) -> Result<Response> {
+async fn update(
+    app: State,
+    ctx: Admin,
+    family: IdentityFamily,
+    name: &str,
+    patch: UpdateIdentity,
+) -> Result<Response> {
     let axum::extract::State(app) = app;
-    let i = app.registry.update_identity(&ctx.0, Some(family), &identity_ref(name)?, patch).await?;
+    let i = app
+        .registry
+        .update_identity(&ctx.0, Some(family), &identity_ref(name)?, patch)
+        .await?;
     Ok(Json(identity_view(&i, app.clock.now())).into_response())
 }
 
-async fn change_status(app: State, ctx: Admin, family: IdentityFamily, name: &str, action: &str, req: StatusChangeRequest) -> Result<Response> {
+async fn change_status(
+    app: State,
+    ctx: Admin,
+    family: IdentityFamily,
+    name: &str,
+    action: &str,
+    req: StatusChangeRequest,
+) -> Result<Response> {
     let axum::extract::State(app) = app;
-    let change = StatusChange::parse(action).map_err(|_| ApiError::NotFound(format!("no action {action:?}; expected suspend, resume, revoke or decommission")))?;
+    let change = StatusChange::parse(action).map_err(|_| {
+        ApiError::NotFound(format!(
+            "no action {action:?}; expected suspend, resume, revoke or decommission"
+        ))
+    })?;
     let reason = req.reason.map(|r| r.to_string());
-    let i = app.registry.change_status(&ctx.0, Some(family), &identity_ref(name)?, change, reason).await?;
+    let i = app
+        .registry
+        .change_status(&ctx.0, Some(family), &identity_ref(name)?, change, reason)
+        .await?;
     Ok(Json(identity_view(&i, app.clock.now())).into_response())
 }
 
-pub async fn create_agent(app: State, ctx: Admin, ApiJson(req): ApiJson<CreateIdentity>) -> Result<Response> {
+pub async fn create_agent(
+    app: State,
+    ctx: Admin,
+    ApiJson(req): ApiJson<CreateIdentity>,
+) -> Result<Response> {
     create(app, ctx, IdentityFamily::Agents, req).await
 }
-pub async fn create_workload(app: State, ctx: Admin, ApiJson(req): ApiJson<CreateIdentity>) -> Result<Response> {
+pub async fn create_workload(
+    app: State,
+    ctx: Admin,
+    ApiJson(req): ApiJson<CreateIdentity>,
+) -> Result<Response> {
     create(app, ctx, IdentityFamily::Workloads, req).await
 }
 pub async fn list_agents(app: State, _: Admin, RawQuery(q): RawQuery) -> Result<Response> {
@@ -90,10 +150,20 @@ pub async fn show_agent(app: State, _: Admin, Path(name): Path<String>) -> Resul
 pub async fn show_workload(app: State, _: Admin, Path(name): Path<String>) -> Result<Response> {
     show(app, IdentityFamily::Workloads, &name).await
 }
-pub async fn update_agent(app: State, ctx: Admin, Path(name): Path<String>, ApiJson(p): ApiJson<UpdateIdentity>) -> Result<Response> {
+pub async fn update_agent(
+    app: State,
+    ctx: Admin,
+    Path(name): Path<String>,
+    ApiJson(p): ApiJson<UpdateIdentity>,
+) -> Result<Response> {
     update(app, ctx, IdentityFamily::Agents, &name, p).await
 }
-pub async fn update_workload(app: State, ctx: Admin, Path(name): Path<String>, ApiJson(p): ApiJson<UpdateIdentity>) -> Result<Response> {
+pub async fn update_workload(
+    app: State,
+    ctx: Admin,
+    Path(name): Path<String>,
+    ApiJson(p): ApiJson<UpdateIdentity>,
+) -> Result<Response> {
     update(app, ctx, IdentityFamily::Workloads, &name, p).await
 }
 pub async fn change_agent_status(

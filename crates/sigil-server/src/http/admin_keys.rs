@@ -7,14 +7,18 @@ use sigil_core::registry::key_view;
 use sigil_crypto::Algorithm;
 use sigil_proto::admin::{ListResponse, RotateKeyRequest};
 
+use super::State;
 use super::error::ApiError;
 use super::extract::{Admin, OptionalJson};
-use super::State;
 
 pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response, ApiError> {
     app.keys.refresh().await?;
     let items = app.keys.stored_keys().iter().map(key_view).collect();
-    Ok(Json(ListResponse { items, next_cursor: None }).into_response())
+    Ok(Json(ListResponse {
+        items,
+        next_cursor: None,
+    })
+    .into_response())
 }
 
 pub async fn rotate(
@@ -24,8 +28,13 @@ pub async fn rotate(
 ) -> Result<Response, ApiError> {
     let alg = req
         .alg
-        .map(|a| Algorithm::parse(&a).ok_or_else(|| ApiError::invalid("alg", "must be EdDSA or ES256")))
+        .map(|a| {
+            Algorithm::parse(&a).ok_or_else(|| ApiError::invalid("alg", "must be EdDSA or ES256"))
+        })
         .transpose()?;
-    let key = app.keys.rotate(alg, &ctx.principal, ctx.request_id.as_deref()).await?;
+    let key = app
+        .keys
+        .rotate(alg, &ctx.principal, ctx.request_id.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(key_view(&key))).into_response())
 }

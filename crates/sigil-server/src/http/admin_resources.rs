@@ -8,10 +8,10 @@ use sigil_core::model::{ResourceQuery, ResourceRef, UserRef};
 use sigil_core::registry::resource_view;
 use sigil_proto::admin::{CreateResource, ListResponse, UpdateResource};
 
+use super::State;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson};
 use super::query::Params;
-use super::State;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -19,25 +19,53 @@ fn resource_ref(s: &str) -> Result<ResourceRef> {
     ResourceRef::parse(s).map_err(|e| ApiError::invalid("resource", e.to_string()))
 }
 
-pub async fn create(axum::extract::State(app): State, Admin(ctx): Admin, ApiJson(req): ApiJson<CreateResource>) -> Result<Response> {
+pub async fn create(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<CreateResource>,
+) -> Result<Response> {
     let r = app.registry.create_resource(&ctx, req).await?;
     Ok((StatusCode::CREATED, Json(resource_view(&r))).into_response())
 }
 
-pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
+pub async fn list(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["owner"])?;
     let owner = match p.parsed("owner", UserRef::parse)? {
         Some(r) => match app.store.get_user(&r).await? {
             Some(u) => Some(u.id),
-            None => return Ok(Json(ListResponse::<()> { items: vec![], next_cursor: None }).into_response()),
+            None => {
+                return Ok(Json(ListResponse::<()> {
+                    items: vec![],
+                    next_cursor: None,
+                })
+                .into_response());
+            }
         },
         None => None,
     };
-    let page = app.registry.list_resources(&ResourceQuery { owner, page: p.page()? }).await?;
-    Ok(Json(ListResponse { items: page.items.iter().map(resource_view).collect(), next_cursor: page.next_cursor }).into_response())
+    let page = app
+        .registry
+        .list_resources(&ResourceQuery {
+            owner,
+            page: p.page()?,
+        })
+        .await?;
+    Ok(Json(ListResponse {
+        items: page.items.iter().map(resource_view).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }
 
-pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(r): Path<String>) -> Result<Response> {
+pub async fn show(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    Path(r): Path<String>,
+) -> Result<Response> {
     let r = app.registry.get_resource(&resource_ref(&r)?).await?;
     Ok(Json(resource_view(&r)).into_response())
 }
@@ -48,11 +76,20 @@ pub async fn update(
     Path(r): Path<String>,
     ApiJson(patch): ApiJson<UpdateResource>,
 ) -> Result<Response> {
-    let r = app.registry.update_resource(&ctx, &resource_ref(&r)?, patch).await?;
+    let r = app
+        .registry
+        .update_resource(&ctx, &resource_ref(&r)?, patch)
+        .await?;
     Ok(Json(resource_view(&r)).into_response())
 }
 
-pub async fn delete(axum::extract::State(app): State, Admin(ctx): Admin, Path(r): Path<String>) -> Result<Response> {
-    app.registry.delete_resource(&ctx, &resource_ref(&r)?).await?;
+pub async fn delete(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    Path(r): Path<String>,
+) -> Result<Response> {
+    app.registry
+        .delete_resource(&ctx, &resource_ref(&r)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

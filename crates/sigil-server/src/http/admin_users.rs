@@ -9,10 +9,10 @@ use sigil_core::registry::user_view;
 use sigil_proto::admin::{CreateUser, ListResponse, UpdateUser};
 use sigil_types::{Group, UserStatus};
 
+use super::State;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson};
 use super::query::Params;
-use super::State;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -20,12 +20,20 @@ fn user_ref(s: &str) -> Result<UserRef> {
     UserRef::parse(s).map_err(|e| ApiError::invalid("user", e.to_string()))
 }
 
-pub async fn create(axum::extract::State(app): State, Admin(ctx): Admin, ApiJson(req): ApiJson<CreateUser>) -> Result<Response> {
+pub async fn create(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<CreateUser>,
+) -> Result<Response> {
     let u = app.registry.create_user(&ctx, req).await?;
     Ok((StatusCode::CREATED, Json(user_view(&u))).into_response())
 }
 
-pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
+pub async fn list(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["status", "group"])?;
     let query = UserQuery {
         status: p.parsed("status", UserStatus::parse)?,
@@ -33,10 +41,18 @@ pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q)
         page: p.page()?,
     };
     let page = app.registry.list_users(&query).await?;
-    Ok(Json(ListResponse { items: page.items.iter().map(user_view).collect(), next_cursor: page.next_cursor }).into_response())
+    Ok(Json(ListResponse {
+        items: page.items.iter().map(user_view).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }
 
-pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(user): Path<String>) -> Result<Response> {
+pub async fn show(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    Path(user): Path<String>,
+) -> Result<Response> {
     let u = app.registry.get_user(&user_ref(&user)?).await?;
     Ok(Json(user_view(&u)).into_response())
 }
@@ -47,7 +63,10 @@ pub async fn update(
     Path(user): Path<String>,
     ApiJson(patch): ApiJson<UpdateUser>,
 ) -> Result<Response> {
-    let u = app.registry.update_user(&ctx, &user_ref(&user)?, patch).await?;
+    let u = app
+        .registry
+        .update_user(&ctx, &user_ref(&user)?, patch)
+        .await?;
     Ok(Json(user_view(&u)).into_response())
 }
 
@@ -60,6 +79,8 @@ pub async fn delete(
 ) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["transfer_to"])?;
     let to = p.parsed("transfer_to", UserRef::parse)?;
-    app.registry.delete_user(&ctx, &user_ref(&user)?, to.as_ref()).await?;
+    app.registry
+        .delete_user(&ctx, &user_ref(&user)?, to.as_ref())
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -13,7 +13,10 @@ use sigil_types::ParseError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    Invalid { field: Option<String>, message: String },
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -34,7 +37,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: Some(field.into()), message: message.into() }
+        Self::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
@@ -43,13 +49,31 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
-            Self::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
-            }
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
-            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
-            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            Self::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
         }
     }
 }
@@ -63,16 +87,28 @@ impl IntoResponse for ApiError {
             tracing::info!(status = status.as_u16(), error = %self, "request refused");
         }
         let mut problem = Problem::new(slug, title, status.as_u16(), self.to_string());
-        if let Self::Invalid { field: Some(f), message } = &self {
-            problem.errors.push(FieldError { field: f.clone(), message: message.clone() });
+        if let Self::Invalid {
+            field: Some(f),
+            message,
+        } = &self
+        {
+            problem.errors.push(FieldError {
+                field: f.clone(),
+                message: message.clone(),
+            });
         }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::Unauthorized(why) = self {
-            let value = format!("Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\"");
+            let value = format!(
+                "Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\""
+            );
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }
@@ -106,7 +142,10 @@ impl From<StoreError> for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::Invalid { field, message } => Self::Invalid { field: Some(field.into()), message },
+            RegistryError::Invalid { field, message } => Self::Invalid {
+                field: Some(field.into()),
+                message,
+            },
             RegistryError::NotFound { .. } => Self::NotFound(e.to_string()),
             RegistryError::Conflict(m) => Self::Conflict(m),
             RegistryError::Store(s) => s.into(),

@@ -33,7 +33,9 @@ impl<T: DeserializeOwned> FromRequest<std::sync::Arc<App>> for ApiJson<T> {
             return Err(ApiError::UnsupportedMediaType);
         }
         let limit = state.config.max_body_bytes;
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| ApiError::TooLarge(limit))?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::TooLarge(limit))?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -47,7 +49,9 @@ impl<T: DeserializeOwned + Default> FromRequest<std::sync::Arc<App>> for Optiona
 
     async fn from_request(req: Request, state: &std::sync::Arc<App>) -> Result<Self, ApiError> {
         let limit = state.config.max_body_bytes;
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| ApiError::TooLarge(limit))?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::TooLarge(limit))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
@@ -56,7 +60,10 @@ impl<T: DeserializeOwned + Default> FromRequest<std::sync::Arc<App>> for Optiona
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::Invalid { field: None, message: format!("invalid JSON body: {e}") })
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Invalid {
+        field: None,
+        message: format!("invalid JSON body: {e}"),
+    })
 }
 
 /// An authenticated admin caller, with the request id, ready for the registry.
@@ -66,19 +73,28 @@ pub struct Admin(pub Ctx);
 impl FromRequestParts<std::sync::Arc<App>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &std::sync::Arc<App>,
+    ) -> Result<Self, ApiError> {
         let rid = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let source = parts
             .extensions
             .get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()
             .map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string());
-        let principal: Principal = app.admin.authenticate(token, rid.as_deref(), &source).await?;
+        let principal: Principal = app
+            .admin
+            .authenticate(token, rid.as_deref(), &source)
+            .await?;
         Ok(Admin(Ctx::new(principal, rid)))
     }
 }

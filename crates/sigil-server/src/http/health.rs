@@ -14,7 +14,11 @@ pub async fn healthz() -> Response {
 pub async fn readyz(axum::extract::State(app): State) -> Response {
     let store = app.store.ping().await.is_ok();
     let keys = app.keys.is_ready();
-    let status = if store && keys { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if store && keys {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({
         "status": if status == StatusCode::OK { "ready" } else { "not ready" },
         "checks": { "store": store, "keys": keys },
@@ -23,15 +27,27 @@ pub async fn readyz(axum::extract::State(app): State) -> Response {
 }
 
 pub async fn metrics() -> Response {
-    let text = crate::telemetry::metrics().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    let text = crate::telemetry::metrics()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The published verification keys (RFC 7517 JWK Set): pending, active and retired keys.
 pub async fn jwks(axum::extract::State(app): State) -> Response {
     let jwks = app.keys.jwks();
     (
-        [(header::CONTENT_TYPE, "application/jwk-set+json"), (header::CACHE_CONTROL, "public, max-age=60")],
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "public, max-age=60"),
+        ],
         Json(jwks.as_ref().clone()),
     )
         .into_response()

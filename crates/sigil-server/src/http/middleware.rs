@@ -16,7 +16,10 @@ const HEADER: &str = "x-request-id";
 
 fn incoming_id(req: &Request) -> Option<String> {
     let v = req.headers().get(HEADER)?.to_str().ok()?;
-    let ok = !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     ok.then(|| v.to_owned())
 }
 
@@ -47,6 +50,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("sigil_http_requests_total", &labels).increment(1);
-    metrics::histogram!("sigil_http_request_duration_seconds", &labels[..2]).record(start.elapsed().as_secs_f64());
+    metrics::histogram!("sigil_http_request_duration_seconds", &labels[..2])
+        .record(start.elapsed().as_secs_f64());
     resp
 }

@@ -28,17 +28,45 @@ pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body_bytes;
     let admin = Router::new()
         .route("/users", get(admin_users::list).post(admin_users::create))
-        .route("/users/{user}", get(admin_users::show).patch(admin_users::update).delete(admin_users::delete))
-        .route("/agents", get(admin_identities::list_agents).post(admin_identities::create_agent))
-        .route("/agents/{name}", get(admin_identities::show_agent).patch(admin_identities::update_agent))
-        .route("/agents/{name}/{action}", post(admin_identities::change_agent_status))
-        .route("/workloads", get(admin_identities::list_workloads).post(admin_identities::create_workload))
-        .route("/workloads/{name}", get(admin_identities::show_workload).patch(admin_identities::update_workload))
-        .route("/workloads/{name}/{action}", post(admin_identities::change_workload_status))
-        .route("/resources", get(admin_resources::list).post(admin_resources::create))
+        .route(
+            "/users/{user}",
+            get(admin_users::show)
+                .patch(admin_users::update)
+                .delete(admin_users::delete),
+        )
+        .route(
+            "/agents",
+            get(admin_identities::list_agents).post(admin_identities::create_agent),
+        )
+        .route(
+            "/agents/{name}",
+            get(admin_identities::show_agent).patch(admin_identities::update_agent),
+        )
+        .route(
+            "/agents/{name}/{action}",
+            post(admin_identities::change_agent_status),
+        )
+        .route(
+            "/workloads",
+            get(admin_identities::list_workloads).post(admin_identities::create_workload),
+        )
+        .route(
+            "/workloads/{name}",
+            get(admin_identities::show_workload).patch(admin_identities::update_workload),
+        )
+        .route(
+            "/workloads/{name}/{action}",
+            post(admin_identities::change_workload_status),
+        )
+        .route(
+            "/resources",
+            get(admin_resources::list).post(admin_resources::create),
+        )
         .route(
             "/resources/{resource}",
-            get(admin_resources::show).patch(admin_resources::update).delete(admin_resources::delete),
+            get(admin_resources::show)
+                .patch(admin_resources::update)
+                .delete(admin_resources::delete),
         )
         .route("/keys", get(admin_keys::list))
         .route("/keys/rotate", post(admin_keys::rotate));

@@ -21,10 +21,19 @@ impl Params {
             if !known {
                 let mut keys: Vec<&str> = allowed.to_vec();
                 keys.extend(["cursor", "limit"]);
-                return Err(ApiError::invalid(k.to_string(), format!("unknown query parameter {k:?}; expected one of: {}", keys.join(", "))));
+                return Err(ApiError::invalid(
+                    k.to_string(),
+                    format!(
+                        "unknown query parameter {k:?}; expected one of: {}",
+                        keys.join(", ")
+                    ),
+                ));
             }
             if !REPEATABLE.contains(&k.as_ref()) && pairs.iter().any(|(pk, _)| *pk == k) {
-                return Err(ApiError::invalid(k.to_string(), format!("query parameter {k:?} given more than once")));
+                return Err(ApiError::invalid(
+                    k.to_string(),
+                    format!("query parameter {k:?} given more than once"),
+                ));
             }
             pairs.push((k.into_owned(), v.into_owned()));
         }
@@ -32,20 +41,35 @@ impl Params {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, key: &str) -> impl Iterator<Item = &str> {
-        self.pairs.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Parses `key` with `f` if present; a parse failure names the parameter.
-    pub fn parsed<T, E: std::fmt::Display>(&self, key: &str, f: impl Fn(&str) -> Result<T, E>) -> Result<Option<T>, ApiError> {
-        self.get(key).map(|v| f(v).map_err(|e| ApiError::invalid(key, e.to_string()))).transpose()
+    pub fn parsed<T, E: std::fmt::Display>(
+        &self,
+        key: &str,
+        f: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, ApiError> {
+        self.get(key)
+            .map(|v| f(v).map_err(|e| ApiError::invalid(key, e.to_string())))
+            .transpose()
     }
 
     pub fn page(&self) -> Result<PageRequest, ApiError> {
-        let limit = self.parsed("limit", |v| v.parse::<u32>().map_err(|_| "must be a positive integer"))?;
-        PageRequest::new(self.get("cursor").map(str::to_owned), limit).map_err(|e| ApiError::invalid(e.what, e.to_string()))
+        let limit = self.parsed("limit", |v| {
+            v.parse::<u32>().map_err(|_| "must be a positive integer")
+        })?;
+        PageRequest::new(self.get("cursor").map(str::to_owned), limit)
+            .map_err(|e| ApiError::invalid(e.what, e.to_string()))
     }
 }

@@ -1,0 +1,250 @@
+//! The CLI against a live server: the README tour, `--output json`, and exit codes
+//! (0 ok, 1 error, 2 denied, 3 invalid input).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use serde_json::Value;
+use sigil_testkit::TestServer;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn sigil(s: &TestServer, token: Option<&str>, args: &[&str]) -> Out {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"));
+    cmd.args(args)
+        .env("SIGIL_URL", &s.url)
+        .env_remove("SIGIL_DATA_DIR");
+    match token {
+        Some(t) => cmd.env("SIGIL_ADMIN_TOKEN", t),
+        None => cmd.env("SIGIL_ADMIN_TOKEN", &s.admin_token),
+    };
+    let out = cmd.output().await.expect("run sigil");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn json(o: &Out) -> Value {
+    serde_json::from_str(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", o.stdout, o.stderr))
+}
+
+#[tokio::test]
+async fn readme_tour_works() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    let o = sigil(
+        &s,
+        None,
+        &[
+            "user",
+            "create",
+            "--username",
+            "alice",
+            "--email",
+            "alice@example.com",
+            "--group",
+            "hr",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("alice@example.com"));
+    let o = sigil(
+        &s,
+        None,
+        &[
+            "agent",
+            "create",
+            "--name",
+            "hr-assistant",
+            "--owner",
+            "alice",
+            "--label",
+            "env=prod",
+            "--ceiling",
+            "employees:read",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let agent = json(&o);
+    assert_eq!(agent["name"], "hr-assistant");
+    assert_eq!(agent["ceiling"]["scopes"][0], "employees:read");
+
+    let o = sigil(&s, None, &["agent", "list"]).await;
+    assert_eq!(o.code, 0);
+    assert!(
+        o.stdout.contains("hr-assistant") && o.stdout.contains("NAME"),
+        "{}",
+        o.stdout
+    );
+    let o = sigil(
+        &s,
+        None,
+        &["agent", "list", "--owner", "alice", "--output", "json"],
+    )
+    .await;
+    assert_eq!(json(&o).as_array().unwrap().len(), 1);
+
+    let o = sigil(
+        &s,
+        None,
+        &["agent", "suspend", "hr-assistant", "--reason", "leaving"],
+    )
+    .await;
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("suspended"));
+    let o = sigil(
+        &s,
+        None,
+        &[
+            "agent",
+            "show",
+            agent["id"].as_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(json(&o)["status"], "suspended");
+
+    let o = sigil(
+        &s,
+        None,
+        &[
+            "workload", "create", "--name", "etl", "--owner", "alice", "--kind", "job",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = sigil(
+        &s,
+        None,
+        &[
+            "resource",
+            "create",
+            "--uri",
+            "https://hr.example.com/api",
+            "--name",
+            "hr-api",
+            "--owner",
+            "alice",
+            "--scope",
+            "employees:read",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = sigil(&s, None, &["keys", "list", "--output", "json"]).await;
+    assert_eq!(json(&o).as_array().unwrap().len(), 1);
+    let o = sigil(
+        &s,
+        None,
+        &["user", "update", "alice", "--no-groups", "--output", "json"],
+    )
+    .await;
+    assert_eq!(json(&o)["groups"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn pagination_with_all() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    for n in 0..5 {
+        assert_eq!(
+            sigil(
+                &s,
+                None,
+                &["user", "create", "--username", &format!("u{n}")]
+            )
+            .await
+            .code,
+            0
+        );
+    }
+    let o = sigil(
+        &s,
+        None,
+        &["user", "list", "--limit", "2", "--all", "--output", "json"],
+    )
+    .await;
+    assert_eq!(json(&o).as_array().unwrap().len(), 5);
+    let o = sigil(&s, None, &["user", "list", "--limit", "2"]).await;
+    assert!(o.stderr.contains("--cursor"), "{}", o.stderr);
+}
+
+#[tokio::test]
+async fn exit_codes() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    sigil(&s, None, &["user", "create", "--username", "alice"]).await;
+    // 2: denied.
+    let o = sigil(&s, Some("sigil_admin_nope"), &["user", "list"]).await;
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("invalid admin credential"));
+    // 3: invalid input, caught locally or by the server.
+    assert_eq!(
+        sigil(&s, None, &["user", "create", "--username", "bad name"])
+            .await
+            .code,
+        3
+    );
+    assert_eq!(
+        sigil(
+            &s,
+            None,
+            &["agent", "create", "--name", "x", "--owner", "ghost"]
+        )
+        .await
+        .code,
+        3
+    );
+    assert_eq!(
+        sigil(&s, None, &["agent", "create", "--name", "x"])
+            .await
+            .code,
+        3,
+        "missing --owner is a usage error"
+    );
+    assert_eq!(sigil(&s, None, &["agent", "frobnicate"]).await.code, 3);
+    // 1: errors (not found, conflicts, unreachable server).
+    assert_eq!(sigil(&s, None, &["agent", "show", "ghost"]).await.code, 1);
+    sigil(
+        &s,
+        None,
+        &["agent", "create", "--name", "bot", "--owner", "alice"],
+    )
+    .await;
+    sigil(&s, None, &["agent", "revoke", "bot"]).await;
+    let o = sigil(&s, None, &["agent", "resume", "bot"]).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("revoked"), "{}", o.stderr);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"));
+    let out = cmd
+        .args(["user", "list"])
+        .env("SIGIL_URL", "http://127.0.0.1:9")
+        .env("SIGIL_ADMIN_TOKEN", "x")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // 0: help.
+    assert_eq!(sigil(&s, None, &["--help"]).await.code, 0);
+}

@@ -1,0 +1,123 @@
+//! Two `sigil serve` replicas on one PostgreSQL database are one cluster: a write through one
+//! is visible through the other at once, and key changes reach the other within a second.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sigil_testkit::{Client, Family, Options, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_state() {
+    let Some(url) = sigil_store::testing::fresh_postgres_database().await else {
+        eprintln!("!!! SKIPPING two-replica test: it needs PostgreSQL");
+        return;
+    };
+    let key = sigil_crypto::MasterKey::generate()
+        .unwrap()
+        .to_base64()
+        .to_string();
+    let opts = || Options {
+        database_url: Some(url.clone()),
+        master_key: Some(key.clone()),
+        ..Options::default()
+    };
+    let (a, b) = tokio::join!(
+        TestServer::start_exact(opts()),
+        TestServer::start_exact(opts())
+    );
+    // Exactly one replica created the bootstrap credential; it works on both.
+    let token = if a.admin_token.is_empty() {
+        b.admin_token.clone()
+    } else {
+        a.admin_token.clone()
+    };
+    assert!(
+        a.admin_token.is_empty() != b.admin_token.is_empty(),
+        "one bootstrap credential for the cluster"
+    );
+    let ca = Client::new(&a.url, Some(token.clone())).unwrap();
+    let cb = Client::new(&b.url, Some(token)).unwrap();
+    assert_eq!(
+        a.app().keys.active().unwrap().kid(),
+        b.app().keys.active().unwrap().kid(),
+        "one signing key"
+    );
+
+    ca.create_user(&serde_json::from_value(json!({"username": "alice"})).unwrap())
+        .await
+        .unwrap();
+    ca.create_identity(
+        Family::Agents,
+        &serde_json::from_value(json!({"name": "bot", "owner": "alice"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cb.get_identity(Family::Agents, "bot")
+            .await
+            .unwrap()
+            .status
+            .as_str(),
+        "active"
+    );
+
+    cb.change_status(Family::Agents, "bot", "suspend", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ca.get_identity(Family::Agents, "bot")
+            .await
+            .unwrap()
+            .status
+            .as_str(),
+        "suspended"
+    );
+
+    // Concurrent creates through both replicas: every one lands, names stay unique.
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let c = if n % 2 == 0 { ca.clone() } else { cb.clone() };
+        tasks.push(tokio::spawn(async move {
+            c.create_user(
+                &serde_json::from_value(json!({"username": format!("u{}", n % 20)})).unwrap(),
+            )
+            .await
+            .is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(
+        ok, 20,
+        "each of the 20 names is created exactly once across replicas"
+    );
+
+    let next = ca.rotate_key(&Default::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let jwks: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", b.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if jwks.to_string().contains(&next.kid) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica b did not publish the new key within 1.5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,202 @@
+//! Starting the server: zero config, refusals with clear messages, TLS, `sigil config`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::process::Command;
+
+use sigil_testkit::{Options, TestServer};
+
+fn sigil(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SIGIL_DATABASE_URL")
+        .env_remove("SIGIL_DATA_DIR")
+        .output()
+        .expect("run sigil")
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sigil(&["serve", "--listen", "0.0.0.0:0"], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain HTTP is allowed only on loopback"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("sigil-data").exists(),
+        "nothing is created when start-up is refused"
+    );
+}
+
+#[test]
+fn malformed_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "listen = 8080\n").unwrap();
+    std::fs::write(dir.path().join("unknown.toml"), "colour = \"blue\"\n").unwrap();
+    for f in ["bad.toml", "unknown.toml", "missing.toml"] {
+        let out = sigil(&["config", "check", f], dir.path());
+        assert_eq!(out.status.code(), Some(3), "{f}");
+        let out = sigil(&["serve", "--config", f], dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let example = sigil(&["config", "example"], dir.path());
+    assert_eq!(example.status.code(), Some(0));
+    std::fs::write(dir.path().join("example.toml"), &example.stdout).unwrap();
+    let out = sigil(&["config", "check", "example.toml"], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn db_migrate_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sigil(&["db", "migrate"], dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied"));
+    let out = sigil(&["db", "migrate"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+}
+
+#[tokio::test]
+async fn restart_keeps_state_and_shows_the_token_once() {
+    let Some(url) = sigil_testkit::database_url().await else {
+        return;
+    };
+    let s = TestServer::start_with(Options {
+        database_url: url,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    assert!(s.running.as_ref().unwrap().new_admin_token.is_some());
+    let token = s.admin_token.clone();
+    let data_dir = s.data_dir.clone();
+    let kid = s.app().keys.active().unwrap().kid().to_owned();
+    s.client()
+        .create_user(&serde_json::from_value(serde_json::json!({"username": "alice"})).unwrap())
+        .await
+        .unwrap();
+    // Same data directory (and database) again: same key, same credential, no new token shown.
+    let config = sigil_server::Config::load(
+        None,
+        &|_| None,
+        &sigil_server::Flags {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(data_dir.clone()),
+            database_url: s.app().config.database_url.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let running = s.running;
+    running.unwrap().shutdown().await.unwrap();
+    let again = sigil_server::start(config, std::sync::Arc::new(sigil_core::SystemClock), None)
+        .await
+        .unwrap();
+    assert!(again.new_admin_token.is_none());
+    assert_eq!(again.app.keys.active().unwrap().kid(), kid);
+    let c = sigil_testkit::Client::new(&again.url(), Some(token)).unwrap();
+    assert_eq!(
+        c.get_user("alice").await.unwrap().username.as_str(),
+        "alice"
+    );
+    again.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_master_key_is_refused() {
+    let Some(url) = sigil_testkit::database_url().await else {
+        return;
+    };
+    let s = TestServer::start_with(Options {
+        database_url: url.clone(),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let data_dir = s.data_dir.clone();
+    let db = s.app().config.database_url.clone();
+    let _keep = s.stop().await;
+    let config = sigil_server::Config::load(
+        None,
+        &|_| None,
+        &sigil_server::Flags {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(data_dir),
+            database_url: db,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let other = sigil_crypto::MasterKey::generate().unwrap().to_base64();
+    let err = sigil_server::start(
+        config,
+        std::sync::Arc::new(sigil_core::SystemClock),
+        Some(other),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("master key"), "{err}");
+}
+
+#[tokio::test]
+async fn serves_https_with_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    let toml = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.path().join("tls.crt").display(),
+        dir.path().join("tls.key").display()
+    );
+    let Some(s) = TestServer::start_with(Options {
+        config_toml: Some(toml),
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(s.url.starts_with("https://"));
+    let port = s.url.rsplit(':').next().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "no plain HTTP on a TLS listener"
+    );
+}
