@@ -16,12 +16,21 @@ use crate::proc::Server;
 async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     Ok(send)
 }
 
-async fn send(s: &mut SendRequest<Full<Bytes>>, method: Method, addr: &str, path: &str, token: Option<&str>, body: Option<String>) -> Result<(u16, Bytes), String> {
+async fn send(
+    s: &mut SendRequest<Full<Bytes>>,
+    method: Method,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> Result<(u16, Bytes), String> {
     let mut b = Request::builder().method(method).uri(path).header("host", addr);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
@@ -44,12 +53,23 @@ async fn send(s: &mut SendRequest<Full<Bytes>>, method: Method, addr: &str, path
 /// One request on a fresh connection; `None` if nothing answers.
 pub async fn status(addr: &str, path: &str) -> Option<u16> {
     let mut s = connect(addr).await.ok()?;
-    send(&mut s, Method::GET, addr, path, None, None).await.ok().map(|(st, _)| st)
+    send(&mut s, Method::GET, addr, path, None, None)
+        .await
+        .ok()
+        .map(|(st, _)| st)
 }
 
 async fn ensure_owner(server: &Server) -> Result<(), String> {
     let mut s = connect(&server.addr).await?;
-    let (st, body) = send(&mut s, Method::POST, &server.addr, "/admin/v1/users", Some(&server.token), Some(r#"{"username":"bench-owner"}"#.into())).await?;
+    let (st, body) = send(
+        &mut s,
+        Method::POST,
+        &server.addr,
+        "/admin/v1/users",
+        Some(&server.token),
+        Some(r#"{"username":"bench-owner"}"#.into()),
+    )
+    .await?;
     if st != 201 && st != 409 {
         return Err(format!("cannot create owner: {st} {}", String::from_utf8_lossy(&body)));
     }
@@ -57,7 +77,12 @@ async fn ensure_owner(server: &Server) -> Result<(), String> {
 }
 
 /// Creates agents (unique names) from `concurrency` connections for `duration`.
-pub async fn registry_writes(server: &Server, concurrency: usize, duration: Duration, tag: &str) -> Result<Run, String> {
+pub async fn registry_writes(
+    server: &Server,
+    concurrency: usize,
+    duration: Duration,
+    tag: &str,
+) -> Result<Run, String> {
     ensure_owner(server).await?;
     let counter = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + duration;
@@ -113,7 +138,15 @@ pub async fn fill_identities(server: &Server, n: usize, concurrency: usize) -> R
                     return Ok::<(), String>(());
                 }
                 let body = format!(r#"{{"name":"fill-{i}","owner":"bench-owner","labels":{{"env":"bench"}}}}"#);
-                send(&mut s, Method::POST, &addr, "/admin/v1/agents", Some(&token), Some(body)).await?;
+                send(
+                    &mut s,
+                    Method::POST,
+                    &addr,
+                    "/admin/v1/agents",
+                    Some(&token),
+                    Some(body),
+                )
+                .await?;
             }
         }));
     }

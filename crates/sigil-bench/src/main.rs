@@ -42,13 +42,32 @@ enum Cmd {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<(), String> {
     match Args::parse().cmd {
-        Cmd::Foundation { sigil, duration, concurrency, identities, no_postgres } => {
-            foundation(&sigil, Duration::from_secs(duration), concurrency, identities, no_postgres).await
+        Cmd::Foundation {
+            sigil,
+            duration,
+            concurrency,
+            identities,
+            no_postgres,
+        } => {
+            foundation(
+                &sigil,
+                Duration::from_secs(duration),
+                concurrency,
+                identities,
+                no_postgres,
+            )
+            .await
         }
     }
 }
 
-async fn foundation(sigil: &std::path::Path, duration: Duration, concurrency: usize, identities: usize, no_postgres: bool) -> Result<(), String> {
+async fn foundation(
+    sigil: &std::path::Path,
+    duration: Duration,
+    concurrency: usize,
+    identities: usize,
+    no_postgres: bool,
+) -> Result<(), String> {
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // Start-up: a first start (creates the database, master key, signing key, admin credential)
@@ -64,8 +83,14 @@ async fn foundation(sigil: &std::path::Path, duration: Duration, concurrency: us
         warm.push(p.ready_after);
         p.stop().await;
     }
-    rows.push(("start to ready, first start (median of 5)".into(), fmt_ms(median(&mut first))));
-    rows.push(("start to ready, restart on existing data (median of 5)".into(), fmt_ms(median(&mut warm))));
+    rows.push((
+        "start to ready, first start (median of 5)".into(),
+        fmt_ms(median(&mut first)),
+    ));
+    rows.push((
+        "start to ready, restart on existing data (median of 5)".into(),
+        fmt_ms(median(&mut warm)),
+    ));
 
     // SQLite: idle memory, write rate, memory with many identities.
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -74,13 +99,19 @@ async fn foundation(sigil: &std::path::Path, duration: Duration, concurrency: us
     rows.push(("resident memory, idle (SQLite)".into(), fmt_mb(server.rss_kb())));
     let w = http::registry_writes(&server, concurrency, duration, "sq").await?;
     let have = w.ok;
-    rows.push((format!("registry writes/s, SQLite ({concurrency} connections, agent create)"), w.summary()));
+    rows.push((
+        format!("registry writes/s, SQLite ({concurrency} connections, agent create)"),
+        w.summary(),
+    ));
     if have < identities {
         http::fill_identities(&server, identities - have, concurrency).await?;
     }
     http::list_all_agents(&server).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    rows.push((format!("resident memory with {identities}+ identities (SQLite, after listing all)"), fmt_mb(server.rss_kb())));
+    rows.push((
+        format!("resident memory with {identities}+ identities (SQLite, after listing all)"),
+        fmt_mb(server.rss_kb()),
+    ));
     server.stop().await;
 
     if !no_postgres {
@@ -89,11 +120,20 @@ async fn foundation(sigil: &std::path::Path, duration: Duration, concurrency: us
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                 let server = proc::Server::start(sigil, dir.path(), Some(&url)).await?;
                 let w = http::registry_writes(&server, concurrency, duration, "pg").await?;
-                rows.push((format!("registry writes/s, PostgreSQL ({concurrency} connections, agent create)"), w.summary()));
-                rows.push(("resident memory after the PostgreSQL run".into(), fmt_mb(server.rss_kb())));
+                rows.push((
+                    format!("registry writes/s, PostgreSQL ({concurrency} connections, agent create)"),
+                    w.summary(),
+                ));
+                rows.push((
+                    "resident memory after the PostgreSQL run".into(),
+                    fmt_mb(server.rss_kb()),
+                ));
                 server.stop().await;
             }
-            None => rows.push(("registry writes/s, PostgreSQL".into(), "skipped: no server answers".into())),
+            None => rows.push((
+                "registry writes/s, PostgreSQL".into(),
+                "skipped: no server answers".into(),
+            )),
         }
     }
 
@@ -137,6 +177,11 @@ impl Run {
     pub fn summary(mut self) -> String {
         let rate = self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9);
         let (p50, p99) = (self.pct(0.50), self.pct(0.99));
-        format!("{rate:.0}/s (p50 {}, p99 {}, {} failed)", fmt_ms(p50), fmt_ms(p99), self.failed)
+        format!(
+            "{rate:.0}/s (p50 {}, p99 {}, {} failed)",
+            fmt_ms(p50),
+            fmt_ms(p99),
+            self.failed
+        )
     }
 }

@@ -32,7 +32,9 @@ impl Server {
             cmd.args(["--database-url", u]);
         }
         let started = Instant::now();
-        let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", sigil.display()))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", sigil.display()))?;
         loop {
             if crate::http::status(&addr, "/readyz").await == Some(200) {
                 break;
@@ -43,20 +45,34 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let ready_after = started.elapsed();
-        let token = std::fs::read_to_string(data_dir.join("admin-token")).map_err(|e| e.to_string())?.trim().to_owned();
-        Ok(Self { child, addr, token, ready_after })
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .map_err(|e| e.to_string())?
+            .trim()
+            .to_owned();
+        Ok(Self {
+            child,
+            addr,
+            token,
+            ready_after,
+        })
     }
 
     /// Resident set size of the server process, from /proc.
     pub fn rss_kb(&self) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }

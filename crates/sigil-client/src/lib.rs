@@ -5,8 +5,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sigil_proto::Problem;
 use sigil_proto::admin::{
-    CreateIdentity, CreateResource, CreateUser, IdentityView, KeyView, ListResponse, ResourceView,
-    RotateKeyRequest, StatusChangeRequest, UpdateIdentity, UpdateResource, UpdateUser, UserView,
+    CreateIdentity, CreateResource, CreateUser, IdentityView, KeyView, ListResponse, ResourceView, RotateKeyRequest,
+    StatusChangeRequest, UpdateIdentity, UpdateResource, UpdateUser, UserView,
 };
 
 /// Why a call failed.
@@ -108,21 +108,14 @@ impl Client {
             message: e.to_string(),
         })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
         if !status.is_success() {
             return Err(ClientError::Api {
                 status,
                 problem: serde_json::from_slice(&bytes).ok().map(Box::new),
             });
         }
-        let bytes = if bytes.is_empty() {
-            &b"null"[..]
-        } else {
-            &bytes[..]
-        };
+        let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
         serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
@@ -135,28 +128,17 @@ impl Client {
     pub async fn create_user(&self, req: &CreateUser) -> Result<UserView, ClientError> {
         self.call(Method::POST, "/admin/v1/users", Some(req)).await
     }
-    pub async fn list_users(
-        &self,
-        query: &[(&str, String)],
-    ) -> Result<ListResponse<UserView>, ClientError> {
+    pub async fn list_users(&self, query: &[(&str, String)]) -> Result<ListResponse<UserView>, ClientError> {
         self.get(&format!("/admin/v1/users{}", qs(query))).await
     }
     pub async fn get_user(&self, user: &str) -> Result<UserView, ClientError> {
         self.get(&format!("/admin/v1/users/{}", enc(user))).await
     }
     pub async fn update_user(&self, user: &str, req: &UpdateUser) -> Result<UserView, ClientError> {
-        self.call(
-            Method::PATCH,
-            &format!("/admin/v1/users/{}", enc(user)),
-            Some(req),
-        )
-        .await
+        self.call(Method::PATCH, &format!("/admin/v1/users/{}", enc(user)), Some(req))
+            .await
     }
-    pub async fn delete_user(
-        &self,
-        user: &str,
-        transfer_to: Option<&str>,
-    ) -> Result<(), ClientError> {
+    pub async fn delete_user(&self, user: &str, transfer_to: Option<&str>) -> Result<(), ClientError> {
         let q = transfer_to
             .map(|t| vec![("transfer_to", t.to_owned())])
             .unwrap_or_default();
@@ -170,11 +152,7 @@ impl Client {
 
     // Agents and workloads
 
-    pub async fn create_identity(
-        &self,
-        f: Family,
-        req: &CreateIdentity,
-    ) -> Result<IdentityView, ClientError> {
+    pub async fn create_identity(&self, f: Family, req: &CreateIdentity) -> Result<IdentityView, ClientError> {
         self.call(Method::POST, &format!("/admin/v1/{}", f.path()), Some(req))
             .await
     }
@@ -183,12 +161,10 @@ impl Client {
         f: Family,
         query: &[(&str, String)],
     ) -> Result<ListResponse<IdentityView>, ClientError> {
-        self.get(&format!("/admin/v1/{}{}", f.path(), qs(query)))
-            .await
+        self.get(&format!("/admin/v1/{}{}", f.path(), qs(query))).await
     }
     pub async fn get_identity(&self, f: Family, name: &str) -> Result<IdentityView, ClientError> {
-        self.get(&format!("/admin/v1/{}/{}", f.path(), enc(name)))
-            .await
+        self.get(&format!("/admin/v1/{}/{}", f.path(), enc(name))).await
     }
     pub async fn update_identity(
         &self,
@@ -222,37 +198,21 @@ impl Client {
     // Resources
 
     pub async fn create_resource(&self, req: &CreateResource) -> Result<ResourceView, ClientError> {
-        self.call(Method::POST, "/admin/v1/resources", Some(req))
-            .await
+        self.call(Method::POST, "/admin/v1/resources", Some(req)).await
     }
-    pub async fn list_resources(
-        &self,
-        query: &[(&str, String)],
-    ) -> Result<ListResponse<ResourceView>, ClientError> {
+    pub async fn list_resources(&self, query: &[(&str, String)]) -> Result<ListResponse<ResourceView>, ClientError> {
         self.get(&format!("/admin/v1/resources{}", qs(query))).await
     }
     pub async fn get_resource(&self, r: &str) -> Result<ResourceView, ClientError> {
         self.get(&format!("/admin/v1/resources/{}", enc(r))).await
     }
-    pub async fn update_resource(
-        &self,
-        r: &str,
-        req: &UpdateResource,
-    ) -> Result<ResourceView, ClientError> {
-        self.call(
-            Method::PATCH,
-            &format!("/admin/v1/resources/{}", enc(r)),
-            Some(req),
-        )
-        .await
+    pub async fn update_resource(&self, r: &str, req: &UpdateResource) -> Result<ResourceView, ClientError> {
+        self.call(Method::PATCH, &format!("/admin/v1/resources/{}", enc(r)), Some(req))
+            .await
     }
     pub async fn delete_resource(&self, r: &str) -> Result<(), ClientError> {
-        self.call(
-            Method::DELETE,
-            &format!("/admin/v1/resources/{}", enc(r)),
-            None::<&()>,
-        )
-        .await
+        self.call(Method::DELETE, &format!("/admin/v1/resources/{}", enc(r)), None::<&()>)
+            .await
     }
 
     // Keys
@@ -261,8 +221,7 @@ impl Client {
         self.get("/admin/v1/keys").await
     }
     pub async fn rotate_key(&self, req: &RotateKeyRequest) -> Result<KeyView, ClientError> {
-        self.call(Method::POST, "/admin/v1/keys/rotate", Some(req))
-            .await
+        self.call(Method::POST, "/admin/v1/keys/rotate", Some(req)).await
     }
 }
 

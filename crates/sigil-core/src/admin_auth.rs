@@ -46,12 +46,7 @@ pub struct AdminAuth {
 }
 
 impl AdminAuth {
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        rng: Arc<dyn Rng>,
-        master: &MasterKey,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, rng: Arc<dyn Rng>, master: &MasterKey) -> Self {
         Self {
             store,
             clock,
@@ -63,23 +58,15 @@ impl AdminAuth {
     /// Creates the bootstrap credential if none exists. Returns the token only when this call
     /// created it; it is never retrievable again.
     pub async fn bootstrap(&self) -> Result<Option<Zeroizing<String>>, StoreError> {
-        if self
-            .store
-            .get_admin_credential_by_name(BOOTSTRAP_NAME)
-            .await?
-            .is_some()
-        {
+        if self.store.get_admin_credential_by_name(BOOTSTRAP_NAME).await?.is_some() {
             return Ok(None);
         }
-        let token = sigil_crypto::random_token(ADMIN_TOKEN_PREFIX)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let token =
+            sigil_crypto::random_token(ADMIN_TOKEN_PREFIX).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let now = self.clock.now();
         let id = format!(
             "adm_{}",
-            sigil_types::encode_ulid(
-                u64::try_from(now.unix_millis()).unwrap_or(0),
-                self.rng.bytes10()
-            )
+            sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.rng.bytes10())
         );
         let cred = AdminCredential {
             id: id.clone(),
@@ -87,13 +74,11 @@ impl AdminAuth {
             token_hash: self.hasher.hash_hex(token.as_bytes()),
             created_at: now,
         };
-        let audit = AuditRecord::new(
-            now,
-            EventType::AdminCredentialCreated,
-            &Principal::system(),
-            None,
-        )
-        .target("admin_credential", &id, BOOTSTRAP_NAME);
+        let audit = AuditRecord::new(now, EventType::AdminCredentialCreated, &Principal::system(), None).target(
+            "admin_credential",
+            &id,
+            BOOTSTRAP_NAME,
+        );
         match self
             .store
             .commit(
@@ -120,9 +105,7 @@ impl AdminAuth {
         let result = match presented {
             None => Err(AdminAuthError::Missing),
             // Only tokens of our shape are looked up; hashing bounds the work either way.
-            Some(t) if !t.starts_with(ADMIN_TOKEN_PREFIX) || t.len() > 128 => {
-                Err(AdminAuthError::Invalid)
-            }
+            Some(t) if !t.starts_with(ADMIN_TOKEN_PREFIX) || t.len() > 128 => Err(AdminAuthError::Invalid),
             Some(t) => match self
                 .store
                 .find_admin_credential(&self.hasher.hash_hex(t.as_bytes()))

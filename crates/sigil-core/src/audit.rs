@@ -160,12 +160,7 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// A successful event by `by` at `time`; callers add target, details and evidence.
-    pub fn new(
-        time: Timestamp,
-        event_type: EventType,
-        by: &Principal,
-        request_id: Option<&str>,
-    ) -> Self {
+    pub fn new(time: Timestamp, event_type: EventType, by: &Principal, request_id: Option<&str>) -> Self {
         Self {
             time,
             event_type,

@@ -112,12 +112,7 @@ pub struct KeyManager {
 const SEAL_CONTEXT: &str = "sigil signing key v1:";
 
 impl KeyManager {
-    pub fn new(
-        master: Arc<MasterKey>,
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        policy: KeyPolicy,
-    ) -> Self {
+    pub fn new(master: Arc<MasterKey>, store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: KeyPolicy) -> Self {
         Self {
             master,
             store,
@@ -159,13 +154,8 @@ impl KeyManager {
     /// Reloads keys from the store; unseals only keys not already in memory.
     pub async fn refresh(&self) -> Result<(), KeyError> {
         let mut stored = self.store.list_signing_keys().await?;
-        stored.sort_by(|a, b| {
-            a.activate_at
-                .cmp(&b.activate_at)
-                .then_with(|| a.kid.cmp(&b.kid))
-        });
-        let fingerprint: Vec<(String, i64)> =
-            stored.iter().map(|k| (k.kid.clone(), k.version)).collect();
+        stored.sort_by(|a, b| a.activate_at.cmp(&b.activate_at).then_with(|| a.kid.cmp(&b.kid)));
+        let fingerprint: Vec<(String, i64)> = stored.iter().map(|k| (k.kid.clone(), k.version)).collect();
         let old = self.ring();
         if old.fingerprint == fingerprint && !old.fingerprint.is_empty() {
             return Ok(());
@@ -208,16 +198,9 @@ impl KeyManager {
         Ok(SigningKey::from_pkcs8(k.kid.clone(), k.alg, &pkcs8)?)
     }
 
-    fn new_key(
-        &self,
-        alg: Algorithm,
-        state: KeyState,
-        activate_at: Timestamp,
-    ) -> Result<StoredKey, KeyError> {
+    fn new_key(&self, alg: Algorithm, state: KeyState, activate_at: Timestamp) -> Result<StoredKey, KeyError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
-        let sealed = self
-            .master
-            .seal(&pkcs8, &format!("{SEAL_CONTEXT}{}", key.kid()))?;
+        let sealed = self.master.seal(&pkcs8, &format!("{SEAL_CONTEXT}{}", key.kid()))?;
         Ok(StoredKey {
             kid: key.kid().to_owned(),
             alg,
@@ -232,13 +215,7 @@ impl KeyManager {
         })
     }
 
-    fn key_event(
-        &self,
-        t: EventType,
-        k: &StoredKey,
-        by: &Principal,
-        request_id: Option<&str>,
-    ) -> AuditRecord {
+    fn key_event(&self, t: EventType, k: &StoredKey, by: &Principal, request_id: Option<&str>) -> AuditRecord {
         AuditRecord::new(self.clock.now(), t, by, request_id)
             .target("key", &k.kid, &k.kid)
             .detail("alg", k.alg.as_str())
@@ -256,11 +233,7 @@ impl KeyManager {
         let audit = self.key_event(EventType::KeyCreated, &key, &Principal::system(), None);
         let res = self
             .store
-            .commit(
-                ChangeSet::new()
-                    .change(Change::InsertSigningKey(key))
-                    .audit(audit),
-            )
+            .commit(ChangeSet::new().change(Change::InsertSigningKey(key)).audit(audit))
             .await;
         if let Err(e) = res {
             tracing::warn!(error = %e, "bootstrap key not written (another replica may have made one)");
@@ -281,12 +254,7 @@ impl KeyManager {
         request_id: Option<&str>,
     ) -> Result<StoredKey, KeyError> {
         self.refresh().await?;
-        if let Some(p) = self
-            .ring()
-            .keys
-            .iter()
-            .find(|k| k.state == KeyState::Pending)
-        {
+        if let Some(p) = self.ring().keys.iter().find(|k| k.state == KeyState::Pending) {
             return Err(KeyError::RotationPending(p.kid.clone()));
         }
         let now = self.clock.now();
@@ -391,10 +359,7 @@ pub async fn check_master_key(store: &dyn Store, master: &MasterKey) -> Result<(
         Err(e) => return Err(e.into()),
     }
     // Read back: if another replica won the race with a different key, we find out now.
-    let blob = store
-        .get_setting(NAME)
-        .await?
-        .ok_or(KeyError::WrongMasterKey)?;
+    let blob = store.get_setting(NAME).await?.ok_or(KeyError::WrongMasterKey)?;
     master
         .open(&SealedBlob(blob), CONTEXT)
         .map(|_| ())

@@ -3,9 +3,8 @@
 use std::collections::BTreeSet;
 
 use sigil_types::{
-    Ceiling, Description, DisplayName, Email, Group, IdentityId, IdentityKind, IdentityStatus,
-    Labels, Name, ParseError, ResourceId, ResourceUri, ScopeSet, TeamName, Timestamp, UserId,
-    UserStatus, Username,
+    Ceiling, Description, DisplayName, Email, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name,
+    ParseError, ResourceId, ResourceUri, ScopeSet, TeamName, Timestamp, UserId, UserStatus, Username,
 };
 
 /// Who made a change: an admin credential today, later a user or a service.
@@ -269,11 +268,7 @@ pub enum IdentityFamily {
 
 impl IdentityFamily {
     pub fn of(kind: IdentityKind) -> Self {
-        if kind.is_agent() {
-            Self::Agents
-        } else {
-            Self::Workloads
-        }
+        if kind.is_agent() { Self::Agents } else { Self::Workloads }
     }
 
     pub fn noun(self) -> &'static str {

@@ -8,8 +8,7 @@ use crate::admin_auth::AdminCredential;
 use crate::audit::AuditRecord;
 use crate::keys::StoredKey;
 use crate::model::{
-    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User,
-    UserQuery, UserRef,
+    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
 };
 
 /// Storage failures, by what the caller can do about them.
@@ -17,10 +16,7 @@ use crate::model::{
 pub enum StoreError {
     /// A unique field is already taken.
     #[error("a {entity} with this {field} already exists")]
-    Duplicate {
-        entity: &'static str,
-        field: &'static str,
-    },
+    Duplicate { entity: &'static str, field: &'static str },
     /// The row changed since it was read (optimistic concurrency), or was removed meanwhile.
     #[error("the {entity} was changed by another request; retry")]
     Stale { entity: &'static str },
@@ -144,12 +140,8 @@ pub trait KeyStore: Send + Sync {
 
 #[async_trait]
 pub trait AdminStore: Send + Sync {
-    async fn find_admin_credential(&self, token_hash: &str)
-    -> StoreResult<Option<AdminCredential>>;
-    async fn get_admin_credential_by_name(
-        &self,
-        name: &str,
-    ) -> StoreResult<Option<AdminCredential>>;
+    async fn find_admin_credential(&self, token_hash: &str) -> StoreResult<Option<AdminCredential>>;
+    async fn get_admin_credential_by_name(&self, name: &str) -> StoreResult<Option<AdminCredential>>;
 }
 
 /// A stored audit record with the sequence number the database gave it.

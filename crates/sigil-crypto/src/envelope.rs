@@ -99,11 +99,7 @@ impl MasterKey {
     }
 
     /// Decrypts a blob sealed with [`MasterKey::seal`] under the same `context`.
-    pub fn open(
-        &self,
-        blob: &SealedBlob,
-        context: &str,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn open(&self, blob: &SealedBlob, context: &str) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let b = blob.0.as_slice();
         let (version, rest) = b.split_first().ok_or(CryptoError::Decrypt)?;
         if *version != VERSION {
@@ -115,21 +111,13 @@ impl MasterKey {
 
         let mut dek = Zeroizing::new(wrapped.to_vec());
         let dek_plain = aead(self.0.as_ref())?
-            .open_in_place(
-                nonce(dek_nonce)?,
-                Aad::from(context.as_bytes()),
-                dek.as_mut_slice(),
-            )
+            .open_in_place(nonce(dek_nonce)?, Aad::from(context.as_bytes()), dek.as_mut_slice())
             .map_err(|_| CryptoError::Decrypt)?;
         let dek_key = aead(dek_plain)?;
 
         let mut data = Zeroizing::new(body.to_vec());
         let len = dek_key
-            .open_in_place(
-                nonce(data_nonce)?,
-                Aad::from(context.as_bytes()),
-                data.as_mut_slice(),
-            )
+            .open_in_place(nonce(data_nonce)?, Aad::from(context.as_bytes()), data.as_mut_slice())
             .map_err(|_| CryptoError::Decrypt)?
             .len();
         data.truncate(len);

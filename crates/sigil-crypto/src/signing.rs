@@ -1,9 +1,7 @@
 //! Signing keys: Ed25519 (default) and ECDSA P-256, each with a random `kid`.
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
-};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
 
 use crate::{CryptoError, Jwk, b64url};
@@ -65,12 +63,9 @@ impl SigningKey {
     pub fn generate(alg: Algorithm) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
-            Algorithm::EdDsa => {
-                Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Random)?
-            }
+            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Random)?,
             Algorithm::Es256 => {
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|_| CryptoError::Random)?
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|_| CryptoError::Random)?
             }
         };
         let bytes = Zeroizing::new(pkcs8.as_ref().to_vec());
@@ -82,10 +77,9 @@ impl SigningKey {
     /// Loads a key from its PKCS#8 DER form (as unsealed from storage).
     pub fn from_pkcs8(kid: String, alg: Algorithm, pkcs8: &[u8]) -> Result<Self, CryptoError> {
         let pair = match alg {
-            Algorithm::EdDsa => Pair::Ed(
-                Ed25519KeyPair::from_pkcs8(pkcs8)
-                    .map_err(|_| CryptoError::KeyFormat("ed25519 pkcs8"))?,
-            ),
+            Algorithm::EdDsa => {
+                Pair::Ed(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::KeyFormat("ed25519 pkcs8"))?)
+            }
             Algorithm::Es256 => Pair::Ec(
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
                     .map_err(|_| CryptoError::KeyFormat("p-256 pkcs8"))?,
@@ -159,10 +153,7 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
 /// A generated secret: a recognisable prefix (so secret scanners find leaks) and 256 random bits.
 pub fn random_token(prefix: &str) -> Result<Zeroizing<String>, CryptoError> {
     let bytes = Zeroizing::new(random_bytes::<32>()?);
-    Ok(Zeroizing::new(format!(
-        "{prefix}{}",
-        b64url(bytes.as_ref())
-    )))
+    Ok(Zeroizing::new(format!("{prefix}{}", b64url(bytes.as_ref()))))
 }
 
 #[cfg(test)]
@@ -179,9 +170,7 @@ mod tests {
             let jwk = key.public_jwk();
             let x = crate::b64url_decode(&jwk.x)?;
             let ok = match alg {
-                Algorithm::EdDsa => UnparsedPublicKey::new(&ED25519, &x)
-                    .verify(b"msg", &sig)
-                    .is_ok(),
+                Algorithm::EdDsa => UnparsedPublicKey::new(&ED25519, &x).verify(b"msg", &sig).is_ok(),
                 Algorithm::Es256 => {
                     let y = crate::b64url_decode(jwk.y.as_deref().unwrap_or_default())?;
                     let mut point = vec![4u8];

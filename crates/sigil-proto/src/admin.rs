@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sigil_types::{
-    Ceiling, Description, DisplayName, Email, Group, IdentityKind, IdentityStatus, Labels, Name,
-    ResourceUri, ScopeSet, TeamName, Timestamp, UserStatus, Username,
+    Ceiling, Description, DisplayName, Email, Group, IdentityKind, IdentityStatus, Labels, Name, ResourceUri, ScopeSet,
+    TeamName, Timestamp, UserStatus, Username,
 };
 
 use crate::{Patch, patch};
@@ -27,17 +27,9 @@ pub struct CreateUser {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[serde(
-        default,
-        deserialize_with = "patch",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
     pub email: Patch<Email>,
-    #[serde(
-        default,
-        deserialize_with = "patch",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
     pub display_name: Patch<DisplayName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<BTreeSet<Group>>,
@@ -88,28 +80,16 @@ pub struct CreateIdentity {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateIdentity {
-    #[serde(
-        default,
-        deserialize_with = "patch",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
     pub description: Patch<Description>,
     /// New owner (transfer of ownership), by username or id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "patch",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
     pub team: Patch<TeamName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Labels>,
-    #[serde(
-        default,
-        deserialize_with = "patch",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
     pub expires_at: Patch<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<Ceiling>,
@@ -167,11 +147,7 @@ pub struct CreateResource {
 pub struct UpdateResource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<Name>,
-    #[serde(
-        default,
-        deserialize_with = "patch",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
     pub description: Patch<Description>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,

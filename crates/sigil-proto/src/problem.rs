@@ -46,8 +46,6 @@ impl Problem {
 
     /// The slug after `urn:sigil:problem:`.
     pub fn slug(&self) -> &str {
-        self.type_
-            .strip_prefix("urn:sigil:problem:")
-            .unwrap_or(&self.type_)
+        self.type_.strip_prefix("urn:sigil:problem:").unwrap_or(&self.type_)
     }
 }

@@ -38,18 +38,8 @@ impl App {
             publish_ahead: config.publish_ahead,
             retire_after: config.retire_after,
         };
-        let keys = KeyManager::new(
-            Arc::clone(&master),
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            policy,
-        );
-        let admin = AdminAuth::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&rng),
-            &master,
-        );
+        let keys = KeyManager::new(Arc::clone(&master), Arc::clone(&store), Arc::clone(&clock), policy);
+        let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
         let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
         Self {
             config,

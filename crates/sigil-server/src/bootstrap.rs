@@ -9,20 +9,11 @@ use zeroize::Zeroizing;
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("cannot read master key file {path}: {source}")]
-    ReadKey {
-        path: String,
-        source: std::io::Error,
-    },
+    ReadKey { path: String, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
     #[error("invalid master key ({origin}): it must be 32 bytes, base64-encoded")]
     BadKey { origin: String },
     #[error("the random generator failed")]
@@ -49,10 +40,7 @@ pub enum KeyOrigin {
 
 /// Loads the master key from `SIGIL_MASTER_KEY` (base64), else from `file`, else creates `file`
 /// (0600) with a new random key.
-pub fn master_key(
-    env_value: Option<Zeroizing<String>>,
-    file: &Path,
-) -> Result<(MasterKey, KeyOrigin), BootstrapError> {
+pub fn master_key(env_value: Option<Zeroizing<String>>, file: &Path) -> Result<(MasterKey, KeyOrigin), BootstrapError> {
     if let Some(v) = env_value {
         let k = MasterKey::from_base64(&v).map_err(|_| BootstrapError::BadKey {
             origin: "SIGIL_MASTER_KEY".into(),

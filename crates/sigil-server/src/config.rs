@@ -11,10 +11,7 @@ use sigil_crypto::Algorithm;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid {key}: {message}")]
@@ -118,18 +115,12 @@ pub const DEFAULT_DATA_DIR: &str = "./sigil-data";
 
 impl Config {
     /// Reads `file` (if any), overlays `env` (`SIGIL_*` variables) and `flags`, and validates.
-    pub fn load(
-        file: Option<&Path>,
-        env: &dyn Fn(&str) -> Option<String>,
-        flags: &Flags,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>, flags: &Flags) -> Result<Self, ConfigError> {
         let f = match file {
             Some(p) => parse_file(p)?,
             None => FileConfig::default(),
         };
-        let pick = |flag: Option<String>, var: &str, file: Option<String>| {
-            flag.or_else(|| env(var)).or(file)
-        };
+        let pick = |flag: Option<String>, var: &str, file: Option<String>| flag.or_else(|| env(var)).or(file);
         let pick_path = |flag: Option<PathBuf>, var: &str, file: Option<PathBuf>| {
             flag.or_else(|| env(var).map(PathBuf::from)).or(file)
         };
@@ -137,14 +128,11 @@ impl Config {
         let keys = f.keys.clone().unwrap_or_default();
         let log = f.log.clone().unwrap_or_default();
 
-        let listen_s = pick(flags.listen.clone(), "SIGIL_LISTEN", f.listen.clone())
-            .unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_s.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("{listen_s:?} is not an address like 127.0.0.1:8080"),
-            )
-        })?;
+        let listen_s =
+            pick(flags.listen.clone(), "SIGIL_LISTEN", f.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .map_err(|_| invalid("listen", format!("{listen_s:?} is not an address like 127.0.0.1:8080")))?;
         let data_dir = pick_path(flags.data_dir.clone(), "SIGIL_DATA_DIR", f.data_dir.clone())
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         let cert = pick_path(flags.tls_cert.clone(), "SIGIL_TLS_CERT", tls.cert);
@@ -170,22 +158,12 @@ impl Config {
         let issuer = pick(flags.issuer.clone(), "SIGIL_ISSUER", f.issuer.clone())
             .map(|s| parse_issuer(&s))
             .transpose()?;
-        let trust_domain = pick(
-            flags.trust_domain.clone(),
-            "SIGIL_TRUST_DOMAIN",
-            f.trust_domain.clone(),
-        )
-        .unwrap_or_else(|| "sigil.local".into());
+        let trust_domain = pick(flags.trust_domain.clone(), "SIGIL_TRUST_DOMAIN", f.trust_domain.clone())
+            .unwrap_or_else(|| "sigil.local".into());
         check_trust_domain(&trust_domain)?;
-        let database_url = pick(
-            flags.database_url.clone(),
-            "SIGIL_DATABASE_URL",
-            f.database_url.clone(),
-        );
+        let database_url = pick(flags.database_url.clone(), "SIGIL_DATABASE_URL", f.database_url.clone());
         if let Some(u) = &database_url
-            && !(u.starts_with("postgres://")
-                || u.starts_with("postgresql://")
-                || u.starts_with("sqlite://"))
+            && !(u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite://"))
         {
             return Err(invalid(
                 "database_url",
@@ -194,18 +172,11 @@ impl Config {
         }
         let master_key_file = pick_path(None, "SIGIL_MASTER_KEY_FILE", f.master_key_file.clone())
             .unwrap_or_else(|| data_dir.join("master.key"));
-        let alg_s =
-            pick(None, "SIGIL_KEYS_ALGORITHM", keys.algorithm).unwrap_or_else(|| "EdDSA".into());
-        let key_algorithm = Algorithm::parse(&alg_s)
-            .ok_or_else(|| invalid("keys.algorithm", "must be EdDSA or ES256"))?;
-        let publish_ahead = parse_duration(
-            "keys.publish_ahead",
-            keys.publish_ahead.as_deref().unwrap_or("10m"),
-        )?;
-        let retire_after = parse_duration(
-            "keys.retire_after",
-            keys.retire_after.as_deref().unwrap_or("1h"),
-        )?;
+        let alg_s = pick(None, "SIGIL_KEYS_ALGORITHM", keys.algorithm).unwrap_or_else(|| "EdDSA".into());
+        let key_algorithm =
+            Algorithm::parse(&alg_s).ok_or_else(|| invalid("keys.algorithm", "must be EdDSA or ES256"))?;
+        let publish_ahead = parse_duration("keys.publish_ahead", keys.publish_ahead.as_deref().unwrap_or("10m"))?;
+        let retire_after = parse_duration("keys.retire_after", keys.retire_after.as_deref().unwrap_or("1h"))?;
         if retire_after < Duration::from_secs(60) {
             return Err(invalid(
                 "keys.retire_after",
@@ -217,18 +188,12 @@ impl Config {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(invalid(
-                    "log.format",
-                    format!("{other:?} is not text or json"),
-                ));
+                return Err(invalid("log.format", format!("{other:?} is not text or json")));
             }
         };
         let max_body_bytes = f.limits.and_then(|l| l.max_body_bytes).unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
-            return Err(invalid(
-                "limits.max_body_bytes",
-                "must be between 1024 and 16777216",
-            ));
+            return Err(invalid("limits.max_body_bytes", "must be between 1024 and 16777216"));
         }
         Ok(Self {
             listen,
@@ -281,8 +246,7 @@ pub fn parse_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn parse_issuer(s: &str) -> Result<url::Url, ConfigError> {
-    let u =
-        url::Url::parse(s).map_err(|e| invalid("issuer", format!("{s:?} is not a URL: {e}")))?;
+    let u = url::Url::parse(s).map_err(|e| invalid("issuer", format!("{s:?} is not a URL: {e}")))?;
     // RFC 8414 §2: https, no query or fragment. Plain http only for a loopback issuer.
     let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
@@ -292,10 +256,7 @@ fn parse_issuer(s: &str) -> Result<url::Url, ConfigError> {
         ));
     }
     if u.query().is_some() || u.fragment().is_some() {
-        return Err(invalid(
-            "issuer",
-            "must not have a query or fragment (RFC 8414 §2)",
-        ));
+        return Err(invalid("issuer", "must not have a query or fragment (RFC 8414 §2)"));
     }
     Ok(u)
 }
@@ -304,9 +265,8 @@ fn parse_issuer(s: &str) -> Result<url::Url, ConfigError> {
 fn check_trust_domain(s: &str) -> Result<(), ConfigError> {
     let ok = !s.is_empty()
         && s.len() <= 255
-        && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        });
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
     if ok {
         Ok(())
     } else {
@@ -322,12 +282,9 @@ pub fn parse_duration(key: &'static str, s: &str) -> Result<Duration, ConfigErro
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        invalid(
-            key,
-            format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"),
-        )
-    })?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not a duration like 30s, 10m, 1h or 7d")))?;
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
@@ -335,10 +292,7 @@ pub fn parse_duration(key: &'static str, s: &str) -> Result<Duration, ConfigErro
         "h" => n.saturating_mul(3600),
         "d" => n.saturating_mul(86_400),
         _ => {
-            return Err(invalid(
-                key,
-                format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"),
-            ));
+            return Err(invalid(key, format!("{s:?} is not a duration like 30s, 10m, 1h or 7d")));
         }
     };
     Ok(Duration::from_secs(secs))
@@ -418,11 +372,7 @@ mod tests {
     fn precedence_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
-        std::fs::write(
-            &p,
-            "trust_domain = \"file.test\"\nlisten = \"127.0.0.1:9000\"\n",
-        )
-        .unwrap();
+        std::fs::write(&p, "trust_domain = \"file.test\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
         let env = |k: &str| (k == "SIGIL_TRUST_DOMAIN").then(|| "env.test".to_owned());
         let c = Config::load(Some(&p), &env, &Flags::default()).unwrap();
         assert_eq!(c.trust_domain, "env.test");
@@ -431,10 +381,7 @@ mod tests {
             trust_domain: Some("flag.test".into()),
             ..Flags::default()
         };
-        assert_eq!(
-            Config::load(Some(&p), &env, &flags).unwrap().trust_domain,
-            "flag.test"
-        );
+        assert_eq!(Config::load(Some(&p), &env, &flags).unwrap().trust_domain, "flag.test");
     }
 
     #[test]

@@ -26,10 +26,7 @@ pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("server failed: {0}")]
@@ -69,11 +66,7 @@ impl Running {
 
     /// The base URL clients use.
     pub fn url(&self) -> String {
-        let scheme = if self.app.config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if self.app.config.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 }
@@ -85,15 +78,10 @@ pub async fn start(
     master_key_env: Option<Zeroizing<String>>,
 ) -> Result<Running, ServeError> {
     bootstrap::ensure_data_dir(&config.data_dir)?;
-    let (master, master_key_origin) =
-        bootstrap::master_key(master_key_env, &config.master_key_file)?;
+    let (master, master_key_origin) = bootstrap::master_key(master_key_env, &config.master_key_file)?;
     let master = Arc::new(master);
-    let location = Location::from_url_or_file(
-        config.database_url.as_deref(),
-        config.data_dir.join("sigil.db"),
-    )?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await?);
+    let location = Location::from_url_or_file(config.database_url.as_deref(), config.data_dir.join("sigil.db"))?;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await?);
     check_master_key(store.as_ref(), &master).await?;
 
     let tcp = TcpListener::bind(config.listen)
@@ -106,11 +94,7 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     // The issuer is compared byte for byte by clients (RFC 8414 §3.3): no trailing slash.
     let issuer = match &config.issuer {
         Some(i) => i.as_str().trim_end_matches('/').to_owned(),
@@ -137,23 +121,11 @@ pub async fn start(
     let router = crate::http::router(Arc::clone(&app));
     let service = router.into_make_service_with_connect_info::<PeerAddr>();
     let task = match &config.tls {
-        None => tokio::spawn(serve(
-            tcp,
-            service,
-            stop_rx,
-            Arc::clone(&store),
-            maintenance,
-        )),
+        None => tokio::spawn(serve(tcp, service, stop_rx, Arc::clone(&store), maintenance)),
         Some((cert, key)) => {
             let tls = crate::tls::server_config(cert, key).map_err(ServeError::Tls)?;
             let listener = crate::tls::TlsListener::new(tcp, tls).map_err(ServeError::Serve)?;
-            tokio::spawn(serve(
-                listener,
-                service,
-                stop_rx,
-                Arc::clone(&store),
-                maintenance,
-            ))
+            tokio::spawn(serve(listener, service, stop_rx, Arc::clone(&store), maintenance))
         }
     };
     Ok(Running {
@@ -193,18 +165,13 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
-    for PeerAddr
-{
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
         Self(*stream.remote_addr())
     }
 }
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
-    for PeerAddr
-{
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
         Self(*stream.remote_addr())
     }

@@ -19,8 +19,7 @@ pub fn init_logging(config: &Config) {
 }
 
 fn tracing_subscriber_filter(level: &str) -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 /// The process-wide Prometheus recorder; installed on first use.

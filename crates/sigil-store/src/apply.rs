@@ -54,10 +54,7 @@ const AUDIT: Op = Op {
 };
 
 const fn deleting(op: Op) -> Op {
-    Op {
-        is_delete: true,
-        ..op
-    }
+    Op { is_delete: true, ..op }
 }
 
 /// Applies every change and then every audit record of `cs`.
@@ -72,12 +69,7 @@ pub async fn apply(conn: &mut AnyConnection, cs: &ChangeSet) -> R {
 }
 
 /// Executes a statement; returns rows affected.
-async fn exec(
-    conn: &mut AnyConnection,
-    sql: &'static str,
-    values: Vec<Value>,
-    op: Op,
-) -> Result<u64, StoreError> {
+async fn exec(conn: &mut AnyConnection, sql: &'static str, values: Vec<Value>, op: Op) -> Result<u64, StoreError> {
     stmt(sql, values)
         .execute(&mut *conn)
         .await
@@ -86,12 +78,7 @@ async fn exec(
 }
 
 /// Executes a versioned update/delete: no row affected means someone else changed it first.
-async fn exec_versioned(
-    conn: &mut AnyConnection,
-    sql: &'static str,
-    values: Vec<Value>,
-    op: Op,
-) -> R {
+async fn exec_versioned(conn: &mut AnyConnection, sql: &'static str, values: Vec<Value>, op: Op) -> R {
     match exec(conn, sql, values, op).await? {
         0 => Err(StoreError::Stale { entity: op.entity }),
         _ => Ok(()),

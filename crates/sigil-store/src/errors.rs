@@ -39,9 +39,7 @@ pub fn map(e: sqlx::Error, op: Op) -> StoreError {
                 return StoreError::StillReferenced { entity: op.entity };
             }
             ErrorKind::ForeignKeyViolation => {
-                return StoreError::MissingReference {
-                    entity: op.references,
-                };
+                return StoreError::MissingReference { entity: op.references };
             }
             _ => {}
         }

@@ -23,12 +23,11 @@ use async_trait::async_trait;
 use sigil_core::admin_auth::AdminCredential;
 use sigil_core::keys::StoredKey;
 use sigil_core::model::{
-    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User,
-    UserQuery, UserRef,
+    Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
 };
 use sigil_core::store::{
-    AdminStore, AuditStore, ChangeSet, IdentityStore, KeyStore, ResourceStore, Store, StoreError,
-    StoreResult, StoredAudit, UserStore,
+    AdminStore, AuditStore, ChangeSet, IdentityStore, KeyStore, ResourceStore, Store, StoreError, StoreResult,
+    StoredAudit, UserStore,
 };
 use sigil_types::{IdentityId, UserId};
 use sqlx::AnyPool;
@@ -48,18 +47,13 @@ pub enum Location {
 
 impl Location {
     /// Chooses PostgreSQL for `postgres://`/`postgresql://` URLs, otherwise the SQLite file.
-    pub fn from_url_or_file(
-        url: Option<&str>,
-        sqlite_file: std::path::PathBuf,
-    ) -> Result<Self, StoreError> {
+    pub fn from_url_or_file(url: Option<&str>, sqlite_file: std::path::PathBuf) -> Result<Self, StoreError> {
         match url {
             None => Ok(Self::Sqlite(sqlite_file)),
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                 Ok(Self::Postgres(u.to_owned()))
             }
-            Some(u) if u.starts_with("sqlite://") => {
-                Ok(Self::Sqlite(u.trim_start_matches("sqlite://").into()))
-            }
+            Some(u) if u.starts_with("sqlite://") => Ok(Self::Sqlite(u.trim_start_matches("sqlite://").into())),
             Some(_) => Err(StoreError::Unavailable(
                 "database url must start with postgres://, postgresql:// or sqlite://".into(),
             )),
@@ -100,10 +94,7 @@ impl SqlStore {
     pub async fn connect(location: &Location, opts: &StoreOptions) -> Result<Self, StoreError> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let (backend, url) = match location {
-            Location::Sqlite(path) => (
-                Backend::Sqlite,
-                format!("sqlite://{}?mode=rwc", path.display()),
-            ),
+            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
             Location::Postgres(url) => (Backend::Postgres, url.clone()),
         };
         let d = backend.dialect();
@@ -115,21 +106,14 @@ impl SqlStore {
         }
         let write_pool = pool_sized(&url, d.writers, opts).await?;
         let writer = Arc::new(writer::Writer::start(write_pool, backend));
-        Ok(Self {
-            pool,
-            backend,
-            writer,
-        })
+        Ok(Self { pool, backend, writer })
     }
 
     /// Only applies migrations (for `sigil db migrate`).
     pub async fn migrate_only(location: &Location) -> Result<MigrationReport, StoreError> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let (backend, url) = match location {
-            Location::Sqlite(path) => (
-                Backend::Sqlite,
-                format!("sqlite://{}?mode=rwc", path.display()),
-            ),
+            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
             Location::Postgres(url) => (Backend::Postgres, url.clone()),
         };
         let pool = pool_sized(&url, 1, &StoreOptions::default()).await?;
@@ -214,16 +198,10 @@ impl KeyStore for SqlStore {
 
 #[async_trait]
 impl AdminStore for SqlStore {
-    async fn find_admin_credential(
-        &self,
-        token_hash: &str,
-    ) -> StoreResult<Option<AdminCredential>> {
+    async fn find_admin_credential(&self, token_hash: &str) -> StoreResult<Option<AdminCredential>> {
         read::find_admin_credential(&self.pool, "token_hash", token_hash).await
     }
-    async fn get_admin_credential_by_name(
-        &self,
-        name: &str,
-    ) -> StoreResult<Option<AdminCredential>> {
+    async fn get_admin_credential_by_name(&self, name: &str) -> StoreResult<Option<AdminCredential>> {
         read::find_admin_credential(&self.pool, "name", name).await
     }
 }

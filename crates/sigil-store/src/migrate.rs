@@ -43,10 +43,7 @@ async fn current(conn: &mut sqlx::AnyConnection) -> Result<i64, StoreError> {
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<MigrationReport, StoreError> {
     let d = backend.dialect();
     let mut conn = pool.acquire().await.map_err(unavailable)?;
-    let mut tx = (*conn)
-        .begin_with(d.begin_write)
-        .await
-        .map_err(unavailable)?;
+    let mut tx = (*conn).begin_with(d.begin_write).await.map_err(unavailable)?;
     if let Some(lock) = d.migration_lock {
         tx.execute(lock).await.map_err(unavailable)?;
     }
@@ -60,9 +57,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<MigrationReport, St
     }
     let mut applied = Vec::new();
     for m in d.migrations.iter().filter(|m| m.version > before) {
-        tx.execute(sqlx::raw_sql(m.sql))
-            .await
-            .map_err(unavailable)?;
+        tx.execute(sqlx::raw_sql(m.sql)).await.map_err(unavailable)?;
         sqlx::query("INSERT INTO sigil_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)

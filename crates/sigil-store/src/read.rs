@@ -3,8 +3,8 @@
 use sigil_core::admin_auth::AdminCredential;
 use sigil_core::keys::StoredKey;
 use sigil_core::model::{
-    Identity, IdentityFamily, IdentityQuery, IdentityRef, Page, PageRequest, Resource,
-    ResourceQuery, ResourceRef, User, UserQuery, UserRef,
+    Identity, IdentityFamily, IdentityQuery, IdentityRef, Page, PageRequest, Resource, ResourceQuery, ResourceRef,
+    User, UserQuery, UserRef,
 };
 use sigil_core::store::{StoreError, StoredAudit};
 use sigil_types::{IdentityId, IdentityKind, UserId};
@@ -83,9 +83,7 @@ pub async fn get_identity(pool: &AnyPool, r: &IdentityRef) -> R<Option<Identity>
 }
 
 pub async fn list_identities(pool: &AnyPool, f: &IdentityQuery) -> R<Page<Identity>> {
-    let mut q = Sql::new(&format!(
-        "SELECT {IDENTITY_COLS} FROM identities WHERE 1 = 1"
-    ));
+    let mut q = Sql::new(&format!("SELECT {IDENTITY_COLS} FROM identities WHERE 1 = 1"));
     match f.family {
         Some(IdentityFamily::Agents) => {
             q.push(" AND kind = ").bind(IdentityKind::Agent.as_str());
@@ -163,9 +161,7 @@ pub async fn get_resource(pool: &AnyPool, r: &ResourceRef) -> R<Option<Resource>
 }
 
 pub async fn list_resources(pool: &AnyPool, f: &ResourceQuery) -> R<Page<Resource>> {
-    let mut q = Sql::new(&format!(
-        "SELECT {RESOURCE_COLS} FROM resources WHERE 1 = 1"
-    ));
+    let mut q = Sql::new(&format!("SELECT {RESOURCE_COLS} FROM resources WHERE 1 = 1"));
     if let Some(o) = &f.owner {
         q.push(" AND owner_id = ").bind(o.as_str());
     }
@@ -184,25 +180,15 @@ pub async fn list_signing_keys(pool: &AnyPool) -> R<Vec<StoredKey>> {
 }
 
 pub async fn get_setting(pool: &AnyPool, name: &str) -> R<Option<Vec<u8>>> {
-    let row = stmt(
-        "SELECT value FROM settings WHERE name = $1",
-        vec![name.into()],
-    )
-    .fetch_optional(pool)
-    .await
-    .map_err(unavailable)?;
-    row.map(|r| {
-        r.try_get::<Vec<u8>, _>("value")
-            .map_err(|e| corrupt("value", e))
-    })
-    .transpose()
+    let row = stmt("SELECT value FROM settings WHERE name = $1", vec![name.into()])
+        .fetch_optional(pool)
+        .await
+        .map_err(unavailable)?;
+    row.map(|r| r.try_get::<Vec<u8>, _>("value").map_err(|e| corrupt("value", e)))
+        .transpose()
 }
 
-pub async fn find_admin_credential(
-    pool: &AnyPool,
-    column: &'static str,
-    value: &str,
-) -> R<Option<AdminCredential>> {
+pub async fn find_admin_credential(pool: &AnyPool, column: &'static str, value: &str) -> R<Option<AdminCredential>> {
     let mut q = Sql::new("SELECT id, name, token_hash, created_at FROM admin_credentials WHERE ");
     q.push(column).push(" = ").bind(value);
     one(pool, q, rows::admin_credential).await

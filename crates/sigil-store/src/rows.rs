@@ -9,19 +9,21 @@ use sigil_core::model::{Identity, Meta, Principal, Resource, User};
 use sigil_core::store::{StoreError, StoredAudit};
 use sigil_crypto::{Algorithm, SealedBlob};
 use sigil_types::{
-    Ceiling, Description, DisplayName, Email, Group, IdentityId, IdentityKind, IdentityStatus,
-    Labels, Name, ResourceId, ResourceUri, ScopeSet, TeamName, Timestamp, UserId, UserStatus,
-    Username,
+    Ceiling, Description, DisplayName, Email, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name,
+    ResourceId, ResourceUri, ScopeSet, TeamName, Timestamp, UserId, UserStatus, Username,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::errors::corrupt;
 
-pub const USER_COLS: &str = "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version";
+pub const USER_COLS: &str =
+    "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version";
 pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version";
-pub const RESOURCE_COLS: &str = "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version";
-pub const KEY_COLS: &str = "kid, alg, state, public_jwk, sealed_private, created_at, activate_at, retired_at, remove_after, version";
+pub const RESOURCE_COLS: &str =
+    "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version";
+pub const KEY_COLS: &str =
+    "kid, alg, state, public_jwk, sealed_private, created_at, activate_at, retired_at, remove_after, version";
 
 fn get<T>(row: &AnyRow, col: &str) -> Result<T, StoreError>
 where
@@ -39,9 +41,7 @@ fn opt_parse<T, E: std::fmt::Display>(
     col: &str,
     f: impl Fn(&str) -> Result<T, E>,
 ) -> Result<Option<T>, StoreError> {
-    get::<Option<String>>(row, col)?
-        .map(|s| parse(col, f(&s)))
-        .transpose()
+    get::<Option<String>>(row, col)?.map(|s| parse(col, f(&s))).transpose()
 }
 
 fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
@@ -69,10 +69,7 @@ fn meta(row: &AnyRow) -> Result<Meta, StoreError> {
 pub fn user(row: &AnyRow) -> Result<User, StoreError> {
     Ok(User {
         id: parse("id", UserId::parse(&get::<String>(row, "id")?))?,
-        username: parse(
-            "username",
-            Username::parse(&get::<String>(row, "username")?),
-        )?,
+        username: parse("username", Username::parse(&get::<String>(row, "username")?))?,
         email: opt_parse(row, "email", Email::parse)?,
         display_name: opt_parse(row, "display_name", DisplayName::parse)?,
         groups: json::<BTreeSet<Group>>(row, "groups_json")?,
@@ -90,10 +87,7 @@ pub fn identity(row: &AnyRow) -> Result<Identity, StoreError> {
         owner: parse("owner_id", UserId::parse(&get::<String>(row, "owner_id")?))?,
         team: opt_parse(row, "team", TeamName::parse)?,
         labels: json::<Labels>(row, "labels_json")?,
-        status: parse(
-            "status",
-            IdentityStatus::parse(&get::<String>(row, "status")?),
-        )?,
+        status: parse("status", IdentityStatus::parse(&get::<String>(row, "status")?))?,
         expires_at: opt_ts(row, "expires_at")?,
         ceiling: json::<Ceiling>(row, "ceiling_json")?,
         last_used_at: opt_ts(row, "last_used_at")?,

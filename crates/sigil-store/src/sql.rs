@@ -85,10 +85,7 @@ pub fn stmt(text: &'static str, values: Vec<Value>) -> Query<'static, Any, AnyAr
     bind_all(sqlx::query(text), values)
 }
 
-fn bind_all(
-    mut q: Query<'static, Any, AnyArguments>,
-    values: Vec<Value>,
-) -> Query<'static, Any, AnyArguments> {
+fn bind_all(mut q: Query<'static, Any, AnyArguments>, values: Vec<Value>) -> Query<'static, Any, AnyArguments> {
     for v in values {
         q = match v {
             Value::Text(s) => q.bind(s),

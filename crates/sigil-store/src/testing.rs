@@ -5,8 +5,7 @@ use sqlx::Connection;
 
 /// The PostgreSQL server tests use: `SIGIL_TEST_POSTGRES_URL`, else the local default.
 pub fn postgres_admin_url() -> String {
-    std::env::var("SIGIL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("SIGIL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Creates an empty database on the test PostgreSQL server and returns its URL, or `None`
@@ -31,10 +30,7 @@ pub async fn fresh_postgres_database() -> Option<String> {
         sigil_types::encode_ulid(0, random10()).to_ascii_lowercase()
     );
     let create = format!("CREATE DATABASE {name}");
-    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-        .execute(&mut conn)
-        .await
-    {
+    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await {
         eprintln!("!!! SKIPPING PostgreSQL: cannot create a test database ({e})");
         return None;
     }

@@ -98,8 +98,7 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, begin: &'static str) {
         Ok(c) => c,
         Err(e) => return fail_all(batch, &e.to_string()),
     };
-    let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) =
-        batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
+    let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
     match run_transaction(&mut conn, &jobs, begin).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {

@@ -29,11 +29,7 @@ struct Db {
 async fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::Sqlite(dir.path().join("sigil.db"));
-    let store = Arc::new(
-        SqlStore::connect(&location, &StoreOptions::default())
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await.unwrap());
     Db {
         store,
         location,
@@ -159,9 +155,7 @@ async fn user_crud(db: Db) {
         Some(alice.clone())
     );
     assert_eq!(
-        s.get_user(&UserRef::Username(alice.username.clone()))
-            .await
-            .unwrap(),
+        s.get_user(&UserRef::Username(alice.username.clone())).await.unwrap(),
         Some(alice.clone())
     );
 
@@ -178,11 +172,7 @@ async fn user_crud(db: Db) {
     )
     .await
     .unwrap();
-    let got = s
-        .get_user(&UserRef::Id(alice.id.clone()))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = s.get_user(&UserRef::Id(alice.id.clone())).await.unwrap().unwrap();
     assert_eq!(got, changed);
     assert_eq!(got.meta.version, 2);
 
@@ -297,11 +287,7 @@ async fn optimistic_versioning_rejects_stale_writes(db: Db) {
         Err(StoreError::Stale { entity: "user" })
     );
     assert_eq!(
-        s.get_user(&UserRef::Id(alice.id))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        s.get_user(&UserRef::Id(alice.id)).await.unwrap().unwrap().status,
         UserStatus::Active
     );
 }
@@ -319,11 +305,8 @@ async fn concurrent_read_modify_write_loses_nothing(db: Db) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let cur = s.get_identity(&r).await.unwrap().unwrap();
-                let mut map: std::collections::BTreeMap<_, _> = cur
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
+                let mut map: std::collections::BTreeMap<_, _> =
+                    cur.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 map.insert(
                     LabelKey::parse(&format!("k{n}")).unwrap(),
                     LabelValue::parse("v").unwrap(),
@@ -348,11 +331,7 @@ async fn concurrent_read_modify_write_loses_nothing(db: Db) {
     for t in tasks {
         t.await.unwrap();
     }
-    let end = s
-        .get_identity(&IdentityRef::Id(bot.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let end = s.get_identity(&IdentityRef::Id(bot.id)).await.unwrap().unwrap();
     assert_eq!(end.labels.len(), 16, "every concurrent update must survive");
     assert_eq!(end.meta.version, 17);
 }
@@ -400,10 +379,7 @@ async fn filters_combine(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        hr.items
-            .iter()
-            .map(|u| u.username.as_str())
-            .collect::<Vec<_>>(),
+        hr.items.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(),
         ["alice"]
     );
 
@@ -420,12 +396,7 @@ async fn filters_combine(db: Db) {
     .unwrap();
     put(
         s,
-        Change::InsertIdentity(identity(
-            "a2",
-            &bob,
-            IdentityKind::Agent,
-            &[("env", "prod")],
-        )),
+        Change::InsertIdentity(identity("a2", &bob, IdentityKind::Agent, &[("env", "prod")])),
     )
     .await
     .unwrap();
@@ -436,11 +407,7 @@ async fn filters_combine(db: Db) {
     .await
     .unwrap();
     let names = |p: Page<Identity>| {
-        let mut v = p
-            .items
-            .into_iter()
-            .map(|i| i.name.to_string())
-            .collect::<Vec<_>>();
+        let mut v = p.items.into_iter().map(|i| i.name.to_string()).collect::<Vec<_>>();
         v.sort();
         v
     };
@@ -556,10 +523,7 @@ async fn change_sets_are_atomic(db: Db) {
         None,
         "no part of a failed change set may land"
     );
-    assert!(
-        s.list_audit(0, 10).await.unwrap().is_empty(),
-        "nor its audit record"
-    );
+    assert!(s.list_audit(0, 10).await.unwrap().is_empty(), "nor its audit record");
 }
 
 async fn failed_audit_write_rolls_back_the_change(db: Db) {
@@ -593,10 +557,7 @@ async fn failed_audit_write_rolls_back_the_change(db: Db) {
                 .audit(audit(EventType::UserCreated)),
         )
         .await;
-    assert!(
-        matches!(res, Err(StoreError::Unavailable(_))),
-        "got {res:?}"
-    );
+    assert!(matches!(res, Err(StoreError::Unavailable(_))), "got {res:?}");
     assert_eq!(
         db.store.get_user(&UserRef::Id(alice.id)).await.unwrap(),
         None,
@@ -607,9 +568,7 @@ async fn failed_audit_write_rolls_back_the_change(db: Db) {
 async fn group_commit_isolates_failures(db: Db) {
     let s = Arc::clone(&db.store);
     // 200 concurrent inserts, every 4th a duplicate of an earlier name: many share a batch.
-    put(&s, Change::InsertUser(user("taken", &[])))
-        .await
-        .unwrap();
+    put(&s, Change::InsertUser(user("taken", &[]))).await.unwrap();
     let mut tasks = Vec::new();
     for n in 0..200 {
         let s = Arc::clone(&s);
@@ -670,9 +629,7 @@ async fn keys_and_settings(db: Db) {
         remove_after: None,
         version: 1,
     };
-    put(s, Change::InsertSigningKey(stored.clone()))
-        .await
-        .unwrap();
+    put(s, Change::InsertSigningKey(stored.clone())).await.unwrap();
     assert_eq!(s.list_signing_keys().await.unwrap(), vec![stored.clone()]);
     let mut active = stored.clone();
     active.state = KeyState::Active;
@@ -695,9 +652,7 @@ async fn keys_and_settings(db: Db) {
             }
         )
         .await,
-        Err(StoreError::Stale {
-            entity: "signing key"
-        })
+        Err(StoreError::Stale { entity: "signing key" })
     );
     put(
         s,
@@ -748,12 +703,9 @@ async fn transfer_ownership_moves_everything(db: Db) {
     )
     .await
     .unwrap();
-    put(
-        s,
-        Change::InsertResource(resource("r1", "https://r1.example/", &alice)),
-    )
-    .await
-    .unwrap();
+    put(s, Change::InsertResource(resource("r1", "https://r1.example/", &alice)))
+        .await
+        .unwrap();
     let cs = ChangeSet::new()
         .change(Change::TransferOwnership {
             from: alice.id.clone(),

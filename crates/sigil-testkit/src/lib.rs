@@ -31,9 +31,7 @@ pub fn backend() -> Backend {
 pub async fn database_url() -> Option<Option<String>> {
     match backend() {
         Backend::Sqlite => Some(None),
-        Backend::Postgres => sigil_store::testing::fresh_postgres_database()
-            .await
-            .map(Some),
+        Backend::Postgres => sigil_store::testing::fresh_postgres_database().await.map(Some),
     }
 }
 
@@ -79,16 +77,14 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
         let data_dir = dir.path().join("data");
         let config_file = dir.path().join("sigil.toml");
-        std::fs::write(&config_file, opts.config_toml.unwrap_or_default())
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        std::fs::write(&config_file, opts.config_toml.unwrap_or_default()).unwrap_or_else(|e| fail(&e.to_string()));
         let flags = Flags {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(data_dir.clone()),
             database_url: opts.database_url,
             ..Flags::default()
         };
-        let config = Config::load(Some(&config_file), &|_| None, &flags)
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        let config = Config::load(Some(&config_file), &|_| None, &flags).unwrap_or_else(|e| fail(&e.to_string()));
         let fake = opts.fake_clock_at.map(|t| Arc::new(FakeClock::new(t)));
         let clock: Arc<dyn Clock> = match &fake {
             Some(f) => Arc::clone(f) as Arc<dyn Clock>,
@@ -111,8 +107,7 @@ impl TestServer {
 
     /// An admin client for this server.
     pub fn client(&self) -> Client {
-        Client::new(&self.url, Some(self.admin_token.clone()))
-            .unwrap_or_else(|e| fail(&e.to_string()))
+        Client::new(&self.url, Some(self.admin_token.clone())).unwrap_or_else(|e| fail(&e.to_string()))
     }
 
     /// A client with no (or a given) credential.

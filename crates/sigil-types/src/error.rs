@@ -10,9 +10,6 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(what: &'static str, why: impl Into<String>) -> Self {
-        Self {
-            what,
-            why: why.into(),
-        }
+        Self { what, why: why.into() }
     }
 }

@@ -126,9 +126,6 @@ mod tests {
     fn encode_matches_ulid_reference() {
         // Reference from the ULID spec's layout: all-zero random, time 0 → all zeros.
         assert_eq!(encode_ulid(0, [0; 10]), "00000000000000000000000000");
-        assert_eq!(
-            encode_ulid(0xFFFF_FFFF_FFFF, [0xFF; 10]),
-            "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
-        );
+        assert_eq!(encode_ulid(0xFFFF_FFFF_FFFF, [0xFF; 10]), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ");
     }
 }

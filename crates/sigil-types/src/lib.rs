@@ -15,9 +15,7 @@ mod time;
 pub use ceiling::Ceiling;
 pub use error::ParseError;
 pub use ids::{IdentityId, ResourceId, UserId, encode_ulid};
-pub use names::{
-    Description, DisplayName, Email, Group, LabelKey, LabelValue, Labels, Name, TeamName, Username,
-};
+pub use names::{Description, DisplayName, Email, Group, LabelKey, LabelValue, Labels, Name, TeamName, Username};
 pub use resource::ResourceUri;
 pub use scope::{Scope, ScopeSet};
 pub use status::{IdentityKind, IdentityStatus, StatusChange, UserStatus};

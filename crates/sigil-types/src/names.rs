@@ -174,10 +174,7 @@ pub struct Labels(BTreeMap<LabelKey, LabelValue>);
 impl Labels {
     pub fn new(map: BTreeMap<LabelKey, LabelValue>) -> Result<Self, ParseError> {
         if map.len() > MAX_LABELS {
-            return Err(ParseError::new(
-                "labels",
-                format!("at most {MAX_LABELS} labels"),
-            ));
+            return Err(ParseError::new("labels", format!("at most {MAX_LABELS} labels")));
         }
         Ok(Self(map))
     }
@@ -233,10 +230,7 @@ mod tests {
 
     #[test]
     fn usernames_are_lowercased() {
-        assert_eq!(
-            Username::parse("Alice").map(|u| u.0),
-            Ok("alice".to_owned())
-        );
+        assert_eq!(Username::parse("Alice").map(|u| u.0), Ok("alice".to_owned()));
         assert!(Username::parse("bob smith").is_err());
     }
 

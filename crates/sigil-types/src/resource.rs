@@ -12,24 +12,15 @@ impl ResourceUri {
     /// Kept exactly as given (no normalisation), because `aud` is compared byte for byte.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         if s.len() > 2048 {
-            return Err(ParseError::new(
-                "resource uri",
-                "must be at most 2048 bytes",
-            ));
+            return Err(ParseError::new("resource uri", "must be at most 2048 bytes"));
         }
-        let url = url::Url::parse(s)
-            .map_err(|e| ParseError::new("resource uri", format!("not an absolute uri: {e}")))?;
+        let url =
+            url::Url::parse(s).map_err(|e| ParseError::new("resource uri", format!("not an absolute uri: {e}")))?;
         if url.fragment().is_some() || s.contains('#') {
-            return Err(ParseError::new(
-                "resource uri",
-                "must not include a fragment",
-            ));
+            return Err(ParseError::new("resource uri", "must not include a fragment"));
         }
         if url.cannot_be_a_base() && !matches!(url.scheme(), "urn") {
-            return Err(ParseError::new(
-                "resource uri",
-                "must be a hierarchical uri or a urn",
-            ));
+            return Err(ParseError::new("resource uri", "must be a hierarchical uri or a urn"));
         }
         Ok(Self(s.to_owned()))
     }

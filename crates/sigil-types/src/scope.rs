@@ -54,10 +54,7 @@ impl ScopeSet {
     pub fn new(scopes: impl IntoIterator<Item = Scope>) -> Result<Self, ParseError> {
         let set: BTreeSet<Scope> = scopes.into_iter().collect();
         if set.len() > MAX_SCOPES {
-            return Err(ParseError::new(
-                "scopes",
-                format!("at most {MAX_SCOPES} scopes"),
-            ));
+            return Err(ParseError::new("scopes", format!("at most {MAX_SCOPES} scopes")));
         }
         Ok(Self(set))
     }
@@ -73,11 +70,7 @@ impl ScopeSet {
     }
 
     pub fn to_oauth_string(&self) -> String {
-        self.0
-            .iter()
-            .map(Scope::as_str)
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.0.iter().map(Scope::as_str).collect::<Vec<_>>().join(" ")
     }
 
     pub fn contains(&self, scope: &Scope) -> bool {

@@ -125,25 +125,14 @@ mod tests {
     #[test]
     fn final_states_cannot_be_left() {
         for change in StatusChange::ALL {
-            assert!(
-                !change
-                    .allowed_from()
-                    .contains(&IdentityStatus::Decommissioned)
-            );
+            assert!(!change.allowed_from().contains(&IdentityStatus::Decommissioned));
         }
-        assert!(
-            !StatusChange::Resume
-                .allowed_from()
-                .contains(&IdentityStatus::Revoked)
-        );
+        assert!(!StatusChange::Resume.allowed_from().contains(&IdentityStatus::Revoked));
     }
 
     #[test]
     fn parse_is_exact() {
-        assert_eq!(
-            IdentityKind::parse("service_account"),
-            Ok(IdentityKind::ServiceAccount)
-        );
+        assert_eq!(IdentityKind::parse("service_account"), Ok(IdentityKind::ServiceAccount));
         assert!(IdentityKind::parse("Agent").is_err());
     }
 }

@@ -31,17 +31,12 @@ impl Timestamp {
     }
 
     pub fn plus(self, d: std::time::Duration) -> Self {
-        Self(
-            self.0
-                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
-        )
+        Self(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> std::time::Duration {
-        std::time::Duration::from_micros(
-            u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0),
-        )
+        std::time::Duration::from_micros(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 
     /// Parses RFC 3339 (e.g. `2026-12-01T00:00:00Z`).
@@ -88,10 +83,7 @@ mod tests {
     #[test]
     fn rfc3339_round_trip() {
         let t = Timestamp::parse_rfc3339("2026-12-01T10:00:00.5Z");
-        assert_eq!(
-            t.map(|t| t.to_rfc3339()),
-            Ok("2026-12-01T10:00:00.5Z".to_owned())
-        );
+        assert_eq!(t.map(|t| t.to_rfc3339()), Ok("2026-12-01T10:00:00.5Z".to_owned()));
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
     }
 }

@@ -33,8 +33,7 @@ fn client(g: &Global) -> Result<Client, Failure> {
     let token = match g.token.clone().or_else(|| env("SIGIL_ADMIN_TOKEN")) {
         Some(t) => Some(t),
         None => {
-            let dir =
-                env("SIGIL_DATA_DIR").map_or_else(|| PathBuf::from("./sigil-data"), PathBuf::from);
+            let dir = env("SIGIL_DATA_DIR").map_or_else(|| PathBuf::from("./sigil-data"), PathBuf::from);
             std::fs::read_to_string(dir.join("admin-token"))
                 .ok()
                 .map(|t| t.trim().to_owned())
@@ -43,27 +42,18 @@ fn client(g: &Global) -> Result<Client, Failure> {
     Client::new(&url, token).map_err(Failure::from)
 }
 
-fn set<T: Ord>(
-    items: &[String],
-    f: impl Fn(&str) -> Result<T, ParseError>,
-) -> Result<BTreeSet<T>, Failure> {
+fn set<T: Ord>(items: &[String], f: impl Fn(&str) -> Result<T, ParseError>) -> Result<BTreeSet<T>, Failure> {
     items.iter().map(|s| f(s).map_err(Failure::from)).collect()
 }
 
 fn labels(items: &[String]) -> Result<Labels, Failure> {
-    let map: BTreeMap<_, _> = items
-        .iter()
-        .map(|s| Labels::parse_pair(s))
-        .collect::<Result<_, _>>()?;
+    let map: BTreeMap<_, _> = items.iter().map(|s| Labels::parse_pair(s)).collect::<Result<_, _>>()?;
     Ok(Labels::new(map)?)
 }
 
 fn scopes(items: &[String]) -> Result<ScopeSet, Failure> {
     Ok(ScopeSet::new(
-        items
-            .iter()
-            .map(|s| Scope::parse(s))
-            .collect::<Result<Vec<_>, _>>()?,
+        items.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>()?,
     )?)
 }
 
@@ -79,10 +69,7 @@ fn ceiling(scope_items: &[String], resources: &[String]) -> Result<Ceiling, Fail
     })
 }
 
-fn opt<T>(
-    v: Option<&String>,
-    f: impl Fn(&str) -> Result<T, ParseError>,
-) -> Result<Option<T>, Failure> {
+fn opt<T>(v: Option<&String>, f: impl Fn(&str) -> Result<T, ParseError>) -> Result<Option<T>, Failure> {
     v.map(|s| f(s).map_err(Failure::from)).transpose()
 }
 
@@ -112,11 +99,7 @@ where
     let mut rows: Vec<Value> = Vec::new();
     loop {
         let page = fetch(query.clone()).await?;
-        rows.extend(
-            page.items
-                .iter()
-                .filter_map(|i| serde_json::to_value(i).ok()),
-        );
+        rows.extend(page.items.iter().filter_map(|i| serde_json::to_value(i).ok()));
         match (p.all, page.next_cursor) {
             (true, Some(c)) => {
                 query.retain(|(k, _)| *k != "cursor");
@@ -154,11 +137,7 @@ pub async fn user(g: &Global, c: UserCommand) -> Result<(), Failure> {
             };
             output::item(g.output, &api.create_user(&req).await?);
         }
-        UserCommand::List {
-            status,
-            group,
-            page,
-        } => {
+        UserCommand::List { status, group, page } => {
             let mut q = Vec::new();
             if let Some(s) = status {
                 q.push(("status", s));
@@ -245,12 +224,7 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
             page,
         } => {
             let mut q: Vec<(&'static str, String)> = Vec::new();
-            for (k, v) in [
-                ("owner", owner),
-                ("status", status),
-                ("kind", kind),
-                ("team", team),
-            ] {
+            for (k, v) in [("owner", owner), ("status", status), ("kind", kind), ("team", team)] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -262,9 +236,7 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
             })
             .await?;
         }
-        IdentityCommand::Show { name } => {
-            output::item(g.output, &api.get_identity(family, &name).await?)
-        }
+        IdentityCommand::Show { name } => output::item(g.output, &api.get_identity(family, &name).await?),
         IdentityCommand::Update {
             name,
             description,
@@ -347,9 +319,7 @@ pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
             })
             .await?;
         }
-        ResourceCommand::Show { resource } => {
-            output::item(g.output, &api.get_resource(&resource).await?)
-        }
+        ResourceCommand::Show { resource } => output::item(g.output, &api.get_resource(&resource).await?),
         ResourceCommand::Update {
             resource,
             name,
@@ -378,11 +348,7 @@ pub async fn keys(g: &Global, c: KeysCommand) -> Result<(), Failure> {
     match c {
         KeysCommand::List => {
             let keys = api.list_keys().await?;
-            let rows: Vec<Value> = keys
-                .items
-                .iter()
-                .filter_map(|k| serde_json::to_value(k).ok())
-                .collect();
+            let rows: Vec<Value> = keys.items.iter().filter_map(|k| serde_json::to_value(k).ok()).collect();
             output::table(g.output, &rows, KEY_COLUMNS);
         }
         KeysCommand::Rotate { alg } => {

@@ -69,17 +69,12 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 _ => ExitCode::from(Exit::Invalid as u8),
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -104,9 +99,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Config(c) => serve::config(c),
         Command::User(c) => admin::user(&cli.global, c).await,
         Command::Agent(c) => admin::identity(&cli.global, sigil_client::Family::Agents, c).await,
-        Command::Workload(c) => {
-            admin::identity(&cli.global, sigil_client::Family::Workloads, c).await
-        }
+        Command::Workload(c) => admin::identity(&cli.global, sigil_client::Family::Workloads, c).await,
         Command::Resource(c) => admin::resource(&cli.global, c).await,
         Command::Keys(c) => admin::keys(&cli.global, c).await,
     }

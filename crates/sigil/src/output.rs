@@ -9,10 +9,7 @@ use crate::cli::Output;
 pub fn item(out: Output, v: &impl Serialize) {
     let value = serde_json::to_value(v).unwrap_or(Value::Null);
     match out {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        ),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
         Output::Text => {
             if let Value::Object(map) = &value {
                 let width = map.keys().map(String::len).max().unwrap_or(0);
@@ -53,11 +50,7 @@ pub fn table(out: Output, rows: &[Value], columns: &[&str]) {
         })
         .collect();
     let line = |vals: Vec<String>| {
-        let parts: Vec<String> = vals
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:w$}"))
-            .collect();
+        let parts: Vec<String> = vals.iter().zip(&widths).map(|(v, w)| format!("{v:w$}")).collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(columns.iter().map(|c| c.to_uppercase()).collect());
@@ -70,11 +63,9 @@ fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
-        Value::Array(a) if a.iter().all(Value::is_string) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Array(a) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+        }
         Value::Object(m) if m.values().all(Value::is_string) => m
             .iter()
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))

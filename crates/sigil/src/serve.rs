@@ -39,10 +39,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     banner(&running);
     wait_for_signal().await;
     eprintln!("sigil: shutting down (finishing in-flight requests)");
-    running
-        .shutdown()
-        .await
-        .map_err(|e| Failure::error(e.to_string()))?;
+    running.shutdown().await.map_err(|e| Failure::error(e.to_string()))?;
     eprintln!("sigil: stopped");
     Ok(())
 }
@@ -55,10 +52,9 @@ fn banner(r: &sigil_server::Running) {
     println!(
         "  store:        {} ({})",
         r.app.store.backend(),
-        c.database_url.as_deref().map_or_else(
-            || c.data_dir.join("sigil.db").display().to_string(),
-            redact_url
-        )
+        c.database_url
+            .as_deref()
+            .map_or_else(|| c.data_dir.join("sigil.db").display().to_string(), redact_url)
     );
     println!("  trust domain: {}", c.trust_domain);
     if let Some(token) = &r.new_admin_token {
@@ -96,10 +92,7 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -119,13 +112,10 @@ async fn wait_for_signal() {
 
 pub async fn migrate(opts: ServerOptions) -> Result<(), Failure> {
     let config = load(&opts, Flags::default())?;
-    sigil_server::bootstrap::ensure_data_dir(&config.data_dir)
-        .map_err(|e| Failure::error(e.to_string()))?;
-    let location = sigil_store::Location::from_url_or_file(
-        config.database_url.as_deref(),
-        config.data_dir.join("sigil.db"),
-    )
-    .map_err(|e| Failure::invalid(e.to_string()))?;
+    sigil_server::bootstrap::ensure_data_dir(&config.data_dir).map_err(|e| Failure::error(e.to_string()))?;
+    let location =
+        sigil_store::Location::from_url_or_file(config.database_url.as_deref(), config.data_dir.join("sigil.db"))
+            .map_err(|e| Failure::invalid(e.to_string()))?;
     let report = sigil_store::SqlStore::migrate_only(&location)
         .await
         .map_err(|e| Failure::error(format!("{e}: {e:?}")))?;
@@ -147,8 +137,8 @@ pub fn config(c: ConfigCommand) -> Result<(), Failure> {
             Ok(())
         }
         ConfigCommand::Check { file } => {
-            let cfg = Config::load(Some(&file), &env, &Flags::default())
-                .map_err(|e| Failure::invalid(e.to_string()))?;
+            let cfg =
+                Config::load(Some(&file), &env, &Flags::default()).map_err(|e| Failure::invalid(e.to_string()))?;
             println!(
                 "{}: ok (listen {}, data dir {}, store {})",
                 file.display(),

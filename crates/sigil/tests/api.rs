@@ -32,11 +32,7 @@ async fn raw(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        headers,
-    )
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
 }
 
 async fn post(s: &TestServer, path: &str, body: Value) -> (u16, Value) {
@@ -80,22 +76,22 @@ async fn seed(s: &TestServer) {
         .0,
         201
     );
-    assert_eq!(
-        post(s, "/admin/v1/users", json!({"username": "bob"}))
-            .await
-            .0,
-        201
-    );
+    assert_eq!(post(s, "/admin/v1/users", json!({"username": "bob"})).await.0, 201);
 }
 
 #[tokio::test]
 async fn registry_round_trip() {
     let s = server!();
     seed(&s).await;
-    let (st, agent) = post(&s, "/admin/v1/agents", json!({
-        "name": "hr-assistant", "owner": "alice", "description": "answers HR questions",
-        "labels": {"env": "prod"}, "ceiling": {"scopes": ["employees:read"]}, "team": "people-ops"
-    })).await;
+    let (st, agent) = post(
+        &s,
+        "/admin/v1/agents",
+        json!({
+            "name": "hr-assistant", "owner": "alice", "description": "answers HR questions",
+            "labels": {"env": "prod"}, "ceiling": {"scopes": ["employees:read"]}, "team": "people-ops"
+        }),
+    )
+    .await;
     assert_eq!(st, 201, "{agent}");
     assert_eq!(agent["kind"], "agent");
     assert_eq!(agent["status"], "active");
@@ -173,29 +169,13 @@ async fn registry_round_trip() {
 async fn lifecycle_transitions_are_checked() {
     let s = server!();
     seed(&s).await;
-    post(
-        &s,
-        "/admin/v1/agents",
-        json!({"name": "bot", "owner": "alice"}),
-    )
-    .await;
+    post(&s, "/admin/v1/agents", json!({"name": "bot", "owner": "alice"})).await;
     let step = |action: &'static str| {
         let s = &s;
-        async move {
-            post(
-                s,
-                &format!("/admin/v1/agents/bot/{action}"),
-                json!({"reason": "test"}),
-            )
-            .await
-        }
+        async move { post(s, &format!("/admin/v1/agents/bot/{action}"), json!({"reason": "test"})).await }
     };
     assert_eq!(step("suspend").await.1["status"], "suspended");
-    assert_eq!(
-        step("suspend").await.0,
-        200,
-        "asking for the current state is a no-op"
-    );
+    assert_eq!(step("suspend").await.0, 200, "asking for the current state is a no-op");
     assert_eq!(step("resume").await.1["status"], "active");
     assert_eq!(step("revoke").await.1["status"], "revoked");
     let before = audit_count(&s).await;
@@ -234,40 +214,22 @@ async fn lifecycle_transitions_are_checked() {
     let v = get(&s, "/admin/v1/agents/temp").await.1;
     assert_eq!(v["status"], "active");
     assert_eq!(v["effective_status"], "suspended");
-    assert_eq!(
-        post(&s, "/admin/v1/agents/temp/suspend", json!({})).await.0,
-        200
-    );
-    assert_eq!(
-        post(&s, "/admin/v1/agents/temp/resume", json!({})).await.0,
-        409
-    );
+    assert_eq!(post(&s, "/admin/v1/agents/temp/suspend", json!({})).await.0, 200);
+    assert_eq!(post(&s, "/admin/v1/agents/temp/resume", json!({})).await.0, 409);
 }
 
 #[tokio::test]
 async fn owners_cannot_be_deleted_without_transfer() {
     let s = server!();
     seed(&s).await;
-    post(
-        &s,
-        "/admin/v1/agents",
-        json!({"name": "bot", "owner": "alice"}),
-    )
-    .await;
+    post(&s, "/admin/v1/agents", json!({"name": "bot", "owner": "alice"})).await;
     post(
         &s,
         "/admin/v1/resources",
         json!({"uri": "urn:example:r", "name": "r", "owner": "alice"}),
     )
     .await;
-    let (st, p, _) = raw(
-        &s,
-        "DELETE",
-        "/admin/v1/users/alice",
-        Some(&s.admin_token),
-        None,
-    )
-    .await;
+    let (st, p, _) = raw(&s, "DELETE", "/admin/v1/users/alice", Some(&s.admin_token), None).await;
     assert_eq!(st, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("transfer"));
     let (st, _, _) = raw(
@@ -311,18 +273,8 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
             400,
             "unknown field",
         ),
-        (
-            "/admin/v1/users",
-            json!({"username": "has space"}),
-            400,
-            "username",
-        ),
-        (
-            "/admin/v1/users",
-            json!({"username": "alice"}),
-            409,
-            "already exists",
-        ),
+        ("/admin/v1/users", json!({"username": "has space"}), 400, "username"),
+        ("/admin/v1/users", json!({"username": "alice"}), 409, "already exists"),
         (
             "/admin/v1/users",
             json!({"username": "x", "email": "not-an-email"}),
@@ -388,19 +340,10 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
     for (path, body, status, needle) in cases {
         let (st, p) = post(&s, path, body.clone()).await;
         assert_eq!(st, status, "{path} {body} → {p}");
-        assert!(
-            p["type"]
-                .as_str()
-                .unwrap()
-                .starts_with("urn:sigil:problem:"),
-            "{p}"
-        );
+        assert!(p["type"].as_str().unwrap().starts_with("urn:sigil:problem:"), "{p}");
         assert_eq!(p["status"], status);
         let text = p.to_string();
-        assert!(
-            text.contains(needle),
-            "{body}: expected {needle:?} in {text}"
-        );
+        assert!(text.contains(needle), "{body}: expected {needle:?} in {text}");
     }
     // Malformed JSON, wrong content type, oversized body, query parameters nobody knows.
     let (st, p, h) = raw(
@@ -468,21 +411,9 @@ async fn admin_credential_is_required_and_failures_are_audited() {
     let before = audit_count(&s).await;
     let (st, p, h) = raw(&s, "GET", "/admin/v1/users", None, None).await;
     assert_eq!(st, 401);
-    assert!(
-        h["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer")
-    );
+    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     assert_eq!(p["type"], "urn:sigil:problem:unauthorized");
-    let (st, _, _) = raw(
-        &s,
-        "GET",
-        "/admin/v1/users",
-        Some("sigil_admin_wrong"),
-        None,
-    )
-    .await;
+    let (st, _, _) = raw(&s, "GET", "/admin/v1/users", Some("sigil_admin_wrong"), None).await;
     assert_eq!(st, 401);
     let (st, _, _) = raw(
         &s,
@@ -520,18 +451,8 @@ async fn admin_credential_is_required_and_failures_are_audited() {
 async fn every_change_is_audited_with_its_actor() {
     let s = server!();
     seed(&s).await;
-    post(
-        &s,
-        "/admin/v1/agents",
-        json!({"name": "bot", "owner": "alice"}),
-    )
-    .await;
-    post(
-        &s,
-        "/admin/v1/agents/bot/suspend",
-        json!({"reason": "investigating"}),
-    )
-    .await;
+    post(&s, "/admin/v1/agents", json!({"name": "bot", "owner": "alice"})).await;
+    post(&s, "/admin/v1/agents/bot/suspend", json!({"reason": "investigating"})).await;
     let records = s.app().store.list_audit(0, 1000).await.unwrap();
     let last = &records.last().unwrap().record;
     assert_eq!(last.event_type.as_str(), "identity.status_changed");
@@ -540,10 +461,7 @@ async fn every_change_is_audited_with_its_actor() {
     assert_eq!(last.details["from"], "active");
     assert_eq!(last.details["to"], "suspended");
     assert!(last.request_id.as_deref().unwrap().starts_with("req_"));
-    let kinds: Vec<&str> = records
-        .iter()
-        .map(|r| r.record.event_type.as_str())
-        .collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r.record.event_type.as_str()).collect();
     for k in [
         "key.created",
         "admin.credential_created",
@@ -568,8 +486,5 @@ async fn metrics_and_request_ids() {
         .unwrap();
     assert!(text.contains("sigil_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/healthz\""), "{text}");
-    assert!(
-        text.contains("sigil_http_request_duration_seconds"),
-        "{text}"
-    );
+    assert!(text.contains("sigil_http_request_duration_seconds"), "{text}");
 }

@@ -20,9 +20,7 @@ struct Out {
 
 async fn sigil(s: &TestServer, token: Option<&str>, args: &[&str]) -> Out {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"));
-    cmd.args(args)
-        .env("SIGIL_URL", &s.url)
-        .env_remove("SIGIL_DATA_DIR");
+    cmd.args(args).env("SIGIL_URL", &s.url).env_remove("SIGIL_DATA_DIR");
     match token {
         Some(t) => cmd.env("SIGIL_ADMIN_TOKEN", t),
         None => cmd.env("SIGIL_ADMIN_TOKEN", &s.admin_token),
@@ -36,8 +34,7 @@ async fn sigil(s: &TestServer, token: Option<&str>, args: &[&str]) -> Out {
 }
 
 fn json(o: &Out) -> Value {
-    serde_json::from_str(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", o.stdout, o.stderr))
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", o.stdout, o.stderr))
 }
 
 #[tokio::test]
@@ -93,32 +90,16 @@ async fn readme_tour_works() {
         "{}",
         o.stdout
     );
-    let o = sigil(
-        &s,
-        None,
-        &["agent", "list", "--owner", "alice", "--output", "json"],
-    )
-    .await;
+    let o = sigil(&s, None, &["agent", "list", "--owner", "alice", "--output", "json"]).await;
     assert_eq!(json(&o).as_array().unwrap().len(), 1);
 
-    let o = sigil(
-        &s,
-        None,
-        &["agent", "suspend", "hr-assistant", "--reason", "leaving"],
-    )
-    .await;
+    let o = sigil(&s, None, &["agent", "suspend", "hr-assistant", "--reason", "leaving"]).await;
     assert_eq!(o.code, 0);
     assert!(o.stdout.contains("suspended"));
     let o = sigil(
         &s,
         None,
-        &[
-            "agent",
-            "show",
-            agent["id"].as_str().unwrap(),
-            "--output",
-            "json",
-        ],
+        &["agent", "show", agent["id"].as_str().unwrap(), "--output", "json"],
     )
     .await;
     assert_eq!(json(&o)["status"], "suspended");
@@ -168,22 +149,13 @@ async fn pagination_with_all() {
     };
     for n in 0..5 {
         assert_eq!(
-            sigil(
-                &s,
-                None,
-                &["user", "create", "--username", &format!("u{n}")]
-            )
-            .await
-            .code,
+            sigil(&s, None, &["user", "create", "--username", &format!("u{n}")])
+                .await
+                .code,
             0
         );
     }
-    let o = sigil(
-        &s,
-        None,
-        &["user", "list", "--limit", "2", "--all", "--output", "json"],
-    )
-    .await;
+    let o = sigil(&s, None, &["user", "list", "--limit", "2", "--all", "--output", "json"]).await;
     assert_eq!(json(&o).as_array().unwrap().len(), 5);
     let o = sigil(&s, None, &["user", "list", "--limit", "2"]).await;
     assert!(o.stderr.contains("--cursor"), "{}", o.stderr);
@@ -207,31 +179,20 @@ async fn exit_codes() {
         3
     );
     assert_eq!(
-        sigil(
-            &s,
-            None,
-            &["agent", "create", "--name", "x", "--owner", "ghost"]
-        )
-        .await
-        .code,
+        sigil(&s, None, &["agent", "create", "--name", "x", "--owner", "ghost"])
+            .await
+            .code,
         3
     );
     assert_eq!(
-        sigil(&s, None, &["agent", "create", "--name", "x"])
-            .await
-            .code,
+        sigil(&s, None, &["agent", "create", "--name", "x"]).await.code,
         3,
         "missing --owner is a usage error"
     );
     assert_eq!(sigil(&s, None, &["agent", "frobnicate"]).await.code, 3);
     // 1: errors (not found, conflicts, unreachable server).
     assert_eq!(sigil(&s, None, &["agent", "show", "ghost"]).await.code, 1);
-    sigil(
-        &s,
-        None,
-        &["agent", "create", "--name", "bot", "--owner", "alice"],
-    )
-    .await;
+    sigil(&s, None, &["agent", "create", "--name", "bot", "--owner", "alice"]).await;
     sigil(&s, None, &["agent", "revoke", "bot"]).await;
     let o = sigil(&s, None, &["agent", "resume", "bot"]).await;
     assert_eq!(o.code, 1);

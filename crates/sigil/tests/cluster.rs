@@ -20,19 +20,13 @@ async fn two_replicas_share_one_state() {
         eprintln!("!!! SKIPPING two-replica test: it needs PostgreSQL");
         return;
     };
-    let key = sigil_crypto::MasterKey::generate()
-        .unwrap()
-        .to_base64()
-        .to_string();
+    let key = sigil_crypto::MasterKey::generate().unwrap().to_base64().to_string();
     let opts = || Options {
         database_url: Some(url.clone()),
         master_key: Some(key.clone()),
         ..Options::default()
     };
-    let (a, b) = tokio::join!(
-        TestServer::start_exact(opts()),
-        TestServer::start_exact(opts())
-    );
+    let (a, b) = tokio::join!(TestServer::start_exact(opts()), TestServer::start_exact(opts()));
     // Exactly one replica created the bootstrap credential; it works on both.
     let token = if a.admin_token.is_empty() {
         b.admin_token.clone()
@@ -61,11 +55,7 @@ async fn two_replicas_share_one_state() {
     .await
     .unwrap();
     assert_eq!(
-        cb.get_identity(Family::Agents, "bot")
-            .await
-            .unwrap()
-            .status
-            .as_str(),
+        cb.get_identity(Family::Agents, "bot").await.unwrap().status.as_str(),
         "active"
     );
 
@@ -73,11 +63,7 @@ async fn two_replicas_share_one_state() {
         .await
         .unwrap();
     assert_eq!(
-        ca.get_identity(Family::Agents, "bot")
-            .await
-            .unwrap()
-            .status
-            .as_str(),
+        ca.get_identity(Family::Agents, "bot").await.unwrap().status.as_str(),
         "suspended"
     );
 
@@ -86,21 +72,16 @@ async fn two_replicas_share_one_state() {
     for n in 0..40 {
         let c = if n % 2 == 0 { ca.clone() } else { cb.clone() };
         tasks.push(tokio::spawn(async move {
-            c.create_user(
-                &serde_json::from_value(json!({"username": format!("u{}", n % 20)})).unwrap(),
-            )
-            .await
-            .is_ok()
+            c.create_user(&serde_json::from_value(json!({"username": format!("u{}", n % 20)})).unwrap())
+                .await
+                .is_ok()
         }));
     }
     let mut ok = 0;
     for t in tasks {
         ok += usize::from(t.await.unwrap());
     }
-    assert_eq!(
-        ok, 20,
-        "each of the 20 names is created exactly once across replicas"
-    );
+    assert_eq!(ok, 20, "each of the 20 names is created exactly once across replicas");
 
     let next = ca.rotate_key(&Default::default()).await.unwrap();
     let deadline = Instant::now() + Duration::from_millis(1500);

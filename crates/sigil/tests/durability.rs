@@ -31,19 +31,14 @@ struct Proc {
 async fn spawn(data_dir: &std::path::Path, db: Option<&str>, master_key: &str) -> Proc {
     let port = free_port();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"));
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--data-dir",
-    ])
-    .arg(data_dir)
-    .env("SIGIL_MASTER_KEY", master_key)
-    .env("SIGIL_LOG_LEVEL", "warn")
-    .env_remove("SIGIL_DATABASE_URL")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("SIGIL_MASTER_KEY", master_key)
+        .env("SIGIL_LOG_LEVEL", "warn")
+        .env_remove("SIGIL_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
     if let Some(u) = db {
         cmd.args(["--database-url", u]);
     }

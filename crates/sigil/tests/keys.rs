@@ -45,15 +45,8 @@ async fn rotation_publishes_first_and_retires_late() {
 
     let next = s.client().rotate_key(&Default::default()).await.unwrap();
     assert_eq!(next.state, "pending");
-    assert!(
-        jwks_kids(&s).await.contains(&next.kid),
-        "published before it signs"
-    );
-    assert_eq!(
-        app.keys.active().unwrap().kid(),
-        first,
-        "the old key still signs"
-    );
+    assert!(jwks_kids(&s).await.contains(&next.kid), "published before it signs");
+    assert_eq!(app.keys.active().unwrap().kid(), first, "the old key still signs");
     assert!(
         s.client().rotate_key(&Default::default()).await.is_err(),
         "one rotation at a time"
@@ -61,11 +54,7 @@ async fn rotation_publishes_first_and_retires_late() {
 
     s.advance(Duration::from_secs(9 * 60));
     app.keys.maintain().await.unwrap();
-    assert_eq!(
-        app.keys.active().unwrap().kid(),
-        first,
-        "not before publish_ahead"
-    );
+    assert_eq!(app.keys.active().unwrap().kid(), first, "not before publish_ahead");
 
     s.advance(Duration::from_secs(2 * 60));
     app.keys.maintain().await.unwrap();

@@ -28,10 +28,7 @@ fn plain_http_off_loopback_is_refused_with_a_clear_message() {
     let out = sigil(&["serve", "--listen", "0.0.0.0:0"], dir.path());
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("plain HTTP is allowed only on loopback"),
-        "{err}"
-    );
+    assert!(err.contains("plain HTTP is allowed only on loopback"), "{err}");
     assert!(
         !dir.path().join("sigil-data").exists(),
         "nothing is created when start-up is refused"
@@ -58,24 +55,14 @@ fn malformed_config_is_refused() {
     assert_eq!(example.status.code(), Some(0));
     std::fs::write(dir.path().join("example.toml"), &example.stdout).unwrap();
     let out = sigil(&["config", "check", "example.toml"], dir.path());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn db_migrate_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let out = sigil(&["db", "migrate"], dir.path());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("applied"));
     let out = sigil(&["db", "migrate"], dir.path());
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
@@ -120,10 +107,7 @@ async fn restart_keeps_state_and_shows_the_token_once() {
     assert!(again.new_admin_token.is_none());
     assert_eq!(again.app.keys.active().unwrap().kid(), kid);
     let c = sigil_testkit::Client::new(&again.url(), Some(token)).unwrap();
-    assert_eq!(
-        c.get_user("alice").await.unwrap().username.as_str(),
-        "alice"
-    );
+    assert_eq!(c.get_user("alice").await.unwrap().username.as_str(), "alice");
     again.shutdown().await.unwrap();
 }
 
@@ -153,13 +137,9 @@ async fn wrong_master_key_is_refused() {
     )
     .unwrap();
     let other = sigil_crypto::MasterKey::generate().unwrap().to_base64();
-    let err = sigil_server::start(
-        config,
-        std::sync::Arc::new(sigil_core::SystemClock),
-        Some(other),
-    )
-    .await
-    .unwrap_err();
+    let err = sigil_server::start(config, std::sync::Arc::new(sigil_core::SystemClock), Some(other))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("master key"), "{err}");
 }
 

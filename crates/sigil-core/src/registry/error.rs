@@ -7,10 +7,7 @@ use crate::store::StoreError;
 pub enum RegistryError {
     /// The request names something invalid (bad field value, owner that does not exist…).
     #[error("{message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
     #[error("{what} {key:?} not found")]
     NotFound { what: &'static str, key: String },
     /// The request conflicts with the current state (duplicate, illegal transition…).
@@ -49,9 +46,9 @@ impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Duplicate { .. } => Self::Conflict(e.to_string()),
-            StoreError::StillReferenced { entity: "user" } => Self::Conflict(
-                "the user still owns identities or resources; transfer ownership first".into(),
-            ),
+            StoreError::StillReferenced { entity: "user" } => {
+                Self::Conflict("the user still owns identities or resources; transfer ownership first".into())
+            }
             StoreError::StillReferenced { .. } => Self::Conflict(e.to_string()),
             StoreError::MissingReference { entity } => {
                 Self::Conflict(format!("the referenced {entity} no longer exists"))

@@ -33,10 +33,7 @@ impl Registry {
         if let Some(exp) = req.expires_at
             && exp <= now
         {
-            return Err(RegistryError::invalid(
-                "expires_at",
-                "expires_at must be in the future",
-            ));
+            return Err(RegistryError::invalid("expires_at", "expires_at must be in the future"));
         }
         let owner = self.resolve_owner(&req.owner).await?;
         let (ms, rnd) = self.id_parts();
@@ -81,10 +78,7 @@ impl Registry {
         }
     }
 
-    pub async fn list_identities(
-        &self,
-        q: &IdentityQuery,
-    ) -> Result<Page<Identity>, RegistryError> {
+    pub async fn list_identities(&self, q: &IdentityQuery) -> Result<Page<Identity>, RegistryError> {
         Ok(self.store.list_identities(q).await?)
     }
 
@@ -207,8 +201,7 @@ impl Registry {
     }
 
     pub(super) async fn resolve_owner(&self, owner: &str) -> Result<UserId, RegistryError> {
-        let r =
-            UserRef::parse(owner).map_err(|e| RegistryError::invalid("owner", e.to_string()))?;
+        let r = UserRef::parse(owner).map_err(|e| RegistryError::invalid("owner", e.to_string()))?;
         match self.store.get_user(&r).await? {
             Some(u) => Ok(u.id),
             None => Err(RegistryError::invalid(

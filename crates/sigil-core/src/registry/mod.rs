@@ -25,10 +25,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(principal: Principal, request_id: Option<String>) -> Self {
-        Self {
-            principal,
-            request_id,
-        }
+        Self { principal, request_id }
     }
 
     pub(crate) fn rid(&self) -> Option<&str> {
@@ -74,9 +71,7 @@ impl Registry {
         let mut last = RegistryError::Store(StoreError::Stale { entity: "entity" });
         for _ in 0..MAX_ATTEMPTS {
             match attempt().await {
-                Err(RegistryError::Store(e @ StoreError::Stale { .. })) => {
-                    last = RegistryError::Store(e)
-                }
+                Err(RegistryError::Store(e @ StoreError::Stale { .. })) => last = RegistryError::Store(e),
                 other => return other,
             }
         }

@@ -9,11 +9,7 @@ use crate::model::{Meta, Page, Resource, ResourceQuery, ResourceRef};
 use crate::store::{Change, ChangeSet};
 
 impl Registry {
-    pub async fn create_resource(
-        &self,
-        ctx: &Ctx,
-        req: CreateResource,
-    ) -> Result<Resource, RegistryError> {
+    pub async fn create_resource(&self, ctx: &Ctx, req: CreateResource) -> Result<Resource, RegistryError> {
         let owner = self.resolve_owner(&req.owner).await?;
         let now = self.clock.now();
         let (ms, rnd) = self.id_parts();

@@ -23,11 +23,7 @@ impl Registry {
         };
         let audit = self.user_event(ctx, EventType::UserCreated, &user);
         self.store
-            .commit(
-                ChangeSet::new()
-                    .change(Change::InsertUser(user.clone()))
-                    .audit(audit),
-            )
+            .commit(ChangeSet::new().change(Change::InsertUser(user.clone())).audit(audit))
             .await?;
         Ok(user)
     }
@@ -43,12 +39,7 @@ impl Registry {
         Ok(self.store.list_users(q).await?)
     }
 
-    pub async fn update_user(
-        &self,
-        ctx: &Ctx,
-        r: &UserRef,
-        patch: UpdateUser,
-    ) -> Result<User, RegistryError> {
+    pub async fn update_user(&self, ctx: &Ctx, r: &UserRef, patch: UpdateUser) -> Result<User, RegistryError> {
         self.retrying(|| async {
             let old = self.get_user(r).await?;
             let mut new = old.clone();

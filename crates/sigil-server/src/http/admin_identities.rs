@@ -20,27 +20,15 @@ fn identity_ref(s: &str) -> Result<IdentityRef> {
     IdentityRef::parse(s).map_err(|e| ApiError::invalid("name", e.to_string()))
 }
 
-async fn create(
-    app: State,
-    ctx: Admin,
-    family: IdentityFamily,
-    req: CreateIdentity,
-) -> Result<Response> {
+async fn create(app: State, ctx: Admin, family: IdentityFamily, req: CreateIdentity) -> Result<Response> {
     let axum::extract::State(app) = app;
     let i = app.registry.create_identity(&ctx.0, family, req).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(identity_view(&i, app.clock.now())),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(identity_view(&i, app.clock.now()))).into_response())
 }
 
 async fn list(app: State, family: IdentityFamily, raw: Option<String>) -> Result<Response> {
     let axum::extract::State(app) = app;
-    let p = Params::parse(
-        raw.as_deref(),
-        &["owner", "status", "kind", "label", "team"],
-    )?;
+    let p = Params::parse(raw.as_deref(), &["owner", "status", "kind", "label", "team"])?;
     let owner = match p.parsed("owner", UserRef::parse)? {
         Some(r) => match app.store.get_user(&r).await? {
             Some(u) => Some(u.id),
@@ -80,20 +68,11 @@ async fn list(app: State, family: IdentityFamily, raw: Option<String>) -> Result
 
 async fn show(app: State, family: IdentityFamily, name: &str) -> Result<Response> {
     let axum::extract::State(app) = app;
-    let i = app
-        .registry
-        .get_identity(Some(family), &identity_ref(name)?)
-        .await?;
+    let i = app.registry.get_identity(Some(family), &identity_ref(name)?).await?;
     Ok(Json(identity_view(&i, app.clock.now())).into_response())
 }
 
-async fn update(
-    app: State,
-    ctx: Admin,
-    family: IdentityFamily,
-    name: &str,
-    patch: UpdateIdentity,
-) -> Result<Response> {
+async fn update(app: State, ctx: Admin, family: IdentityFamily, name: &str, patch: UpdateIdentity) -> Result<Response> {
     let axum::extract::State(app) = app;
     let i = app
         .registry
@@ -124,18 +103,10 @@ async fn change_status(
     Ok(Json(identity_view(&i, app.clock.now())).into_response())
 }
 
-pub async fn create_agent(
-    app: State,
-    ctx: Admin,
-    ApiJson(req): ApiJson<CreateIdentity>,
-) -> Result<Response> {
+pub async fn create_agent(app: State, ctx: Admin, ApiJson(req): ApiJson<CreateIdentity>) -> Result<Response> {
     create(app, ctx, IdentityFamily::Agents, req).await
 }
-pub async fn create_workload(
-    app: State,
-    ctx: Admin,
-    ApiJson(req): ApiJson<CreateIdentity>,
-) -> Result<Response> {
+pub async fn create_workload(app: State, ctx: Admin, ApiJson(req): ApiJson<CreateIdentity>) -> Result<Response> {
     create(app, ctx, IdentityFamily::Workloads, req).await
 }
 pub async fn list_agents(app: State, _: Admin, RawQuery(q): RawQuery) -> Result<Response> {

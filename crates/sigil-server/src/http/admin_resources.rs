@@ -28,11 +28,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(resource_view(&r))).into_response())
 }
 
-pub async fn list(
-    axum::extract::State(app): State,
-    Admin(_): Admin,
-    RawQuery(q): RawQuery,
-) -> Result<Response> {
+pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["owner"])?;
     let owner = match p.parsed("owner", UserRef::parse)? {
         Some(r) => match app.store.get_user(&r).await? {
@@ -49,10 +45,7 @@ pub async fn list(
     };
     let page = app
         .registry
-        .list_resources(&ResourceQuery {
-            owner,
-            page: p.page()?,
-        })
+        .list_resources(&ResourceQuery { owner, page: p.page()? })
         .await?;
     Ok(Json(ListResponse {
         items: page.items.iter().map(resource_view).collect(),
@@ -61,11 +54,7 @@ pub async fn list(
     .into_response())
 }
 
-pub async fn show(
-    axum::extract::State(app): State,
-    Admin(_): Admin,
-    Path(r): Path<String>,
-) -> Result<Response> {
+pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(r): Path<String>) -> Result<Response> {
     let r = app.registry.get_resource(&resource_ref(&r)?).await?;
     Ok(Json(resource_view(&r)).into_response())
 }
@@ -76,20 +65,11 @@ pub async fn update(
     Path(r): Path<String>,
     ApiJson(patch): ApiJson<UpdateResource>,
 ) -> Result<Response> {
-    let r = app
-        .registry
-        .update_resource(&ctx, &resource_ref(&r)?, patch)
-        .await?;
+    let r = app.registry.update_resource(&ctx, &resource_ref(&r)?, patch).await?;
     Ok(Json(resource_view(&r)).into_response())
 }
 
-pub async fn delete(
-    axum::extract::State(app): State,
-    Admin(ctx): Admin,
-    Path(r): Path<String>,
-) -> Result<Response> {
-    app.registry
-        .delete_resource(&ctx, &resource_ref(&r)?)
-        .await?;
+pub async fn delete(axum::extract::State(app): State, Admin(ctx): Admin, Path(r): Path<String>) -> Result<Response> {
+    app.registry.delete_resource(&ctx, &resource_ref(&r)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

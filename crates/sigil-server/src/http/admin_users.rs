@@ -29,11 +29,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user_view(&u))).into_response())
 }
 
-pub async fn list(
-    axum::extract::State(app): State,
-    Admin(_): Admin,
-    RawQuery(q): RawQuery,
-) -> Result<Response> {
+pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["status", "group"])?;
     let query = UserQuery {
         status: p.parsed("status", UserStatus::parse)?,
@@ -48,11 +44,7 @@ pub async fn list(
     .into_response())
 }
 
-pub async fn show(
-    axum::extract::State(app): State,
-    Admin(_): Admin,
-    Path(user): Path<String>,
-) -> Result<Response> {
+pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(user): Path<String>) -> Result<Response> {
     let u = app.registry.get_user(&user_ref(&user)?).await?;
     Ok(Json(user_view(&u)).into_response())
 }
@@ -63,10 +55,7 @@ pub async fn update(
     Path(user): Path<String>,
     ApiJson(patch): ApiJson<UpdateUser>,
 ) -> Result<Response> {
-    let u = app
-        .registry
-        .update_user(&ctx, &user_ref(&user)?, patch)
-        .await?;
+    let u = app.registry.update_user(&ctx, &user_ref(&user)?, patch).await?;
     Ok(Json(user_view(&u)).into_response())
 }
 
@@ -79,8 +68,6 @@ pub async fn delete(
 ) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["transfer_to"])?;
     let to = p.parsed("transfer_to", UserRef::parse)?;
-    app.registry
-        .delete_user(&ctx, &user_ref(&user)?, to.as_ref())
-        .await?;
+    app.registry.delete_user(&ctx, &user_ref(&user)?, to.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -73,28 +73,19 @@ pub struct Admin(pub Ctx);
 impl FromRequestParts<std::sync::Arc<App>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &std::sync::Arc<App>,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
         let rid = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
         let source = parts
             .extensions
             .get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()
             .map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string());
-        let principal: Principal = app
-            .admin
-            .authenticate(token, rid.as_deref(), &source)
-            .await?;
+        let principal: Principal = app.admin.authenticate(token, rid.as_deref(), &source).await?;
         Ok(Admin(Ctx::new(principal, rid)))
     }
 }

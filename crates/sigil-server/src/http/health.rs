@@ -27,14 +27,9 @@ pub async fn readyz(axum::extract::State(app): State) -> Response {
 }
 
 pub async fn metrics() -> Response {
-    let text = crate::telemetry::metrics()
-        .map(|h| h.render())
-        .unwrap_or_default();
+    let text = crate::telemetry::metrics().map(|h| h.render()).unwrap_or_default();
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     )
         .into_response()

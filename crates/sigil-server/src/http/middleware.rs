@@ -50,7 +50,6 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("sigil_http_requests_total", &labels).increment(1);
-    metrics::histogram!("sigil_http_request_duration_seconds", &labels[..2])
-        .record(start.elapsed().as_secs_f64());
+    metrics::histogram!("sigil_http_request_duration_seconds", &labels[..2]).record(start.elapsed().as_secs_f64());
     resp
 }

@@ -42,10 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/agents/{name}",
             get(admin_identities::show_agent).patch(admin_identities::update_agent),
         )
-        .route(
-            "/agents/{name}/{action}",
-            post(admin_identities::change_agent_status),
-        )
+        .route("/agents/{name}/{action}", post(admin_identities::change_agent_status))
         .route(
             "/workloads",
             get(admin_identities::list_workloads).post(admin_identities::create_workload),
@@ -58,10 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/workloads/{name}/{action}",
             post(admin_identities::change_workload_status),
         )
-        .route(
-            "/resources",
-            get(admin_resources::list).post(admin_resources::create),
-        )
+        .route("/resources", get(admin_resources::list).post(admin_resources::create))
         .route(
             "/resources/{resource}",
             get(admin_resources::show)

@@ -23,10 +23,7 @@ impl Params {
                 keys.extend(["cursor", "limit"]);
                 return Err(ApiError::invalid(
                     k.to_string(),
-                    format!(
-                        "unknown query parameter {k:?}; expected one of: {}",
-                        keys.join(", ")
-                    ),
+                    format!("unknown query parameter {k:?}; expected one of: {}", keys.join(", ")),
                 ));
             }
             if !REPEATABLE.contains(&k.as_ref()) && pairs.iter().any(|(pk, _)| *pk == k) {
@@ -41,10 +38,7 @@ impl Params {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, key: &str) -> impl Iterator<Item = &str> {
@@ -66,9 +60,7 @@ impl Params {
     }
 
     pub fn page(&self) -> Result<PageRequest, ApiError> {
-        let limit = self.parsed("limit", |v| {
-            v.parse::<u32>().map_err(|_| "must be a positive integer")
-        })?;
+        let limit = self.parsed("limit", |v| v.parse::<u32>().map_err(|_| "must be a positive integer"))?;
         PageRequest::new(self.get("cursor").map(str::to_owned), limit)
             .map_err(|e| ApiError::invalid(e.what, e.to_string()))
     }
