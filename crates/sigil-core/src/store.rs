@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use sigil_types::{IdentityId, ResourceId, UserId};
 
 use crate::admin_auth::AdminCredential;
-use crate::audit::AuditRecord;
+use std::collections::HashMap;
+
+use crate::audit::merkle::Hash;
+use crate::audit::{AuditQuery, AuditRecord, Checkpoint, Integration, LeaseClaim};
 use crate::keys::StoredKey;
 use crate::model::{
     Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
@@ -83,6 +86,16 @@ pub enum Change {
         name: String,
         value: Vec<u8>,
     },
+    /// Takes or renews a lease; `Stale` if another holder's lease has not expired.
+    AcquireLease(LeaseClaim),
+    /// Places records in the Merkle tree and stores a checkpoint; `Stale` unless the lease is
+    /// still held and every record is still unintegrated.
+    IntegrateAudit(Box<Integration>),
+    /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
+    SetSinkPosition {
+        name: String,
+        delivered: u64,
+    },
 }
 
 /// Changes and the audit records that describe them: all are committed, or none.
@@ -144,10 +157,14 @@ pub trait AdminStore: Send + Sync {
     async fn get_admin_credential_by_name(&self, name: &str) -> StoreResult<Option<AdminCredential>>;
 }
 
-/// A stored audit record with the sequence number the database gave it.
+/// A stored audit record: the sequence number the database gave it at insert, its place in the
+/// tree once integrated, and the exact stored JSON the leaf hash covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAudit {
     pub seq: i64,
+    pub leaf_index: Option<u64>,
+    pub leaf_hash: Option<Hash>,
+    pub body: String,
     pub record: AuditRecord,
 }
 
@@ -155,6 +172,20 @@ pub struct StoredAudit {
 pub trait AuditStore: Send + Sync {
     /// Records with a sequence number above `after`, in sequence order.
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAudit>>;
+    /// Integrated records with leaf index `>= from`, in leaf order.
+    async fn list_leaves(&self, from: u64, limit: u32) -> StoreResult<Vec<StoredAudit>>;
+    /// Records matching `q`, newest first (cursor: sequence number).
+    async fn search_audit(&self, q: &AuditQuery) -> StoreResult<Page<StoredAudit>>;
+    /// Records not yet in the tree, oldest first: (seq, stored JSON).
+    async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, String)>>;
+    /// Leaves in the tree.
+    async fn audit_tree_size(&self) -> StoreResult<u64>;
+    /// Perfect subtree hashes at the given (level, index) coordinates (missing ones are absent).
+    async fn audit_nodes(&self, coords: &[(u32, u64)]) -> StoreResult<HashMap<(u32, u64), Hash>>;
+    async fn latest_checkpoint(&self) -> StoreResult<Option<Checkpoint>>;
+    /// Checkpoints with tree size above `after`, smallest first.
+    async fn list_checkpoints(&self, after: u64, limit: u32) -> StoreResult<Vec<Checkpoint>>;
+    async fn sink_position(&self, name: &str) -> StoreResult<Option<u64>>;
 }
 
 /// Everything Sigil stores. Both backends (SQLite, PostgreSQL) pass one conformance suite.

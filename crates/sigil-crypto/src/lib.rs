@@ -6,12 +6,14 @@
 mod envelope;
 mod error;
 mod jwk;
+mod jws;
 mod keyed_hash;
 mod signing;
 
 pub use envelope::{MasterKey, SealedBlob};
 pub use error::CryptoError;
 pub use jwk::{Jwk, Jwks};
+pub use jws::{JwsError, Verified, sign_compact, verify_compact};
 pub use keyed_hash::{KeyedHasher, constant_time_eq, sha256};
 pub use signing::{Algorithm, SigningKey, fill_random, random_bytes, random_token};
 

@@ -1,12 +1,12 @@
 //! Change → SQL. Runs inside the writer's transaction; the caller handles commit and rollback.
 
-use sigil_core::audit::AuditRecord;
+use sigil_core::audit::{AuditRecord, Integration, LeaseClaim};
 use sigil_core::model::{Identity, Resource, User};
 use sigil_core::store::{Change, ChangeSet, StoreError};
 use sqlx::AnyConnection;
 
 use crate::errors::{Op, map};
-use crate::sql::{Value, stmt};
+use crate::sql::{Sql, Value, stmt};
 
 type R = Result<(), StoreError>;
 
@@ -45,6 +45,30 @@ const SETTING: Op = Op {
     unique_fields: &["name"],
     is_delete: false,
     references: "setting",
+};
+const LEASE: Op = Op {
+    entity: "lease",
+    unique_fields: &["name"],
+    is_delete: false,
+    references: "lease",
+};
+const SINK: Op = Op {
+    entity: "audit sink",
+    unique_fields: &["name"],
+    is_delete: false,
+    references: "sink",
+};
+const NODE: Op = Op {
+    entity: "audit tree node",
+    unique_fields: &["idx"],
+    is_delete: false,
+    references: "node",
+};
+const CHECKPOINT: Op = Op {
+    entity: "audit checkpoint",
+    unique_fields: &["tree_size"],
+    is_delete: false,
+    references: "checkpoint",
 };
 const AUDIT: Op = Op {
     entity: "audit record",
@@ -155,6 +179,16 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::InsertAdminCredential(a) => {
             exec(conn, "INSERT INTO admin_credentials (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)", vec![a.id.clone().into(), a.name.clone().into(), a.token_hash.clone().into(), a.created_at.unix_micros().into()], ADMIN).await.map(|_| ())
         }
+        Change::AcquireLease(l) => acquire_lease(conn, l).await,
+        Change::IntegrateAudit(i) => integrate(conn, i).await,
+        Change::SetSinkPosition { name, delivered } => exec(
+            conn,
+            "INSERT INTO audit_sinks (name, delivered) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET delivered = excluded.delivered",
+            vec![name.clone().into(), i64::try_from(*delivered).unwrap_or(i64::MAX).into()],
+            SINK,
+        )
+        .await
+        .map(|_| ()),
         Change::InsertSetting { name, value } => {
             exec(conn, "INSERT INTO settings (name, value) VALUES ($1, $2)", vec![name.clone().into(), value.clone().into()], SETTING).await.map(|_| ())
         }
@@ -258,9 +292,10 @@ fn key_values(k: &sigil_core::keys::StoredKey) -> Vec<Value> {
 
 async fn insert_audit(conn: &mut AnyConnection, rec: &AuditRecord) -> R {
     let target_id = rec.target.as_ref().and_then(|t| t.id.clone());
+    let jti = rec.auth.as_ref().and_then(|a| a.jti.clone());
     exec(
         conn,
-        "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         vec![
             rec.time.unix_micros().into(),
             rec.event_type.as_str().into(),
@@ -271,9 +306,122 @@ async fn insert_audit(conn: &mut AnyConnection, rec: &AuditRecord) -> R {
             rec.client_id.clone().into(),
             target_id.into(),
             rec.canonical_json().into(),
+            jti.into(),
         ],
         AUDIT,
     )
     .await
     .map(|_| ())
+}
+
+fn u(v: u64) -> Value {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+async fn acquire_lease(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
+    let renewed = exec(
+        conn,
+        "UPDATE leases SET holder = $1, expires_at = $2 WHERE name = $3 AND (holder = $4 OR expires_at < $5)",
+        vec![
+            l.holder.clone().into(),
+            l.until.unix_micros().into(),
+            l.name.clone().into(),
+            l.holder.clone().into(),
+            l.now.unix_micros().into(),
+        ],
+        LEASE,
+    )
+    .await?;
+    if renewed > 0 {
+        return Ok(());
+    }
+    let taken = exec(
+        conn,
+        "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        vec![
+            l.name.clone().into(),
+            l.holder.clone().into(),
+            l.until.unix_micros().into(),
+        ],
+        LEASE,
+    )
+    .await?;
+    if taken == 0 {
+        Err(StoreError::Stale { entity: "lease" })
+    } else {
+        Ok(())
+    }
+}
+
+/// Rows per multi-row statement: well under SQLite's bound-parameter limit.
+const CHUNK: usize = 300;
+
+async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
+    // Fence: only the lease holder may extend the tree.
+    let held = exec(
+        conn,
+        "UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3 AND expires_at >= $4",
+        vec![
+            i.lease.until.unix_micros().into(),
+            i.lease.name.clone().into(),
+            i.lease.holder.clone().into(),
+            i.lease.now.unix_micros().into(),
+        ],
+        LEASE,
+    )
+    .await?;
+    if held == 0 {
+        return Err(StoreError::Stale { entity: "lease" });
+    }
+    for chunk in i.leaves.chunks(CHUNK) {
+        let mut q = Sql::new("UPDATE audit_events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ");
+        for (n, (seq, index, hash)) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "(" } else { ", (" })
+                .bind(*seq)
+                .push(", ")
+                .bind(u(*index))
+                .push(", ")
+                .bind(hash.to_vec())
+                .push(")");
+        }
+        q.push(") AS v WHERE audit_events.seq = v.column1 AND audit_events.leaf_index IS NULL");
+        let done = q
+            .query()
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| map(e, AUDIT))?
+            .rows_affected();
+        if done != chunk.len() as u64 {
+            return Err(StoreError::Stale { entity: "audit record" });
+        }
+    }
+    for chunk in i.nodes.chunks(CHUNK) {
+        let mut q = Sql::new("INSERT INTO audit_tree_nodes (level, idx, hash) VALUES ");
+        for (n, (level, idx, hash)) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "(" } else { ", (" })
+                .bind(i64::from(*level))
+                .push(", ")
+                .bind(u(*idx))
+                .push(", ")
+                .bind(hash.to_vec())
+                .push(")");
+        }
+        q.query().execute(&mut *conn).await.map_err(|e| map(e, NODE))?;
+    }
+    if let Some(c) = &i.checkpoint {
+        exec(
+            conn,
+            "INSERT INTO audit_checkpoints (tree_size, root_hash, time, kid, jws) VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                u(c.tree_size),
+                c.root_hash.to_vec().into(),
+                c.time.unix_micros().into(),
+                c.kid.clone().into(),
+                c.jws.clone().into(),
+            ],
+            CHECKPOINT,
+        )
+        .await?;
+    }
+    Ok(())
 }

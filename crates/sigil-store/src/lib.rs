@@ -19,8 +19,11 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use sigil_core::admin_auth::AdminCredential;
+use sigil_core::audit::{AuditQuery, Checkpoint};
 use sigil_core::keys::StoredKey;
 use sigil_core::model::{
     Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
@@ -210,6 +213,30 @@ impl AdminStore for SqlStore {
 impl AuditStore for SqlStore {
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAudit>> {
         read::list_audit(&self.pool, after, limit).await
+    }
+    async fn list_leaves(&self, from: u64, limit: u32) -> StoreResult<Vec<StoredAudit>> {
+        read::list_leaves(&self.pool, from, limit).await
+    }
+    async fn search_audit(&self, q: &AuditQuery) -> StoreResult<Page<StoredAudit>> {
+        read::search_audit(&self.pool, q).await
+    }
+    async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, String)>> {
+        read::pending_audit(&self.pool, limit).await
+    }
+    async fn audit_tree_size(&self) -> StoreResult<u64> {
+        read::audit_tree_size(&self.pool).await
+    }
+    async fn audit_nodes(&self, coords: &[(u32, u64)]) -> StoreResult<HashMap<(u32, u64), [u8; 32]>> {
+        read::audit_nodes(&self.pool, coords).await
+    }
+    async fn latest_checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
+        read::latest_checkpoint(&self.pool).await
+    }
+    async fn list_checkpoints(&self, after: u64, limit: u32) -> StoreResult<Vec<Checkpoint>> {
+        read::list_checkpoints(&self.pool, after, limit).await
+    }
+    async fn sink_position(&self, name: &str) -> StoreResult<Option<u64>> {
+        read::sink_position(&self.pool, name).await
     }
 }
 

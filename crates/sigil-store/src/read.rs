@@ -6,6 +6,9 @@ use sigil_core::model::{
     Identity, IdentityFamily, IdentityQuery, IdentityRef, Page, PageRequest, Resource, ResourceQuery, ResourceRef,
     User, UserQuery, UserRef,
 };
+use std::collections::HashMap;
+
+use sigil_core::audit::{AuditQuery, Checkpoint};
 use sigil_core::store::{StoreError, StoredAudit};
 use sigil_types::{IdentityId, IdentityKind, UserId};
 use sqlx::AnyPool;
@@ -13,7 +16,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::errors::{corrupt, unavailable};
-use crate::rows::{self, IDENTITY_COLS, KEY_COLS, RESOURCE_COLS, USER_COLS};
+use crate::rows::{self, AUDIT_COLS, IDENTITY_COLS, KEY_COLS, RESOURCE_COLS, USER_COLS};
 use crate::sql::{Sql, stmt};
 
 type R<T> = Result<T, StoreError>;
@@ -194,13 +197,163 @@ pub async fn find_admin_credential(pool: &AnyPool, column: &'static str, value: 
     one(pool, q, rows::admin_credential).await
 }
 
+fn u(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn audit_rows(pool: &AnyPool, q: Sql) -> R<Vec<StoredAudit>> {
+    let rows = q.query().fetch_all(pool).await.map_err(unavailable)?;
+    rows.iter().map(rows::audit).collect()
+}
+
 pub async fn list_audit(pool: &AnyPool, after: i64, limit: u32) -> R<Vec<StoredAudit>> {
+    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > "));
+    q.bind(after).push(" ORDER BY seq LIMIT ").bind(i64::from(limit));
+    audit_rows(pool, q).await
+}
+
+pub async fn list_leaves(pool: &AnyPool, from: u64, limit: u32) -> R<Vec<StoredAudit>> {
+    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE leaf_index >= "));
+    q.bind(u(from))
+        .push(" ORDER BY leaf_index LIMIT ")
+        .bind(i64::from(limit));
+    audit_rows(pool, q).await
+}
+
+pub async fn search_audit(pool: &AnyPool, f: &AuditQuery) -> R<Page<StoredAudit>> {
+    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1"));
+    if let Some(t) = f.event_type {
+        q.push(" AND event_type = ").bind(t.as_str());
+    }
+    if let Some(o) = f.outcome {
+        q.push(" AND outcome = ").bind(o.as_str());
+    }
+    if !f.agent.is_empty() {
+        q.push(" AND (");
+        for (n, a) in f.agent.iter().enumerate() {
+            if n > 0 {
+                q.push(" OR ");
+            }
+            q.push("actor = ")
+                .bind(a.as_str())
+                .push(" OR target_id = ")
+                .bind(a.as_str());
+        }
+        q.push(")");
+    }
+    for (col, v) in [
+        ("subject", &f.user),
+        ("client_id", &f.client_id),
+        ("request_id", &f.request_id),
+        ("jti", &f.jti),
+    ] {
+        if let Some(v) = v {
+            q.push(" AND ").push(col).push(" = ").bind(v.as_str());
+        }
+    }
+    if let Some(t) = f.since {
+        q.push(" AND time >= ").bind(t.unix_micros());
+    }
+    if let Some(t) = f.until {
+        q.push(" AND time < ").bind(t.unix_micros());
+    }
+    if let Some(c) = &f.page.after {
+        let seq: i64 = c
+            .parse()
+            .map_err(|_| StoreError::Corrupt("audit cursor is not a sequence number".into()))?;
+        q.push(" AND seq < ").bind(seq);
+    }
+    q.push(" ORDER BY seq DESC LIMIT ").bind(i64::from(f.page.limit) + 1);
+    let mut items = audit_rows(pool, q).await?;
+    let next_cursor = if items.len() > f.page.limit as usize {
+        items.truncate(f.page.limit as usize);
+        items.last().map(|r| r.seq.to_string())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+pub async fn pending_audit(pool: &AnyPool, limit: u32) -> R<Vec<(i64, String)>> {
     let rows = stmt(
-        "SELECT seq, body FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-        vec![after.into(), i64::from(limit).into()],
+        "SELECT seq, body FROM audit_events WHERE leaf_index IS NULL ORDER BY seq LIMIT $1",
+        vec![i64::from(limit).into()],
     )
     .fetch_all(pool)
     .await
     .map_err(unavailable)?;
-    rows.iter().map(rows::audit).collect()
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("seq").map_err(|e| corrupt("seq", e))?,
+                r.try_get::<String, _>("body").map_err(|e| corrupt("body", e))?,
+            ))
+        })
+        .collect()
+}
+
+pub async fn audit_tree_size(pool: &AnyPool) -> R<u64> {
+    count(
+        pool,
+        Sql::new("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM audit_events"),
+    )
+    .await
+}
+
+pub async fn audit_nodes(pool: &AnyPool, coords: &[(u32, u64)]) -> R<HashMap<(u32, u64), [u8; 32]>> {
+    let mut out = HashMap::new();
+    for chunk in coords.chunks(200) {
+        let mut q = Sql::new("SELECT level, idx, hash FROM audit_tree_nodes WHERE ");
+        for (n, (l, i)) in chunk.iter().enumerate() {
+            if n > 0 {
+                q.push(" OR ");
+            }
+            q.push("(level = ")
+                .bind(i64::from(*l))
+                .push(" AND idx = ")
+                .bind(u(*i))
+                .push(")");
+        }
+        for r in q.query().fetch_all(pool).await.map_err(unavailable)? {
+            let l: i64 = r.try_get("level").map_err(|e| corrupt("level", e))?;
+            let i: i64 = r.try_get("idx").map_err(|e| corrupt("idx", e))?;
+            let h: Vec<u8> = r.try_get("hash").map_err(|e| corrupt("hash", e))?;
+            let h: [u8; 32] = h.as_slice().try_into().map_err(|_| corrupt("hash", "not 32 bytes"))?;
+            out.insert((u32::try_from(l).unwrap_or(0), u64::try_from(i).unwrap_or(0)), h);
+        }
+    }
+    Ok(out)
+}
+
+const CHECKPOINT_COLS: &str = "SELECT tree_size, root_hash, time, kid, jws FROM audit_checkpoints";
+
+pub async fn latest_checkpoint(pool: &AnyPool) -> R<Option<Checkpoint>> {
+    one(
+        pool,
+        Sql::new(&format!("{CHECKPOINT_COLS} ORDER BY tree_size DESC LIMIT 1")),
+        rows::checkpoint,
+    )
+    .await
+}
+
+pub async fn list_checkpoints(pool: &AnyPool, after: u64, limit: u32) -> R<Vec<Checkpoint>> {
+    let mut q = Sql::new(&format!("{CHECKPOINT_COLS} WHERE tree_size > "));
+    q.bind(u(after))
+        .push(" ORDER BY tree_size LIMIT ")
+        .bind(i64::from(limit));
+    let rows = q.query().fetch_all(pool).await.map_err(unavailable)?;
+    rows.iter().map(rows::checkpoint).collect()
+}
+
+pub async fn sink_position(pool: &AnyPool, name: &str) -> R<Option<u64>> {
+    let row = stmt("SELECT delivered FROM audit_sinks WHERE name = $1", vec![name.into()])
+        .fetch_optional(pool)
+        .await
+        .map_err(unavailable)?;
+    row.map(|r| {
+        r.try_get::<i64, _>("delivered")
+            .map(|v| u64::try_from(v).unwrap_or(0))
+            .map_err(|e| corrupt("delivered", e))
+    })
+    .transpose()
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use sigil_core::admin_auth::AdminCredential;
-use sigil_core::audit::AuditRecord;
+use sigil_core::audit::{AuditRecord, Checkpoint};
 use sigil_core::keys::{KeyState, StoredKey};
 use sigil_core::model::{Identity, Meta, Principal, Resource, User};
 use sigil_core::store::{StoreError, StoredAudit};
@@ -132,9 +132,32 @@ pub fn admin_credential(row: &AnyRow) -> Result<AdminCredential, StoreError> {
     })
 }
 
+pub const AUDIT_COLS: &str = "seq, leaf_index, leaf_hash, body";
+
 pub fn audit(row: &AnyRow) -> Result<StoredAudit, StoreError> {
+    let body: String = get(row, "body")?;
+    let leaf_hash = get::<Option<Vec<u8>>>(row, "leaf_hash")?
+        .map(|h| <[u8; 32]>::try_from(h.as_slice()).map_err(|_| corrupt("leaf_hash", "not 32 bytes")))
+        .transpose()?;
     Ok(StoredAudit {
         seq: get(row, "seq")?,
-        record: json::<AuditRecord>(row, "body")?,
+        leaf_index: get::<Option<i64>>(row, "leaf_index")?.map(|i| u64::try_from(i).unwrap_or(0)),
+        leaf_hash,
+        record: parse("body", serde_json::from_str::<AuditRecord>(&body))?,
+        body,
+    })
+}
+
+pub fn checkpoint(row: &AnyRow) -> Result<Checkpoint, StoreError> {
+    let root: Vec<u8> = get(row, "root_hash")?;
+    Ok(Checkpoint {
+        tree_size: u64::try_from(get::<i64>(row, "tree_size")?).unwrap_or(0),
+        root_hash: root
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("root_hash", "not 32 bytes"))?,
+        time: ts(row, "time")?,
+        kid: get(row, "kid")?,
+        jws: get(row, "jws")?,
     })
 }

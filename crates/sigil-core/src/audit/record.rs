@@ -75,6 +75,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "success" => Ok(Self::Success),
+            "denied" => Ok(Self::Denied),
+            "error" => Ok(Self::Error),
+            _ => Err(ParseError {
+                what: "outcome",
+                why: "expected one of: success, denied, error".into(),
+            }),
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",

@@ -1,0 +1,257 @@
+//! The tamper-evident log: integration of records into the Merkle tree, signed checkpoints, proofs.
+//!
+//! Requests only *insert* records (a plain insert in their own transaction, sequence assigned by
+//! the database). One integrator at a time — whoever holds the `audit-integrator` lease, on any
+//! replica — takes the records not yet in the tree in sequence order, gives each the next leaf
+//! index, appends it, stores the new perfect subtree hashes, and signs a checkpoint of the new
+//! tree head, all in one commit fenced by the lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sigil_types::Timestamp;
+use tokio::sync::Mutex;
+
+use super::merkle::{self, Frontier, Hash};
+use crate::keys::{KeyError, KeyManager};
+use crate::store::{Change, ChangeSet, Store, StoreError};
+use crate::{Clock, Rng};
+
+/// The media type in a checkpoint's JWS header.
+pub const CHECKPOINT_TYP: &str = "sigil-audit-checkpoint+jwt";
+const LEASE: &str = "audit-integrator";
+const LEASE_TTL: Duration = Duration::from_secs(5);
+/// Most records integrated in one commit.
+pub const MAX_INTEGRATION_BATCH: u32 = 5_000;
+
+/// The bytes a leaf hashes: its index (so position is part of what is signed) and the record's
+/// stored canonical JSON, byte for byte.
+pub fn leaf_data(leaf_index: u64, body: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + body.len());
+    v.extend_from_slice(&leaf_index.to_be_bytes());
+    v.extend_from_slice(body.as_bytes());
+    v
+}
+
+pub fn leaf_hash_of(leaf_index: u64, body: &str) -> Hash {
+    merkle::leaf_hash(&leaf_data(leaf_index, body))
+}
+
+/// A signed tree head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub tree_size: u64,
+    pub root_hash: Hash,
+    pub time: Timestamp,
+    pub kid: String,
+    /// Compact JWS over [`CheckpointClaims`].
+    pub jws: String,
+}
+
+/// What a checkpoint signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointClaims {
+    pub iss: String,
+    pub tree_size: u64,
+    /// base64url of the RFC 9162 root hash.
+    pub root_hash: String,
+    pub iat: i64,
+}
+
+/// A claim on a named lease until `until`, valid if free, expired, or already ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseClaim {
+    pub name: String,
+    pub holder: String,
+    pub now: Timestamp,
+    pub until: Timestamp,
+}
+
+/// One integration step, committed atomically and fenced by the lease.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub lease: LeaseClaim,
+    /// (seq, leaf index, leaf hash) for each newly integrated record, in leaf order.
+    pub leaves: Vec<(i64, u64, Hash)>,
+    pub nodes: Vec<(u32, u64, Hash)>,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("the stored tree is incomplete: {0}")]
+    Inconsistent(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// The integrator and proof service for one process.
+#[derive(Debug)]
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    holder: String,
+    /// The right edge of the tree while we hold the lease; reloaded after losing it.
+    frontier: Mutex<Option<Frontier>>,
+}
+
+impl AuditLog {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, rng: &dyn Rng, issuer: String) -> Self {
+        let mut id = [0u8; 10];
+        rng.fill(&mut id);
+        let holder = format!("integrator-{}", sigil_types::encode_ulid(0, id));
+        Self {
+            store,
+            clock,
+            issuer,
+            holder,
+            frontier: Mutex::new(None),
+        }
+    }
+
+    /// Integrates up to one batch of pending records. Returns how many were integrated (0 when
+    /// nothing was pending or another replica holds the lease).
+    pub async fn integrate_once(&self, keys: &KeyManager) -> Result<usize, AuditError> {
+        let now = self.clock.now();
+        let lease = LeaseClaim {
+            name: LEASE.into(),
+            holder: self.holder.clone(),
+            now,
+            until: now.plus(LEASE_TTL),
+        };
+        let mut guard = self.frontier.lock().await;
+        match self
+            .store
+            .commit(ChangeSet::new().change(Change::AcquireLease(lease.clone())))
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Stale { .. }) => {
+                *guard = None; // someone else integrates; our view of the tree is stale
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let pending = self.store.pending_audit(MAX_INTEGRATION_BATCH).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut frontier = match guard.take() {
+            Some(f) => f,
+            None => self.load_frontier().await?,
+        };
+        let start = frontier.clone();
+        let mut leaves = Vec::with_capacity(pending.len());
+        let mut nodes = Vec::with_capacity(pending.len() * 2);
+        for (seq, body) in &pending {
+            let index = frontier.size;
+            let h = leaf_hash_of(index, body);
+            leaves.push((*seq, index, h));
+            nodes.extend(frontier.push(h));
+        }
+        let checkpoint = self.sign(keys, frontier.size, frontier.root())?;
+        let n = leaves.len();
+        let integration = Integration {
+            lease,
+            leaves,
+            nodes,
+            checkpoint: Some(checkpoint),
+        };
+        match self
+            .store
+            .commit(ChangeSet::new().change(Change::IntegrateAudit(Box::new(integration))))
+            .await
+        {
+            Ok(()) => {
+                *guard = Some(frontier);
+                Ok(n)
+            }
+            Err(StoreError::Stale { .. }) => {
+                drop(start);
+                *guard = None;
+                Ok(0)
+            }
+            Err(e) => {
+                // Nothing was applied: keep the tree as it was before this step.
+                *guard = Some(start);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn load_frontier(&self) -> Result<Frontier, AuditError> {
+        let size = self.store.audit_tree_size().await?;
+        let coords = Frontier::coordinates(size);
+        let nodes = self.store.audit_nodes(&coords).await?;
+        Frontier::load(size, &nodes)
+            .ok_or_else(|| AuditError::Inconsistent(format!("missing frontier nodes for size {size}")))
+    }
+
+    fn sign(&self, keys: &KeyManager, size: u64, root: Hash) -> Result<Checkpoint, AuditError> {
+        let time = self.clock.now();
+        let claims = CheckpointClaims {
+            iss: self.issuer.clone(),
+            tree_size: size,
+            root_hash: sigil_crypto::b64url(&root),
+            iat: time.unix_seconds(),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|e| AuditError::Inconsistent(e.to_string()))?;
+        let key = keys.active().ok_or(KeyError::NoActiveKey)?;
+        let jws = sigil_crypto::sign_compact(&key, CHECKPOINT_TYP, &payload).map_err(KeyError::from)?;
+        Ok(Checkpoint {
+            tree_size: size,
+            root_hash: root,
+            time,
+            kid: key.kid().to_owned(),
+            jws,
+        })
+    }
+
+    /// RFC 9162 inclusion proof for `leaf_index` in the tree of `tree_size` leaves.
+    pub async fn inclusion_proof(&self, leaf_index: u64, tree_size: u64) -> Result<Vec<Hash>, AuditError> {
+        let size = self.store.audit_tree_size().await?;
+        if tree_size > size || leaf_index >= tree_size {
+            return Err(AuditError::BadRequest(format!(
+                "need leaf_index < tree_size <= {size} (the current tree size)"
+            )));
+        }
+        let coords = merkle::needed_nodes(|src| {
+            let _ = merkle::inclusion_proof(src, leaf_index, tree_size);
+        });
+        let nodes = self.store.audit_nodes(&coords).await?;
+        merkle::inclusion_proof(&nodes, leaf_index, tree_size)
+            .ok_or_else(|| AuditError::Inconsistent("missing tree nodes".into()))
+    }
+
+    /// RFC 9162 consistency proof between two tree sizes.
+    pub async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, AuditError> {
+        let size = self.store.audit_tree_size().await?;
+        if first == 0 || first > second || second > size {
+            return Err(AuditError::BadRequest(format!(
+                "need 0 < first <= second <= {size} (the current tree size)"
+            )));
+        }
+        let coords = merkle::needed_nodes(|src| {
+            let _ = merkle::consistency_proof(src, first, second);
+        });
+        let nodes = self.store.audit_nodes(&coords).await?;
+        merkle::consistency_proof(&nodes, first, second)
+            .ok_or_else(|| AuditError::Inconsistent("missing tree nodes".into()))
+    }
+
+    /// The root of the first `size` leaves, from stored nodes.
+    pub async fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
+        let coords = merkle::needed_nodes(|src| {
+            let _ = merkle::root(src, size);
+        });
+        let nodes = self.store.audit_nodes(&coords).await?;
+        merkle::root(&nodes, size).ok_or_else(|| AuditError::Inconsistent("missing tree nodes".into()))
+    }
+}

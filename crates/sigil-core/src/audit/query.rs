@@ -1,0 +1,23 @@
+//! Searching the audit trail.
+
+use sigil_types::Timestamp;
+
+use super::{EventType, Outcome};
+use crate::model::PageRequest;
+
+/// Filters for `sigil audit search`; all given filters must match. The cursor is a sequence number.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub event_type: Option<EventType>,
+    pub outcome: Option<Outcome>,
+    /// Matches records whose acting principal or target is any of these (an agent's id and name).
+    pub agent: Vec<String>,
+    /// The human principal (subject).
+    pub user: Option<String>,
+    pub client_id: Option<String>,
+    pub request_id: Option<String>,
+    pub jti: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub page: PageRequest,
+}

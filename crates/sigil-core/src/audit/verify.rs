@@ -1,0 +1,178 @@
+//! Verifying the log without trusting the server: recompute every leaf and the tree from the
+//! records, and check each signed checkpoint's root against it.
+//!
+//! The export format (JSON Lines) is one header line, then checkpoint and record lines:
+//! `{"type":"checkpoint","tree_size":N,"jws":"…"}` and
+//! `{"type":"record","leaf_index":i,"leaf_hash":"<hex>","body":"<the record's stored JSON>"}`.
+//! `body` is a string so its exact bytes — which the leaf hash covers — survive the round trip.
+
+use serde::{Deserialize, Serialize};
+use sigil_crypto::Jwks;
+
+use super::AuditRecord;
+use super::log::{CHECKPOINT_TYP, CheckpointClaims, leaf_hash_of};
+use super::merkle::Frontier;
+
+pub const EXPORT_FORMAT: &str = "sigil-audit-export/1";
+
+/// One line of an export file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ExportLine {
+    Header {
+        format: String,
+        issuer: String,
+        exported_at: String,
+    },
+    Checkpoint {
+        tree_size: u64,
+        jws: String,
+    },
+    Record {
+        leaf_index: u64,
+        leaf_hash: String,
+        body: String,
+    },
+}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub records: u64,
+    pub checkpoints: u64,
+    /// Leaves covered by the newest valid checkpoint.
+    pub verified_size: u64,
+    /// Records after the newest checkpoint (not yet signed; checked for order and hashes only).
+    pub unsigned_tail: u64,
+}
+
+/// Where and how the log was found to be altered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{message}")]
+pub struct Tampered {
+    /// The first leaf found altered, when it can be named.
+    pub leaf_index: Option<u64>,
+    pub message: String,
+}
+
+fn tampered(leaf_index: Option<u64>, message: String) -> Tampered {
+    Tampered { leaf_index, message }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Checks records (in file order) and checkpoints against the publisher's keys.
+pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result<Report, Tampered> {
+    let mut checkpoints: Vec<(u64, [u8; 32])> = Vec::new();
+    for line in lines {
+        if let ExportLine::Checkpoint { tree_size, jws } = line {
+            checkpoints.push((*tree_size, check_checkpoint(*tree_size, jws, jwks, issuer)?));
+        }
+    }
+    checkpoints.sort_by_key(|c| c.0);
+    let records: Vec<(u64, &str, &str)> = lines
+        .iter()
+        .filter_map(|l| match l {
+            ExportLine::Record {
+                leaf_index,
+                leaf_hash,
+                body,
+            } => Some((*leaf_index, leaf_hash.as_str(), body.as_str())),
+            _ => None,
+        })
+        .collect();
+    if checkpoints.is_empty() && !records.is_empty() {
+        return Err(tampered(
+            None,
+            "the export has records but no signed checkpoint: nothing can be verified".into(),
+        ));
+    }
+
+    let mut frontier = Frontier::default();
+    let mut next_checkpoint = checkpoints.iter().peekable();
+    let mut last_verified = 0u64;
+    for (expected, (index, stored_hash, body)) in (0u64..).zip(records.iter().copied()) {
+        if index > expected {
+            return Err(tampered(
+                Some(expected),
+                format!("record {expected} was removed (the record in its place has leaf index {index})"),
+            ));
+        }
+        if index < expected {
+            return Err(tampered(
+                Some(expected),
+                format!(
+                    "a record with leaf index {index} appears at position {expected}: records were reordered or inserted"
+                ),
+            ));
+        }
+        if serde_json::from_str::<AuditRecord>(body).is_err() {
+            return Err(tampered(
+                Some(index),
+                format!("record {index} is not a valid audit record (modified)"),
+            ));
+        }
+        let h = leaf_hash_of(index, body);
+        if hex(&h) != stored_hash {
+            return Err(tampered(
+                Some(index),
+                format!("record {index} was modified: its content does not match its leaf hash"),
+            ));
+        }
+        frontier.push(h);
+        while let Some((size, root)) = next_checkpoint.peek() {
+            if *size != frontier.size {
+                break;
+            }
+            if frontier.root() != *root {
+                return Err(tampered(
+                    Some(last_verified),
+                    format!(
+                        "the records do not match the signed checkpoint at tree size {size}: a record in leaves {last_verified}..{} was modified, removed or inserted",
+                        size - 1
+                    ),
+                ));
+            }
+            last_verified = *size;
+            next_checkpoint.next();
+        }
+    }
+    if let Some((size, _)) = next_checkpoint.next() {
+        return Err(tampered(
+            Some(frontier.size),
+            format!(
+                "the checkpoint at tree size {size} covers records missing from the log: record {} onwards was removed",
+                frontier.size
+            ),
+        ));
+    }
+    Ok(Report {
+        records: frontier.size,
+        checkpoints: checkpoints.len() as u64,
+        verified_size: last_verified,
+        unsigned_tail: frontier.size - last_verified,
+    })
+}
+
+/// Verifies a checkpoint's signature and claims; returns its root hash.
+fn check_checkpoint(size: u64, jws: &str, jwks: &Jwks, issuer: Option<&str>) -> Result<[u8; 32], Tampered> {
+    let bad = |why: &str| tampered(None, format!("the checkpoint at tree size {size} {why}"));
+    let v = sigil_crypto::verify_compact(jws, jwks)
+        .map_err(|e| bad(&format!("does not verify ({e}): wrong public key or forged")))?;
+    if v.typ.as_deref() != Some(CHECKPOINT_TYP) {
+        return Err(bad("is not a checkpoint (wrong typ)"));
+    }
+    let claims: CheckpointClaims = serde_json::from_slice(&v.payload).map_err(|_| bad("has malformed claims"))?;
+    if claims.tree_size != size {
+        return Err(bad(&format!("claims tree size {}", claims.tree_size)));
+    }
+    if let Some(iss) = issuer
+        && claims.iss != iss
+    {
+        return Err(bad(&format!("was issued by {:?}, not {iss:?}", claims.iss)));
+    }
+    let root = sigil_crypto::b64url_decode(&claims.root_hash).map_err(|_| bad("has a malformed root hash"))?;
+    root.try_into().map_err(|_| bad("has a malformed root hash"))
+}

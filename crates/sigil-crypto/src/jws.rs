@@ -1,0 +1,127 @@
+//! Compact JWS (RFC 7515) signing and verification for the algorithms Sigil uses.
+//!
+//! Signing goes through a [`SigningKey`] (the key never leaves it). Verification takes the
+//! algorithm from the key, never from the token header alone: a header naming another algorithm
+//! than the key's (`none`, `HS256` with a public key…) is rejected.
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+use serde::Deserialize;
+
+use crate::{Algorithm, CryptoError, Jwk, Jwks, SigningKey, b64url, b64url_decode};
+
+/// Why a JWS did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwsError {
+    #[error("malformed JWS")]
+    Malformed,
+    #[error("unsupported or mismatched algorithm")]
+    Algorithm,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// Signs `payload` (already-serialized JSON) as a compact JWS with `typ`.
+pub fn sign_compact(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, CryptoError> {
+    let header = serde_json::json!({ "alg": key.alg().as_str(), "kid": key.kid(), "typ": typ });
+    let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(payload));
+    let sig = key.sign(signing_input.as_bytes())?;
+    Ok(format!("{signing_input}.{}", b64url(&sig)))
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    typ: Option<String>,
+}
+
+/// A verified JWS: its header's `typ` and `kid`, and the payload bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub kid: String,
+    pub typ: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// Verifies a compact JWS against the key named by its `kid` in `jwks`.
+pub fn verify_compact(jws: &str, jwks: &Jwks) -> Result<Verified, JwsError> {
+    let mut parts = jws.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwsError::Malformed);
+    };
+    let header: Header =
+        serde_json::from_slice(&b64url_decode(h).map_err(|_| JwsError::Malformed)?).map_err(|_| JwsError::Malformed)?;
+    let kid = header.kid.ok_or(JwsError::UnknownKey)?;
+    let jwk = jwks.keys.iter().find(|k| k.kid == kid).ok_or(JwsError::UnknownKey)?;
+    let alg = Algorithm::parse(&header.alg).ok_or(JwsError::Algorithm)?;
+    if jwk.alg != alg.as_str() {
+        return Err(JwsError::Algorithm);
+    }
+    let sig = b64url_decode(s).map_err(|_| JwsError::Malformed)?;
+    let input = format!("{h}.{p}");
+    verify_with(jwk, alg, input.as_bytes(), &sig)?;
+    let payload = b64url_decode(p).map_err(|_| JwsError::Malformed)?;
+    Ok(Verified {
+        kid,
+        typ: header.typ,
+        payload,
+    })
+}
+
+fn verify_with(jwk: &Jwk, alg: Algorithm, msg: &[u8], sig: &[u8]) -> Result<(), JwsError> {
+    let x = b64url_decode(&jwk.x).map_err(|_| JwsError::Malformed)?;
+    let ok = match (alg, jwk.kty.as_str(), jwk.crv.as_str()) {
+        (Algorithm::EdDsa, "OKP", "Ed25519") => UnparsedPublicKey::new(&ED25519, &x).verify(msg, sig).is_ok(),
+        (Algorithm::Es256, "EC", "P-256") => {
+            let y = b64url_decode(jwk.y.as_deref().ok_or(JwsError::Malformed)?).map_err(|_| JwsError::Malformed)?;
+            let mut point = Vec::with_capacity(65);
+            point.push(4);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                .verify(msg, sig)
+                .is_ok()
+        }
+        _ => return Err(JwsError::Algorithm),
+    };
+    if ok { Ok(()) } else { Err(JwsError::BadSignature) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejections() {
+        for alg in [Algorithm::EdDsa, Algorithm::Es256] {
+            let (k, _) = SigningKey::generate(alg).unwrap();
+            let jwks = Jwks {
+                keys: vec![k.public_jwk()],
+            };
+            let jws = sign_compact(&k, "test+jwt", br#"{"a":1}"#).unwrap();
+            let v = verify_compact(&jws, &jwks).unwrap();
+            assert_eq!(v.payload, br#"{"a":1}"#);
+            assert_eq!(v.typ.as_deref(), Some("test+jwt"));
+
+            let mut parts: Vec<&str> = jws.split('.').collect();
+            let forged = b64url(br#"{"a":2}"#);
+            parts[1] = &forged;
+            assert_eq!(verify_compact(&parts.join("."), &jwks), Err(JwsError::BadSignature));
+            let none_header = b64url(format!(r#"{{"alg":"none","kid":"{}"}}"#, k.kid()).as_bytes());
+            let p = jws.split('.').nth(1).unwrap();
+            assert_eq!(
+                verify_compact(&format!("{none_header}.{p}."), &jwks),
+                Err(JwsError::Algorithm)
+            );
+            let hs = b64url(format!(r#"{{"alg":"HS256","kid":"{}"}}"#, k.kid()).as_bytes());
+            assert_eq!(
+                verify_compact(&format!("{hs}.{p}.AAAA"), &jwks),
+                Err(JwsError::Algorithm)
+            );
+            assert_eq!(verify_compact("a.b", &jwks), Err(JwsError::Malformed));
+            assert_eq!(verify_compact(&jws, &Jwks::default()), Err(JwsError::UnknownKey));
+        }
+    }
+}
