@@ -5,8 +5,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sigil_proto::Problem;
 use sigil_proto::admin::{
-    CreateIdentity, CreateResource, CreateUser, IdentityView, KeyView, ListResponse, ResourceView, RotateKeyRequest,
-    StatusChangeRequest, UpdateIdentity, UpdateResource, UpdateUser, UserView,
+    AuditEntryView, CheckpointView, ConsistencyProofView, CreateIdentity, CreateResource, CreateUser, IdentityView,
+    InclusionProofView, KeyView, LeafView, ListResponse, ResourceView, RotateKeyRequest, StatusChangeRequest,
+    UpdateIdentity, UpdateResource, UpdateUser, UserView,
 };
 
 /// Why a call failed.
@@ -222,6 +223,43 @@ impl Client {
     }
     pub async fn rotate_key(&self, req: &RotateKeyRequest) -> Result<KeyView, ClientError> {
         self.call(Method::POST, "/admin/v1/keys/rotate", Some(req)).await
+    }
+}
+
+impl Client {
+    // Audit
+
+    pub async fn audit_search(&self, query: &[(&str, String)]) -> Result<ListResponse<AuditEntryView>, ClientError> {
+        self.get(&format!("/admin/v1/audit/records{}", qs(query))).await
+    }
+    pub async fn audit_leaves(&self, from: u64, limit: u32) -> Result<ListResponse<LeafView>, ClientError> {
+        self.get(&format!("/admin/v1/audit/leaves?from={from}&limit={limit}"))
+            .await
+    }
+    pub async fn audit_checkpoint(&self) -> Result<CheckpointView, ClientError> {
+        self.get("/admin/v1/audit/checkpoint").await
+    }
+    pub async fn audit_checkpoints(&self, after: u64, limit: u32) -> Result<ListResponse<CheckpointView>, ClientError> {
+        self.get(&format!("/admin/v1/audit/checkpoints?after={after}&limit={limit}"))
+            .await
+    }
+    pub async fn inclusion_proof(&self, leaf: u64, tree_size: Option<u64>) -> Result<InclusionProofView, ClientError> {
+        let size = tree_size.map(|s| format!("&tree_size={s}")).unwrap_or_default();
+        self.get(&format!("/admin/v1/audit/proof/inclusion?leaf_index={leaf}{size}"))
+            .await
+    }
+    pub async fn consistency_proof(&self, first: u64, second: u64) -> Result<ConsistencyProofView, ClientError> {
+        self.get(&format!(
+            "/admin/v1/audit/proof/consistency?first={first}&second={second}"
+        ))
+        .await
+    }
+    pub async fn audit_trace(&self, id: &str) -> Result<ListResponse<AuditEntryView>, ClientError> {
+        self.get(&format!("/admin/v1/audit/trace/{}", enc(id))).await
+    }
+    /// The published verification keys (`/.well-known/jwks.json`, no credential needed).
+    pub async fn jwks(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/.well-known/jwks.json").await
     }
 }
 

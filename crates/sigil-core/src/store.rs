@@ -168,12 +168,22 @@ pub struct StoredAudit {
     pub record: AuditRecord,
 }
 
+/// An integrated record exactly as stored, unparsed: what verification hashes (a tampered body
+/// that no longer parses must still be shown, not hidden behind an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLeaf {
+    pub seq: i64,
+    pub leaf_index: u64,
+    pub leaf_hash: Hash,
+    pub body: String,
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Records with a sequence number above `after`, in sequence order.
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAudit>>;
     /// Integrated records with leaf index `>= from`, in leaf order.
-    async fn list_leaves(&self, from: u64, limit: u32) -> StoreResult<Vec<StoredAudit>>;
+    async fn list_leaves(&self, from: u64, limit: u32) -> StoreResult<Vec<StoredLeaf>>;
     /// Records matching `q`, newest first (cursor: sequence number).
     async fn search_audit(&self, q: &AuditQuery) -> StoreResult<Page<StoredAudit>>;
     /// Records not yet in the tree, oldest first: (seq, stored JSON).

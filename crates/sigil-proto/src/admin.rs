@@ -202,3 +202,60 @@ pub struct ListResponse<T> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+/// One audit record as the admin API shows it: its sequence number, its place in the tree once
+/// integrated, and the record itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntryView {
+    pub seq: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_index: Option<u64>,
+    pub record: serde_json::Value,
+}
+
+/// An integrated record exactly as stored, for export and offline verification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeafView {
+    pub leaf_index: u64,
+    /// Hex SHA-256 leaf hash (RFC 9162 §2.1.1).
+    pub leaf_hash: String,
+    /// The record's stored canonical JSON, byte for byte.
+    pub body: String,
+}
+
+/// A signed tree head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointView {
+    pub tree_size: u64,
+    /// Hex root hash.
+    pub root_hash: String,
+    pub time: Timestamp,
+    pub kid: String,
+    /// Compact JWS (`typ` `sigil-audit-checkpoint+jwt`) over {iss, tree_size, root_hash, iat}.
+    pub jws: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProofView {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: String,
+    pub root_hash: String,
+    /// Hex hashes, leaf to root (RFC 9162 §2.1.3).
+    pub proof: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyProofView {
+    pub first: u64,
+    pub second: u64,
+    pub first_root: String,
+    pub second_root: String,
+    /// Hex hashes (RFC 9162 §2.1.4).
+    pub proof: Vec<String>,
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use sigil_core::admin_auth::AdminAuth;
+use sigil_core::audit::AuditLog;
 use sigil_core::keys::{KeyManager, KeyPolicy};
 use sigil_core::registry::Registry;
 use sigil_core::store::Store;
@@ -22,6 +23,7 @@ pub struct App {
     pub registry: Registry,
     pub keys: KeyManager,
     pub admin: AdminAuth,
+    pub audit: AuditLog,
 }
 
 impl App {
@@ -40,6 +42,7 @@ impl App {
         };
         let keys = KeyManager::new(Arc::clone(&master), Arc::clone(&store), Arc::clone(&clock), policy);
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
+        let audit = AuditLog::new(Arc::clone(&store), Arc::clone(&clock), rng.as_ref(), issuer.clone());
         let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
         Self {
             config,
@@ -49,6 +52,7 @@ impl App {
             registry,
             keys,
             admin,
+            audit,
         }
     }
 }

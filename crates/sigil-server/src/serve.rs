@@ -117,7 +117,7 @@ pub async fn start(
     }
 
     let (stop, stop_rx) = watch::channel(false);
-    let maintenance = tokio::spawn(maintain_keys(Arc::clone(&app), stop_rx.clone()));
+    let maintenance = tokio::spawn(background(Arc::clone(&app), stop_rx.clone()));
     let router = crate::http::router(Arc::clone(&app));
     let service = router.into_make_service_with_connect_info::<PeerAddr>();
     let task = match &config.tls {
@@ -177,18 +177,37 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crat
     }
 }
 
-/// Advances key rotation and reloads keys changed by other replicas, every second.
-async fn maintain_keys(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Background work on every replica: key rotation steps and key reloads each second, and audit
+/// integration (whoever holds the lease) every 200 ms, so checkpoints trail records by well
+/// under a second.
+async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = app.keys.maintain().await {
+                if ticks.is_multiple_of(5) && let Err(e) = app.keys.maintain().await {
                     tracing::warn!(error = %e, "key maintenance failed");
                 }
+                ticks += 1;
+                integrate_pending(&app).await;
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Integrates until nothing is pending (a full batch means more may be waiting).
+async fn integrate_pending(app: &App) {
+    loop {
+        match app.audit.integrate_once(&app.keys).await {
+            Ok(n) if n as u32 == sigil_core::audit::log::MAX_INTEGRATION_BATCH => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit integration failed");
+                return;
+            }
         }
     }
 }

@@ -214,7 +214,7 @@ impl AuditStore for SqlStore {
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAudit>> {
         read::list_audit(&self.pool, after, limit).await
     }
-    async fn list_leaves(&self, from: u64, limit: u32) -> StoreResult<Vec<StoredAudit>> {
+    async fn list_leaves(&self, from: u64, limit: u32) -> StoreResult<Vec<sigil_core::store::StoredLeaf>> {
         read::list_leaves(&self.pool, from, limit).await
     }
     async fn search_audit(&self, q: &AuditQuery) -> StoreResult<Page<StoredAudit>> {

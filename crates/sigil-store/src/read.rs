@@ -9,7 +9,7 @@ use sigil_core::model::{
 use std::collections::HashMap;
 
 use sigil_core::audit::{AuditQuery, Checkpoint};
-use sigil_core::store::{StoreError, StoredAudit};
+use sigil_core::store::{StoreError, StoredAudit, StoredLeaf};
 use sigil_types::{IdentityId, IdentityKind, UserId};
 use sqlx::AnyPool;
 use sqlx::Row;
@@ -212,12 +212,13 @@ pub async fn list_audit(pool: &AnyPool, after: i64, limit: u32) -> R<Vec<StoredA
     audit_rows(pool, q).await
 }
 
-pub async fn list_leaves(pool: &AnyPool, from: u64, limit: u32) -> R<Vec<StoredAudit>> {
+pub async fn list_leaves(pool: &AnyPool, from: u64, limit: u32) -> R<Vec<StoredLeaf>> {
     let mut q = Sql::new(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE leaf_index >= "));
     q.bind(u(from))
         .push(" ORDER BY leaf_index LIMIT ")
         .bind(i64::from(limit));
-    audit_rows(pool, q).await
+    let rows = q.query().fetch_all(pool).await.map_err(unavailable)?;
+    rows.iter().map(rows::leaf).collect()
 }
 
 pub async fn search_audit(pool: &AnyPool, f: &AuditQuery) -> R<Page<StoredAudit>> {

@@ -6,7 +6,7 @@ use sigil_core::admin_auth::AdminCredential;
 use sigil_core::audit::{AuditRecord, Checkpoint};
 use sigil_core::keys::{KeyState, StoredKey};
 use sigil_core::model::{Identity, Meta, Principal, Resource, User};
-use sigil_core::store::{StoreError, StoredAudit};
+use sigil_core::store::{StoreError, StoredAudit, StoredLeaf};
 use sigil_crypto::{Algorithm, SealedBlob};
 use sigil_types::{
     Ceiling, Description, DisplayName, Email, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name,
@@ -145,6 +145,19 @@ pub fn audit(row: &AnyRow) -> Result<StoredAudit, StoreError> {
         leaf_hash,
         record: parse("body", serde_json::from_str::<AuditRecord>(&body))?,
         body,
+    })
+}
+
+pub fn leaf(row: &AnyRow) -> Result<StoredLeaf, StoreError> {
+    let h: Vec<u8> = get(row, "leaf_hash")?;
+    Ok(StoredLeaf {
+        seq: get(row, "seq")?,
+        leaf_index: u64::try_from(get::<i64>(row, "leaf_index")?).map_err(|e| corrupt("leaf_index", e))?,
+        leaf_hash: h
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("leaf_hash", "not 32 bytes"))?,
+        body: get(row, "body")?,
     })
 }
 

@@ -798,11 +798,8 @@ async fn integration_places_each_record_once(db: Db) {
     assert!(s.pending_audit(10).await.unwrap().is_empty());
     assert_eq!(s.audit_tree_size().await.unwrap(), 3);
     let stored = s.list_leaves(0, 10).await.unwrap();
-    assert_eq!(
-        stored.iter().map(|r| r.leaf_index.unwrap()).collect::<Vec<_>>(),
-        [0, 1, 2]
-    );
-    assert_eq!(stored[1].leaf_hash, Some(leaves[1].2));
+    assert_eq!(stored.iter().map(|r| r.leaf_index).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(stored[1].leaf_hash, leaves[1].2);
     assert_eq!(s.latest_checkpoint().await.unwrap(), Some(cp));
     let coords = Frontier::coordinates(3);
     let got = s.audit_nodes(&coords).await.unwrap();

@@ -24,7 +24,7 @@ fn env(key: &str) -> Option<String> {
 
 /// Finds the server and credential: flags, then `SIGIL_URL`/`SIGIL_ADMIN_TOKEN`, then the local
 /// defaults (`http://127.0.0.1:8080` and `<data-dir>/admin-token`).
-fn client(g: &Global) -> Result<Client, Failure> {
+pub fn client(g: &Global) -> Result<Client, Failure> {
     let url = g
         .url
         .clone()
@@ -73,7 +73,7 @@ fn opt<T>(v: Option<&String>, f: impl Fn(&str) -> Result<T, ParseError>) -> Resu
     v.map(|s| f(s).map_err(Failure::from)).transpose()
 }
 
-fn page_query(p: &PageArgs, q: &mut Vec<(&'static str, String)>) {
+pub fn page_query(p: &PageArgs, q: &mut Vec<(&'static str, String)>) {
     if let Some(l) = p.limit {
         q.push(("limit", l.to_string()));
     }
@@ -83,7 +83,7 @@ fn page_query(p: &PageArgs, q: &mut Vec<(&'static str, String)>) {
 }
 
 /// Fetches one page, or every page with `--all`, and prints them as one table.
-async fn list_pages<T, F, Fut>(
+pub async fn list_pages<T, F, Fut>(
     g: &Global,
     p: &PageArgs,
     mut query: Vec<(&'static str, String)>,
@@ -351,6 +351,10 @@ pub async fn keys(g: &Global, c: KeysCommand) -> Result<(), Failure> {
             let rows: Vec<Value> = keys.items.iter().filter_map(|k| serde_json::to_value(k).ok()).collect();
             output::table(g.output, &rows, KEY_COLUMNS);
         }
+        KeysCommand::Jwks => println!(
+            "{}",
+            serde_json::to_string_pretty(&api.jwks().await?).unwrap_or_default()
+        ),
         KeysCommand::Rotate { alg } => {
             let key = api.rotate_key(&RotateKeyRequest { alg }).await?;
             output::item(g.output, &key);

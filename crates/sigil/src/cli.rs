@@ -61,6 +61,84 @@ pub enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The tamper-evident audit log: search, export, verify, proofs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Show who directed what, as a tree, for a request id, a token id (jti) or an agent.
+    Trace { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Search records, newest first.
+    Search {
+        /// Event type, e.g. identity.status_changed.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// success, denied or error.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Agent or workload (name or id), as actor or target.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The human principal.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        request: Option<String>,
+        #[arg(long)]
+        jti: Option<String>,
+        /// RFC 3339 lower bound (inclusive).
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 upper bound (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// The latest signed checkpoint (tree size, root hash, signature).
+    Checkpoint,
+    /// Write every checkpoint and integrated record to a JSON Lines file for offline verification.
+    Export {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Verify the log: online against the server, or offline with --file and --public-key.
+    Verify {
+        /// An export written by `sigil audit export`.
+        #[arg(long, requires = "public_key")]
+        file: Option<PathBuf>,
+        /// The publisher's JWKS (or a single JWK) as JSON, e.g. saved from /.well-known/jwks.json.
+        #[arg(long, requires = "file")]
+        public_key: Option<PathBuf>,
+        /// Also require checkpoints to name this issuer.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// RFC 9162 proofs.
+    #[command(subcommand)]
+    Proof(ProofCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProofCommand {
+    /// Inclusion proof of one record in a tree size (default: the latest checkpoint).
+    Inclusion {
+        #[arg(long)]
+        leaf: u64,
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+    /// Consistency proof between two tree sizes.
+    Consistency {
+        #[arg(long)]
+        first: u64,
+        #[arg(long)]
+        second: u64,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -300,6 +378,8 @@ pub enum ResourceCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     List,
+    /// Print the public JWKS (what verifiers need; same as /.well-known/jwks.json).
+    Jwks,
     /// Start a rotation: the new key is published now and signs after keys.publish_ahead.
     Rotate {
         /// EdDSA or ES256 (default: the configured algorithm).

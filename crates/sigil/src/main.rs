@@ -4,6 +4,7 @@
 //! Exit codes: 0 ok, 1 error, 2 denied (authentication/authorization), 3 invalid input.
 
 mod admin;
+mod audit;
 mod cli;
 mod output;
 mod serve;
@@ -102,5 +103,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Workload(c) => admin::identity(&cli.global, sigil_client::Family::Workloads, c).await,
         Command::Resource(c) => admin::resource(&cli.global, c).await,
         Command::Keys(c) => admin::keys(&cli.global, c).await,
+        Command::Audit(c) => audit::audit(&cli.global, c).await,
+        Command::Trace { id } => audit::trace(&cli.global, &id).await,
     }
 }

@@ -50,7 +50,7 @@ fn mth(src: &dyn NodeSource, start: u64, n: u64) -> Option<Hash> {
     if n == 0 {
         return Some(empty_root());
     }
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return src.node(n.trailing_zeros(), start / n);
     }
     let k = split(n);

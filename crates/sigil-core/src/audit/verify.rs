@@ -95,10 +95,13 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
     let mut last_verified = 0u64;
     for (expected, (index, stored_hash, body)) in (0u64..).zip(records.iter().copied()) {
         if index > expected {
-            return Err(tampered(
-                Some(expected),
-                format!("record {expected} was removed (the record in its place has leaf index {index})"),
-            ));
+            let later = records.iter().any(|(i, _, _)| *i == expected);
+            let message = if later {
+                format!("records were reordered: record {expected} appears after record {index} (position {expected})")
+            } else {
+                format!("record {expected} was removed (the record in its place has leaf index {index})")
+            };
+            return Err(tampered(Some(expected), message));
         }
         if index < expected {
             return Err(tampered(
@@ -111,11 +114,21 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
         if serde_json::from_str::<AuditRecord>(body).is_err() {
             return Err(tampered(
                 Some(index),
-                format!("record {index} is not a valid audit record (modified)"),
+                format!("record {index} was modified: it is no longer a valid audit record"),
             ));
         }
         let h = leaf_hash_of(index, body);
         if hex(&h) != stored_hash {
+            // A record hashed for the position before this one was pushed down by an insertion.
+            if index > 0 && hex(&leaf_hash_of(index - 1, body)) == stored_hash {
+                return Err(tampered(
+                    Some(index - 1),
+                    format!(
+                        "a record was inserted at position {}: the records after it were shifted",
+                        index - 1
+                    ),
+                ));
+            }
             return Err(tampered(
                 Some(index),
                 format!("record {index} was modified: its content does not match its leaf hash"),

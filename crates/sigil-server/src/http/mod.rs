@@ -1,5 +1,6 @@
 //! The HTTP adapter: routes, extractors, and the one table that turns errors into responses.
 
+mod admin_audit;
 mod admin_identities;
 mod admin_keys;
 mod admin_resources;
@@ -63,7 +64,14 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(admin_resources::delete),
         )
         .route("/keys", get(admin_keys::list))
-        .route("/keys/rotate", post(admin_keys::rotate));
+        .route("/keys/rotate", post(admin_keys::rotate))
+        .route("/audit/records", get(admin_audit::search))
+        .route("/audit/leaves", get(admin_audit::leaves))
+        .route("/audit/checkpoint", get(admin_audit::latest_checkpoint))
+        .route("/audit/checkpoints", get(admin_audit::checkpoints))
+        .route("/audit/proof/inclusion", get(admin_audit::inclusion))
+        .route("/audit/proof/consistency", get(admin_audit::consistency))
+        .route("/audit/trace/{id}", get(admin_audit::trace));
 
     Router::new()
         .nest("/admin/v1", admin)

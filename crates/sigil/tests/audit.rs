@@ -1,0 +1,353 @@
+//! The tamper-evident log end to end: records are integrated and checkpointed, proofs verify,
+//! and every kind of tampering — in the database (online) or in an export (offline) — is caught
+//! and located.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use serde_json::json;
+use sigil_core::audit::merkle;
+use sigil_testkit::{Family, TestServer};
+use sqlx::Connection;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn sigil(s: &TestServer, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(args)
+        .env("SIGIL_URL", &s.url)
+        .env("SIGIL_ADMIN_TOKEN", &s.admin_token)
+        .output()
+        .await
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A server with `n` users and an agent, every record integrated and checkpointed.
+async fn populated(n: usize) -> Option<TestServer> {
+    let s = TestServer::start().await?;
+    let c = s.client();
+    for i in 0..n {
+        c.create_user(&serde_json::from_value(json!({"username": format!("user{i}")})).unwrap())
+            .await
+            .unwrap();
+    }
+    c.create_identity(
+        Family::Agents,
+        &serde_json::from_value(json!({"name": "bot", "owner": "user0"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    integrate(&s).await;
+    Some(s)
+}
+
+async fn integrate(s: &TestServer) {
+    let app = s.app();
+    while !app.store.pending_audit(1).await.unwrap().is_empty() {
+        app.audit.integrate_once(&app.keys).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+async fn db(s: &TestServer) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    let url = match &s.app().config.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", s.data_dir.join("sigil.db").display()),
+    };
+    sqlx::AnyConnection::connect(&url).await.unwrap()
+}
+
+async fn exec(s: &TestServer, sql: &str) {
+    let mut c = db(s).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intact_log_verifies_online_and_offline() {
+    let Some(s) = populated(5).await else { return };
+    let o = sigil(&s, &["audit", "verify"]).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.starts_with("ok:"), "{}", o.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let keys = dir.path().join("jwks.json");
+    assert_eq!(
+        sigil(&s, &["audit", "export", "--file", export.to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    let jwks = sigil(&s, &["keys", "jwks"]).await;
+    std::fs::write(&keys, jwks.stdout).unwrap();
+    s.stop().await;
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args([
+            "audit",
+            "verify",
+            "--file",
+            export.to_str().unwrap(),
+            "--public-key",
+            keys.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .env("SIGIL_URL", "http://127.0.0.1:9")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "offline, no server: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["records"].as_u64().unwrap() >= 8, "{report}");
+    assert_eq!(report["verified_size"], report["records"]);
+}
+
+async fn online_failure(s: &TestServer) -> String {
+    let o = sigil(s, &["audit", "verify"]).await;
+    assert_eq!(o.code, 1, "tampering must fail verification: {}", o.stdout);
+    o.stderr
+}
+
+#[tokio::test]
+async fn modified_record_is_named() {
+    let Some(s) = populated(5).await else { return };
+    exec(
+        &s,
+        "UPDATE audit_events SET body = REPLACE(body, 'user3', 'mallory') WHERE leaf_index = 5",
+    )
+    .await;
+    let err = online_failure(&s).await;
+    assert!(err.contains("record 5 was modified"), "{err}");
+}
+
+#[tokio::test]
+async fn removed_record_is_named() {
+    let Some(s) = populated(5).await else { return };
+    exec(&s, "DELETE FROM audit_events WHERE leaf_index = 4").await;
+    let err = online_failure(&s).await;
+    assert!(err.contains("record 4 was removed"), "{err}");
+}
+
+#[tokio::test]
+async fn reordered_records_are_named() {
+    let Some(s) = populated(5).await else { return };
+    exec(&s, "UPDATE audit_events SET leaf_index = -1 WHERE leaf_index = 2").await;
+    exec(&s, "UPDATE audit_events SET leaf_index = 2 WHERE leaf_index = 3").await;
+    exec(&s, "UPDATE audit_events SET leaf_index = 3 WHERE leaf_index = -1").await;
+    let err = online_failure(&s).await;
+    assert!(err.contains("record 2 was modified"), "{err}");
+}
+
+#[tokio::test]
+async fn inserted_record_is_named() {
+    let Some(s) = populated(5).await else { return };
+    // Shift every leaf from 3 on and slip a well-formed record into position 3, with a correct
+    // leaf hash: only the signed checkpoints and the shifted neighbours give it away.
+    let forged_body = s.app().store.list_leaves(3, 1).await.unwrap()[0]
+        .body
+        .replace("\"name\":\"user", "\"name\":\"ghost");
+    let h = sigil_core::audit::log::leaf_hash_of(3, &forged_body);
+    let hexh: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    exec(
+        &s,
+        "UPDATE audit_events SET leaf_index = leaf_index + 1000000 WHERE leaf_index >= 3",
+    )
+    .await;
+    exec(
+        &s,
+        "UPDATE audit_events SET leaf_index = leaf_index - 999999 WHERE leaf_index >= 1000000",
+    )
+    .await;
+    let blob = match &s.app().config.database_url {
+        Some(_) => format!("decode('{hexh}', 'hex')"),
+        None => format!("x'{hexh}'"),
+    };
+    let body = forged_body.replace('\'', "''");
+    exec(&s, &format!("INSERT INTO audit_events (time, event_type, outcome, body, leaf_index, leaf_hash) VALUES (0, 'user.created', 'success', '{body}', 3, {blob})")).await;
+    let err = online_failure(&s).await;
+    assert!(
+        err.contains("inserted at position 4") || err.contains("inserted at position 3"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tampered_exports_fail_offline_and_say_where() {
+    let Some(s) = populated(4).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let keys = dir.path().join("jwks.json");
+    assert_eq!(
+        sigil(&s, &["audit", "export", "--file", export.to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    std::fs::write(&keys, sigil(&s, &["keys", "jwks"]).await.stdout).unwrap();
+    let original: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let first_record = original.iter().position(|l| l.contains("\"type\":\"record\"")).unwrap();
+
+    let check = |lines: Vec<String>, key: std::path::PathBuf, needle: &'static str| {
+        let path = dir.path().join(format!("t{}.jsonl", lines.len() + needle.len()));
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args([
+                "audit",
+                "verify",
+                "--file",
+                path.to_str().unwrap(),
+                "--public-key",
+                key.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_ne!(out.status.code(), Some(0), "{needle}: tampered export verified");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+    };
+
+    let mut modified = original.clone();
+    modified[first_record + 2] = modified[first_record + 2].replace("user", "evil");
+    check(modified, keys.clone(), "record 2 was modified");
+
+    let mut removed = original.clone();
+    removed.remove(first_record + 3);
+    check(removed, keys.clone(), "record 3 was removed");
+
+    let mut reordered = original.clone();
+    reordered.swap(first_record + 1, first_record + 2);
+    check(reordered, keys.clone(), "position 1");
+
+    let mut inserted = original.clone();
+    inserted.insert(first_record + 2, original[first_record + 1].clone());
+    check(inserted, keys.clone(), "position 2");
+
+    let mut truncated = original.clone();
+    truncated.pop();
+    check(truncated, keys.clone(), "removed");
+
+    let other = sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa)
+        .unwrap()
+        .0;
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, serde_json::to_string(&other.public_jwk()).unwrap()).unwrap();
+    check(original.clone(), wrong, "does not verify");
+
+    let mut garbage = original;
+    garbage[first_record] = "{not json".into();
+    check(garbage, keys, "not a valid export line");
+}
+
+#[tokio::test]
+async fn proofs_verify_against_checkpoints() {
+    let Some(s) = populated(9).await else { return };
+    let c = s.client();
+    let cp = c.audit_checkpoint().await.unwrap();
+    let unhex = |h: &str| -> merkle::Hash {
+        (0..32)
+            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap()
+    };
+    for leaf in [0, 3, cp.tree_size - 1] {
+        let p = c.inclusion_proof(leaf, None).await.unwrap();
+        assert_eq!(p.root_hash, cp.root_hash);
+        let proof: Vec<_> = p.proof.iter().map(|h| unhex(h)).collect();
+        assert!(merkle::verify_inclusion(
+            &unhex(&p.leaf_hash),
+            leaf,
+            p.tree_size,
+            &proof,
+            &unhex(&cp.root_hash)
+        ));
+    }
+    // Two checkpoints of the same log are consistent.
+    let all = c.audit_checkpoints(0, 500).await.unwrap().items;
+    let first = &all[0];
+    let cons = c.consistency_proof(first.tree_size, cp.tree_size).await.unwrap();
+    let proof: Vec<_> = cons.proof.iter().map(|h| unhex(h)).collect();
+    assert!(merkle::verify_consistency(
+        first.tree_size,
+        cp.tree_size,
+        &unhex(&first.root_hash),
+        &unhex(&cp.root_hash),
+        &proof
+    ));
+    // Nonsense ranges are refused precisely.
+    assert_eq!(
+        c.inclusion_proof(cp.tree_size + 5, None)
+            .await
+            .unwrap_err()
+            .status()
+            .unwrap(),
+        400
+    );
+    assert_eq!(c.consistency_proof(0, 1).await.unwrap_err().status().unwrap(), 400);
+    assert_eq!(c.consistency_proof(5, 3).await.unwrap_err().status().unwrap(), 400);
+}
+
+#[tokio::test]
+async fn search_trace_and_bad_filters() {
+    let Some(s) = populated(2).await else { return };
+    sigil(&s, &["agent", "suspend", "bot", "--reason", "investigating"]).await;
+    let o = sigil(&s, &["audit", "search", "--agent", "bot", "--output", "json"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(rows.len(), 2, "created and suspended: {rows:?}");
+    let o = sigil(&s, &["audit", "search", "--type", "identity.status_changed"]).await;
+    assert!(o.stdout.contains("identity.status_changed"), "{}", o.stdout);
+    let o = sigil(&s, &["trace", "bot"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("admin:bootstrap") && o.stdout.contains("identity.status_changed"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("investigating"), "{}", o.stdout);
+
+    for bad in [
+        vec!["audit", "search", "--type", "made.up"],
+        vec!["audit", "search", "--outcome", "maybe"],
+        vec![
+            "audit",
+            "search",
+            "--since",
+            "2026-12-01T00:00:00Z",
+            "--until",
+            "2026-11-01T00:00:00Z",
+        ],
+        vec!["audit", "search", "--since", "last tuesday"],
+        vec!["audit", "search", "--cursor", "abc"],
+    ] {
+        let o = sigil(&s, &bad).await;
+        assert_eq!(o.code, 3, "{bad:?}: {}", o.stderr);
+    }
+}
