@@ -236,6 +236,9 @@ impl Client {
         self.get(&format!("/admin/v1/audit/leaves?from={from}&limit={limit}"))
             .await
     }
+    pub async fn audit_base(&self) -> Result<sigil_proto::admin::AuditBaseView, ClientError> {
+        self.get("/admin/v1/audit/base").await
+    }
     pub async fn audit_checkpoint(&self) -> Result<CheckpointView, ClientError> {
         self.get("/admin/v1/audit/checkpoint").await
     }

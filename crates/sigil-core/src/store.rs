@@ -91,6 +91,12 @@ pub enum Change {
     /// Places records in the Merkle tree and stores a checkpoint; `Stale` unless the lease is
     /// still held and every record is still unintegrated.
     IntegrateAudit(Box<Integration>),
+    /// Deletes integrated records below leaf `before` (retention). Tree nodes stay, so roots and
+    /// proofs for every later size still verify. `Stale` unless the integrator lease is held.
+    PruneAudit {
+        lease: LeaseClaim,
+        before: u64,
+    },
     /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
     SetSinkPosition {
         name: String,
@@ -196,6 +202,11 @@ pub trait AuditStore: Send + Sync {
     /// Checkpoints with tree size above `after`, smallest first.
     async fn list_checkpoints(&self, after: u64, limit: u32) -> StoreResult<Vec<Checkpoint>>;
     async fn sink_position(&self, name: &str) -> StoreResult<Option<u64>>;
+    /// The first leaf still stored (records below it were pruned); the tree size if none remain.
+    async fn audit_base(&self) -> StoreResult<u64>;
+    /// Where retention may cut: the largest checkpointed tree size at or below the first leaf
+    /// recorded at or after `cutoff`.
+    async fn audit_prune_point(&self, cutoff: sigil_types::Timestamp) -> StoreResult<Option<u64>>;
 }
 
 /// Everything Sigil stores. Both backends (SQLite, PostgreSQL) pass one conformance suite.

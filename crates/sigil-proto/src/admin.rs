@@ -259,3 +259,13 @@ pub struct ConsistencyProofView {
     /// Hex hashes (RFC 9162 §2.1.4).
     pub proof: Vec<String>,
 }
+
+/// The start of the stored log after retention pruned older records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditBaseView {
+    /// The first leaf still stored.
+    pub tree_size: u64,
+    /// The frontier of the pruned prefix: (level, index, hex hash) of its perfect subtrees.
+    pub frontier: Vec<(u32, u64, String)>,
+}

@@ -43,6 +43,62 @@ pub struct FileConfig {
     pub log: Option<LogFile>,
     #[serde(default)]
     pub limits: Option<LimitsFile>,
+    #[serde(default)]
+    pub audit: Option<AuditFile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// Records older than this may be pruned (e.g. "365d"); unset keeps everything.
+    pub retain: Option<String>,
+    #[serde(default)]
+    pub sinks: Vec<SinkFile>,
+}
+
+/// A SIEM sink in the config file (`[[audit.sinks]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum SinkFile {
+    File {
+        name: String,
+        path: PathBuf,
+        max_bytes: Option<u64>,
+        keep: Option<u32>,
+    },
+    Webhook {
+        name: String,
+        url: String,
+        batch: Option<u32>,
+        bearer_token_env: Option<String>,
+    },
+}
+
+/// A validated SIEM sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// JSON Lines, one event per line, rotated to `path.1 … path.keep` past `max_bytes`.
+    File {
+        name: String,
+        path: PathBuf,
+        max_bytes: u64,
+        keep: u32,
+    },
+    /// Batches of events POSTed as a JSON array; retried with backoff until a 2xx.
+    Webhook {
+        name: String,
+        url: url::Url,
+        batch: u32,
+        bearer_token: Option<String>,
+    },
+}
+
+impl SinkConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::File { name, .. } | Self::Webhook { name, .. } => name,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -108,6 +164,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
+    pub audit_sinks: Vec<SinkConfig>,
+    pub audit_retain: Option<Duration>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -195,7 +253,28 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(invalid("limits.max_body_bytes", "must be between 1024 and 16777216"));
         }
+        let audit = f.audit.clone().unwrap_or_default();
+        let audit_retain = audit
+            .retain
+            .as_deref()
+            .map(|r| parse_duration("audit.retain", r))
+            .transpose()?;
+        if audit_retain.is_some_and(|r| r < Duration::from_secs(3600)) {
+            return Err(invalid("audit.retain", "must be at least 1h"));
+        }
+        let audit_sinks = audit
+            .sinks
+            .iter()
+            .map(|s| sink(s, env))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut names: Vec<&str> = audit_sinks.iter().map(SinkConfig::name).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w.first() == w.get(1)) {
+            return Err(invalid("audit.sinks", "sink names must be unique"));
+        }
         Ok(Self {
+            audit_sinks,
+            audit_retain,
             listen,
             issuer,
             trust_domain,
@@ -229,7 +308,66 @@ impl Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024,
+            audit_sinks: Vec::new(),
+            audit_retain: None,
         })
+    }
+}
+
+fn sink(s: &SinkFile, env: &dyn Fn(&str) -> Option<String>) -> Result<SinkConfig, ConfigError> {
+    let check_name = |n: &str| {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(n.to_owned())
+        } else {
+            Err(invalid(
+                "audit.sinks.name",
+                format!("{n:?}: use lowercase letters, digits, '-' or '_'"),
+            ))
+        }
+    };
+    match s {
+        SinkFile::File {
+            name,
+            path,
+            max_bytes,
+            keep,
+        } => Ok(SinkConfig::File {
+            name: check_name(name)?,
+            path: path.clone(),
+            max_bytes: max_bytes.unwrap_or(100 * 1024 * 1024).max(4096),
+            keep: keep.unwrap_or(5).clamp(1, 1000),
+        }),
+        SinkFile::Webhook {
+            name,
+            url,
+            batch,
+            bearer_token_env,
+        } => {
+            let u = url::Url::parse(url).map_err(|e| invalid("audit.sinks.url", format!("{url:?}: {e}")))?;
+            let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+            if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
+                return Err(invalid(
+                    "audit.sinks.url",
+                    "must be https (plain http only to a loopback address)",
+                ));
+            }
+            let bearer_token = match bearer_token_env {
+                Some(var) => {
+                    Some(env(var).ok_or_else(|| invalid("audit.sinks.bearer_token_env", format!("{var} is not set")))?)
+                }
+                None => None,
+            };
+            Ok(SinkConfig::Webhook {
+                name: check_name(name)?,
+                url: u,
+                batch: batch.unwrap_or(100).clamp(1, 10_000),
+                bearer_token,
+            })
+        }
     }
 }
 
@@ -339,6 +477,22 @@ format = "text"          # or "json" (SIGIL_LOG_FORMAT)
 
 [limits]
 max_body_bytes = 65536   # request bodies above this get 413
+
+[audit]
+# retain = "365d"        # prune records older than this (only at a signed checkpoint); unset: keep all
+# SIEM sinks: every record, in order, at least once; each event carries its "sequence" (leaf index).
+# [[audit.sinks]]
+# type = "file"
+# name = "siem-file"
+# path = "/var/log/sigil/audit.jsonl"
+# max_bytes = 104857600   # rotate to audit.jsonl.1 … past this size
+# keep = 5
+# [[audit.sinks]]
+# type = "webhook"
+# name = "siem-http"
+# url = "https://siem.example.com/ingest"
+# batch = 100
+# bearer_token_env = "SIEM_TOKEN"   # sent as Authorization: Bearer …
 "#;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod http;
 pub mod serve;
+mod sinks;
 pub mod telemetry;
 mod tls;
 

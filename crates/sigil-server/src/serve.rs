@@ -118,6 +118,9 @@ pub async fn start(
 
     let (stop, stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(background(Arc::clone(&app), stop_rx.clone()));
+    for sink in config.audit_sinks.clone() {
+        tokio::spawn(crate::sinks::run(Arc::clone(&app), sink, stop_rx.clone()));
+    }
     let router = crate::http::router(Arc::clone(&app));
     let service = router.into_make_service_with_connect_info::<PeerAddr>();
     let task = match &config.tls {
@@ -192,9 +195,29 @@ async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 }
                 ticks += 1;
                 integrate_pending(&app).await;
+                if ticks.is_multiple_of(300) {
+                    prune(&app).await;
+                }
             }
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Retention, once a minute: never past a record some SIEM sink has not delivered yet.
+async fn prune(app: &App) {
+    let Some(retain) = app.config.audit_retain else { return };
+    let mut not_beyond = u64::MAX;
+    for sink in &app.config.audit_sinks {
+        match app.store.sink_position(sink.name()).await {
+            Ok(p) => not_beyond = not_beyond.min(p.unwrap_or(0)),
+            Err(_) => return,
+        }
+    }
+    match app.audit.prune(retain, not_beyond).await {
+        Ok(Some(before)) => tracing::info!(before_leaf = before, "pruned audit records past retention"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "audit retention failed"),
     }
 }
 

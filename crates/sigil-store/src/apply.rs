@@ -181,6 +181,10 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         }
         Change::AcquireLease(l) => acquire_lease(conn, l).await,
         Change::IntegrateAudit(i) => integrate(conn, i).await,
+        Change::PruneAudit { lease, before } => {
+            fence(conn, lease).await?;
+            exec(conn, "DELETE FROM audit_events WHERE leaf_index < $1", vec![u(*before)], AUDIT).await.map(|_| ())
+        }
         Change::SetSinkPosition { name, delivered } => exec(
             conn,
             "INSERT INTO audit_sinks (name, delivered) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET delivered = excluded.delivered",
@@ -356,23 +360,29 @@ async fn acquire_lease(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
 /// Rows per multi-row statement: well under SQLite's bound-parameter limit.
 const CHUNK: usize = 300;
 
-async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
-    // Fence: only the lease holder may extend the tree.
+/// Only the holder of a live lease may go on (and the lease is extended).
+async fn fence(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
     let held = exec(
         conn,
         "UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3 AND expires_at >= $4",
         vec![
-            i.lease.until.unix_micros().into(),
-            i.lease.name.clone().into(),
-            i.lease.holder.clone().into(),
-            i.lease.now.unix_micros().into(),
+            l.until.unix_micros().into(),
+            l.name.clone().into(),
+            l.holder.clone().into(),
+            l.now.unix_micros().into(),
         ],
         LEASE,
     )
     .await?;
     if held == 0 {
-        return Err(StoreError::Stale { entity: "lease" });
+        Err(StoreError::Stale { entity: "lease" })
+    } else {
+        Ok(())
     }
+}
+
+async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
+    fence(conn, &i.lease).await?;
     for chunk in i.leaves.chunks(CHUNK) {
         let mut q = Sql::new("UPDATE audit_events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ");
         for (n, (seq, index, hash)) in chunk.iter().enumerate() {

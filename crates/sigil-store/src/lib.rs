@@ -238,6 +238,12 @@ impl AuditStore for SqlStore {
     async fn sink_position(&self, name: &str) -> StoreResult<Option<u64>> {
         read::sink_position(&self.pool, name).await
     }
+    async fn audit_base(&self) -> StoreResult<u64> {
+        read::audit_base(&self.pool).await
+    }
+    async fn audit_prune_point(&self, cutoff: sigil_types::Timestamp) -> StoreResult<Option<u64>> {
+        read::audit_prune_point(&self.pool, cutoff).await
+    }
 }
 
 #[async_trait]

@@ -358,3 +358,22 @@ pub async fn sink_position(pool: &AnyPool, name: &str) -> R<Option<u64>> {
     })
     .transpose()
 }
+
+pub async fn audit_base(pool: &AnyPool) -> R<u64> {
+    count(
+        pool,
+        Sql::new("SELECT COALESCE(MIN(leaf_index), (SELECT COALESCE(MAX(tree_size), 0) FROM audit_checkpoints)) FROM audit_events WHERE leaf_index IS NOT NULL"),
+    )
+    .await
+}
+
+pub async fn audit_prune_point(pool: &AnyPool, cutoff: sigil_types::Timestamp) -> R<Option<u64>> {
+    // The first leaf that must be kept; every leaf before it is older than the cutoff.
+    let mut q = Sql::new(
+        "SELECT MAX(tree_size) FROM audit_checkpoints WHERE tree_size <= (SELECT COALESCE(MIN(leaf_index), (SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM audit_events)) FROM audit_events WHERE leaf_index IS NOT NULL AND time >= ",
+    );
+    q.bind(cutoff.unix_micros()).push(")");
+    let row = q.query().fetch_one(pool).await.map_err(unavailable)?;
+    let v: Option<i64> = row.try_get(0).map_err(|e| corrupt("prune point", e))?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0))
+}

@@ -46,6 +46,8 @@ pub struct Options {
     pub config_toml: Option<String>,
     /// The master key (base64) to use instead of a generated file (replicas must share it).
     pub master_key: Option<String>,
+    /// Keep state here instead of a fresh temporary directory (to restart on the same data).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A running in-process server.
@@ -75,7 +77,7 @@ impl TestServer {
     /// Starts with exactly these options (no backend choice from the environment).
     pub async fn start_exact(opts: Options) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
-        let data_dir = dir.path().join("data");
+        let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.path().join("data"));
         let config_file = dir.path().join("sigil.toml");
         std::fs::write(&config_file, opts.config_toml.unwrap_or_default()).unwrap_or_else(|e| fail(&e.to_string()));
         let flags = Flags {

@@ -192,7 +192,19 @@ async fn export(api: &Client) -> Result<Vec<ExportLine>, Failure> {
             break;
         }
     }
-    let mut from = 0;
+    let base = api.audit_base().await?;
+    if base.tree_size > 0 {
+        let frontier = base
+            .frontier
+            .into_iter()
+            .map(|(level, index, hash)| sigil_core::audit::verify::BaseNode { level, index, hash })
+            .collect();
+        lines.push(ExportLine::Base {
+            tree_size: base.tree_size,
+            frontier,
+        });
+    }
+    let mut from = base.tree_size;
     loop {
         let page = api.audit_leaves(from, PAGE).await?;
         for l in page.items {

@@ -351,3 +351,90 @@ async fn search_trace_and_bad_filters() {
         assert_eq!(o.code, 3, "{bad:?}: {}", o.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_at_a_checkpoint_and_the_rest_still_verifies() {
+    let opts = sigil_testkit::Options {
+        fake_clock_at: Some(sigil_types::Timestamp::from_unix_seconds(1_900_000_000)),
+        config_toml: Some("[audit]\nretain = \"1h\"\n".into()),
+        ..Default::default()
+    };
+    let Some(s) = TestServer::start_with(opts).await else {
+        return;
+    };
+    let c = s.client();
+    for i in 0..5 {
+        c.create_user(&serde_json::from_value(json!({"username": format!("old{i}")})).unwrap())
+            .await
+            .unwrap();
+    }
+    integrate(&s).await;
+    let old_size = s.app().store.audit_tree_size().await.unwrap();
+    s.advance(std::time::Duration::from_secs(2 * 3600));
+    for i in 0..3 {
+        c.create_user(&serde_json::from_value(json!({"username": format!("new{i}")})).unwrap())
+            .await
+            .unwrap();
+    }
+    integrate(&s).await;
+
+    let pruned = s
+        .app()
+        .audit
+        .prune(std::time::Duration::from_secs(3600), u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned,
+        Some(old_size),
+        "cut exactly at the checkpoint before the first record to keep"
+    );
+    integrate(&s).await; // the prune's own audit record
+    let leaves = s.app().store.list_leaves(0, 100).await.unwrap();
+    assert_eq!(leaves.first().unwrap().leaf_index, old_size);
+    let o = sigil(&s, &["audit", "search", "--output", "json", "--type", "user.created"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(rows.len(), 3, "only the records inside the retention window remain");
+
+    let o = sigil(&s, &["audit", "verify"]).await;
+    assert_eq!(o.code, 0, "the remaining log verifies online: {}", o.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let keys = dir.path().join("jwks.json");
+    assert_eq!(
+        sigil(&s, &["audit", "export", "--file", export.to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    std::fs::write(&keys, sigil(&s, &["keys", "jwks"]).await.stdout).unwrap();
+    let run = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args([
+                "audit",
+                "verify",
+                "--file",
+                path.to_str().unwrap(),
+                "--public-key",
+                keys.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&export).status.code(), Some(0), "and offline");
+    // A forged base (the pruned prefix) is caught by the checkpoint that vouches for it.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let base_line = text.lines().find(|l| l.contains("\"type\":\"base\"")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(base_line).unwrap();
+    v["frontier"][0]["hash"] = json!("00".repeat(32));
+    let forged = text.replace(base_line, &v.to_string());
+    let path = dir.path().join("forged.jsonl");
+    std::fs::write(&path, forged).unwrap();
+    let out = run(&path);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pruned prefix"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -83,6 +83,35 @@ async fn two_replicas_share_one_state() {
     }
     assert_eq!(ok, 20, "each of the 20 names is created exactly once across replicas");
 
+    // Both replicas wrote audit records concurrently and both run an integrator: the lease lets
+    // one at a time extend the tree, and the whole log verifies from either replica.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.app().store.pending_audit(1).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "records were not integrated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total = a.app().store.list_audit(0, 100_000).await.unwrap().len() as u64;
+    assert_eq!(
+        a.app().store.audit_tree_size().await.unwrap(),
+        total,
+        "every record has exactly one leaf"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["audit", "verify"])
+        .env("SIGIL_URL", &b.url)
+        .env(
+            "SIGIL_ADMIN_TOKEN",
+            if a.admin_token.is_empty() {
+                &b.admin_token
+            } else {
+                &a.admin_token
+            },
+        )
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
     let next = ca.rotate_key(&Default::default()).await.unwrap();
     let deadline = Instant::now() + Duration::from_millis(1500);
     loop {

@@ -116,6 +116,11 @@ impl AuditLog {
         }
     }
 
+    /// This process's lease holder id (unique per process).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
     /// Integrates up to one batch of pending records. Returns how many were integrated (0 when
     /// nothing was pending or another replica holds the lease).
     pub async fn integrate_once(&self, keys: &KeyManager) -> Result<usize, AuditError> {
@@ -244,6 +249,67 @@ impl AuditLog {
         let nodes = self.store.audit_nodes(&coords).await?;
         merkle::consistency_proof(&nodes, first, second)
             .ok_or_else(|| AuditError::Inconsistent("missing tree nodes".into()))
+    }
+
+    /// Retention: deletes records older than `retain`, but only up to a checkpointed tree size,
+    /// so the records that remain still verify against a signed tree head. Only the integrator
+    /// (lease holder) prunes. Returns the new first leaf, if anything was pruned.
+    /// `not_beyond` holds pruning below records not yet delivered to every SIEM sink.
+    pub async fn prune(&self, retain: Duration, not_beyond: u64) -> Result<Option<u64>, AuditError> {
+        let now = self.clock.now();
+        let cutoff = sigil_types::Timestamp::from_unix_micros(
+            now.unix_micros()
+                .saturating_sub(i64::try_from(retain.as_micros()).unwrap_or(i64::MAX)),
+        );
+        let Some(point) = self.store.audit_prune_point(cutoff).await? else {
+            return Ok(None);
+        };
+        if point > not_beyond || point <= self.store.audit_base().await? {
+            return Ok(None);
+        }
+        let lease = LeaseClaim {
+            name: LEASE.into(),
+            holder: self.holder.clone(),
+            now,
+            until: now.plus(LEASE_TTL),
+        };
+        let record = super::AuditRecord::new(
+            now,
+            super::EventType::AuditPruned,
+            &crate::model::Principal::system(),
+            None,
+        )
+        .detail("before_leaf", point)
+        .detail("cutoff", cutoff.to_rfc3339());
+        match self
+            .store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::PruneAudit { lease, before: point })
+                    .audit(record),
+            )
+            .await
+        {
+            Ok(()) => Ok(Some(point)),
+            Err(StoreError::Stale { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The first stored leaf and the frontier nodes of the tree below it: what a verifier needs to
+    /// check the remaining records after a prune.
+    pub async fn base(&self) -> Result<(u64, Vec<(u32, u64, Hash)>), AuditError> {
+        let base = self.store.audit_base().await?;
+        let coords = Frontier::coordinates(base);
+        let nodes = self.store.audit_nodes(&coords).await?;
+        let mut out = Vec::new();
+        for (l, i) in coords {
+            let h = nodes
+                .get(&(l, i))
+                .ok_or_else(|| AuditError::Inconsistent(format!("missing node {l}/{i}")))?;
+            out.push((l, i, *h));
+        }
+        Ok((base, out))
     }
 
     /// The root of the first `size` leaves, from stored nodes.

@@ -50,6 +50,7 @@ event_types! {
     KeyRemoved => "key.removed",
     AdminCredentialCreated => "admin.credential_created",
     AdminAuthFailed => "admin.auth_failed",
+    AuditPruned => "audit.pruned",
 }
 
 impl Serialize for EventType {

@@ -24,6 +24,12 @@ pub enum ExportLine {
         issuer: String,
         exported_at: String,
     },
+    /// After retention pruned the records below `tree_size`: the frontier of that prefix, which a
+    /// signed checkpoint at exactly `tree_size` must vouch for.
+    Base {
+        tree_size: u64,
+        frontier: Vec<BaseNode>,
+    },
     Checkpoint {
         tree_size: u64,
         jws: String,
@@ -33,6 +39,15 @@ pub enum ExportLine {
         leaf_hash: String,
         body: String,
     },
+}
+
+/// A perfect subtree hash: level, index, hex hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseNode {
+    pub level: u32,
+    pub index: u64,
+    pub hash: String,
 }
 
 /// What a successful verification covered.
@@ -90,10 +105,10 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
         ));
     }
 
-    let mut frontier = Frontier::default();
-    let mut next_checkpoint = checkpoints.iter().peekable();
-    let mut last_verified = 0u64;
-    for (expected, (index, stored_hash, body)) in (0u64..).zip(records.iter().copied()) {
+    let (mut frontier, start) = base(lines, &checkpoints)?;
+    let mut next_checkpoint = checkpoints.iter().filter(|(size, _)| *size > start).peekable();
+    let mut last_verified = start;
+    for (expected, (index, stored_hash, body)) in (start..).zip(records.iter().copied()) {
         if index > expected {
             let later = records.iter().any(|(i, _, _)| *i == expected);
             let message = if later {
@@ -162,11 +177,54 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
         ));
     }
     Ok(Report {
-        records: frontier.size,
+        records: frontier.size - start,
         checkpoints: checkpoints.len() as u64,
         verified_size: last_verified,
         unsigned_tail: frontier.size - last_verified,
     })
+}
+
+/// The tree the records continue: empty, or the pruned prefix vouched for by a checkpoint.
+fn base(lines: &[ExportLine], checkpoints: &[(u64, [u8; 32])]) -> Result<(Frontier, u64), Tampered> {
+    let Some((size, nodes)) = lines.iter().find_map(|l| match l {
+        ExportLine::Base { tree_size, frontier } if *tree_size > 0 => Some((*tree_size, frontier)),
+        _ => None,
+    }) else {
+        return Ok((Frontier::default(), 0));
+    };
+    let mut map = std::collections::HashMap::new();
+    for n in nodes {
+        let h: [u8; 32] =
+            unhex(&n.hash).ok_or_else(|| tampered(Some(size), "the base of the log has a malformed hash".into()))?;
+        map.insert((n.level, n.index), h);
+    }
+    let frontier = Frontier::load(size, &map).ok_or_else(|| {
+        tampered(
+            Some(size),
+            format!("the base of the log (records before {size} were pruned) is incomplete"),
+        )
+    })?;
+    match checkpoints.iter().find(|(s, _)| *s == size) {
+        Some((_, root)) if *root == frontier.root() => Ok((frontier, size)),
+        Some(_) => Err(tampered(
+            Some(size),
+            format!("the pruned prefix (leaves 0..{size}) does not match the signed checkpoint at tree size {size}"),
+        )),
+        None => Err(tampered(
+            Some(size),
+            format!("records before {size} were pruned but no signed checkpoint at tree size {size} vouches for them"),
+        )),
+    }
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let v: Option<Vec<u8>> = (0..32)
+        .map(|i| s.get(2 * i..2 * i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect();
+    v?.try_into().ok()
 }
 
 /// Verifies a checkpoint's signature and claims; returns its root hash.

@@ -138,6 +138,17 @@ pub async fn leaves(axum::extract::State(app): State, Admin(_): Admin, RawQuery(
     Ok(Json(ListResponse { items, next_cursor }).into_response())
 }
 
+/// `GET /admin/v1/audit/base`: where the stored log starts after retention.
+pub async fn base(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+    let (size, nodes) = app.audit.base().await?;
+    let frontier = nodes.iter().map(|(l, i, h)| (*l, *i, hex(h))).collect();
+    Ok(Json(sigil_proto::admin::AuditBaseView {
+        tree_size: size,
+        frontier,
+    })
+    .into_response())
+}
+
 /// `GET /admin/v1/audit/checkpoint`: the latest signed tree head.
 pub async fn latest_checkpoint(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
     match app.store.latest_checkpoint().await? {

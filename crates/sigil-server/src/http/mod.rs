@@ -67,6 +67,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/keys/rotate", post(admin_keys::rotate))
         .route("/audit/records", get(admin_audit::search))
         .route("/audit/leaves", get(admin_audit::leaves))
+        .route("/audit/base", get(admin_audit::base))
         .route("/audit/checkpoint", get(admin_audit::latest_checkpoint))
         .route("/audit/checkpoints", get(admin_audit::checkpoints))
         .route("/audit/proof/inclusion", get(admin_audit::inclusion))
