@@ -1,6 +1,7 @@
 //! `sigil-load`: the benchmark harness. It starts real `sigil serve` processes, drives them over
 //! HTTP with keep-alive connections, and prints a Markdown table for docs/benchmarks.md.
 
+mod audit;
 mod http;
 mod proc;
 
@@ -37,9 +38,21 @@ enum Cmd {
         #[arg(long)]
         no_postgres: bool,
     },
+    /// The audit write path, in process: durable records/s with group commit and against a
+    /// one-fsync-per-record baseline, on SQLite and PostgreSQL; commit latency with and without
+    /// an audit record.
+    Audit {
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Concurrent producers (each commits one record at a time, like a request).
+        #[arg(long, default_value_t = 256)]
+        producers: usize,
+        #[arg(long)]
+        no_postgres: bool,
+    },
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), String> {
     match Args::parse().cmd {
         Cmd::Foundation {
@@ -57,6 +70,15 @@ async fn main() -> Result<(), String> {
                 no_postgres,
             )
             .await
+        }
+        Cmd::Audit {
+            duration,
+            producers,
+            no_postgres,
+        } => {
+            let rows = audit::bench(Duration::from_secs(duration), producers, no_postgres).await?;
+            print_table(rows);
+            Ok(())
         }
     }
 }
@@ -137,12 +159,16 @@ async fn foundation(
         }
     }
 
+    print_table(rows);
+    Ok(())
+}
+
+fn print_table(rows: Vec<(String, String)>) {
     println!("| measurement | result |");
     println!("|---|---|");
     for (k, v) in rows {
         println!("| {k} | {v} |");
     }
-    Ok(())
 }
 
 fn median(v: &mut [Duration]) -> Duration {

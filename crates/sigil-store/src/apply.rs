@@ -83,11 +83,17 @@ const fn deleting(op: Op) -> Op {
 
 /// Applies every change and then every audit record of `cs`.
 pub async fn apply(conn: &mut AnyConnection, cs: &ChangeSet) -> R {
-    for c in &cs.changes {
-        apply_one(conn, c).await?;
-    }
+    apply_changes(conn, cs).await?;
     for rec in &cs.audit {
         insert_audit(conn, rec).await?;
+    }
+    Ok(())
+}
+
+/// Applies the entity changes of `cs` only (the caller inserts its audit records).
+pub async fn apply_changes(conn: &mut AnyConnection, cs: &ChangeSet) -> R {
+    for c in &cs.changes {
+        apply_one(conn, c).await?;
     }
     Ok(())
 }
@@ -432,6 +438,32 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
             CHECKPOINT,
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Inserts many audit records with multi-row statements (the group committer's fast path for
+/// change sets that are only audit records).
+pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord]) -> R {
+    const ROWS: usize = 100;
+    for chunk in records.chunks(ROWS) {
+        let mut q = Sql::new(
+            "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti) VALUES ",
+        );
+        for (n, rec) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "(" } else { ", (" });
+            q.bind(rec.time.unix_micros()).push(", ");
+            q.bind(rec.event_type.as_str()).push(", ");
+            q.bind(rec.outcome.as_str()).push(", ");
+            q.bind(rec.request_id.clone()).push(", ");
+            q.bind(rec.subject.clone()).push(", ");
+            q.bind(rec.actors.first().cloned()).push(", ");
+            q.bind(rec.client_id.clone()).push(", ");
+            q.bind(rec.target.as_ref().and_then(|t| t.id.clone())).push(", ");
+            q.bind(rec.canonical_json()).push(", ");
+            q.bind(rec.auth.as_ref().and_then(|a| a.jti.clone())).push(")");
+        }
+        q.query().execute(&mut *conn).await.map_err(|e| map(e, AUDIT))?;
     }
     Ok(())
 }

@@ -71,6 +71,9 @@ pub struct StoreOptions {
     pub migrate: bool,
     /// How long to wait for a connection before answering "unavailable".
     pub acquire_timeout: Duration,
+    /// Most change sets committed in one transaction (1 = one fsync per change set: the
+    /// baseline the benchmark compares group commit against).
+    pub max_batch: usize,
 }
 
 impl Default for StoreOptions {
@@ -78,6 +81,7 @@ impl Default for StoreOptions {
         Self {
             migrate: true,
             acquire_timeout: Duration::from_secs(5),
+            max_batch: writer::MAX_BATCH,
         }
     }
 }
@@ -108,7 +112,7 @@ impl SqlStore {
             migrate::check_current(&pool, backend).await?;
         }
         let write_pool = pool_sized(&url, d.writers, opts).await?;
-        let writer = Arc::new(writer::Writer::start(write_pool, backend));
+        let writer = Arc::new(writer::Writer::start(write_pool, backend, opts.max_batch));
         Ok(Self { pool, backend, writer })
     }
 

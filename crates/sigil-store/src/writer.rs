@@ -18,7 +18,7 @@ use crate::dialect::Backend;
 
 /// Most change sets in one transaction: large enough to amortise the fsync, small enough that
 /// one batch's latency stays low.
-const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 512;
 const QUEUE: usize = 16_384;
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -35,12 +35,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(pool: AnyPool, backend: Backend) -> Self {
+    pub fn start(pool: AnyPool, backend: Backend, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let d = backend.dialect();
         let tasks = (0..d.writers)
-            .map(|_| tokio::spawn(run(pool.clone(), Arc::clone(&rx), d.begin_write)))
+            .map(|_| tokio::spawn(run(pool.clone(), Arc::clone(&rx), d.begin_write, max_batch.max(1))))
             .collect();
         Self {
             tx: Mutex::new(Some(tx)),
@@ -75,13 +75,13 @@ impl Writer {
     }
 }
 
-async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, begin: &'static str) {
+async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, begin: &'static str, max_batch: usize) {
     loop {
         let batch = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < max_batch {
                 match rx.try_recv() {
                     Ok(j) => batch.push(j),
                     Err(_) => break,
@@ -116,8 +116,64 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, begin: &'static str) {
     }
 }
 
-/// Runs the batch; `Err` means the transaction as a whole failed and nothing was committed.
+/// Runs the batch: first the fast path; if any statement of it fails, the whole attempt is rolled
+/// back and the batch runs again with every change set (changes and audit records together) in
+/// its own savepoint, so one bad change set only fails itself.
 async fn run_transaction(
+    conn: &mut AnyConnection,
+    jobs: &[ChangeSet],
+    begin: &'static str,
+) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    if jobs.len() > 1 {
+        match fast_path(conn, jobs, begin).await {
+            Ok(Some(results)) => return Ok(results),
+            Ok(None) => {} // an audit insert failed: isolate it below
+            Err(e) => return Err(e),
+        }
+    }
+    isolated(conn, jobs, begin).await
+}
+
+/// Each change set's entity changes in a savepoint; then the audit records of every change set
+/// that succeeded, in multi-row inserts, in the same transaction (so a change still lands only
+/// with its record). `Ok(None)` if the audit insert failed (nothing committed).
+async fn fast_path(
+    conn: &mut AnyConnection,
+    jobs: &[ChangeSet],
+    begin: &'static str,
+) -> Result<Option<Vec<Result<(), StoreError>>>, sqlx::Error> {
+    let mut tx = conn.begin_with(begin).await?;
+    let mut results = Vec::with_capacity(jobs.len());
+    let mut records: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
+    for job in jobs {
+        if job.changes.is_empty() {
+            records.extend(job.audit.iter());
+            results.push(Ok(()));
+            continue;
+        }
+        tx.execute("SAVEPOINT cs").await?;
+        match crate::apply::apply_changes(&mut tx, job).await {
+            Ok(()) => {
+                tx.execute("RELEASE SAVEPOINT cs").await?;
+                records.extend(job.audit.iter());
+                results.push(Ok(()));
+            }
+            Err(e) => {
+                tx.execute("ROLLBACK TO SAVEPOINT cs").await?;
+                tx.execute("RELEASE SAVEPOINT cs").await?;
+                results.push(Err(e));
+            }
+        }
+    }
+    if crate::apply::insert_audit_many(&mut tx, &records).await.is_err() {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(results))
+}
+
+/// Every change set in its own savepoint; `Err` means the transaction as a whole failed.
+async fn isolated(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],
     begin: &'static str,

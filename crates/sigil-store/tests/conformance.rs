@@ -566,6 +566,28 @@ async fn failed_audit_write_rolls_back_the_change(db: Db) {
         None,
         "the change must not survive its audit record"
     );
+    // The same under load: batched change sets take the group committer's fast path, whose
+    // audit insert fails for the whole batch; each change set must still fail on its own.
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let store = Arc::clone(&db.store);
+        tasks.push(tokio::spawn(async move {
+            let u = user(&format!("load{n}"), &[]);
+            let r = store
+                .commit(
+                    ChangeSet::new()
+                        .change(Change::InsertUser(u.clone()))
+                        .audit(audit(EventType::UserCreated)),
+                )
+                .await;
+            (u, r)
+        }));
+    }
+    for t in tasks {
+        let (u, r) = t.await.unwrap();
+        assert!(r.is_err());
+        assert_eq!(db.store.get_user(&UserRef::Id(u.id)).await.unwrap(), None);
+    }
 }
 
 async fn group_commit_isolates_failures(db: Db) {
