@@ -266,13 +266,76 @@ impl Client {
     }
 }
 
+impl Client {
+    // OAuth clients and tokens
+
+    pub async fn create_client(
+        &self,
+        req: &sigil_proto::admin::CreateClient,
+    ) -> Result<sigil_proto::admin::ClientView, ClientError> {
+        self.call(Method::POST, "/admin/v1/clients", Some(req)).await
+    }
+    pub async fn list_clients(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<ListResponse<sigil_proto::admin::ClientView>, ClientError> {
+        self.get(&format!("/admin/v1/clients{}", qs(query))).await
+    }
+    pub async fn get_client(&self, id: &str) -> Result<sigil_proto::admin::ClientView, ClientError> {
+        self.get(&format!("/admin/v1/clients/{}", enc(id))).await
+    }
+    pub async fn delete_client(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/admin/v1/clients/{}", enc(id)), None::<&()>)
+            .await
+    }
+    pub async fn revoke_token(&self, token: &str) -> Result<(), ClientError> {
+        let req = sigil_proto::admin::TokenRequest {
+            token: token.to_owned(),
+        };
+        self.call(Method::POST, "/admin/v1/tokens/revoke", Some(&req)).await
+    }
+    pub async fn introspect_token(&self, token: &str) -> Result<serde_json::Value, ClientError> {
+        let req = sigil_proto::admin::TokenRequest {
+            token: token.to_owned(),
+        };
+        self.call(Method::POST, "/admin/v1/tokens/introspect", Some(&req)).await
+    }
+    /// RFC 8414 metadata (no credential needed).
+    pub async fn metadata(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/.well-known/oauth-authorization-server").await
+    }
+    /// A form POST to an OAuth endpoint, as an agent would send it. Returns status and JSON body.
+    pub async fn oauth_form(
+        &self,
+        url: &str,
+        form: &[(&str, String)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let mut req = self.http.post(url).form(form);
+        if let Some((id, secret)) = basic {
+            let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+            req = req.basic_auth(enc(id), Some(enc(secret)));
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Transport {
+            url: url.into(),
+            message: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+}
+
 fn qs(pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
-    let mut s = url::form_urlencoded::Serializer::new(String::from("?"));
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         s.append_pair(k, v);
     }
-    s.finish()
+    format!("?{}", s.finish())
 }

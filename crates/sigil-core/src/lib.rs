@@ -5,6 +5,7 @@ pub mod admin_auth;
 pub mod audit;
 pub mod keys;
 pub mod model;
+pub mod oauth;
 pub mod ports;
 pub mod registry;
 pub mod store;

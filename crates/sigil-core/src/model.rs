@@ -91,6 +91,9 @@ pub struct Identity {
     pub expires_at: Option<Timestamp>,
     pub ceiling: Ceiling,
     pub last_used_at: Option<Timestamp>,
+    /// Tokens issued before this time are dead: set when the identity is suspended, revoked or
+    /// decommissioned, so resuming it does not bring old tokens back.
+    pub tokens_not_before: Option<Timestamp>,
     pub meta: Meta,
 }
 

@@ -13,6 +13,7 @@ use crate::keys::StoredKey;
 use crate::model::{
     Identity, IdentityQuery, IdentityRef, Page, Resource, ResourceQuery, ResourceRef, User, UserQuery, UserRef,
 };
+use crate::oauth::OAuthClient;
 
 /// Storage failures, by what the caller can do about them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +97,23 @@ pub enum Change {
     PruneAudit {
         lease: LeaseClaim,
         before: u64,
+    },
+    InsertClient(OAuthClient),
+    DeleteClient {
+        client_id: String,
+        expected_version: i64,
+    },
+    /// Marks a client assertion's `jti` used; `Duplicate` if it already was (replay).
+    RecordAssertion {
+        client_id: String,
+        jti: String,
+        expires_at: i64,
+    },
+    /// Revokes an access token by its `jti` until it would have expired anyway.
+    RevokeToken {
+        jti: String,
+        expires_at: i64,
+        revoked_at: sigil_types::Timestamp,
     },
     /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
     SetSinkPosition {
@@ -209,10 +227,21 @@ pub trait AuditStore: Send + Sync {
     async fn audit_prune_point(&self, cutoff: sigil_types::Timestamp) -> StoreResult<Option<u64>>;
 }
 
+#[async_trait]
+pub trait OAuthStore: Send + Sync {
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<OAuthClient>>;
+    async fn list_clients(
+        &self,
+        identity: Option<&IdentityId>,
+        page: &crate::model::PageRequest,
+    ) -> StoreResult<Page<OAuthClient>>;
+    async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool>;
+}
+
 /// Everything Sigil stores. Both backends (SQLite, PostgreSQL) pass one conformance suite.
 #[async_trait]
 pub trait Store:
-    UserStore + IdentityStore + ResourceStore + KeyStore + AdminStore + AuditStore + std::fmt::Debug
+    UserStore + IdentityStore + ResourceStore + KeyStore + AdminStore + AuditStore + OAuthStore + std::fmt::Debug
 {
     /// Applies `changes` and appends `audit`, atomically and durably: when this returns `Ok` the
     /// write survives a crash; when it returns `Err` nothing of it was applied.

@@ -3,6 +3,7 @@
 //! Private keys never leave this crate as bytes except sealed under the master key: callers hold a
 //! [`SigningKey`] and ask it to sign.
 
+mod client_jwk;
 mod envelope;
 mod error;
 mod jwk;
@@ -10,6 +11,7 @@ mod jws;
 mod keyed_hash;
 mod signing;
 
+pub use client_jwk::{ClientAlg, JwkError, PublicJwk, PublicJwks};
 pub use envelope::{MasterKey, SealedBlob};
 pub use error::CryptoError;
 pub use jwk::{Jwk, Jwks};

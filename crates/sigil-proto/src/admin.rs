@@ -269,3 +269,45 @@ pub struct AuditBaseView {
     /// The frontier of the pruned prefix: (level, index, hex hash) of its perfect subtrees.
     pub frontier: Vec<(u32, u64, String)>,
 }
+
+/// Body of `POST /admin/v1/clients`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    /// The agent or workload (name or id) the client belongs to.
+    pub identity: String,
+    /// `private_key_jwt`, `client_secret_basic` or `client_secret_post` (RFC 7591 names).
+    pub token_endpoint_auth_method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// RFC 9449 §5.2 name: every token of this client must be DPoP-bound.
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientView {
+    pub client_id: String,
+    pub identity: String,
+    pub token_endpoint_auth_method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    pub dpop_bound_access_tokens: bool,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// Only in the response that created the client: shown once, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+/// Body of `POST /admin/v1/tokens/revoke` and `/introspect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub token: String,
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sigil_core::admin_auth::AdminAuth;
 use sigil_core::audit::AuditLog;
 use sigil_core::keys::{KeyManager, KeyPolicy};
+use sigil_core::oauth::{OAuthConfig, OAuthService};
 use sigil_core::registry::Registry;
 use sigil_core::store::Store;
 use sigil_core::{Clock, Rng};
@@ -21,9 +22,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub registry: Registry,
-    pub keys: KeyManager,
+    pub keys: Arc<KeyManager>,
     pub admin: AdminAuth,
     pub audit: AuditLog,
+    pub oauth: OAuthService,
 }
 
 impl App {
@@ -45,7 +47,27 @@ impl App {
             publish_ahead: config.publish_ahead,
             retire_after: config.retire_after,
         };
-        let keys = KeyManager::new(Arc::clone(&master), Arc::clone(&store), Arc::clone(&clock), policy);
+        let keys = Arc::new(KeyManager::new(
+            Arc::clone(&master),
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            policy,
+        ));
+        let oauth = OAuthService::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&rng),
+            Arc::clone(&keys),
+            Arc::new(crate::jwks_fetch::HttpJwksFetcher::new()),
+            &master,
+            OAuthConfig {
+                issuer: issuer.clone(),
+                token_endpoint: format!("{issuer}/token"),
+                introspection_endpoint: format!("{issuer}/introspect"),
+                revocation_endpoint: format!("{issuer}/revoke"),
+                access_token_ttl: config.access_token_ttl,
+            },
+        );
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
         let audit = AuditLog::new(Arc::clone(&store), Arc::clone(&clock), rng.as_ref(), issuer.clone());
         let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
@@ -58,6 +80,7 @@ impl App {
             keys,
             admin,
             audit,
+            oauth,
         }
     }
 }

@@ -45,6 +45,15 @@ pub struct FileConfig {
     pub limits: Option<LimitsFile>,
     #[serde(default)]
     pub audit: Option<AuditFile>,
+    #[serde(default)]
+    pub oauth: Option<OAuthFile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthFile {
+    /// Lifetime of access tokens (default 5m, at most 1h).
+    pub access_token_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -166,6 +175,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub audit_sinks: Vec<SinkConfig>,
     pub audit_retain: Option<Duration>,
+    pub access_token_ttl: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -272,7 +282,23 @@ impl Config {
         if names.windows(2).any(|w| w.first() == w.get(1)) {
             return Err(invalid("audit.sinks", "sink names must be unique"));
         }
+        let ttl = f
+            .oauth
+            .as_ref()
+            .and_then(|o| o.access_token_ttl.as_deref())
+            .unwrap_or("5m");
+        let access_token_ttl = parse_duration("oauth.access_token_ttl", ttl)?;
+        if access_token_ttl < Duration::from_secs(10) || access_token_ttl > Duration::from_secs(3600) {
+            return Err(invalid("oauth.access_token_ttl", "must be between 10s and 1h"));
+        }
+        if retire_after < access_token_ttl {
+            return Err(invalid(
+                "keys.retire_after",
+                "must be at least oauth.access_token_ttl: retired keys must outlive their tokens",
+            ));
+        }
         Ok(Self {
+            access_token_ttl,
             audit_sinks,
             audit_retain,
             listen,
@@ -310,6 +336,7 @@ impl Config {
             max_body_bytes: 64 * 1024,
             audit_sinks: Vec::new(),
             audit_retain: None,
+            access_token_ttl: Duration::from_secs(300),
         })
     }
 }
@@ -477,6 +504,9 @@ format = "text"          # or "json" (SIGIL_LOG_FORMAT)
 
 [limits]
 max_body_bytes = 65536   # request bodies above this get 413
+
+[oauth]
+access_token_ttl = "5m"  # lifetime of access tokens (10s to 1h)
 
 [audit]
 # retain = "365d"        # prune records older than this (only at a signed checkpoint); unset: keep all

@@ -5,6 +5,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod config;
 pub mod http;
+mod jwks_fetch;
 pub mod serve;
 mod sinks;
 pub mod telemetry;

@@ -46,6 +46,24 @@ const SETTING: Op = Op {
     is_delete: false,
     references: "setting",
 };
+const CLIENT: Op = Op {
+    entity: "client",
+    unique_fields: &["client_id"],
+    is_delete: false,
+    references: "identity",
+};
+const ASSERTION: Op = Op {
+    entity: "client assertion",
+    unique_fields: &["jti"],
+    is_delete: false,
+    references: "client",
+};
+const REVOKED: Op = Op {
+    entity: "revoked token",
+    unique_fields: &["jti"],
+    is_delete: false,
+    references: "token",
+};
 const LEASE: Op = Op {
     entity: "lease",
     unique_fields: &["name"],
@@ -138,7 +156,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             exec_versioned(conn, "DELETE FROM users WHERE id = $1 AND version = $2", vec![id.as_str().into(), (*expected_version).into()], deleting(USER)).await
         }
         Change::InsertIdentity(i) => {
-            exec(conn, "INSERT INTO identities (id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)", identity_values(i), IDENTITY).await?;
+            exec(conn, "INSERT INTO identities (id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)", identity_values(i), IDENTITY).await?;
             write_labels(conn, i).await
         }
         Change::UpdateIdentity { identity: i, expected_version } => {
@@ -146,7 +164,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             v.remove(0);
             v.push(i.id.as_str().into());
             v.push((*expected_version).into());
-            exec_versioned(conn, "UPDATE identities SET name = $1, kind = $2, description = $3, owner_id = $4, team = $5, labels_json = $6, status = $7, expires_at = $8, ceiling_json = $9, last_used_at = $10, created_at = $11, updated_at = $12, created_by = $13, updated_by = $14, version = $15 WHERE id = $16 AND version = $17", v, IDENTITY).await?;
+            exec_versioned(conn, "UPDATE identities SET name = $1, kind = $2, description = $3, owner_id = $4, team = $5, labels_json = $6, status = $7, expires_at = $8, ceiling_json = $9, last_used_at = $10, created_at = $11, updated_at = $12, created_by = $13, updated_by = $14, version = $15, tokens_not_before = $16 WHERE id = $17 AND version = $18", v, IDENTITY).await?;
             exec(conn, "DELETE FROM identity_labels WHERE identity_id = $1", vec![i.id.as_str().into()], IDENTITY).await?;
             write_labels(conn, i).await
         }
@@ -186,6 +204,44 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             exec(conn, "INSERT INTO admin_credentials (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)", vec![a.id.clone().into(), a.name.clone().into(), a.token_hash.clone().into(), a.created_at.unix_micros().into()], ADMIN).await.map(|_| ())
         }
         Change::AcquireLease(l) => acquire_lease(conn, l).await,
+        Change::InsertClient(c) => exec(
+            conn,
+            "INSERT INTO oauth_clients (client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            vec![
+                c.client_id.clone().into(),
+                c.identity_id.as_str().into(),
+                c.auth_method.as_str().into(),
+                c.jwks.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default()).into(),
+                c.jwks_uri.clone().into(),
+                c.secret_hash.clone().into(),
+                i64::from(c.dpop_required).into(),
+                c.created_at.unix_micros().into(),
+                c.created_by.clone().into(),
+                c.version.into(),
+            ],
+            CLIENT,
+        )
+        .await
+        .map(|_| ()),
+        Change::DeleteClient { client_id, expected_version } => {
+            exec_versioned(conn, "DELETE FROM oauth_clients WHERE client_id = $1 AND version = $2", vec![client_id.clone().into(), (*expected_version).into()], deleting(CLIENT)).await
+        }
+        Change::RecordAssertion { client_id, jti, expires_at } => exec(
+            conn,
+            "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)",
+            vec![client_id.clone().into(), jti.clone().into(), (*expires_at).into()],
+            ASSERTION,
+        )
+        .await
+        .map(|_| ()),
+        Change::RevokeToken { jti, expires_at, revoked_at } => exec(
+            conn,
+            "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+            vec![jti.clone().into(), (*expires_at).into(), revoked_at.unix_micros().into()],
+            REVOKED,
+        )
+        .await
+        .map(|_| ()),
         Change::IntegrateAudit(i) => integrate(conn, i).await,
         Change::PruneAudit { lease, before } => {
             fence(conn, lease).await?;
@@ -256,6 +312,7 @@ fn identity_values(i: &Identity) -> Vec<Value> {
         i.last_used_at.map(|t| t.unix_micros()).into(),
     ];
     v.extend(meta_values(&i.meta));
+    v.push(i.tokens_not_before.map(|t| t.unix_micros()).into());
     v
 }
 

@@ -44,6 +44,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "audit_log",
         sql: include_str!("../migrations/sqlite/0002_audit_log.sql"),
     },
+    Migration {
+        version: 3,
+        name: "oauth",
+        sql: include_str!("../migrations/sqlite/0003_oauth.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -56,6 +61,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "audit_log",
         sql: include_str!("../migrations/postgres/0002_audit_log.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "oauth",
+        sql: include_str!("../migrations/postgres/0003_oauth.sql"),
     },
 ];
 

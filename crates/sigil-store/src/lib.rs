@@ -251,6 +251,23 @@ impl AuditStore for SqlStore {
 }
 
 #[async_trait]
+impl sigil_core::store::OAuthStore for SqlStore {
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<sigil_core::oauth::OAuthClient>> {
+        read::get_client(&self.pool, client_id).await
+    }
+    async fn list_clients(
+        &self,
+        identity: Option<&IdentityId>,
+        page: &sigil_core::model::PageRequest,
+    ) -> StoreResult<Page<sigil_core::oauth::OAuthClient>> {
+        read::list_clients(&self.pool, identity, page).await
+    }
+    async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool> {
+        read::is_token_revoked(&self.pool, jti).await
+    }
+}
+
+#[async_trait]
 impl Store for SqlStore {
     async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
         self.writer.submit(changes).await

@@ -377,3 +377,44 @@ pub async fn audit_prune_point(pool: &AnyPool, cutoff: sigil_types::Timestamp) -
     let v: Option<i64> = row.try_get(0).map_err(|e| corrupt("prune point", e))?;
     Ok(v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0))
 }
+
+pub async fn get_client(pool: &AnyPool, client_id: &str) -> R<Option<sigil_core::oauth::OAuthClient>> {
+    let mut q = Sql::new(&format!(
+        "SELECT {} FROM oauth_clients WHERE client_id = ",
+        rows::CLIENT_COLS
+    ));
+    q.bind(client_id);
+    one(pool, q, rows::client).await
+}
+
+pub async fn list_clients(
+    pool: &AnyPool,
+    identity: Option<&IdentityId>,
+    page: &PageRequest,
+) -> R<Page<sigil_core::oauth::OAuthClient>> {
+    let mut q = Sql::new(&format!("SELECT {} FROM oauth_clients WHERE 1 = 1", rows::CLIENT_COLS));
+    if let Some(i) = identity {
+        q.push(" AND identity_id = ").bind(i.as_str());
+    }
+    if let Some(after) = &page.after {
+        q.push(" AND client_id > ").bind(after.as_str());
+    }
+    q.push(" ORDER BY client_id LIMIT ").bind(i64::from(page.limit) + 1);
+    let rows = q.query().fetch_all(pool).await.map_err(unavailable)?;
+    let mut items = rows.iter().map(rows::client).collect::<R<Vec<_>>>()?;
+    let next_cursor = if items.len() > page.limit as usize {
+        items.truncate(page.limit as usize);
+        items.last().map(|c| c.client_id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+pub async fn is_token_revoked(pool: &AnyPool, jti: &str) -> R<bool> {
+    let row = stmt("SELECT 1 AS one FROM revoked_tokens WHERE jti = $1", vec![jti.into()])
+        .fetch_optional(pool)
+        .await
+        .map_err(unavailable)?;
+    Ok(row.is_some())
+}

@@ -19,7 +19,7 @@ use crate::errors::corrupt;
 
 pub const USER_COLS: &str =
     "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version";
-pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version";
+pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before";
 pub const RESOURCE_COLS: &str =
     "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version";
 pub const KEY_COLS: &str =
@@ -91,6 +91,7 @@ pub fn identity(row: &AnyRow) -> Result<Identity, StoreError> {
         expires_at: opt_ts(row, "expires_at")?,
         ceiling: json::<Ceiling>(row, "ceiling_json")?,
         last_used_at: opt_ts(row, "last_used_at")?,
+        tokens_not_before: opt_ts(row, "tokens_not_before")?,
         meta: meta(row)?,
     })
 }
@@ -172,5 +173,26 @@ pub fn checkpoint(row: &AnyRow) -> Result<Checkpoint, StoreError> {
         time: ts(row, "time")?,
         kid: get(row, "kid")?,
         jws: get(row, "jws")?,
+    })
+}
+
+pub const CLIENT_COLS: &str = "client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version";
+
+pub fn client(row: &AnyRow) -> Result<sigil_core::oauth::OAuthClient, StoreError> {
+    let jwks: Option<String> = get(row, "jwks_json")?;
+    Ok(sigil_core::oauth::OAuthClient {
+        client_id: get(row, "client_id")?,
+        identity_id: parse("identity_id", IdentityId::parse(&get::<String>(row, "identity_id")?))?,
+        auth_method: parse(
+            "auth_method",
+            sigil_core::oauth::ClientAuthMethod::parse(&get::<String>(row, "auth_method")?),
+        )?,
+        jwks: jwks.map(|j| parse("jwks_json", serde_json::from_str(&j))).transpose()?,
+        jwks_uri: get(row, "jwks_uri")?,
+        secret_hash: get(row, "secret_hash")?,
+        dpop_required: get::<i64>(row, "dpop_required")? != 0,
+        created_at: ts(row, "created_at")?,
+        created_by: get(row, "created_by")?,
+        version: get(row, "version")?,
     })
 }

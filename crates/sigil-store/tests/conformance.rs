@@ -115,6 +115,7 @@ fn identity(name: &str, owner: &User, kind: IdentityKind, labels: &[(&str, &str)
             resources: None,
         },
         last_used_at: None,
+        tokens_not_before: None,
         meta: meta(),
     }
 }

@@ -66,6 +66,88 @@ pub enum Command {
     Audit(AuditCommand),
     /// Show who directed what, as a tree, for a request id, a token id (jti) or an agent.
     Trace { id: String },
+    /// OAuth clients of agents and workloads.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Get, inspect and revoke access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client for an identity: with public keys (private_key_jwt) or a generated secret.
+    Create {
+        /// The agent or workload (name or id).
+        #[arg(long)]
+        identity: String,
+        /// A JWK Set file with the client's public keys (private_key_jwt).
+        #[arg(long, group = "credential")]
+        jwks_file: Option<PathBuf>,
+        /// Where the client publishes its JWK Set (private_key_jwt).
+        #[arg(long, group = "credential")]
+        jwks_uri: Option<String>,
+        /// Generate a client secret (shown once) for client_secret_basic/post.
+        #[arg(long, group = "credential")]
+        secret: bool,
+        /// Require DPoP-bound tokens (RFC 9449).
+        #[arg(long)]
+        dpop_required: bool,
+    },
+    List {
+        #[arg(long)]
+        identity: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Show {
+        client_id: String,
+    },
+    Delete {
+        client_id: String,
+    },
+    /// Make a key pair for private_key_jwt: writes the private key (PKCS#8 PEM, 0600) and the
+    /// public JWK Set to register with `sigil client create --jwks-file`.
+    Keygen {
+        #[arg(long)]
+        private_key: PathBuf,
+        #[arg(long)]
+        jwks: PathBuf,
+        /// EdDSA (default) or ES256.
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Get an access token the way an agent does (client credentials grant). Prints the token.
+    Get {
+        #[arg(long)]
+        client_id: String,
+        /// The client's private key (PKCS#8 PEM) for private_key_jwt.
+        #[arg(long, group = "credential")]
+        key_file: Option<PathBuf>,
+        /// The client secret (client_secret_basic).
+        #[arg(long, group = "credential")]
+        secret: Option<String>,
+        /// The resource (RFC 8707) the token is for.
+        #[arg(long)]
+        resource: String,
+        /// A scope to ask for (repeat for several; default: all the client may have).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Revoke a token (administrator).
+    Revoke {
+        #[arg(value_name = "TOKEN")]
+        access_token: String,
+    },
+    /// Show whether a token is active, and its claims (administrator).
+    Introspect {
+        #[arg(value_name = "TOKEN")]
+        access_token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

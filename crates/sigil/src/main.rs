@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod cli;
+mod oauth;
 mod output;
 mod serve;
 
@@ -105,5 +106,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Keys(c) => admin::keys(&cli.global, c).await,
         Command::Audit(c) => audit::audit(&cli.global, c).await,
         Command::Trace { id } => audit::trace(&cli.global, &id).await,
+        Command::Client(c) => oauth::client(&cli.global, c).await,
+        Command::Token(c) => oauth::token(&cli.global, c).await,
     }
 }

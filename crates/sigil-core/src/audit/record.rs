@@ -51,6 +51,12 @@ event_types! {
     AdminCredentialCreated => "admin.credential_created",
     AdminAuthFailed => "admin.auth_failed",
     AuditPruned => "audit.pruned",
+    ClientCreated => "client.created",
+    ClientDeleted => "client.deleted",
+    TokenIssued => "token.issued",
+    TokenRefused => "token.refused",
+    TokenIntrospected => "token.introspected",
+    TokenRevoked => "token.revoked",
 }
 
 impl Serialize for EventType {

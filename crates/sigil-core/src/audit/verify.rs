@@ -106,49 +106,16 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
     }
 
     let (mut frontier, start) = base(lines, &checkpoints)?;
+    // Pass 1: every record on its own (order, content, hash), so the first altered record is
+    // named exactly wherever the per-record evidence allows it.
+    let mut hashes = Vec::with_capacity(records.len());
+    for (expected, (index, stored_hash, body)) in (start..).zip(records.iter().copied()) {
+        hashes.push(check_record(expected, index, stored_hash, body, &records)?);
+    }
+    // Pass 2: the tree, against every signed checkpoint.
     let mut next_checkpoint = checkpoints.iter().filter(|(size, _)| *size > start).peekable();
     let mut last_verified = start;
-    for (expected, (index, stored_hash, body)) in (start..).zip(records.iter().copied()) {
-        if index > expected {
-            let later = records.iter().any(|(i, _, _)| *i == expected);
-            let message = if later {
-                format!("records were reordered: record {expected} appears after record {index} (position {expected})")
-            } else {
-                format!("record {expected} was removed (the record in its place has leaf index {index})")
-            };
-            return Err(tampered(Some(expected), message));
-        }
-        if index < expected {
-            return Err(tampered(
-                Some(expected),
-                format!(
-                    "a record with leaf index {index} appears at position {expected}: records were reordered or inserted"
-                ),
-            ));
-        }
-        if serde_json::from_str::<AuditRecord>(body).is_err() {
-            return Err(tampered(
-                Some(index),
-                format!("record {index} was modified: it is no longer a valid audit record"),
-            ));
-        }
-        let h = leaf_hash_of(index, body);
-        if hex(&h) != stored_hash {
-            // A record hashed for the position before this one was pushed down by an insertion.
-            if index > 0 && hex(&leaf_hash_of(index - 1, body)) == stored_hash {
-                return Err(tampered(
-                    Some(index - 1),
-                    format!(
-                        "a record was inserted at position {}: the records after it were shifted",
-                        index - 1
-                    ),
-                ));
-            }
-            return Err(tampered(
-                Some(index),
-                format!("record {index} was modified: its content does not match its leaf hash"),
-            ));
-        }
+    for h in hashes {
         frontier.push(h);
         while let Some((size, root)) = next_checkpoint.peek() {
             if *size != frontier.size {
@@ -182,6 +149,57 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
         verified_size: last_verified,
         unsigned_tail: frontier.size - last_verified,
     })
+}
+
+/// Checks one record's place, content and leaf hash; returns its recomputed leaf hash.
+fn check_record(
+    expected: u64,
+    index: u64,
+    stored_hash: &str,
+    body: &str,
+    records: &[(u64, &str, &str)],
+) -> Result<[u8; 32], Tampered> {
+    if index > expected {
+        let later = records.iter().any(|(i, _, _)| *i == expected);
+        let message = if later {
+            format!("records were reordered: record {expected} appears after record {index} (position {expected})")
+        } else {
+            format!("record {expected} was removed (the record in its place has leaf index {index})")
+        };
+        return Err(tampered(Some(expected), message));
+    }
+    if index < expected {
+        return Err(tampered(
+            Some(expected),
+            format!(
+                "a record with leaf index {index} appears at position {expected}: records were reordered or inserted"
+            ),
+        ));
+    }
+    if serde_json::from_str::<AuditRecord>(body).is_err() {
+        return Err(tampered(
+            Some(index),
+            format!("record {index} was modified: it is no longer a valid audit record"),
+        ));
+    }
+    let h = leaf_hash_of(index, body);
+    if hex(&h) != stored_hash {
+        // A record hashed for the position before this one was pushed down by an insertion.
+        if index > 0 && hex(&leaf_hash_of(index - 1, body)) == stored_hash {
+            return Err(tampered(
+                Some(index - 1),
+                format!(
+                    "a record was inserted at position {}: the records after it were shifted",
+                    index - 1
+                ),
+            ));
+        }
+        return Err(tampered(
+            Some(index),
+            format!("record {index} was modified: its content does not match its leaf hash"),
+        ));
+    }
+    Ok(h)
 }
 
 /// The tree the records continue: empty, or the pruned prefix vouched for by a checkpoint.

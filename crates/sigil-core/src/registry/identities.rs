@@ -49,6 +49,7 @@ impl Registry {
             expires_at: req.expires_at,
             ceiling: req.ceiling,
             last_used_at: None,
+            tokens_not_before: None,
             meta: Meta::new(now, &ctx.principal),
         };
         let audit = self
@@ -178,6 +179,10 @@ impl Registry {
             }
             let mut new = old.clone();
             new.status = target;
+            if target != sigil_types::IdentityStatus::Active {
+                // Every token issued so far dies with this change, on every replica.
+                new.tokens_not_before = Some(now);
+            }
             new.meta = old.meta.touched(now, &ctx.principal);
             let mut audit = self
                 .identity_event(ctx, EventType::IdentityStatusChanged, &new)

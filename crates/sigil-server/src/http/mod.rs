@@ -1,6 +1,7 @@
 //! The HTTP adapter: routes, extractors, and the one table that turns errors into responses.
 
 mod admin_audit;
+mod admin_clients;
 mod admin_identities;
 mod admin_keys;
 mod admin_resources;
@@ -9,6 +10,7 @@ mod error;
 mod extract;
 mod health;
 mod middleware;
+mod oauth;
 mod query;
 
 use std::sync::Arc;
@@ -65,6 +67,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/keys", get(admin_keys::list))
         .route("/keys/rotate", post(admin_keys::rotate))
+        .route("/clients", get(admin_clients::list).post(admin_clients::create))
+        .route("/clients/{id}", get(admin_clients::show).delete(admin_clients::delete))
+        .route("/tokens/revoke", post(admin_clients::revoke))
+        .route("/tokens/introspect", post(admin_clients::introspect))
         .route("/audit/records", get(admin_audit::search))
         .route("/audit/leaves", get(admin_audit::leaves))
         .route("/audit/base", get(admin_audit::base))
@@ -80,6 +86,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/.well-known/jwks.json", get(health::jwks))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route("/.well-known/openid-configuration", get(oauth::metadata))
+        .route("/token", post(oauth::token))
+        .route("/introspect", post(oauth::introspect))
+        .route("/revoke", post(oauth::revoke))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -1,0 +1,225 @@
+//! Client authentication at the token, introspection and revocation endpoints.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use sigil_crypto::{ClientAlg, PublicJwks, b64url_decode};
+
+use super::client::{ClientAuthMethod, OAuthClient};
+use super::error::OAuthError;
+use crate::audit::AuthEvidence;
+
+/// RFC 7523 §2.2.
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Longest lifetime accepted for a client assertion ("exp required and short").
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
+/// Clock skew tolerated on `iat`/`nbf`.
+pub const SKEW_SECS: i64 = 60;
+
+/// What the request carried to authenticate the client, before checking any of it.
+#[derive(Default, Clone)]
+pub struct PresentedCredentials {
+    /// From `Authorization: Basic` (already form-url-decoded, RFC 6749 §2.3.1).
+    pub basic: Option<(String, String)>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub assertion_type: Option<String>,
+    pub assertion: Option<String>,
+}
+
+impl std::fmt::Debug for PresentedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedCredentials")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fetches a client's JWKS from its registered `jwks_uri` (an adapter does the HTTP).
+#[async_trait]
+pub trait JwksFetcher: Send + Sync + std::fmt::Debug {
+    async fn fetch(&self, uri: &str) -> Result<PublicJwks, String>;
+}
+
+/// A client that proved itself, with the evidence for the audit trail and, for an assertion, its
+/// `jti` and expiry, which the caller records as used in the same commit as the action.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub client: OAuthClient,
+    pub evidence: AuthEvidence,
+    pub assertion_jti: Option<(String, i64)>,
+}
+
+#[derive(Deserialize)]
+struct AssertionHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<serde_json::Value>,
+    exp: Option<i64>,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+    jti: Option<String>,
+}
+
+/// Which method the request used; more than one is an error (RFC 6749 §2.3).
+pub enum Method<'a> {
+    Basic(&'a str, &'a str),
+    Post(&'a str, &'a str),
+    Assertion(&'a str),
+}
+
+impl std::fmt::Debug for Method<'_> {
+    // Never print secrets or assertions.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic(id, _) => write!(f, "Basic({id}, …)"),
+            Self::Post(id, _) => write!(f, "Post({id}, …)"),
+            Self::Assertion(_) => f.write_str("Assertion(…)"),
+        }
+    }
+}
+
+pub fn method(p: &PresentedCredentials) -> Result<Method<'_>, OAuthError> {
+    let used =
+        usize::from(p.basic.is_some()) + usize::from(p.client_secret.is_some()) + usize::from(p.assertion.is_some());
+    if used > 1 {
+        return Err(OAuthError::invalid_request(
+            "more than one client authentication method was used",
+        ));
+    }
+    if let Some((id, secret)) = &p.basic {
+        if p.client_id.as_deref().is_some_and(|c| c != id) {
+            return Err(OAuthError::invalid_request(
+                "client_id does not match the Authorization header",
+            ));
+        }
+        return Ok(Method::Basic(id, secret));
+    }
+    if let Some(secret) = &p.client_secret {
+        let id = p
+            .client_id
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("client_secret without client_id"))?;
+        return Ok(Method::Post(id, secret));
+    }
+    if let Some(a) = &p.assertion {
+        if p.assertion_type.as_deref() != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
+        }
+        return Ok(Method::Assertion(a));
+    }
+    Err(OAuthError::invalid_client("client authentication is required"))
+}
+
+/// Reads the unverified `iss`/`sub` of an assertion to find which client it claims to be.
+pub fn assertion_client_id(assertion: &str) -> Result<String, OAuthError> {
+    let claims = decode_part::<AssertionClaims>(assertion, 1)?;
+    match (claims.iss, claims.sub) {
+        (Some(iss), Some(sub)) if iss == sub => Ok(iss),
+        _ => Err(OAuthError::invalid_client(
+            "the client assertion must have iss = sub = client_id",
+        )),
+    }
+}
+
+fn decode_part<T: serde::de::DeserializeOwned>(jwt: &str, index: usize) -> Result<T, OAuthError> {
+    let bad = || OAuthError::invalid_client("malformed client assertion");
+    if jwt.len() > 8192 || jwt.split('.').count() != 3 {
+        return Err(bad());
+    }
+    let part = jwt.split('.').nth(index).ok_or_else(bad)?;
+    serde_json::from_slice(&b64url_decode(part).map_err(|_| bad())?).map_err(|_| bad())
+}
+
+/// Verifies a `private_key_jwt` assertion (RFC 7523 §3) for `client`: signature with one of its
+/// keys, `iss` = `sub` = client id, `aud` naming us, a short `exp`, and a `jti` (whose single
+/// use the caller enforces by recording it).
+pub fn verify_assertion(
+    assertion: &str,
+    client: &OAuthClient,
+    keys: &PublicJwks,
+    audiences: &[&str],
+    now: i64,
+) -> Result<(AuthEvidence, (String, i64)), OAuthError> {
+    let header: AssertionHeader = decode_part(assertion, 0)?;
+    let alg = ClientAlg::parse(&header.alg).ok_or_else(|| {
+        OAuthError::invalid_client(format!(
+            "client assertion algorithm {:?} is not accepted; use one of {:?}",
+            header.alg,
+            ClientAlg::ALL
+        ))
+    })?;
+    let mut parts = assertion.rsplitn(2, '.');
+    let (Some(sig), Some(signing_input)) = (parts.next(), parts.next()) else {
+        return Err(OAuthError::invalid_client("malformed client assertion"));
+    };
+    let sig = b64url_decode(sig).map_err(|_| OAuthError::invalid_client("malformed client assertion"))?;
+    let candidates: Vec<_> = keys
+        .keys
+        .iter()
+        .filter(|k| header.kid.is_none() || k.kid == header.kid)
+        .filter(|k| k.supports(alg))
+        .collect();
+    if candidates.is_empty() {
+        return Err(OAuthError::invalid_client(
+            "no registered key of the client matches the assertion's kid and alg",
+        ));
+    }
+    let key = candidates
+        .into_iter()
+        .find(|k| k.verify(alg, signing_input.as_bytes(), &sig))
+        .ok_or_else(|| OAuthError::invalid_client("the client assertion's signature does not verify"))?;
+
+    let c: AssertionClaims = decode_part(assertion, 1)?;
+    if c.iss.as_deref() != Some(client.client_id.as_str()) || c.sub.as_deref() != Some(client.client_id.as_str()) {
+        return Err(OAuthError::invalid_client(
+            "the client assertion must have iss = sub = client_id",
+        ));
+    }
+    let aud_ok = match &c.aud {
+        Some(serde_json::Value::String(a)) => audiences.contains(&a.as_str()),
+        Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str().is_some_and(|a| audiences.contains(&a))),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(OAuthError::invalid_client(
+            "the client assertion's aud must be the issuer or the endpoint URL",
+        ));
+    }
+    let exp = c
+        .exp
+        .ok_or_else(|| OAuthError::invalid_client("the client assertion has no exp"))?;
+    if exp <= now {
+        return Err(OAuthError::invalid_client("the client assertion has expired"));
+    }
+    if exp > now + MAX_ASSERTION_LIFETIME_SECS + SKEW_SECS {
+        return Err(OAuthError::invalid_client(
+            "the client assertion's exp is too far in the future",
+        ));
+    }
+    if c.iat.is_some_and(|iat| iat > now + SKEW_SECS) || c.nbf.is_some_and(|nbf| nbf > now + SKEW_SECS) {
+        return Err(OAuthError::invalid_client("the client assertion is not valid yet"));
+    }
+    let jti = c
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or_else(|| OAuthError::invalid_client("the client assertion has no jti"))?;
+    let evidence = AuthEvidence {
+        method: ClientAuthMethod::PrivateKeyJwt.as_str().into(),
+        key_id: key.kid.clone().or_else(|| key.thumbprint().ok()),
+        jti: None,
+        issuer: None,
+        cert_fingerprint: None,
+    };
+    Ok((evidence, (jti, exp)))
+}

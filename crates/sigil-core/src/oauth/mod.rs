@@ -1,0 +1,14 @@
+//! The OAuth 2.1 authorization server for agents: clients bound to identities, client
+//! authentication (RFC 7523 `private_key_jwt`, `client_secret_basic`/`_post`), the
+//! `client_credentials` grant with resource indicators (RFC 8707), JWT access tokens (RFC 9068),
+//! introspection (RFC 7662) and revocation (RFC 7009). Errors are RFC 6749 §5.2 codes.
+
+pub mod client;
+pub mod client_auth;
+pub mod error;
+pub mod service;
+pub mod token;
+
+pub use client::{ClientAuthMethod, OAuthClient};
+pub use error::{ErrorCode, OAuthError};
+pub use service::{OAuthConfig, OAuthService};

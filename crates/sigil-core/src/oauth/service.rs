@@ -1,0 +1,586 @@
+//! The token service: client management, client authentication, the client credentials grant,
+//! introspection and revocation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sigil_crypto::{KeyedHasher, MasterKey, PublicJwks, constant_time_eq};
+use sigil_types::{IdentityStatus, ResourceUri, ScopeSet};
+use zeroize::Zeroizing;
+
+use super::client::{CLIENT_SECRET_PREFIX, ClientAuthMethod, OAuthClient};
+use super::client_auth::{self, Authenticated, JwksFetcher, Method, PresentedCredentials};
+use super::error::{ErrorCode, OAuthError};
+use super::token::{self, AccessClaims};
+use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome, Target};
+use crate::keys::KeyManager;
+use crate::model::{IdentityRef, Page, PageRequest, Principal, ResourceRef};
+use crate::registry::{Ctx, RegistryError};
+use crate::store::{Change, ChangeSet, Store, StoreError};
+use crate::{Clock, Rng};
+
+const SECRET_PURPOSE: &str = "sigil client secret hash v1";
+
+/// Endpoint URLs and lifetimes.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub introspection_endpoint: String,
+    pub revocation_endpoint: String,
+    pub access_token_ttl: Duration,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+/// An introspection response (RFC 7662 §2.2).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<IntrospectedClaims>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IntrospectedClaims {
+    pub scope: String,
+    pub client_id: String,
+    pub token_type: &'static str,
+    pub exp: i64,
+    pub iat: i64,
+    pub sub: String,
+    pub aud: String,
+    pub iss: String,
+    pub jti: String,
+}
+
+#[derive(Debug)]
+pub struct OAuthService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Rng>,
+    keys: Arc<KeyManager>,
+    fetcher: Arc<dyn JwksFetcher>,
+    hasher: KeyedHasher,
+    cfg: OAuthConfig,
+}
+
+impl OAuthService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn Rng>,
+        keys: Arc<KeyManager>,
+        fetcher: Arc<dyn JwksFetcher>,
+        master: &MasterKey,
+        cfg: OAuthConfig,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            rng,
+            keys,
+            fetcher,
+            hasher: KeyedHasher::new(master, SECRET_PURPOSE),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &OAuthConfig {
+        &self.cfg
+    }
+
+    // ---- clients (admin) ----
+
+    /// Registers a client for an identity. A secret client gets a generated secret, returned
+    /// once; a key client must give its JWKS or JWKS URI.
+    pub async fn create_client(
+        &self,
+        ctx: &Ctx,
+        identity: &IdentityRef,
+        method: ClientAuthMethod,
+        jwks: Option<PublicJwks>,
+        jwks_uri: Option<String>,
+        dpop_required: bool,
+    ) -> Result<(OAuthClient, Option<Zeroizing<String>>), RegistryError> {
+        let identity = self
+            .store
+            .get_identity(identity)
+            .await?
+            .ok_or_else(|| RegistryError::invalid("identity", format!("identity {identity} does not exist")))?;
+        let (secret, secret_hash) = if method.uses_secret() {
+            if jwks.is_some() || jwks_uri.is_some() {
+                return Err(RegistryError::invalid("jwks", "a secret client has no keys"));
+            }
+            let s = sigil_crypto::random_token(CLIENT_SECRET_PREFIX)
+                .map_err(|e| RegistryError::Store(StoreError::Unavailable(e.to_string())))?;
+            let h = self.hasher.hash_hex(s.as_bytes());
+            (Some(s), Some(h))
+        } else {
+            match (&jwks, &jwks_uri) {
+                (Some(set), None) => {
+                    if set.keys.is_empty() || set.keys.len() > 20 {
+                        return Err(RegistryError::invalid("jwks", "give 1 to 20 public keys"));
+                    }
+                    for k in &set.keys {
+                        k.check().map_err(|e| RegistryError::invalid("jwks", e.to_string()))?;
+                    }
+                }
+                (None, Some(uri)) => {
+                    let u = url::Url::parse(uri).map_err(|e| RegistryError::invalid("jwks_uri", e.to_string()))?;
+                    if u.scheme() != "https" && !matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
+                        return Err(RegistryError::invalid("jwks_uri", "must be https"));
+                    }
+                }
+                _ => {
+                    return Err(RegistryError::invalid(
+                        "jwks",
+                        "private_key_jwt needs exactly one of jwks or jwks_uri",
+                    ));
+                }
+            }
+            (None, None)
+        };
+        let now = self.clock.now();
+        let client_id = format!(
+            "cli_{}",
+            sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.rng.bytes10())
+        );
+        let client = OAuthClient {
+            client_id: client_id.clone(),
+            identity_id: identity.id.clone(),
+            auth_method: method,
+            jwks,
+            jwks_uri,
+            secret_hash,
+            dpop_required,
+            created_at: now,
+            created_by: ctx.principal.as_str().to_owned(),
+            version: 1,
+        };
+        let audit = AuditRecord::new(now, EventType::ClientCreated, &ctx.principal, ctx.request_id.as_deref())
+            .target("client", &client_id, identity.name.as_str())
+            .detail("identity", identity.id.as_str())
+            .detail("token_endpoint_auth_method", method.as_str());
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertClient(client.clone()))
+                    .audit(audit),
+            )
+            .await?;
+        Ok((client, secret))
+    }
+
+    pub async fn get_client(&self, client_id: &str) -> Result<OAuthClient, RegistryError> {
+        self.store
+            .get_client(client_id)
+            .await?
+            .ok_or_else(|| RegistryError::not_found("client", client_id))
+    }
+
+    pub async fn list_clients(
+        &self,
+        identity: Option<&IdentityRef>,
+        page: PageRequest,
+    ) -> Result<Page<OAuthClient>, RegistryError> {
+        let id = match identity {
+            Some(r) => match self.store.get_identity(r).await? {
+                Some(i) => Some(i.id),
+                None => {
+                    return Ok(Page {
+                        items: vec![],
+                        next_cursor: None,
+                    });
+                }
+            },
+            None => None,
+        };
+        Ok(self.store.list_clients(id.as_ref(), &page).await?)
+    }
+
+    pub async fn delete_client(&self, ctx: &Ctx, client_id: &str) -> Result<(), RegistryError> {
+        let c = self.get_client(client_id).await?;
+        let audit = AuditRecord::new(
+            self.clock.now(),
+            EventType::ClientDeleted,
+            &ctx.principal,
+            ctx.request_id.as_deref(),
+        )
+        .target("client", client_id, client_id);
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::DeleteClient {
+                        client_id: c.client_id,
+                        expected_version: c.version,
+                    })
+                    .audit(audit),
+            )
+            .await?;
+        Ok(())
+    }
+
+    // ---- client authentication ----
+
+    /// Authenticates the client behind a request. Unknown client and wrong secret take the
+    /// same work (a keyed hash and a constant-time compare), so timing does not tell them apart.
+    pub async fn authenticate(
+        &self,
+        creds: &PresentedCredentials,
+        endpoint: &str,
+    ) -> Result<Authenticated, OAuthError> {
+        match client_auth::method(creds)? {
+            Method::Basic(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretBasic).await,
+            Method::Post(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretPost).await,
+            Method::Assertion(a) => {
+                let claimed = client_auth::assertion_client_id(a)?;
+                if creds.client_id.as_deref().is_some_and(|c| c != claimed) {
+                    return Err(OAuthError::invalid_client(
+                        "client_id does not match the client assertion",
+                    ));
+                }
+                let client = self
+                    .store
+                    .get_client(&claimed)
+                    .await?
+                    .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+                if client.auth_method != ClientAuthMethod::PrivateKeyJwt {
+                    return Err(OAuthError::invalid_client(
+                        "this client is registered for client secrets, not private_key_jwt",
+                    ));
+                }
+                let keys = match (&client.jwks, &client.jwks_uri) {
+                    (Some(k), _) => k.clone(),
+                    (None, Some(uri)) => self.fetcher.fetch(uri).await.map_err(|e| {
+                        tracing::warn!(client_id = client.client_id, error = e, "cannot fetch client JWKS");
+                        OAuthError::invalid_client("the client's jwks_uri could not be fetched")
+                    })?,
+                    (None, None) => return Err(OAuthError::invalid_client("the client has no registered keys")),
+                };
+                // RFC 7523 §3: the issuer identifies us; the token endpoint URL is widely used
+                // as `aud` for every endpoint; the endpoint itself is accepted too.
+                let audiences = [self.cfg.issuer.as_str(), self.cfg.token_endpoint.as_str(), endpoint];
+                let now = self.clock.now().unix_seconds();
+                let (evidence, jti) = client_auth::verify_assertion(a, &client, &keys, &audiences, now)?;
+                Ok(Authenticated {
+                    client,
+                    evidence,
+                    assertion_jti: Some(jti),
+                })
+            }
+        }
+    }
+
+    async fn by_secret(&self, id: &str, secret: &str, used: ClientAuthMethod) -> Result<Authenticated, OAuthError> {
+        let presented = self.hasher.hash_hex(secret.as_bytes());
+        let client = if id.len() <= 64 {
+            self.store.get_client(id).await?
+        } else {
+            None
+        };
+        let stored = client
+            .as_ref()
+            .and_then(|c| c.secret_hash.clone())
+            .unwrap_or_else(|| "0".repeat(presented.len()));
+        let matches = constant_time_eq(presented.as_bytes(), stored.as_bytes());
+        match client {
+            Some(c) if matches && c.auth_method.uses_secret() => {
+                let evidence = AuthEvidence {
+                    method: used.as_str().into(),
+                    ..AuthEvidence::default()
+                };
+                Ok(Authenticated {
+                    client: c,
+                    evidence,
+                    assertion_jti: None,
+                })
+            }
+            _ => Err(OAuthError::invalid_client("client authentication failed")),
+        }
+    }
+
+    // ---- grants ----
+
+    /// The client credentials grant (RFC 6749 §4.4) with one resource indicator (RFC 8707).
+    pub async fn client_credentials(
+        &self,
+        creds: &PresentedCredentials,
+        scope: Option<&str>,
+        resources: &[String],
+        request_id: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let result = self.issue(creds, scope, resources, request_id).await;
+        if let Err(e) = &result {
+            self.refused(creds, e, request_id).await;
+        }
+        result
+    }
+
+    async fn issue(
+        &self,
+        creds: &PresentedCredentials,
+        scope: Option<&str>,
+        resources: &[String],
+        request_id: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
+        let identity = self
+            .store
+            .get_identity(&IdentityRef::Id(auth.client.identity_id.clone()))
+            .await?
+            .ok_or_else(|| OAuthError::invalid_client("the client's identity no longer exists"))?;
+        let now = self.clock.now();
+        if identity.effective_status(now) != IdentityStatus::Active {
+            return Err(OAuthError::invalid_client(format!(
+                "the client's identity is {}",
+                identity.effective_status(now)
+            )));
+        }
+        let uri = match resources {
+            [] => {
+                return Err(OAuthError::invalid_request(
+                    "resource is required: name the API the token is for (RFC 8707)",
+                ));
+            }
+            [one] => one,
+            _ => return Err(OAuthError::invalid_target("one resource per token")),
+        };
+        let uri = ResourceUri::parse(uri).map_err(|e| OAuthError::invalid_target(e.to_string()))?;
+        let resource = self
+            .store
+            .get_resource(&ResourceRef::Uri(uri.clone()))
+            .await?
+            .ok_or_else(|| OAuthError::invalid_target("the resource is not registered"))?;
+        if identity
+            .ceiling
+            .resources
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&uri))
+        {
+            return Err(OAuthError::invalid_target(
+                "the resource is outside the identity's ceiling",
+            ));
+        }
+        let allowed = resource.scopes.intersection(&identity.ceiling.scopes);
+        let requested =
+            ScopeSet::parse_oauth(scope.unwrap_or_default()).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        let granted = if requested.is_empty() {
+            allowed.clone()
+        } else {
+            requested
+        };
+        if granted.is_empty() {
+            return Err(OAuthError::invalid_scope(
+                "the identity may not hold any scope of this resource",
+            ));
+        }
+        if !granted.is_subset(&allowed) {
+            return Err(OAuthError::invalid_scope(
+                "a requested scope is not defined by the resource or is outside the identity's ceiling",
+            ));
+        }
+
+        let mut jti_bytes = [0u8; 16];
+        self.rng.fill(&mut jti_bytes);
+        let ttl = self.cfg.access_token_ttl;
+        let claims = AccessClaims {
+            iss: self.cfg.issuer.clone(),
+            sub: identity.id.to_string(),
+            aud: uri.to_string(),
+            exp: now.unix_seconds() + i64::try_from(ttl.as_secs()).unwrap_or(300),
+            iat: now.unix_seconds(),
+            jti: sigil_crypto::b64url(&jti_bytes),
+            client_id: auth.client.client_id.clone(),
+            scope: granted.to_oauth_string(),
+        };
+        let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
+        let access_token = token::mint(&key, &claims).map_err(|_| OAuthError::unavailable())?;
+
+        let mut record = AuditRecord::new(
+            now,
+            EventType::TokenIssued,
+            &Principal::from_stored(identity.name.to_string()),
+            request_id,
+        );
+        record.client_id = Some(claims.client_id.clone());
+        record.auth = Some(AuthEvidence {
+            jti: Some(claims.jti.clone()),
+            ..auth.evidence.clone()
+        });
+        record.target = Some(Target {
+            kind: "resource".into(),
+            id: Some(resource.id.to_string()),
+            name: Some(resource.name.to_string()),
+            resource: Some(uri.to_string()),
+            audience: Some(uri.to_string()),
+        });
+        record.scopes = granted.iter().map(|s| s.to_string()).collect();
+        record.action = Some("client_credentials".into());
+        let record = record
+            .detail("identity", identity.id.as_str())
+            .detail("signing_kid", key.kid());
+        let mut cs = ChangeSet::new().audit(record);
+        if let Some((jti, exp)) = &auth.assertion_jti {
+            cs = cs.change(Change::RecordAssertion {
+                client_id: auth.client.client_id.clone(),
+                jti: jti.clone(),
+                expires_at: *exp,
+            });
+        }
+        match self.store.commit(cs).await {
+            Ok(()) => {}
+            Err(StoreError::Duplicate { .. }) => {
+                return Err(OAuthError::invalid_client(
+                    "the client assertion was already used (replay)",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: ttl.as_secs(),
+            scope: claims.scope,
+        })
+    }
+
+    async fn refused(&self, creds: &PresentedCredentials, e: &OAuthError, request_id: Option<&str>) {
+        if e.code == ErrorCode::TemporarilyUnavailable {
+            return; // the store is down: nothing to record into
+        }
+        let claimed = creds
+            .basic
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .or_else(|| creds.client_id.clone())
+            .or_else(|| {
+                creds
+                    .assertion
+                    .as_deref()
+                    .and_then(|a| client_auth::assertion_client_id(a).ok())
+            });
+        let mut record = AuditRecord::new(
+            self.clock.now(),
+            EventType::TokenRefused,
+            &Principal::from_stored("client".into()),
+            request_id,
+        )
+        .outcome(Outcome::Denied, &e.to_string());
+        record.client_id = claimed.map(|c| c.chars().take(64).collect());
+        record.action = Some("client_credentials".into());
+        if let Err(err) = self.store.commit(ChangeSet::new().audit(record)).await {
+            tracing::error!(error = ?err, "could not record a refused token request");
+        }
+    }
+
+    // ---- introspection and revocation ----
+
+    /// RFC 7662: active only if the signature, issuer and expiry check out, the token was not
+    /// revoked, and its identity is still active and has not had its tokens cut off since.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        caller: &str,
+        request_id: Option<&str>,
+    ) -> Result<Introspection, OAuthError> {
+        let now = self.clock.now();
+        let jwks = self.keys.jwks();
+        let claims = match token::verify(token, &jwks, &self.cfg.issuer, now.unix_seconds()) {
+            Ok(c) => c,
+            Err(_) => return Ok(Introspection::default()),
+        };
+        let active = !self.store.is_token_revoked(&claims.jti).await? && self.identity_allows(&claims, now).await?;
+        let mut record = AuditRecord::new(
+            now,
+            EventType::TokenIntrospected,
+            &Principal::from_stored(caller.to_owned()),
+            request_id,
+        )
+        .detail("active", active);
+        record.client_id = Some(claims.client_id.clone());
+        record.auth = Some(AuthEvidence {
+            method: "introspection".into(),
+            jti: Some(claims.jti.clone()),
+            ..AuthEvidence::default()
+        });
+        self.store.commit(ChangeSet::new().audit(record)).await?;
+        if !active {
+            return Ok(Introspection::default());
+        }
+        Ok(Introspection {
+            active: true,
+            claims: Some(IntrospectedClaims {
+                scope: claims.scope,
+                client_id: claims.client_id,
+                token_type: "Bearer",
+                exp: claims.exp,
+                iat: claims.iat,
+                sub: claims.sub,
+                aud: claims.aud,
+                iss: claims.iss,
+                jti: claims.jti,
+            }),
+        })
+    }
+
+    async fn identity_allows(&self, claims: &AccessClaims, now: sigil_types::Timestamp) -> Result<bool, OAuthError> {
+        let Ok(r) = IdentityRef::parse(&claims.sub) else {
+            return Ok(false);
+        };
+        Ok(match self.store.get_identity(&r).await? {
+            Some(i) => {
+                i.effective_status(now) == IdentityStatus::Active
+                    && i.tokens_not_before.is_none_or(|t| claims.iat > t.unix_seconds())
+            }
+            None => false,
+        })
+    }
+
+    /// RFC 7009: revokes a token the caller holds. Tokens that are invalid, foreign or already
+    /// expired need no revocation and the answer is the same (no oracle). `caller_client` of
+    /// `None` is an administrator, who may revoke any token.
+    pub async fn revoke(
+        &self,
+        token: &str,
+        caller_client: Option<&str>,
+        by: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        let now = self.clock.now();
+        let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
+            return Ok(());
+        };
+        if caller_client.is_some_and(|c| c != claims.client_id) {
+            tracing::info!(jti = claims.jti, "revocation refused: token belongs to another client");
+            return Ok(());
+        }
+        let mut record = AuditRecord::new(now, EventType::TokenRevoked, by, request_id);
+        record.client_id = Some(claims.client_id.clone());
+        record.auth = Some(AuthEvidence {
+            method: "revocation".into(),
+            jti: Some(claims.jti.clone()),
+            ..AuthEvidence::default()
+        });
+        let cs = ChangeSet::new()
+            .change(Change::RevokeToken {
+                jti: claims.jti,
+                expires_at: claims.exp,
+                revoked_at: now,
+            })
+            .audit(record);
+        match self.store.commit(cs).await {
+            Ok(()) | Err(StoreError::Duplicate { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

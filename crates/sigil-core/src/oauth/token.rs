@@ -1,0 +1,57 @@
+//! JWT access tokens per RFC 9068.
+
+use serde::{Deserialize, Serialize};
+use sigil_crypto::{Jwks, SigningKey};
+
+/// The JOSE `typ` of an RFC 9068 access token.
+pub const AT_TYP: &str = "at+jwt";
+
+/// RFC 9068 §2.2 claims. For the client credentials grant `sub` is the identity (agent or
+/// workload) the client belongs to — the principal that policy and audit reason about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+/// Signs claims as a compact JWS with `typ` `at+jwt` (RFC 9068 §2.1).
+pub fn mint(key: &SigningKey, claims: &AccessClaims) -> Result<String, sigil_crypto::CryptoError> {
+    let payload = serde_json::to_vec(claims).map_err(|_| sigil_crypto::CryptoError::Sign)?;
+    sigil_crypto::sign_compact(key, AT_TYP, &payload)
+}
+
+/// Why one of our tokens is not (or no longer) valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("not a token issued by this server")]
+    Foreign,
+    #[error("expired")]
+    Expired,
+}
+
+/// Verifies a token's signature against our published keys and its RFC 9068 shape; the caller
+/// still checks revocation and the identity's status.
+pub fn verify(token: &str, jwks: &Jwks, issuer: &str, now_secs: i64) -> Result<AccessClaims, TokenError> {
+    if token.len() > 8192 {
+        return Err(TokenError::Foreign);
+    }
+    let v = sigil_crypto::verify_compact(token, jwks).map_err(|_| TokenError::Foreign)?;
+    if v.typ.as_deref() != Some(AT_TYP) {
+        return Err(TokenError::Foreign);
+    }
+    let claims: AccessClaims = serde_json::from_slice(&v.payload).map_err(|_| TokenError::Foreign)?;
+    if claims.iss != issuer {
+        return Err(TokenError::Foreign);
+    }
+    if claims.exp <= now_secs {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}

@@ -1,0 +1,201 @@
+//! Public keys that *others* present (client JWKS for `private_key_jwt`, later DPoP proofs):
+//! RSA (RS256), EC P-256 (ES256) and Ed25519 (EdDSA), verified with aws-lc-rs.
+//!
+//! A JWK that carries private members (`d`, `p`, `q`, …) is refused: accepting one would mean a
+//! client has published its private key.
+
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{b64url, b64url_decode, sha256};
+
+/// The JWS algorithms accepted from clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAlg {
+    Rs256,
+    Es256,
+    EdDsa,
+}
+
+impl ClientAlg {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+
+    pub const ALL: &'static [&'static str] = &["RS256", "ES256", "EdDSA"];
+}
+
+/// A public JWK as clients publish it (RFC 7517 / 7518 / 8037).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicJwk {
+    pub kty: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// Private members are captured only to refuse them.
+    #[serde(default, skip_serializing)]
+    pub d: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub p: Option<String>,
+}
+
+/// A client's JWK Set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicJwks {
+    pub keys: Vec<PublicJwk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwkError {
+    #[error("the JWK contains private key material")]
+    Private,
+    #[error("unsupported key type or curve")]
+    Unsupported,
+    #[error("malformed key")]
+    Malformed,
+}
+
+impl PublicJwk {
+    /// Checks the key is public and of a supported kind.
+    pub fn check(&self) -> Result<(), JwkError> {
+        if self.d.is_some() || self.p.is_some() {
+            return Err(JwkError::Private);
+        }
+        match (self.kty.as_str(), self.crv.as_deref()) {
+            ("RSA", _) if self.n.is_some() && self.e.is_some() => Ok(()),
+            ("EC", Some("P-256")) if self.x.is_some() && self.y.is_some() => Ok(()),
+            ("OKP", Some("Ed25519")) if self.x.is_some() => Ok(()),
+            ("RSA" | "EC" | "OKP", _) => Err(JwkError::Malformed),
+            _ => Err(JwkError::Unsupported),
+        }
+    }
+
+    /// Whether this key can verify `alg` (and its own `alg`, if it names one, agrees).
+    pub fn supports(&self, alg: ClientAlg) -> bool {
+        let kind = matches!(
+            (alg, self.kty.as_str(), self.crv.as_deref()),
+            (ClientAlg::Rs256, "RSA", _)
+                | (ClientAlg::Es256, "EC", Some("P-256"))
+                | (ClientAlg::EdDsa, "OKP", Some("Ed25519"))
+        );
+        let named = self.alg.as_deref().is_none_or(|a| ClientAlg::parse(a) == Some(alg));
+        kind && named && self.use_.as_deref().is_none_or(|u| u == "sig")
+    }
+
+    /// Verifies `sig` over `msg` with `alg`.
+    pub fn verify(&self, alg: ClientAlg, msg: &[u8], sig: &[u8]) -> bool {
+        if self.check().is_err() || !self.supports(alg) {
+            return false;
+        }
+        let dec = |v: &Option<String>| v.as_deref().and_then(|s| b64url_decode(s).ok());
+        match alg {
+            ClientAlg::Rs256 => match (dec(&self.n), dec(&self.e)) {
+                (Some(n), Some(e)) => RsaPublicKeyComponents { n: &n, e: &e }
+                    .verify(&RSA_PKCS1_2048_8192_SHA256, msg, sig)
+                    .is_ok(),
+                _ => false,
+            },
+            ClientAlg::Es256 => match (dec(&self.x), dec(&self.y)) {
+                (Some(x), Some(y)) if x.len() == 32 && y.len() == 32 => {
+                    let mut point = Vec::with_capacity(65);
+                    point.push(4);
+                    point.extend_from_slice(&x);
+                    point.extend_from_slice(&y);
+                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                        .verify(msg, sig)
+                        .is_ok()
+                }
+                _ => false,
+            },
+            ClientAlg::EdDsa => match dec(&self.x) {
+                Some(x) if x.len() == 32 => UnparsedPublicKey::new(&ED25519, &x).verify(msg, sig).is_ok(),
+                _ => false,
+            },
+        }
+    }
+
+    /// The JWK SHA-256 thumbprint (RFC 7638), base64url: the required members in lexicographic
+    /// order, no whitespace.
+    pub fn thumbprint(&self) -> Result<String, JwkError> {
+        self.check()?;
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        let canonical = match self.kty.as_str() {
+            "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, s(&self.e), s(&self.n)),
+            "EC" => format!(
+                r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+                s(&self.crv),
+                s(&self.x),
+                s(&self.y)
+            ),
+            "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, s(&self.crv), s(&self.x)),
+            _ => return Err(JwkError::Unsupported),
+        };
+        Ok(b64url(&sha256(canonical.as_bytes())))
+    }
+}
+
+impl From<&crate::Jwk> for PublicJwk {
+    fn from(j: &crate::Jwk) -> Self {
+        Self {
+            kty: j.kty.clone(),
+            kid: Some(j.kid.clone()),
+            alg: Some(j.alg.clone()),
+            use_: Some(j.use_.clone()),
+            crv: Some(j.crv.clone()),
+            x: Some(j.x.clone()),
+            y: j.y.clone(),
+            n: None,
+            e: None,
+            d: None,
+            p: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7638_thumbprint_example() {
+        // RFC 7638 §3.1.
+        let jwk: PublicJwk = serde_json::from_str(r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
+        assert_eq!(jwk.thumbprint().unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn private_keys_are_refused() {
+        let jwk: PublicJwk = serde_json::from_str(r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}"#).unwrap();
+        assert_eq!(jwk.check(), Err(JwkError::Private));
+    }
+
+    #[test]
+    fn verifies_our_own_signatures_and_rejects_mismatched_algs() {
+        let (k, _) = crate::SigningKey::generate(crate::Algorithm::EdDsa).unwrap();
+        let pj = PublicJwk::from(&k.public_jwk());
+        let sig = k.sign(b"m").unwrap();
+        assert!(pj.verify(ClientAlg::EdDsa, b"m", &sig));
+        assert!(!pj.verify(ClientAlg::Es256, b"m", &sig));
+        assert!(!pj.verify(ClientAlg::EdDsa, b"n", &sig));
+    }
+}

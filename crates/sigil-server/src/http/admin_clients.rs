@@ -1,0 +1,107 @@
+//! `/admin/v1/clients` and `/admin/v1/tokens/*`: OAuth clients and token administration.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sigil_core::model::IdentityRef;
+use sigil_core::oauth::{ClientAuthMethod, OAuthClient};
+use sigil_crypto::PublicJwks;
+use sigil_proto::admin::{ClientView, CreateClient, ListResponse, TokenRequest};
+
+use super::State;
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson};
+use super::query::Params;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+fn view(c: &OAuthClient, secret: Option<String>) -> ClientView {
+    ClientView {
+        client_id: c.client_id.clone(),
+        identity: c.identity_id.to_string(),
+        token_endpoint_auth_method: c.auth_method.as_str().to_owned(),
+        jwks: c.jwks.as_ref().and_then(|j| serde_json::to_value(j).ok()),
+        jwks_uri: c.jwks_uri.clone(),
+        dpop_bound_access_tokens: c.dpop_required,
+        created_at: c.created_at,
+        created_by: c.created_by.clone(),
+        client_secret: secret,
+    }
+}
+
+pub async fn create(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<CreateClient>,
+) -> Result<Response> {
+    let method = ClientAuthMethod::parse(&req.token_endpoint_auth_method)?;
+    let identity = IdentityRef::parse(&req.identity).map_err(|e| ApiError::invalid("identity", e.to_string()))?;
+    let jwks = req
+        .jwks
+        .map(serde_json::from_value::<PublicJwks>)
+        .transpose()
+        .map_err(|e| ApiError::invalid("jwks", format!("not a JWK Set: {e}")))?;
+    if req.dpop_bound_access_tokens {
+        return Err(ApiError::invalid(
+            "dpop_bound_access_tokens",
+            "DPoP is not available yet on this server",
+        ));
+    }
+    let (client, secret) = app
+        .oauth
+        .create_client(&ctx, &identity, method, jwks, req.jwks_uri, false)
+        .await?;
+    let secret = secret.map(|s| s.as_str().to_owned());
+    Ok((StatusCode::CREATED, Json(view(&client, secret))).into_response())
+}
+
+pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
+    let p = Params::parse(q.as_deref(), &["identity"])?;
+    let identity = p.parsed("identity", IdentityRef::parse)?;
+    let page = app.oauth.list_clients(identity.as_ref(), p.page()?).await?;
+    Ok(Json(ListResponse {
+        items: page.items.iter().map(|c| view(c, None)).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
+}
+
+pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(view(&app.oauth.get_client(&id).await?, None)).into_response())
+}
+
+pub async fn delete(axum::extract::State(app): State, Admin(ctx): Admin, Path(id): Path<String>) -> Result<Response> {
+    app.oauth.delete_client(&ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Admin revocation of any token (RFC 7009 semantics: unknown tokens are not an error).
+pub async fn revoke(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Response> {
+    app.oauth
+        .revoke(&req.token, None, &ctx.principal, ctx.request_id.as_deref())
+        .await
+        .map_err(|e| ApiError::Invalid {
+            field: Some("token".into()),
+            message: e.description,
+        })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Admin introspection (same answer as RFC 7662).
+pub async fn introspect(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Response> {
+    let r = app
+        .oauth
+        .introspect(&req.token, ctx.principal.as_str(), ctx.request_id.as_deref())
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok(Json(r).into_response())
+}

@@ -1,0 +1,262 @@
+//! The OAuth endpoints: `/token`, `/introspect`, `/revoke` and the metadata documents.
+//! Errors are RFC 6749 §5.2 JSON bodies, with `WWW-Authenticate` on `invalid_client`.
+
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use sigil_core::oauth::OAuthError;
+use sigil_core::oauth::client_auth::PresentedCredentials;
+
+use super::State;
+use super::middleware::RequestId;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Renders an OAuth error (RFC 6749 §5.2).
+pub fn error_response(e: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    tracing::info!(
+        error = e.code.as_str(),
+        description = e.description,
+        "oauth request refused"
+    );
+    let body = serde_json::json!({ "error": e.code.as_str(), "error_description": e.description });
+    let mut resp = (status, axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sigil\""),
+        );
+    }
+    resp
+}
+
+fn ok_json(body: impl serde::Serialize) -> Response {
+    let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// A form body: every parameter at most once (RFC 6749 §3.2), except those listed as repeatable.
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub fn parse(headers: &HeaderMap, body: &[u8], repeatable: &[&str]) -> Result<Self, OAuthError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !ct
+            .split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(FORM))
+        {
+            return Err(OAuthError::invalid_request(format!("the body must be {FORM}")));
+        }
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            if !repeatable.contains(&k.as_ref()) && pairs.iter().any(|(pk, _)| *pk == k) {
+                return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Self(pairs))
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(pk, _)| pk == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(pk, _)| pk == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// Client credentials from the Authorization header and the form.
+fn credentials(headers: &HeaderMap, form: &Form) -> Result<PresentedCredentials, OAuthError> {
+    let basic = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => Some(parse_basic(&v[6..])?),
+        Some(_) => {
+            return Err(OAuthError::invalid_client(
+                "unsupported Authorization scheme; use Basic",
+            ));
+        }
+        None => None,
+    };
+    Ok(PresentedCredentials {
+        basic,
+        client_id: form.get("client_id").map(str::to_owned),
+        client_secret: form.get("client_secret").map(str::to_owned),
+        assertion_type: form.get("client_assertion_type").map(str::to_owned),
+        assertion: form.get("client_assertion").map(str::to_owned),
+    })
+}
+
+/// RFC 6749 §2.3.1: `base64(urlencode(id) ":" urlencode(secret))`.
+fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
+    let bad = || OAuthError::invalid_client("malformed Basic credentials");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Ok((dec(id).ok_or_else(bad)?, dec(secret).ok_or_else(bad)?))
+}
+
+fn rid(headers_ext: &axum::http::Extensions) -> Option<String> {
+    headers_ext.get::<RequestId>().map(|r| r.0.clone())
+}
+
+/// `POST /token`
+pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let request_id = rid(&parts.extensions);
+    let Ok(bytes) = axum::body::to_bytes(body, app.config.max_body_bytes).await else {
+        let mut r = error_response(&OAuthError::invalid_request("the request body is too large"));
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        return r;
+    };
+    let result = async {
+        let form = Form::parse(&parts.headers, &bytes, &["resource"])?;
+        let creds = credentials(&parts.headers, &form)?;
+        match form.get("grant_type") {
+            Some("client_credentials") => {
+                app.oauth
+                    .client_credentials(&creds, form.get("scope"), &form.all("resource"), request_id.as_deref())
+                    .await
+            }
+            Some(other) => Err(OAuthError::new(
+                sigil_core::oauth::ErrorCode::UnsupportedGrantType,
+                format!("grant_type {other:?} is not supported"),
+            )),
+            None => Err(OAuthError::invalid_request("grant_type is required")),
+        }
+    }
+    .await;
+    match result {
+        Ok(t) => ok_json(t),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Who is calling introspection: an administrator (bearer admin token) or an authenticated client.
+async fn caller(
+    app: &crate::App,
+    headers: &HeaderMap,
+    form: &Form,
+    endpoint: &str,
+    request_id: Option<&str>,
+) -> Result<(Option<String>, String), OAuthError> {
+    if let Some(t) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return match app.admin.authenticate(Some(t.trim()), request_id, "oauth").await {
+            Ok(p) => Ok((None, p.as_str().to_owned())),
+            Err(_) => Err(OAuthError::invalid_client("invalid bearer credential")),
+        };
+    }
+    let creds = credentials(headers, form)?;
+    let auth = app.oauth.authenticate(&creds, endpoint).await?;
+    Ok((
+        Some(auth.client.client_id.clone()),
+        format!("client:{}", auth.client.client_id),
+    ))
+}
+
+/// `POST /introspect` (RFC 7662)
+pub async fn introspect(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+    let request_id = rid(&ext);
+    let result = async {
+        let form = Form::parse(&headers, &body, &[])?;
+        let (_, who) = caller(
+            &app,
+            &headers,
+            &form,
+            &app.oauth.config().introspection_endpoint,
+            request_id.as_deref(),
+        )
+        .await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        app.oauth.introspect(token, &who, request_id.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(r) => ok_json(r),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `POST /revoke` (RFC 7009)
+pub async fn revoke(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+    let request_id = rid(&ext);
+    let result = async {
+        let form = Form::parse(&headers, &body, &[])?;
+        let (client, who) = caller(
+            &app,
+            &headers,
+            &form,
+            &app.oauth.config().revocation_endpoint,
+            request_id.as_deref(),
+        )
+        .await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let by = sigil_core::model::Principal::from_stored(who);
+        app.oauth
+            .revoke(token, client.as_deref(), &by, request_id.as_deref())
+            .await
+    }
+    .await;
+    match result {
+        Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// RFC 8414 authorization server metadata (also served as `openid-configuration`).
+pub async fn metadata(AxState(app): State) -> Response {
+    let c = app.oauth.config();
+    let methods = ["private_key_jwt", "client_secret_basic", "client_secret_post"];
+    let algs = sigil_crypto::ClientAlg::ALL;
+    let body = serde_json::json!({
+        "issuer": c.issuer,
+        "token_endpoint": c.token_endpoint,
+        "jwks_uri": format!("{}/.well-known/jwks.json", c.issuer),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": methods,
+        "token_endpoint_auth_signing_alg_values_supported": algs,
+        "introspection_endpoint": c.introspection_endpoint,
+        "introspection_endpoint_auth_methods_supported": methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": algs,
+        "revocation_endpoint": c.revocation_endpoint,
+        "revocation_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": algs,
+    });
+    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(body)).into_response()
+}

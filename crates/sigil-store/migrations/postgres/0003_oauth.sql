@@ -1,0 +1,32 @@
+-- OAuth clients, the shared replay cache for client assertions, revoked tokens, and the per-
+-- identity cut-off that revokes every token issued before a suspension or revocation.
+
+CREATE TABLE oauth_clients (
+    client_id      TEXT PRIMARY KEY,
+    identity_id    TEXT NOT NULL REFERENCES identities(id),
+    auth_method    TEXT NOT NULL,
+    jwks_json      TEXT,
+    jwks_uri       TEXT,
+    secret_hash    TEXT,
+    dpop_required  BIGINT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    created_by     TEXT NOT NULL,
+    version        BIGINT NOT NULL
+);
+CREATE INDEX oauth_clients_identity ON oauth_clients(identity_id);
+
+CREATE TABLE used_assertions (
+    client_id   TEXT NOT NULL,
+    jti         TEXT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    PRIMARY KEY (client_id, jti)
+);
+CREATE INDEX used_assertions_expiry ON used_assertions(expires_at);
+
+CREATE TABLE revoked_tokens (
+    jti         TEXT PRIMARY KEY,
+    expires_at  BIGINT NOT NULL,
+    revoked_at  BIGINT NOT NULL
+);
+
+ALTER TABLE identities ADD COLUMN tokens_not_before BIGINT;

@@ -1,0 +1,206 @@
+//! `sigil client …` and `sigil token …`.
+
+use std::path::Path;
+
+use base64::Engine;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+use sigil_crypto::{Algorithm, PublicJwk, SigningKey, b64url};
+use sigil_proto::admin::CreateClient;
+
+use crate::admin::{client as api_client, list_pages};
+use crate::cli::{ClientCommand, Global, Output, TokenCommand};
+use crate::{Exit, Failure, output};
+
+const CLIENT_COLUMNS: &[&str] = &["client_id", "identity", "token_endpoint_auth_method", "created_at"];
+
+pub async fn client(g: &Global, c: ClientCommand) -> Result<(), Failure> {
+    match c {
+        ClientCommand::Create {
+            identity,
+            jwks_file,
+            jwks_uri,
+            secret,
+            dpop_required,
+        } => {
+            let api = api_client(g)?;
+            let jwks = match &jwks_file {
+                Some(f) => Some(read_json(f)?),
+                None => None,
+            };
+            let method = if secret {
+                "client_secret_basic"
+            } else if jwks.is_some() || jwks_uri.is_some() {
+                "private_key_jwt"
+            } else {
+                return Err(Failure::invalid("give --jwks-file, --jwks-uri or --secret"));
+            };
+            let req = CreateClient {
+                identity,
+                token_endpoint_auth_method: method.into(),
+                jwks,
+                jwks_uri,
+                dpop_bound_access_tokens: dpop_required,
+            };
+            let view = api.create_client(&req).await?;
+            match g.output {
+                Output::Json => output::item(g.output, &view),
+                Output::Text => {
+                    println!("client_id      {}", view.client_id);
+                    if let Some(s) = &view.client_secret {
+                        println!("client_secret  {s}");
+                        eprintln!("(the secret is shown once; store it now)");
+                    }
+                }
+            }
+        }
+        ClientCommand::List { identity, page } => {
+            let api = api_client(g)?;
+            let q = identity.map(|i| vec![("identity", i)]).unwrap_or_default();
+            list_pages(g, &page, q, CLIENT_COLUMNS, |q| {
+                let api = api.clone();
+                async move { api.list_clients(&q).await }
+            })
+            .await?;
+        }
+        ClientCommand::Show { client_id } => output::item(g.output, &api_client(g)?.get_client(&client_id).await?),
+        ClientCommand::Delete { client_id } => {
+            api_client(g)?.delete_client(&client_id).await?;
+            println!("deleted {client_id}");
+        }
+        ClientCommand::Keygen { private_key, jwks, alg } => keygen(&private_key, &jwks, &alg)?,
+    }
+    Ok(())
+}
+
+fn read_json(p: &Path) -> Result<Value, Failure> {
+    let text = std::fs::read_to_string(p).map_err(|e| Failure::invalid(format!("cannot read {}: {e}", p.display())))?;
+    serde_json::from_str(&text).map_err(|e| Failure::invalid(format!("{} is not JSON: {e}", p.display())))
+}
+
+fn keygen(private_key: &Path, jwks_path: &Path, alg: &str) -> Result<(), Failure> {
+    let alg = Algorithm::parse(alg).ok_or_else(|| Failure::invalid("--alg must be EdDSA or ES256"))?;
+    let (key, pkcs8) = SigningKey::generate(alg).map_err(|e| Failure::error(e.to_string()))?;
+    let mut jwk = PublicJwk::from(&key.public_jwk());
+    jwk.kid = Some(jwk.thumbprint().map_err(|e| Failure::error(e.to_string()))?);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_slice());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    sigil_server::bootstrap::write_secret_file(private_key, pem.trim_end().as_bytes())
+        .map_err(|e| Failure::error(e.to_string()))?;
+    let set = json!({ "keys": [jwk] });
+    std::fs::write(jwks_path, serde_json::to_string_pretty(&set).unwrap_or_default())
+        .map_err(|e| Failure::error(format!("cannot write {}: {e}", jwks_path.display())))?;
+    println!(
+        "wrote {} (private, 0600) and {} (register it with: sigil client create --identity NAME --jwks-file {})",
+        private_key.display(),
+        jwks_path.display(),
+        jwks_path.display()
+    );
+    Ok(())
+}
+
+/// Loads a PKCS#8 PEM private key (Ed25519 or P-256) and its RFC 7638 thumbprint as `kid`.
+fn load_key(path: &Path) -> Result<(SigningKey, String), Failure> {
+    let der = PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| Failure::invalid(format!("cannot read private key {}: {e}", path.display())))?;
+    let bytes = der.secret_der();
+    let key = SigningKey::from_pkcs8(String::new(), Algorithm::EdDsa, bytes)
+        .or_else(|_| SigningKey::from_pkcs8(String::new(), Algorithm::Es256, bytes))
+        .map_err(|_| Failure::invalid("the key must be an Ed25519 or P-256 PKCS#8 private key"))?;
+    let kid = PublicJwk::from(&key.public_jwk())
+        .thumbprint()
+        .map_err(|e| Failure::error(e.to_string()))?;
+    let key = SigningKey::from_pkcs8(kid.clone(), key.alg(), bytes).map_err(|e| Failure::error(e.to_string()))?;
+    Ok((key, kid))
+}
+
+fn oauth_failure(status: u16, body: &Value) -> Failure {
+    let code = body.get("error").and_then(Value::as_str).unwrap_or("error");
+    let desc = body
+        .get("error_description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let exit = match code {
+        "invalid_client" | "unauthorized_client" => Exit::Denied,
+        "invalid_request" | "invalid_scope" | "invalid_target" | "unsupported_grant_type" => Exit::Invalid,
+        _ => Exit::Error,
+    };
+    Failure {
+        exit,
+        message: format!("{code} ({status}): {desc}"),
+    }
+}
+
+pub async fn token(g: &Global, c: TokenCommand) -> Result<(), Failure> {
+    let api = api_client(g)?;
+    match c {
+        TokenCommand::Get {
+            client_id,
+            key_file,
+            secret,
+            resource,
+            scopes,
+        } => {
+            let meta = api.metadata().await?;
+            let endpoint = meta
+                .get("token_endpoint")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Failure::error("the server's metadata has no token_endpoint"))?
+                .to_owned();
+            let mut form: Vec<(&str, String)> =
+                vec![("grant_type", "client_credentials".into()), ("resource", resource)];
+            if !scopes.is_empty() {
+                form.push(("scope", scopes.join(" ")));
+            }
+            let (status, body) = match (key_file, secret) {
+                (Some(k), None) => {
+                    let (key, _) = load_key(&k)?;
+                    form.push((
+                        "client_assertion_type",
+                        sigil_core::oauth::client_auth::JWT_BEARER_ASSERTION.into(),
+                    ));
+                    form.push(("client_assertion", assertion(&key, &client_id, &endpoint)?));
+                    api.oauth_form(&endpoint, &form, None).await?
+                }
+                (None, Some(s)) => api.oauth_form(&endpoint, &form, Some((&client_id, &s))).await?,
+                _ => return Err(Failure::invalid("give --key-file or --secret")),
+            };
+            if status != 200 {
+                return Err(oauth_failure(status, &body));
+            }
+            match g.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default()),
+                Output::Text => println!(
+                    "{}",
+                    body.get("access_token").and_then(Value::as_str).unwrap_or_default()
+                ),
+            }
+        }
+        TokenCommand::Revoke { access_token } => {
+            api.revoke_token(&access_token).await?;
+            println!("revoked");
+        }
+        TokenCommand::Introspect { access_token } => {
+            let v = api.introspect_token(&access_token).await?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// An RFC 7523 client assertion: iss = sub = client id, aud = the token endpoint, one minute.
+fn assertion(key: &SigningKey, client_id: &str, aud: &str) -> Result<String, Failure> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let jti = b64url(&sigil_crypto::random_bytes::<16>().map_err(|e| Failure::error(e.to_string()))?);
+    let claims = json!({ "iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + 60, "jti": jti });
+    sigil_crypto::sign_compact(key, "JWT", claims.to_string().as_bytes()).map_err(|e| Failure::error(e.to_string()))
+}

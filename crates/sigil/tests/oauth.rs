@@ -1,0 +1,514 @@
+//! The OAuth token service: client_credentials with private_key_jwt and client secrets, RFC 9068
+//! tokens, resource indicators, introspection, revocation, and every bad input the issue lists
+//! (each gets the precise RFC 6749 §5.2 error and changes nothing).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use serde_json::{Value, json};
+use sigil_crypto::{Algorithm, PublicJwk, SigningKey, b64url};
+use sigil_testkit::{Family, TestServer};
+
+struct Fixture {
+    s: TestServer,
+    key: SigningKey,
+    key_client: String,
+    secret_client: String,
+    secret: String,
+}
+
+const API: &str = "https://api.example.com";
+
+async fn fixture() -> Option<Fixture> {
+    let s = TestServer::start().await?;
+    let c = s.client();
+    c.create_user(&serde_json::from_value(json!({"username": "alice"})).unwrap())
+        .await
+        .unwrap();
+    c.create_identity(
+        Family::Agents,
+        &serde_json::from_value(json!({"name": "bot", "owner": "alice", "ceiling": {"scopes": ["read", "write"]}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_resource(
+        &serde_json::from_value(
+            json!({"uri": API, "name": "api", "owner": "alice", "scopes": ["read", "write", "admin"]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let (key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let mut jwk = PublicJwk::from(&key.public_jwk());
+    jwk.kid = Some("k1".into());
+    let key_client = c
+        .create_client(
+            &serde_json::from_value(
+                json!({"identity": "bot", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [jwk]}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .client_id;
+    let sc = c
+        .create_client(
+            &serde_json::from_value(json!({"identity": "bot", "token_endpoint_auth_method": "client_secret_basic"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    Some(Fixture {
+        s,
+        key,
+        key_client,
+        secret_client: sc.client_id,
+        secret: sc.client_secret.unwrap(),
+    })
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn jwt(header: &Value, claims: &Value, key: Option<&SigningKey>) -> String {
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let sig = key.map(|k| k.sign(input.as_bytes()).unwrap()).unwrap_or_default();
+    format!("{input}.{}", b64url(&sig))
+}
+
+impl Fixture {
+    fn token_url(&self) -> String {
+        format!("{}/token", self.s.url)
+    }
+
+    fn claims(&self) -> Value {
+        let id = &self.key_client;
+        json!({"iss": id, "sub": id, "aud": self.token_url(), "iat": now(), "exp": now() + 60, "jti": b64url(&sigil_crypto::random_bytes::<12>().unwrap())})
+    }
+
+    fn assertion(&self, claims: &Value) -> String {
+        jwt(
+            &json!({"alg": "EdDSA", "kid": "k1", "typ": "JWT"}),
+            claims,
+            Some(&self.key),
+        )
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let http = reqwest::Client::new();
+        let mut req = http.post(format!("{}{path}", self.s.url)).form(form);
+        if let Some((u, p)) = basic {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, resp.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    async fn with_assertion(&self, a: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("resource", API),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", a),
+        ];
+        form.extend_from_slice(extra);
+        let (s, v, _) = self.post("/token", &form, None).await;
+        (s, v)
+    }
+
+    async fn issued(&self) -> usize {
+        let c = self.s.client();
+        c.audit_search(&[("type", "token.issued".into())])
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
+    let Some(f) = fixture().await else { return };
+    let (st, body) = f.with_assertion(&f.assertion(&f.claims()), &[("scope", "read")]).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["scope"], "read");
+    let token = body["access_token"].as_str().unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: Value = serde_json::from_slice(&sigil_crypto::b64url_decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    let claims: Value = serde_json::from_slice(&sigil_crypto::b64url_decode(parts[1]).unwrap()).unwrap();
+    for c in ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope"] {
+        assert!(claims.get(c).is_some(), "RFC 9068 claim {c} missing: {claims}");
+    }
+    assert_eq!(claims["aud"], API);
+    assert_eq!(claims["iss"], f.s.url.as_str());
+    assert_eq!(claims["client_id"], f.key_client.as_str());
+
+    // Secret client, Basic and post; no scope asked: everything the ceiling and resource allow.
+    let (st, b, h) = f
+        .post(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", API)],
+            Some((&f.secret_client, &f.secret)),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["scope"], "read write");
+    assert_eq!(h["cache-control"], "no-store");
+    let (st, _, _) = f
+        .post(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", API),
+                ("client_id", &f.secret_client),
+                ("client_secret", &f.secret),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    // Introspection by the secret client (as a resource server would), then revocation.
+    let (st, i, _) = f
+        .post("/introspect", &[("token", token)], Some((&f.secret_client, &f.secret)))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(i["active"], true, "{i}");
+    assert_eq!(i["scope"], "read");
+    let (st, _, _) = f
+        .post("/revoke", &[("token", token)], Some((&f.secret_client, &f.secret)))
+        .await;
+    assert_eq!(st, 200);
+    let (_, i, _) = f
+        .post("/introspect", &[("token", token)], Some((&f.secret_client, &f.secret)))
+        .await;
+    assert_eq!(i["active"], true, "a client cannot revoke another client's token");
+    let a = f.assertion(&f.claims());
+    let (st, _, _) = f
+        .post(
+            "/revoke",
+            &[
+                ("token", token),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &a),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (_, i, _) = f
+        .post("/introspect", &[("token", token)], Some((&f.secret_client, &f.secret)))
+        .await;
+    assert_eq!(i, json!({"active": false}));
+    let (_, i, _) = f
+        .post(
+            "/introspect",
+            &[("token", "garbage")],
+            Some((&f.secret_client, &f.secret)),
+        )
+        .await;
+    assert_eq!(i, json!({"active": false}));
+    let (st, i, _) = f.post("/introspect", &[("token", token)], None).await;
+    assert_eq!(st, 401, "introspection needs an authenticated caller: {i}");
+}
+
+#[tokio::test]
+async fn suspension_kills_tokens_and_refuses_new_ones() {
+    let Some(f) = fixture().await else { return };
+    let (_, body) = f.with_assertion(&f.assertion(&f.claims()), &[]).await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let c = f.s.client();
+    c.change_status(Family::Agents, "bot", "suspend", &Default::default())
+        .await
+        .unwrap();
+    let (st, e) = f.with_assertion(&f.assertion(&f.claims()), &[]).await;
+    assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
+    let (_, i, _) = f
+        .post("/introspect", &[("token", &token)], Some((&f.secret_client, &f.secret)))
+        .await;
+    assert_eq!(i["active"], false);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    c.change_status(Family::Agents, "bot", "resume", &Default::default())
+        .await
+        .unwrap();
+    let (_, i, _) = f
+        .post("/introspect", &[("token", &token)], Some((&f.secret_client, &f.secret)))
+        .await;
+    assert_eq!(i["active"], false, "resuming does not bring old tokens back");
+    let (st, _) = f.with_assertion(&f.assertion(&f.claims()), &[]).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn bad_assertions_are_invalid_client_and_change_nothing() {
+    let Some(f) = fixture().await else { return };
+    let base = f.claims();
+    let with = |k: &str, v: Value| {
+        let mut c = base.clone();
+        c[k] = v;
+        c
+    };
+    let pk = f.key.public_jwk();
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", jwt(&json!({"alg": "none", "kid": "k1"}), &base, None)),
+        ("HS256 with the public key", {
+            let h = json!({"alg": "HS256", "kid": "k1"});
+            let input = format!(
+                "{}.{}",
+                b64url(h.to_string().as_bytes()),
+                b64url(base.to_string().as_bytes())
+            );
+            let key = aws_lc_rs_hmac(pk.x.as_bytes(), input.as_bytes());
+            format!("{input}.{}", b64url(&key))
+        }),
+        (
+            "unknown kid",
+            jwt(&json!({"alg": "EdDSA", "kid": "nope"}), &base, Some(&f.key)),
+        ),
+        ("expired", f.assertion(&with("exp", json!(now() - 10)))),
+        ("not yet valid", f.assertion(&with("nbf", json!(now() + 3600)))),
+        ("too far in the future", f.assertion(&with("exp", json!(now() + 7200)))),
+        (
+            "wrong aud",
+            f.assertion(&with("aud", json!("https://elsewhere.example/token"))),
+        ),
+        ("no jti", {
+            let mut c = base.clone();
+            c.as_object_mut().unwrap().remove("jti");
+            f.assertion(&c)
+        }),
+        ("iss != sub", f.assertion(&with("sub", json!("someone-else")))),
+        ("signed by another key", {
+            let (other, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+            jwt(&json!({"alg": "EdDSA", "kid": "k1"}), &base, Some(&other))
+        }),
+        ("not a JWT", "abc.def".into()),
+    ];
+    let before = f.issued().await;
+    for (what, a) in cases {
+        let (st, e) = f.with_assertion(&a, &[]).await;
+        assert_eq!(st, 401, "{what}: {e}");
+        assert_eq!(e["error"], "invalid_client", "{what}: {e}");
+    }
+    // Replay: the same assertion twice.
+    let a = f.assertion(&f.claims());
+    assert_eq!(f.with_assertion(&a, &[]).await.0, 200);
+    let (st, e) = f.with_assertion(&a, &[]).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (401, Some("invalid_client")),
+        "replayed jti: {e}"
+    );
+    assert!(e["error_description"].as_str().unwrap().contains("replay"));
+    assert_eq!(f.issued().await, before + 1, "only the one good request issued a token");
+    let refused =
+        f.s.client()
+            .audit_search(&[("type", "token.refused".into())])
+            .await
+            .unwrap()
+            .items
+            .len();
+    assert!(refused >= 12, "every refusal is audited ({refused})");
+}
+
+fn aws_lc_rs_hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    // A forged HS256 signature keyed with the public key bytes (the classic confusion attack).
+    let mut k = key.to_vec();
+    k.extend_from_slice(msg);
+    sigil_crypto::sha256(&k).to_vec()
+}
+
+#[tokio::test]
+async fn bad_requests_get_precise_errors() {
+    let Some(f) = fixture().await else { return };
+    let basic = Some((f.secret_client.as_str(), f.secret.as_str()));
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("grant_type", "client_credentials"), ("resource", API)],
+            Some((f.secret_client.as_str(), "sigil_cs_wrong")),
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "client_credentials"), ("resource", API)],
+            Some(("cli_unknown", "sigil_cs_wrong")),
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "client_credentials"), ("resource", API)],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "password"), ("resource", API)],
+            basic,
+            400,
+            "unsupported_grant_type",
+        ),
+        (vec![("resource", API)], basic, 400, "invalid_request"),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+                ("resource", API),
+            ],
+            basic,
+            400,
+            "invalid_request",
+        ),
+        (
+            vec![("grant_type", "client_credentials")],
+            basic,
+            400,
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("resource", "https://unknown.example"),
+            ],
+            basic,
+            400,
+            "invalid_target",
+        ),
+        (
+            vec![("grant_type", "client_credentials"), ("resource", "not a uri")],
+            basic,
+            400,
+            "invalid_target",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("resource", API),
+                ("resource", "https://b.example"),
+            ],
+            basic,
+            400,
+            "invalid_target",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("resource", API),
+                ("scope", "admin"),
+            ],
+            basic,
+            400,
+            "invalid_scope",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("resource", API),
+                ("scope", "read unheard-of"),
+            ],
+            basic,
+            400,
+            "invalid_scope",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("resource", API),
+                ("client_secret", f.secret.as_str()),
+                ("client_id", f.secret_client.as_str()),
+            ],
+            basic,
+            400,
+            "invalid_request",
+        ),
+    ];
+    let before = f.issued().await;
+    for (form, auth, status, code) in cases {
+        let (st, e, h) = f.post("/token", &form, auth).await;
+        assert_eq!((st, e["error"].as_str()), (status, Some(code)), "{form:?}: {e}");
+        assert_eq!(h["cache-control"], "no-store");
+        if st == 401 {
+            assert!(h.contains_key("www-authenticate"));
+        }
+    }
+    // Wrong content type and an oversized body.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(f.token_url())
+        .json(&json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let big = format!("grant_type=client_credentials&scope={}", "a".repeat(200_000));
+    let r = http
+        .post(f.token_url())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    assert_eq!(f.issued().await, before, "no bad request issued a token");
+}
+
+#[tokio::test]
+async fn metadata_and_jwks_verify_issued_tokens() {
+    let Some(f) = fixture().await else { return };
+    let meta: Value = reqwest::get(format!("{}/.well-known/oauth-authorization-server", f.s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], f.s.url.as_str());
+    assert_eq!(meta["token_endpoint"], f.token_url());
+    let same: Value = reqwest::get(format!("{}/.well-known/openid-configuration", f.s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta, same);
+    let jwks: sigil_crypto::Jwks = reqwest::get(meta["jwks_uri"].as_str().unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, body) = f.with_assertion(&f.assertion(&f.claims()), &[]).await;
+    let v = sigil_crypto::verify_compact(body["access_token"].as_str().unwrap(), &jwks).unwrap();
+    assert_eq!(v.typ.as_deref(), Some("at+jwt"));
+}
