@@ -10,8 +10,10 @@ use crate::audit::AuthEvidence;
 
 /// RFC 7523 §2.2.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Longest lifetime accepted for a client assertion ("exp required and short").
-pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
+/// How far in the future a client assertion's `exp` may be. Short assertions are better, but
+/// widely used clients default to an hour (authlib does), and the replay cache keeps each `jti`
+/// only until its `exp`, so an hour bounds that cache too.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 3600;
 /// Clock skew tolerated on `iat`/`nbf`.
 pub const SKEW_SECS: i64 = 60;
 

@@ -1,0 +1,111 @@
+"""Sigil's token service driven by authlib (a client nobody here wrote), its tokens checked by PyJWT."""
+
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+from conftest import API
+
+
+def _metadata(sigil):
+    return requests.get(sigil.url + "/.well-known/oauth-authorization-server", timeout=5).json()
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_authlib_private_key_jwt_client_credentials(sigil, alg):
+    if alg == "RS256":
+        key = RSAKey.generate_key(2048, private=True)
+    elif alg == "ES256":
+        key = ECKey.generate_key("P-256", private=True)
+    else:
+        key = OKPKey.generate_key("Ed25519", private=True)
+    public = key.as_dict(private=False)
+    public["kid"] = "interop-" + alg
+    client = sigil.client("bot", "private_key_jwt", {"keys": [public]})
+    meta = _metadata(sigil)
+    session = OAuth2Session(
+        client["client_id"],
+        key,
+        token_endpoint_auth_method=PrivateKeyJWT(meta["token_endpoint"], alg=alg, headers={"kid": "interop-" + alg}),
+    )
+    token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API, scope="read")
+    assert token["token_type"] == "Bearer"
+    assert token["scope"] == "read"
+    assert token["expires_in"] == 300
+
+
+def test_authlib_client_secret_basic(sigil):
+    client = sigil.client("bot", "client_secret_basic")
+    assert client["client_secret"].startswith("sigil_cs_")
+    meta = _metadata(sigil)
+    session = OAuth2Session(client["client_id"], client["client_secret"], token_endpoint_auth_method="client_secret_basic")
+    token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API)
+    assert set(token["scope"].split()) == {"read", "write"}
+    post = OAuth2Session(client["client_id"], client["client_secret"], token_endpoint_auth_method="client_secret_post")
+    assert post.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API)["access_token"]
+
+
+def test_pyjwt_verifies_every_rfc9068_claim(sigil):
+    client = sigil.client("bot", "client_secret_basic")
+    meta = _metadata(sigil)
+    session = OAuth2Session(client["client_id"], client["client_secret"], token_endpoint_auth_method="client_secret_basic")
+    access = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API, scope="write")["access_token"]
+    header = jwt.get_unverified_header(access)
+    assert header["typ"] == "at+jwt"  # RFC 9068 §2.1
+    signing_key = jwt.PyJWKClient(meta["jwks_uri"]).get_signing_key_from_jwt(access)
+    claims = jwt.decode(
+        access,
+        signing_key.key,
+        algorithms=["EdDSA", "ES256"],
+        audience=API,
+        issuer=meta["issuer"],
+        options={"require": ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"]},
+    )
+    assert claims["client_id"] == client["client_id"]
+    assert claims["scope"] == "write"
+    assert claims["sub"].startswith("idn_")
+    assert claims["exp"] - claims["iat"] == 300
+    assert abs(claims["iat"] - time.time()) < 60
+    # The audience is exactly the resource: a verifier for another API refuses it.
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(access, signing_key.key, algorithms=["EdDSA", "ES256"], audience="https://other.example.com")
+
+
+def test_authlib_introspection_and_revocation(sigil):
+    rs = sigil.client("bot", "client_secret_basic")
+    agent = sigil.client("bot", "client_secret_basic")
+    meta = _metadata(sigil)
+    agent_session = OAuth2Session(agent["client_id"], agent["client_secret"], token_endpoint_auth_method="client_secret_basic")
+    access = agent_session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API)["access_token"]
+    rs_session = OAuth2Session(rs["client_id"], rs["client_secret"], token_endpoint_auth_method="client_secret_basic")
+    info = rs_session.introspect_token(meta["introspection_endpoint"], token=access).json()
+    assert info["active"] is True
+    assert info["aud"] == API and info["client_id"] == agent["client_id"]
+    resp = agent_session.revoke_token(meta["revocation_endpoint"], token=access)
+    assert resp.status_code == 200
+    assert rs_session.introspect_token(meta["introspection_endpoint"], token=access).json() == {"active": False}
+
+
+def test_errors_are_rfc6749_section_5_2(sigil):
+    meta = _metadata(sigil)
+    client = sigil.client("bot", "client_secret_basic")
+    cases = [
+        ({"grant_type": "client_credentials", "resource": API}, ("nobody", "wrong"), 401, "invalid_client"),
+        ({"grant_type": "client_credentials", "resource": "https://unregistered.example"}, (client["client_id"], client["client_secret"]), 400, "invalid_target"),
+        ({"grant_type": "client_credentials", "resource": API, "scope": "admin"}, (client["client_id"], client["client_secret"]), 400, "invalid_scope"),
+        ({"grant_type": "implicit", "resource": API}, (client["client_id"], client["client_secret"]), 400, "unsupported_grant_type"),
+    ]
+    for form, auth, status, error in cases:
+        r = requests.post(meta["token_endpoint"], data=form, auth=auth, timeout=5)
+        assert r.status_code == status, r.text
+        assert r.json()["error"] == error
+        assert r.headers["Cache-Control"] == "no-store"
+        if status == 401:
+            assert "WWW-Authenticate" in r.headers
