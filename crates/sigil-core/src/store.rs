@@ -109,6 +109,11 @@ pub enum Change {
         jti: String,
         expires_at: i64,
     },
+    /// Marks a DPoP proof's `jti` used; `Duplicate` if it already was (replay).
+    RecordDpopProof {
+        jti: String,
+        expires_at: i64,
+    },
     /// Revokes an access token by its `jti` until it would have expired anyway.
     RevokeToken {
         jti: String,

@@ -24,12 +24,14 @@ impl ClientAlg {
         match s {
             "RS256" => Some(Self::Rs256),
             "ES256" => Some(Self::Es256),
-            "EdDSA" => Some(Self::EdDsa),
+            // RFC 9864 deprecates the polymorphic "EdDSA" for the fully specified "Ed25519";
+            // clients send either (oauth4webapi sends "Ed25519").
+            "EdDSA" | "Ed25519" => Some(Self::EdDsa),
             _ => None,
         }
     }
 
-    pub const ALL: &'static [&'static str] = &["RS256", "ES256", "EdDSA"];
+    pub const ALL: &'static [&'static str] = &["RS256", "ES256", "EdDSA", "Ed25519"];
 }
 
 /// A public JWK as clients publish it (RFC 7517 / 7518 / 8037).

@@ -54,6 +54,8 @@ pub struct FileConfig {
 pub struct OAuthFile {
     /// Lifetime of access tokens (default 5m, at most 1h).
     pub access_token_ttl: Option<String>,
+    /// Require server nonces in DPoP proofs (RFC 9449 §8).
+    pub dpop_nonce: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -176,6 +178,7 @@ pub struct Config {
     pub audit_sinks: Vec<SinkConfig>,
     pub audit_retain: Option<Duration>,
     pub access_token_ttl: Duration,
+    pub dpop_nonce: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -297,7 +300,9 @@ impl Config {
                 "must be at least oauth.access_token_ttl: retired keys must outlive their tokens",
             ));
         }
+        let dpop_nonce = f.oauth.as_ref().and_then(|o| o.dpop_nonce).unwrap_or(false);
         Ok(Self {
+            dpop_nonce,
             access_token_ttl,
             audit_sinks,
             audit_retain,
@@ -337,6 +342,7 @@ impl Config {
             audit_sinks: Vec::new(),
             audit_retain: None,
             access_token_ttl: Duration::from_secs(300),
+            dpop_nonce: false,
         })
     }
 }
@@ -507,6 +513,7 @@ max_body_bytes = 65536   # request bodies above this get 413
 
 [oauth]
 access_token_ttl = "5m"  # lifetime of access tokens (10s to 1h)
+dpop_nonce = false       # require server-provided nonces in DPoP proofs (RFC 9449 §8)
 
 [audit]
 # retain = "365d"        # prune records older than this (only at a signed checkpoint); unset: keep all

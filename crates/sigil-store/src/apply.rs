@@ -58,6 +58,12 @@ const ASSERTION: Op = Op {
     is_delete: false,
     references: "client",
 };
+const DPOP: Op = Op {
+    entity: "dpop proof",
+    unique_fields: &["jti"],
+    is_delete: false,
+    references: "proof",
+};
 const REVOKED: Op = Op {
     entity: "revoked token",
     unique_fields: &["jti"],
@@ -231,6 +237,14 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)",
             vec![client_id.clone().into(), jti.clone().into(), (*expires_at).into()],
             ASSERTION,
+        )
+        .await
+        .map(|_| ()),
+        Change::RecordDpopProof { jti, expires_at } => exec(
+            conn,
+            "INSERT INTO used_dpop_proofs (jti, expires_at) VALUES ($1, $2)",
+            vec![jti.clone().into(), (*expires_at).into()],
+            DPOP,
         )
         .await
         .map(|_| ()),

@@ -13,6 +13,10 @@ pub enum ErrorCode {
     InvalidTarget,
     /// RFC 7009 §2.2.1.
     UnsupportedTokenType,
+    /// RFC 9449 §5.
+    InvalidDpopProof,
+    /// RFC 9449 §8.
+    UseDpopNonce,
     ServerError,
     TemporarilyUnavailable,
 }
@@ -28,6 +32,8 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }

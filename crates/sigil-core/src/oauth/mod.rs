@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod client_auth;
+pub mod dpop;
 pub mod error;
 pub mod service;
 pub mod token;

@@ -30,6 +30,8 @@ pub struct OAuthConfig {
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
     pub access_token_ttl: Duration,
+    /// Require server-provided nonces in DPoP proofs (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -52,6 +54,8 @@ pub struct Introspection {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IntrospectedClaims {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<super::token::Confirmation>,
     pub scope: String,
     pub client_id: String,
     pub token_type: &'static str,
@@ -71,6 +75,7 @@ pub struct OAuthService {
     keys: Arc<KeyManager>,
     fetcher: Arc<dyn JwksFetcher>,
     hasher: KeyedHasher,
+    nonces: KeyedHasher,
     cfg: OAuthConfig,
 }
 
@@ -91,12 +96,31 @@ impl OAuthService {
             keys,
             fetcher,
             hasher: KeyedHasher::new(master, SECRET_PURPOSE),
+            nonces: KeyedHasher::new(master, "sigil dpop nonce v1"),
             cfg,
         }
     }
 
     pub fn config(&self) -> &OAuthConfig {
         &self.cfg
+    }
+
+    /// The current DPoP nonce: stateless (a keyed hash of the minute), so every replica that
+    /// shares the master key issues and accepts the same values; the previous minute's is
+    /// accepted too.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.cfg
+            .dpop_nonce
+            .then(|| self.nonce_for(self.clock.now().unix_seconds().div_euclid(60)))
+    }
+
+    fn nonce_for(&self, minute: i64) -> String {
+        self.nonces.hash_hex(&minute.to_be_bytes()).chars().take(32).collect()
+    }
+
+    fn nonce_is_current(&self, n: &str) -> bool {
+        let minute = self.clock.now().unix_seconds().div_euclid(60);
+        n == self.nonce_for(minute) || n == self.nonce_for(minute - 1)
     }
 
     // ---- clients (admin) ----
@@ -317,9 +341,10 @@ impl OAuthService {
         creds: &PresentedCredentials,
         scope: Option<&str>,
         resources: &[String],
+        dpop: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let result = self.issue(creds, scope, resources, request_id).await;
+        let result = self.issue(creds, scope, resources, dpop, request_id).await;
         if let Err(e) = &result {
             self.refused(creds, e, request_id).await;
         }
@@ -331,9 +356,30 @@ impl OAuthService {
         creds: &PresentedCredentials,
         scope: Option<&str>,
         resources: &[String],
+        dpop: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
+        let proof = match dpop {
+            Some(p) => {
+                let check = |n: &str| self.nonce_is_current(n);
+                let nonce: Option<&dyn Fn(&str) -> bool> = if self.cfg.dpop_nonce { Some(&check) } else { None };
+                Some(super::dpop::verify(
+                    p,
+                    "POST",
+                    &self.cfg.token_endpoint,
+                    self.clock.now().unix_seconds(),
+                    nonce,
+                )?)
+            }
+            None if auth.client.dpop_required => {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "this client must send a DPoP proof (RFC 9449)",
+                ));
+            }
+            None => None,
+        };
         let identity = self
             .store
             .get_identity(&IdentityRef::Id(auth.client.identity_id.clone()))
@@ -402,6 +448,9 @@ impl OAuthService {
             jti: sigil_crypto::b64url(&jti_bytes),
             client_id: auth.client.client_id.clone(),
             scope: granted.to_oauth_string(),
+            cnf: proof
+                .as_ref()
+                .map(|p| super::token::Confirmation { jkt: p.jkt.clone() }),
         };
         let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
         let access_token = token::mint(&key, &claims).map_err(|_| OAuthError::unavailable())?;
@@ -437,8 +486,22 @@ impl OAuthService {
                 expires_at: *exp,
             });
         }
+        if let Some(p) = &proof {
+            cs = cs.change(Change::RecordDpopProof {
+                jti: p.jti.clone(),
+                expires_at: p.iat + 2 * super::dpop::WINDOW_SECS,
+            });
+        }
         match self.store.commit(cs).await {
             Ok(()) => {}
+            Err(StoreError::Duplicate {
+                entity: "dpop proof", ..
+            }) => {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "the DPoP proof was already used (replay)",
+                ));
+            }
             Err(StoreError::Duplicate { .. }) => {
                 return Err(OAuthError::invalid_client(
                     "the client assertion was already used (replay)",
@@ -446,9 +509,10 @@ impl OAuthService {
             }
             Err(e) => return Err(e.into()),
         }
+        let token_type = if proof.is_some() { "DPoP" } else { "Bearer" };
         Ok(TokenResponse {
             access_token,
-            token_type: "Bearer",
+            token_type,
             expires_in: ttl.as_secs(),
             scope: claims.scope,
         })
@@ -520,9 +584,10 @@ impl OAuthService {
         Ok(Introspection {
             active: true,
             claims: Some(IntrospectedClaims {
+                token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
+                cnf: claims.cnf,
                 scope: claims.scope,
                 client_id: claims.client_id,
-                token_type: "Bearer",
                 exp: claims.exp,
                 iat: claims.iat,
                 sub: claims.sub,

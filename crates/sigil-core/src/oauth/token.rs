@@ -19,6 +19,14 @@ pub struct AccessClaims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// RFC 9449 §6.1: the DPoP key the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 /// Signs claims as a compact JWS with `typ` `at+jwt` (RFC 9068 §2.1).

@@ -42,15 +42,16 @@ pub async fn create(
         .map(serde_json::from_value::<PublicJwks>)
         .transpose()
         .map_err(|e| ApiError::invalid("jwks", format!("not a JWK Set: {e}")))?;
-    if req.dpop_bound_access_tokens {
-        return Err(ApiError::invalid(
-            "dpop_bound_access_tokens",
-            "DPoP is not available yet on this server",
-        ));
-    }
     let (client, secret) = app
         .oauth
-        .create_client(&ctx, &identity, method, jwks, req.jwks_uri, false)
+        .create_client(
+            &ctx,
+            &identity,
+            method,
+            jwks,
+            req.jwks_uri,
+            req.dpop_bound_access_tokens,
+        )
         .await?;
     let secret = secret.map(|s| s.as_str().to_owned());
     Ok((StatusCode::CREATED, Json(view(&client, secret))).into_response())

@@ -127,6 +127,20 @@ fn rid(headers_ext: &axum::http::Extensions) -> Option<String> {
     headers_ext.get::<RequestId>().map(|r| r.0.clone())
 }
 
+/// The `DPoP` header, if any; more than one is an error (RFC 9449 §4.3).
+fn single_dpop(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let bad = |why: &str| OAuthError::new(sigil_core::oauth::ErrorCode::InvalidDpopProof, why);
+    let mut all = headers.get_all("dpop").iter();
+    let first = all
+        .next()
+        .map(|v| v.to_str().map_err(|_| bad("malformed DPoP header")))
+        .transpose()?;
+    if all.next().is_some() {
+        return Err(bad("more than one DPoP header"));
+    }
+    Ok(first)
+}
+
 /// `POST /token`
 pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -139,10 +153,17 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
     let result = async {
         let form = Form::parse(&parts.headers, &bytes, &["resource"])?;
         let creds = credentials(&parts.headers, &form)?;
+        let dpop = single_dpop(&parts.headers)?;
         match form.get("grant_type") {
             Some("client_credentials") => {
                 app.oauth
-                    .client_credentials(&creds, form.get("scope"), &form.all("resource"), request_id.as_deref())
+                    .client_credentials(
+                        &creds,
+                        form.get("scope"),
+                        &form.all("resource"),
+                        dpop,
+                        request_id.as_deref(),
+                    )
                     .await
             }
             Some(other) => Err(OAuthError::new(
@@ -153,10 +174,14 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
         }
     }
     .await;
-    match result {
+    let mut resp = match result {
         Ok(t) => ok_json(t),
         Err(e) => error_response(&e),
+    };
+    if let Some(n) = app.oauth.dpop_nonce().and_then(|n| HeaderValue::from_str(&n).ok()) {
+        resp.headers_mut().insert("dpop-nonce", n);
     }
+    resp
 }
 
 /// Who is calling introspection: an administrator (bearer admin token) or an authenticated client.
@@ -257,6 +282,7 @@ pub async fn metadata(AxState(app): State) -> Response {
         "revocation_endpoint": c.revocation_endpoint,
         "revocation_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_signing_alg_values_supported": algs,
+        "dpop_signing_alg_values_supported": algs,
     });
     ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(body)).into_response()
 }

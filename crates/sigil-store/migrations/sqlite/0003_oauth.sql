@@ -30,3 +30,9 @@ CREATE TABLE revoked_tokens (
 );
 
 ALTER TABLE identities ADD COLUMN tokens_not_before BIGINT;
+
+-- DPoP proof jtis seen (RFC 9449 §11.1), shared by all replicas, kept until the proof is stale.
+CREATE TABLE used_dpop_proofs (
+    jti         TEXT PRIMARY KEY,
+    expires_at  BIGINT NOT NULL
+);
