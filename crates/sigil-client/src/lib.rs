@@ -288,6 +288,13 @@ impl Client {
         self.call(Method::DELETE, &format!("/admin/v1/clients/{}", enc(id)), None::<&()>)
             .await
     }
+    pub async fn create_registration_token(
+        &self,
+        req: &sigil_proto::admin::CreateRegistrationToken,
+    ) -> Result<sigil_proto::admin::RegistrationTokenView, ClientError> {
+        self.call(Method::POST, "/admin/v1/registration-tokens", Some(req))
+            .await
+    }
     pub async fn revoke_token(&self, token: &str) -> Result<(), ClientError> {
         let req = sigil_proto::admin::TokenRequest {
             token: token.to_owned(),

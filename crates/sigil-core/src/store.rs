@@ -99,6 +99,11 @@ pub enum Change {
         before: u64,
     },
     InsertClient(OAuthClient),
+    UpdateClient {
+        client: OAuthClient,
+        expected_version: i64,
+    },
+    InsertRegistrationToken(crate::oauth::client::RegistrationToken),
     DeleteClient {
         client_id: String,
         expected_version: i64,
@@ -241,6 +246,10 @@ pub trait OAuthStore: Send + Sync {
         page: &crate::model::PageRequest,
     ) -> StoreResult<Page<OAuthClient>>;
     async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool>;
+    async fn find_registration_token(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<crate::oauth::client::RegistrationToken>>;
 }
 
 /// Everything Sigil stores. Both backends (SQLite, PostgreSQL) pass one conformance suite.

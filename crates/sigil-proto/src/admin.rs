@@ -311,3 +311,30 @@ pub struct ClientView {
 pub struct TokenRequest {
     pub token: String,
 }
+
+/// Body of `POST /admin/v1/registration-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegistrationToken {
+    /// The user who will own what gets registered.
+    pub owner: String,
+    /// Register clients under this existing identity (default: a new agent per client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Lifetime in seconds (default 3600, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationTokenView {
+    pub id: String,
+    /// The initial access token: shown once.
+    pub token: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub expires_at: Timestamp,
+    pub registration_endpoint: String,
+}

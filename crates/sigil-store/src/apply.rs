@@ -212,18 +212,30 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::AcquireLease(l) => acquire_lease(conn, l).await,
         Change::InsertClient(c) => exec(
             conn,
-            "INSERT INTO oauth_clients (client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO oauth_clients (client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            client_values(c),
+            CLIENT,
+        )
+        .await
+        .map(|_| ()),
+        Change::UpdateClient { client: c, expected_version } => {
+            let mut v = client_values(c);
+            v.remove(0);
+            v.push(c.client_id.clone().into());
+            v.push((*expected_version).into());
+            exec_versioned(conn, "UPDATE oauth_clients SET identity_id = $1, auth_method = $2, jwks_json = $3, jwks_uri = $4, secret_hash = $5, dpop_required = $6, created_at = $7, created_by = $8, version = $9, registration_token_hash = $10, metadata_json = $11 WHERE client_id = $12 AND version = $13", v, CLIENT).await
+        }
+        Change::InsertRegistrationToken(t) => exec(
+            conn,
+            "INSERT INTO registration_tokens (id, token_hash, owner_id, identity_id, expires_at, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             vec![
-                c.client_id.clone().into(),
-                c.identity_id.as_str().into(),
-                c.auth_method.as_str().into(),
-                c.jwks.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default()).into(),
-                c.jwks_uri.clone().into(),
-                c.secret_hash.clone().into(),
-                i64::from(c.dpop_required).into(),
-                c.created_at.unix_micros().into(),
-                c.created_by.clone().into(),
-                c.version.into(),
+                t.id.clone().into(),
+                t.token_hash.clone().into(),
+                t.owner.as_str().into(),
+                t.identity.as_ref().map(|i| i.to_string()).into(),
+                t.expires_at.unix_micros().into(),
+                t.created_at.unix_micros().into(),
+                t.created_by.clone().into(),
             ],
             CLIENT,
         )
@@ -537,4 +549,24 @@ pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord
         q.query().execute(&mut *conn).await.map_err(|e| map(e, AUDIT))?;
     }
     Ok(())
+}
+
+fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {
+    vec![
+        c.client_id.clone().into(),
+        c.identity_id.as_str().into(),
+        c.auth_method.as_str().into(),
+        c.jwks
+            .as_ref()
+            .map(|j| serde_json::to_string(j).unwrap_or_default())
+            .into(),
+        c.jwks_uri.clone().into(),
+        c.secret_hash.clone().into(),
+        i64::from(c.dpop_required).into(),
+        c.created_at.unix_micros().into(),
+        c.created_by.clone().into(),
+        c.version.into(),
+        c.registration_token_hash.clone().into(),
+        c.metadata.as_ref().map(|m| m.to_string()).into(),
+    ]
 }

@@ -265,6 +265,12 @@ impl sigil_core::store::OAuthStore for SqlStore {
     async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool> {
         read::is_token_revoked(&self.pool, jti).await
     }
+    async fn find_registration_token(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<sigil_core::oauth::client::RegistrationToken>> {
+        read::find_registration_token(&self.pool, hash).await
+    }
 }
 
 #[async_trait]

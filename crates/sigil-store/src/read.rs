@@ -418,3 +418,14 @@ pub async fn is_token_revoked(pool: &AnyPool, jti: &str) -> R<bool> {
         .map_err(unavailable)?;
     Ok(row.is_some())
 }
+
+pub async fn find_registration_token(
+    pool: &AnyPool,
+    hash: &str,
+) -> R<Option<sigil_core::oauth::client::RegistrationToken>> {
+    let mut q = Sql::new(
+        "SELECT id, token_hash, owner_id, identity_id, expires_at, created_at, created_by FROM registration_tokens WHERE token_hash = ",
+    );
+    q.bind(hash);
+    one(pool, q, rows::registration_token).await
+}

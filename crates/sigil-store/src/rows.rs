@@ -176,7 +176,7 @@ pub fn checkpoint(row: &AnyRow) -> Result<Checkpoint, StoreError> {
     })
 }
 
-pub const CLIENT_COLS: &str = "client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version";
+pub const CLIENT_COLS: &str = "client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json";
 
 pub fn client(row: &AnyRow) -> Result<sigil_core::oauth::OAuthClient, StoreError> {
     let jwks: Option<String> = get(row, "jwks_json")?;
@@ -191,8 +191,26 @@ pub fn client(row: &AnyRow) -> Result<sigil_core::oauth::OAuthClient, StoreError
         jwks_uri: get(row, "jwks_uri")?,
         secret_hash: get(row, "secret_hash")?,
         dpop_required: get::<i64>(row, "dpop_required")? != 0,
+        registration_token_hash: get(row, "registration_token_hash")?,
+        metadata: get::<Option<String>>(row, "metadata_json")?
+            .map(|m| parse("metadata_json", serde_json::from_str(&m)))
+            .transpose()?,
         created_at: ts(row, "created_at")?,
         created_by: get(row, "created_by")?,
         version: get(row, "version")?,
+    })
+}
+
+pub fn registration_token(row: &AnyRow) -> Result<sigil_core::oauth::client::RegistrationToken, StoreError> {
+    Ok(sigil_core::oauth::client::RegistrationToken {
+        id: get(row, "id")?,
+        token_hash: get(row, "token_hash")?,
+        owner: parse("owner_id", UserId::parse(&get::<String>(row, "owner_id")?))?,
+        identity: get::<Option<String>>(row, "identity_id")?
+            .map(|i| parse("identity_id", IdentityId::parse(&i)))
+            .transpose()?,
+        expires_at: ts(row, "expires_at")?,
+        created_at: ts(row, "created_at")?,
+        created_by: get(row, "created_by")?,
     })
 }

@@ -72,6 +72,24 @@ pub enum Command {
     /// Get, inspect and revoke access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Initial access tokens for dynamic client registration (RFC 7591).
+    #[command(subcommand, name = "registration-token")]
+    RegistrationToken(RegistrationTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationTokenCommand {
+    /// Issue an initial access token; clients registered with it are owned by --owner.
+    Create {
+        #[arg(long)]
+        owner: String,
+        /// Register clients under this identity (default: a new agent, empty ceiling, per client).
+        #[arg(long)]
+        identity: Option<String>,
+        /// Lifetime, e.g. 1h or 7d (default 1h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

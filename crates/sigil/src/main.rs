@@ -108,5 +108,6 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Trace { id } => audit::trace(&cli.global, &id).await,
         Command::Client(c) => oauth::client(&cli.global, c).await,
         Command::Token(c) => oauth::token(&cli.global, c).await,
+        Command::RegistrationToken(c) => oauth::registration_token(&cli.global, c).await,
     }
 }

@@ -204,3 +204,25 @@ fn assertion(key: &SigningKey, client_id: &str, aud: &str) -> Result<String, Fai
     let claims = json!({ "iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + 60, "jti": jti });
     sigil_crypto::sign_compact(key, "JWT", claims.to_string().as_bytes()).map_err(|e| Failure::error(e.to_string()))
 }
+
+pub async fn registration_token(g: &Global, c: crate::cli::RegistrationTokenCommand) -> Result<(), Failure> {
+    let crate::cli::RegistrationTokenCommand::Create { owner, identity, ttl } = c;
+    let ttl = sigil_server::config::parse_duration("ttl", &ttl).map_err(|e| Failure::invalid(e.to_string()))?;
+    let req = sigil_proto::admin::CreateRegistrationToken {
+        owner,
+        identity,
+        ttl_seconds: Some(ttl.as_secs()),
+    };
+    let view = api_client(g)?.create_registration_token(&req).await?;
+    match g.output {
+        Output::Json => output::item(g.output, &view),
+        Output::Text => {
+            println!("{}", view.token);
+            eprintln!(
+                "(initial access token for {}, expires {}; shown once)",
+                view.registration_endpoint, view.expires_at
+            );
+        }
+    }
+    Ok(())
+}

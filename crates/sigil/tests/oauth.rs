@@ -712,3 +712,120 @@ async fn dpop_nonces_when_configured() {
     .await;
     assert_eq!((st, e["error"].as_str()), (400, Some("use_dpop_nonce")));
 }
+
+#[tokio::test]
+async fn dynamic_client_registration_rfc7591_and_7592() {
+    let Some(f) = fixture().await else { return };
+    let c = f.s.client();
+    let iat = c
+        .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
+            owner: "alice".into(),
+            identity: None,
+            ttl_seconds: Some(600),
+        })
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let reg = format!("{}/register", f.s.url);
+    // No or wrong initial access token: 401 invalid_token.
+    let r = http.post(&reg).json(&json!({"client_name": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let r = http
+        .post(&reg)
+        .bearer_auth("sigil_iat_nope")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Bad metadata: 400 invalid_client_metadata, nothing created.
+    for bad in [
+        json!({"grant_types": ["authorization_code"]}),
+        json!({"redirect_uris": ["https://x.example/cb"]}),
+        json!({"token_endpoint_auth_method": "none"}),
+        json!({"token_endpoint_auth_method": "private_key_jwt"}),
+        json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}]}}),
+        json!({"client_name": 7}),
+    ] {
+        let r = http.post(&reg).bearer_auth(&iat.token).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "invalid_client_metadata",
+            "{bad}"
+        );
+    }
+    let before = c.list_identities(Family::Agents, &[]).await.unwrap().items.len();
+    assert_eq!(before, 1, "refused registrations created no identity");
+
+    let r = http
+        .post(&reg)
+        .bearer_auth(&iat.token)
+        .json(&json!({"client_name": "Research agent", "grant_types": ["client_credentials"], "unknown_field": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("unknown_field").is_none(), "unknown metadata is ignored");
+    assert_eq!(body["client_name"], "Research agent");
+    assert_eq!(body["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(body["client_secret_expires_at"], 0);
+    let (id, secret, rat, uri) = (
+        body["client_id"].as_str().unwrap(),
+        body["client_secret"].as_str().unwrap(),
+        body["registration_access_token"].as_str().unwrap(),
+        body["registration_client_uri"].as_str().unwrap(),
+    );
+    // The new agent has an empty ceiling: the client can hold no scope yet.
+    let (st, e, _) = f
+        .post(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", API)],
+            Some((id, secret)),
+        )
+        .await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_scope")), "{e}");
+
+    // RFC 7592: read, update, delete with the registration access token only.
+    let r = http.get(uri).bearer_auth(rat).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap().get("client_secret").is_none());
+    assert_eq!(
+        http.get(uri).bearer_auth(&iat.token).send().await.unwrap().status(),
+        401
+    );
+    let r = http
+        .put(uri)
+        .bearer_auth(rat)
+        .json(&json!({"client_id": id, "client_name": "Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["client_name"], "Renamed");
+    let r = http
+        .put(uri)
+        .bearer_auth(rat)
+        .json(&json!({"client_id": "cli_other", "client_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(http.delete(uri).bearer_auth(rat).send().await.unwrap().status(), 204);
+    assert_eq!(http.get(uri).bearer_auth(rat).send().await.unwrap().status(), 401);
+    let (st, _, _) = f
+        .post(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", API)],
+            Some((id, secret)),
+        )
+        .await;
+    assert_eq!(st, 401, "a deleted client cannot authenticate");
+}

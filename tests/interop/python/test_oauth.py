@@ -109,3 +109,22 @@ def test_errors_are_rfc6749_section_5_2(sigil):
         assert r.headers["Cache-Control"] == "no-store"
         if status == 401:
             assert "WWW-Authenticate" in r.headers
+
+
+def test_rfc7591_registration_then_authlib_uses_the_client(sigil):
+    iat = sigil.admin("POST", "/admin/v1/registration-tokens", {"owner": "alice", "identity": "bot"})
+    meta = _metadata(sigil)
+    assert meta["registration_endpoint"] == iat["registration_endpoint"]
+    body = {"client_name": "python agent", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_post"}
+    r = requests.post(meta["registration_endpoint"], json=body, headers={"Authorization": f"Bearer {iat['token']}"}, timeout=5)
+    assert r.status_code == 201, r.text
+    reg = r.json()
+    assert reg["client_secret_expires_at"] == 0 and reg["client_name"] == "python agent"
+    session = OAuth2Session(reg["client_id"], reg["client_secret"], token_endpoint_auth_method="client_secret_post")
+    token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API, scope="read")
+    assert token["scope"] == "read"
+    # RFC 7592: read with the registration access token, then delete.
+    auth = {"Authorization": f"Bearer {reg['registration_access_token']}"}
+    assert requests.get(reg["registration_client_uri"], headers=auth, timeout=5).json()["client_id"] == reg["client_id"]
+    assert requests.delete(reg["registration_client_uri"], headers=auth, timeout=5).status_code == 204
+    assert requests.get(reg["registration_client_uri"], headers=auth, timeout=5).status_code == 401

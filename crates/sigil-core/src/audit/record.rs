@@ -53,6 +53,7 @@ event_types! {
     AuditPruned => "audit.pruned",
     ClientCreated => "client.created",
     ClientDeleted => "client.deleted",
+    RegistrationTokenCreated => "registration_token.created",
     TokenIssued => "token.issued",
     TokenRefused => "token.refused",
     TokenIntrospected => "token.introspected",

@@ -56,7 +56,29 @@ pub struct OAuthClient {
     pub secret_hash: Option<String>,
     /// Tokens must be DPoP-bound (RFC 9449).
     pub dpop_required: bool,
+    /// Keyed hash of the RFC 7592 registration access token (dynamically registered clients).
+    pub registration_token_hash: Option<String>,
+    /// The client metadata as registered (RFC 7591 §2), for RFC 7592 reads.
+    pub metadata: Option<serde_json::Value>,
     pub created_at: Timestamp,
     pub created_by: String,
     pub version: i64,
+}
+
+/// Prefix of initial access tokens for dynamic registration.
+pub const REGISTRATION_TOKEN_PREFIX: &str = "sigil_iat_";
+/// Prefix of RFC 7592 registration access tokens.
+pub const REGISTRATION_ACCESS_PREFIX: &str = "sigil_rat_";
+
+/// An initial access token (RFC 7591 §3): lets whoever holds it register clients owned by
+/// `owner`, under `identity` if given, else each under a new agent with an empty ceiling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationToken {
+    pub id: String,
+    pub token_hash: String,
+    pub owner: sigil_types::UserId,
+    pub identity: Option<IdentityId>,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub created_by: String,
 }

@@ -15,6 +15,10 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     /// RFC 9449 §5.
     InvalidDpopProof,
+    /// RFC 7591 §3.2.2.
+    InvalidClientMetadata,
+    /// RFC 6750 §3.1 (bad initial or registration access token).
+    InvalidToken,
     /// RFC 9449 §8.
     UseDpopNonce,
     ServerError,
@@ -33,6 +37,8 @@ impl ErrorCode {
             Self::InvalidTarget => "invalid_target",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidToken => "invalid_token",
             Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
@@ -42,7 +48,7 @@ impl ErrorCode {
     /// RFC 6749 §5.2: 400, except 401 for a failed client authentication.
     pub const fn status(self) -> u16 {
         match self {
-            Self::InvalidClient => 401,
+            Self::InvalidClient | Self::InvalidToken => 401,
             Self::ServerError => 500,
             Self::TemporarilyUnavailable => 503,
             _ => 400,

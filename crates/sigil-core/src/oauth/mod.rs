@@ -7,6 +7,7 @@ pub mod client;
 pub mod client_auth;
 pub mod dpop;
 pub mod error;
+pub mod registration;
 pub mod service;
 pub mod token;
 

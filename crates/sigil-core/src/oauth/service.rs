@@ -105,6 +105,22 @@ impl OAuthService {
         &self.cfg
     }
 
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(super) fn clock_now(&self) -> sigil_types::Timestamp {
+        self.clock.now()
+    }
+
+    pub(super) fn random10(&self) -> [u8; 10] {
+        self.rng.bytes10()
+    }
+
+    pub(super) fn secret_hash(&self, secret: &str) -> String {
+        self.hasher.hash_hex(secret.as_bytes())
+    }
+
     /// The current DPoP nonce: stateless (a keyed hash of the minute), so every replica that
     /// shares the master key issues and accepts the same values; the previous minute's is
     /// accepted too.
@@ -187,6 +203,8 @@ impl OAuthService {
             jwks_uri,
             secret_hash,
             dpop_required,
+            registration_token_hash: None,
+            metadata: None,
             created_at: now,
             created_by: ctx.principal.as_str().to_owned(),
             version: 1,

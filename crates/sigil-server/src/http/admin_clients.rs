@@ -106,3 +106,35 @@ pub async fn introspect(
         .map_err(|_| ApiError::Unavailable)?;
     Ok(Json(r).into_response())
 }
+
+/// `POST /admin/v1/registration-tokens`: an initial access token for RFC 7591 registration.
+pub async fn create_registration_token(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<sigil_proto::admin::CreateRegistrationToken>,
+) -> Result<Response> {
+    let owner = sigil_core::model::UserRef::parse(&req.owner).map_err(|e| ApiError::invalid("owner", e.to_string()))?;
+    let identity = req
+        .identity
+        .as_deref()
+        .map(IdentityRef::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("identity", e.to_string()))?;
+    let ttl = req.ttl_seconds.unwrap_or(3600);
+    if !(60..=30 * 86_400).contains(&ttl) {
+        return Err(ApiError::invalid("ttl_seconds", "must be between 60 and 2592000"));
+    }
+    let (t, token) = app
+        .oauth
+        .create_registration_token(&ctx, &owner, identity.as_ref(), std::time::Duration::from_secs(ttl))
+        .await?;
+    let view = sigil_proto::admin::RegistrationTokenView {
+        id: t.id,
+        token: token.as_str().to_owned(),
+        owner: t.owner.to_string(),
+        identity: t.identity.map(|i| i.to_string()),
+        expires_at: t.expires_at,
+        registration_endpoint: format!("{}/register", app.issuer),
+    };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}

@@ -12,6 +12,7 @@ mod health;
 mod middleware;
 mod oauth;
 mod query;
+mod register;
 
 use std::sync::Arc;
 
@@ -70,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/clients", get(admin_clients::list).post(admin_clients::create))
         .route("/clients/{id}", get(admin_clients::show).delete(admin_clients::delete))
         .route("/tokens/revoke", post(admin_clients::revoke))
+        .route("/registration-tokens", post(admin_clients::create_registration_token))
         .route("/tokens/introspect", post(admin_clients::introspect))
         .route("/audit/records", get(admin_audit::search))
         .route("/audit/leaves", get(admin_audit::leaves))
@@ -91,6 +93,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/token", post(oauth::token))
         .route("/introspect", post(oauth::introspect))
         .route("/revoke", post(oauth::revoke))
+        .route("/register", post(register::register))
+        .route(
+            "/register/{client_id}",
+            get(register::read).put(register::update).delete(register::delete),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

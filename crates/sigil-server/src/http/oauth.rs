@@ -283,6 +283,7 @@ pub async fn metadata(AxState(app): State) -> Response {
         "revocation_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_signing_alg_values_supported": algs,
         "dpop_signing_alg_values_supported": algs,
+        "registration_endpoint": format!("{}/register", c.issuer),
     });
     ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(body)).into_response()
 }

@@ -36,3 +36,18 @@ CREATE TABLE used_dpop_proofs (
     jti         TEXT PRIMARY KEY,
     expires_at  BIGINT NOT NULL
 );
+
+-- Initial access tokens for dynamic client registration (RFC 7591 §3), issued by an admin for
+-- an owner; and the RFC 7592 management credential and metadata of registered clients.
+CREATE TABLE registration_tokens (
+    id           TEXT PRIMARY KEY,
+    token_hash   TEXT NOT NULL UNIQUE,
+    owner_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    identity_id  TEXT REFERENCES identities(id),
+    expires_at   BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    created_by   TEXT NOT NULL
+);
+
+ALTER TABLE oauth_clients ADD COLUMN registration_token_hash TEXT;
+ALTER TABLE oauth_clients ADD COLUMN metadata_json TEXT;

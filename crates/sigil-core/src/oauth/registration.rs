@@ -1,0 +1,370 @@
+//! Dynamic client registration (RFC 7591) and its management protocol (RFC 7592).
+//!
+//! Registration needs an initial access token an administrator issued for an owner. A client
+//! registered with one belongs to the token's identity, or — when the token names none — to a
+//! new agent owned by the token's owner with an empty ceiling: it can hold no scope until an
+//! administrator widens that ceiling ("registered clients start with no scopes beyond the
+//! ceiling of the identity they belong to").
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use sigil_crypto::PublicJwks;
+use sigil_proto::admin::CreateIdentity;
+use sigil_types::{Ceiling, Labels, Name, Timestamp};
+use zeroize::Zeroizing;
+
+use super::client::{
+    ClientAuthMethod, OAuthClient, REGISTRATION_ACCESS_PREFIX, REGISTRATION_TOKEN_PREFIX, RegistrationToken,
+};
+use super::error::{ErrorCode, OAuthError};
+use super::service::OAuthService;
+use crate::audit::{AuditRecord, EventType};
+use crate::model::{IdentityFamily, IdentityRef, Principal, UserRef};
+use crate::registry::{Ctx, Registry, RegistryError};
+use crate::store::{Change, ChangeSet};
+
+fn metadata_error(d: impl Into<String>) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidClientMetadata, d)
+}
+
+fn invalid_token() -> OAuthError {
+    OAuthError::new(
+        ErrorCode::InvalidToken,
+        "the access token is missing, invalid or expired",
+    )
+}
+
+/// Metadata fields Sigil understands and echoes back; anything else is ignored (RFC 7591 §2).
+const ECHOED: &[&str] = &[
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "contacts",
+    "software_id",
+    "software_version",
+    "scope",
+    "tos_uri",
+    "policy_uri",
+];
+
+/// The parsed parts of a registration request that matter to the server.
+struct Requested {
+    method: ClientAuthMethod,
+    jwks: Option<PublicJwks>,
+    jwks_uri: Option<String>,
+    dpop: bool,
+    echo: Map<String, Value>,
+}
+
+fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| metadata_error("the body must be a JSON object"))?;
+    let method = match obj.get("token_endpoint_auth_method") {
+        None => ClientAuthMethod::ClientSecretBasic,
+        Some(Value::String(m)) => ClientAuthMethod::parse(m).map_err(|e| metadata_error(e.to_string()))?,
+        Some(_) => return Err(metadata_error("token_endpoint_auth_method must be a string")),
+    };
+    if let Some(g) = obj.get("grant_types") {
+        let list = g
+            .as_array()
+            .ok_or_else(|| metadata_error("grant_types must be an array"))?;
+        if list.iter().any(|v| v.as_str() != Some("client_credentials")) {
+            return Err(metadata_error(
+                "only the client_credentials grant can be registered on this server",
+            ));
+        }
+    }
+    if obj
+        .get("redirect_uris")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidClientMetadata,
+            "redirect_uris are not supported: only the client_credentials grant can be registered",
+        ));
+    }
+    if obj
+        .get("response_types")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+    {
+        return Err(metadata_error(
+            "response_types must be empty: only the client_credentials grant can be registered",
+        ));
+    }
+    let jwks = obj
+        .get("jwks")
+        .map(|j| {
+            serde_json::from_value::<PublicJwks>(j.clone())
+                .map_err(|e| metadata_error(format!("jwks is not a JWK Set: {e}")))
+        })
+        .transpose()?;
+    let jwks_uri = match obj.get("jwks_uri") {
+        None => None,
+        Some(Value::String(u)) => Some(u.clone()),
+        Some(_) => return Err(metadata_error("jwks_uri must be a string")),
+    };
+    let dpop = match obj.get("dpop_bound_access_tokens") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(metadata_error("dpop_bound_access_tokens must be a boolean")),
+    };
+    if let Some(n) = obj.get("client_name")
+        && !n.as_str().is_some_and(|n| !n.is_empty() && n.chars().count() <= 256)
+    {
+        return Err(metadata_error("client_name must be a string of 1 to 256 characters"));
+    }
+    // Everything that could make the client's creation fail is checked here, before anything
+    // (such as a new agent) is created for it.
+    match (method.uses_secret(), &jwks, &jwks_uri) {
+        (true, None, None) => {}
+        (true, _, _) => return Err(metadata_error("a client_secret client has no jwks or jwks_uri")),
+        (false, Some(set), None) => {
+            if set.keys.is_empty() || set.keys.len() > 20 {
+                return Err(metadata_error("jwks must hold 1 to 20 public keys"));
+            }
+            for k in &set.keys {
+                k.check().map_err(|e| metadata_error(format!("jwks: {e}")))?;
+            }
+        }
+        (false, None, Some(u)) => {
+            let url = url::Url::parse(u).map_err(|e| metadata_error(format!("jwks_uri: {e}")))?;
+            if url.scheme() != "https" {
+                return Err(metadata_error("jwks_uri must be https"));
+            }
+        }
+        (false, _, _) => return Err(metadata_error("private_key_jwt needs exactly one of jwks or jwks_uri")),
+    }
+    let echo = ECHOED
+        .iter()
+        .filter_map(|k| obj.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    Ok(Requested {
+        method,
+        jwks,
+        jwks_uri,
+        dpop,
+        echo,
+    })
+}
+
+impl OAuthService {
+    /// Issues an initial access token for `owner` (and optionally an existing identity).
+    pub async fn create_registration_token(
+        &self,
+        ctx: &Ctx,
+        owner: &UserRef,
+        identity: Option<&IdentityRef>,
+        ttl: Duration,
+    ) -> Result<(RegistrationToken, Zeroizing<String>), RegistryError> {
+        let store = self.store();
+        let owner = store
+            .get_user(owner)
+            .await?
+            .ok_or_else(|| RegistryError::invalid("owner", format!("{owner} is not a registered user")))?;
+        let identity = match identity {
+            Some(r) => Some(
+                store
+                    .get_identity(r)
+                    .await?
+                    .ok_or_else(|| RegistryError::invalid("identity", format!("{r} does not exist")))?
+                    .id,
+            ),
+            None => None,
+        };
+        let token = sigil_crypto::random_token(REGISTRATION_TOKEN_PREFIX)
+            .map_err(|e| RegistryError::invalid("token", e.to_string()))?;
+        let now = self.now();
+        let t = RegistrationToken {
+            id: format!(
+                "iat_{}",
+                sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.random10())
+            ),
+            token_hash: self.secret_hash(&token),
+            owner: owner.id.clone(),
+            identity,
+            expires_at: now.plus(ttl),
+            created_at: now,
+            created_by: ctx.principal.as_str().to_owned(),
+        };
+        let audit = AuditRecord::new(
+            now,
+            EventType::RegistrationTokenCreated,
+            &ctx.principal,
+            ctx.request_id.as_deref(),
+        )
+        .target("registration_token", &t.id, owner.username.as_str())
+        .detail("expires_at", t.expires_at.to_rfc3339());
+        store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertRegistrationToken(t.clone()))
+                    .audit(audit),
+            )
+            .await?;
+        Ok((t, token))
+    }
+
+    /// RFC 7591 §3.1: registers a client; returns the response body.
+    pub async fn register(
+        &self,
+        registry: &Registry,
+        initial: Option<&str>,
+        body: &Value,
+        request_id: Option<&str>,
+    ) -> Result<Value, OAuthError> {
+        let now = self.now();
+        let token = match initial {
+            Some(t) => self.store().find_registration_token(&self.secret_hash(t)).await?,
+            None => None,
+        };
+        let token = token.filter(|t| t.expires_at > now).ok_or_else(invalid_token)?;
+        let req = parse_metadata(body)?;
+        let principal = Principal::from_stored(format!("registration:{}", token.id));
+        let ctx = Ctx::new(principal.clone(), request_id.map(str::to_owned));
+        let identity = match &token.identity {
+            Some(id) => IdentityRef::Id(id.clone()),
+            None => {
+                let name = format!(
+                    "dcr-{}",
+                    sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.random10())
+                        .to_ascii_lowercase()
+                );
+                let create = CreateIdentity {
+                    name: Name::parse(&name).map_err(|e| metadata_error(e.to_string()))?,
+                    kind: None,
+                    description: None,
+                    owner: token.owner.to_string(),
+                    team: None,
+                    labels: Labels::default(),
+                    expires_at: None,
+                    ceiling: Ceiling::default(),
+                };
+                let i = registry
+                    .create_identity(&ctx, IdentityFamily::Agents, create)
+                    .await
+                    .map_err(|e| match e {
+                        RegistryError::Store(s) => OAuthError::from(s),
+                        other => metadata_error(other.to_string()),
+                    })?;
+                IdentityRef::Id(i.id)
+            }
+        };
+        let (mut client, secret) = self
+            .create_client(&ctx, &identity, req.method, req.jwks, req.jwks_uri, req.dpop)
+            .await
+            .map_err(|e| match e {
+                RegistryError::Store(s) => OAuthError::from(s),
+                other => metadata_error(other.to_string()),
+            })?;
+        let rat = sigil_crypto::random_token(REGISTRATION_ACCESS_PREFIX).map_err(|_| OAuthError::unavailable())?;
+        let expected = client.version;
+        client.registration_token_hash = Some(self.secret_hash(&rat));
+        client.metadata = Some(Value::Object(req.echo));
+        client.version += 1;
+        self.store()
+            .commit(ChangeSet::new().change(Change::UpdateClient {
+                client: client.clone(),
+                expected_version: expected,
+            }))
+            .await?;
+        let mut out = self.client_metadata(&client);
+        if let Some(o) = out.as_object_mut() {
+            if let Some(s) = secret {
+                o.insert("client_secret".into(), json!(s.as_str()));
+                o.insert("client_secret_expires_at".into(), json!(0));
+            }
+            o.insert("registration_access_token".into(), json!(rat.as_str()));
+        }
+        Ok(out)
+    }
+
+    /// The RFC 7591 §3.2.1 view of a registered client (without secrets).
+    pub fn client_metadata(&self, c: &OAuthClient) -> Value {
+        let mut m = c
+            .metadata
+            .clone()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        m.insert("client_id".into(), json!(c.client_id));
+        m.insert("client_id_issued_at".into(), json!(c.created_at.unix_seconds()));
+        m.insert("token_endpoint_auth_method".into(), json!(c.auth_method.as_str()));
+        m.insert("grant_types".into(), json!(["client_credentials"]));
+        m.insert("response_types".into(), json!([]));
+        m.insert("dpop_bound_access_tokens".into(), json!(c.dpop_required));
+        if let Some(j) = &c.jwks {
+            m.insert("jwks".into(), serde_json::to_value(j).unwrap_or_default());
+        }
+        if let Some(u) = &c.jwks_uri {
+            m.insert("jwks_uri".into(), json!(u));
+        }
+        m.insert(
+            "registration_client_uri".into(),
+            json!(format!("{}/register/{}", self.config().issuer, c.client_id)),
+        );
+        Value::Object(m)
+    }
+
+    /// RFC 7592 §2: the client named in the URL, if the registration access token is its own.
+    pub async fn managed_client(&self, client_id: &str, rat: Option<&str>) -> Result<OAuthClient, OAuthError> {
+        let client = self.store().get_client(client_id).await?.ok_or_else(invalid_token)?;
+        let presented = self.secret_hash(rat.unwrap_or_default());
+        match &client.registration_token_hash {
+            Some(h) if sigil_crypto::constant_time_eq(h.as_bytes(), presented.as_bytes()) => Ok(client),
+            _ => Err(invalid_token()),
+        }
+    }
+
+    /// RFC 7592 §2.2: replaces the client's metadata.
+    pub async fn update_registration(&self, client: OAuthClient, body: &Value) -> Result<Value, OAuthError> {
+        if body.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
+            return Err(metadata_error("the body's client_id must match the client"));
+        }
+        let req = parse_metadata(body)?;
+        if req.method != client.auth_method {
+            return Err(metadata_error(
+                "token_endpoint_auth_method cannot be changed; register a new client",
+            ));
+        }
+        let mut next = client.clone();
+        if !req.method.uses_secret() {
+            if req.jwks.is_none() && req.jwks_uri.is_none() {
+                return Err(metadata_error("private_key_jwt needs jwks or jwks_uri"));
+            }
+            if let Some(k) = &req.jwks {
+                for key in &k.keys {
+                    key.check().map_err(|e| metadata_error(e.to_string()))?;
+                }
+            }
+            next.jwks = req.jwks;
+            next.jwks_uri = req.jwks_uri;
+        }
+        next.dpop_required = req.dpop;
+        next.metadata = Some(Value::Object(req.echo));
+        next.version += 1;
+        self.store()
+            .commit(ChangeSet::new().change(Change::UpdateClient {
+                client: next.clone(),
+                expected_version: client.version,
+            }))
+            .await?;
+        Ok(self.client_metadata(&next))
+    }
+
+    /// RFC 7592 §2.3: deletes the client.
+    pub async fn delete_registration(&self, client: OAuthClient, request_id: Option<&str>) -> Result<(), OAuthError> {
+        let principal = Principal::from_stored(format!("client:{}", client.client_id));
+        let ctx = Ctx::new(principal, request_id.map(str::to_owned));
+        self.delete_client(&ctx, &client.client_id).await.map_err(|e| match e {
+            RegistryError::Store(s) => OAuthError::from(s),
+            _ => invalid_token(),
+        })
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock_now()
+    }
+}

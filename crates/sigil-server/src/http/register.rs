@@ -1,0 +1,113 @@
+//! Dynamic client registration: `POST /register` (RFC 7591) and `/register/{client_id}`
+//! (RFC 7592), authorized by bearer tokens (RFC 6750).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sigil_core::oauth::{ErrorCode, OAuthError};
+
+use super::State;
+use super::middleware::RequestId;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn error(e: &OAuthError) -> Response {
+    let mut resp = super::oauth::error_response(e);
+    if e.code == ErrorCode::InvalidToken {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    resp
+}
+
+fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Err(OAuthError::invalid_request("the body must be application/json"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidClientMetadata, format!("invalid JSON: {e}")))
+}
+
+fn no_store(status: StatusCode, v: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        Json(v),
+    )
+        .into_response()
+}
+
+/// `POST /register`
+pub async fn register(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+    let rid = ext.get::<RequestId>().map(|r| r.0.clone());
+    let result = async {
+        let v = json_body(&headers, &body)?;
+        app.oauth
+            .register(&app.registry, bearer(&headers), &v, rid.as_deref())
+            .await
+    }
+    .await;
+    match result {
+        Ok(v) => no_store(StatusCode::CREATED, v),
+        Err(e) => error(&e),
+    }
+}
+
+/// `GET /register/{client_id}`
+pub async fn read(AxState(app): State, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    match app.oauth.managed_client(&id, bearer(&headers)).await {
+        Ok(c) => no_store(StatusCode::OK, app.oauth.client_metadata(&c)),
+        Err(e) => error(&e),
+    }
+}
+
+/// `PUT /register/{client_id}`
+pub async fn update(AxState(app): State, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let result = async {
+        let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
+        let v = json_body(&headers, &body)?;
+        app.oauth.update_registration(c, &v).await
+    }
+    .await;
+    match result {
+        Ok(v) => no_store(StatusCode::OK, v),
+        Err(e) => error(&e),
+    }
+}
+
+/// `DELETE /register/{client_id}`
+pub async fn delete(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    Path(id): Path<String>,
+) -> Response {
+    let rid = ext.get::<RequestId>().map(|r| r.0.clone());
+    let result = async {
+        let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
+        app.oauth.delete_registration(c, rid.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(&e),
+    }
+}
