@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use crate::Run;
 use crate::proc::Server;
 
-async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+pub async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -23,7 +23,7 @@ async fn connect(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
     Ok(send)
 }
 
-async fn send(
+pub async fn send(
     s: &mut SendRequest<Full<Bytes>>,
     method: Method,
     addr: &str,
@@ -177,4 +177,32 @@ pub async fn list_all_agents(server: &Server) -> Result<usize, String> {
             None => return Ok(count),
         }
     }
+}
+
+/// Like [`send`] with a given content type and a raw Authorization header value.
+pub async fn send_raw(
+    s: &mut SendRequest<Full<Bytes>>,
+    method: Method,
+    addr: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<(&str, String)>,
+) -> Result<(u16, Bytes), String> {
+    let mut b = Request::builder().method(method).uri(path).header("host", addr);
+    if let Some(a) = authorization {
+        b = b.header("authorization", a);
+    }
+    let body = match body {
+        Some((ct, text)) => {
+            b = b.header("content-type", ct);
+            Full::new(Bytes::from(text))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let req = b.body(body).map_err(|e| e.to_string())?;
+    s.ready().await.map_err(|e| e.to_string())?;
+    let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, bytes))
 }

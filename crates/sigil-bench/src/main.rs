@@ -4,6 +4,7 @@
 mod audit;
 mod http;
 mod proc;
+mod tokens;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,19 @@ enum Cmd {
         #[arg(long)]
         no_postgres: bool,
     },
+    /// The token endpoint under load beside a hello-world endpoint, the raw Ed25519 rates and
+    /// npm's oidc-provider (single process and cluster) for the same grant and token format.
+    Tokens {
+        #[arg(long, default_value = "target/release/sigil")]
+        sigil: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Skip the oidc-provider comparison (needs node and npm).
+        #[arg(long)]
+        no_oidc_provider: bool,
+    },
     /// The audit write path, in process: durable records/s with group commit and against a
     /// one-fsync-per-record baseline, on SQLite and PostgreSQL; commit latency with and without
     /// an audit record.
@@ -70,6 +84,16 @@ async fn main() -> Result<(), String> {
                 no_postgres,
             )
             .await
+        }
+        Cmd::Tokens {
+            sigil,
+            duration,
+            concurrency,
+            no_oidc_provider,
+        } => {
+            let rows = token_bench(&sigil, Duration::from_secs(duration), concurrency, no_oidc_provider).await?;
+            print_table(rows);
+            Ok(())
         }
         Cmd::Audit {
             duration,
@@ -161,6 +185,133 @@ async fn foundation(
 
     print_table(rows);
     Ok(())
+}
+
+async fn token_bench(
+    sigil: &std::path::Path,
+    d: Duration,
+    conns: usize,
+    no_oidc: bool,
+) -> Result<Vec<(String, String)>, String> {
+    use tokens::{API, Req, basic, load};
+    let mut rows = Vec::new();
+    let (sign, verify) = tokens::raw_ed25519(Duration::from_secs(1));
+    rows.push(("raw Ed25519 sign, one core (aws-lc-rs)".into(), format!("{sign:.0}/s")));
+    rows.push(("raw Ed25519 verify, one core".into(), format!("{verify:.0}/s")));
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let server = proc::Server::start(sigil, dir.path(), None).await?;
+    let (secret_id, secret, key_id, key) = tokens::seed(&server.addr, &server.token).await?;
+    let hello = load(&server.addr, Req::Get("/healthz".into()), conns, d).await;
+    let hello_rate = hello.ok as f64 / hello.elapsed.as_secs_f64();
+    rows.push((
+        format!("hello world (GET /healthz), {conns} connections"),
+        hello.summary(),
+    ));
+    let token_body = format!(
+        "grant_type=client_credentials&resource={}&scope=read",
+        API.replace(':', "%3A").replace('/', "%2F")
+    );
+    let frac = |r: &Run| {
+        let rate = r.ok as f64 / r.elapsed.as_secs_f64();
+        format!(
+            "{:.0}% of hello world, {:.0}% of raw signing",
+            100.0 * rate / hello_rate,
+            100.0 * rate / sign
+        )
+    };
+    let run = load(
+        &server.addr,
+        Req::Form {
+            path: "/token".into(),
+            body: token_body.clone(),
+            basic: Some(basic(&secret_id, &secret)),
+        },
+        conns,
+        d,
+    )
+    .await;
+    let note = frac(&run);
+    rows.push((
+        "Sigil tokens/s, client_secret_basic (EdDSA JWT, audit record each)".into(),
+        format!("{} — {note}", run.summary()),
+    ));
+    let run = load(
+        &server.addr,
+        Req::Assertion {
+            path: "/token".into(),
+            client_id: key_id,
+            key,
+            aud: format!("http://{}/token", server.addr),
+        },
+        conns,
+        d,
+    )
+    .await;
+    let note = frac(&run);
+    rows.push((
+        "Sigil tokens/s, private_key_jwt (Ed25519 assertion, replay check, audit)".into(),
+        format!("{} — {note}", run.summary()),
+    ));
+    // One token to introspect.
+    let mut s = http::connect(&server.addr).await?;
+    let (_, b) = http::send_raw(
+        &mut s,
+        hyper::Method::POST,
+        &server.addr,
+        "/token",
+        Some(&basic(&secret_id, &secret)),
+        Some(("application/x-www-form-urlencoded", token_body.clone())),
+    )
+    .await?;
+    let tok = serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())?["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let run = load(
+        &server.addr,
+        Req::Form {
+            path: "/introspect".into(),
+            body: format!("token={tok}"),
+            basic: Some(basic(&secret_id, &secret)),
+        },
+        conns,
+        d,
+    )
+    .await;
+    rows.push((
+        "Sigil introspections/s (client_secret_basic caller)".into(),
+        run.summary(),
+    ));
+    rows.push(("Sigil RSS after the runs".into(), fmt_mb(server.rss_kb())));
+    server.stop().await;
+    if !no_oidc {
+        for cluster in [false, true] {
+            let label = if cluster {
+                "oidc-provider 9.13.3, node cluster (2 workers)"
+            } else {
+                "oidc-provider 9.13.3, one node process"
+            };
+            match tokens::OidcProvider::start(cluster).await {
+                Ok(p) => {
+                    let run = load(
+                        &p.addr,
+                        Req::Form {
+                            path: "/token".into(),
+                            body: token_body.clone(),
+                            basic: Some(basic("bench", "bench-secret")),
+                        },
+                        conns,
+                        d,
+                    )
+                    .await;
+                    rows.push((format!("{label}, tokens/s, client_secret_basic"), run.summary()));
+                    p.stop().await;
+                }
+                Err(e) => rows.push((label.into(), format!("not run: {e}"))),
+            }
+        }
+    }
+    Ok(rows)
 }
 
 fn print_table(rows: Vec<(String, String)>) {

@@ -144,6 +144,26 @@ impl ChangeSet {
         Self::default()
     }
 
+    /// Whether committing this changes something token issuance reads (clients, identities,
+    /// resources, users), so read caches must drop what they hold.
+    pub fn touches_registry(&self) -> bool {
+        self.changes.iter().any(|c| {
+            !matches!(
+                c,
+                Change::RecordAssertion { .. }
+                    | Change::RecordDpopProof { .. }
+                    | Change::RevokeToken { .. }
+                    | Change::AcquireLease(_)
+                    | Change::IntegrateAudit(_)
+                    | Change::PruneAudit { .. }
+                    | Change::SetSinkPosition { .. }
+                    | Change::InsertSetting { .. }
+                    | Change::InsertAdminCredential(_)
+                    | Change::InsertRegistrationToken(_)
+            )
+        })
+    }
+
     pub fn change(mut self, c: Change) -> Self {
         self.changes.push(c);
         self
@@ -266,4 +286,9 @@ pub trait Store:
     async fn close(&self);
     /// Human-readable backend name, for logs and the start-up banner.
     fn backend(&self) -> &'static str;
+    /// Counts committed changes to clients, identities, resources and users made through this
+    /// process. Read caches compare it to drop entries at once after a local change.
+    fn registry_epoch(&self) -> u64 {
+        0
+    }
 }

@@ -92,6 +92,7 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     writer: Arc<writer::Writer>,
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 static DRIVERS: std::sync::Once = std::sync::Once::new();
@@ -113,7 +114,12 @@ impl SqlStore {
         }
         let write_pool = pool_sized(&url, d.writers, opts).await?;
         let writer = Arc::new(writer::Writer::start(write_pool, backend, opts.max_batch));
-        Ok(Self { pool, backend, writer })
+        Ok(Self {
+            pool,
+            backend,
+            writer,
+            epoch: Arc::default(),
+        })
     }
 
     /// Only applies migrations (for `sigil db migrate`).
@@ -276,7 +282,17 @@ impl sigil_core::store::OAuthStore for SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
-        self.writer.submit(changes).await
+        let touches = changes.touches_registry();
+        let result = self.writer.submit(changes).await;
+        if touches {
+            // Bumped after the commit (and on failure too: it costs a cache refill, nothing more).
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn registry_epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -77,6 +77,9 @@ pub struct OAuthService {
     hasher: KeyedHasher,
     nonces: KeyedHasher,
     cfg: OAuthConfig,
+    clients: super::cache::ReadCache<String, Option<OAuthClient>>,
+    identities: super::cache::ReadCache<String, Option<crate::model::Identity>>,
+    resources: super::cache::ReadCache<String, Option<crate::model::Resource>>,
 }
 
 impl OAuthService {
@@ -98,11 +101,45 @@ impl OAuthService {
             hasher: KeyedHasher::new(master, SECRET_PURPOSE),
             nonces: KeyedHasher::new(master, "sigil dpop nonce v1"),
             cfg,
+            clients: Default::default(),
+            identities: Default::default(),
+            resources: Default::default(),
         }
     }
 
     pub fn config(&self) -> &OAuthConfig {
         &self.cfg
+    }
+
+    /// Token-path reads, through the one-second cache.
+    async fn client(&self, id: &str) -> Result<Option<OAuthClient>, StoreError> {
+        let epoch = self.store.registry_epoch();
+        if let Some(c) = self.clients.get(&id.to_owned(), epoch) {
+            return Ok(c);
+        }
+        let c = self.store.get_client(id).await?;
+        self.clients.put(id.to_owned(), epoch, c.clone());
+        Ok(c)
+    }
+
+    async fn identity(&self, id: &sigil_types::IdentityId) -> Result<Option<crate::model::Identity>, StoreError> {
+        let epoch = self.store.registry_epoch();
+        if let Some(i) = self.identities.get(&id.to_string(), epoch) {
+            return Ok(i);
+        }
+        let i = self.store.get_identity(&IdentityRef::Id(id.clone())).await?;
+        self.identities.put(id.to_string(), epoch, i.clone());
+        Ok(i)
+    }
+
+    async fn resource(&self, uri: &ResourceUri) -> Result<Option<crate::model::Resource>, StoreError> {
+        let epoch = self.store.registry_epoch();
+        if let Some(r) = self.resources.get(&uri.to_string(), epoch) {
+            return Ok(r);
+        }
+        let r = self.store.get_resource(&ResourceRef::Uri(uri.clone())).await?;
+        self.resources.put(uri.to_string(), epoch, r.clone());
+        Ok(r)
     }
 
     pub(super) fn store(&self) -> &Arc<dyn Store> {
@@ -292,8 +329,7 @@ impl OAuthService {
                     ));
                 }
                 let client = self
-                    .store
-                    .get_client(&claimed)
+                    .client(&claimed)
                     .await?
                     .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
                 if client.auth_method != ClientAuthMethod::PrivateKeyJwt {
@@ -325,11 +361,7 @@ impl OAuthService {
 
     async fn by_secret(&self, id: &str, secret: &str, used: ClientAuthMethod) -> Result<Authenticated, OAuthError> {
         let presented = self.hasher.hash_hex(secret.as_bytes());
-        let client = if id.len() <= 64 {
-            self.store.get_client(id).await?
-        } else {
-            None
-        };
+        let client = if id.len() <= 64 { self.client(id).await? } else { None };
         let stored = client
             .as_ref()
             .and_then(|c| c.secret_hash.clone())
@@ -399,8 +431,7 @@ impl OAuthService {
             None => None,
         };
         let identity = self
-            .store
-            .get_identity(&IdentityRef::Id(auth.client.identity_id.clone()))
+            .identity(&auth.client.identity_id)
             .await?
             .ok_or_else(|| OAuthError::invalid_client("the client's identity no longer exists"))?;
         let now = self.clock.now();
@@ -421,8 +452,7 @@ impl OAuthService {
         };
         let uri = ResourceUri::parse(uri).map_err(|e| OAuthError::invalid_target(e.to_string()))?;
         let resource = self
-            .store
-            .get_resource(&ResourceRef::Uri(uri.clone()))
+            .resource(&uri)
             .await?
             .ok_or_else(|| OAuthError::invalid_target("the resource is not registered"))?;
         if identity
@@ -617,10 +647,10 @@ impl OAuthService {
     }
 
     async fn identity_allows(&self, claims: &AccessClaims, now: sigil_types::Timestamp) -> Result<bool, OAuthError> {
-        let Ok(r) = IdentityRef::parse(&claims.sub) else {
+        let Ok(id) = sigil_types::IdentityId::parse(&claims.sub) else {
             return Ok(false);
         };
-        Ok(match self.store.get_identity(&r).await? {
+        Ok(match self.identity(&id).await? {
             Some(i) => {
                 i.effective_status(now) == IdentityStatus::Active
                     && i.tokens_not_before.is_none_or(|t| claims.iat > t.unix_seconds())
