@@ -263,8 +263,10 @@ async fn token_bench(
         Some(("application/x-www-form-urlencoded", token_body.clone())),
     )
     .await?;
-    let tok = serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())?["access_token"]
-        .as_str()
+    let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+    let tok = v
+        .get("access_token")
+        .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
         .to_owned();
     let run = load(

@@ -170,8 +170,14 @@ pub async fn seed(addr: &str, admin: &str) -> Result<(String, String, String, Ar
     }
     let v: Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
     let (secret_id, secret) = (
-        v["client_id"].as_str().unwrap_or_default().to_owned(),
-        v["client_secret"].as_str().unwrap_or_default().to_owned(),
+        v.get("client_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        v.get("client_secret")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
     );
     let (key, _) = SigningKey::generate(Algorithm::EdDsa).map_err(|e| e.to_string())?;
     let mut jwk = PublicJwk::from(&key.public_jwk());
@@ -184,7 +190,10 @@ pub async fn seed(addr: &str, admin: &str) -> Result<(String, String, String, Ar
     Ok((
         secret_id,
         secret,
-        v["client_id"].as_str().unwrap_or_default().to_owned(),
+        v.get("client_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         Arc::new(key),
     ))
 }
