@@ -447,7 +447,7 @@ async fn acquire_lease(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
 }
 
 /// Rows per multi-row statement: well under SQLite's bound-parameter limit.
-const CHUNK: usize = 300;
+const CHUNK: usize = 64;
 
 /// Only the holder of a live lease may go on (and the lease is extended).
 async fn fence(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
@@ -528,7 +528,8 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
 /// Inserts many audit records with multi-row statements (the group committer's fast path for
 /// change sets that are only audit records).
 pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord]) -> R {
-    const ROWS: usize = 100;
+    // Small statements: sqlx resolves each `$n` by name, which is quadratic in the parameter count.
+    const ROWS: usize = 16;
     for chunk in records.chunks(ROWS) {
         let mut q = Sql::new(
             "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti) VALUES ",
