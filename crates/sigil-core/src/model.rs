@@ -94,6 +94,10 @@ pub struct Identity {
     /// Tokens issued before this time are dead: set when the identity is suspended, revoked or
     /// decommissioned, so resuming it does not bring old tokens back.
     pub tokens_not_before: Option<Timestamp>,
+    /// Access-token lifetime for this identity (the server's maximum still applies).
+    pub token_ttl_seconds: Option<u32>,
+    /// Every token of this identity must be DPoP-bound (RFC 9449).
+    pub dpop_required: bool,
     pub meta: Meta,
 }
 

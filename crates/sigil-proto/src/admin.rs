@@ -75,6 +75,12 @@ pub struct CreateIdentity {
     pub expires_at: Option<Timestamp>,
     #[serde(default)]
     pub ceiling: Ceiling,
+    /// Access-token lifetime in seconds (10 to the server's maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_seconds: Option<u32>,
+    /// Require DPoP-bound tokens for every client of this identity.
+    #[serde(default)]
+    pub dpop_required: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -93,6 +99,10 @@ pub struct UpdateIdentity {
     pub expires_at: Patch<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<Ceiling>,
+    #[serde(default, deserialize_with = "patch", skip_serializing_if = "Option::is_none")]
+    pub token_ttl_seconds: Patch<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_required: Option<bool>,
 }
 
 /// Optional body of the status-change endpoints (`…/suspend`, `…/revoke`, …).
@@ -121,6 +131,9 @@ pub struct IdentityView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
     pub ceiling: Ceiling,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_seconds: Option<u32>,
+    pub dpop_required: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<Timestamp>,
     pub created_at: Timestamp,

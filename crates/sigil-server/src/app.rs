@@ -66,6 +66,7 @@ impl App {
                 introspection_endpoint: format!("{issuer}/introspect"),
                 revocation_endpoint: format!("{issuer}/revoke"),
                 access_token_ttl: config.access_token_ttl,
+                max_access_token_ttl: config.max_access_token_ttl,
                 dpop_nonce: config.dpop_nonce,
             },
         );

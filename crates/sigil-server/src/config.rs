@@ -54,6 +54,8 @@ pub struct FileConfig {
 pub struct OAuthFile {
     /// Lifetime of access tokens (default 5m, at most 1h).
     pub access_token_ttl: Option<String>,
+    /// The longest lifetime any identity may set for its tokens (default 1h).
+    pub max_access_token_ttl: Option<String>,
     /// Require server nonces in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: Option<bool>,
 }
@@ -178,6 +180,7 @@ pub struct Config {
     pub audit_sinks: Vec<SinkConfig>,
     pub audit_retain: Option<Duration>,
     pub access_token_ttl: Duration,
+    pub max_access_token_ttl: Duration,
     pub dpop_nonce: bool,
 }
 
@@ -294,7 +297,19 @@ impl Config {
         if access_token_ttl < Duration::from_secs(10) || access_token_ttl > Duration::from_secs(3600) {
             return Err(invalid("oauth.access_token_ttl", "must be between 10s and 1h"));
         }
-        if retire_after < access_token_ttl {
+        let max = f
+            .oauth
+            .as_ref()
+            .and_then(|o| o.max_access_token_ttl.as_deref())
+            .unwrap_or("1h");
+        let max_access_token_ttl = parse_duration("oauth.max_access_token_ttl", max)?;
+        if max_access_token_ttl < access_token_ttl || max_access_token_ttl > Duration::from_secs(86_400) {
+            return Err(invalid(
+                "oauth.max_access_token_ttl",
+                "must be at least oauth.access_token_ttl and at most 1d",
+            ));
+        }
+        if retire_after < max_access_token_ttl {
             return Err(invalid(
                 "keys.retire_after",
                 "must be at least oauth.access_token_ttl: retired keys must outlive their tokens",
@@ -302,6 +317,7 @@ impl Config {
         }
         let dpop_nonce = f.oauth.as_ref().and_then(|o| o.dpop_nonce).unwrap_or(false);
         Ok(Self {
+            max_access_token_ttl,
             dpop_nonce,
             access_token_ttl,
             audit_sinks,
@@ -342,6 +358,7 @@ impl Config {
             audit_sinks: Vec::new(),
             audit_retain: None,
             access_token_ttl: Duration::from_secs(300),
+            max_access_token_ttl: Duration::from_secs(3600),
             dpop_nonce: false,
         })
     }
@@ -512,7 +529,8 @@ format = "text"          # or "json" (SIGIL_LOG_FORMAT)
 max_body_bytes = 65536   # request bodies above this get 413
 
 [oauth]
-access_token_ttl = "5m"  # lifetime of access tokens (10s to 1h)
+access_token_ttl = "5m"  # default lifetime of access tokens (10s to 1h)
+max_access_token_ttl = "1h"  # the most an identity may set (`token_ttl_seconds`); <= keys.retire_after
 dpop_nonce = false       # require server-provided nonces in DPoP proofs (RFC 9449 §8)
 
 [audit]

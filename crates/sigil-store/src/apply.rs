@@ -162,7 +162,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             exec_versioned(conn, "DELETE FROM users WHERE id = $1 AND version = $2", vec![id.as_str().into(), (*expected_version).into()], deleting(USER)).await
         }
         Change::InsertIdentity(i) => {
-            exec(conn, "INSERT INTO identities (id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)", identity_values(i), IDENTITY).await?;
+            exec(conn, "INSERT INTO identities (id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before, token_ttl_seconds, dpop_required) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)", identity_values(i), IDENTITY).await?;
             write_labels(conn, i).await
         }
         Change::UpdateIdentity { identity: i, expected_version } => {
@@ -170,7 +170,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             v.remove(0);
             v.push(i.id.as_str().into());
             v.push((*expected_version).into());
-            exec_versioned(conn, "UPDATE identities SET name = $1, kind = $2, description = $3, owner_id = $4, team = $5, labels_json = $6, status = $7, expires_at = $8, ceiling_json = $9, last_used_at = $10, created_at = $11, updated_at = $12, created_by = $13, updated_by = $14, version = $15, tokens_not_before = $16 WHERE id = $17 AND version = $18", v, IDENTITY).await?;
+            exec_versioned(conn, "UPDATE identities SET name = $1, kind = $2, description = $3, owner_id = $4, team = $5, labels_json = $6, status = $7, expires_at = $8, ceiling_json = $9, last_used_at = $10, created_at = $11, updated_at = $12, created_by = $13, updated_by = $14, version = $15, tokens_not_before = $16, token_ttl_seconds = $17, dpop_required = $18 WHERE id = $19 AND version = $20", v, IDENTITY).await?;
             exec(conn, "DELETE FROM identity_labels WHERE identity_id = $1", vec![i.id.as_str().into()], IDENTITY).await?;
             write_labels(conn, i).await
         }
@@ -339,6 +339,8 @@ fn identity_values(i: &Identity) -> Vec<Value> {
     ];
     v.extend(meta_values(&i.meta));
     v.push(i.tokens_not_before.map(|t| t.unix_micros()).into());
+    v.push(i.token_ttl_seconds.map(i64::from).into());
+    v.push(i64::from(i.dpop_required).into());
     v
 }
 

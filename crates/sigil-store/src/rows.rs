@@ -19,7 +19,7 @@ use crate::errors::corrupt;
 
 pub const USER_COLS: &str =
     "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version";
-pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before";
+pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before, token_ttl_seconds, dpop_required";
 pub const RESOURCE_COLS: &str =
     "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version";
 pub const KEY_COLS: &str =
@@ -92,6 +92,8 @@ pub fn identity(row: &AnyRow) -> Result<Identity, StoreError> {
         ceiling: json::<Ceiling>(row, "ceiling_json")?,
         last_used_at: opt_ts(row, "last_used_at")?,
         tokens_not_before: opt_ts(row, "tokens_not_before")?,
+        token_ttl_seconds: get::<Option<i64>>(row, "token_ttl_seconds")?.and_then(|t| u32::try_from(t).ok()),
+        dpop_required: get::<i64>(row, "dpop_required")? != 0,
         meta: meta(row)?,
     })
 }

@@ -116,6 +116,8 @@ fn identity(name: &str, owner: &User, kind: IdentityKind, labels: &[(&str, &str)
         },
         last_used_at: None,
         tokens_not_before: None,
+        token_ttl_seconds: None,
+        dpop_required: false,
         meta: meta(),
     }
 }

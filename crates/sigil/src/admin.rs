@@ -202,6 +202,8 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
             ceiling: cs,
             ceiling_resources,
             expires_at,
+            token_ttl,
+            dpop_required,
         } => {
             let req = CreateIdentity {
                 name: Name::parse(&name)?,
@@ -212,6 +214,8 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
                 labels: labels(&l)?,
                 expires_at: opt(expires_at.as_ref(), Timestamp::parse_rfc3339)?,
                 ceiling: ceiling(&cs, &ceiling_resources)?,
+                token_ttl_seconds: token_ttl,
+                dpop_required,
             };
             output::item(g.output, &api.create_identity(family, &req).await?);
         }
@@ -247,6 +251,8 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
             ceiling_resources,
             expires_at,
             no_expiry,
+            token_ttl,
+            dpop_required,
         } => {
             let ceiling = match (cs, ceiling_resources) {
                 (None, None) => None,
@@ -263,6 +269,8 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
                     opt(expires_at.as_ref(), Timestamp::parse_rfc3339)?.map(Some)
                 },
                 ceiling,
+                token_ttl_seconds: token_ttl.map(Some),
+                dpop_required,
             };
             output::item(g.output, &api.update_identity(family, &name, &req).await?);
         }

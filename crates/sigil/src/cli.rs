@@ -376,6 +376,12 @@ pub enum IdentityCommand {
         /// RFC 3339 time after which the identity counts as suspended.
         #[arg(long)]
         expires_at: Option<String>,
+        /// Access-token lifetime in seconds for this identity (capped by the server's maximum).
+        #[arg(long)]
+        token_ttl: Option<u32>,
+        /// Every token of this identity must be DPoP-bound.
+        #[arg(long)]
+        dpop_required: bool,
     },
     List {
         #[arg(long)]
@@ -416,6 +422,10 @@ pub enum IdentityCommand {
         /// Remove the expiry time.
         #[arg(long)]
         no_expiry: bool,
+        #[arg(long)]
+        token_ttl: Option<u32>,
+        #[arg(long)]
+        dpop_required: Option<bool>,
     },
     /// Suspend (reversible with resume).
     Suspend(StatusArgs),

@@ -829,3 +829,62 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         .await;
     assert_eq!(st, 401, "a deleted client cannot authenticate");
 }
+
+#[tokio::test]
+async fn per_identity_token_lifetime_and_dpop_requirement() {
+    let Some(f) = fixture().await else { return };
+    let c = f.s.client();
+    let basic = Some((f.secret_client.as_str(), f.secret.as_str()));
+    let form = [("grant_type", "client_credentials"), ("resource", API)];
+    c.update_identity(
+        Family::Agents,
+        "bot",
+        &serde_json::from_value(json!({"token_ttl_seconds": 60})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (st, b, _) = f.post("/token", &form, basic).await;
+    assert_eq!((st, b["expires_in"].as_u64()), (200, Some(60)), "{b}");
+    // The server's maximum (1h by default) caps what an identity asks for.
+    c.update_identity(
+        Family::Agents,
+        "bot",
+        &serde_json::from_value(json!({"token_ttl_seconds": 86400})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (_, b, _) = f.post("/token", &form, basic).await;
+    assert_eq!(b["expires_in"], 3600);
+    assert!(
+        c.update_identity(
+            Family::Agents,
+            "bot",
+            &serde_json::from_value(json!({"token_ttl_seconds": 5})).unwrap()
+        )
+        .await
+        .is_err()
+    );
+    // Requiring DPoP on the identity applies to all its clients.
+    c.update_identity(
+        Family::Agents,
+        "bot",
+        &serde_json::from_value(json!({"dpop_required": true, "token_ttl_seconds": null})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (st, e, _) = f.post("/token", &form, basic).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_dpop_proof")), "{e}");
+    let (key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let (st, b, _) = dpop_post(
+        &f,
+        &f.secret_client,
+        &f.secret,
+        Some(&dpop_proof(&key, "POST", &f.token_url(), now(), None, None)),
+    )
+    .await;
+    assert_eq!(
+        (st, b["token_type"].as_str(), b["expires_in"].as_u64()),
+        (200, Some("DPoP"), Some(300)),
+        "{b}"
+    );
+}

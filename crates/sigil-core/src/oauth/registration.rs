@@ -242,6 +242,8 @@ impl OAuthService {
                     labels: Labels::default(),
                     expires_at: None,
                     ceiling: Ceiling::default(),
+                    token_ttl_seconds: None,
+                    dpop_required: false,
                 };
                 let i = registry
                     .create_identity(&ctx, IdentityFamily::Agents, create)

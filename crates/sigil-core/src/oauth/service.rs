@@ -30,6 +30,8 @@ pub struct OAuthConfig {
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
     pub access_token_ttl: Duration,
+    /// No token lives longer than this, whatever an identity asks for.
+    pub max_access_token_ttl: Duration,
     /// Require server-provided nonces in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: bool,
 }
@@ -422,12 +424,6 @@ impl OAuthService {
                     nonce,
                 )?)
             }
-            None if auth.client.dpop_required => {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidDpopProof,
-                    "this client must send a DPoP proof (RFC 9449)",
-                ));
-            }
             None => None,
         };
         let identity = self
@@ -440,6 +436,12 @@ impl OAuthService {
                 "the client's identity is {}",
                 identity.effective_status(now)
             )));
+        }
+        if proof.is_none() && (auth.client.dpop_required || identity.dpop_required) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "this client must send a DPoP proof (RFC 9449)",
+            ));
         }
         let uri = match resources {
             [] => {
@@ -486,7 +488,10 @@ impl OAuthService {
 
         let mut jti_bytes = [0u8; 16];
         self.rng.fill(&mut jti_bytes);
-        let ttl = self.cfg.access_token_ttl;
+        let ttl = identity
+            .token_ttl_seconds
+            .map_or(self.cfg.access_token_ttl, |s| Duration::from_secs(u64::from(s)))
+            .min(self.cfg.max_access_token_ttl);
         let claims = AccessClaims {
             iss: self.cfg.issuer.clone(),
             sub: identity.id.to_string(),

@@ -50,6 +50,8 @@ impl Registry {
             ceiling: req.ceiling,
             last_used_at: None,
             tokens_not_before: None,
+            token_ttl_seconds: check_ttl(req.token_ttl_seconds)?,
+            dpop_required: req.dpop_required,
             meta: Meta::new(now, &ctx.principal),
         };
         let audit = self
@@ -121,6 +123,14 @@ impl Registry {
             if let Some(v) = &patch.ceiling {
                 new.ceiling = v.clone();
                 changed.push("ceiling");
+            }
+            if let Some(v) = patch.token_ttl_seconds {
+                new.token_ttl_seconds = check_ttl(v)?;
+                changed.push("token_ttl_seconds");
+            }
+            if let Some(v) = patch.dpop_required {
+                new.dpop_required = v;
+                changed.push("dpop_required");
             }
             if new == old {
                 return Ok(old);
@@ -222,5 +232,16 @@ impl Registry {
             i.id.as_str(),
             i.name.as_str(),
         )
+    }
+}
+
+/// Access-token lifetimes an identity may ask for; the server's maximum caps them at issuance.
+fn check_ttl(ttl: Option<u32>) -> Result<Option<u32>, RegistryError> {
+    match ttl {
+        Some(t) if !(10..=86_400).contains(&t) => Err(RegistryError::invalid(
+            "token_ttl_seconds",
+            "must be between 10 and 86400",
+        )),
+        other => Ok(other),
     }
 }

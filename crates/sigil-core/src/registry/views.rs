@@ -35,6 +35,8 @@ pub fn identity_view(i: &Identity, now: Timestamp) -> IdentityView {
         effective_status: i.effective_status(now),
         expires_at: i.expires_at,
         ceiling: i.ceiling.clone(),
+        token_ttl_seconds: i.token_ttl_seconds,
+        dpop_required: i.dpop_required,
         last_used_at: i.last_used_at,
         created_at: i.meta.created_at,
         updated_at: i.meta.updated_at,

@@ -51,3 +51,8 @@ CREATE TABLE registration_tokens (
 
 ALTER TABLE oauth_clients ADD COLUMN registration_token_hash TEXT;
 ALTER TABLE oauth_clients ADD COLUMN metadata_json TEXT;
+
+-- Per-identity token settings: access-token lifetime (capped by the server's maximum) and
+-- whether every token of the identity must be DPoP-bound.
+ALTER TABLE identities ADD COLUMN token_ttl_seconds BIGINT;
+ALTER TABLE identities ADD COLUMN dpop_required BIGINT NOT NULL DEFAULT 0;
