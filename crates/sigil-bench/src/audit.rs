@@ -65,16 +65,7 @@ async fn records(store: Arc<SqlStore>, producers: usize, duration: Duration) -> 
             run
         }));
     }
-    let mut total = Run::default();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            total.ok += r.ok;
-            total.failed += r.failed;
-            total.latencies.extend(r.latencies);
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
+    crate::join_runs(tasks, started).await
 }
 
 /// Registry-like requests (a user insert) with or without their audit record.
@@ -121,16 +112,7 @@ async fn requests(store: Arc<SqlStore>, concurrency: usize, duration: Duration, 
             run
         }));
     }
-    let mut total = Run::default();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            total.ok += r.ok;
-            total.failed += r.failed;
-            total.latencies.extend(r.latencies);
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
+    crate::join_runs(tasks, started).await
 }
 
 pub async fn bench(duration: Duration, producers: usize, no_postgres: bool) -> Result<Vec<(String, String)>, String> {

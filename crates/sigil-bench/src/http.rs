@@ -111,15 +111,7 @@ pub async fn registry_writes(
             run
         }));
     }
-    let mut total = Run::default();
-    for t in tasks {
-        let r = t.await.map_err(|e| e.to_string())?;
-        total.ok += r.ok;
-        total.failed += r.failed;
-        total.latencies.extend(r.latencies);
-    }
-    total.elapsed = started.elapsed();
-    Ok(total)
+    Ok(crate::join_runs(tasks, started).await)
 }
 
 /// Registers `n` more agents as fast as the server takes them.

@@ -346,6 +346,20 @@ pub struct Run {
     pub latencies: Vec<Duration>,
 }
 
+/// Waits for the load tasks and merges their runs (a task that panicked counts nothing).
+pub async fn join_runs(tasks: Vec<tokio::task::JoinHandle<Run>>, started: std::time::Instant) -> Run {
+    let mut total = Run::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.ok += r.ok;
+            total.failed += r.failed;
+            total.latencies.extend(r.latencies);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
 impl Run {
     fn pct(&mut self, p: f64) -> Duration {
         self.latencies.sort();

@@ -106,16 +106,7 @@ pub async fn load(addr: &str, req: Req, conns: usize, duration: Duration) -> Run
             run
         }));
     }
-    let mut total = Run::default();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            total.ok += r.ok;
-            total.failed += r.failed;
-            total.latencies.extend(r.latencies);
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
+    crate::join_runs(tasks, started).await
 }
 
 async fn form(

@@ -1,152 +1,17 @@
-//! The storage conformance suite: every backend must pass every case.
-//!
-//! Each case runs against a fresh SQLite file and a fresh PostgreSQL database. PostgreSQL is
-//! skipped (loudly) only when no server answers, unless `SIGIL_REQUIRE_POSTGRES=1`.
-
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "tests"
-)]
+//! Registry, keys and the write path: CRUD, uniqueness, versions, pagination, filters, atomicity.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use sigil_core::audit::{AuditRecord, EventType};
+use sigil_core::audit::EventType;
 use sigil_core::model::*;
 use sigil_core::store::*;
-use sigil_store::{Location, SqlStore, StoreOptions};
+use sigil_store::Location;
 use sigil_types::*;
 
-struct Db {
-    store: Arc<SqlStore>,
-    location: Location,
-    _dir: Option<tempfile::TempDir>,
-}
+use crate::common::*;
 
-async fn sqlite() -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    let location = Location::Sqlite(dir.path().join("sigil.db"));
-    let store = Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await.unwrap());
-    Db {
-        store,
-        location,
-        _dir: Some(dir),
-    }
-}
-
-async fn postgres() -> Option<Db> {
-    let url = sigil_store::testing::fresh_postgres_database().await?;
-    let location = Location::Postgres(url);
-    let store = Arc::new(
-        SqlStore::connect(&location, &StoreOptions::default())
-            .await
-            .expect("postgres store"),
-    );
-    Some(Db {
-        store,
-        location,
-        _dir: None,
-    })
-}
-
-macro_rules! conformance {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite_backend { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::sqlite().await).await } )+ }
-        mod postgres_backend { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { if let Some(db) = super::postgres().await { super::$case(db).await } } )+ }
-    };
-}
-
-conformance!(
-    user_crud,
-    uniqueness_names_the_field,
-    optimistic_versioning_rejects_stale_writes,
-    concurrent_read_modify_write_loses_nothing,
-    pagination_walks_every_row_once,
-    filters_combine,
-    foreign_keys_protect_owners,
-    change_sets_are_atomic,
-    failed_audit_write_rolls_back_the_change,
-    group_commit_isolates_failures,
-    keys_and_settings,
-    transfer_ownership_moves_everything,
-    leases_are_exclusive_until_they_expire,
-    integration_places_each_record_once,
-    audit_search_filters,
-);
-
-const T0: Timestamp = Timestamp::from_unix_seconds(1_800_000_000);
-
-fn meta() -> Meta {
-    Meta::new(T0, &Principal::admin("test"))
-}
-
-fn user(name: &str, groups: &[&str]) -> User {
-    User {
-        id: UserId::generate(1, rand10()),
-        username: Username::parse(name).unwrap(),
-        email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
-        display_name: None,
-        groups: groups.iter().map(|g| Group::parse(g).unwrap()).collect(),
-        status: UserStatus::Active,
-        meta: meta(),
-    }
-}
-
-fn identity(name: &str, owner: &User, kind: IdentityKind, labels: &[(&str, &str)]) -> Identity {
-    let labels = labels
-        .iter()
-        .map(|(k, v)| (LabelKey::parse(k).unwrap(), LabelValue::parse(v).unwrap()))
-        .collect();
-    Identity {
-        id: IdentityId::generate(1, rand10()),
-        name: Name::parse(name).unwrap(),
-        kind,
-        description: None,
-        owner: owner.id.clone(),
-        team: None,
-        labels: Labels::new(labels).unwrap(),
-        status: IdentityStatus::Active,
-        expires_at: None,
-        ceiling: Ceiling {
-            scopes: ScopeSet::parse_oauth("read write").unwrap(),
-            resources: None,
-        },
-        last_used_at: None,
-        tokens_not_before: None,
-        token_ttl_seconds: None,
-        dpop_required: false,
-        meta: meta(),
-    }
-}
-
-fn resource(name: &str, uri: &str, owner: &User) -> Resource {
-    Resource {
-        id: ResourceId::generate(1, rand10()),
-        uri: ResourceUri::parse(uri).unwrap(),
-        name: Name::parse(name).unwrap(),
-        description: None,
-        owner: owner.id.clone(),
-        scopes: ScopeSet::parse_oauth("read").unwrap(),
-        meta: meta(),
-    }
-}
-
-fn rand10() -> [u8; 10] {
-    sigil_crypto::random_bytes::<10>().unwrap()
-}
-
-fn audit(t: EventType) -> AuditRecord {
-    AuditRecord::new(T0, t, &Principal::admin("test"), Some("req-1"))
-}
-
-async fn put(store: &SqlStore, c: Change) -> Result<(), StoreError> {
-    store.commit(ChangeSet::new().change(c)).await
-}
-
-async fn user_crud(db: Db) {
+pub(crate) async fn user_crud(db: Db) {
     let s = &db.store;
     let alice = user("alice", &["hr"]);
     s.commit(
@@ -197,7 +62,7 @@ async fn user_crud(db: Db) {
     assert_eq!(records[0].record.event_type, EventType::UserCreated);
 }
 
-async fn uniqueness_names_the_field(db: Db) {
+pub(crate) async fn uniqueness_names_the_field(db: Db) {
     let s = &db.store;
     let alice = user("alice", &[]);
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
@@ -251,7 +116,7 @@ async fn uniqueness_names_the_field(db: Db) {
     );
 }
 
-async fn optimistic_versioning_rejects_stale_writes(db: Db) {
+pub(crate) async fn optimistic_versioning_rejects_stale_writes(db: Db) {
     let s = &db.store;
     let alice = user("alice", &[]);
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
@@ -298,7 +163,7 @@ async fn optimistic_versioning_rejects_stale_writes(db: Db) {
     );
 }
 
-async fn concurrent_read_modify_write_loses_nothing(db: Db) {
+pub(crate) async fn concurrent_read_modify_write_loses_nothing(db: Db) {
     let s = Arc::clone(&db.store);
     let alice = user("alice", &[]);
     put(&s, Change::InsertUser(alice.clone())).await.unwrap();
@@ -342,7 +207,7 @@ async fn concurrent_read_modify_write_loses_nothing(db: Db) {
     assert_eq!(end.meta.version, 17);
 }
 
-async fn pagination_walks_every_row_once(db: Db) {
+pub(crate) async fn pagination_walks_every_row_once(db: Db) {
     let s = &db.store;
     let mut ids = Vec::new();
     for n in 0..7 {
@@ -371,7 +236,7 @@ async fn pagination_walks_every_row_once(db: Db) {
     assert_eq!(seen, ids);
 }
 
-async fn filters_combine(db: Db) {
+pub(crate) async fn filters_combine(db: Db) {
     let s = &db.store;
     let alice = user("alice", &["hr", "eng"]);
     let bob = user("bob", &["eng"]);
@@ -479,7 +344,7 @@ async fn filters_combine(db: Db) {
     );
 }
 
-async fn foreign_keys_protect_owners(db: Db) {
+pub(crate) async fn foreign_keys_protect_owners(db: Db) {
     let s = &db.store;
     let alice = user("alice", &[]);
     let ghost = user("ghost", &[]);
@@ -513,7 +378,7 @@ async fn foreign_keys_protect_owners(db: Db) {
     assert!(s.get_user(&UserRef::Id(alice.id)).await.unwrap().is_some());
 }
 
-async fn change_sets_are_atomic(db: Db) {
+pub(crate) async fn change_sets_are_atomic(db: Db) {
     let s = &db.store;
     let alice = user("alice", &[]);
     put(s, Change::InsertUser(alice.clone())).await.unwrap();
@@ -532,7 +397,7 @@ async fn change_sets_are_atomic(db: Db) {
     assert!(s.list_audit(0, 10).await.unwrap().is_empty(), "nor its audit record");
 }
 
-async fn failed_audit_write_rolls_back_the_change(db: Db) {
+pub(crate) async fn failed_audit_write_rolls_back_the_change(db: Db) {
     // Make every audit insert fail, the way a full disk or a broken audit table would.
     let trigger = match &db.location {
         Location::Sqlite(_) => vec![
@@ -593,7 +458,7 @@ async fn failed_audit_write_rolls_back_the_change(db: Db) {
     }
 }
 
-async fn group_commit_isolates_failures(db: Db) {
+pub(crate) async fn group_commit_isolates_failures(db: Db) {
     let s = Arc::clone(&db.store);
     // 200 concurrent inserts, every 4th a duplicate of an earlier name: many share a batch.
     put(&s, Change::InsertUser(user("taken", &[]))).await.unwrap();
@@ -641,7 +506,7 @@ async fn group_commit_isolates_failures(db: Db) {
     );
 }
 
-async fn keys_and_settings(db: Db) {
+pub(crate) async fn keys_and_settings(db: Db) {
     use sigil_core::keys::{KeyState, StoredKey};
     let s = &db.store;
     let (k, _) = sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa).unwrap();
@@ -719,7 +584,7 @@ async fn keys_and_settings(db: Db) {
     assert_eq!(s.get_setting("x").await.unwrap(), Some(vec![1]));
 }
 
-async fn transfer_ownership_moves_everything(db: Db) {
+pub(crate) async fn transfer_ownership_moves_everything(db: Db) {
     let s = &db.store;
     let alice = user("alice", &[]);
     let bob = user("bob", &[]);
@@ -754,193 +619,4 @@ async fn transfer_ownership_moves_everything(db: Db) {
         .unwrap();
     assert_eq!(a1.owner, bob.id);
     assert_eq!(a1.meta.version, 2);
-}
-
-fn claim(holder: &str, now: i64) -> sigil_core::audit::LeaseClaim {
-    sigil_core::audit::LeaseClaim {
-        name: "audit-integrator".into(),
-        holder: holder.into(),
-        now: Timestamp::from_unix_seconds(now),
-        until: Timestamp::from_unix_seconds(now + 5),
-    }
-}
-
-async fn leases_are_exclusive_until_they_expire(db: Db) {
-    let s = &db.store;
-    put(s, Change::AcquireLease(claim("a", 100))).await.unwrap();
-    put(s, Change::AcquireLease(claim("a", 101))).await.unwrap();
-    assert_eq!(
-        put(s, Change::AcquireLease(claim("b", 102))).await,
-        Err(StoreError::Stale { entity: "lease" })
-    );
-    put(s, Change::AcquireLease(claim("b", 107))).await.unwrap();
-    // a's lease is gone: its integration is fenced off.
-    let i = sigil_core::audit::Integration {
-        lease: claim("a", 107),
-        leaves: vec![],
-        nodes: vec![],
-        checkpoint: None,
-    };
-    assert_eq!(
-        put(s, Change::IntegrateAudit(Box::new(i))).await,
-        Err(StoreError::Stale { entity: "lease" })
-    );
-}
-
-async fn integration_places_each_record_once(db: Db) {
-    use sigil_core::audit::merkle::Frontier;
-    let s = &db.store;
-    for _ in 0..3 {
-        s.commit(ChangeSet::new().audit(audit(EventType::UserCreated)))
-            .await
-            .unwrap();
-    }
-    let pending = s.pending_audit(10).await.unwrap();
-    assert_eq!(pending.len(), 3);
-    let mut f = Frontier::default();
-    let mut leaves = Vec::new();
-    let mut nodes = Vec::new();
-    for (seq, body) in &pending {
-        let h = sigil_core::audit::log::leaf_hash_of(f.size, body);
-        leaves.push((*seq, f.size, h));
-        nodes.extend(f.push(h));
-    }
-    let cp = sigil_core::audit::Checkpoint {
-        tree_size: 3,
-        root_hash: f.root(),
-        time: T0,
-        kid: "k".into(),
-        jws: "x.y.z".into(),
-    };
-    put(s, Change::AcquireLease(claim("a", 100))).await.unwrap();
-    let i = sigil_core::audit::Integration {
-        lease: claim("a", 100),
-        leaves: leaves.clone(),
-        nodes: nodes.clone(),
-        checkpoint: Some(cp.clone()),
-    };
-    put(s, Change::IntegrateAudit(Box::new(i.clone()))).await.unwrap();
-    assert!(s.pending_audit(10).await.unwrap().is_empty());
-    assert_eq!(s.audit_tree_size().await.unwrap(), 3);
-    let stored = s.list_leaves(0, 10).await.unwrap();
-    assert_eq!(stored.iter().map(|r| r.leaf_index).collect::<Vec<_>>(), [0, 1, 2]);
-    assert_eq!(stored[1].leaf_hash, leaves[1].2);
-    assert_eq!(s.latest_checkpoint().await.unwrap(), Some(cp));
-    let coords = Frontier::coordinates(3);
-    let got = s.audit_nodes(&coords).await.unwrap();
-    assert_eq!(Frontier::load(3, &got).unwrap().root(), f.root());
-    // Integrating the same records again is refused as a whole.
-    let again = sigil_core::audit::Integration {
-        checkpoint: None,
-        nodes: vec![],
-        ..i
-    };
-    assert_eq!(
-        put(s, Change::IntegrateAudit(Box::new(again))).await,
-        Err(StoreError::Stale { entity: "audit record" })
-    );
-    put(
-        s,
-        Change::SetSinkPosition {
-            name: "file".into(),
-            delivered: 2,
-        },
-    )
-    .await
-    .unwrap();
-    put(
-        s,
-        Change::SetSinkPosition {
-            name: "file".into(),
-            delivered: 3,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(s.sink_position("file").await.unwrap(), Some(3));
-}
-
-async fn audit_search_filters(db: Db) {
-    use sigil_core::audit::{AuditQuery, Outcome};
-    let s = &db.store;
-    let mut denied = audit(EventType::AdminAuthFailed).outcome(Outcome::Denied, "invalid admin credential");
-    denied.subject = Some("alice".into());
-    s.commit(ChangeSet::new().audit(denied)).await.unwrap();
-    s.commit(ChangeSet::new().audit(audit(EventType::UserCreated).target("user", "usr_x", "bob")))
-        .await
-        .unwrap();
-    let q = |f: AuditQuery| async move { s.search_audit(&f).await.unwrap().items.len() };
-    assert_eq!(q(AuditQuery::default()).await, 2);
-    assert_eq!(
-        q(AuditQuery {
-            outcome: Some(Outcome::Denied),
-            ..Default::default()
-        })
-        .await,
-        1
-    );
-    assert_eq!(
-        q(AuditQuery {
-            event_type: Some(EventType::UserCreated),
-            ..Default::default()
-        })
-        .await,
-        1
-    );
-    assert_eq!(
-        q(AuditQuery {
-            user: Some("alice".into()),
-            ..Default::default()
-        })
-        .await,
-        1
-    );
-    assert_eq!(
-        q(AuditQuery {
-            agent: vec!["usr_x".into()],
-            ..Default::default()
-        })
-        .await,
-        1
-    );
-    assert_eq!(
-        q(AuditQuery {
-            agent: vec!["admin:test".into()],
-            ..Default::default()
-        })
-        .await,
-        2
-    );
-    assert_eq!(
-        q(AuditQuery {
-            request_id: Some("req-1".into()),
-            ..Default::default()
-        })
-        .await,
-        2
-    );
-    assert_eq!(
-        q(AuditQuery {
-            since: Some(T0.plus(std::time::Duration::from_secs(1))),
-            ..Default::default()
-        })
-        .await,
-        0
-    );
-    let first = s
-        .search_audit(&AuditQuery {
-            page: PageRequest::new(None, Some(1)).unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(first.items[0].record.event_type, EventType::UserCreated, "newest first");
-    let second = s
-        .search_audit(&AuditQuery {
-            page: PageRequest::new(first.next_cursor, Some(1)).unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(second.items[0].record.event_type, EventType::AdminAuthFailed);
 }

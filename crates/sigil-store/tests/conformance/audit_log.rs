@@ -1,0 +1,197 @@
+//! The audit log: leases, integration into the tree, search.
+
+use sigil_core::audit::EventType;
+use sigil_core::model::*;
+use sigil_core::store::*;
+use sigil_types::*;
+
+use crate::common::*;
+
+pub(crate) fn claim(holder: &str, now: i64) -> sigil_core::audit::LeaseClaim {
+    sigil_core::audit::LeaseClaim {
+        name: "audit-integrator".into(),
+        holder: holder.into(),
+        now: Timestamp::from_unix_seconds(now),
+        until: Timestamp::from_unix_seconds(now + 5),
+    }
+}
+
+pub(crate) async fn leases_are_exclusive_until_they_expire(db: Db) {
+    let s = &db.store;
+    put(s, Change::AcquireLease(claim("a", 100))).await.unwrap();
+    put(s, Change::AcquireLease(claim("a", 101))).await.unwrap();
+    assert_eq!(
+        put(s, Change::AcquireLease(claim("b", 102))).await,
+        Err(StoreError::Stale { entity: "lease" })
+    );
+    put(s, Change::AcquireLease(claim("b", 107))).await.unwrap();
+    // a's lease is gone: its integration is fenced off.
+    let i = sigil_core::audit::Integration {
+        lease: claim("a", 107),
+        leaves: vec![],
+        nodes: vec![],
+        checkpoint: None,
+    };
+    assert_eq!(
+        put(s, Change::IntegrateAudit(Box::new(i))).await,
+        Err(StoreError::Stale { entity: "lease" })
+    );
+}
+
+pub(crate) async fn integration_places_each_record_once(db: Db) {
+    use sigil_core::audit::merkle::Frontier;
+    let s = &db.store;
+    for _ in 0..3 {
+        s.commit(ChangeSet::new().audit(audit(EventType::UserCreated)))
+            .await
+            .unwrap();
+    }
+    let pending = s.pending_audit(10).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    let mut f = Frontier::default();
+    let mut leaves = Vec::new();
+    let mut nodes = Vec::new();
+    for (seq, body) in &pending {
+        let h = sigil_core::audit::log::leaf_hash_of(f.size, body);
+        leaves.push((*seq, f.size, h));
+        nodes.extend(f.push(h));
+    }
+    let cp = sigil_core::audit::Checkpoint {
+        tree_size: 3,
+        root_hash: f.root(),
+        time: T0,
+        kid: "k".into(),
+        jws: "x.y.z".into(),
+    };
+    put(s, Change::AcquireLease(claim("a", 100))).await.unwrap();
+    let i = sigil_core::audit::Integration {
+        lease: claim("a", 100),
+        leaves: leaves.clone(),
+        nodes: nodes.clone(),
+        checkpoint: Some(cp.clone()),
+    };
+    put(s, Change::IntegrateAudit(Box::new(i.clone()))).await.unwrap();
+    assert!(s.pending_audit(10).await.unwrap().is_empty());
+    assert_eq!(s.audit_tree_size().await.unwrap(), 3);
+    let stored = s.list_leaves(0, 10).await.unwrap();
+    assert_eq!(stored.iter().map(|r| r.leaf_index).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(stored[1].leaf_hash, leaves[1].2);
+    assert_eq!(s.latest_checkpoint().await.unwrap(), Some(cp));
+    let coords = Frontier::coordinates(3);
+    let got = s.audit_nodes(&coords).await.unwrap();
+    assert_eq!(Frontier::load(3, &got).unwrap().root(), f.root());
+    // Integrating the same records again is refused as a whole.
+    let again = sigil_core::audit::Integration {
+        checkpoint: None,
+        nodes: vec![],
+        ..i
+    };
+    assert_eq!(
+        put(s, Change::IntegrateAudit(Box::new(again))).await,
+        Err(StoreError::Stale { entity: "audit record" })
+    );
+    put(
+        s,
+        Change::SetSinkPosition {
+            name: "file".into(),
+            delivered: 2,
+        },
+    )
+    .await
+    .unwrap();
+    put(
+        s,
+        Change::SetSinkPosition {
+            name: "file".into(),
+            delivered: 3,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.sink_position("file").await.unwrap(), Some(3));
+}
+
+pub(crate) async fn audit_search_filters(db: Db) {
+    use sigil_core::audit::{AuditQuery, Outcome};
+    let s = &db.store;
+    let mut denied = audit(EventType::AdminAuthFailed).outcome(Outcome::Denied, "invalid admin credential");
+    denied.subject = Some("alice".into());
+    s.commit(ChangeSet::new().audit(denied)).await.unwrap();
+    s.commit(ChangeSet::new().audit(audit(EventType::UserCreated).target("user", "usr_x", "bob")))
+        .await
+        .unwrap();
+    let q = |f: AuditQuery| async move { s.search_audit(&f).await.unwrap().items.len() };
+    assert_eq!(q(AuditQuery::default()).await, 2);
+    assert_eq!(
+        q(AuditQuery {
+            outcome: Some(Outcome::Denied),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        q(AuditQuery {
+            event_type: Some(EventType::UserCreated),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        q(AuditQuery {
+            user: Some("alice".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        q(AuditQuery {
+            agent: vec!["usr_x".into()],
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        q(AuditQuery {
+            agent: vec!["admin:test".into()],
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        q(AuditQuery {
+            request_id: Some("req-1".into()),
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        q(AuditQuery {
+            since: Some(T0.plus(std::time::Duration::from_secs(1))),
+            ..Default::default()
+        })
+        .await,
+        0
+    );
+    let first = s
+        .search_audit(&AuditQuery {
+            page: PageRequest::new(None, Some(1)).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.items[0].record.event_type, EventType::UserCreated, "newest first");
+    let second = s
+        .search_audit(&AuditQuery {
+            page: PageRequest::new(first.next_cursor, Some(1)).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.items[0].record.event_type, EventType::AdminAuthFailed);
+}
