@@ -64,10 +64,7 @@ impl AdminAuth {
         let token =
             sigil_crypto::random_token(ADMIN_TOKEN_PREFIX).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let now = self.clock.now();
-        let id = format!(
-            "adm_{}",
-            sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.rng.bytes10())
-        );
+        let id = crate::new_id("adm_", now, self.rng.as_ref());
         let cred = AdminCredential {
             id: id.clone(),
             name: BOOTSTRAP_NAME.into(),

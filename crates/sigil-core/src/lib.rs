@@ -10,4 +10,4 @@ pub mod ports;
 pub mod registry;
 pub mod store;
 
-pub use ports::{Clock, FakeClock, Rng, SystemClock, SystemRng};
+pub use ports::{Clock, FakeClock, Rng, SystemClock, SystemRng, new_id};

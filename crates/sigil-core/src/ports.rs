@@ -20,6 +20,14 @@ pub trait Rng: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A new prefixed, time-sortable id (`prefix` + ULID) from the given time and randomness.
+pub fn new_id(prefix: &str, now: Timestamp, rng: &dyn Rng) -> String {
+    format!(
+        "{prefix}{}",
+        sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), rng.bytes10())
+    )
+}
+
 /// Wall-clock time.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

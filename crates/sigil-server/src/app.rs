@@ -29,11 +29,6 @@ pub struct App {
 }
 
 impl App {
-    /// A name unique to this process, for leases.
-    pub fn audit_holder(&self) -> &str {
-        self.audit.holder()
-    }
-
     pub fn new(
         config: Config,
         issuer: String,

@@ -31,7 +31,7 @@ fn event(leaf: &StoredLeaf) -> String {
 
 /// Runs one sink until `stop`.
 pub async fn run(app: Arc<App>, sink: SinkConfig, mut stop: watch::Receiver<bool>) {
-    let holder = format!("{}-{}", app.audit_holder(), sink.name());
+    let holder = format!("{}-{}", app.audit.holder(), sink.name());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok();
     let mut backoff = Duration::from_millis(100);
     loop {

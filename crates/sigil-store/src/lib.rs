@@ -64,6 +64,17 @@ impl Location {
     }
 }
 
+impl Location {
+    /// Installs the drivers (once) and gives the backend and connection URL.
+    fn open(&self) -> (Backend, String) {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        match self {
+            Self::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
+            Self::Postgres(url) => (Backend::Postgres, url.clone()),
+        }
+    }
+}
+
 /// Tuning for a store; the defaults suit one `sigil serve` process.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -100,13 +111,9 @@ static DRIVERS: std::sync::Once = std::sync::Once::new();
 impl SqlStore {
     /// Connects, applies migrations if asked, and starts the writer.
     pub async fn connect(location: &Location, opts: &StoreOptions) -> Result<Self, StoreError> {
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
-        let (backend, url) = match location {
-            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
-            Location::Postgres(url) => (Backend::Postgres, url.clone()),
-        };
+        let (backend, url) = location.open();
         let d = backend.dialect();
-        let pool = pool(&url, d.read_connections, opts).await?;
+        let pool = pool_sized(&url, d.read_connections, opts).await?;
         if opts.migrate {
             migrate::run(&pool, backend).await?;
         } else {
@@ -124,11 +131,7 @@ impl SqlStore {
 
     /// Only applies migrations (for `sigil db migrate`).
     pub async fn migrate_only(location: &Location) -> Result<MigrationReport, StoreError> {
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
-        let (backend, url) = match location {
-            Location::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
-            Location::Postgres(url) => (Backend::Postgres, url.clone()),
-        };
+        let (backend, url) = location.open();
         let pool = pool_sized(&url, 1, &StoreOptions::default()).await?;
         let report = migrate::run(&pool, backend).await;
         pool.close().await;
@@ -138,10 +141,6 @@ impl SqlStore {
     pub fn kind(&self) -> Backend {
         self.backend
     }
-}
-
-async fn pool(url: &str, size: u32, opts: &StoreOptions) -> Result<AnyPool, StoreError> {
-    pool_sized(url, size, opts).await
 }
 
 async fn pool_sized(url: &str, size: u32, opts: &StoreOptions) -> Result<AnyPool, StoreError> {

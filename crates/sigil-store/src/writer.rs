@@ -13,7 +13,7 @@ use sqlx::{AnyConnection, AnyPool};
 use sqlx::{Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::apply::apply;
+use crate::apply::{apply, apply_changes, insert_audit_many};
 use crate::dialect::Backend;
 
 /// Most change sets in one transaction: large enough to amortise the fsync, small enough that
@@ -116,46 +116,54 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, begin: &'static str) {
     }
 }
 
-/// Runs the batch: first the fast path; if any statement of it fails, the whole attempt is rolled
-/// back and the batch runs again with every change set (changes and audit records together) in
-/// its own savepoint, so one bad change set only fails itself.
+/// Runs the batch: first with audit records deferred to one multi-row insert; if that insert
+/// fails, the attempt is rolled back and the batch runs again with each change set (changes and
+/// audit records together) in its own savepoint, so the failure reaches only its own change set.
 async fn run_transaction(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],
     begin: &'static str,
 ) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
-    if jobs.len() > 1 {
-        match fast_path(conn, jobs, begin).await {
-            Ok(Some(results)) => return Ok(results),
-            Ok(None) => {} // an audit insert failed: isolate it below
-            Err(e) => return Err(e),
-        }
+    if jobs.len() > 1
+        && let Some(results) = run_batch(conn, jobs, begin, true).await?
+    {
+        return Ok(results);
     }
-    isolated(conn, jobs, begin).await
+    Ok(run_batch(conn, jobs, begin, false).await?.unwrap_or_default())
 }
 
-/// Each change set's entity changes in a savepoint; then the audit records of every change set
-/// that succeeded, in multi-row inserts, in the same transaction (so a change still lands only
-/// with its record). `Ok(None)` if the audit insert failed (nothing committed).
-async fn fast_path(
+/// One transaction over the batch; each change set's entity changes run in a savepoint. With
+/// `defer_audit`, the audit records of every change set that succeeded are inserted at the end,
+/// still in the same transaction (so a change lands only with its record), and `Ok(None)` means
+/// that insert failed and nothing was committed. Without it, each change set's records go in its
+/// own savepoint and the answer is always `Some`. `Err`: the transaction as a whole failed.
+async fn run_batch(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],
     begin: &'static str,
+    defer_audit: bool,
 ) -> Result<Option<Vec<Result<(), StoreError>>>, sqlx::Error> {
     let mut tx = conn.begin_with(begin).await?;
     let mut results = Vec::with_capacity(jobs.len());
-    let mut records: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
+    let mut deferred: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
     for job in jobs {
-        if job.changes.is_empty() {
-            records.extend(job.audit.iter());
+        if defer_audit && job.changes.is_empty() {
+            deferred.extend(job.audit.iter());
             results.push(Ok(()));
             continue;
         }
         tx.execute("SAVEPOINT cs").await?;
-        match crate::apply::apply_changes(&mut tx, job).await {
+        let applied = if defer_audit {
+            apply_changes(&mut tx, job).await
+        } else {
+            apply(&mut tx, job).await
+        };
+        match applied {
             Ok(()) => {
                 tx.execute("RELEASE SAVEPOINT cs").await?;
-                records.extend(job.audit.iter());
+                if defer_audit {
+                    deferred.extend(job.audit.iter());
+                }
                 results.push(Ok(()));
             }
             Err(e) => {
@@ -165,38 +173,11 @@ async fn fast_path(
             }
         }
     }
-    if crate::apply::insert_audit_many(&mut tx, &records).await.is_err() {
-        return Ok(None);
+    if defer_audit && insert_audit_many(&mut tx, &deferred).await.is_err() {
+        return Ok(None); // dropping `tx` rolls the attempt back
     }
     tx.commit().await?;
     Ok(Some(results))
-}
-
-/// Every change set in its own savepoint; `Err` means the transaction as a whole failed.
-async fn isolated(
-    conn: &mut AnyConnection,
-    jobs: &[ChangeSet],
-    begin: &'static str,
-) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
-    let mut tx = conn.begin_with(begin).await?;
-    let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        tx.execute("SAVEPOINT cs").await?;
-        match apply(&mut tx, job).await {
-            Ok(()) => {
-                tx.execute("RELEASE SAVEPOINT cs").await?;
-                results.push(Ok(()));
-            }
-            Err(e) => {
-                tx.execute("ROLLBACK TO SAVEPOINT cs").await?;
-                tx.execute("RELEASE SAVEPOINT cs").await?;
-                results.push(Err(e));
-            }
-        }
-    }
-    // Dropping `tx` on an error path above rolls the whole batch back.
-    tx.commit().await?;
-    Ok(results)
 }
 
 fn fail_all(batch: Vec<Job>, why: &str) {

@@ -179,10 +179,7 @@ impl OAuthService {
             .map_err(|e| RegistryError::invalid("token", e.to_string()))?;
         let now = self.now();
         let t = RegistrationToken {
-            id: format!(
-                "iat_{}",
-                sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.random10())
-            ),
+            id: self.new_id("iat_", now),
             token_hash: self.secret_hash(&token),
             owner: owner.id.clone(),
             identity,
@@ -228,11 +225,7 @@ impl OAuthService {
         let identity = match &token.identity {
             Some(id) => IdentityRef::Id(id.clone()),
             None => {
-                let name = format!(
-                    "dcr-{}",
-                    sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.random10())
-                        .to_ascii_lowercase()
-                );
+                let name = self.new_id("dcr-", now).to_ascii_lowercase();
                 let create = CreateIdentity {
                     name: Name::parse(&name).map_err(|e| metadata_error(e.to_string()))?,
                     kind: None,

@@ -152,8 +152,8 @@ impl OAuthService {
         self.clock.now()
     }
 
-    pub(super) fn random10(&self) -> [u8; 10] {
-        self.rng.bytes10()
+    pub(super) fn new_id(&self, prefix: &str, now: sigil_types::Timestamp) -> String {
+        crate::new_id(prefix, now, self.rng.as_ref())
     }
 
     pub(super) fn secret_hash(&self, secret: &str) -> String {
@@ -230,10 +230,7 @@ impl OAuthService {
             (None, None)
         };
         let now = self.clock.now();
-        let client_id = format!(
-            "cli_{}",
-            sigil_types::encode_ulid(u64::try_from(now.unix_millis()).unwrap_or(0), self.rng.bytes10())
-        );
+        let client_id = crate::new_id("cli_", now, self.rng.as_ref());
         let client = OAuthClient {
             client_id: client_id.clone(),
             identity_id: identity.id.clone(),
