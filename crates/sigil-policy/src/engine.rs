@@ -1,0 +1,253 @@
+//! A compiled policy set version and the decision for a delegation chain.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Decision as CedarDecision, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
+    Request, Schema, SchemaFragment, ValidationMode, Validator,
+};
+use serde::Serialize;
+
+use crate::entities::{ChainMember, Query, context, uid};
+use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
+
+/// Prefix reserved for the built-in policies' ids.
+const BUILTIN_PREFIX: &str = "sigil.";
+
+/// One compiled policy set version. Cheap to share (`Arc`); immutable.
+#[derive(Debug)]
+pub struct Engine {
+    version: u64,
+    schema: Schema,
+    /// Per action: only the policies whose action scope can match it, so a decision evaluates a
+    /// slice of the set, not all of it.
+    slices: HashMap<EntityUid, PolicySet>,
+    /// The schema's action entities (with their groups), one per action.
+    action_entities: HashMap<EntityUid, Entity>,
+    policy_count: usize,
+    authorizer: Authorizer,
+}
+
+/// The decision for a whole chain, with the evidence for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub version: u64,
+    /// One step per principal evaluated, in chain order; evaluation stops at the first deny.
+    pub steps: Vec<Step>,
+}
+
+/// The outcome for one principal of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The Cedar entity, e.g. `Sigil::User::"alice"`.
+    pub principal: String,
+    pub allowed: bool,
+    /// The policies that determined this outcome (the permits that allowed it, or the forbids
+    /// that denied it; empty for a deny because nothing permits).
+    pub policies: Vec<String>,
+    /// Evaluation errors; a policy that errors is skipped, so it can never allow.
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    /// Why the chain was denied, naming the principal (dual attribution: agent or user).
+    pub fn deny_reason(&self) -> Option<String> {
+        let step = self.steps.iter().find(|s| !s.allowed)?;
+        Some(if step.policies.is_empty() {
+            format!("no policy permits {}", step.principal)
+        } else {
+            format!("{} is forbidden by {}", step.principal, step.policies.join(", "))
+        })
+    }
+
+    /// Every policy that determined the decision, over all steps.
+    pub fn determining_policies(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.steps.iter().flat_map(|s| s.policies.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+impl Engine {
+    /// Compiles a version: the built-in schema plus the operator's fragment, the built-in
+    /// policies plus the operator's, strictly validated. Any error rejects the whole version.
+    pub fn compile(version: u64, policies: &str, schema_extension: Option<&str>) -> Result<Self, PolicyError> {
+        let schema = build_schema(schema_extension)?;
+        let set = build_policy_set(policies)?;
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
+        if !errors.is_empty() {
+            return Err(PolicyError { diagnostics: errors });
+        }
+        let actions = schema.action_entities().map_err(|e| PolicyError::one(e.to_string()))?;
+        let slices = slice_by_action(&set, &actions)?;
+        let action_entities = actions.iter().map(|e| (e.uid(), e.clone())).collect();
+        Ok(Self {
+            version,
+            schema,
+            slices,
+            action_entities,
+            policy_count: set.policies().count(),
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.policy_count
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Decides `q` for every principal of its chain; allowed only if each one is.
+    pub fn decide(&self, q: &Query<'_>) -> Result<Decision, RequestError> {
+        if q.chain.is_empty() {
+            return Err(RequestError("the request names no principal".into()));
+        }
+        let action = uid("Action", q.action)?;
+        let (Some(slice), Some(action_entity)) = (self.slices.get(&action), self.action_entities.get(&action)) else {
+            return Err(RequestError(format!("unknown action `{}`", q.action)));
+        };
+        let (resource_uid, resource) = q.resource.entity(&self.schema)?;
+        let mut entities = Vec::with_capacity(q.chain.len() + 2);
+        entities.push(resource);
+        entities.push(action_entity.clone());
+        for m in &q.chain {
+            entities.push(m.entity(q.context.now)?);
+        }
+        let entities =
+            Entities::from_entities(entities, None).map_err(|e| RequestError(format!("invalid entities: {e}")))?;
+        let ctx = context(&q.chain, &q.context)?;
+        let mut steps = Vec::with_capacity(q.chain.len());
+        for m in &q.chain {
+            let step = self.step(m, &action, &resource_uid, ctx.clone(), slice, &entities)?;
+            let allowed = step.allowed;
+            steps.push(step);
+            if !allowed {
+                break;
+            }
+        }
+        Ok(Decision {
+            allowed: steps.iter().all(|s| s.allowed) && steps.len() == q.chain.len(),
+            version: self.version,
+            steps,
+        })
+    }
+
+    fn step(
+        &self,
+        member: &ChainMember<'_>,
+        action: &EntityUid,
+        resource: &EntityUid,
+        ctx: cedar_policy::Context,
+        slice: &PolicySet,
+        entities: &Entities,
+    ) -> Result<Step, RequestError> {
+        let principal = member.uid()?;
+        let request = Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            ctx,
+            Some(&self.schema),
+        )
+        .map_err(|e| RequestError(e.to_string()))?;
+        let response = self.authorizer.is_authorized(&request, slice, entities);
+        let diagnostics = response.diagnostics();
+        Ok(Step {
+            principal: principal.to_string(),
+            allowed: response.decision() == CedarDecision::Allow,
+            policies: diagnostics.reason().map(ToString::to_string).collect(),
+            errors: diagnostics.errors().map(ToString::to_string).collect(),
+        })
+    }
+}
+
+fn build_schema(extension: Option<&str>) -> Result<Schema, PolicyError> {
+    let parse = |src: &str| {
+        SchemaFragment::from_cedarschema_str(src)
+            .map(|(f, _warnings)| f)
+            .map_err(|e| PolicyError::one(format!("schema: {e}")))
+    };
+    let mut fragments = vec![parse(BUILTIN_SCHEMA)?];
+    if let Some(ext) = extension.filter(|s| !s.trim().is_empty()) {
+        fragments.push(parse(ext)?);
+    }
+    Schema::from_schema_fragments(fragments).map_err(|e| PolicyError::one(format!("schema: {e}")))
+}
+
+/// Parses the built-in and operator policies into one set. A policy's id is its `@id`
+/// annotation, else `policyN` by position; ids must be unique and `sigil.` is reserved.
+fn build_policy_set(operator: &str) -> Result<PolicySet, PolicyError> {
+    let mut set = PolicySet::new();
+    let mut seen = HashSet::new();
+    for (source, is_builtin) in [(BUILTIN_POLICIES, true), (operator, false)] {
+        let parsed = PolicySet::from_str(source).map_err(|e| PolicyError {
+            diagnostics: parse_diagnostics(&e),
+        })?;
+        if parsed.templates().next().is_some() {
+            return Err(PolicyError::one("policy templates are not supported"));
+        }
+        let mut policies: Vec<&Policy> = parsed.policies().collect();
+        // Keep the source order so generated ids are stable.
+        policies.sort_by_key(|p| policy_position(p.id()));
+        for (n, p) in policies.into_iter().enumerate() {
+            let id = p.annotation("id").map_or_else(|| format!("policy{n}"), str::to_owned);
+            if !is_builtin && id.starts_with(BUILTIN_PREFIX) {
+                return Err(PolicyError::one(format!(
+                    "policy id `{id}`: the `{BUILTIN_PREFIX}` prefix is reserved for built-in policies"
+                )));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(PolicyError::one(format!("two policies have the id `{id}`")));
+            }
+            set.add(p.new_id(PolicyId::new(&id)))
+                .map_err(|e| PolicyError::one(e.to_string()))?;
+        }
+    }
+    Ok(set)
+}
+
+fn parse_diagnostics(e: &cedar_policy::ParseErrors) -> Vec<String> {
+    e.iter().map(ToString::to_string).collect()
+}
+
+/// `PolicySet::from_str` names policies `policy0`, `policy1`, … in source order.
+fn policy_position(id: &PolicyId) -> usize {
+    id.to_string()
+        .strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+/// For each action, the policies that can apply to it: those with no action constraint, those
+/// naming it, and those naming a group it belongs to.
+fn slice_by_action(set: &PolicySet, actions: &Entities) -> Result<HashMap<EntityUid, PolicySet>, PolicyError> {
+    let mut slices: HashMap<EntityUid, PolicySet> = HashMap::new();
+    for action in actions.iter().map(Entity::uid) {
+        // `Entities` holds the transitive closure, so these are all the groups above it.
+        let mut groups: HashSet<EntityUid> = actions.ancestors(&action).into_iter().flatten().cloned().collect();
+        groups.insert(action.clone());
+        let mut slice = PolicySet::new();
+        for p in set.policies() {
+            let applies = match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => groups.contains(&a),
+                ActionConstraint::In(list) => list.iter().any(|a| groups.contains(a)),
+            };
+            if applies {
+                slice.add(p.clone()).map_err(|e| PolicyError::one(e.to_string()))?;
+            }
+        }
+        slices.insert(action.clone(), slice);
+    }
+    Ok(slices)
+}

@@ -1,0 +1,226 @@
+//! Turning registry records into Cedar entities and a decision request into a Cedar context.
+//! Entities are built from typed values (no parsing); only attributes a caller adds to a
+//! resource of an operator-defined type go through Cedar's JSON reader, checked by the schema.
+
+use std::collections::BTreeSet;
+
+use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
+use sigil_core::model::{Identity, Resource, User};
+use sigil_types::{IdentityKind, Timestamp};
+
+use crate::{NAMESPACE, RequestError};
+
+/// One principal of a delegation chain.
+#[derive(Debug, Clone, Copy)]
+pub enum ChainMember<'a> {
+    User(&'a User),
+    /// An agent or workload, with its owner's username.
+    Identity {
+        identity: &'a Identity,
+        owner: &'a str,
+    },
+}
+
+/// What the request is about.
+#[derive(Debug, Clone, Copy)]
+pub enum ResourceInput<'a> {
+    /// A resource in Sigil's registry, with its owner's username.
+    Registered { resource: &'a Resource, owner: &'a str },
+    /// A resource of an operator-defined entity type, described by the caller.
+    Custom {
+        type_name: &'a str,
+        id: &'a str,
+        properties: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    },
+}
+
+/// The request's circumstances; the chain's part of the Cedar context is derived from the chain.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub now: Timestamp,
+    pub scopes: BTreeSet<String>,
+    pub audience: Option<String>,
+    pub auth_method: String,
+    pub environment: Option<String>,
+    pub purpose: Option<String>,
+    /// token.issue only: the scope being decided.
+    pub scope: Option<String>,
+}
+
+/// A decision request: `chain` holds the user the chain acts for (if any) first, then every
+/// actor from the one closest to the user outwards.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    pub chain: Vec<ChainMember<'a>>,
+    pub action: &'a str,
+    pub resource: ResourceInput<'a>,
+    pub context: RequestContext,
+}
+
+pub(crate) fn type_name(name: &str) -> Result<EntityTypeName, RequestError> {
+    format!("{NAMESPACE}::{name}")
+        .parse()
+        .map_err(|_| RequestError(format!("`{name}` is not a valid entity type name")))
+}
+
+pub(crate) fn uid(type_: &str, id: &str) -> Result<EntityUid, RequestError> {
+    Ok(EntityUid::from_type_name_and_id(type_name(type_)?, EntityId::new(id)))
+}
+
+fn string(s: impl Into<String>) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.into())
+}
+
+fn strings<'s>(items: impl IntoIterator<Item = &'s str>) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.into_iter().map(string))
+}
+
+fn entity_error(e: impl std::fmt::Display) -> RequestError {
+    RequestError(format!("cannot build the entity: {e}"))
+}
+
+impl ChainMember<'_> {
+    pub(crate) fn uid(&self) -> Result<EntityUid, RequestError> {
+        match self {
+            Self::User(u) => uid("User", u.username.as_str()),
+            Self::Identity { identity, .. } => uid(identity_type(identity), identity.name.as_str()),
+        }
+    }
+
+    pub(crate) fn entity(&self, now: Timestamp) -> Result<Entity, RequestError> {
+        match self {
+            Self::User(u) => user_entity(u),
+            Self::Identity { identity, owner } => identity_entity(identity, owner, now),
+        }
+    }
+}
+
+fn identity_type(i: &Identity) -> &'static str {
+    match i.kind {
+        IdentityKind::Agent => "Agent",
+        _ => "Workload",
+    }
+}
+
+fn user_entity(u: &User) -> Result<Entity, RequestError> {
+    let mut attrs = vec![
+        ("username".to_owned(), string(u.username.as_str())),
+        ("status".to_owned(), string(u.status.as_str())),
+    ];
+    if let Some(e) = &u.email {
+        attrs.push(("email".to_owned(), string(e.as_str())));
+    }
+    let groups = u
+        .groups
+        .iter()
+        .map(|g| uid("Group", g.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Entity::new(
+        uid("User", u.username.as_str())?,
+        attrs.into_iter().collect(),
+        groups.into_iter().collect(),
+    )
+    .map_err(entity_error)
+}
+
+fn identity_entity(i: &Identity, owner: &str, now: Timestamp) -> Result<Entity, RequestError> {
+    let resources = i.ceiling.resources.as_ref();
+    let mut attrs = vec![
+        ("name".to_owned(), string(i.name.as_str())),
+        (
+            "owner".to_owned(),
+            RestrictedExpression::new_entity_uid(uid("User", owner)?),
+        ),
+        ("status".to_owned(), string(i.effective_status(now).as_str())),
+        (
+            "ceiling_scopes".to_owned(),
+            strings(i.ceiling.scopes.iter().map(|s| s.as_str())),
+        ),
+        (
+            "ceiling_resources".to_owned(),
+            strings(resources.into_iter().flatten().map(|r| r.as_str())),
+        ),
+        (
+            "ceiling_any_resource".to_owned(),
+            RestrictedExpression::new_bool(resources.is_none()),
+        ),
+    ];
+    if let Some(t) = &i.team {
+        attrs.push(("team".to_owned(), string(t.as_str())));
+    }
+    let tags = i
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), string(v.as_str())));
+    Entity::new_with_tags(uid(identity_type(i), i.name.as_str())?, attrs, [], tags).map_err(entity_error)
+}
+
+impl ResourceInput<'_> {
+    pub(crate) fn entity(&self, schema: &Schema) -> Result<(EntityUid, Entity), RequestError> {
+        match self {
+            Self::Registered { resource, owner } => {
+                let id = uid("Resource", resource.name.as_str())?;
+                let attrs = [
+                    ("name".to_owned(), string(resource.name.as_str())),
+                    ("uri".to_owned(), string(resource.uri.as_str())),
+                    (
+                        "owner".to_owned(),
+                        RestrictedExpression::new_entity_uid(uid("User", owner)?),
+                    ),
+                    ("scopes".to_owned(), strings(resource.scopes.iter().map(|s| s.as_str()))),
+                ];
+                let e = Entity::new_with_tags(id.clone(), attrs, [], std::iter::empty::<(String, _)>())
+                    .map_err(entity_error)?;
+                Ok((id, e))
+            }
+            Self::Custom {
+                type_name: t,
+                id,
+                properties,
+            } => {
+                let id = uid(t, id)?;
+                let json = serde_json::json!({
+                    "uid": { "type": format!("{NAMESPACE}::{t}"), "id": id.id().unescaped() },
+                    "attrs": properties.cloned().unwrap_or_default(),
+                    "parents": [],
+                });
+                let e = Entity::from_json_value(json, Some(schema))
+                    .map_err(|e| RequestError(format!("resource properties do not fit the schema: {e}")))?;
+                Ok((id, e))
+            }
+        }
+    }
+}
+
+/// The Cedar context for a chain: the user, the actors, the depth, and the request's facts.
+pub(crate) fn context(chain: &[ChainMember<'_>], c: &RequestContext) -> Result<Context, RequestError> {
+    let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(10);
+    let mut actors = Vec::new();
+    for m in chain {
+        match m {
+            ChainMember::User(u) => pairs.push((
+                "user".to_owned(),
+                RestrictedExpression::new_entity_uid(uid("User", u.username.as_str())?),
+            )),
+            ChainMember::Identity { .. } => actors.push(m.uid()?.to_string()),
+        }
+    }
+    let depth = i64::try_from(actors.len()).unwrap_or(i64::MAX);
+    pairs.push(("actors".to_owned(), strings(actors.iter().map(String::as_str))));
+    pairs.push(("depth".to_owned(), RestrictedExpression::new_long(depth)));
+    pairs.push(("scopes".to_owned(), strings(c.scopes.iter().map(String::as_str))));
+    pairs.push(("auth_method".to_owned(), string(c.auth_method.as_str())));
+    pairs.push(("time".to_owned(), RestrictedExpression::new_long(c.now.unix_seconds())));
+    let optional = [
+        ("audience", &c.audience),
+        ("environment", &c.environment),
+        ("purpose", &c.purpose),
+        ("scope", &c.scope),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            pairs.push((k.to_owned(), string(v.as_str())));
+        }
+    }
+    Context::from_pairs(pairs).map_err(|e| RequestError(format!("invalid context: {e}")))
+}

@@ -1,0 +1,425 @@
+//! The hybrid model on the source documents' examples: an agent with broad rights never exceeds
+//! the user it acts for, and the user never exceeds the agent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::collections::BTreeSet;
+
+use sigil_core::model::{Identity, Meta, Principal, Resource, User};
+use sigil_policy::{ChainMember, Engine, Query, RequestContext, ResourceInput};
+use sigil_types::{
+    Ceiling, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name, ResourceId, ResourceUri, ScopeSet,
+    Timestamp, UserId, UserStatus, Username,
+};
+
+const NOW: Timestamp = Timestamp::from_unix_seconds(1_800_000_000);
+
+const HR_SCHEMA: &str = r#"
+namespace Sigil {
+  entity Employee { department: String, manager: User };
+  action "employee.read" appliesTo { principal: [User, Agent], resource: [Employee], context: Context };
+  action "deploy" appliesTo { principal: [User, Agent], resource: [Resource], context: Context };
+}
+"#;
+
+const HR_POLICIES: &str = r#"
+// The HR agent may read every employee record.
+@id("hr-agent-reads-all")
+permit (principal == Sigil::Agent::"hr-bot", action == Sigil::Action::"employee.read", resource);
+
+// A person may read her own team's records (she manages them), HR staff may read all.
+@id("managers-read-reports")
+permit (principal is Sigil::User, action == Sigil::Action::"employee.read", resource)
+when { resource.manager == principal };
+@id("hr-staff-read-all")
+permit (principal in Sigil::Group::"hr", action == Sigil::Action::"employee.read", resource);
+
+// DevOps: the fleet agent may deploy anywhere, people deploy only in environments they own.
+@id("fleet-agent-deploys")
+permit (principal == Sigil::Agent::"fleet", action == Sigil::Action::"deploy", resource);
+@id("devs-deploy-to-dev")
+permit (principal in Sigil::Group::"developers", action == Sigil::Action::"deploy", resource)
+when { resource.hasTag("env") && resource.getTag("env") == "dev" };
+@id("no-deploy-in-freeze")
+forbid (principal, action == Sigil::Action::"deploy", resource)
+when { context has purpose && context.purpose == "freeze-test" };
+"#;
+
+fn meta() -> Meta {
+    Meta::new(NOW, &Principal::system())
+}
+
+fn user(name: &str, groups: &[&str]) -> User {
+    User {
+        id: UserId::parse("usr_01J00000000000000000000000").unwrap(),
+        username: Username::parse(name).unwrap(),
+        email: None,
+        display_name: None,
+        groups: groups.iter().map(|g| Group::parse(g).unwrap()).collect(),
+        status: UserStatus::Active,
+        meta: meta(),
+    }
+}
+
+fn agent(name: &str, scopes: &str) -> Identity {
+    Identity {
+        id: IdentityId::parse("idn_01J00000000000000000000000").unwrap(),
+        name: Name::parse(name).unwrap(),
+        kind: IdentityKind::Agent,
+        description: None,
+        owner: UserId::parse("usr_01J00000000000000000000000").unwrap(),
+        team: None,
+        labels: Labels::default(),
+        status: IdentityStatus::Active,
+        expires_at: None,
+        ceiling: Ceiling {
+            scopes: ScopeSet::parse_oauth(scopes).unwrap(),
+            resources: None,
+        },
+        last_used_at: None,
+        tokens_not_before: None,
+        token_ttl_seconds: None,
+        dpop_required: false,
+        meta: meta(),
+    }
+}
+
+fn resource(name: &str) -> Resource {
+    Resource {
+        id: ResourceId::parse("res_01J00000000000000000000000").unwrap(),
+        uri: ResourceUri::parse(&format!("https://{name}.example.com")).unwrap(),
+        name: Name::parse(name).unwrap(),
+        description: None,
+        owner: UserId::parse("usr_01J00000000000000000000000").unwrap(),
+        scopes: ScopeSet::parse_oauth("read write").unwrap(),
+        meta: meta(),
+    }
+}
+
+fn ctx() -> RequestContext {
+    RequestContext {
+        now: NOW,
+        scopes: BTreeSet::new(),
+        audience: None,
+        auth_method: "private_key_jwt".into(),
+        environment: None,
+        purpose: None,
+        scope: None,
+    }
+}
+
+fn engine() -> Engine {
+    Engine::compile(7, HR_POLICIES, Some(HR_SCHEMA)).unwrap()
+}
+
+fn employee<'a>(id: &'a str, props: &'a serde_json::Map<String, serde_json::Value>) -> ResourceInput<'a> {
+    ResourceInput::Custom {
+        type_name: "Employee",
+        id,
+        properties: Some(props),
+    }
+}
+
+fn props(manager: &str) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::json!({"department": "sales", "manager": {"__entity": {"type": "Sigil::User", "id": manager}}})
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn hr_agent_shows_a_user_only_what_the_user_may_see() {
+    let e = engine();
+    let bot = agent("hr-bot", "employees.read");
+    let alice = user("alice", &["engineering"]);
+    let reports_to_alice = props("alice");
+    let reports_to_bob = props("bob");
+    let chain = vec![
+        ChainMember::User(&alice),
+        ChainMember::Identity {
+            identity: &bot,
+            owner: "hr-admin",
+        },
+    ];
+
+    let own_report = e
+        .decide(&Query {
+            chain: chain.clone(),
+            action: "employee.read",
+            resource: employee("e1", &reports_to_alice),
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(own_report.allowed, "{own_report:?}");
+    assert_eq!(own_report.version, 7);
+    assert_eq!(own_report.steps.len(), 2);
+    assert_eq!(own_report.steps[0].policies, vec!["managers-read-reports"]);
+    assert_eq!(own_report.steps[1].policies, vec!["hr-agent-reads-all"]);
+
+    let someone_else = e
+        .decide(&Query {
+            chain: chain.clone(),
+            action: "employee.read",
+            resource: employee("e2", &reports_to_bob),
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(
+        !someone_else.allowed,
+        "the agent's broad right must not lift the user's limit"
+    );
+    assert_eq!(someone_else.steps.len(), 1, "stops at the user");
+    assert_eq!(
+        someone_else.deny_reason().unwrap(),
+        "no policy permits Sigil::User::\"alice\""
+    );
+
+    // The agent acting alone may read it (its own right), and HR staff through the agent too.
+    let alone = e
+        .decide(&Query {
+            chain: vec![chain[1]],
+            action: "employee.read",
+            resource: employee("e2", &reports_to_bob),
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(alone.allowed);
+    let hr_carol = user("carol", &["hr"]);
+    let via_hr = e
+        .decide(&Query {
+            chain: vec![ChainMember::User(&hr_carol), chain[1]],
+            action: "employee.read",
+            resource: employee("e2", &reports_to_bob),
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(via_hr.allowed);
+}
+
+#[test]
+fn devops_user_cannot_exceed_the_agent_nor_the_agent_the_user() {
+    let e = engine();
+    let fleet = agent("fleet", "deploy");
+    let other_bot = agent("helper", "deploy");
+    let dev = user("dana", &["developers"]);
+    let prod = resource("payments");
+    let prod_input = ResourceInput::Registered {
+        resource: &prod,
+        owner: "ops",
+    };
+    let fleet_for_dana = vec![
+        ChainMember::User(&dev),
+        ChainMember::Identity {
+            identity: &fleet,
+            owner: "ops",
+        },
+    ];
+    // The registered resource has no env tag: the developer's policy (dev only) does not match,
+    // so the fleet agent's fleet-wide right does not let her deploy there.
+    let d = e
+        .decide(&Query {
+            chain: fleet_for_dana.clone(),
+            action: "deploy",
+            resource: prod_input,
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(!d.allowed);
+    assert!(d.deny_reason().unwrap().contains("dana"));
+
+    // A user with the right, through an agent without it: denied, attributed to the agent.
+    let helper_chain = vec![
+        ChainMember::User(&dev),
+        ChainMember::Identity {
+            identity: &other_bot,
+            owner: "ops",
+        },
+    ];
+    let d = e
+        .decide(&Query {
+            chain: helper_chain,
+            action: "employee.read",
+            resource: employee("e1", &props("dana")),
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(!d.allowed, "the user may, the agent may not");
+    assert_eq!(d.steps.len(), 2);
+    assert!(d.steps[0].allowed);
+    assert_eq!(d.deny_reason().unwrap(), "no policy permits Sigil::Agent::\"helper\"");
+
+    // A forbid names itself.
+    let mut frozen = ctx();
+    frozen.purpose = Some("freeze-test".into());
+    let d = e
+        .decide(&Query {
+            chain: vec![fleet_for_dana[1]],
+            action: "deploy",
+            resource: prod_input,
+            context: frozen,
+        })
+        .unwrap();
+    assert!(!d.allowed);
+    assert_eq!(
+        d.deny_reason().unwrap(),
+        "Sigil::Agent::\"fleet\" is forbidden by no-deploy-in-freeze"
+    );
+}
+
+#[test]
+fn inactive_identities_get_nothing() {
+    let e = engine();
+    let mut bot = agent("hr-bot", "employees.read");
+    bot.status = IdentityStatus::Suspended;
+    let p = props("alice");
+    let d = e
+        .decide(&Query {
+            chain: vec![ChainMember::Identity {
+                identity: &bot,
+                owner: "x",
+            }],
+            action: "employee.read",
+            resource: employee("e1", &p),
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.steps[0].policies, vec!["sigil.inactive"]);
+}
+
+#[test]
+fn token_issue_stays_inside_the_ceiling() {
+    let e = Engine::compile(1, "", None).unwrap();
+    let bot = agent("reader", "read");
+    let api = resource("api");
+    let decide = |scope: &str| {
+        let mut c = ctx();
+        c.scope = Some(scope.into());
+        e.decide(&Query {
+            chain: vec![ChainMember::Identity {
+                identity: &bot,
+                owner: "o",
+            }],
+            action: sigil_policy::TOKEN_ISSUE,
+            resource: ResourceInput::Registered {
+                resource: &api,
+                owner: "o",
+            },
+            context: c,
+        })
+        .unwrap()
+    };
+    assert!(decide("read").allowed);
+    let d = decide("write");
+    assert!(!d.allowed);
+    assert!(
+        d.determining_policies()
+            .contains(&"sigil.token.outside-ceiling.agent".to_owned())
+    );
+}
+
+#[test]
+fn invalid_policies_are_rejected_with_cedar_diagnostics() {
+    let bad_syntax = Engine::compile(1, "permit (principal, action, resource", None).unwrap_err();
+    assert!(!bad_syntax.diagnostics.is_empty());
+    let unknown_attr = Engine::compile(
+        1,
+        r#"permit (principal is Sigil::Agent, action, resource) when { principal.nonexistent == 1 };"#,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        unknown_attr.diagnostics.iter().any(|d| d.contains("nonexistent")),
+        "{unknown_attr:?}"
+    );
+    let unknown_action = Engine::compile(
+        1,
+        r#"permit (principal, action == Sigil::Action::"fly", resource);"#,
+        None,
+    )
+    .unwrap_err();
+    assert!(!unknown_action.diagnostics.is_empty());
+    let reserved = Engine::compile(1, r#"@id("sigil.mine") permit (principal, action, resource);"#, None).unwrap_err();
+    assert!(reserved.diagnostics[0].contains("reserved"));
+    let bad_schema = Engine::compile(1, "", Some("namespace Sigil { entity }")).unwrap_err();
+    assert!(bad_schema.diagnostics[0].starts_with("schema:"));
+}
+
+#[test]
+fn unknown_actions_and_types_are_request_errors_not_denies() {
+    let e = engine();
+    let bot = agent("hr-bot", "x");
+    let chain = vec![ChainMember::Identity {
+        identity: &bot,
+        owner: "o",
+    }];
+    let p = props("alice");
+    let err = e
+        .decide(&Query {
+            chain: chain.clone(),
+            action: "fly",
+            resource: employee("e1", &p),
+            context: ctx(),
+        })
+        .unwrap_err();
+    assert!(err.0.contains("unknown action"));
+    let err = e
+        .decide(&Query {
+            chain: chain.clone(),
+            action: "employee.read",
+            resource: ResourceInput::Custom {
+                type_name: "Spaceship",
+                id: "1",
+                properties: None,
+            },
+            context: ctx(),
+        })
+        .unwrap_err();
+    assert!(!err.0.is_empty());
+    // Properties that do not fit the declared type.
+    let wrong = serde_json::json!({"department": 5}).as_object().unwrap().clone();
+    assert!(
+        e.decide(&Query {
+            chain,
+            action: "employee.read",
+            resource: employee("e1", &wrong),
+            context: ctx(),
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn slices_hold_only_the_policies_of_their_action() {
+    let mut many = String::new();
+    for n in 0..1000 {
+        many.push_str(&format!(
+            "@id(\"p{n}\") permit (principal == Sigil::Agent::\"a{n}\", action == Sigil::Action::\"deploy\", resource);\n"
+        ));
+    }
+    let e = Engine::compile(2, &many, Some(HR_SCHEMA)).unwrap();
+    assert_eq!(e.policy_count(), 1000 + 5);
+    let bot = agent("a999", "x");
+    let api = resource("api");
+    let d = e
+        .decide(&Query {
+            chain: vec![ChainMember::Identity {
+                identity: &bot,
+                owner: "o",
+            }],
+            action: "deploy",
+            resource: ResourceInput::Registered {
+                resource: &api,
+                owner: "o",
+            },
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.steps[0].policies, vec!["p999"]);
+}
