@@ -3,6 +3,7 @@
 
 mod audit;
 mod http;
+mod policy;
 mod proc;
 mod tokens;
 
@@ -52,6 +53,12 @@ enum Cmd {
         #[arg(long)]
         no_oidc_provider: bool,
     },
+    /// Policy decision latency in process (p50/p99) with 20, 100 and 1,000 policies, beside bare
+    /// Cedar `is_authorized` on the same policies and request.
+    Policy {
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
     /// The audit write path, in process: durable records/s with group commit and against a
     /// one-fsync-per-record baseline, on SQLite and PostgreSQL; commit latency with and without
     /// an audit record.
@@ -93,6 +100,10 @@ async fn main() -> Result<(), String> {
         } => {
             let rows = token_bench(&sigil, Duration::from_secs(duration), concurrency, no_oidc_provider).await?;
             print_table(rows);
+            Ok(())
+        }
+        Cmd::Policy { iterations } => {
+            print_table(policy::bench(iterations)?);
             Ok(())
         }
         Cmd::Audit {

@@ -1,0 +1,240 @@
+//! In-process decision latency: Sigil's engine (entity construction, context, slicing, one
+//! Cedar evaluation per principal of a user → agent chain) beside bare Cedar `is_authorized` on
+//! the same policies and request, with the entities prebuilt for it (1,000 of them).
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, RestrictedExpression};
+use sigil_core::model::{Identity, Meta, Principal, User};
+use sigil_policy::{ChainMember, Engine, Query, RequestContext, ResourceInput};
+use sigil_types::{
+    Ceiling, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name, ScopeSet, Timestamp, UserId, UserStatus,
+    Username,
+};
+
+const ACTIONS: usize = 50;
+const ENTITIES: usize = 1_000;
+
+fn schema() -> String {
+    let mut s = String::from("namespace Sigil {\n  entity Document { level: Long };\n");
+    for a in 0..ACTIONS {
+        s.push_str(&format!(
+            "  action \"op{a}\" appliesTo {{ principal: [User, Agent], resource: [Document], context: Context }};\n"
+        ));
+    }
+    s.push('}');
+    s
+}
+
+/// `n` policies spread over the actions: half for groups of users, half for named agents.
+fn policies(n: usize) -> String {
+    (0..n)
+        .map(|k| {
+            // Pairs (2j, 2j+1) share an action: a group permit and an agent permit.
+            let a = (k / 2 * 2) % ACTIONS;
+            if k % 2 == 0 {
+                format!(
+                    "@id(\"u{k}\") permit (principal in Sigil::Group::\"g{k}\", action == Sigil::Action::\"op{a}\", resource is Sigil::Document) when {{ resource.level <= {k} }};\n"
+                )
+            } else {
+                format!(
+                    "@id(\"a{k}\") permit (principal == Sigil::Agent::\"agent{k}\", action == Sigil::Action::\"op{a}\", resource) when {{ context.depth <= 4 }};\n"
+                )
+            }
+        })
+        .collect()
+}
+
+fn user(k: usize, now: Timestamp) -> Result<User, String> {
+    Ok(User {
+        id: UserId::parse("usr_01J00000000000000000000000").map_err(|e| e.to_string())?,
+        username: Username::parse(&format!("user{k}")).map_err(|e| e.to_string())?,
+        email: None,
+        display_name: None,
+        groups: [Group::parse(&format!("g{k}")).map_err(|e| e.to_string())?].into(),
+        status: UserStatus::Active,
+        meta: Meta::new(now, &Principal::system()),
+    })
+}
+
+fn agent(k: usize, now: Timestamp) -> Result<Identity, String> {
+    Ok(Identity {
+        id: IdentityId::parse("idn_01J00000000000000000000000").map_err(|e| e.to_string())?,
+        name: Name::parse(&format!("agent{k}")).map_err(|e| e.to_string())?,
+        kind: IdentityKind::Agent,
+        description: None,
+        owner: UserId::parse("usr_01J00000000000000000000000").map_err(|e| e.to_string())?,
+        team: None,
+        labels: Labels::default(),
+        status: IdentityStatus::Active,
+        expires_at: None,
+        ceiling: Ceiling {
+            scopes: ScopeSet::parse_oauth("read").map_err(|e| e.to_string())?,
+            resources: None,
+        },
+        last_used_at: None,
+        tokens_not_before: None,
+        token_ttl_seconds: None,
+        dpop_required: false,
+        meta: Meta::new(now, &Principal::system()),
+    })
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let at = |q: f64| {
+        let i = ((v.len() as f64) * q) as usize;
+        v.get(i.min(v.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
+    (at(0.50), at(0.99))
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
+    let now = Timestamp::from_unix_seconds(1_800_000_000);
+    let schema_src = schema();
+    let mut rows = Vec::new();
+    // The user and agent that the request names: a permit for each exists at every size.
+    let (uk, ak) = (10, 11);
+    let alice = user(uk, now)?;
+    let bot = agent(ak, now)?;
+    let props = serde_json::json!({ "level": 1 });
+    let props = props.as_object().cloned().unwrap_or_default();
+    for n in [20, 100, 1000] {
+        let engine = Engine::compile(1, &policies(n), Some(&schema_src)).map_err(|e| e.to_string())?;
+        let query = Query {
+            chain: vec![
+                ChainMember::User(&alice),
+                ChainMember::Identity {
+                    identity: &bot,
+                    owner: "owner",
+                },
+            ],
+            action: "op10",
+            resource: ResourceInput::Custom {
+                type_name: "Document",
+                id: "d1",
+                properties: Some(&props),
+            },
+            context: RequestContext {
+                now,
+                scopes: BTreeSet::new(),
+                audience: None,
+                auth_method: "private_key_jwt".into(),
+                environment: None,
+                purpose: None,
+                scope: None,
+            },
+        };
+        let mut sigil = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            let d = engine.decide(&query).map_err(|e| e.to_string())?;
+            sigil.push(t.elapsed());
+            if !d.allowed {
+                return Err(format!("the benchmark request was denied: {d:?}"));
+            }
+        }
+        let bare = bare_cedar(n, engine.schema(), iterations, uk, ak)?;
+        let (s50, s99) = percentiles(sigil);
+        let (b50, b99) = percentiles(bare);
+        rows.push((
+            format!("{n} policies: Sigil decide (user → agent chain, entities built per request)"),
+            format!("p50 {}, p99 {}", micros(s50), micros(s99)),
+        ));
+        rows.push((
+            format!("{n} policies: bare Cedar is_authorized ×2, whole set, {ENTITIES} prebuilt entities"),
+            format!("p50 {}, p99 {}", micros(b50), micros(b99)),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Bare Cedar: the same policies (unsliced) and two requests (user, then agent) against a
+/// prebuilt entity store of 1,000 users and agents plus the document.
+fn bare_cedar(
+    n: usize,
+    schema: &cedar_policy::Schema,
+    iterations: usize,
+    uk: usize,
+    ak: usize,
+) -> Result<Vec<Duration>, String> {
+    let schema = Some(schema);
+    let set = PolicySet::from_str(&format!("{}\n{}", sigil_policy::BUILTIN_POLICIES, policies(n)))
+        .map_err(|e| e.to_string())?;
+    let mut json = Vec::with_capacity(ENTITIES + 1);
+    for k in 0..ENTITIES / 2 {
+        json.push(serde_json::json!({
+            "uid": {"type": "Sigil::User", "id": format!("user{k}")},
+            "attrs": {"username": format!("user{k}"), "status": "active"},
+            "parents": [{"type": "Sigil::Group", "id": format!("g{k}")}],
+        }));
+        json.push(serde_json::json!({
+            "uid": {"type": "Sigil::Agent", "id": format!("agent{k}")},
+            "attrs": {"name": format!("agent{k}"), "status": "active",
+                      "owner": {"__entity": {"type": "Sigil::User", "id": "owner"}},
+                      "ceiling_scopes": ["read"], "ceiling_resources": [], "ceiling_any_resource": true},
+            "tags": {},
+            "parents": [],
+        }));
+    }
+    json.push(
+        serde_json::json!({"uid": {"type": "Sigil::Document", "id": "d1"}, "attrs": {"level": 1}, "parents": []}),
+    );
+    let entities = Entities::from_json_value(serde_json::Value::Array(json), schema).map_err(|e| e.to_string())?;
+    let uid = |s: &str| EntityUid::from_str(s).map_err(|e| e.to_string());
+    let action = uid("Sigil::Action::\"op10\"")?;
+    let doc = uid("Sigil::Document::\"d1\"")?;
+    let user_uid = uid(&format!("Sigil::User::\"user{uk}\""))?;
+    let ctx = || {
+        Context::from_pairs([
+            (
+                "user".to_owned(),
+                RestrictedExpression::new_entity_uid(user_uid.clone()),
+            ),
+            (
+                "actors".to_owned(),
+                RestrictedExpression::new_set([RestrictedExpression::new_string(format!(
+                    "Sigil::Agent::\"agent{ak}\""
+                ))]),
+            ),
+            ("depth".to_owned(), RestrictedExpression::new_long(1)),
+            ("scopes".to_owned(), RestrictedExpression::new_set([])),
+            (
+                "auth_method".to_owned(),
+                RestrictedExpression::new_string("private_key_jwt".into()),
+            ),
+            ("time".to_owned(), RestrictedExpression::new_long(1_800_000_000)),
+        ])
+        .map_err(|e| e.to_string())
+    };
+    let requests = [
+        Request::new(user_uid.clone(), action.clone(), doc.clone(), ctx()?, schema).map_err(|e| e.to_string())?,
+        Request::new(
+            uid(&format!("Sigil::Agent::\"agent{ak}\""))?,
+            action,
+            doc,
+            ctx()?,
+            schema,
+        )
+        .map_err(|e| e.to_string())?,
+    ];
+    let authorizer = Authorizer::new();
+    let mut out = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let allowed = requests
+            .iter()
+            .all(|r| authorizer.is_authorized(r, &set, &entities).decision() == cedar_policy::Decision::Allow);
+        out.push(t.elapsed());
+        if !allowed {
+            return Err("bare Cedar denied the benchmark request".into());
+        }
+    }
+    Ok(out)
+}
