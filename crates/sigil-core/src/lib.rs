@@ -6,6 +6,7 @@ pub mod audit;
 pub mod keys;
 pub mod model;
 pub mod oauth;
+pub mod policy;
 pub mod ports;
 pub mod registry;
 pub mod store;

@@ -119,6 +119,14 @@ pub enum Change {
         jti: String,
         expires_at: i64,
     },
+    /// Stores a new policy set version; `Duplicate` if the number is taken (retry with the next).
+    InsertPolicyVersion(crate::policy::PolicyVersion),
+    /// Makes a stored version the active one; `MissingReference` if it does not exist.
+    ActivatePolicy {
+        version: u64,
+        at: sigil_types::Timestamp,
+        by: String,
+    },
     /// Revokes an access token by its `jti` until it would have expired anyway.
     RevokeToken {
         jti: String,
@@ -272,10 +280,27 @@ pub trait OAuthStore: Send + Sync {
     ) -> StoreResult<Option<crate::oauth::client::RegistrationToken>>;
 }
 
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Every version, newest first, with its text.
+    async fn list_policy_versions(&self) -> StoreResult<Vec<crate::policy::PolicyVersion>>;
+    async fn get_policy_version(&self, version: u64) -> StoreResult<Option<crate::policy::PolicyVersion>>;
+    /// The latest activations, newest first.
+    async fn policy_activations(&self, limit: u32) -> StoreResult<Vec<crate::policy::PolicyActivation>>;
+}
+
 /// Everything Sigil stores. Both backends (SQLite, PostgreSQL) pass one conformance suite.
 #[async_trait]
 pub trait Store:
-    UserStore + IdentityStore + ResourceStore + KeyStore + AdminStore + AuditStore + OAuthStore + std::fmt::Debug
+    UserStore
+    + IdentityStore
+    + ResourceStore
+    + KeyStore
+    + AdminStore
+    + AuditStore
+    + OAuthStore
+    + PolicyStore
+    + std::fmt::Debug
 {
     /// Applies `changes` and appends `audit`, atomically and durably: when this returns `Ok` the
     /// write survives a crash; when it returns `Err` nothing of it was applied.

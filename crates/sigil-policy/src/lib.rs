@@ -7,10 +7,12 @@
 mod engine;
 mod entities;
 mod error;
+mod service;
 
 pub use engine::{Decision, Engine, Step};
 pub use entities::{ChainMember, Query, RequestContext, ResourceInput};
 pub use error::{PolicyError, RequestError};
+pub use service::{Activated, MAX_POLICY_BYTES, PolicyAdminError, PolicyService};
 
 /// The checked-in Cedar schema for Sigil's world.
 pub const BUILTIN_SCHEMA: &str = include_str!("../schema/sigil.cedarschema");

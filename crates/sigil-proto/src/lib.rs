@@ -4,6 +4,7 @@
 //! request that deserializes is already well-formed.
 
 pub mod admin;
+pub mod policy;
 pub mod problem;
 
 pub use problem::{FieldError, Problem};

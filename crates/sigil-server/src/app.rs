@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sigil_core::admin_auth::AdminAuth;
 use sigil_core::audit::AuditLog;
 use sigil_core::keys::{KeyManager, KeyPolicy};
-use sigil_core::oauth::{OAuthConfig, OAuthService};
+use sigil_core::oauth::{OAuthConfig, OAuthDeps, OAuthService};
 use sigil_core::registry::Registry;
 use sigil_core::store::Store;
 use sigil_core::{Clock, Rng};
@@ -26,6 +26,7 @@ pub struct App {
     pub admin: AdminAuth,
     pub audit: AuditLog,
     pub oauth: OAuthService,
+    pub policy: Arc<sigil_policy::PolicyService>,
 }
 
 impl App {
@@ -36,7 +37,7 @@ impl App {
         clock: Arc<dyn Clock>,
         rng: Arc<dyn Rng>,
         master: Arc<MasterKey>,
-    ) -> Self {
+    ) -> Result<Self, sigil_policy::PolicyError> {
         let policy = KeyPolicy {
             algorithm: config.key_algorithm,
             publish_ahead: config.publish_ahead,
@@ -48,12 +49,20 @@ impl App {
             Arc::clone(&clock),
             policy,
         ));
-        let oauth = OAuthService::new(
+        let policy = Arc::new(sigil_policy::PolicyService::new(
             Arc::clone(&store),
             Arc::clone(&clock),
-            Arc::clone(&rng),
-            Arc::clone(&keys),
-            Arc::new(crate::jwks_fetch::HttpJwksFetcher::new()),
+        )?);
+        let deps = OAuthDeps {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            rng: Arc::clone(&rng),
+            keys: Arc::clone(&keys),
+            fetcher: Arc::new(crate::jwks_fetch::HttpJwksFetcher::new()),
+            policy: Arc::clone(&policy) as Arc<dyn sigil_core::oauth::policy::IssuancePolicy>,
+        };
+        let oauth = OAuthService::new(
+            deps,
             &master,
             OAuthConfig {
                 issuer: issuer.clone(),
@@ -68,7 +77,7 @@ impl App {
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
         let audit = AuditLog::new(Arc::clone(&store), Arc::clone(&clock), rng.as_ref(), issuer.clone());
         let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
-        Self {
+        Ok(Self {
             config,
             issuer,
             store,
@@ -78,6 +87,7 @@ impl App {
             admin,
             audit,
             oauth,
-        }
+            policy,
+        })
     }
 }

@@ -31,6 +31,8 @@ pub enum ServeError {
     Tls(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("policy: {0}")]
+    Policy(String),
 }
 
 impl From<StoreError> for ServeError {
@@ -102,15 +104,22 @@ pub async fn start(
     };
     crate::telemetry::metrics();
 
-    let app = Arc::new(App::new(
-        config.clone(),
-        issuer,
-        Arc::clone(&store),
-        clock,
-        Arc::new(SystemRng),
-        master,
-    ));
+    let app = Arc::new(
+        App::new(
+            config.clone(),
+            issuer,
+            Arc::clone(&store),
+            clock,
+            Arc::new(SystemRng),
+            master,
+        )
+        .map_err(|e| ServeError::Policy(e.to_string()))?,
+    );
     app.keys.ensure_bootstrapped().await?;
+    app.policy
+        .refresh()
+        .await
+        .map_err(|e| ServeError::Policy(e.to_string()))?;
     let new_admin_token = app.admin.bootstrap().await?;
     if let Some(token) = &new_admin_token {
         bootstrap::write_secret_file(&config.data_dir.join("admin-token"), token.as_bytes())?;
@@ -192,6 +201,10 @@ async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {
                 if ticks.is_multiple_of(5) && let Err(e) = app.keys.maintain().await {
                     tracing::warn!(error = %e, "key maintenance failed");
+                }
+                // Another replica's activation takes effect here within a second.
+                if ticks.is_multiple_of(5) && let Err(e) = app.policy.refresh().await {
+                    tracing::warn!(error = %e, "policy refresh failed");
                 }
                 ticks += 1;
                 integrate_pending(&app).await;

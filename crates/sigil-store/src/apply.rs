@@ -52,6 +52,12 @@ const CLIENT: Op = Op {
     is_delete: false,
     references: "identity",
 };
+const POLICY: Op = Op {
+    entity: "policy version",
+    unique_fields: &["version"],
+    is_delete: false,
+    references: "policy version",
+};
 const ASSERTION: Op = Op {
     entity: "client assertion",
     unique_fields: &["jti"],
@@ -244,6 +250,29 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::DeleteClient { client_id, expected_version } => {
             exec_versioned(conn, "DELETE FROM oauth_clients WHERE client_id = $1 AND version = $2", vec![client_id.clone().into(), (*expected_version).into()], deleting(CLIENT)).await
         }
+        Change::InsertPolicyVersion(v) => exec(
+            conn,
+            "INSERT INTO policy_versions (version, policies, schema_text, description, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                i64::try_from(v.version).unwrap_or(i64::MAX).into(),
+                v.policies.clone().into(),
+                v.schema.clone().into(),
+                v.description.clone().into(),
+                v.created_at.unix_micros().into(),
+                v.created_by.clone().into(),
+            ],
+            POLICY,
+        )
+        .await
+        .map(|_| ()),
+        Change::ActivatePolicy { version, at, by } => exec(
+            conn,
+            "INSERT INTO policy_activations (version, activated_at, activated_by) SELECT version, $2, $3 FROM policy_versions WHERE version = $1",
+            vec![i64::try_from(*version).unwrap_or(i64::MAX).into(), at.unix_micros().into(), by.clone().into()],
+            POLICY,
+        )
+        .await
+        .and_then(|n| if n == 0 { Err(StoreError::MissingReference { entity: "policy version" }) } else { Ok(()) }),
         Change::RecordAssertion { client_id, jti, expires_at } => exec(
             conn,
             "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)",

@@ -49,6 +49,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "oauth",
         sql: include_str!("../migrations/sqlite/0003_oauth.sql"),
     },
+    Migration {
+        version: 4,
+        name: "policy",
+        sql: include_str!("../migrations/sqlite/0004_policy.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -66,6 +71,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "oauth",
         sql: include_str!("../migrations/postgres/0003_oauth.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "policy",
+        sql: include_str!("../migrations/postgres/0004_policy.sql"),
     },
 ];
 

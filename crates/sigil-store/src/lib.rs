@@ -279,6 +279,19 @@ impl sigil_core::store::OAuthStore for SqlStore {
 }
 
 #[async_trait]
+impl sigil_core::store::PolicyStore for SqlStore {
+    async fn list_policy_versions(&self) -> StoreResult<Vec<sigil_core::policy::PolicyVersion>> {
+        read::list_policy_versions(&self.pool).await
+    }
+    async fn get_policy_version(&self, version: u64) -> StoreResult<Option<sigil_core::policy::PolicyVersion>> {
+        read::get_policy_version(&self.pool, version).await
+    }
+    async fn policy_activations(&self, limit: u32) -> StoreResult<Vec<sigil_core::policy::PolicyActivation>> {
+        read::policy_activations(&self.pool, limit).await
+    }
+}
+
+#[async_trait]
 impl Store for SqlStore {
     async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
         let touches = changes.touches_registry();

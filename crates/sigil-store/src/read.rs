@@ -21,6 +21,16 @@ use crate::sql::{Sql, stmt};
 
 type R<T> = Result<T, StoreError>;
 
+async fn all<T>(pool: &AnyPool, q: Sql, f: fn(&AnyRow) -> R<T>) -> R<Vec<T>> {
+    q.query()
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(f)
+        .collect()
+}
+
 async fn one<T>(pool: &AnyPool, q: Sql, f: fn(&AnyRow) -> R<T>) -> R<Option<T>> {
     q.query()
         .fetch_optional(pool)
@@ -428,4 +438,26 @@ pub async fn find_registration_token(
     );
     q.bind(hash);
     one(pool, q, rows::registration_token).await
+}
+
+pub async fn list_policy_versions(pool: &AnyPool) -> R<Vec<sigil_core::policy::PolicyVersion>> {
+    let q = Sql::new(
+        "SELECT version, policies, schema_text, description, created_at, created_by FROM policy_versions ORDER BY version DESC",
+    );
+    all(pool, q, rows::policy_version).await
+}
+
+pub async fn get_policy_version(pool: &AnyPool, version: u64) -> R<Option<sigil_core::policy::PolicyVersion>> {
+    let mut q = Sql::new(
+        "SELECT version, policies, schema_text, description, created_at, created_by FROM policy_versions WHERE version = ",
+    );
+    q.bind(i64::try_from(version).unwrap_or(i64::MAX));
+    one(pool, q, rows::policy_version).await
+}
+
+pub async fn policy_activations(pool: &AnyPool, limit: u32) -> R<Vec<sigil_core::policy::PolicyActivation>> {
+    let mut q =
+        Sql::new("SELECT seq, version, activated_at, activated_by FROM policy_activations ORDER BY seq DESC LIMIT ");
+    q.bind(i64::from(limit));
+    all(pool, q, rows::policy_activation).await
 }

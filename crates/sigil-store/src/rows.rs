@@ -216,3 +216,23 @@ pub fn registration_token(row: &AnyRow) -> Result<sigil_core::oauth::client::Reg
         created_by: get(row, "created_by")?,
     })
 }
+
+pub fn policy_version(row: &AnyRow) -> Result<sigil_core::policy::PolicyVersion, StoreError> {
+    Ok(sigil_core::policy::PolicyVersion {
+        version: parse("version", u64::try_from(get::<i64>(row, "version")?))?,
+        policies: get(row, "policies")?,
+        schema: get(row, "schema_text")?,
+        description: get(row, "description")?,
+        created_at: ts(row, "created_at")?,
+        created_by: get(row, "created_by")?,
+    })
+}
+
+pub fn policy_activation(row: &AnyRow) -> Result<sigil_core::policy::PolicyActivation, StoreError> {
+    Ok(sigil_core::policy::PolicyActivation {
+        seq: get(row, "seq")?,
+        version: parse("version", u64::try_from(get::<i64>(row, "version")?))?,
+        activated_at: ts(row, "activated_at")?,
+        activated_by: get(row, "activated_by")?,
+    })
+}

@@ -201,7 +201,7 @@ async fn lifecycle_transitions_are_checked() {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
-            + 1) as i64,
+            + 3) as i64,
     );
     let (st, v) = post(
         &s,
@@ -210,7 +210,7 @@ async fn lifecycle_transitions_are_checked() {
     )
     .await;
     assert_eq!(st, 201, "{v}");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let v = get(&s, "/admin/v1/agents/temp").await.1;
     assert_eq!(v["status"], "active");
     assert_eq!(v["effective_status"], "suspended");

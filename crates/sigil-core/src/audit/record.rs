@@ -58,6 +58,9 @@ event_types! {
     TokenRefused => "token.refused",
     TokenIntrospected => "token.introspected",
     TokenRevoked => "token.revoked",
+    PolicyUploaded => "policy.uploaded",
+    PolicyActivated => "policy.activated",
+    AccessEvaluated => "access.evaluated",
 }
 
 impl Serialize for EventType {

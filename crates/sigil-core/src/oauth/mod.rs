@@ -8,10 +8,11 @@ pub mod client;
 pub mod client_auth;
 pub mod dpop;
 pub mod error;
+pub mod policy;
 pub mod registration;
 pub mod service;
 pub mod token;
 
 pub use client::{ClientAuthMethod, OAuthClient};
 pub use error::{ErrorCode, OAuthError};
-pub use service::{OAuthConfig, OAuthService};
+pub use service::{OAuthConfig, OAuthDeps, OAuthService};

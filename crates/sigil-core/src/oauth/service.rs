@@ -82,18 +82,32 @@ pub struct OAuthService {
     clients: super::cache::ReadCache<String, Option<OAuthClient>>,
     identities: super::cache::ReadCache<String, Option<crate::model::Identity>>,
     resources: super::cache::ReadCache<String, Option<crate::model::Resource>>,
+    usernames: super::cache::ReadCache<String, String>,
+    policy: Arc<dyn super::policy::IssuancePolicy>,
+}
+
+/// What the token service works with.
+#[derive(Debug)]
+pub struct OAuthDeps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: Arc<dyn Rng>,
+    pub keys: Arc<KeyManager>,
+    pub fetcher: Arc<dyn JwksFetcher>,
+    /// Decides which scopes an identity may receive.
+    pub policy: Arc<dyn super::policy::IssuancePolicy>,
 }
 
 impl OAuthService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        rng: Arc<dyn Rng>,
-        keys: Arc<KeyManager>,
-        fetcher: Arc<dyn JwksFetcher>,
-        master: &MasterKey,
-        cfg: OAuthConfig,
-    ) -> Self {
+    pub fn new(deps: OAuthDeps, master: &MasterKey, cfg: OAuthConfig) -> Self {
+        let OAuthDeps {
+            store,
+            clock,
+            rng,
+            keys,
+            fetcher,
+            policy,
+        } = deps;
         Self {
             store,
             clock,
@@ -106,6 +120,8 @@ impl OAuthService {
             clients: Default::default(),
             identities: Default::default(),
             resources: Default::default(),
+            usernames: Default::default(),
+            policy,
         }
     }
 
@@ -142,6 +158,22 @@ impl OAuthService {
         let r = self.store.get_resource(&ResourceRef::Uri(uri.clone())).await?;
         self.resources.put(uri.to_string(), epoch, r.clone());
         Ok(r)
+    }
+
+    /// A user's username (for policy entities), through the one-second cache; the id itself
+    /// if the user is gone.
+    async fn username(&self, id: &sigil_types::UserId) -> Result<String, StoreError> {
+        let epoch = self.store.registry_epoch();
+        if let Some(u) = self.usernames.get(&id.to_string(), epoch) {
+            return Ok(u);
+        }
+        let name = self
+            .store
+            .get_user(&crate::model::UserRef::Id(id.clone()))
+            .await?
+            .map_or_else(|| id.to_string(), |u| u.username.to_string());
+        self.usernames.put(id.to_string(), epoch, name.clone());
+        Ok(name)
     }
 
     pub(super) fn store(&self) -> &Arc<dyn Store> {
@@ -464,24 +496,11 @@ impl OAuthService {
                 "the resource is outside the identity's ceiling",
             ));
         }
-        let allowed = resource.scopes.intersection(&identity.ceiling.scopes);
         let requested =
             ScopeSet::parse_oauth(scope.unwrap_or_default()).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-        let granted = if requested.is_empty() {
-            allowed.clone()
-        } else {
-            requested
-        };
-        if granted.is_empty() {
-            return Err(OAuthError::invalid_scope(
-                "the identity may not hold any scope of this resource",
-            ));
-        }
-        if !granted.is_subset(&allowed) {
-            return Err(OAuthError::invalid_scope(
-                "a requested scope is not defined by the resource or is outside the identity's ceiling",
-            ));
-        }
+        let (granted, evidence) = self
+            .permitted_scopes(&identity, &resource, &requested, &auth, proof.is_some(), now)
+            .await?;
 
         let mut jti_bytes = [0u8; 16];
         self.rng.fill(&mut jti_bytes);
@@ -525,6 +544,7 @@ impl OAuthService {
         });
         record.scopes = granted.iter().map(|s| s.to_string()).collect();
         record.action = Some("client_credentials".into());
+        record.policy = Some(evidence);
         let record = record
             .detail("identity", identity.id.as_str())
             .detail("signing_kid", key.kid());
@@ -566,6 +586,71 @@ impl OAuthService {
             expires_in: ttl.as_secs(),
             scope: claims.scope,
         })
+    }
+
+    /// Asks the policy about each candidate scope: the requested ones, or every scope the
+    /// resource defines when none were requested (the answer then narrows to what is permitted).
+    /// A requested scope that is not permitted refuses the request (`invalid_scope`).
+    async fn permitted_scopes(
+        &self,
+        identity: &crate::model::Identity,
+        resource: &crate::model::Resource,
+        requested: &ScopeSet,
+        auth: &Authenticated,
+        dpop_bound: bool,
+        now: sigil_types::Timestamp,
+    ) -> Result<(ScopeSet, crate::audit::PolicyEvidence), OAuthError> {
+        let owner = self.username(&identity.owner).await?;
+        let resource_owner = self.username(&resource.owner).await?;
+        let candidates = if requested.is_empty() {
+            &resource.scopes
+        } else {
+            requested
+        };
+        let mut granted = Vec::new();
+        let mut determining = Vec::new();
+        let mut version = 0;
+        for scope in candidates.iter() {
+            let q = super::policy::ScopeQuestion {
+                identity,
+                owner: &owner,
+                resource,
+                resource_owner: &resource_owner,
+                scope: scope.as_str(),
+                auth_method: &auth.evidence.method,
+                dpop_bound,
+                now,
+            };
+            let answer = self.policy.decide_scope(&q).map_err(|why| {
+                tracing::warn!(error = why, "the issuance policy could not decide");
+                OAuthError::invalid_scope(format!("the policy cannot decide scope {scope}"))
+            })?;
+            version = answer.policy_version;
+            determining.extend(answer.determining.iter().cloned());
+            if answer.allowed {
+                granted.push(scope.clone());
+            } else if !requested.is_empty() {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope {scope} is not permitted: {}",
+                    answer.reason.unwrap_or_else(|| "denied by policy".into())
+                )));
+            }
+        }
+        if granted.is_empty() {
+            return Err(OAuthError::invalid_scope(
+                "the identity may not hold any scope of this resource",
+            ));
+        }
+        determining.sort();
+        determining.dedup();
+        let granted = ScopeSet::new(granted).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        Ok((
+            granted,
+            crate::audit::PolicyEvidence {
+                version: version.to_string(),
+                determining,
+            },
+        ))
     }
 
     async fn refused(&self, creds: &PresentedCredentials, e: &OAuthError, request_id: Option<&str>) {
@@ -613,7 +698,7 @@ impl OAuthService {
             Ok(c) => c,
             Err(_) => return Ok(Introspection::default()),
         };
-        let active = !self.store.is_token_revoked(&claims.jti).await? && self.identity_allows(&claims, now).await?;
+        let active = self.is_active(&claims, now).await?;
         let mut record = AuditRecord::new(
             now,
             EventType::TokenIntrospected,
@@ -646,6 +731,21 @@ impl OAuthService {
                 jti: claims.jti,
             }),
         })
+    }
+
+    /// The claims of a Sigil access token that is active now: valid signature, issuer and
+    /// lifetime, not revoked, and its identity still active. No audit record: callers record
+    /// what they used it for.
+    pub async fn active_claims(&self, token: &str) -> Result<Option<AccessClaims>, OAuthError> {
+        let now = self.clock.now();
+        let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
+            return Ok(None);
+        };
+        Ok(self.is_active(&claims, now).await?.then_some(claims))
+    }
+
+    async fn is_active(&self, claims: &AccessClaims, now: sigil_types::Timestamp) -> Result<bool, OAuthError> {
+        Ok(!self.store.is_token_revoked(&claims.jti).await? && self.identity_allows(claims, now).await?)
     }
 
     async fn identity_allows(&self, claims: &AccessClaims, now: sigil_types::Timestamp) -> Result<bool, OAuthError> {

@@ -14,6 +14,9 @@ use sigil_types::ParseError;
 pub enum ApiError {
     #[error("{message}")]
     Invalid { field: Option<String>, message: String },
+    /// A policy set that does not parse or validate: each of Cedar's diagnostics.
+    #[error("the policy set is invalid ({} diagnostics)", .0.len())]
+    InvalidPolicy(Vec<String>),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -43,6 +46,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid-input", "Invalid input"),
+            Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid-policy", "Invalid policy"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
@@ -81,6 +85,12 @@ impl IntoResponse for ApiError {
                 field: f.clone(),
                 message: message.clone(),
             });
+        }
+        if let Self::InvalidPolicy(diagnostics) = &self {
+            problem.errors.extend(diagnostics.iter().map(|d| FieldError {
+                field: "policies".into(),
+                message: d.clone(),
+            }));
         }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
@@ -162,4 +172,16 @@ pub async fn not_found() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+impl From<sigil_policy::PolicyAdminError> for ApiError {
+    fn from(e: sigil_policy::PolicyAdminError) -> Self {
+        use sigil_policy::PolicyAdminError as E;
+        match e {
+            E::Invalid(p) => Self::InvalidPolicy(p.diagnostics),
+            E::NotFound(_) => Self::NotFound(e.to_string()),
+            E::Conflict(m) => Self::Conflict(m),
+            E::Store(s) => s.into(),
+        }
+    }
 }

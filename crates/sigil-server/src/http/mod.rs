@@ -4,8 +4,10 @@ mod admin_audit;
 mod admin_clients;
 mod admin_identities;
 mod admin_keys;
+mod admin_policies;
 mod admin_resources;
 mod admin_users;
+mod authzen;
 mod error;
 mod extract;
 mod health;
@@ -73,6 +75,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/tokens/revoke", post(admin_clients::revoke))
         .route("/registration-tokens", post(admin_clients::create_registration_token))
         .route("/tokens/introspect", post(admin_clients::introspect))
+        .route("/policies", get(admin_policies::list).post(admin_policies::upload))
+        .route("/policies/rollback", post(admin_policies::rollback))
+        .route("/policies/explain", post(admin_policies::explain))
+        .route("/policies/{version}", get(admin_policies::show))
+        .route("/policies/{version}/activate", post(admin_policies::activate))
         .route("/audit/records", get(admin_audit::search))
         .route("/audit/leaves", get(admin_audit::leaves))
         .route("/audit/base", get(admin_audit::base))
@@ -90,6 +97,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/jwks.json", get(health::jwks))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/.well-known/openid-configuration", get(oauth::metadata))
+        .route("/.well-known/authzen-configuration", get(authzen::metadata))
+        .route("/access/v1/evaluation", post(authzen::evaluation))
+        .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/token", post(oauth::token))
         .route("/introspect", post(oauth::introspect))
         .route("/revoke", post(oauth::revoke))

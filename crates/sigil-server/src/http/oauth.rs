@@ -123,7 +123,7 @@ fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
     Ok((dec(id).ok_or_else(bad)?, dec(secret).ok_or_else(bad)?))
 }
 
-fn rid(headers_ext: &axum::http::Extensions) -> Option<String> {
+pub(super) fn rid(headers_ext: &axum::http::Extensions) -> Option<String> {
     headers_ext.get::<RequestId>().map(|r| r.0.clone())
 }
 
@@ -208,6 +208,19 @@ async fn caller(
         Some(auth.client.client_id.clone()),
         format!("client:{}", auth.client.client_id),
     ))
+}
+
+/// Authenticates the caller of a JSON endpoint (AuthZEN): an admin bearer token or an OAuth
+/// client's credentials in `Authorization: Basic`. Returns the principal for audit records.
+pub(super) async fn json_caller(
+    app: &crate::App,
+    headers: &HeaderMap,
+    endpoint: &str,
+    request_id: Option<&str>,
+) -> Result<String, OAuthError> {
+    caller(app, headers, &Form(Vec::new()), endpoint, request_id)
+        .await
+        .map(|(_, who)| who)
 }
 
 /// `POST /introspect` (RFC 7662)

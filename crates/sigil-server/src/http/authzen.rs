@@ -1,0 +1,226 @@
+//! OpenID AuthZEN Authorization API 1.0: `POST /access/v1/evaluation`, `POST
+//! /access/v1/evaluations` (batch, with `options.evaluations_semantic`), and the PDP metadata at
+//! `/.well-known/authzen-configuration`. Callers are authenticated resource servers (an OAuth
+//! client of Sigil, or an admin token); every decision is an audit record.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sigil_core::audit::{AuditRecord, EventType, Outcome};
+use sigil_core::model::Principal;
+use sigil_core::store::ChangeSet;
+use sigil_proto::policy::{DecisionView, Evaluation, Evaluations, EvaluationsView};
+
+use super::State;
+use super::error::ApiError;
+use super::oauth::{error_response, json_caller, rid};
+use crate::App;
+use crate::authz::{EvalError, Evaluated, evaluate};
+
+/// Most evaluations in one batch request.
+pub const MAX_BATCH: usize = 100;
+
+pub async fn metadata(AxState(app): State) -> Response {
+    let pdp = &app.issuer;
+    Json(json!({
+        "policy_decision_point": pdp,
+        "access_evaluation_endpoint": format!("{pdp}/access/v1/evaluation"),
+        "access_evaluations_endpoint": format!("{pdp}/access/v1/evaluations"),
+    }))
+    .into_response()
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Invalid {
+        field: None,
+        message: format!("the body is not a valid AuthZEN request: {e}"),
+    })
+}
+
+/// The caller's principal, or the 401 response (RFC 6749 error body, `WWW-Authenticate`).
+async fn authenticate(app: &App, headers: &HeaderMap, request_id: Option<&str>) -> Result<String, Response> {
+    let endpoint = format!("{}/access/v1/evaluation", app.issuer);
+    json_caller(app, headers, &endpoint, request_id)
+        .await
+        .map_err(|e| error_response(&e))
+}
+
+pub async fn evaluation(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+    let request_id = rid(&ext);
+    let caller = match authenticate(&app, &headers, request_id.as_deref()).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let result = async {
+        let ev: Evaluation = parse(&body)?;
+        let engine = app.policy.current();
+        let (view, record) = decide_one(&app, &engine, &ev, &caller, request_id.as_deref()).await?;
+        app.store.commit(ChangeSet::new().audit(record)).await?;
+        Ok::<_, ApiError>(Json(view).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn evaluations(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    body: Bytes,
+) -> Response {
+    let request_id = rid(&ext);
+    let caller = match authenticate(&app, &headers, request_id.as_deref()).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let result = async {
+        let req: Evaluations = parse(&body)?;
+        let semantic = Semantic::parse(req.options.as_ref())?;
+        let engine = app.policy.current();
+        let items = req.evaluations.clone().unwrap_or_default();
+        if items.len() > MAX_BATCH {
+            return Err(ApiError::invalid(
+                "evaluations",
+                format!("at most {MAX_BATCH} evaluations per request"),
+            ));
+        }
+        if items.is_empty() {
+            // §7.1: without evaluations the request is a single evaluation, answered as one.
+            let (view, record) = decide_one(&app, &engine, &req.defaults, &caller, request_id.as_deref()).await?;
+            app.store.commit(ChangeSet::new().audit(record)).await?;
+            return Ok(Json(view).into_response());
+        }
+        let mut views = Vec::with_capacity(items.len());
+        let mut cs = ChangeSet::new();
+        for item in &items {
+            let merged = with_defaults(item, &req.defaults);
+            let (view, record) = match decide_one(&app, &engine, &merged, &caller, request_id.as_deref()).await {
+                Ok(v) => v,
+                // §7.3: an item that cannot be evaluated is a deny carrying its error.
+                Err(ApiError::Invalid { message, .. }) => {
+                    item_error(&merged, 400, &message, &caller, &app, &request_id)
+                }
+                Err(e) => return Err(e),
+            };
+            cs = cs.audit(record);
+            let decision = view.decision;
+            views.push(view);
+            if semantic.stops_after(decision) {
+                break;
+            }
+        }
+        app.store.commit(cs).await?;
+        Ok(Json(EvaluationsView { evaluations: views }).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// §7.2: how a batch is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Semantic {
+    ExecuteAll,
+    DenyOnFirstDeny,
+    PermitOnFirstPermit,
+}
+
+impl Semantic {
+    fn parse(options: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<Self, ApiError> {
+        match options.and_then(|o| o.get("evaluations_semantic")) {
+            None => Ok(Self::ExecuteAll),
+            Some(v) => match v.as_str() {
+                Some("execute_all") => Ok(Self::ExecuteAll),
+                Some("deny_on_first_deny") => Ok(Self::DenyOnFirstDeny),
+                Some("permit_on_first_permit") => Ok(Self::PermitOnFirstPermit),
+                _ => Err(ApiError::invalid(
+                    "options.evaluations_semantic",
+                    "must be execute_all, deny_on_first_deny or permit_on_first_permit",
+                )),
+            },
+        }
+    }
+
+    fn stops_after(self, decision: bool) -> bool {
+        match self {
+            Self::ExecuteAll => false,
+            Self::DenyOnFirstDeny => !decision,
+            Self::PermitOnFirstPermit => decision,
+        }
+    }
+}
+
+/// §7.1: each member of an item overrides the top-level default as a whole.
+fn with_defaults(item: &Evaluation, defaults: &Evaluation) -> Evaluation {
+    Evaluation {
+        subject: item.subject.clone().or_else(|| defaults.subject.clone()),
+        action: item.action.clone().or_else(|| defaults.action.clone()),
+        resource: item.resource.clone().or_else(|| defaults.resource.clone()),
+        context: item.context.clone().or_else(|| defaults.context.clone()),
+    }
+}
+
+/// Decides one evaluation. A subject or resource that does not exist, or an inactive token, is
+/// a deny carrying the error (`Ok`); a request the model cannot express is a 400 (`Err`).
+async fn decide_one(
+    app: &App,
+    engine: &sigil_policy::Engine,
+    ev: &Evaluation,
+    caller: &str,
+    request_id: Option<&str>,
+) -> Result<(DecisionView, AuditRecord), ApiError> {
+    match evaluate(app, engine, ev, caller, request_id).await {
+        Ok(Evaluated { decision, record }) => {
+            let context = (!decision.allowed).then(|| {
+                json!({
+                    "reason_admin": { "403": decision.deny_reason().unwrap_or_default() },
+                    "reason_user": { "403": "not permitted" },
+                })
+            });
+            Ok((
+                DecisionView {
+                    decision: decision.allowed,
+                    context,
+                },
+                record,
+            ))
+        }
+        Err(EvalError { status: 503, .. }) => Err(ApiError::Unavailable),
+        Err(EvalError { status: 400, message }) => Err(ApiError::Invalid { field: None, message }),
+        Err(EvalError { status, message }) => Ok(item_error(
+            ev,
+            status,
+            &message,
+            caller,
+            app,
+            &request_id.map(str::to_owned),
+        )),
+    }
+}
+
+fn item_error(
+    ev: &Evaluation,
+    status: u16,
+    message: &str,
+    caller: &str,
+    app: &App,
+    request_id: &Option<String>,
+) -> (DecisionView, AuditRecord) {
+    tracing::info!(status, error = message, "access evaluation refused");
+    let mut record = AuditRecord::new(
+        app.clock.now(),
+        EventType::AccessEvaluated,
+        &Principal::from_stored(caller.to_owned()),
+        request_id.as_deref(),
+    )
+    .outcome(Outcome::Denied, message);
+    record.action = ev.action.as_ref().map(|a| a.name.clone());
+    let view = DecisionView {
+        decision: false,
+        context: Some(json!({ "error": { "status": status, "message": message } })),
+    };
+    (view, record)
+}

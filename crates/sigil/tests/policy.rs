@@ -1,0 +1,521 @@
+//! Policy set versions and decisions over HTTP: upload (invalid sets rejected with Cedar's
+//! diagnostics, nothing stored), activation and rollback (also across two replicas), the AuthZEN
+//! evaluation API with the HR and DevOps examples, the token endpoint narrowed by policy, and
+//! an audit record with its evidence for every decision.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sigil_testkit::{Family, Options, TestServer};
+
+const SCHEMA: &str = r#"
+namespace Sigil {
+  entity Employee { manager: String };
+  action "employee.read" appliesTo { principal: [User, Agent], resource: [Employee], context: Context };
+  action "deploy" appliesTo { principal: [User, Agent], resource: [Resource], context: Context };
+}
+"#;
+
+const POLICIES: &str = r#"
+@id("hr-agent-reads-all")
+permit (principal == Sigil::Agent::"hr-bot", action == Sigil::Action::"employee.read", resource);
+@id("managers-read-reports")
+permit (principal is Sigil::User, action == Sigil::Action::"employee.read", resource)
+when { resource.manager == principal.username };
+@id("fleet-deploys")
+permit (principal == Sigil::Agent::"fleet", action == Sigil::Action::"deploy", resource);
+@id("ops-deploy")
+permit (principal in Sigil::Group::"ops", action == Sigil::Action::"deploy", resource);
+@id("no-admin-tokens")
+forbid (principal, action == Sigil::Action::"token.issue", resource)
+when { context has scope && context.scope == "admin" };
+"#;
+
+struct Http {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Http {
+    fn new(s: &TestServer) -> Self {
+        Self::at(&s.url, &s.admin_token)
+    }
+
+    fn at(url: &str, token: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body);
+        self.send(req).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let req = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token);
+        self.send(req).await
+    }
+}
+
+async fn registry(s: &TestServer) {
+    let c = s.client();
+    for (name, groups) in [
+        ("alice", json!(["engineering"])),
+        ("olga", json!(["ops"])),
+        ("dan", json!([])),
+    ] {
+        c.create_user(&serde_json::from_value(json!({"username": name, "groups": groups})).unwrap())
+            .await
+            .unwrap();
+    }
+    for name in ["hr-bot", "fleet", "helper"] {
+        c.create_identity(
+            Family::Agents,
+            &serde_json::from_value(json!({"name": name, "owner": "olga", "ceiling": {"scopes": ["read", "admin"]}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    c.create_resource(
+        &serde_json::from_value(json!({"uri": "https://deploy.example.com", "name": "deployer", "owner": "olga", "scopes": ["read", "admin"]}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+fn employee(manager: &str) -> Value {
+    json!({"type": "Employee", "id": "e1", "properties": {"manager": manager}})
+}
+
+fn agent_for(user: &str, agent: &str) -> Value {
+    json!({"type": "user", "id": user, "properties": {"act": {"type": "agent", "id": agent}}})
+}
+
+#[tokio::test]
+async fn invalid_policy_sets_are_rejected_and_change_nothing() {
+    let Some(s) = TestServer::start().await else { return };
+    let h = Http::new(&s);
+    let (status, body) = h
+        .post(
+            "/admin/v1/policies",
+            &json!({"policies": "permit (principal, action, resource"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["type"], "urn:sigil:problem:invalid-policy");
+    assert!(!body["errors"].as_array().unwrap().is_empty());
+    let (status, body) = h
+        .post(
+            "/admin/v1/policies",
+            &json!({"policies": "permit (principal is Sigil::Agent, action, resource) when { principal.nope };"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap().contains("nope"),
+        "{body}"
+    );
+    let (status, body) = h
+        .post(
+            "/admin/v1/policies",
+            &json!({"policies": "", "schema": "namespace Sigil { entity }"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, list) = h.get("/admin/v1/policies").await;
+    assert!(list["items"].as_array().unwrap().is_empty(), "nothing stored: {list}");
+    let (status, _) = h.post("/admin/v1/policies/7/activate", &json!({})).await;
+    assert_eq!(status, 404);
+    let (status, _) = h.post("/admin/v1/policies/rollback", &json!({})).await;
+    assert_eq!(status, 409);
+    let (status, _) = h.post("/admin/v1/policies", &json!({"policies": "", "bogus": 1})).await;
+    assert_eq!(status, 400, "unknown fields are rejected");
+}
+
+#[tokio::test]
+async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
+    let Some(s) = TestServer::start().await else { return };
+    registry(&s).await;
+    let h = Http::new(&s);
+    let (status, v) = h
+        .post(
+            "/admin/v1/policies",
+            &json!({"policies": POLICIES, "schema": SCHEMA, "description": "hr+devops", "activate": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["active"], true);
+
+    let eval = |subject: Value, action: &str, resource: Value| json!({"subject": subject, "action": {"name": action}, "resource": resource});
+    // HR: the agent reads everything, but acting for alice only what alice may see.
+    let (status, d) = h
+        .post(
+            "/access/v1/evaluation",
+            &eval(agent_for("alice", "hr-bot"), "employee.read", employee("alice")),
+        )
+        .await;
+    assert_eq!((status, &d["decision"]), (200, &json!(true)), "{d}");
+    assert!(d.get("context").is_none(), "a permit carries no context: {d}");
+    let (_, d) = h
+        .post(
+            "/access/v1/evaluation",
+            &eval(agent_for("alice", "hr-bot"), "employee.read", employee("dan")),
+        )
+        .await;
+    assert_eq!(d["decision"], false);
+    assert!(
+        d["context"]["reason_admin"]["403"].as_str().unwrap().contains("alice"),
+        "the deny is attributed to the user: {d}"
+    );
+    let (_, d) = h
+        .post(
+            "/access/v1/evaluation",
+            &eval(
+                json!({"type": "agent", "id": "hr-bot"}),
+                "employee.read",
+                employee("dan"),
+            ),
+        )
+        .await;
+    assert_eq!(d["decision"], true, "the agent alone may: {d}");
+    // DevOps: olga (ops) through an agent without the right is denied, attributed to the agent.
+    let deployer = json!({"type": "resource", "id": "deployer"});
+    let (_, d) = h
+        .post(
+            "/access/v1/evaluation",
+            &eval(agent_for("olga", "helper"), "deploy", deployer.clone()),
+        )
+        .await;
+    assert_eq!(d["decision"], false);
+    assert!(
+        d["context"]["reason_admin"]["403"].as_str().unwrap().contains("helper"),
+        "{d}"
+    );
+    let (_, d) = h
+        .post(
+            "/access/v1/evaluation",
+            &eval(agent_for("olga", "fleet"), "deploy", deployer.clone()),
+        )
+        .await;
+    assert_eq!(d["decision"], true);
+    let (_, d) = h
+        .post(
+            "/access/v1/evaluation",
+            &eval(agent_for("dan", "fleet"), "deploy", deployer.clone()),
+        )
+        .await;
+    assert_eq!(d["decision"], false, "the fleet agent cannot lift dan's limit");
+
+    // Batch semantics (§7): defaults, overrides, short-circuits.
+    let batch = |semantic: &str| {
+        json!({
+            "subject": agent_for("alice", "hr-bot"),
+            "action": {"name": "employee.read"},
+            "options": {"evaluations_semantic": semantic},
+            "evaluations": [
+                {"resource": employee("alice")},
+                {"resource": employee("dan")},
+                {"resource": employee("alice")},
+            ],
+        })
+    };
+    let decisions = |v: &Value| -> Vec<bool> {
+        v["evaluations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["decision"].as_bool().unwrap())
+            .collect()
+    };
+    let (_, v) = h.post("/access/v1/evaluations", &batch("execute_all")).await;
+    assert_eq!(decisions(&v), [true, false, true]);
+    let (_, v) = h.post("/access/v1/evaluations", &batch("deny_on_first_deny")).await;
+    assert_eq!(decisions(&v), [true, false]);
+    let (_, v) = h.post("/access/v1/evaluations", &batch("permit_on_first_permit")).await;
+    assert_eq!(decisions(&v), [true]);
+    let (status, _) = h.post("/access/v1/evaluations", &batch("sometimes")).await;
+    assert_eq!(status, 400);
+    // An item that cannot be evaluated is a deny carrying its error; the others still run.
+    let (_, v) = h
+        .post(
+            "/access/v1/evaluations",
+            &json!({"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"},
+                    "evaluations": [{"resource": employee("x")}, {"resource": {"type": "Spaceship", "id": "1"}},
+                                    {"subject": {"type": "agent", "id": "ghost"}, "resource": employee("x")}]}),
+        )
+        .await;
+    assert_eq!(decisions(&v), [true, false, false], "{v}");
+    assert_eq!(v["evaluations"][1]["context"]["error"]["status"], 400);
+    assert_eq!(v["evaluations"][2]["context"]["error"]["status"], 404);
+    let too_many: Vec<Value> = (0..101).map(|_| json!({"resource": employee("x")})).collect();
+    let (status, _) = h
+        .post(
+            "/access/v1/evaluations",
+            &json!({"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"}, "evaluations": too_many}),
+        )
+        .await;
+    assert_eq!(status, 400, "a batch over the limit");
+
+    // Requests the model cannot express are 400s, never decisions.
+    for bad in [
+        eval(json!({"type": "agent", "id": "hr-bot"}), "fly", employee("x")),
+        eval(json!({"type": "robot", "id": "r2"}), "employee.read", employee("x")),
+        json!({"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"}}),
+        eval(
+            json!({"type": "agent", "id": "hr-bot"}),
+            "employee.read",
+            json!({"type": "Employee", "id": "e", "properties": {"manager": 5}}),
+        ),
+    ] {
+        let (status, body) = h.post("/access/v1/evaluation", &bad).await;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    // A malformed token as subject is a deny with its error, not an allow.
+    let (status, d) = h
+        .post(
+            "/access/v1/evaluation",
+            &eval(
+                json!({"type": "access_token", "id": "not.a.jwt"}),
+                "employee.read",
+                employee("x"),
+            ),
+        )
+        .await;
+    assert_eq!((status, &d["decision"]), (200, &json!(false)), "{d}");
+    // Unauthenticated callers get 401.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/access/v1/evaluation", s.url))
+        .json(&eval(
+            json!({"type": "agent", "id": "hr-bot"}),
+            "employee.read",
+            employee("x"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+
+    // Every decision is in the audit trail with its evidence.
+    let (_, records) = h.get("/admin/v1/audit/records?type=access.evaluated&limit=100").await;
+    let records = records["items"].as_array().unwrap();
+    let denied = records
+        .iter()
+        .map(|r| &r["record"])
+        .find(|r| r["outcome"] == "denied" && r["subject"] == "alice")
+        .expect("the denied HR decision is recorded");
+    assert_eq!(denied["actors"], json!(["hr-bot"]));
+    assert_eq!(denied["action"], "employee.read");
+    assert_eq!(denied["policy"]["version"], "1");
+    assert!(denied["reason"].as_str().unwrap().contains("alice"));
+    let allowed = records
+        .iter()
+        .map(|r| &r["record"])
+        .find(|r| r["outcome"] == "success" && r["subject"] == "olga")
+        .expect("the allowed deploy is recorded");
+    assert!(
+        allowed["policy"]["determining"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("fleet-deploys"))
+    );
+
+    // Explain names the steps; metadata names the endpoints.
+    let (status, x) = h
+        .post(
+            "/admin/v1/policies/explain",
+            &json!({"request": eval(agent_for("dan", "fleet"), "deploy", deployer)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{x}");
+    assert_eq!(x["allowed"], false);
+    assert_eq!(x["steps"][0]["principal"], "Sigil::User::\"dan\"");
+    let (_, meta) = h.get("/.well-known/authzen-configuration").await;
+    assert_eq!(meta["policy_decision_point"], s.url);
+    assert_eq!(
+        meta["access_evaluation_endpoint"],
+        format!("{}/access/v1/evaluation", s.url)
+    );
+}
+
+#[tokio::test]
+async fn the_token_endpoint_asks_the_policy() {
+    let Some(s) = TestServer::start().await else { return };
+    registry(&s).await;
+    let h = Http::new(&s);
+    let c = s.client();
+    let client = c
+        .create_client(
+            &serde_json::from_value(json!({"identity": "fleet", "token_endpoint_auth_method": "client_secret_basic"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let secret = client.client_secret.unwrap();
+    let token = |scope: &'static str| {
+        let (id, secret, url) = (client.client_id.clone(), secret.clone(), s.url.clone());
+        async move {
+            let mut form = vec![
+                ("grant_type", "client_credentials"),
+                ("resource", "https://deploy.example.com"),
+            ];
+            if !scope.is_empty() {
+                form.push(("scope", scope));
+            }
+            let resp = reqwest::Client::new()
+                .post(format!("{url}/token"))
+                .basic_auth(id, Some(secret))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    // Built-in policies alone: the ceiling (read, admin).
+    assert_eq!(token("").await.1["scope"], "admin read");
+    h.post(
+        "/admin/v1/policies",
+        &json!({"policies": POLICIES, "schema": SCHEMA, "activate": true}),
+    )
+    .await;
+    // The operator's forbid narrows an open request and refuses an explicit one.
+    let (status, t) = token("").await;
+    assert_eq!((status, t["scope"].as_str()), (200, Some("read")), "{t}");
+    let (status, e) = token("admin").await;
+    assert_eq!((status, e["error"].as_str()), (400, Some("invalid_scope")), "{e}");
+    assert!(
+        e["error_description"].as_str().unwrap().contains("no-admin-tokens"),
+        "{e}"
+    );
+    // The issuance record carries the policy evidence.
+    let (_, records) = h.get("/admin/v1/audit/records?type=token.issued&limit=10").await;
+    let by_v1 = records["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["record"]["policy"]["version"] == "1")
+        .count();
+    assert_eq!(by_v1, 1, "{records}");
+    // Rolling back to the built-in policies (version 0 is not stored, so upload an empty set).
+    let (_, v2) = h
+        .post("/admin/v1/policies", &json!({"policies": "", "activate": true}))
+        .await;
+    assert_eq!(v2["version"], 2);
+    assert_eq!(token("admin").await.0, 200);
+    let (status, r) = h.post("/admin/v1/policies/rollback", &json!({})).await;
+    assert_eq!(
+        (status, &r["version"], &r["previous"]),
+        (200, &json!(1), &json!(2)),
+        "{r}"
+    );
+    assert_eq!(token("admin").await.0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_and_rollback_reach_the_other_replica_within_a_second() {
+    let Some(url) = sigil_store::testing::fresh_postgres_database().await else {
+        eprintln!("!!! SKIPPING two-replica policy test: it needs PostgreSQL");
+        return;
+    };
+    let key = sigil_crypto::MasterKey::generate().unwrap().to_base64().to_string();
+    let opts = || Options {
+        database_url: Some(url.clone()),
+        master_key: Some(key.clone()),
+        ..Options::default()
+    };
+    let (a, b) = tokio::join!(TestServer::start_exact(opts()), TestServer::start_exact(opts()));
+    let token = if a.admin_token.is_empty() {
+        b.admin_token.clone()
+    } else {
+        a.admin_token.clone()
+    };
+    let ha = Http::at(&a.url, &token);
+    let hb = Http::at(&b.url, &token);
+    let c = sigil_testkit::Client::new(&a.url, Some(token.clone())).unwrap();
+    c.create_user(&serde_json::from_value(json!({"username": "olga", "groups": ["ops"]})).unwrap())
+        .await
+        .unwrap();
+    c.create_identity(
+        Family::Agents,
+        &serde_json::from_value(json!({"name": "fleet", "owner": "olga"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_resource(
+        &serde_json::from_value(
+            json!({"uri": "https://deploy.example.com", "name": "deployer", "owner": "olga", "scopes": ["read"]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let ask = json!({"subject": {"type": "agent", "id": "fleet"}, "action": {"name": "deploy"}, "resource": {"type": "resource", "id": "deployer"}});
+    let (status, _) = hb.post("/access/v1/evaluation", &ask).await;
+    assert_eq!(status, 400, "no deploy action before any version");
+
+    let (_, v) = ha
+        .post(
+            "/admin/v1/policies",
+            &json!({"policies": POLICIES, "schema": SCHEMA, "activate": true}),
+        )
+        .await;
+    assert_eq!(v["version"], 1);
+    let until = |want: bool| {
+        let hb = &hb;
+        let ask = ask.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let (status, d) = hb.post("/access/v1/evaluation", &ask).await;
+                if status == 200 && d["decision"] == want {
+                    return start.elapsed();
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(3),
+                    "replica b never switched: {status} {d}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(until(true).await < Duration::from_millis(1500));
+    let (_, v2) = ha
+        .post(
+            "/admin/v1/policies",
+            &json!({"policies": "@id(\"freeze\") forbid (principal, action, resource) when { context.depth >= 0 };", "schema": SCHEMA, "activate": true}),
+        )
+        .await;
+    assert_eq!(v2["version"], 2);
+    assert!(until(false).await < Duration::from_millis(1500));
+    let (_, r) = hb.post("/admin/v1/policies/rollback", &json!({})).await;
+    assert_eq!(r["version"], 1);
+    assert!(until(true).await < Duration::from_millis(1500));
+    let (_, list) = hb.get("/admin/v1/policies").await;
+    assert_eq!(list["items"][1]["active"], true, "{list}");
+}
