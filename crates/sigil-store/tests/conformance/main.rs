@@ -13,6 +13,7 @@
 
 mod audit_log;
 mod common;
+mod policy;
 mod registry;
 
 macro_rules! conformance {
@@ -38,4 +39,5 @@ conformance!(
     audit_log::leases_are_exclusive_until_they_expire,
     audit_log::integration_places_each_record_once,
     audit_log::audit_search_filters,
+    policy::policy_versions_and_activations,
 );
