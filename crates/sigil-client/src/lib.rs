@@ -227,6 +227,42 @@ impl Client {
 }
 
 impl Client {
+    // Policies
+
+    pub async fn upload_policy(
+        &self,
+        req: &sigil_proto::policy::UploadPolicyRequest,
+    ) -> Result<sigil_proto::policy::PolicyVersionView, ClientError> {
+        self.call(Method::POST, "/admin/v1/policies", Some(req)).await
+    }
+    pub async fn list_policies(&self) -> Result<ListResponse<sigil_proto::policy::PolicyVersionView>, ClientError> {
+        self.get("/admin/v1/policies").await
+    }
+    pub async fn get_policy(&self, version: u64) -> Result<sigil_proto::policy::PolicyVersionView, ClientError> {
+        self.get(&format!("/admin/v1/policies/{version}")).await
+    }
+    pub async fn activate_policy(&self, version: u64) -> Result<sigil_proto::policy::ActivationView, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/admin/v1/policies/{version}/activate"),
+            None::<&()>,
+        )
+        .await
+    }
+    pub async fn rollback_policy(&self) -> Result<sigil_proto::policy::ActivationView, ClientError> {
+        self.call(Method::POST, "/admin/v1/policies/rollback", None::<&()>)
+            .await
+    }
+    /// The full decision for one AuthZEN-shaped request (every step, determining policies).
+    pub async fn explain_policy(
+        &self,
+        req: &sigil_proto::policy::ExplainRequest,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::POST, "/admin/v1/policies/explain", Some(req)).await
+    }
+}
+
+impl Client {
     // Audit
 
     pub async fn audit_search(&self, query: &[(&str, String)]) -> Result<ListResponse<AuditEntryView>, ClientError> {

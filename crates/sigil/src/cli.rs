@@ -75,6 +75,57 @@ pub enum Command {
     /// Initial access tokens for dynamic client registration (RFC 7591).
     #[command(subcommand, name = "registration-token")]
     RegistrationToken(RegistrationTokenCommand),
+    /// Cedar policy set versions: upload, list, show, diff, activate, roll back, test, explain.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Upload Cedar policies as a new version (validated against the schema; invalid → nothing
+    /// changes and Cedar's diagnostics are printed).
+    Upload {
+        file: std::path::PathBuf,
+        /// A Cedar schema fragment (namespace Sigil) with your entity types and actions.
+        #[arg(long)]
+        schema: Option<std::path::PathBuf>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Activate the new version at once.
+        #[arg(long)]
+        activate: bool,
+    },
+    List,
+    /// Print a version's policies (and schema fragment).
+    Show {
+        version: u64,
+    },
+    /// Line differences between two versions' policies and schema fragments.
+    Diff {
+        from: u64,
+        to: u64,
+    },
+    /// Make a version the active one (every replica within a second).
+    Activate {
+        version: u64,
+    },
+    /// Activate again the version that was active before the current one.
+    Rollback,
+    /// Run a JSON file of cases ({"cases": [{"name", "request", "expect": "allow"|"deny"}]},
+    /// requests in AuthZEN shape) against a version; exit code 2 when a case fails.
+    Test {
+        file: std::path::PathBuf,
+        /// The version to test (default: the active one).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// The decision for one AuthZEN request (a JSON file, `-` for stdin): every principal's step,
+    /// the policies that determined it, and errors.
+    Explain {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        version: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod audit;
 mod cli;
 mod oauth;
 mod output;
+mod policy;
 mod serve;
 
 use std::process::ExitCode;
@@ -109,5 +110,6 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Client(c) => oauth::client(&cli.global, c).await,
         Command::Token(c) => oauth::token(&cli.global, c).await,
         Command::RegistrationToken(c) => oauth::registration_token(&cli.global, c).await,
+        Command::Policy(c) => policy::policy(&cli.global, c).await,
     }
 }

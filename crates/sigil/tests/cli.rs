@@ -209,3 +209,109 @@ async fn exit_codes() {
     // 0: help.
     assert_eq!(sigil(&s, None, &["--help"]).await.code, 0);
 }
+
+#[tokio::test]
+async fn policy_commands() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    for args in [
+        &["user", "create", "--username", "alice"][..],
+        &["agent", "create", "--name", "hr-bot", "--owner", "alice"][..],
+    ] {
+        assert_eq!(sigil(&s, None, args).await.code, 0);
+    }
+    let schema = path(
+        "schema.cedarschema",
+        r#"namespace Sigil { entity Employee { manager: String }; action "employee.read" appliesTo { principal: [User, Agent], resource: [Employee], context: Context }; }"#,
+    );
+    let bad = path(
+        "bad.cedar",
+        "permit (principal, action == Sigil::Action::\"fly\", resource);",
+    );
+    let o = sigil(&s, None, &["policy", "upload", &bad, "--schema", &schema]).await;
+    assert_eq!(o.code, 3, "invalid input: {}", o.stderr);
+    assert!(o.stderr.contains("fly"), "Cedar's diagnostic is printed: {}", o.stderr);
+
+    let v1 = path(
+        "v1.cedar",
+        "@id(\"bot\")\npermit (principal == Sigil::Agent::\"hr-bot\", action, resource);\n@id(\"managers\")\npermit (principal is Sigil::User, action, resource is Sigil::Employee) when { resource.manager == principal.username };\n",
+    );
+    let o = sigil(&s, None, &["policy", "upload", &v1, "--schema", &schema, "--activate"]).await;
+    assert_eq!(
+        (o.code, o.stdout.trim()),
+        (0, "policy version 1 (active)"),
+        "{}",
+        o.stderr
+    );
+    let v2 = path(
+        "v2.cedar",
+        "@id(\"bot\")\npermit (principal == Sigil::Agent::\"hr-bot\", action, resource);\n",
+    );
+    assert_eq!(
+        sigil(&s, None, &["policy", "upload", &v2, "--schema", &schema])
+            .await
+            .code,
+        0
+    );
+    let list = json(&sigil(&s, None, &["--output", "json", "policy", "list"]).await);
+    assert_eq!(list[0]["version"], 2);
+    assert_eq!(list[1]["active"], true);
+    let o = sigil(&s, None, &["policy", "diff", "1", "2"]).await;
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("- @id(\"managers\")"), "{}", o.stdout);
+    assert!(
+        sigil(&s, None, &["policy", "show", "2"])
+            .await
+            .stdout
+            .contains("hr-bot")
+    );
+
+    let request = |user: &str, manager: &str| {
+        serde_json::json!({
+            "subject": {"type": "user", "id": user, "properties": {"act": {"type": "agent", "id": "hr-bot"}}},
+            "action": {"name": "employee.read"},
+            "resource": {"type": "Employee", "id": "e1", "properties": {"manager": manager}},
+        })
+    };
+    let explain = path("ask.json", &request("alice", "bob").to_string());
+    let o = sigil(&s, None, &["policy", "explain", &explain]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.starts_with("DENY"), "{}", o.stdout);
+    assert!(o.stdout.contains("Sigil::User::\"alice\""), "{}", o.stdout);
+
+    let cases = |expect_own: &str| {
+        serde_json::json!({"cases": [
+            {"name": "her own report", "request": request("alice", "alice"), "expect": expect_own},
+            {"name": "someone else's", "request": request("alice", "bob"), "expect": "deny"},
+        ]})
+        .to_string()
+    };
+    let passing = path("pass.json", &cases("allow"));
+    let o = sigil(&s, None, &["policy", "test", &passing]).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let failing = path("fail.json", &cases("deny"));
+    let o = sigil(&s, None, &["policy", "test", &failing]).await;
+    assert_eq!(o.code, 2, "a failing case: {}", o.stdout);
+    assert!(o.stdout.contains("FAIL her own report"));
+    // Against version 2 (no manager rule) the user's step denies her own report.
+    assert_eq!(
+        sigil(&s, None, &["policy", "test", &failing, "--version", "2"])
+            .await
+            .code,
+        0
+    );
+    let broken = path("broken.json", "{\"cases\": [{\"name\": 1}]}");
+    assert_eq!(sigil(&s, None, &["policy", "test", &broken]).await.code, 3);
+
+    let o = sigil(&s, None, &["policy", "activate", "2"]).await;
+    assert_eq!(o.code, 0);
+    let o = json(&sigil(&s, None, &["--output", "json", "policy", "rollback"]).await);
+    assert_eq!((o["version"].as_u64(), o["previous"].as_u64()), (Some(1), Some(2)));
+}

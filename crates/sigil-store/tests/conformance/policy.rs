@@ -9,7 +9,9 @@ fn version(n: u64, policies: &str) -> PolicyVersion {
     PolicyVersion {
         version: n,
         policies: policies.to_owned(),
-        schema: n.is_multiple_of(2).then(|| "namespace Sigil { entity Doc; }".to_owned()),
+        schema: n
+            .is_multiple_of(2)
+            .then(|| "namespace Sigil { entity Doc; }".to_owned()),
         description: Some(format!("v{n}")),
         created_at: T0,
         created_by: "admin:test".into(),
