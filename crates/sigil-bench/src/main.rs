@@ -58,6 +58,16 @@ enum Cmd {
     Policy {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
+        #[arg(long, default_value = "target/release/sigil")]
+        sigil: PathBuf,
+        /// Seconds of HTTP load.
+        #[arg(long, default_value_t = 8)]
+        duration: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Only the in-process measurements.
+        #[arg(long)]
+        no_http: bool,
     },
     /// The audit write path, in process: durable records/s with group commit and against a
     /// one-fsync-per-record baseline, on SQLite and PostgreSQL; commit latency with and without
@@ -102,8 +112,18 @@ async fn main() -> Result<(), String> {
             print_table(rows);
             Ok(())
         }
-        Cmd::Policy { iterations } => {
-            print_table(policy::bench(iterations)?);
+        Cmd::Policy {
+            iterations,
+            sigil,
+            duration,
+            concurrency,
+            no_http,
+        } => {
+            let mut rows = policy::bench(iterations)?;
+            if !no_http {
+                rows.extend(policy::http_bench(&sigil, Duration::from_secs(duration), concurrency).await?);
+            }
+            print_table(rows);
             Ok(())
         }
         Cmd::Audit {

@@ -238,3 +238,71 @@ fn bare_cedar(
     }
     Ok(out)
 }
+
+/// AuthZEN evaluations per second over HTTP at `conns` connections: a release `sigil serve`
+/// with the 20-policy version active, the same user → agent chain, one audit record each.
+pub async fn http_bench(
+    sigil: &std::path::Path,
+    duration: Duration,
+    conns: usize,
+) -> Result<Vec<(String, String)>, String> {
+    use crate::tokens::{Req, basic, load, seed};
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let server = crate::proc::Server::start(sigil, dir.path(), None).await?;
+    let (client_id, secret, _, _) = seed(&server.addr, &server.token).await?;
+    let mut s = crate::http::connect(&server.addr).await?;
+    // The load's user is in the group the u10 policy names, the agent is the one a11 names.
+    let calls = [
+        (
+            "/admin/v1/users",
+            serde_json::json!({"username": "user10", "groups": ["g10"]}),
+        ),
+        (
+            "/admin/v1/agents",
+            serde_json::json!({"name": "agent11", "owner": "bench-owner"}),
+        ),
+        (
+            "/admin/v1/policies",
+            serde_json::json!({"policies": policies(20), "schema": schema(), "activate": true}),
+        ),
+    ];
+    for (path, body) in calls {
+        let (st, b) = crate::http::send(
+            &mut s,
+            hyper::Method::POST,
+            &server.addr,
+            path,
+            Some(&server.token),
+            Some(body.to_string()),
+        )
+        .await?;
+        if st != 201 {
+            return Err(format!("{path}: {st} {}", String::from_utf8_lossy(&b)));
+        }
+    }
+    let body = serde_json::json!({
+        "subject": {"type": "user", "id": "user10", "properties": {"act": {"type": "agent", "id": "agent11"}}},
+        "action": {"name": "op10"},
+        "resource": {"type": "Document", "id": "d1", "properties": {"level": 1}},
+    });
+    let req = Req::Json {
+        path: "/access/v1/evaluation".into(),
+        body: body.to_string(),
+        authorization: basic(&client_id, &secret),
+    };
+    let hello = load(&server.addr, Req::Get("/healthz".into()), conns, duration).await;
+    let run = load(&server.addr, req, conns, duration).await;
+    server.stop().await;
+    Ok(vec![
+        (
+            format!("hello world (GET /healthz), {conns} connections"),
+            hello.summary(),
+        ),
+        (
+            format!(
+                "AuthZEN evaluations/s over HTTP, {conns} connections, 20 policies, user → agent chain, audit record each"
+            ),
+            run.summary(),
+        ),
+    ])
+}

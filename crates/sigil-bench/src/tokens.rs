@@ -25,6 +25,11 @@ pub enum Req {
         body: String,
         basic: Option<String>,
     },
+    Json {
+        path: String,
+        body: String,
+        authorization: String,
+    },
     /// A fresh private_key_jwt assertion per request (signed by the load generator).
     Assertion {
         path: String,
@@ -81,6 +86,14 @@ pub async fn load(addr: &str, req: Req, conns: usize, duration: Duration) -> Run
                 let res = match &req {
                     Req::Get(p) => send(&mut s, Method::GET, &addr, p, None, None).await,
                     Req::Form { path, body, basic } => form(&mut s, &addr, path, body.clone(), basic.as_deref()).await,
+                    Req::Json {
+                        path,
+                        body,
+                        authorization,
+                    } => {
+                        let body = Some(("application/json", body.clone()));
+                        crate::http::send_raw(&mut s, Method::POST, &addr, path, Some(authorization), body).await
+                    }
                     Req::Assertion { path, client_id, key, aud } => {
                         let n = counter.fetch_add(1, Ordering::Relaxed);
                         let a = assertion(key, client_id, aud, n);

@@ -27,6 +27,8 @@ pub struct App {
     pub audit: AuditLog,
     pub oauth: OAuthService,
     pub policy: Arc<sigil_policy::PolicyService>,
+    /// Cached registry reads for access evaluations.
+    pub reads: crate::authz::RegistryReads,
 }
 
 impl App {
@@ -88,6 +90,7 @@ impl App {
             audit,
             oauth,
             policy,
+            reads: Default::default(),
         })
     }
 }

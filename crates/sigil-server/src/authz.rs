@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 use sigil_core::audit::{AuditRecord, EventType, Outcome, PolicyEvidence, Target};
 use sigil_core::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
+use sigil_core::oauth::cache::ReadCache;
 use sigil_core::store::StoreError;
 use sigil_policy::{ChainMember, Decision, Engine, Query, RequestContext, ResourceInput};
 use sigil_proto::policy::{Entity, Evaluation};
@@ -49,6 +50,30 @@ impl From<StoreError> for EvalError {
             message: "storage is unavailable".into(),
         }
     }
+}
+
+/// Registry reads on the decision path, each at most a second old and dropped at once when this
+/// process commits a registry change (the same bound the token endpoint uses).
+#[derive(Debug, Default)]
+pub struct RegistryReads {
+    users: ReadCache<String, Option<User>>,
+    identities: ReadCache<String, Option<Identity>>,
+    resources: ReadCache<String, Option<Resource>>,
+}
+
+macro_rules! cached {
+    ($app:expr, $cache:expr, $key:expr, $read:expr) => {{
+        let epoch = $app.store.registry_epoch();
+        let key = $key;
+        match $cache.get(&key, epoch) {
+            Some(v) => v,
+            None => {
+                let v = $read.await?;
+                $cache.put(key, epoch, v.clone());
+                v
+            }
+        }
+    }};
 }
 
 /// A decided evaluation and the audit record that describes it.
@@ -184,17 +209,13 @@ fn apply_context(c: &mut RequestContext, ctx: Option<&Map<String, Value>>) {
 
 async fn user(app: &App, id: &str) -> Result<User, EvalError> {
     let r = UserRef::parse(id).map_err(|e| EvalError::bad(e.to_string()))?;
-    app.store
-        .get_user(&r)
-        .await?
+    cached!(app, app.reads.users, r.to_string(), app.store.get_user(&r))
         .ok_or_else(|| EvalError::missing(format!("no user {id}")))
 }
 
 async fn username(app: &App, id: &UserId) -> Result<String, EvalError> {
-    Ok(app
-        .store
-        .get_user(&UserRef::Id(id.clone()))
-        .await?
+    let r = UserRef::Id(id.clone());
+    Ok(cached!(app, app.reads.users, r.to_string(), app.store.get_user(&r))
         .map_or_else(|| id.to_string(), |u| u.username.to_string()))
 }
 
@@ -208,10 +229,7 @@ async fn identity(app: &App, kind: &str, id: &str) -> Result<(Identity, String),
 }
 
 async fn identity_by(app: &App, r: IdentityRef, kind: Option<&str>) -> Result<(Identity, String), EvalError> {
-    let i = app
-        .store
-        .get_identity(&r)
-        .await?
+    let i = cached!(app, app.reads.identities, r.to_string(), app.store.get_identity(&r))
         .ok_or_else(|| EvalError::missing(format!("no identity {r}")))?;
     let is_agent = i.kind == IdentityKind::Agent;
     if kind.is_some_and(|k| (k == "agent") != is_agent) {
@@ -229,10 +247,8 @@ async fn registered_resource(app: &App, id: &str) -> Result<(Resource, String), 
     } else {
         ResourceRef::Name(Name::parse(id).map_err(|e| EvalError::bad(e.to_string()))?)
     };
-    let res = app
-        .store
-        .get_resource(&r)
-        .await?
+    let key = format!("{r:?}");
+    let res = cached!(app, app.reads.resources, key, app.store.get_resource(&r))
         .ok_or_else(|| EvalError::missing(format!("no resource {id}")))?;
     let owner = username(app, &res.owner).await?;
     Ok((res, owner))
