@@ -423,3 +423,33 @@ fn slices_hold_only_the_policies_of_their_action() {
     assert!(d.allowed);
     assert_eq!(d.steps[0].policies, vec!["p999"]);
 }
+
+#[test]
+fn evaluation_errors_deny_and_are_reported() {
+    // Overflow is a runtime error Cedar's validator cannot rule out: the policy is skipped.
+    let e = Engine::compile(
+        3,
+        r#"@id("overflows") permit (principal, action == Sigil::Action::"deploy", resource) when { context.time * 100000000000 > 0 };"#,
+        Some(HR_SCHEMA),
+    )
+    .unwrap();
+    let bot = agent("fleet", "deploy");
+    let api = resource("api");
+    let d = e
+        .decide(&Query {
+            chain: vec![ChainMember::Identity {
+                identity: &bot,
+                owner: "o",
+            }],
+            action: "deploy",
+            resource: ResourceInput::Registered {
+                resource: &api,
+                owner: "o",
+            },
+            context: ctx(),
+        })
+        .unwrap();
+    assert!(!d.allowed, "an erroring permit never allows");
+    assert_eq!(d.steps[0].errors.len(), 1, "{d:?}");
+    assert!(d.steps[0].errors[0].contains("overflows"), "{d:?}");
+}

@@ -422,6 +422,23 @@ async fn the_token_endpoint_asks_the_policy() {
         .filter(|r| r["record"]["policy"]["version"] == "1")
         .count();
     assert_eq!(by_v1, 1, "{records}");
+    // The token itself as the AuthZEN subject: the chain is its identity, the context its scopes.
+    let (_, t) = token("read").await;
+    let access_token = t["access_token"].as_str().unwrap();
+    let ask = json!({"subject": {"type": "access_token", "id": access_token}, "action": {"name": "deploy"},
+                     "resource": {"type": "resource", "id": "https://deploy.example.com"}});
+    let (status, d) = h.post("/access/v1/evaluation", &ask).await;
+    assert_eq!((status, &d["decision"]), (200, &json!(true)), "fleet may deploy: {d}");
+    let (_, x) = h.post("/admin/v1/policies/explain", &json!({"request": ask})).await;
+    assert_eq!(x["steps"][0]["principal"], "Sigil::Agent::\"fleet\"", "{x}");
+    let (_, records) = h.get("/admin/v1/audit/records?type=access.evaluated&limit=10").await;
+    let rec = &records["items"].as_array().unwrap()[0]["record"];
+    assert_eq!(rec["scopes"], json!(["read"]), "the token's scopes are evidence: {rec}");
+    // A revoked token is no subject.
+    c.revoke_token(access_token).await.unwrap();
+    let (_, d) = h.post("/access/v1/evaluation", &ask).await;
+    assert_eq!(d["decision"], false);
+    assert_eq!(d["context"]["error"]["status"], 401, "{d}");
     // Rolling back to the built-in policies (version 0 is not stored, so upload an empty set).
     let (_, v2) = h
         .post("/admin/v1/policies", &json!({"policies": "", "activate": true}))
