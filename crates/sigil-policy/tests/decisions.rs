@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use sigil_core::model::{Identity, Meta, Principal, Resource, User};
-use sigil_policy::{ChainMember, Engine, Query, RequestContext, ResourceInput};
+use sigil_policy::{ChainMember, Decision, Engine, Query, RequestContext, ResourceInput};
 use sigil_types::{
     Ceiling, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name, ResourceId, ResourceUri, ScopeSet,
     Timestamp, UserId, UserStatus, Username,
@@ -111,6 +111,17 @@ fn ctx() -> RequestContext {
         purpose: None,
         scope: None,
     }
+}
+
+/// An identity acting alone on a registered resource.
+fn alone(e: &Engine, identity: &Identity, action: &str, resource: &Resource, context: RequestContext) -> Decision {
+    e.decide(&Query {
+        chain: vec![ChainMember::Identity { identity, owner: "o" }],
+        action,
+        resource: ResourceInput::Registered { resource, owner: "o" },
+        context,
+    })
+    .unwrap()
 }
 
 fn engine() -> Engine {
@@ -300,19 +311,7 @@ fn token_issue_stays_inside_the_ceiling() {
     let decide = |scope: &str| {
         let mut c = ctx();
         c.scope = Some(scope.into());
-        e.decide(&Query {
-            chain: vec![ChainMember::Identity {
-                identity: &bot,
-                owner: "o",
-            }],
-            action: sigil_policy::TOKEN_ISSUE,
-            resource: ResourceInput::Registered {
-                resource: &api,
-                owner: "o",
-            },
-            context: c,
-        })
-        .unwrap()
+        alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, c)
     };
     assert!(decide("read").allowed);
     let d = decide("write");
@@ -406,20 +405,7 @@ fn slices_hold_only_the_policies_of_their_action() {
     assert_eq!(e.policy_count(), 1000 + 5);
     let bot = agent("a999", "x");
     let api = resource("api");
-    let d = e
-        .decide(&Query {
-            chain: vec![ChainMember::Identity {
-                identity: &bot,
-                owner: "o",
-            }],
-            action: "deploy",
-            resource: ResourceInput::Registered {
-                resource: &api,
-                owner: "o",
-            },
-            context: ctx(),
-        })
-        .unwrap();
+    let d = alone(&e, &bot, "deploy", &api, ctx());
     assert!(d.allowed);
     assert_eq!(d.steps[0].policies, vec!["p999"]);
 }
@@ -435,20 +421,7 @@ fn evaluation_errors_deny_and_are_reported() {
     .unwrap();
     let bot = agent("fleet", "deploy");
     let api = resource("api");
-    let d = e
-        .decide(&Query {
-            chain: vec![ChainMember::Identity {
-                identity: &bot,
-                owner: "o",
-            }],
-            action: "deploy",
-            resource: ResourceInput::Registered {
-                resource: &api,
-                owner: "o",
-            },
-            context: ctx(),
-        })
-        .unwrap();
+    let d = alone(&e, &bot, "deploy", &api, ctx());
     assert!(!d.allowed, "an erroring permit never allows");
     assert_eq!(d.steps[0].errors.len(), 1, "{d:?}");
     assert!(d.steps[0].errors[0].contains("overflows"), "{d:?}");

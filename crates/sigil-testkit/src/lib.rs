@@ -155,3 +155,25 @@ fn fail(msg: &str) -> ! {
         panic!("sigil-testkit: {msg}")
     }
 }
+
+/// Two replicas on one fresh PostgreSQL database with one master key, and the cluster's admin
+/// token (exactly one of them created it); `None` when no PostgreSQL answers.
+pub async fn replica_pair() -> Option<(TestServer, TestServer, String)> {
+    let url = sigil_store::testing::fresh_postgres_database().await?;
+    let key = sigil_crypto::MasterKey::generate()
+        .unwrap_or_else(|e| fail(&e.to_string()))
+        .to_base64()
+        .to_string();
+    let opts = || Options {
+        database_url: Some(url.clone()),
+        master_key: Some(key.clone()),
+        ..Options::default()
+    };
+    let (a, b) = tokio::join!(TestServer::start_exact(opts()), TestServer::start_exact(opts()));
+    let token = if a.admin_token.is_empty() {
+        b.admin_token.clone()
+    } else {
+        a.admin_token.clone()
+    };
+    Some((a, b, token))
+}

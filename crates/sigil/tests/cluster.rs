@@ -12,26 +12,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sigil_testkit::{Client, Family, Options, TestServer};
+use sigil_testkit::{Client, Family};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_state() {
-    let Some(url) = sigil_store::testing::fresh_postgres_database().await else {
+    let Some((a, b, token)) = sigil_testkit::replica_pair().await else {
         eprintln!("!!! SKIPPING two-replica test: it needs PostgreSQL");
         return;
-    };
-    let key = sigil_crypto::MasterKey::generate().unwrap().to_base64().to_string();
-    let opts = || Options {
-        database_url: Some(url.clone()),
-        master_key: Some(key.clone()),
-        ..Options::default()
-    };
-    let (a, b) = tokio::join!(TestServer::start_exact(opts()), TestServer::start_exact(opts()));
-    // Exactly one replica created the bootstrap credential; it works on both.
-    let token = if a.admin_token.is_empty() {
-        b.admin_token.clone()
-    } else {
-        a.admin_token.clone()
     };
     assert!(
         a.admin_token.is_empty() != b.admin_token.is_empty(),

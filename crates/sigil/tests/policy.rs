@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sigil_testkit::{Family, Options, TestServer};
+use sigil_testkit::{Family, TestServer};
 
 const SCHEMA: &str = r#"
 namespace Sigil {
@@ -456,21 +456,9 @@ async fn the_token_endpoint_asks_the_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_and_rollback_reach_the_other_replica_within_a_second() {
-    let Some(url) = sigil_store::testing::fresh_postgres_database().await else {
+    let Some((a, b, token)) = sigil_testkit::replica_pair().await else {
         eprintln!("!!! SKIPPING two-replica policy test: it needs PostgreSQL");
         return;
-    };
-    let key = sigil_crypto::MasterKey::generate().unwrap().to_base64().to_string();
-    let opts = || Options {
-        database_url: Some(url.clone()),
-        master_key: Some(key.clone()),
-        ..Options::default()
-    };
-    let (a, b) = tokio::join!(TestServer::start_exact(opts()), TestServer::start_exact(opts()));
-    let token = if a.admin_token.is_empty() {
-        b.admin_token.clone()
-    } else {
-        a.admin_token.clone()
     };
     let ha = Http::at(&a.url, &token);
     let hb = Http::at(&b.url, &token);
