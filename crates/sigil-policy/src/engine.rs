@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Decision as CedarDecision, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
-    Request, Schema, SchemaFragment, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Decision as CedarDecision, Entities, Entity, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use serde::Serialize;
 
@@ -20,13 +20,25 @@ const BUILTIN_PREFIX: &str = "sigil.";
 pub struct Engine {
     version: u64,
     schema: Schema,
-    /// Per action: only the policies whose action scope can match it, so a decision evaluates a
-    /// slice of the set, not all of it.
-    slices: HashMap<EntityUid, PolicySet>,
-    /// The schema's action entities (with their groups), one per action.
-    action_entities: HashMap<EntityUid, Entity>,
+    /// Everything a decision needs about its action, prepared once.
+    actions: HashMap<EntityUid, ActionInfo>,
     policy_count: usize,
     authorizer: Authorizer,
+}
+
+/// One action, as the schema declares it.
+#[derive(Debug)]
+struct ActionInfo {
+    /// Only the policies whose action scope can match it, so a decision evaluates a slice of
+    /// the set, not all of it.
+    slice: PolicySet,
+    /// The action's entity (with its groups).
+    entity: Entity,
+    /// The principal and resource types it applies to. Checked here, so requests need not be
+    /// validated against the whole schema again; the context is built by Sigil to the schema's
+    /// `Context` type.
+    principals: HashSet<EntityTypeName>,
+    resources: HashSet<EntityTypeName>,
 }
 
 /// The decision for a whole chain, with the evidence for the audit trail.
@@ -82,14 +94,33 @@ impl Engine {
         if !errors.is_empty() {
             return Err(PolicyError { diagnostics: errors });
         }
-        let actions = schema.action_entities().map_err(|e| PolicyError::one(e.to_string()))?;
-        let slices = slice_by_action(&set, &actions)?;
-        let action_entities = actions.iter().map(|e| (e.uid(), e.clone())).collect();
+        let action_entities = schema.action_entities().map_err(|e| PolicyError::one(e.to_string()))?;
+        let mut slices = slice_by_action(&set, &action_entities)?;
+        let mut actions = HashMap::new();
+        for entity in action_entities.iter() {
+            let uid = entity.uid();
+            let info = ActionInfo {
+                slice: slices.remove(&uid).unwrap_or_default(),
+                entity: entity.clone(),
+                principals: schema
+                    .principals_for_action(&uid)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                resources: schema
+                    .resources_for_action(&uid)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+            };
+            actions.insert(uid, info);
+        }
         Ok(Self {
             version,
             schema,
-            slices,
-            action_entities,
+            actions,
             policy_count: set.policies().count(),
             authorizer: Authorizer::new(),
         })
@@ -113,13 +144,20 @@ impl Engine {
             return Err(RequestError("the request names no principal".into()));
         }
         let action = uid("Action", q.action)?;
-        let (Some(slice), Some(action_entity)) = (self.slices.get(&action), self.action_entities.get(&action)) else {
+        let Some(info) = self.actions.get(&action) else {
             return Err(RequestError(format!("unknown action `{}`", q.action)));
         };
         let (resource_uid, resource) = q.resource.entity(&self.schema)?;
+        if !info.resources.contains(resource_uid.type_name()) {
+            return Err(RequestError(format!(
+                "action `{}` does not apply to resources of type {}",
+                q.action,
+                resource_uid.type_name()
+            )));
+        }
         let mut entities = Vec::with_capacity(q.chain.len() + 2);
         entities.push(resource);
-        entities.push(action_entity.clone());
+        entities.push(info.entity.clone());
         for m in &q.chain {
             entities.push(m.entity(q.context.now)?);
         }
@@ -128,7 +166,7 @@ impl Engine {
         let ctx = context(&q.chain, &q.context)?;
         let mut steps = Vec::with_capacity(q.chain.len());
         for m in &q.chain {
-            let step = self.step(m, &action, &resource_uid, ctx.clone(), slice, &entities)?;
+            let step = self.step(m, &action, &resource_uid, ctx.clone(), info, &entities)?;
             let allowed = step.allowed;
             steps.push(step);
             if !allowed {
@@ -148,19 +186,20 @@ impl Engine {
         action: &EntityUid,
         resource: &EntityUid,
         ctx: cedar_policy::Context,
-        slice: &PolicySet,
+        info: &ActionInfo,
         entities: &Entities,
     ) -> Result<Step, RequestError> {
         let principal = member.uid()?;
-        let request = Request::new(
-            principal.clone(),
-            action.clone(),
-            resource.clone(),
-            ctx,
-            Some(&self.schema),
-        )
-        .map_err(|e| RequestError(e.to_string()))?;
-        let response = self.authorizer.is_authorized(&request, slice, entities);
+        if !info.principals.contains(principal.type_name()) {
+            return Err(RequestError(format!(
+                "action `{}` does not apply to principals of type {}",
+                action.id().unescaped(),
+                principal.type_name()
+            )));
+        }
+        let request = Request::new(principal.clone(), action.clone(), resource.clone(), ctx, None)
+            .map_err(|e| RequestError(e.to_string()))?;
+        let response = self.authorizer.is_authorized(&request, &info.slice, entities);
         let diagnostics = response.diagnostics();
         Ok(Step {
             principal: principal.to_string(),
