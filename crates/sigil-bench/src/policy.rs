@@ -249,10 +249,15 @@ pub async fn http_bench(
     use crate::tokens::{Req, basic, load, seed};
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let server = crate::proc::Server::start(sigil, dir.path(), None).await?;
-    let (client_id, secret, _, _) = seed(&server.addr, &server.token).await?;
+    seed(&server.addr, &server.token).await?;
     let mut s = crate::http::connect(&server.addr).await?;
-    // The load's user is in the group the u10 policy names, the agent is the one a11 names.
+    // The load's user is in the group the u10 policy names, the agent is the one a11 names; the
+    // caller is a resource server (a workload's client).
     let calls = [
+        (
+            "/admin/v1/workloads",
+            serde_json::json!({"name": "bench-rs", "owner": "bench-owner", "kind": "service"}),
+        ),
         (
             "/admin/v1/users",
             serde_json::json!({"username": "user10", "groups": ["g10"]}),
@@ -280,6 +285,26 @@ pub async fn http_bench(
             return Err(format!("{path}: {st} {}", String::from_utf8_lossy(&b)));
         }
     }
+    let (st, b) = crate::http::send(
+        &mut s,
+        hyper::Method::POST,
+        &server.addr,
+        "/admin/v1/clients",
+        Some(&server.token),
+        Some(
+            serde_json::json!({"identity": "bench-rs", "token_endpoint_auth_method": "client_secret_basic"})
+                .to_string(),
+        ),
+    )
+    .await?;
+    let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| format!("client: {st} {e}"))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (client_id, secret) = (field("client_id"), field("client_secret"));
     let body = serde_json::json!({
         "subject": {"type": "user", "id": "user10", "properties": {"act": {"type": "agent", "id": "agent11"}}},
         "action": {"name": "op10"},

@@ -239,6 +239,14 @@ async fn identity_by(app: &App, r: IdentityRef, kind: Option<&str>) -> Result<(I
     Ok((i, owner))
 }
 
+/// Whether `id` is a workload (not an agent), through the cache: the callers a policy decision
+/// point answers.
+pub async fn is_workload(app: &App, id: &IdentityId) -> Result<bool, EvalError> {
+    let r = IdentityRef::Id(id.clone());
+    let i = cached!(app, app.reads.identities, r.to_string(), app.store.get_identity(&r));
+    Ok(i.is_some_and(|i| i.kind != IdentityKind::Agent))
+}
+
 async fn registered_resource(app: &App, id: &str) -> Result<(Resource, String), EvalError> {
     let r = if ResourceId::looks_like(id) {
         ResourceRef::Id(ResourceId::parse(id).map_err(|e| EvalError::bad(e.to_string()))?)

@@ -320,6 +320,34 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     assert!(resp.headers().contains_key("www-authenticate"));
+    // Resource servers (workload clients) may ask; agents' clients may not.
+    let c = s.client();
+    c.create_identity(
+        Family::Workloads,
+        &serde_json::from_value(json!({"name": "hr-api", "owner": "olga", "kind": "service"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let ask = eval(json!({"type": "agent", "id": "hr-bot"}), "employee.read", employee("x"));
+    for (identity, want) in [("hr-api", 200), ("hr-bot", 403)] {
+        let cl = c
+            .create_client(
+                &serde_json::from_value(
+                    json!({"identity": identity, "token_endpoint_auth_method": "client_secret_basic"}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("{}/access/v1/evaluation", s.url))
+            .basic_auth(&cl.client_id, cl.client_secret.as_deref())
+            .json(&ask)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{identity}");
+    }
 
     // Every decision is in the audit trail with its evidence.
     let (_, records) = h.get("/admin/v1/audit/records?type=access.evaluated&limit=100").await;

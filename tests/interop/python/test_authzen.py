@@ -30,8 +30,9 @@ permit (principal, action == Sigil::Action::"can_read", resource == Sigil::docum
 def pdp(sigil):
     sigil.admin("POST", "/admin/v1/users", {"username": "alice@example.com"})
     sigil.admin("POST", "/admin/v1/policies", {"policies": POLICIES, "schema": SCHEMA, "activate": True})
-    # The PEP is a resource server registered as an OAuth client of Sigil.
-    client = sigil.client("bot", "client_secret_basic")
+    # The PEP is a resource server: a workload with an OAuth client of Sigil.
+    sigil.admin("POST", "/admin/v1/workloads", {"name": "todo-api", "owner": "alice", "kind": "service"})
+    client = sigil.client("todo-api", "client_secret_basic")
     return sigil, (client["client_id"], client["client_secret"])
 
 
@@ -123,6 +124,10 @@ def test_errors(pdp):
     r = requests.post(sigil.url + "/access/v1/evaluation", json=body, timeout=10)
     assert r.status_code == 401
     assert "www-authenticate" in r.headers
+    # An agent's client is not a PEP: the PDP does not answer agents about their own access.
+    agent_client = sigil.client("bot", "client_secret_basic")
+    r = requests.post(sigil.url + "/access/v1/evaluation", json=body, auth=(agent_client["client_id"], agent_client["client_secret"]), timeout=10)
+    assert r.status_code == 403
     # A missing required member is a Bad Request.
     r = post(pdp, "/access/v1/evaluation", {"subject": body["subject"], "action": body["action"]})
     assert r.status_code == 400

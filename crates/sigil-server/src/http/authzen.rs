@@ -41,12 +41,26 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// The caller's principal, or the 401 response (RFC 6749 error body, `WWW-Authenticate`).
+/// The caller's principal, or the error response: 401 (RFC 6749 error body, `WWW-Authenticate`)
+/// for missing or bad credentials, 403 for an agent's client — a policy decision point answers
+/// resource servers (workloads) and administrators, not the agents whose access it decides.
 async fn authenticate(app: &App, headers: &HeaderMap, request_id: Option<&str>) -> Result<String, Response> {
     let endpoint = format!("{}/access/v1/evaluation", app.issuer);
-    json_caller(app, headers, &endpoint, request_id)
+    let caller = json_caller(app, headers, &endpoint, request_id)
         .await
-        .map_err(|e| error_response(&e))
+        .map_err(|e| error_response(&e))?;
+    if let Some(id) = &caller.identity {
+        let is_workload = crate::authz::is_workload(app, id)
+            .await
+            .map_err(|_| ApiError::Unavailable.into_response())?;
+        if !is_workload {
+            return Err(ApiError::Forbidden(
+                "only resource servers (workload clients) and administrators may ask for access decisions".into(),
+            )
+            .into_response());
+        }
+    }
+    Ok(caller.who)
 }
 
 pub async fn evaluation(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {

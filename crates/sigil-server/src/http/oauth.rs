@@ -210,17 +210,35 @@ async fn caller(
     ))
 }
 
-/// Authenticates the caller of a JSON endpoint (AuthZEN): an admin bearer token or an OAuth
-/// client's credentials in `Authorization: Basic`. Returns the principal for audit records.
+/// The authenticated caller of a JSON endpoint (AuthZEN): the principal for audit records and,
+/// for an OAuth client, the identity it belongs to.
+pub(super) struct JsonCaller {
+    pub who: String,
+    pub identity: Option<sigil_types::IdentityId>,
+}
+
+/// Authenticates the caller of a JSON endpoint: an admin bearer token or an OAuth client's
+/// credentials in `Authorization: Basic`.
 pub(super) async fn json_caller(
     app: &crate::App,
     headers: &HeaderMap,
     endpoint: &str,
     request_id: Option<&str>,
-) -> Result<String, OAuthError> {
-    caller(app, headers, &Form(Vec::new()), endpoint, request_id)
-        .await
-        .map(|(_, who)| who)
+) -> Result<JsonCaller, OAuthError> {
+    let form = Form(Vec::new());
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "))
+    {
+        let (_, who) = caller(app, headers, &form, endpoint, request_id).await?;
+        return Ok(JsonCaller { who, identity: None });
+    }
+    let auth = app.oauth.authenticate(&credentials(headers, &form)?, endpoint).await?;
+    Ok(JsonCaller {
+        who: format!("client:{}", auth.client.client_id),
+        identity: Some(auth.client.identity_id),
+    })
 }
 
 /// `POST /introspect` (RFC 7662)
