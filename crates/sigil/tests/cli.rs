@@ -315,3 +315,36 @@ async fn policy_commands() {
     let o = json(&sigil(&s, None, &["--output", "json", "policy", "rollback"]).await);
     assert_eq!((o["version"].as_u64(), o["previous"].as_u64()), (Some(1), Some(2)));
 }
+
+/// The example policy set in `examples/policies/hr` uploads and passes its own tests.
+#[tokio::test]
+async fn example_policies_pass_their_tests() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies/hr");
+    for args in [
+        &["user", "create", "--username", "alice", "--group", "hr"][..],
+        &["user", "create", "--username", "bob"][..],
+        &["agent", "create", "--name", "hr-assistant", "--owner", "alice"][..],
+    ] {
+        assert_eq!(sigil(&s, None, args).await.code, 0);
+    }
+    let o = sigil(
+        &s,
+        None,
+        &[
+            "policy",
+            "upload",
+            &format!("{dir}/policies.cedar"),
+            "--schema",
+            &format!("{dir}/schema.cedarschema"),
+            "--activate",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = sigil(&s, None, &["policy", "test", &format!("{dir}/tests.json")]).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(o.stdout.lines().filter(|l| l.starts_with("ok")).count(), 4);
+}
