@@ -119,6 +119,12 @@ pub enum Change {
         jti: String,
         expires_at: i64,
     },
+    /// Records that an identity was used (a token was issued to it). Not a versioned edit: it
+    /// neither bumps nor checks the version, and losing one to a concurrent update is harmless.
+    TouchIdentity {
+        id: IdentityId,
+        at: sigil_types::Timestamp,
+    },
     /// Stores a new policy set version; `Duplicate` if the number is taken (retry with the next).
     InsertPolicyVersion(crate::policy::PolicyVersion),
     /// Makes a stored version the active one; `MissingReference` if it does not exist.
@@ -159,6 +165,7 @@ impl ChangeSet {
             !matches!(
                 c,
                 Change::RecordAssertion { .. }
+                    | Change::TouchIdentity { .. }
                     | Change::RecordDpopProof { .. }
                     | Change::RevokeToken { .. }
                     | Change::AcquireLease(_)

@@ -250,6 +250,14 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::DeleteClient { client_id, expected_version } => {
             exec_versioned(conn, "DELETE FROM oauth_clients WHERE client_id = $1 AND version = $2", vec![client_id.clone().into(), (*expected_version).into()], deleting(CLIENT)).await
         }
+        Change::TouchIdentity { id, at } => exec(
+            conn,
+            "UPDATE identities SET last_used_at = $1 WHERE id = $2",
+            vec![at.unix_micros().into(), id.as_str().into()],
+            IDENTITY,
+        )
+        .await
+        .map(|_| ()),
         Change::InsertPolicyVersion(v) => exec(
             conn,
             "INSERT INTO policy_versions (version, policies, schema_text, description, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -170,6 +170,10 @@ async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
     assert_eq!(claims["aud"], API);
     assert_eq!(claims["iss"], f.s.url.as_str());
     assert_eq!(claims["client_id"], f.key_client.as_str());
+    // The inventory shows when the agent last got a token.
+    let bot = f.s.client().get_identity(Family::Agents, "bot").await.unwrap();
+    let used = bot.last_used_at.expect("last_used_at is recorded on issuance");
+    assert!((used.unix_seconds() - now()).abs() < 60, "{used:?}");
 
     // Secret client, Basic and post; no scope asked: everything the ceiling and resource allow.
     let (st, b, h) = f

@@ -84,7 +84,13 @@ pub struct OAuthService {
     resources: super::cache::ReadCache<String, Option<crate::model::Resource>>,
     usernames: super::cache::ReadCache<String, String>,
     policy: Arc<dyn super::policy::IssuancePolicy>,
+    /// When this process last recorded each identity's use, so `last_used_at` is written at most
+    /// once per [`LAST_USED_RESOLUTION`] per identity instead of once per token.
+    touched: std::sync::Mutex<std::collections::HashMap<sigil_types::IdentityId, sigil_types::Timestamp>>,
 }
+
+/// How fresh an identity's `last_used_at` is kept.
+const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// What the token service works with.
 #[derive(Debug)]
@@ -122,6 +128,7 @@ impl OAuthService {
             resources: Default::default(),
             usernames: Default::default(),
             policy,
+            touched: Default::default(),
         }
     }
 
@@ -549,6 +556,12 @@ impl OAuthService {
             .detail("identity", identity.id.as_str())
             .detail("signing_kid", key.kid());
         let mut cs = ChangeSet::new().audit(record);
+        if self.should_touch(&identity, now) {
+            cs = cs.change(Change::TouchIdentity {
+                id: identity.id.clone(),
+                at: now,
+            });
+        }
         if let Some((jti, exp)) = &auth.assertion_jti {
             cs = cs.change(Change::RecordAssertion {
                 client_id: auth.client.client_id.clone(),
@@ -586,6 +599,26 @@ impl OAuthService {
             expires_in: ttl.as_secs(),
             scope: claims.scope,
         })
+    }
+
+    /// Whether this issuance should record the identity's use: its stored `last_used_at` and
+    /// this process's last record of it are both older than [`LAST_USED_RESOLUTION`].
+    fn should_touch(&self, identity: &crate::model::Identity, now: sigil_types::Timestamp) -> bool {
+        let stale = |t: sigil_types::Timestamp| now.since(t) >= LAST_USED_RESOLUTION;
+        if !identity.last_used_at.is_none_or(stale) {
+            return false;
+        }
+        let Ok(mut touched) = self.touched.lock() else {
+            return false;
+        };
+        if touched.get(&identity.id).is_some_and(|t| !stale(*t)) {
+            return false;
+        }
+        if touched.len() >= 100_000 {
+            touched.retain(|_, t| !stale(*t));
+        }
+        touched.insert(identity.id.clone(), now);
+        true
     }
 
     /// Asks the policy about each candidate scope: the requested ones, or every scope the

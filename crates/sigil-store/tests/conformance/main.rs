@@ -36,6 +36,7 @@ conformance!(
     registry::group_commit_isolates_failures,
     registry::keys_and_settings,
     registry::transfer_ownership_moves_everything,
+    registry::touch_records_use_without_a_new_version,
     audit_log::leases_are_exclusive_until_they_expire,
     audit_log::integration_places_each_record_once,
     audit_log::audit_search_filters,

@@ -620,3 +620,29 @@ pub(crate) async fn transfer_ownership_moves_everything(db: Db) {
     assert_eq!(a1.owner, bob.id);
     assert_eq!(a1.meta.version, 2);
 }
+
+pub(crate) async fn touch_records_use_without_a_new_version(db: Db) {
+    let s = &db.store;
+    let alice = user("alice", &[]);
+    put(s, Change::InsertUser(alice.clone())).await.unwrap();
+    let a = identity("a1", &alice, IdentityKind::Agent, &[]);
+    put(s, Change::InsertIdentity(a.clone())).await.unwrap();
+    let at = Timestamp::from_unix_seconds(T0.unix_seconds() + 90);
+    put(s, Change::TouchIdentity { id: a.id.clone(), at }).await.unwrap();
+    let read = s.get_identity(&IdentityRef::Id(a.id.clone())).await.unwrap().unwrap();
+    assert_eq!(read.last_used_at, Some(at));
+    assert_eq!(read.meta.version, a.meta.version, "a use is not an edit");
+    // An edit made from the version read before the touch still applies.
+    let mut edited = a.clone();
+    edited.team = Some(TeamName::parse("ops").unwrap());
+    edited.meta.version += 1;
+    put(
+        s,
+        Change::UpdateIdentity {
+            identity: edited,
+            expected_version: a.meta.version,
+        },
+    )
+    .await
+    .unwrap();
+}
