@@ -27,8 +27,8 @@ pub struct App {
     pub audit: AuditLog,
     pub oauth: OAuthService,
     pub policy: Arc<sigil_policy::PolicyService>,
-    /// Cached registry reads for access evaluations.
-    pub reads: crate::authz::RegistryReads,
+    /// Cached registry reads, shared by the token endpoint and access evaluations.
+    pub reads: Arc<sigil_core::oauth::reads::RegistryReads>,
 }
 
 impl App {
@@ -55,6 +55,7 @@ impl App {
             Arc::clone(&store),
             Arc::clone(&clock),
         )?);
+        let reads = Arc::new(sigil_core::oauth::reads::RegistryReads::new(Arc::clone(&store)));
         let deps = OAuthDeps {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
@@ -62,6 +63,7 @@ impl App {
             keys: Arc::clone(&keys),
             fetcher: Arc::new(crate::jwks_fetch::HttpJwksFetcher::new()),
             policy: Arc::clone(&policy) as Arc<dyn sigil_core::oauth::policy::IssuancePolicy>,
+            reads: Arc::clone(&reads),
         };
         let oauth = OAuthService::new(
             deps,
@@ -90,7 +92,7 @@ impl App {
             audit,
             oauth,
             policy,
-            reads: Default::default(),
+            reads,
         })
     }
 }

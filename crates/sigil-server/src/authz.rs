@@ -7,11 +7,10 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 use sigil_core::audit::{AuditRecord, EventType, Outcome, PolicyEvidence, Target};
 use sigil_core::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
-use sigil_core::oauth::cache::ReadCache;
 use sigil_core::store::StoreError;
 use sigil_policy::{ChainMember, Decision, Engine, Query, RequestContext, ResourceInput};
 use sigil_proto::policy::{Entity, Evaluation};
-use sigil_types::{IdentityId, IdentityKind, Name, ResourceId, ResourceUri, UserId};
+use sigil_types::{IdentityId, IdentityKind, Name, ResourceId, ResourceUri};
 
 use crate::App;
 
@@ -50,30 +49,6 @@ impl From<StoreError> for EvalError {
             message: "storage is unavailable".into(),
         }
     }
-}
-
-/// Registry reads on the decision path, each at most a second old and dropped at once when this
-/// process commits a registry change (the same bound the token endpoint uses).
-#[derive(Debug, Default)]
-pub struct RegistryReads {
-    users: ReadCache<String, Option<User>>,
-    identities: ReadCache<String, Option<Identity>>,
-    resources: ReadCache<String, Option<Resource>>,
-}
-
-macro_rules! cached {
-    ($app:expr, $cache:expr, $key:expr, $read:expr) => {{
-        let epoch = $app.store.registry_epoch();
-        let key = $key;
-        match $cache.get(&key, epoch) {
-            Some(v) => v,
-            None => {
-                let v = $read.await?;
-                $cache.put(key, epoch, v.clone());
-                v
-            }
-        }
-    }};
 }
 
 /// A decided evaluation and the audit record that describes it.
@@ -209,14 +184,10 @@ fn apply_context(c: &mut RequestContext, ctx: Option<&Map<String, Value>>) {
 
 async fn user(app: &App, id: &str) -> Result<User, EvalError> {
     let r = UserRef::parse(id).map_err(|e| EvalError::bad(e.to_string()))?;
-    cached!(app, app.reads.users, r.to_string(), app.store.get_user(&r))
+    app.reads
+        .user(&r)
+        .await?
         .ok_or_else(|| EvalError::missing(format!("no user {id}")))
-}
-
-async fn username(app: &App, id: &UserId) -> Result<String, EvalError> {
-    let r = UserRef::Id(id.clone());
-    Ok(cached!(app, app.reads.users, r.to_string(), app.store.get_user(&r))
-        .map_or_else(|| id.to_string(), |u| u.username.to_string()))
 }
 
 async fn identity(app: &App, kind: &str, id: &str) -> Result<(Identity, String), EvalError> {
@@ -229,13 +200,16 @@ async fn identity(app: &App, kind: &str, id: &str) -> Result<(Identity, String),
 }
 
 async fn identity_by(app: &App, r: IdentityRef, kind: Option<&str>) -> Result<(Identity, String), EvalError> {
-    let i = cached!(app, app.reads.identities, r.to_string(), app.store.get_identity(&r))
+    let i = app
+        .reads
+        .identity(&r)
+        .await?
         .ok_or_else(|| EvalError::missing(format!("no identity {r}")))?;
     let is_agent = i.kind == IdentityKind::Agent;
     if kind.is_some_and(|k| (k == "agent") != is_agent) {
         return Err(EvalError::missing(format!("no {} {r}", kind.unwrap_or_default())));
     }
-    let owner = username(app, &i.owner).await?;
+    let owner = app.reads.username(&i.owner).await?;
     Ok((i, owner))
 }
 
@@ -243,7 +217,7 @@ async fn identity_by(app: &App, r: IdentityRef, kind: Option<&str>) -> Result<(I
 /// point answers.
 pub async fn is_workload(app: &App, id: &IdentityId) -> Result<bool, EvalError> {
     let r = IdentityRef::Id(id.clone());
-    let i = cached!(app, app.reads.identities, r.to_string(), app.store.get_identity(&r));
+    let i = app.reads.identity(&r).await?;
     Ok(i.is_some_and(|i| i.kind != IdentityKind::Agent))
 }
 
@@ -255,10 +229,12 @@ async fn registered_resource(app: &App, id: &str) -> Result<(Resource, String), 
     } else {
         ResourceRef::Name(Name::parse(id).map_err(|e| EvalError::bad(e.to_string()))?)
     };
-    let key = format!("{r:?}");
-    let res = cached!(app, app.reads.resources, key, app.store.get_resource(&r))
+    let res = app
+        .reads
+        .resource(&r)
+        .await?
         .ok_or_else(|| EvalError::missing(format!("no resource {id}")))?;
-    let owner = username(app, &res.owner).await?;
+    let owner = app.reads.username(&res.owner).await?;
     Ok((res, owner))
 }
 

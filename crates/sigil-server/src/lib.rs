@@ -2,7 +2,7 @@
 //! tasks and telemetry. The one place where domain errors become HTTP responses.
 
 pub mod app;
-pub mod authz;
+mod authz;
 pub mod bootstrap;
 pub mod config;
 pub mod http;

@@ -79,10 +79,7 @@ pub struct OAuthService {
     hasher: KeyedHasher,
     nonces: KeyedHasher,
     cfg: OAuthConfig,
-    clients: super::cache::ReadCache<String, Option<OAuthClient>>,
-    identities: super::cache::ReadCache<String, Option<crate::model::Identity>>,
-    resources: super::cache::ReadCache<String, Option<crate::model::Resource>>,
-    usernames: super::cache::ReadCache<String, String>,
+    reads: Arc<super::reads::RegistryReads>,
     policy: Arc<dyn super::policy::IssuancePolicy>,
     /// When this process last recorded each identity's use, so `last_used_at` is written at most
     /// once per [`LAST_USED_RESOLUTION`] per identity instead of once per token.
@@ -102,6 +99,8 @@ pub struct OAuthDeps {
     pub fetcher: Arc<dyn JwksFetcher>,
     /// Decides which scopes an identity may receive.
     pub policy: Arc<dyn super::policy::IssuancePolicy>,
+    /// Cached registry reads, shared with the other request paths.
+    pub reads: Arc<super::reads::RegistryReads>,
 }
 
 impl OAuthService {
@@ -113,6 +112,7 @@ impl OAuthService {
             keys,
             fetcher,
             policy,
+            reads,
         } = deps;
         Self {
             store,
@@ -123,10 +123,7 @@ impl OAuthService {
             hasher: KeyedHasher::new(master, SECRET_PURPOSE),
             nonces: KeyedHasher::new(master, "sigil dpop nonce v1"),
             cfg,
-            clients: Default::default(),
-            identities: Default::default(),
-            resources: Default::default(),
-            usernames: Default::default(),
+            reads,
             policy,
             touched: Default::default(),
         }
@@ -136,51 +133,17 @@ impl OAuthService {
         &self.cfg
     }
 
-    /// Token-path reads, through the one-second cache.
+    /// Token-path reads, through the shared one-second cache.
     async fn client(&self, id: &str) -> Result<Option<OAuthClient>, StoreError> {
-        let epoch = self.store.registry_epoch();
-        if let Some(c) = self.clients.get(&id.to_owned(), epoch) {
-            return Ok(c);
-        }
-        let c = self.store.get_client(id).await?;
-        self.clients.put(id.to_owned(), epoch, c.clone());
-        Ok(c)
+        self.reads.client(id).await
     }
 
     async fn identity(&self, id: &sigil_types::IdentityId) -> Result<Option<crate::model::Identity>, StoreError> {
-        let epoch = self.store.registry_epoch();
-        if let Some(i) = self.identities.get(&id.to_string(), epoch) {
-            return Ok(i);
-        }
-        let i = self.store.get_identity(&IdentityRef::Id(id.clone())).await?;
-        self.identities.put(id.to_string(), epoch, i.clone());
-        Ok(i)
+        self.reads.identity(&IdentityRef::Id(id.clone())).await
     }
 
     async fn resource(&self, uri: &ResourceUri) -> Result<Option<crate::model::Resource>, StoreError> {
-        let epoch = self.store.registry_epoch();
-        if let Some(r) = self.resources.get(&uri.to_string(), epoch) {
-            return Ok(r);
-        }
-        let r = self.store.get_resource(&ResourceRef::Uri(uri.clone())).await?;
-        self.resources.put(uri.to_string(), epoch, r.clone());
-        Ok(r)
-    }
-
-    /// A user's username (for policy entities), through the one-second cache; the id itself
-    /// if the user is gone.
-    async fn username(&self, id: &sigil_types::UserId) -> Result<String, StoreError> {
-        let epoch = self.store.registry_epoch();
-        if let Some(u) = self.usernames.get(&id.to_string(), epoch) {
-            return Ok(u);
-        }
-        let name = self
-            .store
-            .get_user(&crate::model::UserRef::Id(id.clone()))
-            .await?
-            .map_or_else(|| id.to_string(), |u| u.username.to_string());
-        self.usernames.put(id.to_string(), epoch, name.clone());
-        Ok(name)
+        self.reads.resource(&ResourceRef::Uri(uri.clone())).await
     }
 
     pub(super) fn store(&self) -> &Arc<dyn Store> {
@@ -633,8 +596,8 @@ impl OAuthService {
         dpop_bound: bool,
         now: sigil_types::Timestamp,
     ) -> Result<(ScopeSet, crate::audit::PolicyEvidence), OAuthError> {
-        let owner = self.username(&identity.owner).await?;
-        let resource_owner = self.username(&resource.owner).await?;
+        let owner = self.reads.username(&identity.owner).await?;
+        let resource_owner = self.reads.username(&resource.owner).await?;
         let candidates = if requested.is_empty() {
             &resource.scopes
         } else {
