@@ -70,7 +70,7 @@ impl PolicyService {
     }
 
     /// Follows the store: if another replica (or this one) activated a different version, compile
-    /// and install it. Called every second by the server.
+    /// and install it. Called every 200 ms by the server.
     pub async fn refresh(&self) -> Result<(), PolicyAdminError> {
         let active = self.active_version().await?;
         if active == self.current().version() {

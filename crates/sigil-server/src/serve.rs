@@ -189,9 +189,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crat
     }
 }
 
-/// Background work on every replica: key rotation steps and key reloads each second, and audit
-/// integration (whoever holds the lease) every 200 ms, so checkpoints trail records by well
-/// under a second.
+/// Background work on every replica: key rotation steps and key reloads each second; the active
+/// policy version and audit integration (whoever holds the lease) every 200 ms, so activations
+/// reach every replica and checkpoints trail records by well under a second.
 async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -202,8 +202,9 @@ async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 if ticks.is_multiple_of(5) && let Err(e) = app.keys.maintain().await {
                     tracing::warn!(error = %e, "key maintenance failed");
                 }
-                // Another replica's activation takes effect here within a second.
-                if ticks.is_multiple_of(5) && let Err(e) = app.policy.refresh().await {
+                // Another replica's activation takes effect here within a second: checked every
+                // tick (one indexed read of the latest activation), not once a second.
+                if let Err(e) = app.policy.refresh().await {
                     tracing::warn!(error = %e, "policy refresh failed");
                 }
                 ticks += 1;
