@@ -151,6 +151,18 @@ impl Client {
         .await
     }
 
+    pub async fn set_password(&self, user: &str, password: &str) -> Result<(), ClientError> {
+        let body = sigil_proto::admin::SetPassword {
+            password: password.to_owned(),
+        };
+        self.call(
+            Method::PUT,
+            &format!("/admin/v1/users/{}/password", enc(user)),
+            Some(&body),
+        )
+        .await
+    }
+
     // Agents and workloads
 
     pub async fn create_identity(&self, f: Family, req: &CreateIdentity) -> Result<IdentityView, ClientError> {

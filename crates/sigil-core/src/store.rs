@@ -139,6 +139,32 @@ pub enum Change {
         expires_at: i64,
         revoked_at: sigil_types::Timestamp,
     },
+    /// Sets (or replaces) a user's password hash (Argon2id PHC string).
+    SetUserPassword {
+        user_id: UserId,
+        hash: String,
+        at: sigil_types::Timestamp,
+    },
+    /// Stores a new authorization code or refresh token.
+    InsertGrant(crate::oauth::grant::Grant),
+    /// Marks a code redeemed or a refresh token rotated; `Stale` if it already was, so two
+    /// concurrent redemptions cannot both succeed.
+    UseGrant {
+        handle_hash: String,
+        at: sigil_types::Timestamp,
+    },
+    /// Remembers an access token issued under a grant family, so revoking the family revokes it.
+    RecordFamilyToken {
+        family_id: String,
+        jti: String,
+        expires_at: i64,
+    },
+    /// Revokes a grant family: its codes and refresh tokens stop working and the access tokens
+    /// recorded for it are revoked.
+    RevokeFamily {
+        family_id: String,
+        at: sigil_types::Timestamp,
+    },
     /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
     SetSinkPosition {
         name: String,
@@ -175,6 +201,11 @@ impl ChangeSet {
                     | Change::InsertSetting { .. }
                     | Change::InsertAdminCredential(_)
                     | Change::InsertRegistrationToken(_)
+                    | Change::InsertGrant(_)
+                    | Change::SetUserPassword { .. }
+                    | Change::UseGrant { .. }
+                    | Change::RecordFamilyToken { .. }
+                    | Change::RevokeFamily { .. }
             )
         })
     }
@@ -287,6 +318,15 @@ pub trait OAuthStore: Send + Sync {
     ) -> StoreResult<Option<crate::oauth::client::RegistrationToken>>;
 }
 
+/// Reads for delegation: users' passwords and delegated grants.
+#[async_trait]
+pub trait DelegationStore: Send + Sync {
+    /// The user's password hash, if a password was set.
+    async fn user_password_hash(&self, user: &UserId) -> StoreResult<Option<String>>;
+    /// A code or refresh token by the keyed hash of its value, with its family's state.
+    async fn get_grant(&self, handle_hash: &str) -> StoreResult<Option<crate::oauth::grant::Grant>>;
+}
+
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
     /// Every version, newest first, with its text.
@@ -307,6 +347,7 @@ pub trait Store:
     + AuditStore
     + OAuthStore
     + PolicyStore
+    + DelegationStore
     + std::fmt::Debug
 {
     /// Applies `changes` and appends `audit`, atomically and durably: when this returns `Ok` the

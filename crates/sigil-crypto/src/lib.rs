@@ -9,6 +9,7 @@ mod error;
 mod jwk;
 mod jws;
 mod keyed_hash;
+mod password;
 mod signing;
 
 pub use client_jwk::{ClientAlg, JwkError, PublicJwk, PublicJwks};
@@ -17,6 +18,7 @@ pub use error::CryptoError;
 pub use jwk::{Jwk, Jwks};
 pub use jws::{JwsError, Verified, sign_compact, verify_compact};
 pub use keyed_hash::{KeyedHasher, constant_time_eq, sha256};
+pub use password::{MAX_PASSWORD_BYTES, dummy_hash, hash_password, verify_password};
 pub use signing::{Algorithm, SigningKey, fill_random, random_bytes, random_token};
 
 /// URL-safe base64 without padding, as JOSE uses everywhere (RFC 7515 §2).

@@ -217,18 +217,23 @@ impl PolicyService {
 }
 
 /// The token endpoint's question, decided by the active version as Sigil's `token.issue` action
-/// with the identity alone as the chain.
+/// for every principal of the chain.
 impl sigil_core::oauth::policy::IssuancePolicy for PolicyService {
     fn decide_scope(
         &self,
         q: &sigil_core::oauth::policy::ScopeQuestion<'_>,
     ) -> Result<sigil_core::oauth::policy::ScopeAnswer, String> {
         let engine = self.current();
+        use sigil_core::oauth::policy::ChainPrincipal;
         let query = crate::Query {
-            chain: vec![crate::ChainMember::Identity {
-                identity: q.identity,
-                owner: q.owner,
-            }],
+            chain: q
+                .chain
+                .iter()
+                .map(|m| match *m {
+                    ChainPrincipal::User(u) => crate::ChainMember::User(u),
+                    ChainPrincipal::Identity { identity, owner } => crate::ChainMember::Identity { identity, owner },
+                })
+                .collect(),
             action: crate::TOKEN_ISSUE,
             resource: crate::ResourceInput::Registered {
                 resource: q.resource,

@@ -402,7 +402,7 @@ fn slices_hold_only_the_policies_of_their_action() {
         ));
     }
     let e = Engine::compile(2, &many, Some(HR_SCHEMA)).unwrap();
-    assert_eq!(e.policy_count(), 1000 + 5);
+    assert_eq!(e.policy_count(), 1000 + 6);
     let bot = agent("a999", "x");
     let api = resource("api");
     let d = alone(&e, &bot, "deploy", &api, ctx());

@@ -283,6 +283,19 @@ pub struct AuditBaseView {
     pub frontier: Vec<(u32, u64, String)>,
 }
 
+/// Body of `PUT /admin/v1/users/{user}/password`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    pub password: String,
+}
+
+impl std::fmt::Debug for SetPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetPassword { password: <redacted> }")
+    }
+}
+
 /// Body of `POST /admin/v1/clients`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +311,9 @@ pub struct CreateClient {
     /// RFC 9449 §5.2 name: every token of this client must be DPoP-bound.
     #[serde(default)]
     pub dpop_bound_access_tokens: bool,
+    /// Redirect URIs for the authorization code grant (exact match).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,6 +327,8 @@ pub struct ClientView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     pub dpop_bound_access_tokens: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
     pub created_at: Timestamp,
     pub created_by: String,
     /// Only in the response that created the client: shown once, never stored.

@@ -76,6 +76,9 @@ impl App {
                 access_token_ttl: config.access_token_ttl,
                 max_access_token_ttl: config.max_access_token_ttl,
                 dpop_nonce: config.dpop_nonce,
+                authorization_endpoint: format!("{issuer}/authorize"),
+                max_delegation_depth: config.max_delegation_depth,
+                refresh_token_ttl: config.refresh_token_ttl,
             },
         );
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);

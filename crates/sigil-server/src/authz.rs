@@ -143,8 +143,17 @@ async fn resolve_subject(app: &App, s: &Entity) -> Result<Resolved, EvalError> {
                     status: 401,
                     message: "the access token is not active".into(),
                 })?;
-            let id = IdentityId::parse(&claims.sub).map_err(|e| EvalError::bad(e.to_string()))?;
-            r.actors.push(identity_by(app, IdentityRef::Id(id), None).await?);
+            // A delegated token: its user, then its actors from the one closest to the user.
+            if let Some(act) = &claims.act {
+                r.user = Some(user(app, &claims.sub).await?);
+                for a in act.chain_from_user() {
+                    let id = IdentityId::parse(&a.sub).map_err(|e| EvalError::bad(e.to_string()))?;
+                    r.actors.push(identity_by(app, IdentityRef::Id(id), None).await?);
+                }
+            } else {
+                let id = IdentityId::parse(&claims.sub).map_err(|e| EvalError::bad(e.to_string()))?;
+                r.actors.push(identity_by(app, IdentityRef::Id(id), None).await?);
+            }
             r.context.scopes = claims.scope.split_whitespace().map(str::to_owned).collect();
             r.context.audience = Some(claims.aud);
             r.context.auth_method = if claims.cnf.is_some() { "dpop" } else { "bearer" }.into();

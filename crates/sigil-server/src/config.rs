@@ -58,6 +58,10 @@ pub struct OAuthFile {
     pub max_access_token_ttl: Option<String>,
     /// Require server nonces in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: Option<bool>,
+    /// Most actors a delegated token's `act` chain may hold (default 4).
+    pub max_delegation_depth: Option<usize>,
+    /// Lifetime of refresh tokens (default 30d); each use rotates the token.
+    pub refresh_token_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -182,6 +186,8 @@ pub struct Config {
     pub access_token_ttl: Duration,
     pub max_access_token_ttl: Duration,
     pub dpop_nonce: bool,
+    pub max_delegation_depth: usize,
+    pub refresh_token_ttl: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -316,7 +322,22 @@ impl Config {
             ));
         }
         let dpop_nonce = f.oauth.as_ref().and_then(|o| o.dpop_nonce).unwrap_or(false);
+        let max_delegation_depth = f.oauth.as_ref().and_then(|o| o.max_delegation_depth).unwrap_or(4);
+        if !(1..=16).contains(&max_delegation_depth) {
+            return Err(invalid("oauth.max_delegation_depth", "must be between 1 and 16"));
+        }
+        let refresh = f
+            .oauth
+            .as_ref()
+            .and_then(|o| o.refresh_token_ttl.as_deref())
+            .unwrap_or("30d");
+        let refresh_token_ttl = parse_duration("oauth.refresh_token_ttl", refresh)?;
+        if refresh_token_ttl < Duration::from_secs(60) || refresh_token_ttl > Duration::from_secs(365 * 86_400) {
+            return Err(invalid("oauth.refresh_token_ttl", "must be between 1m and 365d"));
+        }
         Ok(Self {
+            max_delegation_depth,
+            refresh_token_ttl,
             max_access_token_ttl,
             dpop_nonce,
             access_token_ttl,
@@ -360,6 +381,8 @@ impl Config {
             access_token_ttl: Duration::from_secs(300),
             max_access_token_ttl: Duration::from_secs(3600),
             dpop_nonce: false,
+            max_delegation_depth: 4,
+            refresh_token_ttl: Duration::from_secs(30 * 86_400),
         })
     }
 }

@@ -76,6 +76,12 @@ const REVOKED: Op = Op {
     is_delete: false,
     references: "token",
 };
+const GRANT: Op = Op {
+    entity: "grant",
+    unique_fields: &["handle_hash", "jti"],
+    is_delete: false,
+    references: "user",
+};
 const LEASE: Op = Op {
     entity: "lease",
     unique_fields: &["name"],
@@ -218,7 +224,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::AcquireLease(l) => acquire_lease(conn, l).await,
         Change::InsertClient(c) => exec(
             conn,
-            "INSERT INTO oauth_clients (client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO oauth_clients (client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json, redirect_uris_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             client_values(c),
             CLIENT,
         )
@@ -229,7 +235,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             v.remove(0);
             v.push(c.client_id.clone().into());
             v.push((*expected_version).into());
-            exec_versioned(conn, "UPDATE oauth_clients SET identity_id = $1, auth_method = $2, jwks_json = $3, jwks_uri = $4, secret_hash = $5, dpop_required = $6, created_at = $7, created_by = $8, version = $9, registration_token_hash = $10, metadata_json = $11 WHERE client_id = $12 AND version = $13", v, CLIENT).await
+            exec_versioned(conn, "UPDATE oauth_clients SET identity_id = $1, auth_method = $2, jwks_json = $3, jwks_uri = $4, secret_hash = $5, dpop_required = $6, created_at = $7, created_by = $8, version = $9, registration_token_hash = $10, metadata_json = $11, redirect_uris_json = $12 WHERE client_id = $13 AND version = $14", v, CLIENT).await
         }
         Change::InsertRegistrationToken(t) => exec(
             conn,
@@ -305,6 +311,31 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await
         .map(|_| ()),
+        Change::SetUserPassword { user_id, hash, at } => exec(
+            conn,
+            "INSERT INTO user_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
+            vec![user_id.as_str().into(), hash.clone().into(), at.unix_micros().into()],
+            USER,
+        )
+        .await
+        .map(|_| ()),
+        Change::InsertGrant(g) => insert_grant(conn, g).await,
+        Change::UseGrant { handle_hash, at } => exec_versioned(
+            conn,
+            "UPDATE delegated_grants SET used_at = $1 WHERE handle_hash = $2 AND used_at IS NULL",
+            vec![at.unix_micros().into(), handle_hash.clone().into()],
+            GRANT,
+        )
+        .await,
+        Change::RecordFamilyToken { family_id, jti, expires_at } => exec(
+            conn,
+            "INSERT INTO family_tokens (family_id, jti, expires_at) VALUES ($1, $2, $3)",
+            vec![family_id.clone().into(), jti.clone().into(), (*expires_at).into()],
+            GRANT,
+        )
+        .await
+        .map(|_| ()),
+        Change::RevokeFamily { family_id, at } => revoke_family(conn, family_id, *at).await,
         Change::IntegrateAudit(i) => integrate(conn, i).await,
         Change::PruneAudit { lease, before } => {
             fence(conn, lease).await?;
@@ -591,6 +622,56 @@ pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord
     Ok(())
 }
 
+async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Grant) -> R {
+    exec(
+        conn,
+        "INSERT INTO grant_families (family_id) VALUES ($1) ON CONFLICT (family_id) DO NOTHING",
+        vec![g.family_id.clone().into()],
+        GRANT,
+    )
+    .await?;
+    exec(
+        conn,
+        "INSERT INTO delegated_grants (handle_hash, kind, family_id, client_id, user_id, resource, scope, redirect_uri, code_challenge, issued_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        vec![
+            g.handle_hash.clone().into(),
+            g.kind.as_str().into(),
+            g.family_id.clone().into(),
+            g.client_id.clone().into(),
+            g.user_id.as_str().into(),
+            g.resource.clone().into(),
+            g.scope.clone().into(),
+            g.redirect_uri.clone().into(),
+            g.code_challenge.clone().into(),
+            g.issued_at.unix_micros().into(),
+            g.expires_at.unix_micros().into(),
+            g.used_at.map(|t| t.unix_micros()).into(),
+        ],
+        GRANT,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Marks the family revoked and revokes every access token recorded for it, in one transaction.
+async fn revoke_family(conn: &mut AnyConnection, family_id: &str, at: sigil_types::Timestamp) -> R {
+    exec(
+        conn,
+        "UPDATE grant_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        vec![at.unix_micros().into(), family_id.into()],
+        GRANT,
+    )
+    .await?;
+    exec(
+        conn,
+        "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) SELECT jti, expires_at, $1 FROM family_tokens WHERE family_id = $2 ON CONFLICT (jti) DO NOTHING",
+        vec![at.unix_micros().into(), family_id.into()],
+        REVOKED,
+    )
+    .await
+    .map(|_| ())
+}
+
 fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {
     vec![
         c.client_id.clone().into(),
@@ -608,5 +689,8 @@ fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {
         c.version.into(),
         c.registration_token_hash.clone().into(),
         c.metadata.as_ref().map(|m| m.to_string()).into(),
+        (!c.redirect_uris.is_empty())
+            .then(|| serde_json::to_string(&c.redirect_uris).unwrap_or_default())
+            .into(),
     ]
 }

@@ -54,6 +54,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "policy",
         sql: include_str!("../migrations/sqlite/0004_policy.sql"),
     },
+    Migration {
+        version: 5,
+        name: "delegation",
+        sql: include_str!("../migrations/sqlite/0005_delegation.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -76,6 +81,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "policy",
         sql: include_str!("../migrations/postgres/0004_policy.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "delegation",
+        sql: include_str!("../migrations/postgres/0005_delegation.sql"),
     },
 ];
 

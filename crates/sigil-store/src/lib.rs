@@ -292,6 +292,16 @@ impl sigil_core::store::PolicyStore for SqlStore {
 }
 
 #[async_trait]
+impl sigil_core::store::DelegationStore for SqlStore {
+    async fn user_password_hash(&self, user: &UserId) -> StoreResult<Option<String>> {
+        read::user_password_hash(&self.pool, user).await
+    }
+    async fn get_grant(&self, handle_hash: &str) -> StoreResult<Option<sigil_core::oauth::grant::Grant>> {
+        read::get_grant(&self.pool, handle_hash).await
+    }
+}
+
+#[async_trait]
 impl Store for SqlStore {
     async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
         let touches = changes.touches_registry();

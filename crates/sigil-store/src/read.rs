@@ -461,3 +461,23 @@ pub async fn policy_activations(pool: &AnyPool, limit: u32) -> R<Vec<sigil_core:
     q.bind(i64::from(limit));
     all(pool, q, rows::policy_activation).await
 }
+
+pub async fn user_password_hash(pool: &AnyPool, user: &sigil_types::UserId) -> R<Option<String>> {
+    let row = stmt(
+        "SELECT hash FROM user_passwords WHERE user_id = $1",
+        vec![user.as_str().into()],
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(unavailable)?;
+    row.map(|r| r.try_get::<String, _>("hash").map_err(unavailable))
+        .transpose()
+}
+
+pub async fn get_grant(pool: &AnyPool, handle_hash: &str) -> R<Option<sigil_core::oauth::grant::Grant>> {
+    let mut q = Sql::new(
+        "SELECT g.handle_hash, g.kind, g.family_id, g.client_id, g.user_id, g.resource, g.scope, g.redirect_uri, g.code_challenge, g.issued_at, g.expires_at, g.used_at, f.revoked_at FROM delegated_grants g JOIN grant_families f ON f.family_id = g.family_id WHERE g.handle_hash = ",
+    );
+    q.bind(handle_hash);
+    one(pool, q, rows::grant).await
+}

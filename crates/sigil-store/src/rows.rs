@@ -178,7 +178,7 @@ pub fn checkpoint(row: &AnyRow) -> Result<Checkpoint, StoreError> {
     })
 }
 
-pub const CLIENT_COLS: &str = "client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json";
+pub const CLIENT_COLS: &str = "client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json, redirect_uris_json";
 
 pub fn client(row: &AnyRow) -> Result<sigil_core::oauth::OAuthClient, StoreError> {
     let jwks: Option<String> = get(row, "jwks_json")?;
@@ -197,6 +197,10 @@ pub fn client(row: &AnyRow) -> Result<sigil_core::oauth::OAuthClient, StoreError
         metadata: get::<Option<String>>(row, "metadata_json")?
             .map(|m| parse("metadata_json", serde_json::from_str(&m)))
             .transpose()?,
+        redirect_uris: get::<Option<String>>(row, "redirect_uris_json")?
+            .map(|m| parse("redirect_uris_json", serde_json::from_str(&m)))
+            .transpose()?
+            .unwrap_or_default(),
         created_at: ts(row, "created_at")?,
         created_by: get(row, "created_by")?,
         version: get(row, "version")?,
@@ -234,5 +238,24 @@ pub fn policy_activation(row: &AnyRow) -> Result<sigil_core::policy::PolicyActiv
         version: parse("version", u64::try_from(get::<i64>(row, "version")?))?,
         activated_at: ts(row, "activated_at")?,
         activated_by: get(row, "activated_by")?,
+    })
+}
+
+pub fn grant(row: &AnyRow) -> Result<sigil_core::oauth::grant::Grant, StoreError> {
+    let kind: String = get(row, "kind")?;
+    Ok(sigil_core::oauth::grant::Grant {
+        handle_hash: get(row, "handle_hash")?,
+        kind: sigil_core::oauth::grant::GrantKind::parse(&kind).ok_or_else(|| corrupt("kind", kind))?,
+        family_id: get(row, "family_id")?,
+        client_id: get(row, "client_id")?,
+        user_id: parse("user_id", UserId::parse(&get::<String>(row, "user_id")?))?,
+        resource: get(row, "resource")?,
+        scope: get(row, "scope")?,
+        redirect_uri: get(row, "redirect_uri")?,
+        code_challenge: get(row, "code_challenge")?,
+        issued_at: ts(row, "issued_at")?,
+        expires_at: ts(row, "expires_at")?,
+        used_at: opt_ts(row, "used_at")?,
+        family_revoked: opt_ts(row, "revoked_at")?.is_some(),
     })
 }

@@ -176,6 +176,15 @@ pub async fn user(g: &Global, c: UserCommand) -> Result<(), Failure> {
             api.delete_user(&user, transfer_to.as_deref()).await?;
             done(g, "deleted", &user);
         }
+        UserCommand::SetPassword { user } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Failure::invalid(format!("cannot read the password from standard input: {e}")))?;
+            let password = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+            api.set_password(&user, &password).await?;
+            done(g, "password set for", &user);
+        }
     }
     Ok(())
 }

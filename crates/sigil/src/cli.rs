@@ -159,6 +159,13 @@ pub enum ClientCommand {
         /// Generate a client secret (shown once) for client_secret_basic/post.
         #[arg(long, group = "credential")]
         secret: bool,
+        /// A public client (no credential) that only uses the authorization code grant with
+        /// PKCE; needs --redirect-uri.
+        #[arg(long, group = "credential", requires = "redirect_uri")]
+        public: bool,
+        /// Where authorization responses may be sent (repeatable; matched exactly).
+        #[arg(long = "redirect-uri")]
+        redirect_uri: Vec<String>,
         /// Require DPoP-bound tokens (RFC 9449).
         #[arg(long)]
         dpop_required: bool,
@@ -397,6 +404,11 @@ pub enum UserCommand {
         user: String,
         #[arg(long)]
         transfer_to: Option<String>,
+    },
+    /// Set the password the user signs in with at /authorize, read from the first line of
+    /// standard input (12 to 1024 characters).
+    SetPassword {
+        user: String,
     },
 }
 

@@ -22,6 +22,8 @@ pub async fn client(g: &Global, c: ClientCommand) -> Result<(), Failure> {
             jwks_file,
             jwks_uri,
             secret,
+            public,
+            redirect_uri,
             dpop_required,
         } => {
             let api = api_client(g)?;
@@ -31,10 +33,12 @@ pub async fn client(g: &Global, c: ClientCommand) -> Result<(), Failure> {
             };
             let method = if secret {
                 "client_secret_basic"
+            } else if public {
+                "none"
             } else if jwks.is_some() || jwks_uri.is_some() {
                 "private_key_jwt"
             } else {
-                return Err(Failure::invalid("give --jwks-file, --jwks-uri or --secret"));
+                return Err(Failure::invalid("give --jwks-file, --jwks-uri, --secret or --public"));
             };
             let req = CreateClient {
                 identity,
@@ -42,6 +46,7 @@ pub async fn client(g: &Global, c: ClientCommand) -> Result<(), Failure> {
                 jwks,
                 jwks_uri,
                 dpop_bound_access_tokens: dpop_required,
+                redirect_uris: redirect_uri,
             };
             let view = api.create_client(&req).await?;
             match g.output {

@@ -748,22 +748,37 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    // Bad metadata: 400 invalid_client_metadata, nothing created.
-    for bad in [
-        json!({"grant_types": ["authorization_code"]}),
-        json!({"redirect_uris": ["https://x.example/cb"]}),
-        json!({"token_endpoint_auth_method": "none"}),
-        json!({"token_endpoint_auth_method": "private_key_jwt"}),
-        json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}]}}),
-        json!({"client_name": 7}),
+    // Bad metadata: 400 invalid_client_metadata or invalid_redirect_uri, nothing created.
+    for (bad, error) in [
+        (json!({"grant_types": ["authorization_code"]}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": ["http://x.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["https://x.example/cb#frag"]}),
+            "invalid_redirect_uri",
+        ),
+        (json!({"grant_types": ["implicit"]}), "invalid_client_metadata"),
+        (json!({"response_types": ["token"]}), "invalid_client_metadata"),
+        (json!({"token_endpoint_auth_method": "none"}), "invalid_client_metadata"),
+        (
+            json!({"token_endpoint_auth_method": "none", "grant_types": ["client_credentials"], "redirect_uris": ["https://x.example/cb"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}]}}),
+            "invalid_client_metadata",
+        ),
+        (json!({"client_name": 7}), "invalid_client_metadata"),
     ] {
         let r = http.post(&reg).bearer_auth(&iat.token).json(&bad).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
-        assert_eq!(
-            r.json::<Value>().await.unwrap()["error"],
-            "invalid_client_metadata",
-            "{bad}"
-        );
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{bad}");
     }
     let before = c.list_identities(Family::Agents, &[]).await.unwrap().items.len();
     assert_eq!(before, 1, "refused registrations created no identity");

@@ -61,6 +61,12 @@ event_types! {
     PolicyUploaded => "policy.uploaded",
     PolicyActivated => "policy.activated",
     AccessEvaluated => "access.evaluated",
+    UserPasswordSet => "user.password_set",
+    UserLoginFailed => "user.login_failed",
+    AuthorizationGranted => "authorization.granted",
+    AuthorizationDenied => "authorization.denied",
+    GrantReused => "grant.reused",
+    TokenExchanged => "token.exchanged",
 }
 
 impl Serialize for EventType {

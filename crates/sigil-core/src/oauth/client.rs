@@ -10,6 +10,9 @@ pub enum ClientAuthMethod {
     PrivateKeyJwt,
     ClientSecretBasic,
     ClientSecretPost,
+    /// A public client (a browser or native app of an agent): no credential, so it may only use
+    /// the authorization code grant with PKCE (OAuth 2.1 §2.1).
+    None,
 }
 
 impl ClientAuthMethod {
@@ -18,6 +21,7 @@ impl ClientAuthMethod {
             Self::PrivateKeyJwt => "private_key_jwt",
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::None => "none",
         }
     }
 
@@ -26,9 +30,10 @@ impl ClientAuthMethod {
             "private_key_jwt" => Ok(Self::PrivateKeyJwt),
             "client_secret_basic" => Ok(Self::ClientSecretBasic),
             "client_secret_post" => Ok(Self::ClientSecretPost),
+            "none" => Ok(Self::None),
             _ => Err(ParseError {
                 what: "token_endpoint_auth_method",
-                why: "expected private_key_jwt, client_secret_basic or client_secret_post".into(),
+                why: "expected private_key_jwt, client_secret_basic, client_secret_post or none".into(),
             }),
         }
     }
@@ -37,6 +42,58 @@ impl ClientAuthMethod {
     /// client never may: it is barred from secrets.
     pub const fn uses_secret(self) -> bool {
         matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+}
+
+impl OAuthClient {
+    /// The grants this client may use: a public client only the authorization code grant (and
+    /// its refresh tokens); a confidential one client credentials and token exchange, plus the
+    /// code grant when it has redirect URIs.
+    pub fn grant_types(&self) -> Vec<&'static str> {
+        let mut g = Vec::new();
+        if !self.redirect_uris.is_empty() {
+            g.extend(["authorization_code", "refresh_token"]);
+        }
+        if self.auth_method != ClientAuthMethod::None {
+            g.extend(["client_credentials", TOKEN_EXCHANGE_GRANT]);
+        }
+        g
+    }
+}
+
+/// RFC 8693 §2.1 grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// What an administrator or a registration asks for when creating a client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSpec {
+    pub method: Option<ClientAuthMethod>,
+    pub jwks: Option<PublicJwks>,
+    pub jwks_uri: Option<String>,
+    pub dpop_required: bool,
+    pub redirect_uris: Vec<String>,
+}
+
+/// Checks a redirect URI as OAuth 2.1 §2.3 and RFC 8252 §7 want it: absolute, no fragment, and
+/// https unless it is a loopback address (native apps) or a private-use scheme.
+pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    if uri.len() > 2048 {
+        return Err("a redirect URI is at most 2048 characters".into());
+    }
+    let u = url::Url::parse(uri).map_err(|e| format!("redirect URI {uri}: {e}"))?;
+    if u.fragment().is_some() {
+        return Err(format!("redirect URI {uri} must not have a fragment"));
+    }
+    let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!("redirect URI {uri} must be https (http only on loopback)")),
+        "javascript" | "data" | "file" | "vbscript" => Err(format!("redirect URI scheme of {uri} is not allowed")),
+        s if s.contains('.') => Ok(()), // private-use scheme such as com.example.app (RFC 8252 §7.1)
+        _ => Err(format!(
+            "redirect URI {uri} must be https, loopback http or a reverse-domain scheme"
+        )),
     }
 }
 
@@ -60,6 +117,9 @@ pub struct OAuthClient {
     pub registration_token_hash: Option<String>,
     /// The client metadata as registered (RFC 7591 §2), for RFC 7592 reads.
     pub metadata: Option<serde_json::Value>,
+    /// Where authorization responses may be sent, matched exactly (OAuth 2.1 §2.3.1); empty for
+    /// a client that does not use the authorization code grant.
+    pub redirect_uris: Vec<String>,
     pub created_at: Timestamp,
     pub created_by: String,
     pub version: i64,

@@ -17,6 +17,11 @@ pub enum ErrorCode {
     InvalidDpopProof,
     /// RFC 7591 §3.2.2.
     InvalidClientMetadata,
+    /// RFC 7591 §3.2.2.
+    InvalidRedirectUri,
+    /// RFC 6749 §4.1.2.1 (authorization endpoint).
+    AccessDenied,
+    UnsupportedResponseType,
     /// RFC 6750 §3.1 (bad initial or registration access token).
     InvalidToken,
     /// RFC 9449 §8.
@@ -38,6 +43,9 @@ impl ErrorCode {
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
             Self::InvalidToken => "invalid_token",
             Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
@@ -79,6 +87,9 @@ impl OAuthError {
     }
     pub fn invalid_scope(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidScope, d)
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, d)
     }
     pub fn invalid_target(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidTarget, d)

@@ -3,11 +3,14 @@
 //! `client_credentials` grant with resource indicators (RFC 8707), JWT access tokens (RFC 9068),
 //! introspection (RFC 7662) and revocation (RFC 7009). Errors are RFC 6749 §5.2 codes.
 
+pub mod authorize;
 mod cache;
 pub mod client;
 pub mod client_auth;
+pub mod delegation;
 pub mod dpop;
 pub mod error;
+pub mod grant;
 pub mod policy;
 pub mod reads;
 pub mod registration;

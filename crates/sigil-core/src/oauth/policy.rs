@@ -3,14 +3,22 @@
 
 use sigil_types::Timestamp;
 
-use crate::model::{Identity, Resource};
+use crate::model::{Identity, Resource, User};
 
-/// One issuance question: may `identity` receive `scope` for `resource`?
+/// One principal of the chain a token is issued to.
+#[derive(Debug, Clone, Copy)]
+pub enum ChainPrincipal<'a> {
+    /// The user a delegated token is for.
+    User(&'a User),
+    /// An agent or workload, with its owner's username.
+    Identity { identity: &'a Identity, owner: &'a str },
+}
+
+/// One issuance question: may the chain (the user first if any, then each actor from the one
+/// closest to the user outwards) receive `scope` for `resource`? Every member must be permitted.
 #[derive(Debug, Clone, Copy)]
 pub struct ScopeQuestion<'a> {
-    pub identity: &'a Identity,
-    /// The identity's owner's username.
-    pub owner: &'a str,
+    pub chain: &'a [ChainPrincipal<'a>],
     pub resource: &'a Resource,
     pub resource_owner: &'a str,
     pub scope: &'a str,

@@ -15,7 +15,7 @@ use sigil_types::{Ceiling, Labels, Name, Timestamp};
 use zeroize::Zeroizing;
 
 use super::client::{
-    ClientAuthMethod, OAuthClient, REGISTRATION_ACCESS_PREFIX, REGISTRATION_TOKEN_PREFIX, RegistrationToken,
+    ClientAuthMethod, ClientSpec, OAuthClient, REGISTRATION_ACCESS_PREFIX, REGISTRATION_TOKEN_PREFIX, RegistrationToken,
 };
 use super::error::{ErrorCode, OAuthError};
 use super::service::OAuthService;
@@ -51,10 +51,27 @@ const ECHOED: &[&str] = &[
 /// The parsed parts of a registration request that matter to the server.
 struct Requested {
     method: ClientAuthMethod,
+    redirect_uris: Vec<String>,
     jwks: Option<PublicJwks>,
     jwks_uri: Option<String>,
     dpop: bool,
     echo: Map<String, Value>,
+}
+
+/// An optional array of strings.
+fn strings(obj: &Map<String, Value>, field: &str) -> Result<Vec<String>, OAuthError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| metadata_error(format!("{field} must be an array of strings")))
+            })
+            .collect(),
+        Some(_) => Err(metadata_error(format!("{field} must be an array of strings"))),
+    }
 }
 
 fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
@@ -66,33 +83,36 @@ fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
         Some(Value::String(m)) => ClientAuthMethod::parse(m).map_err(|e| metadata_error(e.to_string()))?,
         Some(_) => return Err(metadata_error("token_endpoint_auth_method must be a string")),
     };
-    if let Some(g) = obj.get("grant_types") {
-        let list = g
-            .as_array()
-            .ok_or_else(|| metadata_error("grant_types must be an array"))?;
-        if list.iter().any(|v| v.as_str() != Some("client_credentials")) {
-            return Err(metadata_error(
-                "only the client_credentials grant can be registered on this server",
-            ));
+    let redirect_uris = strings(obj, "redirect_uris")?;
+    for u in &redirect_uris {
+        super::client::check_redirect_uri(u).map_err(|e| OAuthError::new(ErrorCode::InvalidRedirectUri, e))?;
+    }
+    // RFC 7591 §2: grant_types defaults to authorization_code when redirect URIs are given.
+    let grants = strings(obj, "grant_types")?;
+    for g in &grants {
+        if !matches!(
+            g.as_str(),
+            "client_credentials" | "authorization_code" | "refresh_token"
+        ) {
+            return Err(metadata_error(format!(
+                "grant type {g} cannot be registered on this server"
+            )));
         }
     }
-    if obj
-        .get("redirect_uris")
-        .and_then(Value::as_array)
-        .is_some_and(|r| !r.is_empty())
-    {
+    let wants_code =
+        grants.iter().any(|g| g == "authorization_code") || (grants.is_empty() && !redirect_uris.is_empty());
+    if wants_code && redirect_uris.is_empty() {
         return Err(OAuthError::new(
-            ErrorCode::InvalidClientMetadata,
-            "redirect_uris are not supported: only the client_credentials grant can be registered",
+            ErrorCode::InvalidRedirectUri,
+            "the authorization_code grant needs redirect_uris",
         ));
     }
-    if obj
-        .get("response_types")
-        .and_then(Value::as_array)
-        .is_some_and(|r| !r.is_empty())
-    {
+    if strings(obj, "response_types")?.iter().any(|r| r != "code") {
+        return Err(metadata_error("the only response type is code"));
+    }
+    if method == ClientAuthMethod::None && (!wants_code || grants.iter().any(|g| g == "client_credentials")) {
         return Err(metadata_error(
-            "response_types must be empty: only the client_credentials grant can be registered",
+            "a public client (none) only uses the authorization_code grant, with redirect_uris",
         ));
     }
     let jwks = obj
@@ -119,9 +139,13 @@ fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
     }
     // Everything that could make the client's creation fail is checked here, before anything
     // (such as a new agent) is created for it.
-    match (method.uses_secret(), &jwks, &jwks_uri) {
+    match (
+        method.uses_secret() || method == ClientAuthMethod::None,
+        &jwks,
+        &jwks_uri,
+    ) {
         (true, None, None) => {}
-        (true, _, _) => return Err(metadata_error("a client_secret client has no jwks or jwks_uri")),
+        (true, _, _) => return Err(metadata_error("only a private_key_jwt client has jwks or jwks_uri")),
         (false, Some(set), None) => {
             if set.keys.is_empty() || set.keys.len() > 20 {
                 return Err(metadata_error("jwks must hold 1 to 20 public keys"));
@@ -144,6 +168,7 @@ fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
         .collect();
     Ok(Requested {
         method,
+        redirect_uris,
         jwks,
         jwks_uri,
         dpop,
@@ -249,7 +274,17 @@ impl OAuthService {
             }
         };
         let (mut client, secret) = self
-            .create_client(&ctx, &identity, req.method, req.jwks, req.jwks_uri, req.dpop)
+            .create_client(
+                &ctx,
+                &identity,
+                ClientSpec {
+                    method: Some(req.method),
+                    jwks: req.jwks,
+                    jwks_uri: req.jwks_uri,
+                    dpop_required: req.dpop,
+                    redirect_uris: req.redirect_uris,
+                },
+            )
             .await
             .map_err(|e| match e {
                 RegistryError::Store(s) => OAuthError::from(s),
@@ -287,8 +322,12 @@ impl OAuthService {
         m.insert("client_id".into(), json!(c.client_id));
         m.insert("client_id_issued_at".into(), json!(c.created_at.unix_seconds()));
         m.insert("token_endpoint_auth_method".into(), json!(c.auth_method.as_str()));
-        m.insert("grant_types".into(), json!(["client_credentials"]));
-        m.insert("response_types".into(), json!([]));
+        m.insert("grant_types".into(), json!(c.grant_types()));
+        let response_types: &[&str] = if c.redirect_uris.is_empty() { &[] } else { &["code"] };
+        m.insert("response_types".into(), json!(response_types));
+        if !c.redirect_uris.is_empty() {
+            m.insert("redirect_uris".into(), json!(c.redirect_uris));
+        }
         m.insert("dpop_bound_access_tokens".into(), json!(c.dpop_required));
         if let Some(j) = &c.jwks {
             m.insert("jwks".into(), serde_json::to_value(j).unwrap_or_default());
@@ -325,7 +364,8 @@ impl OAuthService {
             ));
         }
         let mut next = client.clone();
-        if !req.method.uses_secret() {
+        next.redirect_uris = req.redirect_uris;
+        if req.method == ClientAuthMethod::PrivateKeyJwt {
             if req.jwks.is_none() && req.jwks_uri.is_none() {
                 return Err(metadata_error("private_key_jwt needs jwks or jwks_uri"));
             }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sigil_crypto::{KeyedHasher, MasterKey, PublicJwks, constant_time_eq};
+use sigil_crypto::{KeyedHasher, MasterKey, constant_time_eq};
 use sigil_types::{IdentityStatus, ResourceUri, ScopeSet};
 use zeroize::Zeroizing;
 
-use super::client::{CLIENT_SECRET_PREFIX, ClientAuthMethod, OAuthClient};
+use super::client::{CLIENT_SECRET_PREFIX, ClientAuthMethod, ClientSpec, OAuthClient};
 use super::client_auth::{self, Authenticated, JwksFetcher, Method, PresentedCredentials};
 use super::error::{ErrorCode, OAuthError};
 use super::token::{self, AccessClaims};
@@ -34,16 +34,25 @@ pub struct OAuthConfig {
     pub max_access_token_ttl: Duration,
     /// Require server-provided nonces in DPoP proofs (RFC 9449 §8).
     pub dpop_nonce: bool,
+    pub authorization_endpoint: String,
+    /// Most actors an `act` chain may hold.
+    pub max_delegation_depth: usize,
+    pub refresh_token_ttl: Duration,
 }
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// RFC 8693 §2.2.1: present in token exchange responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
     pub token_type: &'static str,
     pub expires_in: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// An introspection response (RFC 7662 §2.2).
@@ -67,19 +76,24 @@ pub struct IntrospectedClaims {
     pub aud: String,
     pub iss: String,
     pub jti: String,
+    /// RFC 8693 §4.1 / RFC 7662: the actor chain of a delegated token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<super::token::Actor>,
 }
 
 #[derive(Debug)]
 pub struct OAuthService {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    rng: Arc<dyn Rng>,
-    keys: Arc<KeyManager>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) rng: Arc<dyn Rng>,
+    pub(super) keys: Arc<KeyManager>,
     fetcher: Arc<dyn JwksFetcher>,
     hasher: KeyedHasher,
     nonces: KeyedHasher,
-    cfg: OAuthConfig,
-    reads: Arc<super::reads::RegistryReads>,
+    /// Signs the authorization pages' CSRF tokens and login tickets.
+    pub(super) forms: KeyedHasher,
+    pub(super) cfg: OAuthConfig,
+    pub(super) reads: Arc<super::reads::RegistryReads>,
     policy: Arc<dyn super::policy::IssuancePolicy>,
     /// When this process last recorded each identity's use, so `last_used_at` is written at most
     /// once per [`LAST_USED_RESOLUTION`] per identity instead of once per token.
@@ -122,6 +136,7 @@ impl OAuthService {
             fetcher,
             hasher: KeyedHasher::new(master, SECRET_PURPOSE),
             nonces: KeyedHasher::new(master, "sigil dpop nonce v1"),
+            forms: KeyedHasher::new(master, "sigil authorization forms v1"),
             cfg,
             reads,
             policy,
@@ -188,17 +203,39 @@ impl OAuthService {
         &self,
         ctx: &Ctx,
         identity: &IdentityRef,
-        method: ClientAuthMethod,
-        jwks: Option<PublicJwks>,
-        jwks_uri: Option<String>,
-        dpop_required: bool,
+        spec: ClientSpec,
     ) -> Result<(OAuthClient, Option<Zeroizing<String>>), RegistryError> {
+        let ClientSpec {
+            method,
+            jwks,
+            jwks_uri,
+            dpop_required,
+            redirect_uris,
+        } = spec;
+        let method = method.unwrap_or(ClientAuthMethod::PrivateKeyJwt);
         let identity = self
             .store
             .get_identity(identity)
             .await?
             .ok_or_else(|| RegistryError::invalid("identity", format!("identity {identity} does not exist")))?;
-        let (secret, secret_hash) = if method.uses_secret() {
+        if redirect_uris.len() > 20 {
+            return Err(RegistryError::invalid("redirect_uris", "at most 20 redirect URIs"));
+        }
+        for u in &redirect_uris {
+            super::client::check_redirect_uri(u).map_err(|e| RegistryError::invalid("redirect_uris", e))?;
+        }
+        if method == ClientAuthMethod::None && redirect_uris.is_empty() {
+            return Err(RegistryError::invalid(
+                "redirect_uris",
+                "a public client (none) only uses the authorization code grant: give its redirect URIs",
+            ));
+        }
+        let (secret, secret_hash) = if method == ClientAuthMethod::None {
+            if jwks.is_some() || jwks_uri.is_some() {
+                return Err(RegistryError::invalid("jwks", "a public client has no keys"));
+            }
+            (None, None)
+        } else if method.uses_secret() {
             if jwks.is_some() || jwks_uri.is_some() {
                 return Err(RegistryError::invalid("jwks", "a secret client has no keys"));
             }
@@ -243,6 +280,7 @@ impl OAuthService {
             dpop_required,
             registration_token_hash: None,
             metadata: None,
+            redirect_uris,
             created_at: now,
             created_by: ctx.principal.as_str().to_owned(),
             version: 1,
@@ -411,20 +449,7 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
-        let proof = match dpop {
-            Some(p) => {
-                let check = |n: &str| self.nonce_is_current(n);
-                let nonce: Option<&dyn Fn(&str) -> bool> = if self.cfg.dpop_nonce { Some(&check) } else { None };
-                Some(super::dpop::verify(
-                    p,
-                    "POST",
-                    &self.cfg.token_endpoint,
-                    self.clock.now().unix_seconds(),
-                    nonce,
-                )?)
-            }
-            None => None,
-        };
+        let proof = self.check_dpop(dpop)?;
         let identity = self
             .identity(&auth.client.identity_id)
             .await?
@@ -468,8 +493,20 @@ impl OAuthService {
         }
         let requested =
             ScopeSet::parse_oauth(scope.unwrap_or_default()).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        let owner = self.reads.username(&identity.owner).await?;
+        let chain = [super::policy::ChainPrincipal::Identity {
+            identity: &identity,
+            owner: &owner,
+        }];
         let (granted, evidence) = self
-            .permitted_scopes(&identity, &resource, &requested, &auth, proof.is_some(), now)
+            .permitted_scopes(
+                &chain,
+                &resource,
+                &requested,
+                &auth.evidence.method,
+                proof.is_some(),
+                now,
+            )
             .await?;
 
         let mut jti_bytes = [0u8; 16];
@@ -490,6 +527,8 @@ impl OAuthService {
             cnf: proof
                 .as_ref()
                 .map(|p| super::token::Confirmation { jkt: p.jkt.clone() }),
+            act: None,
+            may_act: None,
         };
         let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
         let access_token = token::mint(&key, &claims).map_err(|_| OAuthError::unavailable())?;
@@ -525,6 +564,40 @@ impl OAuthService {
                 at: now,
             });
         }
+        self.commit_issuance(cs, &auth, proof.as_ref()).await?;
+        let token_type = if proof.is_some() { "DPoP" } else { "Bearer" };
+        Ok(TokenResponse {
+            access_token,
+            issued_token_type: None,
+            token_type,
+            expires_in: ttl.as_secs(),
+            scope: claims.scope,
+            refresh_token: None,
+        })
+    }
+
+    /// Verifies the request's DPoP proof, if any, for the token endpoint.
+    pub(super) fn check_dpop(&self, dpop: Option<&str>) -> Result<Option<super::dpop::Proof>, OAuthError> {
+        let Some(p) = dpop else { return Ok(None) };
+        let check = |n: &str| self.nonce_is_current(n);
+        let nonce: Option<&dyn Fn(&str) -> bool> = if self.cfg.dpop_nonce { Some(&check) } else { None };
+        Ok(Some(super::dpop::verify(
+            p,
+            "POST",
+            &self.cfg.token_endpoint,
+            self.clock.now().unix_seconds(),
+            nonce,
+        )?))
+    }
+
+    /// Commits an issuance together with the single-use marks of the client assertion and the
+    /// DPoP proof it used, so a replay loses the race in the database, not in memory.
+    pub(super) async fn commit_issuance(
+        &self,
+        mut cs: ChangeSet,
+        auth: &Authenticated,
+        proof: Option<&super::dpop::Proof>,
+    ) -> Result<(), OAuthError> {
         if let Some((jti, exp)) = &auth.assertion_jti {
             cs = cs.change(Change::RecordAssertion {
                 client_id: auth.client.client_id.clone(),
@@ -532,36 +605,29 @@ impl OAuthService {
                 expires_at: *exp,
             });
         }
-        if let Some(p) = &proof {
+        if let Some(p) = proof {
             cs = cs.change(Change::RecordDpopProof {
                 jti: p.jti.clone(),
                 expires_at: p.iat + 2 * super::dpop::WINDOW_SECS,
             });
         }
         match self.store.commit(cs).await {
-            Ok(()) => {}
+            Ok(()) => Ok(()),
             Err(StoreError::Duplicate {
                 entity: "dpop proof", ..
-            }) => {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidDpopProof,
-                    "the DPoP proof was already used (replay)",
-                ));
-            }
-            Err(StoreError::Duplicate { .. }) => {
-                return Err(OAuthError::invalid_client(
-                    "the client assertion was already used (replay)",
-                ));
-            }
-            Err(e) => return Err(e.into()),
+            }) => Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "the DPoP proof was already used (replay)",
+            )),
+            Err(StoreError::Duplicate {
+                entity: "client assertion",
+                ..
+            }) => Err(OAuthError::invalid_client(
+                "the client assertion was already used (replay)",
+            )),
+            Err(StoreError::Stale { entity: "grant" }) => Err(OAuthError::invalid_grant("the grant was already used")),
+            Err(e) => Err(e.into()),
         }
-        let token_type = if proof.is_some() { "DPoP" } else { "Bearer" };
-        Ok(TokenResponse {
-            access_token,
-            token_type,
-            expires_in: ttl.as_secs(),
-            scope: claims.scope,
-        })
     }
 
     /// Whether this issuance should record the identity's use: its stored `last_used_at` and
@@ -587,16 +653,15 @@ impl OAuthService {
     /// Asks the policy about each candidate scope: the requested ones, or every scope the
     /// resource defines when none were requested (the answer then narrows to what is permitted).
     /// A requested scope that is not permitted refuses the request (`invalid_scope`).
-    async fn permitted_scopes(
+    pub(super) async fn permitted_scopes(
         &self,
-        identity: &crate::model::Identity,
+        chain: &[super::policy::ChainPrincipal<'_>],
         resource: &crate::model::Resource,
         requested: &ScopeSet,
-        auth: &Authenticated,
+        auth_method: &str,
         dpop_bound: bool,
         now: sigil_types::Timestamp,
     ) -> Result<(ScopeSet, crate::audit::PolicyEvidence), OAuthError> {
-        let owner = self.reads.username(&identity.owner).await?;
         let resource_owner = self.reads.username(&resource.owner).await?;
         let candidates = if requested.is_empty() {
             &resource.scopes
@@ -608,12 +673,11 @@ impl OAuthService {
         let mut version = 0;
         for scope in candidates.iter() {
             let q = super::policy::ScopeQuestion {
-                identity,
-                owner: &owner,
+                chain,
                 resource,
                 resource_owner: &resource_owner,
                 scope: scope.as_str(),
-                auth_method: &auth.evidence.method,
+                auth_method,
                 dpop_bound,
                 now,
             };
@@ -634,7 +698,7 @@ impl OAuthService {
         }
         if granted.is_empty() {
             return Err(OAuthError::invalid_scope(
-                "the identity may not hold any scope of this resource",
+                "no scope of this resource is permitted to this chain",
             ));
         }
         determining.sort();
@@ -694,7 +758,7 @@ impl OAuthService {
             Ok(c) => c,
             Err(_) => return Ok(Introspection::default()),
         };
-        let active = self.is_active(&claims, now).await?;
+        let active = self.is_active_now(&claims, now).await?;
         let mut record = AuditRecord::new(
             now,
             EventType::TokenIntrospected,
@@ -725,6 +789,7 @@ impl OAuthService {
                 aud: claims.aud,
                 iss: claims.iss,
                 jti: claims.jti,
+                act: claims.act,
             }),
         })
     }
@@ -737,24 +802,7 @@ impl OAuthService {
         let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
             return Ok(None);
         };
-        Ok(self.is_active(&claims, now).await?.then_some(claims))
-    }
-
-    async fn is_active(&self, claims: &AccessClaims, now: sigil_types::Timestamp) -> Result<bool, OAuthError> {
-        Ok(!self.store.is_token_revoked(&claims.jti).await? && self.identity_allows(claims, now).await?)
-    }
-
-    async fn identity_allows(&self, claims: &AccessClaims, now: sigil_types::Timestamp) -> Result<bool, OAuthError> {
-        let Ok(id) = sigil_types::IdentityId::parse(&claims.sub) else {
-            return Ok(false);
-        };
-        Ok(match self.identity(&id).await? {
-            Some(i) => {
-                i.effective_status(now) == IdentityStatus::Active
-                    && i.tokens_not_before.is_none_or(|t| claims.iat > t.unix_seconds())
-            }
-            None => false,
-        })
+        Ok(self.is_active_now(&claims, now).await?.then_some(claims))
     }
 
     /// RFC 7009: revokes a token the caller holds. Tokens that are invalid, foreign or already

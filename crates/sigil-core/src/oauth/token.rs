@@ -7,7 +7,8 @@ use sigil_crypto::{Jwks, SigningKey};
 pub const AT_TYP: &str = "at+jwt";
 
 /// RFC 9068 §2.2 claims. For the client credentials grant `sub` is the identity (agent or
-/// workload) the client belongs to — the principal that policy and audit reason about.
+/// workload) the client belongs to — the principal that policy and audit reason about. For a
+/// delegated token `sub` is the user and `act` the chain of agents acting for her.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
@@ -22,6 +23,60 @@ pub struct AccessClaims {
     /// RFC 9449 §6.1: the DPoP key the token is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// RFC 8693 §4.1: the current actor, with the earlier ones nested inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// RFC 8693 §4.4: who may act for the subject of this token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_act: Option<MayAct>,
+}
+
+/// An RFC 8693 §4.1 `act` claim. Sigil's actors are agents and workloads: `sub` is the
+/// identity's id and `client_id` the client it authenticated with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// How many actors the chain holds.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |a| a.depth())
+    }
+
+    /// The actors from the one closest to the user (innermost) to the current one (outermost).
+    pub fn chain_from_user(&self) -> Vec<&Actor> {
+        let mut out = vec![self];
+        let mut cur = self;
+        while let Some(inner) = cur.act.as_deref() {
+            out.push(inner);
+            cur = inner;
+        }
+        out.reverse();
+        out
+    }
+
+    /// A new outer actor with `inner` (the previous chain, if any) nested inside.
+    pub fn wrap(sub: String, client_id: String, inner: Option<Actor>) -> Self {
+        Self {
+            sub,
+            client_id: Some(client_id),
+            act: inner.map(Box::new),
+        }
+    }
+}
+
+/// An RFC 8693 §4.4 `may_act` claim: the party allowed to act for the token's subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MayAct {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::model::IdentityRef;
+use sigil_core::oauth::client::ClientSpec;
 use sigil_core::oauth::{ClientAuthMethod, OAuthClient};
 use sigil_crypto::PublicJwks;
 use sigil_proto::admin::{ClientView, CreateClient, ListResponse, TokenRequest};
@@ -24,6 +25,7 @@ fn view(c: &OAuthClient, secret: Option<String>) -> ClientView {
         jwks: c.jwks.as_ref().and_then(|j| serde_json::to_value(j).ok()),
         jwks_uri: c.jwks_uri.clone(),
         dpop_bound_access_tokens: c.dpop_required,
+        redirect_uris: c.redirect_uris.clone(),
         created_at: c.created_at,
         created_by: c.created_by.clone(),
         client_secret: secret,
@@ -47,10 +49,13 @@ pub async fn create(
         .create_client(
             &ctx,
             &identity,
-            method,
-            jwks,
-            req.jwks_uri,
-            req.dpop_bound_access_tokens,
+            ClientSpec {
+                method: Some(method),
+                jwks,
+                jwks_uri: req.jwks_uri,
+                dpop_required: req.dpop_bound_access_tokens,
+                redirect_uris: req.redirect_uris,
+            },
         )
         .await?;
     let secret = secret.map(|s| s.as_str().to_owned());

@@ -71,3 +71,15 @@ pub async fn delete(
     app.registry.delete_user(&ctx, &user_ref(&user)?, to.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// `PUT /admin/v1/users/{user}/password`: sets the password the user signs in with at
+/// `/authorize` (stored as an Argon2id hash).
+pub async fn set_password(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    Path(user): Path<String>,
+    ApiJson(req): ApiJson<sigil_proto::admin::SetPassword>,
+) -> Result<Response> {
+    app.oauth.set_password(&ctx, &user_ref(&user)?, &req.password).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -7,6 +7,7 @@ mod admin_keys;
 mod admin_policies;
 mod admin_resources;
 mod admin_users;
+mod authorize;
 mod authzen;
 mod error;
 mod extract;
@@ -40,6 +41,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(admin_users::update)
                 .delete(admin_users::delete),
         )
+        .route("/users/{user}/password", axum::routing::put(admin_users::set_password))
         .route(
             "/agents",
             get(admin_identities::list_agents).post(admin_identities::create_agent),
@@ -100,6 +102,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/authzen-configuration", get(authzen::metadata))
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
+        .route("/authorize", get(authorize::start))
+        .route("/authorize/login", post(authorize::login))
+        .route("/authorize/consent", post(authorize::consent))
         .route("/token", post(oauth::token))
         .route("/introspect", post(oauth::introspect))
         .route("/revoke", post(oauth::revoke))

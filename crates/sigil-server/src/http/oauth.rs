@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sigil_core::oauth::OAuthError;
+use sigil_core::oauth::client::TOKEN_EXCHANGE_GRANT;
 use sigil_core::oauth::client_auth::PresentedCredentials;
+use sigil_core::oauth::delegation::{CodeRedemption, ExchangeRequest};
 
 use super::State;
 use super::middleware::RequestId;
@@ -151,7 +153,7 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
         return r;
     };
     let result = async {
-        let form = Form::parse(&parts.headers, &bytes, &["resource"])?;
+        let form = Form::parse(&parts.headers, &bytes, &["resource", "audience"])?;
         let creds = credentials(&parts.headers, &form)?;
         let dpop = single_dpop(&parts.headers)?;
         match form.get("grant_type") {
@@ -164,6 +166,44 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
                         dpop,
                         request_id.as_deref(),
                     )
+                    .await
+            }
+            Some("authorization_code") => {
+                let redemption = CodeRedemption {
+                    code: form.get("code"),
+                    redirect_uri: form.get("redirect_uri"),
+                    code_verifier: form.get("code_verifier"),
+                    resources: &form.all("resource"),
+                };
+                app.oauth
+                    .authorization_code(&creds, &redemption, dpop, request_id.as_deref())
+                    .await
+            }
+            Some("refresh_token") => {
+                app.oauth
+                    .refresh(
+                        &creds,
+                        form.get("refresh_token"),
+                        form.get("scope"),
+                        &form.all("resource"),
+                        dpop,
+                        request_id.as_deref(),
+                    )
+                    .await
+            }
+            Some(TOKEN_EXCHANGE_GRANT) => {
+                let exchange = ExchangeRequest {
+                    subject_token: form.get("subject_token"),
+                    subject_token_type: form.get("subject_token_type"),
+                    actor_token: form.get("actor_token"),
+                    actor_token_type: form.get("actor_token_type"),
+                    requested_token_type: form.get("requested_token_type"),
+                    resources: &form.all("resource"),
+                    audiences: &form.all("audience"),
+                    scope: form.get("scope"),
+                };
+                app.oauth
+                    .token_exchange(&creds, &exchange, dpop, request_id.as_deref())
                     .await
             }
             Some(other) => Err(OAuthError::new(
@@ -301,11 +341,15 @@ pub async fn metadata(AxState(app): State) -> Response {
     let algs = sigil_crypto::ClientAlg::ALL;
     let body = serde_json::json!({
         "issuer": c.issuer,
+        "authorization_endpoint": c.authorization_endpoint,
         "token_endpoint": c.token_endpoint,
         "jwks_uri": format!("{}/.well-known/jwks.json", c.issuer),
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": methods,
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint": c.introspection_endpoint,
         "introspection_endpoint_auth_methods_supported": methods,

@@ -13,6 +13,7 @@
 
 mod audit_log;
 mod common;
+mod delegation;
 mod policy;
 mod registry;
 
@@ -41,4 +42,5 @@ conformance!(
     audit_log::integration_places_each_record_once,
     audit_log::audit_search_filters,
     policy::policy_versions_and_activations,
+    delegation::passwords_and_grant_families,
 );

@@ -1,0 +1,474 @@
+//! The authorization endpoint (OAuth 2.1 §4.1): a user signs in, sees which agent asks for what,
+//! and consents; the client then redeems a single-use code with its PKCE verifier.
+//!
+//! The pages are stateless on the server: the request travels in the forms, a CSRF token binds
+//! each form to the browser's cookie, and after the password check a short-lived signed *login
+//! ticket* carries the user to the consent step. Every step re-validates the request.
+
+use std::time::Duration;
+
+use sigil_types::{IdentityStatus, ResourceUri, ScopeSet, UserId, UserStatus, Username};
+
+use super::client::OAuthClient;
+use super::error::{ErrorCode, OAuthError};
+use super::grant::{CODE_PREFIX, Grant, GrantKind};
+use super::policy::ChainPrincipal;
+use super::service::OAuthService;
+use crate::audit::{AuditRecord, EventType, Outcome, Target};
+use crate::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
+use crate::store::{Change, ChangeSet};
+
+/// Codes live one minute (RFC 6749 §4.1.2 recommends at most ten).
+const CODE_TTL: Duration = Duration::from_secs(60);
+/// How long the consent page may stay open after the password was checked.
+const TICKET_TTL_SECS: i64 = 600;
+
+/// The query parameters of an authorization request.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeRequest {
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub response_type: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub resource: Vec<String>,
+}
+
+/// A request that passed every check: what the consent page shows and the code records.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    pub client: OAuthClient,
+    pub agent: Identity,
+    pub agent_owner: String,
+    pub resource: Resource,
+    /// Requested scopes (all of the resource's when none were requested).
+    pub scopes: ScopeSet,
+    pub redirect_uri: String,
+    /// Whether the request named the redirect URI (then the token request must repeat it).
+    pub redirect_uri_given: bool,
+    pub state: Option<String>,
+    pub code_challenge: String,
+}
+
+/// Why an authorization request fails. Until the client and redirect URI are known to be good,
+/// the error is shown to the user and never sent anywhere (OAuth 2.1 §4.1.2.1).
+#[derive(Debug, Clone)]
+pub enum AuthorizeFailure {
+    Show(OAuthError),
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: OAuthError,
+    },
+}
+
+impl AuthorizeFailure {
+    fn redirect(a: &Authorization, error: OAuthError) -> Self {
+        Self::Redirect {
+            redirect_uri: a.redirect_uri.clone(),
+            state: a.state.clone(),
+            error,
+        }
+    }
+}
+
+/// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.
+fn valid_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// RFC 7636 §4.6 with S256: `BASE64URL(SHA256(verifier)) == challenge`.
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    valid_verifier(verifier)
+        && sigil_crypto::constant_time_eq(
+            sigil_crypto::b64url(&sigil_crypto::sha256(verifier.as_bytes())).as_bytes(),
+            challenge.as_bytes(),
+        )
+}
+
+/// Appends the response parameters to a redirect URI, keeping its own query (RFC 6749 §3.1.2).
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(mut u) => {
+            {
+                let mut q = u.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            u.to_string()
+        }
+        Err(_) => redirect_uri.to_owned(),
+    }
+}
+
+impl OAuthService {
+    /// Validates an authorization request against the client's registration.
+    pub async fn check_authorization(&self, r: &AuthorizeRequest) -> Result<Authorization, AuthorizeFailure> {
+        let show = |d: &str| AuthorizeFailure::Show(OAuthError::invalid_request(d));
+        let client_id = r.client_id.as_deref().ok_or_else(|| show("client_id is required"))?;
+        let client = match client_id.len() <= 64 {
+            true => self
+                .reads
+                .client(client_id)
+                .await
+                .map_err(|e| AuthorizeFailure::Show(e.into()))?,
+            false => None,
+        }
+        .ok_or_else(|| show("unknown client"))?;
+        if client.redirect_uris.is_empty() {
+            return Err(AuthorizeFailure::Show(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "this client is not registered for the authorization code grant",
+            )));
+        }
+        let (redirect_uri, given) = match (&r.redirect_uri, client.redirect_uris.as_slice()) {
+            (Some(u), registered) if registered.contains(u) => (u.clone(), true),
+            (Some(_), _) => return Err(show("redirect_uri does not exactly match a registered redirect URI")),
+            (None, [only]) => (only.clone(), false),
+            (None, _) => return Err(show("redirect_uri is required: the client has several")),
+        };
+        let agent = self
+            .reads
+            .identity(&IdentityRef::Id(client.identity_id.clone()))
+            .await
+            .map_err(|e| AuthorizeFailure::Show(e.into()))?
+            .ok_or_else(|| show("the client's identity no longer exists"))?;
+        let fail = |code: ErrorCode, d: &str| AuthorizeFailure::Redirect {
+            redirect_uri: redirect_uri.clone(),
+            state: r.state.clone(),
+            error: OAuthError::new(code, d),
+        };
+        match r.response_type.as_deref() {
+            Some("code") => {}
+            Some(_) => {
+                return Err(fail(
+                    ErrorCode::UnsupportedResponseType,
+                    "the only response_type is code",
+                ));
+            }
+            None => return Err(fail(ErrorCode::InvalidRequest, "response_type is required")),
+        }
+        let challenge = match (r.code_challenge.as_deref(), r.code_challenge_method.as_deref()) {
+            (None, _) => {
+                return Err(fail(
+                    ErrorCode::InvalidRequest,
+                    "code_challenge is required (PKCE, RFC 7636)",
+                ));
+            }
+            (Some(_), Some("S256")) => r.code_challenge.clone().unwrap_or_default(),
+            (Some(_), Some("plain") | None) => {
+                return Err(fail(ErrorCode::InvalidRequest, "code_challenge_method must be S256"));
+            }
+            (Some(_), Some(_)) => return Err(fail(ErrorCode::InvalidRequest, "unknown code_challenge_method")),
+        };
+        if challenge.len() != 43
+            || !challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "code_challenge is not a base64url SHA-256",
+            ));
+        }
+        if agent.effective_status(self.clock.now()) != IdentityStatus::Active {
+            return Err(fail(
+                ErrorCode::AccessDenied,
+                "the agent behind this client is not active",
+            ));
+        }
+        let uri = match r.resource.as_slice() {
+            [one] => ResourceUri::parse(one).map_err(|e| fail(ErrorCode::InvalidTarget, &e.to_string()))?,
+            [] => {
+                return Err(fail(
+                    ErrorCode::InvalidTarget,
+                    "resource is required: name the API (RFC 8707)",
+                ));
+            }
+            _ => return Err(fail(ErrorCode::InvalidTarget, "one resource per authorization")),
+        };
+        let resource = self
+            .reads
+            .resource(&ResourceRef::Uri(uri))
+            .await
+            .map_err(|e| AuthorizeFailure::Show(e.into()))?
+            .ok_or_else(|| fail(ErrorCode::InvalidTarget, "the resource is not registered"))?;
+        let requested = ScopeSet::parse_oauth(r.scope.as_deref().unwrap_or_default())
+            .map_err(|e| fail(ErrorCode::InvalidScope, &e.to_string()))?;
+        if let Some(s) = requested.iter().find(|s| !resource.scopes.contains(s)) {
+            return Err(fail(
+                ErrorCode::InvalidScope,
+                &format!("the resource does not define scope {s}"),
+            ));
+        }
+        let scopes = if requested.is_empty() {
+            resource.scopes.clone()
+        } else {
+            requested
+        };
+        let agent_owner = self
+            .reads
+            .username(&agent.owner)
+            .await
+            .map_err(|e| AuthorizeFailure::Show(e.into()))?;
+        Ok(Authorization {
+            client,
+            agent,
+            agent_owner,
+            resource,
+            scopes,
+            redirect_uri,
+            redirect_uri_given: given,
+            state: r.state.clone(),
+            code_challenge: challenge,
+        })
+    }
+
+    /// Checks a user's password. Unknown users cost the same hash as known ones.
+    pub async fn login(&self, username: &str, password: &str, request_id: Option<&str>) -> Result<User, OAuthError> {
+        let user = match Username::parse(username) {
+            Ok(u) => self.store.get_user(&UserRef::Username(u)).await?,
+            Err(_) => None,
+        };
+        let hash = match &user {
+            Some(u) => self.store.user_password_hash(&u.id).await?,
+            None => None,
+        };
+        let ok = sigil_crypto::verify_password(password, hash.as_deref().unwrap_or_else(|| sigil_crypto::dummy_hash()));
+        match user {
+            Some(u) if ok && hash.is_some() && u.status == UserStatus::Active => Ok(u),
+            _ => {
+                let record = AuditRecord::new(
+                    self.clock.now(),
+                    EventType::UserLoginFailed,
+                    &Principal::from_stored("anonymous".into()),
+                    request_id,
+                )
+                .outcome(Outcome::Denied, "wrong username or password, or the user is not active")
+                .detail("username", username.chars().take(64).collect::<String>());
+                self.store.commit(ChangeSet::new().audit(record)).await?;
+                Err(OAuthError::new(ErrorCode::AccessDenied, "wrong username or password"))
+            }
+        }
+    }
+
+    /// The user consented: asks the policy which of the scopes the user and the agent may hold
+    /// together, stores a code for them and returns the redirect to send the browser to.
+    pub async fn grant_authorization(
+        &self,
+        a: &Authorization,
+        user: &User,
+        request_id: Option<&str>,
+    ) -> Result<String, AuthorizeFailure> {
+        let now = self.clock.now();
+        let chain = [
+            ChainPrincipal::User(user),
+            ChainPrincipal::Identity {
+                identity: &a.agent,
+                owner: &a.agent_owner,
+            },
+        ];
+        // Narrowing is allowed here (RFC 6749 §3.3): the token response names what was granted.
+        let (scopes, evidence) = self
+            .permitted_scopes(
+                &chain,
+                &a.resource,
+                &ScopeSet::default(),
+                "authorization_code",
+                false,
+                now,
+            )
+            .await
+            .map_err(|e| AuthorizeFailure::redirect(a, OAuthError::new(ErrorCode::AccessDenied, e.description)))?;
+        let granted: Vec<_> = a.scopes.iter().filter(|s| scopes.contains(s)).cloned().collect();
+        if granted.is_empty() {
+            return Err(AuthorizeFailure::redirect(
+                a,
+                OAuthError::new(
+                    ErrorCode::AccessDenied,
+                    "the policy permits none of the requested scopes",
+                ),
+            ));
+        }
+        let granted = ScopeSet::new(granted)
+            .map_err(|e| AuthorizeFailure::redirect(a, OAuthError::invalid_scope(e.to_string())))?;
+        let code = sigil_crypto::random_token(CODE_PREFIX)
+            .map_err(|_| AuthorizeFailure::redirect(a, OAuthError::unavailable()))?;
+        let grant = Grant {
+            handle_hash: self.secret_hash(&code),
+            kind: GrantKind::Code,
+            family_id: self.new_id("fam_", now),
+            client_id: a.client.client_id.clone(),
+            user_id: user.id.clone(),
+            resource: a.resource.uri.to_string(),
+            scope: granted.to_oauth_string(),
+            redirect_uri: a.redirect_uri_given.then(|| a.redirect_uri.clone()),
+            code_challenge: Some(a.code_challenge.clone()),
+            issued_at: now,
+            expires_at: now.plus(CODE_TTL),
+            used_at: None,
+            family_revoked: false,
+        };
+        let mut record = AuditRecord::new(
+            now,
+            EventType::AuthorizationGranted,
+            &Principal::from_stored(user.username.to_string()),
+            request_id,
+        );
+        record.subject = Some(user.id.to_string());
+        record.actors = vec![a.agent.id.to_string()];
+        record.client_id = Some(a.client.client_id.clone());
+        record.target = Some(resource_target(&a.resource));
+        record.scopes = granted.iter().map(ToString::to_string).collect();
+        record.policy = Some(evidence);
+        let record = record.detail("family", grant.family_id.as_str());
+        self.store
+            .commit(ChangeSet::new().change(Change::InsertGrant(grant)).audit(record))
+            .await
+            .map_err(|e| AuthorizeFailure::redirect(a, e.into()))?;
+        let mut params = vec![("code", code.as_str())];
+        if let Some(s) = &a.state {
+            params.push(("state", s));
+        }
+        params.push(("iss", &self.cfg.issuer)); // RFC 9207
+        Ok(redirect_with(&a.redirect_uri, &params))
+    }
+
+    /// The user declined: recorded, and the client told `access_denied`.
+    pub async fn deny_authorization(&self, a: &Authorization, user: &User, request_id: Option<&str>) -> String {
+        let mut record = AuditRecord::new(
+            self.clock.now(),
+            EventType::AuthorizationDenied,
+            &Principal::from_stored(user.username.to_string()),
+            request_id,
+        )
+        .outcome(Outcome::Denied, "the user declined");
+        record.subject = Some(user.id.to_string());
+        record.actors = vec![a.agent.id.to_string()];
+        record.client_id = Some(a.client.client_id.clone());
+        record.target = Some(resource_target(&a.resource));
+        if let Err(e) = self.store.commit(ChangeSet::new().audit(record)).await {
+            tracing::error!(error = ?e, "could not record a declined authorization");
+        }
+        self.error_redirect(
+            a.redirect_uri.as_str(),
+            a.state.as_deref(),
+            &OAuthError::new(ErrorCode::AccessDenied, "the user declined"),
+        )
+    }
+
+    /// An error response to the client through the browser (RFC 6749 §4.1.2.1, RFC 9207 `iss`).
+    pub fn error_redirect(&self, redirect_uri: &str, state: Option<&str>, e: &OAuthError) -> String {
+        let mut params = vec![
+            ("error", e.code.as_str()),
+            ("error_description", e.description.as_str()),
+        ];
+        if let Some(s) = state {
+            params.push(("state", s));
+        }
+        params.push(("iss", &self.cfg.issuer));
+        redirect_with(redirect_uri, &params)
+    }
+
+    // ---- CSRF tokens and login tickets ----
+
+    /// The CSRF token the forms carry for a browser whose cookie holds `nonce`.
+    pub fn csrf_token(&self, nonce: &str) -> String {
+        self.forms.hash_hex(format!("csrf\0{nonce}").as_bytes())
+    }
+
+    pub fn csrf_matches(&self, nonce: Option<&str>, token: Option<&str>) -> bool {
+        match (nonce, token) {
+            (Some(n), Some(t)) if !n.is_empty() => {
+                sigil_crypto::constant_time_eq(self.csrf_token(n).as_bytes(), t.as_bytes())
+            }
+            _ => false,
+        }
+    }
+
+    /// After a good password: a ticket naming the user, bound to this request and this browser,
+    /// valid for [`TICKET_TTL_SECS`].
+    pub fn login_ticket(&self, user: &UserId, request: &str, nonce: &str) -> String {
+        let exp = self.clock.now().unix_seconds() + TICKET_TTL_SECS;
+        let mac = self.ticket_mac(user.as_str(), exp, request, nonce);
+        format!("{user}.{exp}.{mac}")
+    }
+
+    /// The user a ticket names, if it is genuine, current and for this request and browser.
+    pub fn check_ticket(&self, ticket: &str, request: &str, nonce: &str) -> Option<UserId> {
+        let mut parts = ticket.splitn(3, '.');
+        let (user, exp, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        let exp: i64 = exp.parse().ok()?;
+        let expected = self.ticket_mac(user, exp, request, nonce);
+        (exp > self.clock.now().unix_seconds() && sigil_crypto::constant_time_eq(expected.as_bytes(), mac.as_bytes()))
+            .then(|| UserId::parse(user).ok())
+            .flatten()
+    }
+
+    fn ticket_mac(&self, user: &str, exp: i64, request: &str, nonce: &str) -> String {
+        self.forms
+            .hash_hex(format!("ticket\0{user}\0{exp}\0{nonce}\0{request}").as_bytes())
+    }
+
+    /// A user by id, for the consent step.
+    pub async fn active_user(&self, id: &UserId) -> Result<Option<User>, OAuthError> {
+        Ok(self
+            .reads
+            .user(&UserRef::Id(id.clone()))
+            .await?
+            .filter(|u| u.status == UserStatus::Active))
+    }
+
+    /// Sets a user's password (admin action).
+    pub async fn set_password(
+        &self,
+        ctx: &crate::registry::Ctx,
+        user: &UserRef,
+        password: &str,
+    ) -> Result<(), crate::registry::RegistryError> {
+        use crate::registry::RegistryError;
+        if password.chars().count() < 12 || password.len() > sigil_crypto::MAX_PASSWORD_BYTES {
+            return Err(RegistryError::invalid("password", "use 12 to 1024 characters"));
+        }
+        let u = self
+            .store
+            .get_user(user)
+            .await?
+            .ok_or_else(|| RegistryError::not_found("user", user.to_string()))?;
+        let hash = sigil_crypto::hash_password(password)
+            .map_err(|e| RegistryError::Store(crate::store::StoreError::Unavailable(e.to_string())))?;
+        let now = self.clock.now();
+        let record = AuditRecord::new(
+            now,
+            EventType::UserPasswordSet,
+            &ctx.principal,
+            ctx.request_id.as_deref(),
+        )
+        .target("user", u.id.as_str(), u.username.as_str());
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::SetUserPassword {
+                        user_id: u.id,
+                        hash,
+                        at: now,
+                    })
+                    .audit(record),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+pub(super) fn resource_target(r: &Resource) -> Target {
+    Target {
+        kind: "resource".into(),
+        id: Some(r.id.to_string()),
+        name: Some(r.name.to_string()),
+        resource: Some(r.uri.to_string()),
+        audience: Some(r.uri.to_string()),
+    }
+}

@@ -1,0 +1,702 @@
+//! Delegated tokens: the authorization code grant (with PKCE), refresh token rotation, and
+//! token exchange (RFC 8693). A delegated token's `sub` is the user and its `act` claim the
+//! chain of agents acting for her, the current actor outermost (RFC 8693 §4.1). Every member of
+//! the chain must be active, and the policy must permit each scope to every member.
+
+use sigil_types::{IdentityId, IdentityStatus, ResourceUri, ScopeSet, Timestamp, UserId, UserStatus};
+
+use super::authorize::{pkce_matches, resource_target};
+use super::client::{ClientAuthMethod, OAuthClient};
+use super::client_auth::{Authenticated, PresentedCredentials};
+use super::error::OAuthError;
+use super::grant::{Grant, GrantKind, REFRESH_PREFIX};
+use super::policy::ChainPrincipal;
+use super::service::{OAuthService, TokenResponse};
+use super::token::{self, AccessClaims, Actor, Confirmation};
+use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome, PolicyEvidence};
+use crate::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
+use crate::store::{Change, ChangeSet};
+
+/// RFC 8693 §3 token type identifiers.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A token exchange request (RFC 8693 §2.1).
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeRequest<'a> {
+    pub subject_token: Option<&'a str>,
+    pub subject_token_type: Option<&'a str>,
+    pub actor_token: Option<&'a str>,
+    pub actor_token_type: Option<&'a str>,
+    pub requested_token_type: Option<&'a str>,
+    pub resources: &'a [String],
+    pub audiences: &'a [String],
+    pub scope: Option<&'a str>,
+}
+
+/// Everything a delegated access token is minted from.
+struct Delegated<'a> {
+    user: &'a User,
+    /// The chain, the current actor outermost.
+    act: Actor,
+    client: &'a OAuthClient,
+    resource: &'a Resource,
+    scope: &'a ScopeSet,
+    /// The token may not outlive this (the subject token's expiry, for an exchange).
+    not_after: Option<i64>,
+    proof: Option<&'a super::dpop::Proof>,
+    now: Timestamp,
+}
+
+impl OAuthService {
+    /// Authenticates a confidential client, or identifies a public one by its `client_id`
+    /// (OAuth 2.1 §3.2.1: a public client has no credential; PKCE protects its code).
+    async fn authenticate_or_public(&self, creds: &PresentedCredentials) -> Result<Authenticated, OAuthError> {
+        let presents_credential = creds.basic.is_some() || creds.client_secret.is_some() || creds.assertion.is_some();
+        if presents_credential {
+            return self.authenticate(creds, &self.cfg.token_endpoint).await;
+        }
+        let id = creds
+            .client_id
+            .as_deref()
+            .filter(|id| id.len() <= 64)
+            .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
+        let client = self
+            .reads
+            .client(id)
+            .await?
+            .filter(|c| c.auth_method == ClientAuthMethod::None)
+            .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
+        Ok(Authenticated {
+            client,
+            evidence: AuthEvidence {
+                method: "none".into(),
+                ..AuthEvidence::default()
+            },
+            assertion_jti: None,
+        })
+    }
+
+    /// The authorization code grant (OAuth 2.1 §4.1.3).
+    pub async fn authorization_code(
+        &self,
+        creds: &PresentedCredentials,
+        form: &CodeRedemption<'_>,
+        dpop: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let auth = self.authenticate_or_public(creds).await?;
+        let proof = self.check_dpop(dpop)?;
+        let code = form
+            .code
+            .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+        let grant = self.live_grant(code, GrantKind::Code, &auth.client, request_id).await?;
+        if grant
+            .redirect_uri
+            .as_deref()
+            .is_some_and(|u| form.redirect_uri != Some(u))
+        {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        let verifier = form
+            .code_verifier
+            .ok_or_else(|| OAuthError::invalid_grant("code_verifier is required (PKCE)"))?;
+        if !grant
+            .code_challenge
+            .as_deref()
+            .is_some_and(|c| pkce_matches(verifier, c))
+        {
+            return Err(OAuthError::invalid_grant(
+                "the PKCE code_verifier does not match the code_challenge",
+            ));
+        }
+        self.redeem(
+            &auth,
+            &grant,
+            form.resources,
+            None,
+            proof.as_ref(),
+            "authorization_code",
+            request_id,
+        )
+        .await
+    }
+
+    /// The refresh token grant with rotation (OAuth 2.1 §4.3): the presented token is spent
+    /// and a new one returned; the scope may only narrow.
+    pub async fn refresh(
+        &self,
+        creds: &PresentedCredentials,
+        refresh_token: Option<&str>,
+        scope: Option<&str>,
+        resources: &[String],
+        dpop: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let auth = self.authenticate_or_public(creds).await?;
+        let proof = self.check_dpop(dpop)?;
+        let presented = refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+        let grant = self
+            .live_grant(presented, GrantKind::Refresh, &auth.client, request_id)
+            .await?;
+        let narrowed = match scope {
+            Some(s) => {
+                let asked = ScopeSet::parse_oauth(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+                let held = ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+                if !asked.is_subset(&held) {
+                    return Err(OAuthError::invalid_scope("a refresh may not widen the scope"));
+                }
+                Some(asked)
+            }
+            None => None,
+        };
+        self.redeem(
+            &auth,
+            &grant,
+            resources,
+            narrowed,
+            proof.as_ref(),
+            "refresh_token",
+            request_id,
+        )
+        .await
+    }
+
+    /// Finds a code or refresh token and checks it is the client's, current and unspent. A
+    /// spent one is a replay: its whole family is revoked (RFC 9700 §4.14.2, §2.1.1 for codes).
+    async fn live_grant(
+        &self,
+        value: &str,
+        kind: GrantKind,
+        client: &OAuthClient,
+        request_id: Option<&str>,
+    ) -> Result<Grant, OAuthError> {
+        let what = match kind {
+            GrantKind::Code => "authorization code",
+            GrantKind::Refresh => "refresh token",
+        };
+        let invalid = || OAuthError::invalid_grant(format!("the {what} is invalid, expired or revoked"));
+        if value.len() > 256 {
+            return Err(invalid());
+        }
+        let grant = self
+            .store
+            .get_grant(&self.secret_hash(value))
+            .await?
+            .filter(|g| g.kind == kind)
+            .ok_or_else(invalid)?;
+        if grant.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant(format!(
+                "the {what} was issued to another client"
+            )));
+        }
+        if grant.family_revoked || grant.expires_at <= self.clock.now() {
+            return Err(invalid());
+        }
+        if grant.used_at.is_some() {
+            self.revoke_family(&grant, request_id).await?;
+            return Err(OAuthError::invalid_grant(format!(
+                "the {what} was already used; every token issued from it is revoked"
+            )));
+        }
+        Ok(grant)
+    }
+
+    async fn revoke_family(&self, grant: &Grant, request_id: Option<&str>) -> Result<(), OAuthError> {
+        let now = self.clock.now();
+        let mut record = AuditRecord::new(
+            now,
+            EventType::GrantReused,
+            &Principal::from_stored("client".into()),
+            request_id,
+        )
+        .outcome(Outcome::Denied, "a spent code or refresh token was presented again")
+        .detail("family", grant.family_id.as_str())
+        .detail("kind", grant.kind.as_str());
+        record.client_id = Some(grant.client_id.clone());
+        record.subject = Some(grant.user_id.to_string());
+        let cs = ChangeSet::new()
+            .change(Change::RevokeFamily {
+                family_id: grant.family_id.clone(),
+                at: now,
+            })
+            .audit(record);
+        self.store.commit(cs).await?;
+        tracing::warn!(family = grant.family_id, "grant reuse detected: family revoked");
+        Ok(())
+    }
+
+    /// Spends a code or refresh token and issues an access token and a new refresh token in one
+    /// commit: if another request spent it first, the commit fails and nothing is issued.
+    #[allow(clippy::too_many_arguments, reason = "one call site per grant, each argument named")]
+    async fn redeem(
+        &self,
+        auth: &Authenticated,
+        grant: &Grant,
+        resources: &[String],
+        narrowed: Option<ScopeSet>,
+        proof: Option<&super::dpop::Proof>,
+        grant_type: &str,
+        request_id: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        match resources {
+            [] => {}
+            [one] if *one == grant.resource => {}
+            _ => {
+                return Err(OAuthError::invalid_target(
+                    "the resource must be the one the user authorized",
+                ));
+            }
+        }
+        let user = self.active_user_for_grant(&grant.user_id).await?;
+        let agent = self.active_identity(&auth.client.identity_id, now).await?;
+        let resource = self.resource_by_uri(&grant.resource).await?;
+        let owner = self.reads.username(&agent.owner).await?;
+        let requested = match narrowed {
+            Some(s) => s,
+            None => ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
+        };
+        let chain = [
+            ChainPrincipal::User(&user),
+            ChainPrincipal::Identity {
+                identity: &agent,
+                owner: &owner,
+            },
+        ];
+        // Policy may have changed since consent: what it no longer permits is dropped.
+        let (permitted, evidence) = self
+            .permitted_scopes(
+                &chain,
+                &resource,
+                &ScopeSet::default(),
+                &auth.evidence.method,
+                proof.is_some(),
+                now,
+            )
+            .await?;
+        let scope = ScopeSet::new(requested.iter().filter(|s| permitted.contains(s)).cloned())
+            .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        if scope.is_empty() {
+            return Err(OAuthError::invalid_grant(
+                "the policy no longer permits any of the granted scopes",
+            ));
+        }
+        let act = Actor::wrap(agent.id.to_string(), auth.client.client_id.clone(), None);
+        let (access_token, claims, ttl) = self.mint_delegated(&Delegated {
+            user: &user,
+            act,
+            client: &auth.client,
+            resource: &resource,
+            scope: &scope,
+            not_after: None,
+            proof,
+            now,
+        })?;
+        let refresh = sigil_crypto::random_token(REFRESH_PREFIX).map_err(|_| OAuthError::unavailable())?;
+        let next = Grant {
+            handle_hash: self.secret_hash(&refresh),
+            kind: GrantKind::Refresh,
+            family_id: grant.family_id.clone(),
+            client_id: auth.client.client_id.clone(),
+            user_id: user.id.clone(),
+            resource: grant.resource.clone(),
+            scope: scope.to_oauth_string(),
+            redirect_uri: None,
+            code_challenge: None,
+            issued_at: now,
+            expires_at: now.plus(self.cfg.refresh_token_ttl),
+            used_at: None,
+            family_revoked: false,
+        };
+        let record = self
+            .delegated_record(
+                EventType::TokenIssued,
+                &claims,
+                auth,
+                &resource,
+                evidence,
+                grant_type,
+                request_id,
+                now,
+            )
+            .detail("family", grant.family_id.as_str());
+        let cs = ChangeSet::new()
+            .change(Change::UseGrant {
+                handle_hash: grant.handle_hash.clone(),
+                at: now,
+            })
+            .change(Change::InsertGrant(next))
+            .change(Change::RecordFamilyToken {
+                family_id: grant.family_id.clone(),
+                jti: claims.jti.clone(),
+                expires_at: claims.exp,
+            })
+            .audit(record);
+        self.commit_issuance(cs, auth, proof).await?;
+        Ok(TokenResponse {
+            access_token,
+            issued_token_type: None,
+            token_type: if proof.is_some() { "DPoP" } else { "Bearer" },
+            expires_in: ttl,
+            scope: claims.scope,
+            refresh_token: Some(refresh.to_string()),
+        })
+    }
+
+    /// Token exchange (RFC 8693): the authenticated client's identity becomes the new outermost
+    /// actor for the subject token's user; the chain so far is nested inside.
+    pub async fn token_exchange(
+        &self,
+        creds: &PresentedCredentials,
+        req: &ExchangeRequest<'_>,
+        dpop: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
+        let proof = self.check_dpop(dpop)?;
+        let now = self.clock.now();
+        match req.requested_token_type {
+            None | Some(ACCESS_TOKEN_TYPE) => {}
+            Some(other) => {
+                return Err(OAuthError::invalid_request(format!(
+                    "requested_token_type {other} is not issued here; ask for {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+        }
+        let subject = self.subject_claims(req, now).await?;
+        let user_id = UserId::parse(&subject.sub)
+            .map_err(|_| OAuthError::invalid_grant("the subject token is not a user's token"))?;
+        let user = self.active_user_for_grant(&user_id).await?;
+        let agent = self.active_identity(&auth.client.identity_id, now).await?;
+        self.check_actor_token(req, &auth, now).await?;
+        if let Some(may) = &subject.may_act {
+            let sub_ok = may.sub.as_deref().is_none_or(|s| s == agent.id.as_str());
+            let client_ok = may.client_id.as_deref().is_none_or(|c| c == auth.client.client_id);
+            if !(sub_ok && client_ok) {
+                return Err(OAuthError::invalid_grant(
+                    "the subject token's may_act does not name this actor",
+                ));
+            }
+        }
+        let inner = subject.act.clone();
+        if inner
+            .as_ref()
+            .is_some_and(|a| a.chain_from_user().iter().any(|m| m.sub == agent.id.as_str()))
+        {
+            return Err(OAuthError::invalid_grant(
+                "the agent is already in the delegation chain",
+            ));
+        }
+        let act = Actor::wrap(agent.id.to_string(), auth.client.client_id.clone(), inner);
+        if act.depth() > self.cfg.max_delegation_depth {
+            return Err(OAuthError::invalid_grant(format!(
+                "the delegation chain would hold {} actors; at most {} are allowed",
+                act.depth(),
+                self.cfg.max_delegation_depth
+            )));
+        }
+        let uri = match (req.resources, req.audiences) {
+            ([one], []) => one.as_str(),
+            ([], [one]) => one.as_str(),
+            ([], []) => subject.aud.as_str(),
+            _ => return Err(OAuthError::invalid_target("name one resource (or audience) per token")),
+        };
+        let resource = self.resource_by_uri(uri).await?;
+        // Every actor of the chain (earlier ones too) and the user must be permitted each scope.
+        let members = self.chain_members(&act, now).await?;
+        let owners: Vec<String> = self.owners(&members).await?;
+        let mut chain = vec![ChainPrincipal::User(&user)];
+        chain.extend(
+            members
+                .iter()
+                .zip(&owners)
+                .map(|(identity, owner)| ChainPrincipal::Identity { identity, owner }),
+        );
+        let requested = ScopeSet::parse_oauth(req.scope.unwrap_or_default())
+            .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        let (scope, evidence) = self
+            .permitted_scopes(
+                &chain,
+                &resource,
+                &requested,
+                &auth.evidence.method,
+                proof.is_some(),
+                now,
+            )
+            .await?;
+        // An exchange never widens what the subject token held for the same audience.
+        let scope = if subject.aud == resource.uri.as_str() {
+            let held = ScopeSet::parse_oauth(&subject.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+            if !requested.is_empty() && !requested.is_subset(&held) {
+                return Err(OAuthError::invalid_scope(
+                    "the exchange asks for more than the subject token holds",
+                ));
+            }
+            ScopeSet::new(scope.iter().filter(|s| held.contains(s)).cloned())
+                .map_err(|e| OAuthError::invalid_scope(e.to_string()))?
+        } else {
+            scope
+        };
+        if scope.is_empty() {
+            return Err(OAuthError::invalid_scope(
+                "no scope is permitted to this delegation chain",
+            ));
+        }
+        let (access_token, claims, ttl) = self.mint_delegated(&Delegated {
+            user: &user,
+            act,
+            client: &auth.client,
+            resource: &resource,
+            scope: &scope,
+            not_after: Some(subject.exp),
+            proof: proof.as_ref(),
+            now,
+        })?;
+        let record = self
+            .delegated_record(
+                EventType::TokenExchanged,
+                &claims,
+                &auth,
+                &resource,
+                evidence,
+                "token_exchange",
+                request_id,
+                now,
+            )
+            .detail("subject_token_jti", subject.jti.as_str());
+        self.commit_issuance(ChangeSet::new().audit(record), &auth, proof.as_ref())
+            .await?;
+        Ok(TokenResponse {
+            access_token,
+            issued_token_type: Some(ACCESS_TOKEN_TYPE),
+            token_type: if proof.is_some() { "DPoP" } else { "Bearer" },
+            expires_in: ttl,
+            scope: claims.scope,
+            refresh_token: None,
+        })
+    }
+
+    /// The subject token's claims: a Sigil access token that is active now.
+    async fn subject_claims(&self, req: &ExchangeRequest<'_>, now: Timestamp) -> Result<AccessClaims, OAuthError> {
+        let token = req
+            .subject_token
+            .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+        match req.subject_token_type {
+            Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
+            Some(other) => {
+                return Err(OAuthError::invalid_request(format!(
+                    "subject_token_type {other} is not accepted; use {ACCESS_TOKEN_TYPE}"
+                )));
+            }
+            None => return Err(OAuthError::invalid_request("subject_token_type is required")),
+        }
+        let claims = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds())
+            .map_err(|e| OAuthError::invalid_grant(format!("the subject token is not valid: {e}")))?;
+        if !self.is_active_now(&claims, now).await? {
+            return Err(OAuthError::invalid_grant(
+                "the subject token is revoked or its principals are not active",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// An actor token, when given, must be a current Sigil token of the same identity the
+    /// client belongs to: it proves the actor, and may not name anyone else.
+    async fn check_actor_token(
+        &self,
+        req: &ExchangeRequest<'_>,
+        auth: &Authenticated,
+        now: Timestamp,
+    ) -> Result<(), OAuthError> {
+        let Some(token) = req.actor_token else {
+            return match req.actor_token_type {
+                Some(_) => Err(OAuthError::invalid_request("actor_token_type without actor_token")),
+                None => Ok(()),
+            };
+        };
+        if req.actor_token_type != Some(ACCESS_TOKEN_TYPE) {
+            return Err(OAuthError::invalid_request(format!(
+                "actor_token_type must be {ACCESS_TOKEN_TYPE}"
+            )));
+        }
+        let claims = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds())
+            .map_err(|e| OAuthError::invalid_grant(format!("the actor token is not valid: {e}")))?;
+        if claims.sub != auth.client.identity_id.as_str() || !self.is_active_now(&claims, now).await? {
+            return Err(OAuthError::invalid_grant(
+                "the actor token does not identify the authenticated client's agent",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn active_user_for_grant(&self, id: &UserId) -> Result<User, OAuthError> {
+        self.reads
+            .user(&UserRef::Id(id.clone()))
+            .await?
+            .filter(|u| u.status == UserStatus::Active)
+            .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))
+    }
+
+    async fn active_identity(&self, id: &IdentityId, now: Timestamp) -> Result<Identity, OAuthError> {
+        let identity = self
+            .reads
+            .identity(&IdentityRef::Id(id.clone()))
+            .await?
+            .ok_or_else(|| OAuthError::invalid_client("the client's identity no longer exists"))?;
+        match identity.effective_status(now) {
+            IdentityStatus::Active => Ok(identity),
+            s => Err(OAuthError::invalid_client(format!("the client's identity is {s}"))),
+        }
+    }
+
+    async fn resource_by_uri(&self, uri: &str) -> Result<Resource, OAuthError> {
+        let uri = ResourceUri::parse(uri).map_err(|e| OAuthError::invalid_target(e.to_string()))?;
+        self.reads
+            .resource(&ResourceRef::Uri(uri))
+            .await?
+            .ok_or_else(|| OAuthError::invalid_target("the resource is not registered"))
+    }
+
+    /// The identities of an `act` chain, closest to the user first; each must be active.
+    async fn chain_members(&self, act: &Actor, now: Timestamp) -> Result<Vec<Identity>, OAuthError> {
+        let mut out = Vec::new();
+        for a in act.chain_from_user() {
+            let id =
+                IdentityId::parse(&a.sub).map_err(|_| OAuthError::invalid_grant("an actor is not a Sigil identity"))?;
+            let identity = self
+                .reads
+                .identity(&IdentityRef::Id(id))
+                .await?
+                .filter(|i| i.effective_status(now) == IdentityStatus::Active)
+                .ok_or_else(|| OAuthError::invalid_grant(format!("actor {} is not active", a.sub)))?;
+            out.push(identity);
+        }
+        Ok(out)
+    }
+
+    async fn owners(&self, identities: &[Identity]) -> Result<Vec<String>, OAuthError> {
+        let mut out = Vec::with_capacity(identities.len());
+        for i in identities {
+            out.push(self.reads.username(&i.owner).await?);
+        }
+        Ok(out)
+    }
+
+    fn mint_delegated(&self, d: &Delegated<'_>) -> Result<(String, AccessClaims, u64), OAuthError> {
+        let mut jti = [0u8; 16];
+        self.rng.fill(&mut jti);
+        let now = d.now.unix_seconds();
+        let ttl = i64::try_from(self.cfg.access_token_ttl.min(self.cfg.max_access_token_ttl).as_secs()).unwrap_or(300);
+        let exp = d.not_after.map_or(now + ttl, |n| n.min(now + ttl));
+        if exp <= now {
+            return Err(OAuthError::invalid_grant("the subject token is about to expire"));
+        }
+        let claims = AccessClaims {
+            iss: self.cfg.issuer.clone(),
+            sub: d.user.id.to_string(),
+            aud: d.resource.uri.to_string(),
+            exp,
+            iat: now,
+            jti: sigil_crypto::b64url(&jti),
+            client_id: d.client.client_id.clone(),
+            scope: d.scope.to_oauth_string(),
+            cnf: d.proof.map(|p| Confirmation { jkt: p.jkt.clone() }),
+            act: Some(d.act.clone()),
+            may_act: None,
+        };
+        let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
+        let token = token::mint(&key, &claims).map_err(|_| OAuthError::unavailable())?;
+        Ok((token, claims, u64::try_from(exp - now).unwrap_or(0)))
+    }
+
+    /// The audit record of a delegated issuance: the user as subject, the actors outermost first.
+    #[allow(clippy::too_many_arguments, reason = "all parts of one record")]
+    fn delegated_record(
+        &self,
+        event: EventType,
+        claims: &AccessClaims,
+        auth: &Authenticated,
+        resource: &Resource,
+        evidence: PolicyEvidence,
+        action: &str,
+        request_id: Option<&str>,
+        now: Timestamp,
+    ) -> AuditRecord {
+        let actors: Vec<String> = claims
+            .act
+            .as_ref()
+            .map(|a| a.chain_from_user().iter().rev().map(|m| m.sub.clone()).collect())
+            .unwrap_or_default();
+        let by = actors.first().cloned().unwrap_or_else(|| claims.client_id.clone());
+        let mut record = AuditRecord::new(now, event, &Principal::from_stored(by), request_id);
+        record.subject = Some(claims.sub.clone());
+        record.actors = actors;
+        record.client_id = Some(claims.client_id.clone());
+        record.auth = Some(AuthEvidence {
+            jti: Some(claims.jti.clone()),
+            ..auth.evidence.clone()
+        });
+        record.target = Some(resource_target(resource));
+        record.scopes = claims
+            .scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        record.action = Some(action.into());
+        record.policy = Some(evidence);
+        record
+    }
+
+    /// Whether a token of ours is in force: not revoked, and every principal it names active.
+    pub(super) async fn is_active_now(&self, claims: &AccessClaims, now: Timestamp) -> Result<bool, OAuthError> {
+        if self.store.is_token_revoked(&claims.jti).await? {
+            return Ok(false);
+        }
+        if let Ok(user) = UserId::parse(&claims.sub) {
+            let user_ok = self
+                .reads
+                .user(&UserRef::Id(user))
+                .await?
+                .is_some_and(|u| u.status == UserStatus::Active);
+            if !user_ok {
+                return Ok(false);
+            }
+        } else if !self.identity_in_force(&claims.sub, claims.iat, now).await? {
+            return Ok(false);
+        }
+        for a in claims.act.iter().flat_map(|a| a.chain_from_user()) {
+            if !self.identity_in_force(&a.sub, claims.iat, now).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The identity is active and has not had its tokens cut off since `iat`.
+    async fn identity_in_force(&self, sub: &str, iat: i64, now: Timestamp) -> Result<bool, OAuthError> {
+        let Ok(id) = IdentityId::parse(sub) else {
+            return Ok(false);
+        };
+        Ok(match self.reads.identity(&IdentityRef::Id(id)).await? {
+            Some(i) => {
+                i.effective_status(now) == IdentityStatus::Active
+                    && i.tokens_not_before.is_none_or(|t| iat > t.unix_seconds())
+            }
+            None => false,
+        })
+    }
+}
+
+/// The parameters of an authorization code redemption.
+#[derive(Debug, Clone, Default)]
+pub struct CodeRedemption<'a> {
+    pub code: Option<&'a str>,
+    pub redirect_uri: Option<&'a str>,
+    pub code_verifier: Option<&'a str>,
+    pub resources: &'a [String],
+}

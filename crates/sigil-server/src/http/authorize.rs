@@ -1,0 +1,297 @@
+//! The authorization endpoint's pages: `GET /authorize` shows the sign-in form, `POST
+//! /authorize/login` checks the password and shows the consent page, `POST /authorize/consent`
+//! records the decision and sends the browser back to the client. Server-rendered, no script.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sigil_core::oauth::OAuthError;
+use sigil_core::oauth::authorize::{Authorization, AuthorizeFailure, AuthorizeRequest};
+
+use super::State;
+use super::oauth::{Form, rid};
+
+const CSRF_COOKIE: &str = "sigil_csrf";
+/// An authorization request travels in the forms; longer ones are refused.
+const MAX_REQUEST: usize = 4096;
+
+/// `GET /authorize`
+pub async fn start(AxState(app): State, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let query = q.unwrap_or_default();
+    let checked = match parse_request(&query) {
+        Ok(r) => app.oauth.check_authorization(&r).await,
+        Err(e) => Err(AuthorizeFailure::Show(e)),
+    };
+    match checked {
+        Ok(a) => {
+            let nonce = cookie(&headers)
+                .filter(|n| n.len() == 43)
+                .map_or_else(new_nonce, str::to_owned);
+            let csrf = app.oauth.csrf_token(&nonce);
+            let mut resp = page(StatusCode::OK, &login_page(&a, &query, &csrf, None));
+            set_cookie(&mut resp, &nonce, app.issuer.starts_with("https://"));
+            resp
+        }
+        Err(f) => failure(&app, f),
+    }
+}
+
+/// `POST /authorize/login`
+pub async fn login(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+    let request_id = rid(&ext);
+    let (form, nonce, query, a) = match accept_form(&app, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let user = form.get("username").unwrap_or_default();
+    let password = form.get("password").unwrap_or_default();
+    let csrf = app.oauth.csrf_token(&nonce);
+    match app.oauth.login(user, password, request_id.as_deref()).await {
+        Ok(u) => {
+            let ticket = app.oauth.login_ticket(&u.id, &query, &nonce);
+            page(
+                StatusCode::OK,
+                &consent_page(&a, &query, &csrf, &ticket, u.username.as_str()),
+            )
+        }
+        Err(e) => page(
+            StatusCode::UNAUTHORIZED,
+            &login_page(&a, &query, &csrf, Some(&e.description)),
+        ),
+    }
+}
+
+/// `POST /authorize/consent`
+pub async fn consent(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+    let request_id = rid(&ext);
+    let (form, nonce, query, a) = match accept_form(&app, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let user_id = form
+        .get("ticket")
+        .and_then(|t| app.oauth.check_ticket(t, &query, &nonce));
+    let user = match user_id {
+        Some(id) => app.oauth.active_user(&id).await.ok().flatten(),
+        None => None,
+    };
+    let Some(user) = user else {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Your sign-in expired or is not valid. Start again from the application.",
+        );
+    };
+    let location = if form.get("decision") == Some("allow") {
+        match app.oauth.grant_authorization(&a, &user, request_id.as_deref()).await {
+            Ok(l) => l,
+            Err(f) => return failure(&app, f),
+        }
+    } else {
+        app.oauth.deny_authorization(&a, &user, request_id.as_deref()).await
+    };
+    see_other(&location)
+}
+
+/// Parses and checks a posted form: the CSRF token against the cookie, then the authorization
+/// request it carries, re-validated from scratch.
+async fn accept_form(
+    app: &crate::App,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Form, String, String, Authorization), Response> {
+    let form = Form::parse(headers, body, &[]).map_err(|e| error_page(StatusCode::BAD_REQUEST, &e.description))?;
+    let nonce = cookie(headers).unwrap_or_default().to_owned();
+    if !app.oauth.csrf_matches(Some(&nonce), form.get("csrf")) {
+        tracing::warn!("authorization form without a valid CSRF token");
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "This form is not valid (missing or wrong CSRF token). Start again from the application.",
+        ));
+    }
+    let query = form.get("request").unwrap_or_default().to_owned();
+    let req = parse_request(&query).map_err(|e| failure(app, AuthorizeFailure::Show(e)))?;
+    let a = app.oauth.check_authorization(&req).await.map_err(|f| failure(app, f))?;
+    Ok((form, nonce, query, a))
+}
+
+/// The query of an authorization request; every parameter at most once except `resource`.
+fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
+    if query.len() > MAX_REQUEST {
+        return Err(OAuthError::invalid_request("the authorization request is too long"));
+    }
+    let mut r = AuthorizeRequest::default();
+    let mut seen: Vec<String> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k != "resource" {
+            if seen.iter().any(|s| *s == k) {
+                return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+            }
+            seen.push(k.to_string());
+        }
+        let v = Some(v.into_owned()).filter(|v| !v.is_empty());
+        match k.as_ref() {
+            "client_id" => r.client_id = v,
+            "redirect_uri" => r.redirect_uri = v,
+            "response_type" => r.response_type = v,
+            "scope" => r.scope = v,
+            "state" => r.state = v,
+            "code_challenge" => r.code_challenge = v,
+            "code_challenge_method" => r.code_challenge_method = v,
+            "resource" => r.resource.extend(v),
+            _ => {} // OAuth 2.1 §4.1.1: unknown parameters are ignored
+        }
+    }
+    Ok(r)
+}
+
+fn failure(app: &crate::App, f: AuthorizeFailure) -> Response {
+    match f {
+        AuthorizeFailure::Show(e) => {
+            tracing::info!(
+                error = e.code.as_str(),
+                description = e.description,
+                "authorization request refused"
+            );
+            error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("{}: {}", e.code.as_str(), e.description),
+            )
+        }
+        AuthorizeFailure::Redirect {
+            redirect_uri,
+            state,
+            error,
+        } => {
+            tracing::info!(
+                error = error.code.as_str(),
+                description = error.description,
+                "authorization error sent to the client"
+            );
+            see_other(&app.oauth.error_redirect(&redirect_uri, state.as_deref(), &error))
+        }
+    }
+}
+
+fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            r.headers_mut().insert(header::LOCATION, v);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(_) => error_page(StatusCode::BAD_REQUEST, "the redirect URI cannot be used"),
+    }
+}
+
+fn new_nonce() -> String {
+    sigil_crypto::random_bytes::<32>()
+        .map(|b| sigil_crypto::b64url(&b))
+        .unwrap_or_default()
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == CSRF_COOKIE)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(resp: &mut Response, nonce: &str, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
+    let value = format!("{CSRF_COOKIE}={nonce}; Path=/authorize; HttpOnly; SameSite=Lax{secure}");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+// ---- pages ----
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Sigil</title><style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}label{{display:block;margin:.6rem 0}}input{{width:100%;padding:.4rem}}button{{margin:.8rem .4rem 0 0;padding:.5rem 1rem}}.err{{color:#a00}}code{{background:#eee;padding:0 .2rem}}</style></head><body>{body}</body></html>"
+    );
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    page(
+        status,
+        &format!("<h1>Sign-in cannot continue</h1><p class=\"err\">{}</p>", esc(message)),
+    )
+}
+
+/// Who asks for what, shown on both pages.
+fn request_summary(a: &Authorization) -> String {
+    let scopes: String = a
+        .scopes
+        .iter()
+        .map(|s| format!("<li><code>{}</code></li>", esc(s.as_str())))
+        .collect();
+    format!(
+        "<p>The agent <strong>{}</strong> (owned by {}) asks to act for you at <strong>{}</strong> <code>{}</code> with:</p><ul>{}</ul>",
+        esc(a.agent.name.as_str()),
+        esc(&a.agent_owner),
+        esc(a.resource.name.as_str()),
+        esc(a.resource.uri.as_str()),
+        scopes
+    )
+}
+
+fn login_page(a: &Authorization, query: &str, csrf: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"err\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "<h1>Sign in</h1>{}{}<form method=\"post\" action=\"/authorize/login\"><input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>Username <input name=\"username\" autocomplete=\"username\" required></label><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label><button type=\"submit\">Sign in</button></form>",
+        request_summary(a),
+        error,
+        esc(query),
+        esc(csrf)
+    )
+}
+
+fn consent_page(a: &Authorization, query: &str, csrf: &str, ticket: &str, username: &str) -> String {
+    format!(
+        "<h1>Allow access?</h1><p>Signed in as <strong>{}</strong>.</p>{}<p>The agent will act as itself, on your behalf; you can revoke this at any time.</p><form method=\"post\" action=\"/authorize/consent\"><input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"ticket\" value=\"{}\"><button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+        esc(username),
+        request_summary(a),
+        esc(query),
+        esc(csrf),
+        esc(ticket)
+    )
+}

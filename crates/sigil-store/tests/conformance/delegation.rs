@@ -1,0 +1,140 @@
+//! Delegation state: passwords, single-use codes, rotating refresh tokens and grant families
+//! whose revocation also revokes the access tokens they produced.
+
+use std::time::Duration;
+
+use sigil_core::oauth::grant::{Grant, GrantKind};
+use sigil_core::store::*;
+
+use crate::common::{Db, T0, put, user};
+
+fn grant(hash: &str, kind: GrantKind, family: &str, user: &sigil_core::model::User) -> Grant {
+    Grant {
+        handle_hash: hash.to_owned(),
+        kind,
+        family_id: family.to_owned(),
+        client_id: "cli_test".into(),
+        user_id: user.id.clone(),
+        resource: "https://api.example.com".into(),
+        scope: "read write".into(),
+        redirect_uri: (kind == GrantKind::Code).then(|| "https://app.example.com/cb".to_owned()),
+        code_challenge: (kind == GrantKind::Code).then(|| "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()),
+        issued_at: T0,
+        expires_at: T0.plus(Duration::from_secs(60)),
+        used_at: None,
+        family_revoked: false,
+    }
+}
+
+pub(crate) async fn passwords_and_grant_families(db: Db) {
+    let s = &db.store;
+    let alice = user("alice", &[]);
+    put(s, Change::InsertUser(alice.clone())).await.unwrap();
+
+    assert_eq!(s.user_password_hash(&alice.id).await.unwrap(), None);
+    for h in ["$argon2id$one", "$argon2id$two"] {
+        put(
+            s,
+            Change::SetUserPassword {
+                user_id: alice.id.clone(),
+                hash: h.into(),
+                at: T0,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.user_password_hash(&alice.id).await.unwrap().as_deref(),
+        Some("$argon2id$two")
+    );
+
+    let code = grant("h-code", GrantKind::Code, "fam_1", &alice);
+    put(s, Change::InsertGrant(code.clone())).await.unwrap();
+    assert_eq!(s.get_grant("h-code").await.unwrap(), Some(code.clone()));
+    assert_eq!(s.get_grant("h-other").await.unwrap(), None);
+    assert!(matches!(
+        put(s, Change::InsertGrant(code.clone())).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+
+    // A code is spent once; the second spend is Stale, and a failed change set leaves no trace.
+    let spend = |h: &str| Change::UseGrant {
+        handle_hash: h.into(),
+        at: T0,
+    };
+    let refresh = grant("h-refresh", GrantKind::Refresh, "fam_1", &alice);
+    let issued = Change::RecordFamilyToken {
+        family_id: "fam_1".into(),
+        jti: "jti-1".into(),
+        expires_at: 1_900_000_000,
+    };
+    s.commit(
+        ChangeSet::new()
+            .change(spend("h-code"))
+            .change(Change::InsertGrant(refresh.clone()))
+            .change(issued),
+    )
+    .await
+    .unwrap();
+    let again = ChangeSet::new()
+        .change(spend("h-code"))
+        .change(Change::InsertGrant(grant(
+            "h-refresh-2",
+            GrantKind::Refresh,
+            "fam_1",
+            &alice,
+        )));
+    assert!(matches!(
+        s.commit(again).await,
+        Err(StoreError::Stale { entity: "grant" })
+    ));
+    assert_eq!(
+        s.get_grant("h-refresh-2").await.unwrap(),
+        None,
+        "the losing spend issued nothing"
+    );
+    assert_eq!(s.get_grant("h-code").await.unwrap().unwrap().used_at, Some(T0));
+    assert!(!s.is_token_revoked("jti-1").await.unwrap());
+
+    // Revoking the family marks every grant of it and revokes the tokens it produced.
+    put(
+        s,
+        Change::RevokeFamily {
+            family_id: "fam_1".into(),
+            at: T0,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(s.get_grant("h-refresh").await.unwrap().unwrap().family_revoked);
+    assert!(s.get_grant("h-code").await.unwrap().unwrap().family_revoked);
+    assert!(s.is_token_revoked("jti-1").await.unwrap());
+    // Revoking twice is harmless; other families are untouched.
+    put(
+        s,
+        Change::RevokeFamily {
+            family_id: "fam_1".into(),
+            at: T0,
+        },
+    )
+    .await
+    .unwrap();
+    put(s, Change::InsertGrant(grant("h-b", GrantKind::Code, "fam_2", &alice)))
+        .await
+        .unwrap();
+    assert!(!s.get_grant("h-b").await.unwrap().unwrap().family_revoked);
+
+    // Deleting the user removes the password and the grants with her.
+    put(
+        s,
+        Change::DeleteUser {
+            id: alice.id.clone(),
+            expected_version: alice.meta.version,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.user_password_hash(&alice.id).await.unwrap(), None);
+    assert_eq!(s.get_grant("h-b").await.unwrap(), None);
+}

@@ -1,0 +1,623 @@
+//! Delegation end to end: a user signs in and consents at /authorize, the client redeems the
+//! code with PKCE, refresh tokens rotate with reuse detection, and token exchange (RFC 8693)
+//! builds `act` chains that show in the token, in introspection and in the audit trail.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use serde_json::{Value, json};
+use sigil_crypto::b64url;
+use sigil_testkit::{Family, TestServer};
+
+const API: &str = "https://hr.example.com";
+const CB: &str = "http://127.0.0.1:9/callback";
+const PASSWORD: &str = "correct horse battery";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+struct Fx {
+    s: TestServer,
+    /// The public client of the `assistant` agent (authorization code + PKCE).
+    public: String,
+    /// Confidential clients (id, secret) of the agents that exchange tokens.
+    assistant: (String, String),
+    helper: (String, String),
+    intern: (String, String),
+}
+
+async fn secret_client(s: &TestServer, identity: &str) -> (String, String) {
+    let v = s
+        .client()
+        .create_client(
+            &serde_json::from_value(json!({"identity": identity, "token_endpoint_auth_method": "client_secret_basic"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    (v.client_id, v.client_secret.unwrap())
+}
+
+async fn fixture() -> Option<Fx> {
+    fixture_with("").await
+}
+
+async fn fixture_with(config: &str) -> Option<Fx> {
+    let s = TestServer::start_with(sigil_testkit::Options {
+        config_toml: Some(config.to_owned()),
+        ..Default::default()
+    })
+    .await?;
+    let c = s.client();
+    for u in ["alice", "bob"] {
+        c.create_user(&serde_json::from_value(json!({"username": u})).unwrap())
+            .await
+            .unwrap();
+    }
+    c.set_password("alice", PASSWORD).await.unwrap();
+    for (name, scopes) in [
+        ("assistant", json!(["read", "write"])),
+        ("helper", json!(["read", "write"])),
+        ("intern", json!(["read"])),
+    ] {
+        c.create_identity(
+            Family::Agents,
+            &serde_json::from_value(json!({"name": name, "owner": "bob", "ceiling": {"scopes": scopes}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    c.create_resource(
+        &serde_json::from_value(
+            json!({"uri": API, "name": "hr", "owner": "bob", "scopes": ["read", "write", "admin"]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let public = c
+        .create_client(
+            &serde_json::from_value(
+                json!({"identity": "assistant", "token_endpoint_auth_method": "none", "redirect_uris": [CB]}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .client_id;
+    Some(Fx {
+        assistant: secret_client(&s, "assistant").await,
+        helper: secret_client(&s, "helper").await,
+        intern: secret_client(&s, "intern").await,
+        public,
+        s,
+    })
+}
+
+fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'"),
+    )
+}
+
+fn pkce() -> (String, String) {
+    let verifier = b64url(&sigil_crypto::random_bytes::<32>().unwrap());
+    let challenge = b64url(&sigil_crypto::sha256(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn query(url: &str) -> Vec<(String, String)> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+fn param(url: &str, k: &str) -> Option<String> {
+    query(url).into_iter().find(|(n, _)| n == k).map(|(_, v)| v)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// What a browser at the sign-in and consent pages ends up with.
+enum Outcome {
+    /// A redirect to the client (the Location header).
+    Redirect(String),
+    /// A page shown instead, with its status.
+    Page(u16, String),
+}
+
+impl Fx {
+    fn authorize_url(&self, params: &[(&str, &str)]) -> String {
+        let mut u = url::Url::parse(&format!("{}/authorize", self.s.url)).unwrap();
+        u.query_pairs_mut().extend_pairs(params);
+        u.to_string()
+    }
+
+    fn standard(&self, challenge: &str) -> Vec<(String, String)> {
+        [
+            ("response_type", "code"),
+            ("client_id", self.public.as_str()),
+            ("redirect_uri", CB),
+            ("scope", "read write"),
+            ("state", "xyz-123"),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+            ("resource", API),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    }
+
+    /// Drives the pages like a browser: GET /authorize, sign in, then allow or deny.
+    async fn browse(&self, params: &[(String, String)], password: &str, decision: &str) -> Outcome {
+        let http = no_redirects();
+        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let resp = http.get(self.authorize_url(&pairs)).send().await.unwrap();
+        if resp.status().is_redirection() {
+            return Outcome::Redirect(resp.headers()["location"].to_str().unwrap().to_owned());
+        }
+        let status = resp.status().as_u16();
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let html = resp.text().await.unwrap();
+        if status != 200 {
+            return Outcome::Page(status, html);
+        }
+        let cookie = cookie.expect("the sign-in page sets the CSRF cookie");
+        let request = hidden(&html, "request").unwrap();
+        let csrf = hidden(&html, "csrf").unwrap();
+        let resp = http
+            .post(format!("{}/authorize/login", self.s.url))
+            .header("cookie", &cookie)
+            .form(&[
+                ("request", request.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", "alice"),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let html = resp.text().await.unwrap();
+        if status != 200 {
+            return Outcome::Page(status, html);
+        }
+        assert!(html.contains("assistant") && html.contains("hr.example.com"), "{html}");
+        let ticket = hidden(&html, "ticket").unwrap();
+        let resp = http
+            .post(format!("{}/authorize/consent", self.s.url))
+            .header("cookie", &cookie)
+            .form(&[
+                ("request", request.as_str()),
+                ("csrf", csrf.as_str()),
+                ("ticket", ticket.as_str()),
+                ("decision", decision),
+            ])
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            303 => Outcome::Redirect(resp.headers()["location"].to_str().unwrap().to_owned()),
+            s => Outcome::Page(s, resp.text().await.unwrap()),
+        }
+    }
+
+    async fn code(&self, challenge: &str) -> String {
+        match self.browse(&self.standard(challenge), PASSWORD, "allow").await {
+            Outcome::Redirect(l) => {
+                assert!(l.starts_with(CB), "{l}");
+                assert_eq!(param(&l, "state").as_deref(), Some("xyz-123"));
+                assert_eq!(param(&l, "iss").as_deref(), Some(self.s.url.as_str()));
+                param(&l, "code").expect("a code")
+            }
+            Outcome::Page(s, html) => panic!("no redirect: {s} {html}"),
+        }
+    }
+
+    async fn token(&self, form: &[(&str, &str)], basic: Option<&(String, String)>) -> (u16, Value) {
+        let mut req = reqwest::Client::new().post(format!("{}/token", self.s.url)).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn redeem(&self, code: &str, verifier: &str) -> (u16, Value) {
+        self.token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", CB),
+                ("code_verifier", verifier),
+                ("client_id", &self.public),
+            ],
+            None,
+        )
+        .await
+    }
+
+    async fn user_token(&self) -> Value {
+        let (verifier, challenge) = pkce();
+        let code = self.code(&challenge).await;
+        let (s, v) = self.redeem(&code, &verifier).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    async fn exchange(&self, client: &(String, String), subject: &str, scope: Option<&str>) -> (u16, Value) {
+        let mut form = vec![
+            ("grant_type", EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", AT),
+            ("resource", API),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        self.token(&form, Some(client)).await
+    }
+
+    async fn introspect(&self, token: &str) -> Value {
+        self.s.client().introspect_token(token).await.unwrap()
+    }
+
+    async fn id_of(&self, agent: &str) -> String {
+        self.s
+            .client()
+            .get_identity(Family::Agents, agent)
+            .await
+            .unwrap()
+            .id
+            .to_string()
+    }
+}
+
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64_url(payload)).unwrap()
+}
+
+fn base64_url(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()
+}
+
+#[tokio::test]
+async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_tokens() {
+    let Some(fx) = fixture().await else { return };
+    let t = fx.user_token().await;
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["scope"], "read write");
+    let c = claims(t["access_token"].as_str().unwrap());
+    let alice = fx.s.client().get_user("alice").await.unwrap().id.to_string();
+    assert_eq!(c["sub"], alice.as_str());
+    assert_eq!(c["aud"], API);
+    assert_eq!(c["client_id"], fx.public.as_str());
+    assert_eq!(c["act"]["sub"], fx.id_of("assistant").await.as_str());
+
+    // Rotation: each refresh token works once and yields a new one.
+    let r1 = t["refresh_token"].as_str().unwrap().to_owned();
+    let (s, t2) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r1),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{t2}");
+    let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    // Narrowing on refresh is allowed, widening is not.
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r2),
+                ("client_id", &fx.public),
+                ("scope", "read admin"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")));
+
+    // Reusing the spent r1 revokes the family: r2 and the tokens issued so far die.
+    let access2 = t2["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(fx.introspect(&access2).await["active"], true);
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r1),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r2),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(fx.introspect(&access2).await["active"], false);
+    assert_eq!(
+        fx.introspect(t["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+    let reused =
+        fx.s.client()
+            .audit_search(&[("type", "grant.reused".into())])
+            .await
+            .unwrap();
+    assert_eq!(reused.items.len(), 1);
+}
+
+#[tokio::test]
+async fn code_misuse_is_refused_and_a_reused_code_revokes_its_tokens() {
+    let Some(fx) = fixture().await else { return };
+    let (verifier, challenge) = pkce();
+    let code = fx.code(&challenge).await;
+    // Wrong verifier, wrong redirect URI, another client: invalid_grant, and the code survives.
+    let (wrong, _) = pkce();
+    let (s, v) = fx.redeem(&code, &wrong).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "http://127.0.0.1:9/other"),
+                ("code_verifier", &verifier),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CB),
+                ("code_verifier", &verifier),
+            ],
+            Some(&fx.assistant),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CB),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "missing verifier: {v}"
+    );
+
+    let (s, first) = fx.redeem(&code, &verifier).await;
+    assert_eq!(s, 200, "{first}");
+    let (s, v) = fx.redeem(&code, &verifier).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(
+        fx.introspect(first["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+    let (s, _) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", first["refresh_token"].as_str().unwrap()),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn bad_authorization_requests_get_the_standard_answer() {
+    let Some(fx) = fixture().await else { return };
+    let (_, challenge) = pkce();
+    let with = |k: &str, v: Option<&str>| {
+        let mut p: Vec<(String, String)> = fx.standard(&challenge).into_iter().filter(|(n, _)| n != k).collect();
+        if let Some(v) = v {
+            p.push((k.to_owned(), v.to_owned()));
+        }
+        p
+    };
+    // Before the redirect URI is trusted, errors are shown, never redirected.
+    for p in [
+        with("redirect_uri", Some("http://127.0.0.1:9/evil")),
+        with("client_id", Some("cli_unknown")),
+    ] {
+        match fx.browse(&p, PASSWORD, "allow").await {
+            Outcome::Page(400, _) => {}
+            Outcome::Page(s, h) => panic!("{s} {h}"),
+            Outcome::Redirect(l) => panic!("redirected to {l}"),
+        }
+    }
+    // After it, they go back to the client with state and iss.
+    for (p, error) in [
+        (with("code_challenge", None), "invalid_request"),
+        (with("code_challenge_method", Some("plain")), "invalid_request"),
+        (with("response_type", Some("token")), "unsupported_response_type"),
+        (with("resource", Some("https://unknown.example.com")), "invalid_target"),
+        (with("scope", Some("read nonsense")), "invalid_scope"),
+    ] {
+        match fx.browse(&p, PASSWORD, "allow").await {
+            Outcome::Redirect(l) => {
+                assert_eq!(param(&l, "error").as_deref(), Some(error), "{l}");
+                assert_eq!(param(&l, "state").as_deref(), Some("xyz-123"));
+                assert!(param(&l, "iss").is_some());
+            }
+            Outcome::Page(s, h) => panic!("{error}: {s} {h}"),
+        }
+    }
+    // A wrong password shows the sign-in page again; a declined consent is access_denied.
+    match fx.browse(&fx.standard(&challenge), "wrong password!!", "allow").await {
+        Outcome::Page(401, html) => assert!(html.contains("wrong username or password")),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+        Outcome::Redirect(l) => panic!("{l}"),
+    }
+    match fx.browse(&fx.standard(&challenge), PASSWORD, "deny").await {
+        Outcome::Redirect(l) => assert_eq!(param(&l, "error").as_deref(), Some("access_denied")),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+    }
+    // CSRF: a login form posted without the browser's cookie is refused.
+    let http = no_redirects();
+    let params = fx.standard(&challenge);
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let html = http
+        .get(fx.authorize_url(&pairs))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resp = http
+        .post(format!("{}/authorize/login", fx.s.url))
+        .form(&[
+            ("request", hidden(&html, "request").unwrap().as_str()),
+            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    // Nothing was granted by any of this.
+    let granted =
+        fx.s.client()
+            .audit_search(&[("type", "authorization.granted".into())])
+            .await
+            .unwrap();
+    assert!(granted.items.is_empty());
+}
+
+#[tokio::test]
+async fn token_exchange_builds_an_act_chain_that_shows_everywhere() {
+    let Some(fx) = fixture().await else { return };
+    let user = fx.user_token().await;
+    let subject = user["access_token"].as_str().unwrap();
+    // The helper acts for alice through the assistant: user → assistant → helper.
+    let (s, v) = fx.exchange(&fx.helper, subject, Some("read")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["issued_token_type"], AT);
+    assert_eq!(v["scope"], "read");
+    let t2 = v["access_token"].as_str().unwrap().to_owned();
+    let c = claims(&t2);
+    let (assistant, helper, intern) = (
+        fx.id_of("assistant").await,
+        fx.id_of("helper").await,
+        fx.id_of("intern").await,
+    );
+    assert_eq!(c["sub"], claims(subject)["sub"]);
+    assert_eq!(c["act"]["sub"], helper.as_str());
+    assert_eq!(c["act"]["act"]["sub"], assistant.as_str());
+    assert!(c["exp"].as_i64().unwrap() <= claims(subject)["exp"].as_i64().unwrap());
+
+    // A third actor: user → assistant → helper → intern.
+    let (s, v) = fx.exchange(&fx.intern, &t2, None).await;
+    assert_eq!(s, 200, "{v}");
+    let t3 = v["access_token"].as_str().unwrap().to_owned();
+    let c3 = claims(&t3);
+    assert_eq!(c3["act"]["sub"], intern.as_str());
+    assert_eq!(c3["act"]["act"]["sub"], helper.as_str());
+    assert_eq!(c3["act"]["act"]["act"]["sub"], assistant.as_str());
+    // The intern's ceiling holds only read.
+    assert_eq!(v["scope"], "read");
+    let i = fx.introspect(&t3).await;
+    assert_eq!(i["active"], true);
+    assert_eq!(i["act"]["act"]["act"]["sub"], assistant.as_str());
+
+    // The audit trail records the whole chain, outermost actor first.
+    let exchanged =
+        fx.s.client()
+            .audit_search(&[("type", "token.exchanged".into())])
+            .await
+            .unwrap();
+    assert_eq!(exchanged.items.len(), 2);
+    let record = &exchanged.items.iter().max_by_key(|e| e.seq).unwrap().record;
+    assert_eq!(record["actors"], json!([intern, helper, assistant]), "{record}");
+    assert_eq!(record["subject"], c["sub"]);
+
+    // Refusals: a scope outside the actor's ceiling, an actor already in the chain, a foreign
+    // or garbled subject token, a missing subject token type.
+    let (s, v) = fx.exchange(&fx.intern, &t2, Some("write")).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
+    let (s, v) = fx.exchange(&fx.helper, &t3, None).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = fx.exchange(&fx.helper, "eyJhbGciOiJub25lIn0.e30.", None).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (s, v) = fx
+        .token(
+            &[("grant_type", EXCHANGE), ("subject_token", subject), ("resource", API)],
+            Some(&fx.helper),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+
+    // Suspending an actor in the middle kills every token whose chain holds it.
+    fx.s.client()
+        .change_status(Family::Agents, "helper", "suspend", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the read cache's second
+    assert_eq!(fx.introspect(&t3).await["active"], false);
+    assert_eq!(fx.introspect(subject).await["active"], true);
+}
+
+#[tokio::test]
+async fn the_chain_depth_is_limited_by_config() {
+    let Some(fx) = fixture_with("[oauth]\nmax_delegation_depth = 2\n").await else {
+        return;
+    };
+    let user = fx.user_token().await;
+    let (s, v) = fx
+        .exchange(&fx.helper, user["access_token"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = fx.exchange(&fx.intern, v["access_token"].as_str().unwrap(), None).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert!(v["error_description"].as_str().unwrap().contains("at most 2"));
+}
