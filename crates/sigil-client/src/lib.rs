@@ -219,6 +219,10 @@ impl Client {
     pub async fn get_resource(&self, r: &str) -> Result<ResourceView, ClientError> {
         self.get(&format!("/admin/v1/resources/{}", enc(r))).await
     }
+    /// The RFC 9728 protected resource metadata document for a registered resource.
+    pub async fn resource_metadata(&self, r: &str) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/admin/v1/resources/{}/metadata", enc(r))).await
+    }
     pub async fn update_resource(&self, r: &str, req: &UpdateResource) -> Result<ResourceView, ClientError> {
         self.call(Method::PATCH, &format!("/admin/v1/resources/{}", enc(r)), Some(req))
             .await

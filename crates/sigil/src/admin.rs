@@ -337,6 +337,10 @@ pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
             .await?;
         }
         ResourceCommand::Show { resource } => output::item(g.output, &api.get_resource(&resource).await?),
+        ResourceCommand::Metadata { resource } => {
+            let doc = api.resource_metadata(&resource).await?;
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
         ResourceCommand::Update {
             resource,
             name,

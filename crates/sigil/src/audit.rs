@@ -284,7 +284,8 @@ pub async fn trace(g: &Global, id: &str) -> Result<(), Failure> {
     if found.items.is_empty() {
         return Err(Failure::error(format!("no audit records for {id:?}")));
     }
-    // subject → actor chain (delegation order) → actions.
+    // subject → actor chain in delegation order (the agent the user delegated to first, the
+    // sub-agents it delegated to below it) → actions. Records list actors outermost first.
     let mut tree: BTreeMap<String, BTreeMap<Vec<String>, Vec<String>>> = BTreeMap::new();
     for e in &found.items {
         let r = &e.record;
@@ -331,7 +332,7 @@ pub async fn trace(g: &Global, id: &str) -> Result<(), Failure> {
         println!("{subject}");
         for (chain, actions) in chains {
             let mut depth = 1;
-            for actor in chain {
+            for actor in chain.iter().rev() {
                 println!("{}└─ {actor}", "   ".repeat(depth - 1));
                 depth += 1;
             }

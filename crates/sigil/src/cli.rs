@@ -546,6 +546,12 @@ pub enum ResourceCommand {
     Delete {
         resource: String,
     },
+    /// Print the RFC 9728 Protected Resource Metadata document the resource server (e.g. an
+    /// MCP server) serves at /.well-known/oauth-protected-resource, naming Sigil as its
+    /// authorization server.
+    Metadata {
+        resource: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

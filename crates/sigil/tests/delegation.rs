@@ -581,6 +581,31 @@ async fn token_exchange_builds_an_act_chain_that_shows_everywhere() {
     assert_eq!(record["actors"], json!([intern, helper, assistant]), "{record}");
     assert_eq!(record["subject"], c["sub"]);
 
+    // `sigil trace` shows the chain as a tree, in delegation order under the user.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["trace", c3["jti"].as_str().unwrap()])
+        .env("SIGIL_URL", &fx.s.url)
+        .env("SIGIL_ADMIN_TOKEN", &fx.s.admin_token)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}: {text}"))
+    };
+    let (u, a, h, i) = (at(c["sub"].as_str().unwrap()), at(&assistant), at(&helper), at(&intern));
+    assert!(u < a && a < h && h < i, "{text}");
+    assert!(text.contains("token.exchanged"), "{text}");
+    assert!(
+        lines[i].find('└').unwrap() > lines[h].find('└').unwrap(),
+        "nested: {text}"
+    );
+
     // Refusals: a scope outside the actor's ceiling, an actor already in the chain, a foreign
     // or garbled subject token, a missing subject token type.
     let (s, v) = fx.exchange(&fx.intern, &t2, Some("write")).await;
@@ -620,4 +645,22 @@ async fn the_chain_depth_is_limited_by_config() {
     let (s, v) = fx.exchange(&fx.intern, v["access_token"].as_str().unwrap(), None).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
     assert!(v["error_description"].as_str().unwrap().contains("at most 2"));
+}
+
+#[tokio::test]
+async fn resource_metadata_document_names_sigil() {
+    let Some(fx) = fixture().await else { return };
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["resource", "metadata", "hr"])
+        .env("SIGIL_URL", &fx.s.url)
+        .env("SIGIL_ADMIN_TOKEN", &fx.s.admin_token)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["resource"], API);
+    assert_eq!(doc["authorization_servers"], json!([fx.s.url]));
+    assert_eq!(doc["scopes_supported"], json!(["admin", "read", "write"]));
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 
 export const API = 'https://api.example.com';
 
-const freePort = () =>
+export const freePort = () =>
   new Promise((resolve) => {
     const s = createServer();
     s.listen(0, '127.0.0.1', () => {
@@ -46,4 +46,43 @@ export async function startSigil() {
   await admin('POST', '/admin/v1/agents', { name: 'bot', owner: 'alice', ceiling: { scopes: ['read', 'write'] } });
   await admin('POST', '/admin/v1/resources', { uri: API, name: 'api', owner: 'alice', scopes: ['read', 'write'] });
   return { url, admin, stop: () => proc.kill('SIGTERM') };
+}
+
+// Plays the browser at Sigil's authorization endpoint: opens `authorizationUrl`, signs in with
+// the form it gets (carrying the CSRF cookie), answers the consent page with `decision`, and
+// returns the URL of the 303 redirect back to the client (its `code`, `state`, `iss`).
+export async function authorizeInBrowser(authorizationUrl, { username, password, decision = 'allow' }) {
+  const hidden = (html, name) => {
+    const m = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
+    if (!m) throw new Error(`no hidden input ${name} in: ${html}`);
+    return m[1].replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&');
+  };
+  const expectPage = async (r, what) => {
+    const html = await r.text();
+    if (r.status !== 200) throw new Error(`${what}: ${r.status} ${html}`);
+    return html;
+  };
+  const start = await fetch(authorizationUrl, { redirect: 'manual' });
+  const cookie = start.headers.getSetCookie().find((c) => c.startsWith('sigil_csrf='))?.split(';')[0];
+  const login = await expectPage(start, `GET ${authorizationUrl}`);
+  if (!cookie) throw new Error('GET /authorize set no sigil_csrf cookie');
+  const post = (path, form) =>
+    fetch(new URL(path, authorizationUrl), {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(form),
+    });
+  const consent = await expectPage(
+    await post('/authorize/login', { request: hidden(login, 'request'), csrf: hidden(login, 'csrf'), username, password }),
+    'POST /authorize/login',
+  );
+  const done = await post('/authorize/consent', {
+    request: hidden(consent, 'request'),
+    csrf: hidden(consent, 'csrf'),
+    ticket: hidden(consent, 'ticket'),
+    decision,
+  });
+  if (done.status !== 303) throw new Error(`POST /authorize/consent: ${done.status} ${await done.text()}`);
+  return new URL(done.headers.get('location'));
 }

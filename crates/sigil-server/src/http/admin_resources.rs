@@ -59,6 +59,23 @@ pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(r): Pa
     Ok(Json(resource_view(&r)).into_response())
 }
 
+/// `GET /admin/v1/resources/{resource}/metadata`: the RFC 9728 Protected Resource Metadata
+/// document the resource server (an MCP server, an API) should publish at
+/// `/.well-known/oauth-protected-resource`, naming this server as its authorization server.
+pub async fn metadata(axum::extract::State(app): State, Admin(_): Admin, Path(r): Path<String>) -> Result<Response> {
+    let r = app.registry.get_resource(&resource_ref(&r)?).await?;
+    let scopes: Vec<&str> = r.scopes.iter().map(|s| s.as_str()).collect();
+    Ok(Json(serde_json::json!({
+        "resource": r.uri.as_str(),
+        "authorization_servers": [app.issuer],
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+        "resource_name": r.name.as_str(),
+        "dpop_signing_alg_values_supported": sigil_crypto::ClientAlg::ALL,
+    }))
+    .into_response())
+}
+
 pub async fn update(
     axum::extract::State(app): State,
     Admin(ctx): Admin,

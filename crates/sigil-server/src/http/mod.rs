@@ -70,6 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(admin_resources::update)
                 .delete(admin_resources::delete),
         )
+        .route("/resources/{resource}/metadata", get(admin_resources::metadata))
         .route("/keys", get(admin_keys::list))
         .route("/keys/rotate", post(admin_keys::rotate))
         .route("/clients", get(admin_clients::list).post(admin_clients::create))
