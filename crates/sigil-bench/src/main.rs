@@ -2,6 +2,7 @@
 //! HTTP with keep-alive connections, and prints a Markdown table for docs/benchmarks.md.
 
 mod audit;
+mod exchange;
 mod http;
 mod policy;
 mod proc;
@@ -52,6 +53,15 @@ enum Cmd {
         /// Skip the oidc-provider comparison (needs node and npm).
         #[arg(long)]
         no_oidc_provider: bool,
+    },
+    /// Token exchange (RFC 8693): a sub-agent exchanges a user's delegated token, back to back.
+    Exchange {
+        #[arg(long, default_value = "target/release/sigil")]
+        sigil: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
     },
     /// Policy decision latency in process (p50/p99) with 20, 100 and 1,000 policies, beside bare
     /// Cedar `is_authorized` on the same policies and request.
@@ -110,6 +120,14 @@ async fn main() -> Result<(), String> {
         } => {
             let rows = token_bench(&sigil, Duration::from_secs(duration), concurrency, no_oidc_provider).await?;
             print_table(rows);
+            Ok(())
+        }
+        Cmd::Exchange {
+            sigil,
+            duration,
+            concurrency,
+        } => {
+            print_table(exchange::bench(&sigil, Duration::from_secs(duration), concurrency).await?);
             Ok(())
         }
         Cmd::Policy {
