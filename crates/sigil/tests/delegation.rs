@@ -131,6 +131,15 @@ fn no_redirects() -> reqwest::Client {
         .unwrap()
 }
 
+/// A signed-in browser looking at the consent page.
+struct Consent {
+    cookie: String,
+    request: String,
+    csrf: String,
+    ticket: String,
+    html: String,
+}
+
 /// What a browser at the sign-in and consent pages ends up with.
 enum Outcome {
     /// A redirect to the client (the Location header).
@@ -164,11 +173,21 @@ impl Fx {
 
     /// Drives the pages like a browser: GET /authorize, sign in, then allow or deny.
     async fn browse(&self, params: &[(String, String)], password: &str, decision: &str) -> Outcome {
+        match self.sign_in(params, password).await {
+            Ok(consent) => self.decide(&consent, decision).await,
+            Err(o) => o,
+        }
+    }
+
+    /// GET /authorize and sign in: the consent page, or what was shown or redirected instead.
+    async fn sign_in(&self, params: &[(String, String)], password: &str) -> Result<Consent, Outcome> {
         let http = no_redirects();
         let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let resp = http.get(self.authorize_url(&pairs)).send().await.unwrap();
         if resp.status().is_redirection() {
-            return Outcome::Redirect(resp.headers()["location"].to_str().unwrap().to_owned());
+            return Err(Outcome::Redirect(
+                resp.headers()["location"].to_str().unwrap().to_owned(),
+            ));
         }
         let status = resp.status().as_u16();
         let cookie = resp
@@ -177,7 +196,7 @@ impl Fx {
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
         let html = resp.text().await.unwrap();
         if status != 200 {
-            return Outcome::Page(status, html);
+            return Err(Outcome::Page(status, html));
         }
         let cookie = cookie.expect("the sign-in page sets the CSRF cookie");
         let request = hidden(&html, "request").unwrap();
@@ -195,19 +214,33 @@ impl Fx {
             .await
             .unwrap();
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            return Err(Outcome::Redirect(
+                resp.headers()["location"].to_str().unwrap().to_owned(),
+            ));
+        }
         let html = resp.text().await.unwrap();
         if status != 200 {
-            return Outcome::Page(status, html);
+            return Err(Outcome::Page(status, html));
         }
         assert!(html.contains("assistant") && html.contains("hr.example.com"), "{html}");
-        let ticket = hidden(&html, "ticket").unwrap();
-        let resp = http
+        Ok(Consent {
+            ticket: hidden(&html, "ticket").unwrap(),
+            cookie,
+            request,
+            csrf,
+            html,
+        })
+    }
+
+    async fn decide(&self, c: &Consent, decision: &str) -> Outcome {
+        let resp = no_redirects()
             .post(format!("{}/authorize/consent", self.s.url))
-            .header("cookie", &cookie)
+            .header("cookie", &c.cookie)
             .form(&[
-                ("request", request.as_str()),
-                ("csrf", csrf.as_str()),
-                ("ticket", ticket.as_str()),
+                ("request", c.request.as_str()),
+                ("csrf", c.csrf.as_str()),
+                ("ticket", c.ticket.as_str()),
                 ("decision", decision),
             ])
             .send()
@@ -532,6 +565,34 @@ async fn bad_authorization_requests_get_the_standard_answer() {
             .await
             .unwrap();
     assert!(granted.items.is_empty());
+}
+
+#[tokio::test]
+async fn consent_shows_only_what_policy_permits_and_is_given_once() {
+    let Some(fx) = fixture().await else { return };
+    let (_, challenge) = pkce();
+    let mut params: Vec<(String, String)> = fx
+        .standard(&challenge)
+        .into_iter()
+        .filter(|(k, _)| k != "scope")
+        .collect();
+    params.push(("scope".into(), "read admin".into()));
+    let Ok(consent) = fx.sign_in(&params, PASSWORD).await else {
+        panic!("no consent page")
+    };
+    // The assistant's ceiling has no admin: the user is not asked to approve it.
+    assert!(consent.html.contains("<code>read</code>"), "{}", consent.html);
+    assert!(!consent.html.contains("<code>admin</code>"), "{}", consent.html);
+    let Outcome::Redirect(first) = fx.decide(&consent, "allow").await else {
+        panic!("no redirect")
+    };
+    assert!(param(&first, "code").is_some());
+    // Posting the same consent form again yields no second code.
+    match fx.decide(&consent, "allow").await {
+        Outcome::Page(400, html) => assert!(html.contains("already given"), "{html}"),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+        Outcome::Redirect(l) => panic!("second code: {l}"),
+    }
 }
 
 #[tokio::test]

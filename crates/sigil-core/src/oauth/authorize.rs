@@ -255,15 +255,14 @@ impl OAuthService {
         }
     }
 
-    /// The user consented: asks the policy which of the scopes the user and the agent may hold
-    /// together, stores a code for them and returns the redirect to send the browser to.
-    pub async fn grant_authorization(
+    /// The requested scopes the policy lets this user delegate to this agent (narrowing is
+    /// allowed, RFC 6749 §3.3; the token response names what was granted). The consent page
+    /// shows exactly these; none at all is `access_denied`.
+    pub async fn consentable_scopes(
         &self,
         a: &Authorization,
         user: &User,
-        request_id: Option<&str>,
-    ) -> Result<String, AuthorizeFailure> {
-        let now = self.clock.now();
+    ) -> Result<(ScopeSet, crate::audit::PolicyEvidence), AuthorizeFailure> {
         let chain = [
             ChainPrincipal::User(user),
             ChainPrincipal::Identity {
@@ -271,7 +270,7 @@ impl OAuthService {
                 owner: &a.agent_owner,
             },
         ];
-        // Narrowing is allowed here (RFC 6749 §3.3): the token response names what was granted.
+        let denied = |d: String| AuthorizeFailure::redirect(a, OAuthError::new(ErrorCode::AccessDenied, d));
         let (scopes, evidence) = self
             .permitted_scopes(
                 &chain,
@@ -279,22 +278,29 @@ impl OAuthService {
                 &ScopeSet::default(),
                 "authorization_code",
                 false,
-                now,
+                self.clock.now(),
             )
             .await
-            .map_err(|e| AuthorizeFailure::redirect(a, OAuthError::new(ErrorCode::AccessDenied, e.description)))?;
-        let granted: Vec<_> = a.scopes.iter().filter(|s| scopes.contains(s)).cloned().collect();
-        if granted.is_empty() {
-            return Err(AuthorizeFailure::redirect(
-                a,
-                OAuthError::new(
-                    ErrorCode::AccessDenied,
-                    "the policy permits none of the requested scopes",
-                ),
-            ));
-        }
-        let granted = ScopeSet::new(granted)
+            .map_err(|e| denied(e.description))?;
+        let granted = ScopeSet::new(a.scopes.iter().filter(|s| scopes.contains(s)).cloned())
             .map_err(|e| AuthorizeFailure::redirect(a, OAuthError::invalid_scope(e.to_string())))?;
+        if granted.is_empty() {
+            return Err(denied("the policy permits none of the requested scopes".into()));
+        }
+        Ok((granted, evidence))
+    }
+
+    /// The user consented: asks the policy which of the scopes the user and the agent may hold
+    /// together, stores a code for them and returns the redirect to send the browser to.
+    pub async fn grant_authorization(
+        &self,
+        a: &Authorization,
+        user: &User,
+        ticket: &str,
+        request_id: Option<&str>,
+    ) -> Result<String, AuthorizeFailure> {
+        let now = self.clock.now();
+        let (granted, evidence) = self.consentable_scopes(a, user).await?;
         let code = sigil_crypto::random_token(CODE_PREFIX)
             .map_err(|_| AuthorizeFailure::redirect(a, OAuthError::unavailable()))?;
         let grant = Grant {
@@ -325,10 +331,20 @@ impl OAuthService {
         record.scopes = granted.iter().map(ToString::to_string).collect();
         record.policy = Some(evidence);
         let record = record.detail("family", grant.family_id.as_str());
-        self.store
-            .commit(ChangeSet::new().change(Change::InsertGrant(grant)).audit(record))
-            .await
-            .map_err(|e| AuthorizeFailure::redirect(a, e.into()))?;
+        // The login ticket is spent with the consent, so a resubmitted form gets no second code.
+        let cs = ChangeSet::new()
+            .change(Change::InsertGrant(grant))
+            .change(spend_ticket(ticket, now))
+            .audit(record);
+        match self.store.commit(cs).await {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Duplicate { .. }) => {
+                return Err(AuthorizeFailure::Show(OAuthError::invalid_request(
+                    "this consent was already given; start again from the application",
+                )));
+            }
+            Err(e) => return Err(AuthorizeFailure::redirect(a, e.into())),
+        }
         let mut params = vec![("code", code.as_str())];
         if let Some(s) = &a.state {
             params.push(("state", s));
@@ -338,7 +354,13 @@ impl OAuthService {
     }
 
     /// The user declined: recorded, and the client told `access_denied`.
-    pub async fn deny_authorization(&self, a: &Authorization, user: &User, request_id: Option<&str>) -> String {
+    pub async fn deny_authorization(
+        &self,
+        a: &Authorization,
+        user: &User,
+        ticket: &str,
+        request_id: Option<&str>,
+    ) -> String {
         let mut record = AuditRecord::new(
             self.clock.now(),
             EventType::AuthorizationDenied,
@@ -350,7 +372,15 @@ impl OAuthService {
         record.actors = vec![a.agent.id.to_string()];
         record.client_id = Some(a.client.client_id.clone());
         record.target = Some(resource_target(&a.resource));
-        if let Err(e) = self.store.commit(ChangeSet::new().audit(record)).await {
+        if let Err(e) = self
+            .store
+            .commit(
+                ChangeSet::new()
+                    .change(spend_ticket(ticket, self.clock.now()))
+                    .audit(record),
+            )
+            .await
+        {
             tracing::error!(error = ?e, "could not record a declined authorization");
         }
         self.error_redirect(
@@ -460,6 +490,16 @@ impl OAuthService {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Marks a login ticket used, in the shared single-use table (keyed apart from client
+/// assertions by a client id no client can have).
+fn spend_ticket(ticket: &str, now: sigil_types::Timestamp) -> Change {
+    Change::RecordAssertion {
+        client_id: "sigil:login-ticket".into(),
+        jti: sigil_crypto::b64url(&sigil_crypto::sha256(ticket.as_bytes())),
+        expires_at: now.unix_seconds() + TICKET_TTL_SECS,
     }
 }
 

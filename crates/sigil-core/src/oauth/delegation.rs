@@ -489,7 +489,7 @@ impl OAuthService {
             Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
             Some(other) => {
                 return Err(OAuthError::invalid_request(format!(
-                    "subject_token_type {other} is not accepted; use {ACCESS_TOKEN_TYPE}"
+                    "subject_token_type {other} is not accepted; use {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}"
                 )));
             }
             None => return Err(OAuthError::invalid_request("subject_token_type is required")),

@@ -48,13 +48,17 @@ pub async fn login(AxState(app): State, headers: HeaderMap, ext: axum::http::Ext
     let password = form.get("password").unwrap_or_default();
     let csrf = app.oauth.csrf_token(&nonce);
     match app.oauth.login(user, password, request_id.as_deref()).await {
-        Ok(u) => {
-            let ticket = app.oauth.login_ticket(&u.id, &query, &nonce);
-            page(
-                StatusCode::OK,
-                &consent_page(&a, &query, &csrf, &ticket, u.username.as_str()),
-            )
-        }
+        Ok(u) => match app.oauth.consentable_scopes(&a, &u).await {
+            Ok((scopes, _)) => {
+                let ticket = app.oauth.login_ticket(&u.id, &query, &nonce);
+                let shown = Authorization { scopes, ..a };
+                page(
+                    StatusCode::OK,
+                    &consent_page(&shown, &query, &csrf, &ticket, u.username.as_str()),
+                )
+            }
+            Err(f) => failure(&app, f),
+        },
         Err(e) => page(
             StatusCode::UNAUTHORIZED,
             &login_page(&a, &query, &csrf, Some(&e.description)),
@@ -69,9 +73,8 @@ pub async fn consent(AxState(app): State, headers: HeaderMap, ext: axum::http::E
         Ok(x) => x,
         Err(r) => return r,
     };
-    let user_id = form
-        .get("ticket")
-        .and_then(|t| app.oauth.check_ticket(t, &query, &nonce));
+    let ticket = form.get("ticket").unwrap_or_default();
+    let user_id = app.oauth.check_ticket(ticket, &query, &nonce);
     let user = match user_id {
         Some(id) => app.oauth.active_user(&id).await.ok().flatten(),
         None => None,
@@ -83,12 +86,18 @@ pub async fn consent(AxState(app): State, headers: HeaderMap, ext: axum::http::E
         );
     };
     let location = if form.get("decision") == Some("allow") {
-        match app.oauth.grant_authorization(&a, &user, request_id.as_deref()).await {
+        match app
+            .oauth
+            .grant_authorization(&a, &user, ticket, request_id.as_deref())
+            .await
+        {
             Ok(l) => l,
             Err(f) => return failure(&app, f),
         }
     } else {
-        app.oauth.deny_authorization(&a, &user, request_id.as_deref()).await
+        app.oauth
+            .deny_authorization(&a, &user, ticket, request_id.as_deref())
+            .await
     };
     see_other(&location)
 }
