@@ -347,6 +347,25 @@ impl Client {
         self.call(Method::POST, "/admin/v1/registration-tokens", Some(req))
             .await
     }
+    pub async fn add_trusted_issuer(
+        &self,
+        req: &sigil_proto::admin::CreateTrustedIssuer,
+    ) -> Result<sigil_proto::admin::TrustedIssuerView, ClientError> {
+        self.call(Method::POST, "/admin/v1/trusted-issuers", Some(req)).await
+    }
+    pub async fn list_trusted_issuers(
+        &self,
+    ) -> Result<ListResponse<sigil_proto::admin::TrustedIssuerView>, ClientError> {
+        self.get("/admin/v1/trusted-issuers").await
+    }
+    pub async fn delete_trusted_issuer(&self, id: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/admin/v1/trusted-issuers/{}", enc(id)),
+            None::<&()>,
+        )
+        .await
+    }
     pub async fn revoke_token(&self, token: &str) -> Result<(), ClientError> {
         let req = sigil_proto::admin::TokenRequest {
             token: token.to_owned(),

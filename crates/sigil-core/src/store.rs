@@ -114,6 +114,13 @@ pub enum Change {
         jti: String,
         expires_at: i64,
     },
+    /// Marks an authorization grant assertion (an ID-JAG) of `issuer` used; `Duplicate` if it
+    /// already was (replay).
+    RecordGrantAssertion {
+        issuer: String,
+        jti: String,
+        expires_at: i64,
+    },
     /// Marks a DPoP proof's `jti` used; `Duplicate` if it already was (replay).
     RecordDpopProof {
         jti: String,
@@ -165,6 +172,12 @@ pub enum Change {
         family_id: String,
         at: sigil_types::Timestamp,
     },
+    /// Registers an external identity provider; `Duplicate` if its issuer is registered.
+    InsertTrustedIssuer(crate::oauth::trusted::TrustedIssuer),
+    /// Removes one; `Stale` if it does not exist.
+    DeleteTrustedIssuer {
+        id: String,
+    },
     /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
     SetSinkPosition {
         name: String,
@@ -191,6 +204,7 @@ impl ChangeSet {
             !matches!(
                 c,
                 Change::RecordAssertion { .. }
+                    | Change::RecordGrantAssertion { .. }
                     | Change::TouchIdentity { .. }
                     | Change::RecordDpopProof { .. }
                     | Change::RevokeToken { .. }
@@ -203,6 +217,8 @@ impl ChangeSet {
                     | Change::InsertRegistrationToken(_)
                     | Change::InsertGrant(_)
                     | Change::SetUserPassword { .. }
+                    | Change::InsertTrustedIssuer(_)
+                    | Change::DeleteTrustedIssuer { .. }
                     | Change::UseGrant { .. }
                     | Change::RecordFamilyToken { .. }
                     | Change::RevokeFamily { .. }
@@ -325,6 +341,8 @@ pub trait DelegationStore: Send + Sync {
     async fn user_password_hash(&self, user: &UserId) -> StoreResult<Option<String>>;
     /// A code or refresh token by the keyed hash of its value, with its family's state.
     async fn get_grant(&self, handle_hash: &str) -> StoreResult<Option<crate::oauth::grant::Grant>>;
+    /// Every trusted external issuer, by issuer.
+    async fn list_trusted_issuers(&self) -> StoreResult<Vec<crate::oauth::trusted::TrustedIssuer>>;
 }
 
 #[async_trait]

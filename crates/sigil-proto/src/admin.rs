@@ -296,6 +296,43 @@ impl std::fmt::Debug for SetPassword {
     }
 }
 
+/// Body of `POST /admin/v1/trusted-issuers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTrustedIssuer {
+    /// The identity provider's issuer identifier (its tokens' `iss`).
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The claim holding the Sigil username: sub, preferred_username (default), email or upn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
+    /// Accepted `aud` values of its ID and access tokens (default: Sigil's issuer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Redeem its Identity Assertion JWT Authorization Grants (ID-JAG).
+    #[serde(default)]
+    pub accept_id_jag: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerView {
+    pub id: String,
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    pub username_claim: String,
+    pub audiences: Vec<String>,
+    pub accept_id_jag: bool,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
 /// Body of `POST /admin/v1/clients`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +351,9 @@ pub struct CreateClient {
     /// Redirect URIs for the authorization code grant (exact match).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirect_uris: Vec<String>,
+    /// Authorization servers (issuer identifiers) this client may get ID-JAGs for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_jag_audiences: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,6 +369,8 @@ pub struct ClientView {
     pub dpop_bound_access_tokens: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirect_uris: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_jag_audiences: Vec<serde_json::Value>,
     pub created_at: Timestamp,
     pub created_by: String,
     /// Only in the response that created the client: shown once, never stored.

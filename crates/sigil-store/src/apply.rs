@@ -64,6 +64,12 @@ const ASSERTION: Op = Op {
     is_delete: false,
     references: "client",
 };
+const GRANT_ASSERTION: Op = Op {
+    entity: "grant assertion",
+    unique_fields: &["jti"],
+    is_delete: false,
+    references: "issuer",
+};
 const DPOP: Op = Op {
     entity: "dpop proof",
     unique_fields: &["jti"],
@@ -81,6 +87,12 @@ const GRANT: Op = Op {
     unique_fields: &["handle_hash", "jti"],
     is_delete: false,
     references: "user",
+};
+const ISSUER: Op = Op {
+    entity: "trusted issuer",
+    unique_fields: &["issuer", "id"],
+    is_delete: false,
+    references: "trusted issuer",
 };
 const LEASE: Op = Op {
     entity: "lease",
@@ -224,7 +236,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::AcquireLease(l) => acquire_lease(conn, l).await,
         Change::InsertClient(c) => exec(
             conn,
-            "INSERT INTO oauth_clients (client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json, redirect_uris_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO oauth_clients (client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json, redirect_uris_json, id_jag_audiences_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             client_values(c),
             CLIENT,
         )
@@ -235,7 +247,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             v.remove(0);
             v.push(c.client_id.clone().into());
             v.push((*expected_version).into());
-            exec_versioned(conn, "UPDATE oauth_clients SET identity_id = $1, auth_method = $2, jwks_json = $3, jwks_uri = $4, secret_hash = $5, dpop_required = $6, created_at = $7, created_by = $8, version = $9, registration_token_hash = $10, metadata_json = $11, redirect_uris_json = $12 WHERE client_id = $13 AND version = $14", v, CLIENT).await
+            exec_versioned(conn, "UPDATE oauth_clients SET identity_id = $1, auth_method = $2, jwks_json = $3, jwks_uri = $4, secret_hash = $5, dpop_required = $6, created_at = $7, created_by = $8, version = $9, registration_token_hash = $10, metadata_json = $11, redirect_uris_json = $12, id_jag_audiences_json = $13 WHERE client_id = $14 AND version = $15", v, CLIENT).await
         }
         Change::InsertRegistrationToken(t) => exec(
             conn,
@@ -295,6 +307,14 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await
         .map(|_| ()),
+        Change::RecordGrantAssertion { issuer, jti, expires_at } => exec(
+            conn,
+            "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)",
+            vec![format!("grant:{issuer}").into(), jti.clone().into(), (*expires_at).into()],
+            GRANT_ASSERTION,
+        )
+        .await
+        .map(|_| ()),
         Change::RecordDpopProof { jti, expires_at } => exec(
             conn,
             "INSERT INTO used_dpop_proofs (jti, expires_at) VALUES ($1, $2)",
@@ -336,6 +356,27 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         .await
         .map(|_| ()),
         Change::RevokeFamily { family_id, at } => revoke_family(conn, family_id, *at).await,
+        Change::InsertTrustedIssuer(t) => exec(
+            conn,
+            "INSERT INTO trusted_issuers (id, issuer, jwks_json, jwks_uri, username_claim, audiences_json, accept_id_jag, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            vec![
+                t.id.clone().into(),
+                t.issuer.clone().into(),
+                t.jwks.as_ref().map(|j| serde_json::to_string(j).unwrap_or_default()).into(),
+                t.jwks_uri.clone().into(),
+                t.username_claim.clone().into(),
+                json(&t.audiences),
+                i64::from(t.accept_id_jag).into(),
+                t.created_at.unix_micros().into(),
+                t.created_by.clone().into(),
+            ],
+            ISSUER,
+        )
+        .await
+        .map(|_| ()),
+        Change::DeleteTrustedIssuer { id } => {
+            exec_versioned(conn, "DELETE FROM trusted_issuers WHERE id = $1", vec![id.clone().into()], ISSUER).await
+        }
         Change::IntegrateAudit(i) => integrate(conn, i).await,
         Change::PruneAudit { lease, before } => {
             fence(conn, lease).await?;
@@ -691,6 +732,9 @@ fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {
         c.metadata.as_ref().map(|m| m.to_string()).into(),
         (!c.redirect_uris.is_empty())
             .then(|| serde_json::to_string(&c.redirect_uris).unwrap_or_default())
+            .into(),
+        (!c.id_jag_audiences.is_empty())
+            .then(|| serde_json::to_string(&c.id_jag_audiences).unwrap_or_default())
             .into(),
     ]
 }

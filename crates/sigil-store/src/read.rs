@@ -481,3 +481,10 @@ pub async fn get_grant(pool: &AnyPool, handle_hash: &str) -> R<Option<sigil_core
     q.bind(handle_hash);
     one(pool, q, rows::grant).await
 }
+
+pub async fn list_trusted_issuers(pool: &AnyPool) -> R<Vec<sigil_core::oauth::trusted::TrustedIssuer>> {
+    let q = Sql::new(
+        "SELECT id, issuer, jwks_json, jwks_uri, username_claim, audiences_json, accept_id_jag, created_at, created_by FROM trusted_issuers ORDER BY issuer",
+    );
+    all(pool, q, rows::trusted_issuer).await
+}

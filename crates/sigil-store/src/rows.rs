@@ -178,7 +178,7 @@ pub fn checkpoint(row: &AnyRow) -> Result<Checkpoint, StoreError> {
     })
 }
 
-pub const CLIENT_COLS: &str = "client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json, redirect_uris_json";
+pub const CLIENT_COLS: &str = "client_id, identity_id, auth_method, jwks_json, jwks_uri, secret_hash, dpop_required, created_at, created_by, version, registration_token_hash, metadata_json, redirect_uris_json, id_jag_audiences_json";
 
 pub fn client(row: &AnyRow) -> Result<sigil_core::oauth::OAuthClient, StoreError> {
     let jwks: Option<String> = get(row, "jwks_json")?;
@@ -199,6 +199,10 @@ pub fn client(row: &AnyRow) -> Result<sigil_core::oauth::OAuthClient, StoreError
             .transpose()?,
         redirect_uris: get::<Option<String>>(row, "redirect_uris_json")?
             .map(|m| parse("redirect_uris_json", serde_json::from_str(&m)))
+            .transpose()?
+            .unwrap_or_default(),
+        id_jag_audiences: get::<Option<String>>(row, "id_jag_audiences_json")?
+            .map(|m| parse("id_jag_audiences_json", serde_json::from_str(&m)))
             .transpose()?
             .unwrap_or_default(),
         created_at: ts(row, "created_at")?,
@@ -257,5 +261,24 @@ pub fn grant(row: &AnyRow) -> Result<sigil_core::oauth::grant::Grant, StoreError
         expires_at: ts(row, "expires_at")?,
         used_at: opt_ts(row, "used_at")?,
         family_revoked: opt_ts(row, "revoked_at")?.is_some(),
+    })
+}
+
+pub fn trusted_issuer(row: &AnyRow) -> Result<sigil_core::oauth::trusted::TrustedIssuer, StoreError> {
+    Ok(sigil_core::oauth::trusted::TrustedIssuer {
+        id: get(row, "id")?,
+        issuer: get(row, "issuer")?,
+        jwks: get::<Option<String>>(row, "jwks_json")?
+            .map(|j| parse("jwks_json", serde_json::from_str(&j)))
+            .transpose()?,
+        jwks_uri: get(row, "jwks_uri")?,
+        username_claim: get(row, "username_claim")?,
+        audiences: parse(
+            "audiences_json",
+            serde_json::from_str(&get::<String>(row, "audiences_json")?),
+        )?,
+        accept_id_jag: get::<i64>(row, "accept_id_jag")? != 0,
+        created_at: ts(row, "created_at")?,
+        created_by: get(row, "created_by")?,
     })
 }

@@ -78,6 +78,10 @@ pub enum Command {
     /// Cedar policy set versions: upload, list, show, diff, activate, roll back, test, explain.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Trusted enterprise identity providers: their ID tokens and access tokens are accepted as
+    /// token exchange subjects, and their ID-JAGs redeemed (with --id-jag).
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +133,36 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Trust an identity provider.
+    Add {
+        /// Its issuer identifier (the `iss` of its tokens).
+        #[arg(long)]
+        issuer: String,
+        /// A JWK Set file with its public keys.
+        #[arg(long, group = "keys", required = true)]
+        jwks_file: Option<PathBuf>,
+        /// Where it publishes its JWK Set.
+        #[arg(long, group = "keys")]
+        jwks_uri: Option<String>,
+        /// The claim holding the Sigil username: sub, preferred_username (default), email, upn.
+        #[arg(long)]
+        username_claim: Option<String>,
+        /// An accepted `aud` of its tokens (repeatable; default: Sigil's issuer).
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// Redeem its Identity Assertion JWT Authorization Grants (ID-JAG).
+        #[arg(long)]
+        id_jag: bool,
+    },
+    List,
+    /// Stop trusting an identity provider (by its id).
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RegistrationTokenCommand {
     /// Issue an initial access token; clients registered with it are owned by --owner.
     Create {
@@ -166,6 +200,10 @@ pub enum ClientCommand {
         /// Where authorization responses may be sent (repeatable; matched exactly).
         #[arg(long = "redirect-uri")]
         redirect_uri: Vec<String>,
+        /// An authorization server (issuer identifier) this client may get ID-JAGs for, as
+        /// ISSUER or ISSUER=CLIENT_ID_THERE (repeatable).
+        #[arg(long = "id-jag-audience")]
+        id_jag_audience: Vec<String>,
         /// Require DPoP-bound tokens (RFC 9449).
         #[arg(long)]
         dpop_required: bool,

@@ -110,6 +110,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Client(c) => oauth::client(&cli.global, c).await,
         Command::Token(c) => oauth::token(&cli.global, c).await,
         Command::RegistrationToken(c) => oauth::registration_token(&cli.global, c).await,
+        Command::Issuer(c) => oauth::issuer(&cli.global, c).await,
         Command::Policy(c) => policy::policy(&cli.global, c).await,
     }
 }

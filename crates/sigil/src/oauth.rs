@@ -24,6 +24,7 @@ pub async fn client(g: &Global, c: ClientCommand) -> Result<(), Failure> {
             secret,
             public,
             redirect_uri,
+            id_jag_audience,
             dpop_required,
         } => {
             let api = api_client(g)?;
@@ -47,6 +48,13 @@ pub async fn client(g: &Global, c: ClientCommand) -> Result<(), Failure> {
                 jwks_uri,
                 dpop_bound_access_tokens: dpop_required,
                 redirect_uris: redirect_uri,
+                id_jag_audiences: id_jag_audience
+                    .iter()
+                    .map(|a| match a.split_once('=') {
+                        Some((audience, client_id)) => json!({"audience": audience, "client_id": client_id}),
+                        None => json!({"audience": a}),
+                    })
+                    .collect(),
             };
             let view = api.create_client(&req).await?;
             match g.output {
@@ -227,6 +235,50 @@ pub async fn registration_token(g: &Global, c: crate::cli::RegistrationTokenComm
                 "(initial access token for {}, expires {}; shown once)",
                 view.registration_endpoint, view.expires_at
             );
+        }
+    }
+    Ok(())
+}
+
+pub async fn issuer(g: &Global, c: crate::cli::IssuerCommand) -> Result<(), Failure> {
+    use crate::cli::IssuerCommand;
+    let api = api_client(g)?;
+    match c {
+        IssuerCommand::Add {
+            issuer,
+            jwks_file,
+            jwks_uri,
+            username_claim,
+            audiences,
+            id_jag,
+        } => {
+            let jwks = jwks_file.as_deref().map(read_json).transpose()?;
+            let req = sigil_proto::admin::CreateTrustedIssuer {
+                issuer,
+                jwks,
+                jwks_uri,
+                username_claim,
+                audiences,
+                accept_id_jag: id_jag,
+            };
+            let view = api.add_trusted_issuer(&req).await?;
+            match g.output {
+                Output::Json => output::item(g.output, &view),
+                Output::Text => println!("{}  {}", view.id, view.issuer),
+            }
+        }
+        IssuerCommand::List => {
+            let list = api.list_trusted_issuers().await?;
+            let rows: Vec<Value> = list.items.iter().filter_map(|i| serde_json::to_value(i).ok()).collect();
+            output::table(
+                g.output,
+                &rows,
+                &["id", "issuer", "username_claim", "accept_id_jag", "created_at"],
+            );
+        }
+        IssuerCommand::Delete { id } => {
+            api.delete_trusted_issuer(&id).await?;
+            println!("deleted {id}");
         }
     }
     Ok(())

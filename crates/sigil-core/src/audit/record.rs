@@ -67,6 +67,8 @@ event_types! {
     AuthorizationDenied => "authorization.denied",
     GrantReused => "grant.reused",
     TokenExchanged => "token.exchanged",
+    TrustedIssuerAdded => "trusted_issuer.added",
+    TrustedIssuerRemoved => "trusted_issuer.removed",
 }
 
 impl Serialize for EventType {

@@ -55,7 +55,7 @@ impl OAuthClient {
             g.extend(["authorization_code", "refresh_token"]);
         }
         if self.auth_method != ClientAuthMethod::None {
-            g.extend(["client_credentials", TOKEN_EXCHANGE_GRANT]);
+            g.extend(["client_credentials", TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT]);
         }
         g
     }
@@ -63,6 +63,8 @@ impl OAuthClient {
 
 /// RFC 8693 §2.1 grant type.
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 7523 §2.1 grant type (Sigil redeems ID-JAGs with it).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// What an administrator or a registration asks for when creating a client.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +74,18 @@ pub struct ClientSpec {
     pub jwks_uri: Option<String>,
     pub dpop_required: bool,
     pub redirect_uris: Vec<String>,
+    pub id_jag_audiences: Vec<IdJagAudience>,
+}
+
+/// An authorization server a client may get ID-JAGs for, and the client's identifier there
+/// (the ID-JAG's `client_id`, draft-ietf-oauth-identity-assertion-authz-grant §3.1 and §5);
+/// without one, the client's Sigil `client_id` is used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdJagAudience {
+    pub audience: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// Checks a redirect URI as OAuth 2.1 §2.3 and RFC 8252 §7 want it: absolute, no fragment, and
@@ -120,6 +134,9 @@ pub struct OAuthClient {
     /// Where authorization responses may be sent, matched exactly (OAuth 2.1 §2.3.1); empty for
     /// a client that does not use the authorization code grant.
     pub redirect_uris: Vec<String>,
+    /// The authorization servers (their issuer identifiers) Sigil may address Identity
+    /// Assertion JWT Authorization Grants to for this client; empty: none.
+    pub id_jag_audiences: Vec<IdJagAudience>,
     pub created_at: Timestamp,
     pub created_by: String,
     pub version: i64,

@@ -36,17 +36,17 @@ pub struct ExchangeRequest<'a> {
 }
 
 /// Everything a delegated access token is minted from.
-struct Delegated<'a> {
-    user: &'a User,
+pub(super) struct Delegated<'a> {
+    pub(super) user: &'a User,
     /// The chain, the current actor outermost.
-    act: Actor,
-    client: &'a OAuthClient,
-    resource: &'a Resource,
-    scope: &'a ScopeSet,
+    pub(super) act: Actor,
+    pub(super) client: &'a OAuthClient,
+    pub(super) resource: &'a Resource,
+    pub(super) scope: &'a ScopeSet,
     /// The token may not outlive this (the subject token's expiry, for an exchange).
-    not_after: Option<i64>,
-    proof: Option<&'a super::dpop::Proof>,
-    now: Timestamp,
+    pub(super) not_after: Option<i64>,
+    pub(super) proof: Option<&'a super::dpop::Proof>,
+    pub(super) now: Timestamp,
 }
 
 impl OAuthService {
@@ -167,7 +167,7 @@ impl OAuthService {
 
     /// Finds a code or refresh token and checks it is the client's, current and unspent. A
     /// spent one is a replay: its whole family is revoked (RFC 9700 §4.14.2, §2.1.1 for codes).
-    async fn live_grant(
+    pub(super) async fn live_grant(
         &self,
         value: &str,
         kind: GrantKind,
@@ -359,18 +359,23 @@ impl OAuthService {
         let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
         let proof = self.check_dpop(dpop)?;
         let now = self.clock.now();
-        match req.requested_token_type {
-            None | Some(ACCESS_TOKEN_TYPE) => {}
+        let for_id_jag = match req.requested_token_type {
+            None | Some(ACCESS_TOKEN_TYPE) => false,
+            Some(super::enterprise::ID_JAG_TOKEN_TYPE) => true,
             Some(other) => {
                 return Err(OAuthError::invalid_request(format!(
-                    "requested_token_type {other} is not issued here; ask for {ACCESS_TOKEN_TYPE}"
+                    "requested_token_type {other} is not issued here; ask for {ACCESS_TOKEN_TYPE} or {}",
+                    super::enterprise::ID_JAG_TOKEN_TYPE
                 )));
             }
+        };
+        let subject = self.exchange_subject(req, &auth, for_id_jag, now).await?;
+        if for_id_jag {
+            return self
+                .issue_id_jag(&auth, req, &subject, proof.as_ref(), request_id, now)
+                .await;
         }
-        let subject = self.subject_claims(req, now).await?;
-        let user_id = UserId::parse(&subject.sub)
-            .map_err(|_| OAuthError::invalid_grant("the subject token is not a user's token"))?;
-        let user = self.active_user_for_grant(&user_id).await?;
+        let user = subject.user.clone();
         let agent = self.active_identity(&auth.client.identity_id, now).await?;
         self.check_actor_token(req, &auth, now).await?;
         if let Some(may) = &subject.may_act {
@@ -402,7 +407,7 @@ impl OAuthService {
         let uri = match (req.resources, req.audiences) {
             ([one], []) => one.as_str(),
             ([], [one]) => one.as_str(),
-            ([], []) => subject.aud.as_str(),
+            ([], []) => subject.aud.as_deref().unwrap_or_default(),
             _ => return Err(OAuthError::invalid_target("name one resource (or audience) per token")),
         };
         let resource = self.resource_by_uri(uri).await?;
@@ -429,8 +434,10 @@ impl OAuthService {
             )
             .await?;
         // An exchange never widens what the subject token held for the same audience.
-        let scope = if subject.aud == resource.uri.as_str() {
-            let held = ScopeSet::parse_oauth(&subject.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        let scope = if let (Some(aud), Some(held)) = (&subject.aud, &subject.scope)
+            && aud == resource.uri.as_str()
+        {
+            let held = ScopeSet::parse_oauth(held).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
             if !requested.is_empty() && !requested.is_subset(&held) {
                 return Err(OAuthError::invalid_scope(
                     "the exchange asks for more than the subject token holds",
@@ -467,7 +474,7 @@ impl OAuthService {
                 request_id,
                 now,
             )
-            .detail("subject_token_jti", subject.jti.as_str());
+            .detail("subject_token", subject.reference.as_str());
         self.commit_issuance(ChangeSet::new().audit(record), &auth, proof.as_ref())
             .await?;
         Ok(TokenResponse {
@@ -478,30 +485,6 @@ impl OAuthService {
             scope: claims.scope,
             refresh_token: None,
         })
-    }
-
-    /// The subject token's claims: a Sigil access token that is active now.
-    async fn subject_claims(&self, req: &ExchangeRequest<'_>, now: Timestamp) -> Result<AccessClaims, OAuthError> {
-        let token = req
-            .subject_token
-            .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
-        match req.subject_token_type {
-            Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => {}
-            Some(other) => {
-                return Err(OAuthError::invalid_request(format!(
-                    "subject_token_type {other} is not accepted; use {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}"
-                )));
-            }
-            None => return Err(OAuthError::invalid_request("subject_token_type is required")),
-        }
-        let claims = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds())
-            .map_err(|e| OAuthError::invalid_grant(format!("the subject token is not valid: {e}")))?;
-        if !self.is_active_now(&claims, now).await? {
-            return Err(OAuthError::invalid_grant(
-                "the subject token is revoked or its principals are not active",
-            ));
-        }
-        Ok(claims)
     }
 
     /// An actor token, when given, must be a current Sigil token of the same identity the
@@ -541,7 +524,7 @@ impl OAuthService {
             .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))
     }
 
-    async fn active_identity(&self, id: &IdentityId, now: Timestamp) -> Result<Identity, OAuthError> {
+    pub(super) async fn active_identity(&self, id: &IdentityId, now: Timestamp) -> Result<Identity, OAuthError> {
         let identity = self
             .reads
             .identity(&IdentityRef::Id(id.clone()))
@@ -553,7 +536,7 @@ impl OAuthService {
         }
     }
 
-    async fn resource_by_uri(&self, uri: &str) -> Result<Resource, OAuthError> {
+    pub(super) async fn resource_by_uri(&self, uri: &str) -> Result<Resource, OAuthError> {
         let uri = ResourceUri::parse(uri).map_err(|e| OAuthError::invalid_target(e.to_string()))?;
         self.reads
             .resource(&ResourceRef::Uri(uri))
@@ -586,7 +569,7 @@ impl OAuthService {
         Ok(out)
     }
 
-    fn mint_delegated(&self, d: &Delegated<'_>) -> Result<(String, AccessClaims, u64), OAuthError> {
+    pub(super) fn mint_delegated(&self, d: &Delegated<'_>) -> Result<(String, AccessClaims, u64), OAuthError> {
         let mut jti = [0u8; 16];
         self.rng.fill(&mut jti);
         let now = d.now.unix_seconds();
@@ -615,7 +598,7 @@ impl OAuthService {
 
     /// The audit record of a delegated issuance: the user as subject, the actors outermost first.
     #[allow(clippy::too_many_arguments, reason = "all parts of one record")]
-    fn delegated_record(
+    pub(super) fn delegated_record(
         &self,
         event: EventType,
         claims: &AccessClaims,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod client_auth;
 pub mod delegation;
 pub mod dpop;
+pub mod enterprise;
 pub mod error;
 pub mod grant;
 pub mod policy;
@@ -16,6 +17,7 @@ pub mod reads;
 pub mod registration;
 pub mod service;
 pub mod token;
+pub mod trusted;
 
 pub use client::{ClientAuthMethod, OAuthClient};
 pub use error::{ErrorCode, OAuthError};

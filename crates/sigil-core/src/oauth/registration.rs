@@ -90,10 +90,14 @@ fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
     // RFC 7591 §2: grant_types defaults to authorization_code when redirect URIs are given.
     let grants = strings(obj, "grant_types")?;
     for g in &grants {
-        if !matches!(
-            g.as_str(),
-            "client_credentials" | "authorization_code" | "refresh_token"
-        ) {
+        let known = [
+            "client_credentials",
+            "authorization_code",
+            "refresh_token",
+            super::client::TOKEN_EXCHANGE_GRANT,
+            super::client::JWT_BEARER_GRANT,
+        ];
+        if !known.contains(&g.as_str()) {
             return Err(metadata_error(format!(
                 "grant type {g} cannot be registered on this server"
             )));
@@ -110,7 +114,8 @@ fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
     if strings(obj, "response_types")?.iter().any(|r| r != "code") {
         return Err(metadata_error("the only response type is code"));
     }
-    if method == ClientAuthMethod::None && (!wants_code || grants.iter().any(|g| g == "client_credentials")) {
+    let code_only = grants.iter().all(|g| g == "authorization_code" || g == "refresh_token");
+    if method == ClientAuthMethod::None && (!wants_code || !code_only) {
         return Err(metadata_error(
             "a public client (none) only uses the authorization_code grant, with redirect_uris",
         ));
@@ -283,6 +288,7 @@ impl OAuthService {
                     jwks_uri: req.jwks_uri,
                     dpop_required: req.dpop,
                     redirect_uris: req.redirect_uris,
+                    id_jag_audiences: Vec::new(),
                 },
             )
             .await

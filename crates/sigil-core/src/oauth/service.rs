@@ -87,7 +87,7 @@ pub struct OAuthService {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) rng: Arc<dyn Rng>,
     pub(super) keys: Arc<KeyManager>,
-    fetcher: Arc<dyn JwksFetcher>,
+    pub(super) fetcher: Arc<dyn JwksFetcher>,
     hasher: KeyedHasher,
     nonces: KeyedHasher,
     /// Signs the authorization pages' CSRF tokens and login tickets.
@@ -211,6 +211,7 @@ impl OAuthService {
             jwks_uri,
             dpop_required,
             redirect_uris,
+            id_jag_audiences,
         } = spec;
         let method = method.unwrap_or(ClientAuthMethod::PrivateKeyJwt);
         let identity = self
@@ -223,6 +224,15 @@ impl OAuthService {
         }
         for u in &redirect_uris {
             super::client::check_redirect_uri(u).map_err(|e| RegistryError::invalid("redirect_uris", e))?;
+        }
+        let bad_target = |a: &super::client::IdJagAudience| {
+            url::Url::parse(&a.audience).is_err() || a.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 512)
+        };
+        if id_jag_audiences.len() > 20 || id_jag_audiences.iter().any(bad_target) {
+            return Err(RegistryError::invalid(
+                "id_jag_audiences",
+                "give at most 20 authorization server issuer URLs",
+            ));
         }
         if method == ClientAuthMethod::None && redirect_uris.is_empty() {
             return Err(RegistryError::invalid(
@@ -281,6 +291,7 @@ impl OAuthService {
             registration_token_hash: None,
             metadata: None,
             redirect_uris,
+            id_jag_audiences,
             created_at: now,
             created_by: ctx.principal.as_str().to_owned(),
             version: 1,
@@ -624,6 +635,12 @@ impl OAuthService {
                 ..
             }) => Err(OAuthError::invalid_client(
                 "the client assertion was already used (replay)",
+            )),
+            Err(StoreError::Duplicate {
+                entity: "grant assertion",
+                ..
+            }) => Err(OAuthError::invalid_grant(
+                "the assertion grant was already used (replay)",
             )),
             Err(StoreError::Stale { entity: "grant" }) => Err(OAuthError::invalid_grant("the grant was already used")),
             Err(e) => Err(e.into()),

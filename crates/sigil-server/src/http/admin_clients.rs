@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::model::IdentityRef;
-use sigil_core::oauth::client::ClientSpec;
+use sigil_core::oauth::client::{ClientSpec, IdJagAudience};
 use sigil_core::oauth::{ClientAuthMethod, OAuthClient};
 use sigil_crypto::PublicJwks;
 use sigil_proto::admin::{ClientView, CreateClient, ListResponse, TokenRequest};
@@ -26,6 +26,11 @@ fn view(c: &OAuthClient, secret: Option<String>) -> ClientView {
         jwks_uri: c.jwks_uri.clone(),
         dpop_bound_access_tokens: c.dpop_required,
         redirect_uris: c.redirect_uris.clone(),
+        id_jag_audiences: c
+            .id_jag_audiences
+            .iter()
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .collect(),
         created_at: c.created_at,
         created_by: c.created_by.clone(),
         client_secret: secret,
@@ -44,6 +49,12 @@ pub async fn create(
         .map(serde_json::from_value::<PublicJwks>)
         .transpose()
         .map_err(|e| ApiError::invalid("jwks", format!("not a JWK Set: {e}")))?;
+    let id_jag_audiences = req
+        .id_jag_audiences
+        .into_iter()
+        .map(serde_json::from_value::<IdJagAudience>)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid("id_jag_audiences", format!("expected {{audience, client_id?}}: {e}")))?;
     let (client, secret) = app
         .oauth
         .create_client(
@@ -55,6 +66,7 @@ pub async fn create(
                 jwks_uri: req.jwks_uri,
                 dpop_required: req.dpop_bound_access_tokens,
                 redirect_uris: req.redirect_uris,
+                id_jag_audiences,
             },
         )
         .await?;

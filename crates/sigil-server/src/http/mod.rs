@@ -3,6 +3,7 @@
 mod admin_audit;
 mod admin_clients;
 mod admin_identities;
+mod admin_issuers;
 mod admin_keys;
 mod admin_policies;
 mod admin_resources;
@@ -77,6 +78,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/clients/{id}", get(admin_clients::show).delete(admin_clients::delete))
         .route("/tokens/revoke", post(admin_clients::revoke))
         .route("/registration-tokens", post(admin_clients::create_registration_token))
+        .route("/trusted-issuers", get(admin_issuers::list).post(admin_issuers::create))
+        .route("/trusted-issuers/{id}", axum::routing::delete(admin_issuers::delete))
         .route("/tokens/introspect", post(admin_clients::introspect))
         .route("/policies", get(admin_policies::list).post(admin_policies::upload))
         .route("/policies/rollback", post(admin_policies::rollback))

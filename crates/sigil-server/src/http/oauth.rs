@@ -10,6 +10,7 @@ use sigil_core::oauth::OAuthError;
 use sigil_core::oauth::client::TOKEN_EXCHANGE_GRANT;
 use sigil_core::oauth::client_auth::PresentedCredentials;
 use sigil_core::oauth::delegation::{CodeRedemption, ExchangeRequest};
+use sigil_core::oauth::enterprise::{ID_JAG_PROFILE, ID_JAG_TOKEN_TYPE, JWT_BEARER_GRANT};
 
 use super::State;
 use super::middleware::RequestId;
@@ -206,6 +207,18 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
                     .token_exchange(&creds, &exchange, dpop, request_id.as_deref())
                     .await
             }
+            Some(JWT_BEARER_GRANT) => {
+                app.oauth
+                    .jwt_bearer(
+                        &creds,
+                        form.get("assertion"),
+                        form.get("scope"),
+                        &form.all("resource"),
+                        dpop,
+                        request_id.as_deref(),
+                    )
+                    .await
+            }
             Some(other) => Err(OAuthError::new(
                 sigil_core::oauth::ErrorCode::UnsupportedGrantType,
                 format!("grant_type {other:?} is not supported"),
@@ -344,7 +357,9 @@ pub async fn metadata(AxState(app): State) -> Response {
         "authorization_endpoint": c.authorization_endpoint,
         "token_endpoint": c.token_endpoint,
         "jwks_uri": format!("{}/.well-known/jwks.json", c.issuer),
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT],
+        "authorization_grant_profiles_supported": [ID_JAG_PROFILE],
+        "identity_chaining_requested_token_types_supported": [ID_JAG_TOKEN_TYPE],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],

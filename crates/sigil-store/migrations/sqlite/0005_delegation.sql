@@ -37,3 +37,19 @@ CREATE TABLE family_tokens (
     expires_at  BIGINT NOT NULL,
     PRIMARY KEY (family_id, jti)
 );
+
+-- Enterprise identity providers whose tokens Sigil accepts (token exchange subject tokens,
+-- ID-JAG assertions), and per client the audiences Sigil may address ID-JAGs to for it.
+CREATE TABLE trusted_issuers (
+    id              TEXT PRIMARY KEY,
+    issuer          TEXT NOT NULL UNIQUE,
+    jwks_json       TEXT,
+    jwks_uri        TEXT,
+    username_claim  TEXT NOT NULL,
+    audiences_json  TEXT NOT NULL,
+    accept_id_jag   BIGINT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    created_by      TEXT NOT NULL
+);
+
+ALTER TABLE oauth_clients ADD COLUMN id_jag_audiences_json TEXT;

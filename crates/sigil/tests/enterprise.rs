@@ -1,0 +1,388 @@
+//! Enterprise identity: an external IdP's ID token as a token exchange subject, and ID-JAG
+//! (draft-ietf-oauth-identity-assertion-authz-grant) with one Sigil as the IdP and another as
+//! the resource authorization server.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use serde_json::{Value, json};
+use sigil_crypto::{Algorithm, PublicJwk, SigningKey, b64url};
+use sigil_testkit::{Family, TestServer};
+
+const API: &str = "https://hr.example.com";
+const IDP: &str = "https://idp.example.com";
+const CB: &str = "http://127.0.0.1:9/callback";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+const REFRESH: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn jwt(key: &SigningKey, typ: &str, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64url(
+            json!({"alg": "EdDSA", "kid": "idp-1", "typ": typ})
+                .to_string()
+                .as_bytes()
+        ),
+        b64url(claims.to_string().as_bytes())
+    );
+    format!("{input}.{}", b64url(&key.sign(input.as_bytes()).unwrap()))
+}
+
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn header(token: &str) -> Value {
+    use base64::Engine;
+    let h = token.split('.').next().unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap()
+}
+
+async fn token(s: &TestServer, form: &[(&str, &str)], basic: &(String, String)) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/token", s.url))
+        .basic_auth(&basic.0, Some(&basic.1))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Alice, an agent with a confidential client (returned), and the HR resource.
+async fn seed(s: &TestServer, client: Value) -> (String, String) {
+    let c = s.client();
+    c.create_user(&serde_json::from_value(json!({"username": "alice", "email": "alice@example.com"})).unwrap())
+        .await
+        .unwrap();
+    c.create_identity(
+        Family::Agents,
+        &serde_json::from_value(
+            json!({"name": "assistant", "owner": "alice", "ceiling": {"scopes": ["read", "write"]}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_resource(
+        &serde_json::from_value(
+            json!({"uri": API, "name": "hr", "owner": "alice", "scopes": ["read", "write", "admin"]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut body = json!({"identity": "assistant", "token_endpoint_auth_method": "client_secret_basic"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(client.as_object().unwrap().clone());
+    let v = c.create_client(&serde_json::from_value(body).unwrap()).await.unwrap();
+    (v.client_id, v.client_secret.unwrap())
+}
+
+#[tokio::test]
+async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
+    let Some(s) = TestServer::start().await else { return };
+    let client = seed(&s, json!({})).await;
+    let (idp_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let mut jwk = PublicJwk::from(&idp_key.public_jwk());
+    jwk.kid = Some("idp-1".into());
+    s.client()
+        .add_trusted_issuer(
+            &serde_json::from_value(
+                json!({"issuer": IDP, "jwks": {"keys": [jwk]}, "username_claim": "preferred_username"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let id_token = |over: Value| {
+        let mut c = json!({"iss": IDP, "sub": "00u1", "aud": client.0, "iat": now(), "exp": now() + 300, "preferred_username": "alice", "jti": b64url(&sigil_crypto::random_bytes::<8>().unwrap())});
+        c.as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
+        jwt(&idp_key, "JWT", &c)
+    };
+    let exchange = |subject: String| {
+        let s = &s;
+        let client = client.clone();
+        async move {
+            token(
+                s,
+                &[
+                    ("grant_type", EXCHANGE),
+                    ("subject_token", &subject),
+                    ("subject_token_type", ID_TOKEN),
+                    ("resource", API),
+                    ("scope", "read"),
+                ],
+                &client,
+            )
+            .await
+        }
+    };
+    let (st, v) = exchange(id_token(json!({}))).await;
+    assert_eq!(st, 200, "{v}");
+    let c = claims(v["access_token"].as_str().unwrap());
+    let alice = s.client().get_user("alice").await.unwrap().id.to_string();
+    let agent = s
+        .client()
+        .get_identity(Family::Agents, "assistant")
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    assert_eq!(c["sub"], alice.as_str());
+    assert_eq!(c["act"]["sub"], agent.as_str());
+    assert!(c["exp"].as_i64().unwrap() <= now() + 300);
+
+    // Bad subjects: another audience, expired, unknown user, a forged signature, an issuer
+    // nobody trusts. Each is invalid_grant, and nothing is issued.
+    let (other_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let forged = jwt(
+        &other_key,
+        "JWT",
+        &json!({"iss": IDP, "sub": "x", "aud": client.0, "exp": now() + 60, "preferred_username": "alice"}),
+    );
+    let untrusted = jwt(
+        &idp_key,
+        "JWT",
+        &json!({"iss": "https://evil.example.com", "sub": "x", "aud": client.0, "exp": now() + 60, "preferred_username": "alice"}),
+    );
+    for bad in [
+        id_token(json!({"aud": "someone-else"})),
+        id_token(json!({"exp": now() - 120})),
+        id_token(json!({"preferred_username": "mallory"})),
+        forged,
+        untrusted,
+    ] {
+        let (st, v) = exchange(bad).await;
+        assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    }
+    let exchanged = s
+        .client()
+        .audit_search(&[("type", "token.exchanged".into())])
+        .await
+        .unwrap();
+    assert_eq!(exchanged.items.len(), 1);
+}
+
+/// Alice signs in at the IdP Sigil through a confidential client; returns its refresh token.
+async fn refresh_token_at(s: &TestServer, client: &(String, String)) -> String {
+    s.client().set_password("alice", "correct horse battery").await.unwrap();
+    let verifier = b64url(&sigil_crypto::random_bytes::<32>().unwrap());
+    let challenge = b64url(&sigil_crypto::sha256(verifier.as_bytes()));
+    let mut u = url::Url::parse(&format!("{}/authorize", s.url)).unwrap();
+    u.query_pairs_mut().extend_pairs([
+        ("response_type", "code"),
+        ("client_id", client.0.as_str()),
+        ("redirect_uri", CB),
+        ("scope", "read"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("resource", API),
+    ]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http.get(u).send().await.unwrap();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = resp.text().await.unwrap();
+    let hidden = |html: &str, name: &str| {
+        let m = format!("name=\"{name}\" value=\"");
+        let start = html.find(&m).unwrap() + m.len();
+        html[start..start + html[start..].find('"').unwrap()].replace("&amp;", "&")
+    };
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    let html = http
+        .post(format!("{}/authorize/login", s.url))
+        .header("cookie", &cookie)
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", "alice"),
+            ("password", "correct horse battery"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ticket = hidden(&html, "ticket");
+    let resp = http
+        .post(format!("{}/authorize/consent", s.url))
+        .header("cookie", &cookie)
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("ticket", ticket.as_str()),
+            ("decision", "allow"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let (st, v) = token(
+        s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CB),
+            ("code_verifier", &verifier),
+        ],
+        client,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    v["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn id_jag_from_one_sigil_is_redeemed_at_another() {
+    let Some(idp) = TestServer::start().await else { return };
+    let Some(ras) = TestServer::start().await else { return };
+    // The resource authorization server knows the client under its own id.
+    let at_ras = seed(&ras, json!({})).await;
+    let at_idp = seed(
+        &idp,
+        json!({"redirect_uris": [CB], "id_jag_audiences": [{"audience": ras.url, "client_id": at_ras.0}]}),
+    )
+    .await;
+    ras.client()
+        .add_trusted_issuer(
+            &serde_json::from_value(json!({"issuer": idp.url, "jwks_uri": format!("{}/.well-known/jwks.json", idp.url), "username_claim": "preferred_username", "accept_id_jag": true}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let refresh = refresh_token_at(&idp, &at_idp).await;
+
+    // At the IdP: refresh token → ID-JAG for the resource authorization server.
+    let ask = |audience: String| {
+        let idp = &idp;
+        let at_idp = at_idp.clone();
+        let refresh = refresh.clone();
+        async move {
+            token(
+                idp,
+                &[
+                    ("grant_type", EXCHANGE),
+                    ("requested_token_type", ID_JAG),
+                    ("audience", &audience),
+                    ("resource", API),
+                    ("scope", "read write"),
+                    ("subject_token", &refresh),
+                    ("subject_token_type", REFRESH),
+                ],
+                &at_idp,
+            )
+            .await
+        }
+    };
+    let (st, v) = ask(ras.url.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["issued_token_type"], ID_JAG);
+    assert_eq!(v["token_type"], "N_A");
+    let grant = v["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(header(&grant)["typ"], "oauth-id-jag+jwt");
+    let g = claims(&grant);
+    assert_eq!(g["iss"], idp.url.as_str());
+    assert_eq!(g["aud"], ras.url.as_str());
+    assert_eq!(g["client_id"], at_ras.0.as_str());
+    assert_eq!(g["resource"], API);
+    assert_eq!(g["email"], "alice@example.com");
+    let (st, v) = ask("https://not-allowed.example.com".into()).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_target")), "{v}");
+
+    // At the resource authorization server: jwt-bearer grant → access token for alice, acted
+    // on by the client's agent there; the policy narrows to the agent's ceiling.
+    let redeem = |assertion: String, client: (String, String)| {
+        let ras = &ras;
+        async move { token(ras, &[("grant_type", JWT_BEARER), ("assertion", &assertion)], &client).await }
+    };
+    let (st, v) = redeem(grant.clone(), at_ras.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    let c = claims(v["access_token"].as_str().unwrap());
+    let alice_there = ras.client().get_user("alice").await.unwrap().id.to_string();
+    assert_eq!(c["sub"], alice_there.as_str());
+    assert_eq!(c["aud"], API);
+    assert_eq!(c["scope"], "read write");
+    assert!(v.get("refresh_token").is_none());
+
+    // Replayed, for another client, not an ID-JAG, or from an issuer not trusted for ID-JAGs.
+    let (st, v) = redeem(grant.clone(), at_ras.clone()).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "replay: {v}");
+    let other = {
+        let v = ras
+            .client()
+            .create_client(
+                &serde_json::from_value(
+                    json!({"identity": "assistant", "token_endpoint_auth_method": "client_secret_basic"}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        (v.client_id, v.client_secret.unwrap())
+    };
+    let (_, v) = ask(ras.url.clone()).await;
+    let fresh = v["access_token"].as_str().unwrap().to_owned();
+    let (st, v) = redeem(fresh.clone(), other).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "other client: {v}"
+    );
+    let (st, v) = redeem(fresh, at_ras.clone()).await;
+    assert_eq!(st, 200, "the refused attempt did not spend it: {v}");
+    let idp_access = {
+        let (_, v) = token(
+            &idp,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            &at_idp,
+        )
+        .await;
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let (st, v) = redeem(idp_access, at_ras.clone()).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "not an ID-JAG: {v}"
+    );
+}
