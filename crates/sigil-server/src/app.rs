@@ -64,6 +64,7 @@ impl App {
             fetcher: Arc::new(crate::jwks_fetch::HttpJwksFetcher::new()),
             policy: Arc::clone(&policy) as Arc<dyn sigil_core::oauth::policy::IssuancePolicy>,
             reads: Arc::clone(&reads),
+            documents: Arc::new(crate::jwks_fetch::HttpDocumentFetcher),
         };
         let oauth = OAuthService::new(
             deps,
@@ -79,6 +80,7 @@ impl App {
                 authorization_endpoint: format!("{issuer}/authorize"),
                 max_delegation_depth: config.max_delegation_depth,
                 refresh_token_ttl: config.refresh_token_ttl,
+                metadata_documents: config.metadata_documents.clone(),
             },
         );
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);

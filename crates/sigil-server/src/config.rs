@@ -62,6 +62,11 @@ pub struct OAuthFile {
     pub max_delegation_depth: Option<usize>,
     /// Lifetime of refresh tokens (default 30d); each use rotates the token.
     pub refresh_token_ttl: Option<String>,
+    /// Accept OAuth Client ID Metadata Documents (a client_id that is an https URL); every such
+    /// client acts as this agent (name or id), whose ceiling bounds them all. Unset: refused.
+    pub client_metadata_identity: Option<String>,
+    /// Also accept http://127.0.0.1 and localhost documents (development and tests only).
+    pub client_metadata_allow_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -188,6 +193,7 @@ pub struct Config {
     pub dpop_nonce: bool,
     pub max_delegation_depth: usize,
     pub refresh_token_ttl: Duration,
+    pub metadata_documents: sigil_core::oauth::metadata_doc::MetadataDocuments,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -335,7 +341,16 @@ impl Config {
         if refresh_token_ttl < Duration::from_secs(60) || refresh_token_ttl > Duration::from_secs(365 * 86_400) {
             return Err(invalid("oauth.refresh_token_ttl", "must be between 1m and 365d"));
         }
+        let metadata_documents = sigil_core::oauth::metadata_doc::MetadataDocuments {
+            identity: f.oauth.as_ref().and_then(|o| o.client_metadata_identity.clone()),
+            allow_loopback: f
+                .oauth
+                .as_ref()
+                .and_then(|o| o.client_metadata_allow_loopback)
+                .unwrap_or(false),
+        };
         Ok(Self {
+            metadata_documents,
             max_delegation_depth,
             refresh_token_ttl,
             max_access_token_ttl,
@@ -383,6 +398,7 @@ impl Config {
             dpop_nonce: false,
             max_delegation_depth: 4,
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            metadata_documents: Default::default(),
         })
     }
 }

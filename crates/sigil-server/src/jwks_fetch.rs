@@ -63,3 +63,166 @@ impl JwksFetcher for HttpJwksFetcher {
         Ok(set)
     }
 }
+
+/// Fetches client metadata documents: the host must resolve only to public addresses (no
+/// private, loopback, link-local or other special-use ones, RFC 6890), and the connection is
+/// pinned to the checked address so DNS cannot change it in between. No redirects, at most
+/// `max_bytes`, five seconds.
+#[derive(Debug, Default)]
+pub struct HttpDocumentFetcher;
+
+#[async_trait]
+impl sigil_core::oauth::metadata_doc::DocumentFetcher for HttpDocumentFetcher {
+    async fn fetch_document(
+        &self,
+        url: &str,
+        max_bytes: usize,
+        allow_loopback: bool,
+    ) -> Result<(Vec<u8>, Option<Duration>), String> {
+        let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let host = u.host_str().ok_or("no host")?.trim_matches(['[', ']']).to_owned();
+        let port = u.port_or_known_default().ok_or("no port")?;
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((host.as_str(), port)))
+                .await
+                .map_err(|_| "name resolution timed out".to_owned())?
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+        let first = *addrs.first().ok_or("the host has no address")?;
+        if let Some(bad) = addrs
+            .iter()
+            .find(|a| special_use(a.ip()) && !(allow_loopback && a.ip().is_loopback()))
+        {
+            return Err(format!(
+                "{host} resolves to a private or special-use address ({})",
+                bad.ip()
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&host, first)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut resp = http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "the fetch timed out".to_owned()
+                } else {
+                    e.to_string()
+                }
+            })?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(format!("the document URL answered {}", resp.status()));
+        }
+        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+            return Err(format!("the document is larger than {max_bytes} bytes"));
+        }
+        let max_age = resp
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(cache_lifetime);
+        let mut body = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .map_err(|_| "the fetch timed out".to_owned())?
+            .map_err(|e| e.to_string())?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > max_bytes {
+                return Err(format!("the document is larger than {max_bytes} bytes"));
+            }
+        }
+        Ok((body, max_age.flatten()))
+    }
+}
+
+/// `Cache-Control` → how long a response may be reused: `no-store`/`no-cache` → zero,
+/// `max-age=N` → N seconds, anything else → no opinion.
+fn cache_lifetime(header: &str) -> Option<Duration> {
+    let mut max_age = None;
+    for d in header.split(',').map(str::trim) {
+        let lower = d.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(Duration::ZERO);
+        }
+        if let Some(n) = lower.strip_prefix("max-age=") {
+            max_age = n.trim_matches('"').parse().ok().map(Duration::from_secs);
+        }
+    }
+    max_age
+}
+
+/// RFC 6890 special-use ranges (and the IPv6 equivalents), which a fetch on a client's say-so
+/// must never reach.
+fn special_use(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0)
+                || (a == 198 && (18..20).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return special_use(IpAddr::V4(v4));
+            }
+            let first = v6.segments().first().copied().unwrap_or_default();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments().get(1).is_some_and(|s| *s == 0x0db8)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_use_addresses_are_refused() {
+        for ip in [
+            "10.1.2.3",
+            "127.0.0.1",
+            "169.254.169.254",
+            "192.168.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(special_use(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:4700::1111"] {
+            assert!(!special_use(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn cache_control_is_read() {
+        assert_eq!(cache_lifetime("public, max-age=600"), Some(Duration::from_secs(600)));
+        assert_eq!(cache_lifetime("no-store"), Some(Duration::ZERO));
+        assert_eq!(cache_lifetime("public"), None);
+    }
+}

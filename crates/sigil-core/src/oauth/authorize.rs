@@ -109,15 +109,11 @@ impl OAuthService {
     pub async fn check_authorization(&self, r: &AuthorizeRequest) -> Result<Authorization, AuthorizeFailure> {
         let show = |d: &str| AuthorizeFailure::Show(OAuthError::invalid_request(d));
         let client_id = r.client_id.as_deref().ok_or_else(|| show("client_id is required"))?;
-        let client = match client_id.len() <= 64 {
-            true => self
-                .reads
-                .client(client_id)
-                .await
-                .map_err(|e| AuthorizeFailure::Show(e.into()))?,
-            false => None,
-        }
-        .ok_or_else(|| show("unknown client"))?;
+        let client = self
+            .client(client_id)
+            .await
+            .map_err(AuthorizeFailure::Show)?
+            .ok_or_else(|| show("unknown client"))?;
         if client.redirect_uris.is_empty() {
             return Err(AuthorizeFailure::Show(OAuthError::new(
                 ErrorCode::UnauthorizedClient,

@@ -60,10 +60,8 @@ impl OAuthService {
         let id = creds
             .client_id
             .as_deref()
-            .filter(|id| id.len() <= 64)
             .ok_or_else(|| OAuthError::invalid_client("client authentication is required"))?;
         let client = self
-            .reads
             .client(id)
             .await?
             .filter(|c| c.auth_method == ClientAuthMethod::None)

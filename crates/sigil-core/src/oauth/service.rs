@@ -38,6 +38,8 @@ pub struct OAuthConfig {
     /// Most actors an `act` chain may hold.
     pub max_delegation_depth: usize,
     pub refresh_token_ttl: Duration,
+    /// Client ID Metadata Documents: whether and as which agent they are accepted.
+    pub metadata_documents: super::metadata_doc::MetadataDocuments,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -95,6 +97,8 @@ pub struct OAuthService {
     pub(super) cfg: OAuthConfig,
     pub(super) reads: Arc<super::reads::RegistryReads>,
     policy: Arc<dyn super::policy::IssuancePolicy>,
+    pub(super) documents: Arc<dyn super::metadata_doc::DocumentFetcher>,
+    pub(super) documents_cache: super::metadata_doc::DocumentCache,
     /// When this process last recorded each identity's use, so `last_used_at` is written at most
     /// once per [`LAST_USED_RESOLUTION`] per identity instead of once per token.
     touched: std::sync::Mutex<std::collections::HashMap<sigil_types::IdentityId, sigil_types::Timestamp>>,
@@ -115,6 +119,8 @@ pub struct OAuthDeps {
     pub policy: Arc<dyn super::policy::IssuancePolicy>,
     /// Cached registry reads, shared with the other request paths.
     pub reads: Arc<super::reads::RegistryReads>,
+    /// Fetches client metadata documents.
+    pub documents: Arc<dyn super::metadata_doc::DocumentFetcher>,
 }
 
 impl OAuthService {
@@ -127,6 +133,7 @@ impl OAuthService {
             fetcher,
             policy,
             reads,
+            documents,
         } = deps;
         Self {
             store,
@@ -140,6 +147,8 @@ impl OAuthService {
             cfg,
             reads,
             policy,
+            documents,
+            documents_cache: Default::default(),
             touched: Default::default(),
         }
     }
@@ -149,8 +158,15 @@ impl OAuthService {
     }
 
     /// Token-path reads, through the shared one-second cache.
-    async fn client(&self, id: &str) -> Result<Option<OAuthClient>, StoreError> {
-        self.reads.client(id).await
+    /// A client by id: a registered one, or one described by a client metadata document.
+    pub(super) async fn client(&self, id: &str) -> Result<Option<OAuthClient>, OAuthError> {
+        if super::metadata_doc::is_document_url(id) {
+            return self.document_client(id).await.map(Some);
+        }
+        if id.len() > 64 {
+            return Ok(None);
+        }
+        Ok(self.reads.client(id).await?)
     }
 
     async fn identity(&self, id: &sigil_types::IdentityId) -> Result<Option<crate::model::Identity>, StoreError> {
@@ -411,7 +427,11 @@ impl OAuthService {
 
     async fn by_secret(&self, id: &str, secret: &str, used: ClientAuthMethod) -> Result<Authenticated, OAuthError> {
         let presented = self.hasher.hash_hex(secret.as_bytes());
-        let client = if id.len() <= 64 { self.client(id).await? } else { None };
+        let client = if super::metadata_doc::is_document_url(id) {
+            None // metadata-document clients have no secret
+        } else {
+            self.client(id).await?
+        };
         let stored = client
             .as_ref()
             .and_then(|c| c.secret_hash.clone())

@@ -264,20 +264,47 @@ fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// Who asks for what, shown on both pages.
+/// Who asks for what, shown on both pages. A client described by a metadata document is named
+/// with the host its document came from (draft-ietf-oauth-client-id-metadata-document §6.4).
 fn request_summary(a: &Authorization) -> String {
     let scopes: String = a
         .scopes
         .iter()
         .map(|s| format!("<li><code>{}</code></li>", esc(s.as_str())))
         .collect();
+    let via = if sigil_core::oauth::metadata_doc::is_document_url(&a.client.client_id) {
+        let name = a
+            .client
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("client_name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        let host = url::Url::parse(&a.client.client_id)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        format!(
+            " through the application <strong>{}</strong> from <strong>{}</strong>",
+            esc(name),
+            esc(&host)
+        )
+    } else {
+        String::new()
+    };
+    let redirect_host = url::Url::parse(&a.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     format!(
-        "<p>The agent <strong>{}</strong> (owned by {}) asks to act for you at <strong>{}</strong> <code>{}</code> with:</p><ul>{}</ul>",
+        "<p>The agent <strong>{}</strong> (owned by {}){} asks to act for you at <strong>{}</strong> <code>{}</code> with:</p><ul>{}</ul><p>You will be sent back to <strong>{}</strong>.</p>",
         esc(a.agent.name.as_str()),
         esc(&a.agent_owner),
+        via,
         esc(a.resource.name.as_str()),
         esc(a.resource.uri.as_str()),
-        scopes
+        scopes,
+        esc(&redirect_host)
     )
 }
 

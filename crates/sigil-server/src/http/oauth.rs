@@ -359,6 +359,7 @@ pub async fn metadata(AxState(app): State) -> Response {
         "jwks_uri": format!("{}/.well-known/jwks.json", c.issuer),
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT],
         "authorization_grant_profiles_supported": [ID_JAG_PROFILE],
+        "client_id_metadata_document_supported": c.metadata_documents.identity.is_some(),
         "identity_chaining_requested_token_types_supported": [ID_JAG_TOKEN_TYPE],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -1,0 +1,234 @@
+//! OAuth Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document-01, as the
+//! MCP authorization specification uses them): a `client_id` that is an https URL names a JSON
+//! document, fetched on use, that describes the client. Such clients have no secret: they are
+//! public (`none`) or prove a key (`private_key_jwt`). All of them act as the one agent the
+//! operator configures, whose ceiling bounds what any of them can get.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::client::{ClientAuthMethod, OAuthClient};
+use super::error::OAuthError;
+use super::service::OAuthService;
+use crate::model::IdentityRef;
+
+/// §6.6 recommends 5 KB.
+pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
+const MIN_CACHE: Duration = Duration::from_secs(60);
+const MAX_CACHE: Duration = Duration::from_secs(3600);
+const DEFAULT_CACHE: Duration = Duration::from_secs(300);
+const MAX_CACHED: usize = 10_000;
+
+/// Fetches a document over HTTP: no redirects, bounded size and time, and never from a
+/// private or special-use address (§6.5) unless loopback is allowed (local development).
+#[async_trait]
+pub trait DocumentFetcher: Send + Sync + std::fmt::Debug {
+    /// The body, and how long it may be cached by its `Cache-Control` (`Some(ZERO)`: not at all).
+    async fn fetch_document(
+        &self,
+        url: &str,
+        max_bytes: usize,
+        allow_loopback: bool,
+    ) -> Result<(Vec<u8>, Option<Duration>), String>;
+}
+
+/// Metadata documents the server accepts, and the agent their clients act as.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataDocuments {
+    /// The agent (name or id) every metadata-document client belongs to; `None`: not accepted.
+    pub identity: Option<String>,
+    /// Accept `http://127.0.0.1`/`localhost` documents (development and tests only).
+    pub allow_loopback: bool,
+}
+
+/// Recently fetched clients.
+#[derive(Debug, Default)]
+pub(super) struct DocumentCache(std::sync::Mutex<HashMap<String, (Instant, OAuthClient)>>);
+
+/// Whether a client_id names a metadata document (rather than a registered client).
+pub fn is_document_url(client_id: &str) -> bool {
+    client_id.starts_with("https://") || client_id.starts_with("http://")
+}
+
+/// §3: https, a path, no fragment, no userinfo, no dot segments; http only on loopback when
+/// allowed.
+fn check_url(id: &str, allow_loopback: bool) -> Result<(), String> {
+    if id.len() > 2048 {
+        return Err("the client_id URL is too long".into());
+    }
+    let u = url::Url::parse(id).map_err(|e| format!("the client_id is not a URL: {e}"))?;
+    let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match u.scheme() {
+        "https" => {}
+        "http" if allow_loopback && loopback => {}
+        _ => return Err("a client_id URL must be https".into()),
+    }
+    if u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
+        return Err("a client_id URL has no fragment or user info".into());
+    }
+    let path = id.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+    let path = path.find('/').map(|i| &path[i..]).unwrap_or_default();
+    if path.len() <= 1 || path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err("a client_id URL needs a path without dot segments".into());
+    }
+    Ok(())
+}
+
+fn strings(doc: &Map<String, Value>, field: &str) -> Result<Vec<String>, String> {
+    match doc.get(field) {
+        None => Ok(vec![]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{field} must hold strings"))
+            })
+            .collect(),
+        Some(_) => Err(format!("{field} must be an array")),
+    }
+}
+
+/// Checks a fetched document (§4.1 and the MCP profile) and turns it into a client of `identity`.
+fn client_from_document(
+    id: &str,
+    body: &[u8],
+    identity: &crate::model::Identity,
+    now: sigil_types::Timestamp,
+) -> Result<OAuthClient, String> {
+    let doc: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| format!("the document is not a JSON object: {e}"))?;
+    if doc.get("client_id").and_then(Value::as_str) != Some(id) {
+        return Err("the document's client_id is not its URL".into());
+    }
+    if doc
+        .get("client_name")
+        .and_then(Value::as_str)
+        .is_none_or(|n| n.is_empty() || n.chars().count() > 256)
+    {
+        return Err("the document needs a client_name".into());
+    }
+    if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
+        return Err("a metadata document carries no client_secret".into());
+    }
+    let method = match doc.get("token_endpoint_auth_method").and_then(Value::as_str) {
+        None | Some("none") => ClientAuthMethod::None,
+        Some("private_key_jwt") => ClientAuthMethod::PrivateKeyJwt,
+        Some(other) => {
+            return Err(format!(
+                "token_endpoint_auth_method {other} is not allowed for a metadata document"
+            ));
+        }
+    };
+    let redirect_uris = strings(&doc, "redirect_uris")?;
+    if redirect_uris.is_empty() || redirect_uris.len() > 20 {
+        return Err("the document needs 1 to 20 redirect_uris".into());
+    }
+    for u in &redirect_uris {
+        super::client::check_redirect_uri(u)?;
+    }
+    let jwks = doc
+        .get("jwks")
+        .map(|j| serde_json::from_value::<sigil_crypto::PublicJwks>(j.clone()).map_err(|e| format!("jwks: {e}")))
+        .transpose()?;
+    let jwks_uri = doc.get("jwks_uri").and_then(Value::as_str).map(str::to_owned);
+    if method == ClientAuthMethod::PrivateKeyJwt && jwks.is_none() == jwks_uri.is_none() {
+        return Err("private_key_jwt needs exactly one of jwks or jwks_uri".into());
+    }
+    if let Some(set) = &jwks {
+        for k in &set.keys {
+            k.check().map_err(|e| format!("jwks: {e}"))?;
+        }
+    }
+    Ok(OAuthClient {
+        client_id: id.to_owned(),
+        identity_id: identity.id.clone(),
+        auth_method: method,
+        jwks,
+        jwks_uri,
+        secret_hash: None,
+        dpop_required: doc
+            .get("dpop_bound_access_tokens")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        registration_token_hash: None,
+        metadata: Some(Value::Object(doc)),
+        redirect_uris,
+        id_jag_audiences: Vec::new(),
+        created_at: now,
+        created_by: "client metadata document".into(),
+        version: 0,
+    })
+}
+
+impl OAuthService {
+    /// A client named by a metadata document URL: from the cache, or fetched and checked.
+    /// Failures are `invalid_client` naming the reason; they are not cached (§4.4).
+    pub(super) async fn document_client(&self, id: &str) -> Result<OAuthClient, OAuthError> {
+        let fail = |why: String| {
+            tracing::info!(client_id = id, reason = why, "client metadata document refused");
+            OAuthError::invalid_client(format!("client metadata document: {why}"))
+        };
+        let identity_name = self
+            .cfg
+            .metadata_documents
+            .identity
+            .as_deref()
+            .ok_or_else(|| fail("this server does not accept client metadata documents".into()))?;
+        check_url(id, self.cfg.metadata_documents.allow_loopback).map_err(fail)?;
+        if let Ok(cache) = self.documents_cache.0.lock()
+            && let Some((until, c)) = cache.get(id)
+            && *until > Instant::now()
+        {
+            return Ok(c.clone());
+        }
+        let identity_ref = IdentityRef::parse(identity_name).map_err(|e| fail(e.to_string()))?;
+        let identity = self
+            .reads
+            .identity(&identity_ref)
+            .await?
+            .ok_or_else(|| fail(format!("the configured agent {identity_name} does not exist")))?;
+        let (body, max_age) = self
+            .documents
+            .fetch_document(id, MAX_DOCUMENT_BYTES, self.cfg.metadata_documents.allow_loopback)
+            .await
+            .map_err(fail)?;
+        let client = client_from_document(id, &body, &identity, self.clock.now()).map_err(fail)?;
+        let ttl = max_age.map_or(DEFAULT_CACHE, |a| a.clamp(Duration::ZERO, MAX_CACHE));
+        if ttl >= MIN_CACHE
+            && let Ok(mut cache) = self.documents_cache.0.lock()
+        {
+            if cache.len() >= MAX_CACHED {
+                cache.retain(|_, (until, _)| *until > Instant::now());
+            }
+            cache.insert(id.to_owned(), (Instant::now() + ttl, client.clone()));
+        }
+        Ok(client)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_urls_follow_section_3() {
+        assert!(check_url("https://app.example.com/client.json", false).is_ok());
+        for bad in [
+            "https://app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/a/../b",
+            "https://user@app.example.com/c",
+            "https://app.example.com/c#x",
+            "http://app.example.com/c",
+            "http://127.0.0.1:9/c",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_url("http://127.0.0.1:9/c", true).is_ok());
+    }
+}
