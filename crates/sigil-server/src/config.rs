@@ -571,6 +571,10 @@ max_body_bytes = 65536   # request bodies above this get 413
 access_token_ttl = "5m"  # default lifetime of access tokens (10s to 1h)
 max_access_token_ttl = "1h"  # the most an identity may set (`token_ttl_seconds`); <= keys.retire_after
 dpop_nonce = false       # require server-provided nonces in DPoP proofs (RFC 9449 §8)
+refresh_token_ttl = "30d"  # refresh tokens rotate on each use; reuse revokes the grant family
+max_delegation_depth = 4   # most actors in a delegated token's act chain
+# client_metadata_identity = "mcp-clients"  # accept Client ID Metadata Documents, acting as this agent
+# client_metadata_allow_loopback = false    # also accept http://127.0.0.1 documents (development only)
 
 [audit]
 # retain = "365d"        # prune records older than this (only at a signed checkpoint); unset: keep all

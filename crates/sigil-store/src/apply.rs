@@ -673,7 +673,7 @@ async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Gr
     .await?;
     exec(
         conn,
-        "INSERT INTO delegated_grants (handle_hash, kind, family_id, client_id, user_id, resource, scope, redirect_uri, code_challenge, issued_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "INSERT INTO delegated_grants (handle_hash, kind, family_id, client_id, user_id, resource, scope, redirect_uri, code_challenge, issued_at, expires_at, used_at, openid, nonce, auth_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         vec![
             g.handle_hash.clone().into(),
             g.kind.as_str().into(),
@@ -687,6 +687,9 @@ async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Gr
             g.issued_at.unix_micros().into(),
             g.expires_at.unix_micros().into(),
             g.used_at.map(|t| t.unix_micros()).into(),
+            i64::from(g.openid).into(),
+            g.nonce.clone().into(),
+            g.auth_time.unix_micros().into(),
         ],
         GRANT,
     )

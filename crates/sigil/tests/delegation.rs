@@ -849,3 +849,36 @@ async fn client_metadata_documents_on_private_addresses_are_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn openid_scope_adds_an_id_token_about_the_user() {
+    let Some(fx) = fixture().await else { return };
+    let (verifier, challenge) = pkce();
+    let mut params: Vec<(String, String)> = fx
+        .standard(&challenge)
+        .into_iter()
+        .filter(|(k, _)| k != "scope")
+        .collect();
+    params.push(("scope".into(), "openid read".into()));
+    params.push(("nonce".into(), "n-0S6_WzA2Mj".into()));
+    let Outcome::Redirect(l) = fx.browse(&params, PASSWORD, "allow").await else {
+        panic!("no redirect")
+    };
+    let (s, t) = fx.redeem(&param(&l, "code").unwrap(), &verifier).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["scope"], "openid read");
+    let id = t["id_token"].as_str().expect("an ID token");
+    let c = claims(id);
+    let alice = fx.s.client().get_user("alice").await.unwrap().id.to_string();
+    assert_eq!(c["iss"], fx.s.url.as_str());
+    assert_eq!(c["sub"], alice.as_str());
+    assert_eq!(c["aud"], fx.public.as_str());
+    assert_eq!(c["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(c["preferred_username"], "alice");
+    assert!(c["auth_time"].as_i64().unwrap() <= c["iat"].as_i64().unwrap());
+    // The access token is still for the resource only.
+    assert_eq!(claims(t["access_token"].as_str().unwrap())["scope"], "read");
+    // Without openid there is no ID token.
+    let plain = fx.user_token().await;
+    assert!(plain.get("id_token").is_none());
+}

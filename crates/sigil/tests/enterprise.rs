@@ -189,6 +189,22 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
 
 /// Alice signs in at the IdP Sigil through a confidential client; returns its refresh token.
 async fn refresh_token_at(s: &TestServer, client: &(String, String)) -> String {
+    sign_in_at(s, client, "read").await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The same, asking for `openid`: returns the ID token.
+async fn id_token_at(s: &TestServer, client: &(String, String)) -> String {
+    sign_in_at(s, client, "openid read").await["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs the code flow at `s` for alice with `scope`; returns the token response.
+async fn sign_in_at(s: &TestServer, client: &(String, String), scope: &str) -> Value {
     s.client().set_password("alice", "correct horse battery").await.unwrap();
     let verifier = b64url(&sigil_crypto::random_bytes::<32>().unwrap());
     let challenge = b64url(&sigil_crypto::sha256(verifier.as_bytes()));
@@ -197,7 +213,7 @@ async fn refresh_token_at(s: &TestServer, client: &(String, String)) -> String {
         ("response_type", "code"),
         ("client_id", client.0.as_str()),
         ("redirect_uri", CB),
-        ("scope", "read"),
+        ("scope", scope),
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
         ("resource", API),
@@ -269,7 +285,7 @@ async fn refresh_token_at(s: &TestServer, client: &(String, String)) -> String {
     )
     .await;
     assert_eq!(st, 200, "{v}");
-    v["refresh_token"].as_str().unwrap().to_owned()
+    v
 }
 
 #[tokio::test]
@@ -370,6 +386,47 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
     );
     let (st, v) = redeem(fresh, at_ras.clone()).await;
     assert_eq!(st, 200, "the refused attempt did not spend it: {v}");
+    // Sigil's own ID token, issued to this client, is a subject for an ID-JAG too; one issued
+    // to another client is not.
+    let id_token = id_token_at(&idp, &at_idp).await;
+    let id_jag = |subject: String, client: (String, String)| {
+        let idp = &idp;
+        let ras_url = ras.url.clone();
+        async move {
+            token(
+                idp,
+                &[
+                    ("grant_type", EXCHANGE),
+                    ("requested_token_type", ID_JAG),
+                    ("audience", &ras_url),
+                    ("subject_token", &subject),
+                    ("subject_token_type", ID_TOKEN),
+                ],
+                &client,
+            )
+            .await
+        }
+    };
+    let (st, v) = id_jag(id_token.clone(), at_idp.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        claims(v["access_token"].as_str().unwrap())["sub"],
+        claims(&id_token)["sub"]
+    );
+    let stranger = {
+        let v = idp
+            .client()
+            .create_client(
+                &serde_json::from_value(json!({"identity": "assistant", "token_endpoint_auth_method": "client_secret_basic", "id_jag_audiences": [{"audience": ras.url}]}))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        (v.client_id, v.client_secret.unwrap())
+    };
+    let (st, v) = id_jag(id_token, stranger).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+
     let idp_access = {
         let (_, v) = token(
             &idp,

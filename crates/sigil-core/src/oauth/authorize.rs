@@ -18,6 +18,9 @@ use crate::audit::{AuditRecord, EventType, Outcome, Target};
 use crate::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
 use crate::store::{Change, ChangeSet};
 
+/// The OpenID Connect scope (Core §3.1.2.1).
+pub const OPENID: &str = "openid";
+
 /// Codes live one minute (RFC 6749 §4.1.2 recommends at most ten).
 const CODE_TTL: Duration = Duration::from_secs(60);
 /// How long the consent page may stay open after the password was checked.
@@ -34,6 +37,8 @@ pub struct AuthorizeRequest {
     pub code_challenge: Option<String>,
     pub code_challenge_method: Option<String>,
     pub resource: Vec<String>,
+    /// OpenID Connect: echoed in the ID token.
+    pub nonce: Option<String>,
 }
 
 /// A request that passed every check: what the consent page shows and the code records.
@@ -50,6 +55,9 @@ pub struct Authorization {
     pub redirect_uri_given: bool,
     pub state: Option<String>,
     pub code_challenge: String,
+    /// The request's scope held `openid` (OpenID Connect): the token response has an ID token.
+    pub openid: bool,
+    pub nonce: Option<String>,
 }
 
 /// Why an authorization request fails. Until the client and redirect URI are known to be good,
@@ -192,8 +200,15 @@ impl OAuthService {
             .await
             .map_err(|e| AuthorizeFailure::Show(e.into()))?
             .ok_or_else(|| fail(ErrorCode::InvalidTarget, "the resource is not registered"))?;
-        let requested = ScopeSet::parse_oauth(r.scope.as_deref().unwrap_or_default())
+        // `openid` asks for an ID token about the user; the other scopes are the resource's.
+        let raw_scope = r.scope.as_deref().unwrap_or_default();
+        let openid = raw_scope.split(' ').any(|s| s == OPENID);
+        let resource_scopes: Vec<&str> = raw_scope.split(' ').filter(|s| !s.is_empty() && *s != OPENID).collect();
+        let requested = ScopeSet::parse_oauth(&resource_scopes.join(" "))
             .map_err(|e| fail(ErrorCode::InvalidScope, &e.to_string()))?;
+        if r.nonce.as_ref().is_some_and(|n| n.len() > 256) {
+            return Err(fail(ErrorCode::InvalidRequest, "nonce is too long"));
+        }
         if let Some(s) = requested.iter().find(|s| !resource.scopes.contains(s)) {
             return Err(fail(
                 ErrorCode::InvalidScope,
@@ -220,6 +235,8 @@ impl OAuthService {
             redirect_uri_given: given,
             state: r.state.clone(),
             code_challenge: challenge,
+            openid,
+            nonce: r.nonce.clone(),
         })
     }
 
@@ -309,6 +326,9 @@ impl OAuthService {
             scope: granted.to_oauth_string(),
             redirect_uri: a.redirect_uri_given.then(|| a.redirect_uri.clone()),
             code_challenge: Some(a.code_challenge.clone()),
+            openid: a.openid,
+            nonce: a.nonce.clone(),
+            auth_time: now,
             issued_at: now,
             expires_at: now.plus(CODE_TTL),
             used_at: None,

@@ -17,6 +17,9 @@ use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome, PolicyEvidence
 use crate::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
 use crate::store::{Change, ChangeSet};
 
+/// How long Sigil's ID tokens live.
+const ID_TOKEN_TTL_SECS: i64 = 300;
+
 /// RFC 8693 §3 token type identifiers.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
@@ -305,6 +308,9 @@ impl OAuthService {
             scope: scope.to_oauth_string(),
             redirect_uri: None,
             code_challenge: None,
+            openid: grant.openid,
+            nonce: None,
+            auth_time: grant.auth_time,
             issued_at: now,
             expires_at: now.plus(self.cfg.refresh_token_ttl),
             used_at: None,
@@ -334,14 +340,25 @@ impl OAuthService {
                 expires_at: claims.exp,
             })
             .audit(record);
+        let id_token = if grant.openid {
+            Some(self.mint_id_token(&user, &auth.client.client_id, grant, now)?)
+        } else {
+            None
+        };
         self.commit_issuance(cs, auth, proof).await?;
+        let scope = if grant.openid {
+            format!("{} {}", super::authorize::OPENID, claims.scope)
+        } else {
+            claims.scope
+        };
         Ok(TokenResponse {
             access_token,
             issued_token_type: None,
             token_type: if proof.is_some() { "DPoP" } else { "Bearer" },
             expires_in: ttl,
-            scope: claims.scope,
+            scope,
             refresh_token: Some(refresh.to_string()),
+            id_token,
         })
     }
 
@@ -482,6 +499,7 @@ impl OAuthService {
             expires_in: ttl,
             scope: claims.scope,
             refresh_token: None,
+            id_token: None,
         })
     }
 
@@ -592,6 +610,27 @@ impl OAuthService {
         let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
         let token = token::mint(&key, &claims).map_err(|_| OAuthError::unavailable())?;
         Ok((token, claims, u64::try_from(exp - now).unwrap_or(0)))
+    }
+
+    /// An OpenID Connect ID token (Core §2) about the user, for the client.
+    fn mint_id_token(&self, user: &User, client_id: &str, grant: &Grant, now: Timestamp) -> Result<String, OAuthError> {
+        let mut c = serde_json::Map::new();
+        c.insert("iss".into(), self.cfg.issuer.clone().into());
+        c.insert("sub".into(), user.id.to_string().into());
+        c.insert("aud".into(), client_id.into());
+        c.insert("iat".into(), now.unix_seconds().into());
+        c.insert("exp".into(), (now.unix_seconds() + ID_TOKEN_TTL_SECS).into());
+        c.insert("auth_time".into(), grant.auth_time.unix_seconds().into());
+        if let Some(n) = &grant.nonce {
+            c.insert("nonce".into(), n.clone().into());
+        }
+        c.insert("preferred_username".into(), user.username.to_string().into());
+        if let Some(e) = &user.email {
+            c.insert("email".into(), e.to_string().into());
+        }
+        let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
+        let payload = serde_json::to_vec(&c).map_err(|_| OAuthError::unavailable())?;
+        sigil_crypto::sign_compact(&key, "JWT", &payload).map_err(|_| OAuthError::unavailable())
     }
 
     /// The audit record of a delegated issuance: the user as subject, the actors outermost first.

@@ -241,7 +241,11 @@ impl OAuthService {
                 reference: format!("refresh family {}", grant.family_id),
             });
         }
-        if unverified_issuer(token).as_deref() == Some(self.cfg.issuer.as_str()) && kind != ID_TOKEN_TYPE {
+        let ours = unverified_issuer(token).as_deref() == Some(self.cfg.issuer.as_str());
+        if ours && kind == ID_TOKEN_TYPE {
+            return self.own_id_token_subject(token, auth, now).await;
+        }
+        if ours {
             let claims = super::token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds())
                 .map_err(|e| OAuthError::invalid_grant(format!("the subject token is not valid: {e}")))?;
             if !self.is_active_now(&claims, now).await? {
@@ -282,6 +286,44 @@ impl OAuthService {
             aud: None,
             scope: None,
             reference: format!("{} {}", issuer.issuer, v.str("jti").unwrap_or_default()),
+        })
+    }
+
+    /// One of Sigil's own ID tokens, issued to this very client (the ID-JAG draft's §4.3.3:
+    /// the ID token's audience must be the requesting client).
+    async fn own_id_token_subject(
+        &self,
+        token: &str,
+        auth: &super::client_auth::Authenticated,
+        now: sigil_types::Timestamp,
+    ) -> Result<Subject, OAuthError> {
+        let invalid = |why: &str| OAuthError::invalid_grant(format!("the ID token is not valid: {why}"));
+        let v = sigil_crypto::verify_compact(token, &self.keys.jwks()).map_err(|_| invalid("bad signature"))?;
+        if v.typ.as_deref() != Some("JWT") {
+            return Err(invalid("not an ID token"));
+        }
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&v.payload).map_err(|_| invalid("malformed"))?;
+        let verified = VerifiedJwt { typ: v.typ, claims };
+        if verified.str("iss") != Some(self.cfg.issuer.as_str())
+            || verified.int("exp").is_none_or(|e| e <= now.unix_seconds())
+        {
+            return Err(invalid("expired or from another issuer"));
+        }
+        if !verified.audience_in(&[auth.client.client_id.as_str()]) {
+            return Err(invalid("it was issued to another client"));
+        }
+        let user_id =
+            sigil_types::UserId::parse(verified.str("sub").unwrap_or_default()).map_err(|_| invalid("no user"))?;
+        let user = self.active_user_for_subject(&user_id).await?;
+        Ok(Subject {
+            user,
+            act: None,
+            may_act: None,
+            exp: verified.int("exp").unwrap_or_default(),
+            aud: None,
+            scope: None,
+            reference: format!("id token of {}", verified.str("sub").unwrap_or_default()),
         })
     }
 
@@ -393,6 +435,7 @@ impl OAuthService {
             expires_in: u64::try_from(exp - now.unix_seconds()).unwrap_or(0),
             scope: req.scope.unwrap_or_default().to_owned(),
             refresh_token: None,
+            id_token: None,
         })
     }
 
@@ -542,6 +585,7 @@ impl OAuthService {
             expires_in: ttl,
             scope: claims.scope,
             refresh_token: None,
+            id_token: None,
         })
     }
 }

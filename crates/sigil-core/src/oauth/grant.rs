@@ -44,6 +44,12 @@ pub struct Grant {
     pub redirect_uri: Option<String>,
     /// Codes: the PKCE S256 challenge (RFC 7636 §4.2).
     pub code_challenge: Option<String>,
+    /// The user asked for `openid`: token responses carry an OpenID Connect ID token.
+    pub openid: bool,
+    /// Codes: the OpenID Connect `nonce` of the authorization request.
+    pub nonce: Option<String>,
+    /// When the user signed in for this family (the ID token's `auth_time`).
+    pub auth_time: Timestamp,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
     /// When the code was redeemed or the refresh token rotated.

@@ -55,6 +55,9 @@ pub struct TokenResponse {
     pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// OpenID Connect Core §3.1.3.3: when the authorization asked for `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// An introspection response (RFC 7662 §2.2).
@@ -604,6 +607,7 @@ impl OAuthService {
             expires_in: ttl.as_secs(),
             scope: claims.scope,
             refresh_token: None,
+            id_token: None,
         })
     }
 

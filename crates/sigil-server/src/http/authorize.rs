@@ -148,6 +148,7 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
             "code_challenge" => r.code_challenge = v,
             "code_challenge_method" => r.code_challenge_method = v,
             "resource" => r.resource.extend(v),
+            "nonce" => r.nonce = v,
             _ => {} // OAuth 2.1 §4.1.1: unknown parameters are ignored
         }
     }

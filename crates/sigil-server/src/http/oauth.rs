@@ -352,6 +352,7 @@ pub async fn metadata(AxState(app): State) -> Response {
     let c = app.oauth.config();
     let methods = ["private_key_jwt", "client_secret_basic", "client_secret_post"];
     let algs = sigil_crypto::ClientAlg::ALL;
+    let id_token_algs: Vec<&str> = app.keys.active().map(|k| k.alg().as_str()).into_iter().collect();
     let body = serde_json::json!({
         "issuer": c.issuer,
         "authorization_endpoint": c.authorization_endpoint,
@@ -360,6 +361,10 @@ pub async fn metadata(AxState(app): State) -> Response {
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT],
         "authorization_grant_profiles_supported": [ID_JAG_PROFILE],
         "client_id_metadata_document_supported": c.metadata_documents.identity.is_some(),
+        "scopes_supported": ["openid"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": id_token_algs,
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "email"],
         "identity_chaining_requested_token_types_supported": [ID_JAG_TOKEN_TYPE],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -25,6 +25,9 @@ CREATE TABLE delegated_grants (
     scope           TEXT NOT NULL,
     redirect_uri    TEXT,
     code_challenge  TEXT,
+    openid          BIGINT NOT NULL,
+    nonce           TEXT,
+    auth_time       BIGINT NOT NULL,
     issued_at       BIGINT NOT NULL,
     expires_at      BIGINT NOT NULL,
     used_at         BIGINT
