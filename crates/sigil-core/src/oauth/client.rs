@@ -88,6 +88,31 @@ pub struct IdJagAudience {
     pub client_id: Option<String>,
 }
 
+/// Checks where a key-holding party's public keys come from: exactly one of a JWK Set (1 to 20
+/// valid public keys) or an https `jwks_uri` (loopback http only when `allow_loopback`).
+pub fn check_key_source(jwks: Option<&PublicJwks>, jwks_uri: Option<&str>, allow_loopback: bool) -> Result<(), String> {
+    match (jwks, jwks_uri) {
+        (Some(set), None) => {
+            if set.keys.is_empty() || set.keys.len() > 20 {
+                return Err("jwks must hold 1 to 20 public keys".into());
+            }
+            set.keys
+                .iter()
+                .try_for_each(|k| k.check().map_err(|e| format!("jwks: {e}")))
+        }
+        (None, Some(uri)) => {
+            let u = url::Url::parse(uri).map_err(|e| format!("jwks_uri: {e}"))?;
+            let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+            if u.scheme() == "https" || (allow_loopback && loopback && u.scheme() == "http") {
+                Ok(())
+            } else {
+                Err("jwks_uri must be https".into())
+            }
+        }
+        _ => Err("give exactly one of jwks or jwks_uri".into()),
+    }
+}
+
 /// Checks a redirect URI as OAuth 2.1 §2.3 and RFC 8252 §7 want it: absolute, no fragment, and
 /// https unless it is a loopback address (native apps) or a private-use scheme.
 pub fn check_redirect_uri(uri: &str) -> Result<(), String> {

@@ -35,23 +35,8 @@ impl OAuthService {
         if issuer_url.scheme() != "https" && !is_loopback(&issuer_url) {
             return Err(RegistryError::invalid("issuer", "must be an https URL"));
         }
-        match (&n.jwks, &n.jwks_uri) {
-            (Some(set), None) => {
-                if set.keys.is_empty() || set.keys.len() > 20 {
-                    return Err(RegistryError::invalid("jwks", "give 1 to 20 public keys"));
-                }
-                for k in &set.keys {
-                    k.check().map_err(|e| RegistryError::invalid("jwks", e.to_string()))?;
-                }
-            }
-            (None, Some(u)) => {
-                let url = url::Url::parse(u).map_err(|e| RegistryError::invalid("jwks_uri", e.to_string()))?;
-                if url.scheme() != "https" && !is_loopback(&url) {
-                    return Err(RegistryError::invalid("jwks_uri", "must be https"));
-                }
-            }
-            _ => return Err(RegistryError::invalid("jwks", "give exactly one of jwks or jwks_uri")),
-        }
+        super::client::check_key_source(n.jwks.as_ref(), n.jwks_uri.as_deref(), true)
+            .map_err(|e| RegistryError::invalid("jwks", e))?;
         let username_claim = n.username_claim.unwrap_or_else(|| "preferred_username".into());
         if !USERNAME_CLAIMS.contains(&username_claim.as_str()) {
             return Err(RegistryError::invalid(

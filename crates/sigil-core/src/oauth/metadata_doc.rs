@@ -135,13 +135,10 @@ fn client_from_document(
         .map(|j| serde_json::from_value::<sigil_crypto::PublicJwks>(j.clone()).map_err(|e| format!("jwks: {e}")))
         .transpose()?;
     let jwks_uri = doc.get("jwks_uri").and_then(Value::as_str).map(str::to_owned);
-    if method == ClientAuthMethod::PrivateKeyJwt && jwks.is_none() == jwks_uri.is_none() {
-        return Err("private_key_jwt needs exactly one of jwks or jwks_uri".into());
-    }
-    if let Some(set) = &jwks {
-        for k in &set.keys {
-            k.check().map_err(|e| format!("jwks: {e}"))?;
-        }
+    if method == ClientAuthMethod::PrivateKeyJwt {
+        super::client::check_key_source(jwks.as_ref(), jwks_uri.as_deref(), false)?;
+    } else if jwks.is_some() || jwks_uri.is_some() {
+        return Err("only a private_key_jwt client has jwks or jwks_uri".into());
     }
     Ok(OAuthClient {
         client_id: id.to_owned(),

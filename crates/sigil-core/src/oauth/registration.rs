@@ -151,21 +151,9 @@ fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
     ) {
         (true, None, None) => {}
         (true, _, _) => return Err(metadata_error("only a private_key_jwt client has jwks or jwks_uri")),
-        (false, Some(set), None) => {
-            if set.keys.is_empty() || set.keys.len() > 20 {
-                return Err(metadata_error("jwks must hold 1 to 20 public keys"));
-            }
-            for k in &set.keys {
-                k.check().map_err(|e| metadata_error(format!("jwks: {e}")))?;
-            }
+        (false, _, _) => {
+            super::client::check_key_source(jwks.as_ref(), jwks_uri.as_deref(), false).map_err(metadata_error)?
         }
-        (false, None, Some(u)) => {
-            let url = url::Url::parse(u).map_err(|e| metadata_error(format!("jwks_uri: {e}")))?;
-            if url.scheme() != "https" {
-                return Err(metadata_error("jwks_uri must be https"));
-            }
-        }
-        (false, _, _) => return Err(metadata_error("private_key_jwt needs exactly one of jwks or jwks_uri")),
     }
     let echo = ECHOED
         .iter()

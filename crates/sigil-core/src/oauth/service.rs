@@ -273,28 +273,8 @@ impl OAuthService {
             let h = self.hasher.hash_hex(s.as_bytes());
             (Some(s), Some(h))
         } else {
-            match (&jwks, &jwks_uri) {
-                (Some(set), None) => {
-                    if set.keys.is_empty() || set.keys.len() > 20 {
-                        return Err(RegistryError::invalid("jwks", "give 1 to 20 public keys"));
-                    }
-                    for k in &set.keys {
-                        k.check().map_err(|e| RegistryError::invalid("jwks", e.to_string()))?;
-                    }
-                }
-                (None, Some(uri)) => {
-                    let u = url::Url::parse(uri).map_err(|e| RegistryError::invalid("jwks_uri", e.to_string()))?;
-                    if u.scheme() != "https" && !matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
-                        return Err(RegistryError::invalid("jwks_uri", "must be https"));
-                    }
-                }
-                _ => {
-                    return Err(RegistryError::invalid(
-                        "jwks",
-                        "private_key_jwt needs exactly one of jwks or jwks_uri",
-                    ));
-                }
-            }
+            super::client::check_key_source(jwks.as_ref(), jwks_uri.as_deref(), true)
+                .map_err(|e| RegistryError::invalid("jwks", e))?;
             (None, None)
         };
         let now = self.clock.now();
