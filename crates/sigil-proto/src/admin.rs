@@ -306,7 +306,7 @@ pub struct CreateTrustedIssuer {
     pub jwks: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
-    /// The claim holding the Sigil username: sub, preferred_username (default), email or upn.
+    /// The claim holding the Sigil username: sub (default), preferred_username, email or upn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username_claim: Option<String>,
     /// Accepted `aud` values of its ID and access tokens (default: Sigil's issuer).

@@ -11,6 +11,27 @@ use tokio::sync::Mutex;
 
 const TTL: Duration = Duration::from_secs(300);
 const MAX_BYTES: usize = 64 * 1024;
+const MAX_CACHED: usize = 10_000;
+
+/// Reads a body chunk by chunk, refusing it as soon as it passes `max_bytes` (a large body is
+/// never buffered whole).
+async fn read_limited(mut resp: reqwest::Response, max_bytes: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(format!("the response is larger than {max_bytes} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+        .await
+        .map_err(|_| "the fetch timed out".to_owned())?
+        .map_err(|e| e.to_string())?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > max_bytes {
+            return Err(format!("the response is larger than {max_bytes} bytes"));
+        }
+    }
+    Ok(body)
+}
 
 #[derive(Debug)]
 pub struct HttpJwksFetcher {
@@ -23,6 +44,7 @@ impl HttpJwksFetcher {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .ok();
         Self {
@@ -51,15 +73,15 @@ impl JwksFetcher for HttpJwksFetcher {
         if !resp.status().is_success() {
             return Err(format!("{uri} answered {}", resp.status()));
         }
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        if bytes.len() > MAX_BYTES {
-            return Err("JWKS too large".into());
-        }
+        let bytes = read_limited(resp, MAX_BYTES).await?;
         let set: PublicJwks = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        self.cache
-            .lock()
-            .await
-            .insert(uri.to_owned(), (Instant::now(), set.clone()));
+        let mut cache = self.cache.lock().await;
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, (at, _)| at.elapsed() < TTL);
+        }
+        if cache.len() < MAX_CACHED {
+            cache.insert(uri.to_owned(), (Instant::now(), set.clone()));
+        }
         Ok(set)
     }
 }
@@ -101,10 +123,11 @@ impl sigil_core::oauth::metadata_doc::DocumentFetcher for HttpDocumentFetcher {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .resolve(&host, first)
             .build()
             .map_err(|e| e.to_string())?;
-        let mut resp = http
+        let resp = http
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
@@ -119,25 +142,12 @@ impl sigil_core::oauth::metadata_doc::DocumentFetcher for HttpDocumentFetcher {
         if resp.status() != reqwest::StatusCode::OK {
             return Err(format!("the document URL answered {}", resp.status()));
         }
-        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
-            return Err(format!("the document is larger than {max_bytes} bytes"));
-        }
         let max_age = resp
             .headers()
             .get(reqwest::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .map(cache_lifetime);
-        let mut body = Vec::new();
-        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
-            .await
-            .map_err(|_| "the fetch timed out".to_owned())?
-            .map_err(|e| e.to_string())?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > max_bytes {
-                return Err(format!("the document is larger than {max_bytes} bytes"));
-            }
-        }
+        let body = read_limited(resp, max_bytes).await?;
         Ok((body, max_age.flatten()))
     }
 }
@@ -160,8 +170,9 @@ fn cache_lifetime(header: &str) -> Option<Duration> {
 
 /// RFC 6890 special-use ranges (and the IPv6 equivalents), which a fetch on a client's say-so
 /// must never reach.
+#[allow(clippy::indexing_slicing, reason = "an IPv6 address always has eight segments")]
 fn special_use(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
+    use std::net::{IpAddr, Ipv4Addr};
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
@@ -182,13 +193,23 @@ fn special_use(ip: std::net::IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return special_use(IpAddr::V4(v4));
             }
-            let first = v6.segments().first().copied().unwrap_or_default();
+            let seg = v6.segments();
+            let (first, second) = (seg[0], seg[1]);
+            // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::/96) embed an IPv4 address.
+            let embedded = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+            let ipv4_compatible = seg[..6].iter().all(|s| *s == 0);
+            let nat64 = first == 0x64 && second == 0xff9b && seg[2..6].iter().all(|s| *s == 0);
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments().get(1).is_some_and(|s| *s == 0x0db8)
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (first == 0x2001 && second == 0x0db8) // documentation
+                || (first == 0x2001 && second == 0) // Teredo
+                || first == 0x2002 // 6to4
+                || ((ipv4_compatible || nat64) && special_use(IpAddr::V4(embedded)))
+                || ipv4_compatible
         }
     }
 }

@@ -673,7 +673,7 @@ async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Gr
     .await?;
     exec(
         conn,
-        "INSERT INTO delegated_grants (handle_hash, kind, family_id, client_id, user_id, resource, scope, redirect_uri, code_challenge, issued_at, expires_at, used_at, openid, nonce, auth_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        "INSERT INTO delegated_grants (handle_hash, kind, family_id, client_id, user_id, resource, scope, redirect_uri, code_challenge, issued_at, expires_at, used_at, openid, nonce, auth_time, dpop_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         vec![
             g.handle_hash.clone().into(),
             g.kind.as_str().into(),
@@ -690,6 +690,7 @@ async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Gr
             i64::from(g.openid).into(),
             g.nonce.clone().into(),
             g.auth_time.unix_micros().into(),
+            g.dpop_jkt.clone().into(),
         ],
         GRANT,
     )

@@ -476,7 +476,7 @@ pub async fn user_password_hash(pool: &AnyPool, user: &sigil_types::UserId) -> R
 
 pub async fn get_grant(pool: &AnyPool, handle_hash: &str) -> R<Option<sigil_core::oauth::grant::Grant>> {
     let mut q = Sql::new(
-        "SELECT g.handle_hash, g.kind, g.family_id, g.client_id, g.user_id, g.resource, g.scope, g.redirect_uri, g.code_challenge, g.openid, g.nonce, g.auth_time, g.issued_at, g.expires_at, g.used_at, f.revoked_at FROM delegated_grants g JOIN grant_families f ON f.family_id = g.family_id WHERE g.handle_hash = ",
+        "SELECT g.handle_hash, g.kind, g.family_id, g.client_id, g.user_id, g.resource, g.scope, g.redirect_uri, g.code_challenge, g.openid, g.nonce, g.auth_time, g.dpop_jkt, g.issued_at, g.expires_at, g.used_at, f.revoked_at FROM delegated_grants g JOIN grant_families f ON f.family_id = g.family_id WHERE g.handle_hash = ",
     );
     q.bind(handle_hash);
     one(pool, q, rows::grant).await

@@ -260,6 +260,7 @@ pub fn grant(row: &AnyRow) -> Result<sigil_core::oauth::grant::Grant, StoreError
         openid: get::<i64>(row, "openid")? != 0,
         nonce: get(row, "nonce")?,
         auth_time: ts(row, "auth_time")?,
+        dpop_jkt: get(row, "dpop_jkt")?,
         issued_at: ts(row, "issued_at")?,
         expires_at: ts(row, "expires_at")?,
         used_at: opt_ts(row, "used_at")?,

@@ -145,7 +145,8 @@ pub enum IssuerCommand {
         /// Where it publishes its JWK Set.
         #[arg(long, group = "keys")]
         jwks_uri: Option<String>,
-        /// The claim holding the Sigil username: sub, preferred_username (default), email, upn.
+        /// The claim holding the Sigil username: sub (default, the only one OIDC guarantees
+        /// unique), preferred_username, email, upn.
         #[arg(long)]
         username_claim: Option<String>,
         /// An accepted `aud` of its tokens (repeatable; default: Sigil's issuer).

@@ -411,6 +411,52 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
             .await
             .unwrap();
     assert_eq!(reused.items.len(), 1);
+
+    // Revoking a refresh token (RFC 7009) ends its consent: refresh and access tokens die.
+    let t = fx.user_token().await;
+    fx.s.client()
+        .revoke_token(t["refresh_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    let (s, _) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", t["refresh_token"].as_str().unwrap()),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        fx.introspect(t["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+
+    // Suspending the agent cuts off its refresh tokens for good: resuming does not revive them.
+    let t = fx.user_token().await;
+    let c = fx.s.client();
+    c.change_status(Family::Agents, "assistant", "suspend", &Default::default())
+        .await
+        .unwrap();
+    c.change_status(Family::Agents, "assistant", "resume", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the read cache's second
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", t["refresh_token"].as_str().unwrap()),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    // A fresh sign-in works again.
+    fx.user_token().await;
 }
 
 #[tokio::test]
@@ -418,7 +464,8 @@ async fn code_misuse_is_refused_and_a_reused_code_revokes_its_tokens() {
     let Some(fx) = fixture().await else { return };
     let (verifier, challenge) = pkce();
     let code = fx.code(&challenge).await;
-    // Wrong verifier, wrong redirect URI, another client: invalid_grant, and the code survives.
+    // Wrong verifier or redirect URI: invalid_grant; a client without the code grant:
+    // unauthorized_client. The code survives all of them.
     let (wrong, _) = pkce();
     let (s, v) = fx.redeem(&code, &wrong).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
@@ -446,7 +493,7 @@ async fn code_misuse_is_refused_and_a_reused_code_revokes_its_tokens() {
             Some(&fx.assistant),
         )
         .await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!((s, v["error"].as_str()), (400, Some("unauthorized_client")), "{v}");
     let (s, v) = fx
         .token(
             &[
@@ -534,6 +581,38 @@ async fn bad_authorization_requests_get_the_standard_answer() {
         Outcome::Redirect(l) => assert_eq!(param(&l, "error").as_deref(), Some("access_denied")),
         Outcome::Page(s, h) => panic!("{s} {h}"),
     }
+    // A loopback redirect URI matches on any port (RFC 8252 §7.3); another path does not.
+    let (verifier, challenge2) = pkce();
+    let mut native: Vec<(String, String)> = fx
+        .standard(&challenge2)
+        .into_iter()
+        .filter(|(k, _)| k != "redirect_uri")
+        .collect();
+    native.push(("redirect_uri".into(), "http://127.0.0.1:51234/callback".into()));
+    let Outcome::Redirect(l) = fx.browse(&native, PASSWORD, "allow").await else {
+        panic!("no redirect")
+    };
+    assert!(l.starts_with("http://127.0.0.1:51234/callback?"), "{l}");
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &param(&l, "code").unwrap()),
+                ("redirect_uri", "http://127.0.0.1:51234/callback"),
+                ("code_verifier", &verifier),
+                ("client_id", &fx.public),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    native.retain(|(k, _)| k != "redirect_uri");
+    native.push(("redirect_uri".into(), "http://127.0.0.1:51234/elsewhere".into()));
+    assert!(matches!(
+        fx.browse(&native, PASSWORD, "allow").await,
+        Outcome::Page(400, _)
+    ));
+
     // CSRF: a login form posted without the browser's cookie is refused.
     let http = no_redirects();
     let params = fx.standard(&challenge);
@@ -558,13 +637,13 @@ async fn bad_authorization_requests_get_the_standard_answer() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
-    // Nothing was granted by any of this.
+    // Nothing but the loopback sign-in was granted by any of this.
     let granted =
         fx.s.client()
             .audit_search(&[("type", "authorization.granted".into())])
             .await
             .unwrap();
-    assert!(granted.items.is_empty());
+    assert_eq!(granted.items.len(), 1);
 }
 
 #[tokio::test]
@@ -667,14 +746,15 @@ async fn token_exchange_builds_an_act_chain_that_shows_everywhere() {
         "nested: {text}"
     );
 
-    // Refusals: a scope outside the actor's ceiling, an actor already in the chain, a foreign
-    // or garbled subject token, a missing subject token type.
+    // Refusals: a scope outside the actor's ceiling (invalid_scope); an actor already in the
+    // chain, a garbled subject token, a missing subject token type (RFC 8693 §2.2.2:
+    // invalid_request).
     let (s, v) = fx.exchange(&fx.intern, &t2, Some("write")).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
     let (s, v) = fx.exchange(&fx.helper, &t3, None).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
     let (s, v) = fx.exchange(&fx.helper, "eyJhbGciOiJub25lIn0.e30.", None).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
     let (s, v) = fx
         .token(
             &[("grant_type", EXCHANGE), ("subject_token", subject), ("resource", API)],
@@ -704,7 +784,7 @@ async fn the_chain_depth_is_limited_by_config() {
         .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = fx.exchange(&fx.intern, v["access_token"].as_str().unwrap(), None).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
     assert!(v["error_description"].as_str().unwrap().contains("at most 2"));
 }
 
@@ -809,6 +889,16 @@ async fn client_metadata_documents_identify_clients_by_url() {
     let c = claims(t["access_token"].as_str().unwrap());
     assert_eq!(c["client_id"], fx.public.as_str());
     assert_eq!(c["act"]["sub"], fx.id_of("assistant").await.as_str());
+
+    // Errors of a document client are shown, never redirected to a URI it chose itself.
+    let mut token_flow = fx.standard(&challenge);
+    token_flow.retain(|(k, _)| k != "response_type");
+    token_flow.push(("response_type".into(), "token".into()));
+    match fx.browse(&token_flow, PASSWORD, "allow").await {
+        Outcome::Page(400, html) => assert!(html.contains("unsupported_response_type"), "{html}"),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+        Outcome::Redirect(l) => panic!("open redirect to {l}"),
+    }
 
     // Bad documents are refused before anything is shown or sent anywhere.
     for bad in [

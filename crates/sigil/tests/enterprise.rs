@@ -157,7 +157,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
     assert!(c["exp"].as_i64().unwrap() <= now() + 300);
 
     // Bad subjects: another audience, expired, unknown user, a forged signature, an issuer
-    // nobody trusts. Each is invalid_grant, and nothing is issued.
+    // nobody trusts. Each is invalid_request (RFC 8693 §2.2.2), and nothing is issued.
     let (other_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let forged = jwt(
         &other_key,
@@ -177,7 +177,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         untrusted,
     ] {
         let (st, v) = exchange(bad).await;
-        assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+        assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
     }
     let exchanged = s
         .client()
@@ -407,6 +407,19 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
             .await
         }
     };
+    // It is not a subject for an access token: it says who signed in, not what she allowed.
+    let (st, v) = token(
+        &idp,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &id_token),
+            ("subject_token_type", ID_TOKEN),
+            ("resource", API),
+        ],
+        &at_idp,
+    )
+    .await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
     let (st, v) = id_jag(id_token.clone(), at_idp.clone()).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(

@@ -170,7 +170,7 @@ def test_authlib_token_exchange_builds_an_act_chain(sigil):
     # An agent already in the chain may not join it again; a scope beyond the ceiling is refused.
     with pytest.raises(OAuthError) as loop:
         _exchange(helper_session, meta, second["access_token"])
-    assert loop.value.error == "invalid_grant" and "chain" in loop.value.description
+    assert loop.value.error == "invalid_request" and "chain" in loop.value.description  # RFC 8693 §2.2.2
     with pytest.raises(OAuthError) as wide:
         _exchange(_secret_client(sigil, sub), meta, first["access_token"], scope="write")
     assert wide.value.error == "invalid_scope"

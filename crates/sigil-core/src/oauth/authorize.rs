@@ -21,6 +21,9 @@ use crate::store::{Change, ChangeSet};
 /// The OpenID Connect scope (Core §3.1.2.1).
 pub const OPENID: &str = "openid";
 
+/// Password checks running at once (each takes 19 MiB and tens of milliseconds).
+pub(super) const PASSWORD_CHECKS: usize = 2;
+
 /// Codes live one minute (RFC 6749 §4.1.2 recommends at most ten).
 const CODE_TTL: Duration = Duration::from_secs(60);
 /// How long the consent page may stay open after the password was checked.
@@ -82,6 +85,25 @@ impl AuthorizeFailure {
     }
 }
 
+/// Exact match (OAuth 2.1 §2.3.1), except that a loopback IP redirect URI matches on any port
+/// (RFC 8252 §7.3: native apps listen on an ephemeral port).
+fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    let loopback = matches!(a.host_str(), Some("127.0.0.1" | "[::1]"));
+    loopback
+        && a.scheme() == "http"
+        && b.scheme() == "http"
+        && a.host_str() == b.host_str()
+        && a.path() == b.path()
+        && a.query() == b.query()
+        && b.fragment().is_none()
+}
+
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.
 fn valid_verifier(v: &str) -> bool {
     (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
@@ -129,7 +151,7 @@ impl OAuthService {
             )));
         }
         let (redirect_uri, given) = match (&r.redirect_uri, client.redirect_uris.as_slice()) {
-            (Some(u), registered) if registered.contains(u) => (u.clone(), true),
+            (Some(u), registered) if registered.iter().any(|reg| redirect_matches(reg, u)) => (u.clone(), true),
             (Some(_), _) => return Err(show("redirect_uri does not exactly match a registered redirect URI")),
             (None, [only]) => (only.clone(), false),
             (None, _) => return Err(show("redirect_uri is required: the client has several")),
@@ -140,10 +162,21 @@ impl OAuthService {
             .await
             .map_err(|e| AuthorizeFailure::Show(e.into()))?
             .ok_or_else(|| show("the client's identity no longer exists"))?;
-        let fail = |code: ErrorCode, d: &str| AuthorizeFailure::Redirect {
-            redirect_uri: redirect_uri.clone(),
-            state: r.state.clone(),
-            error: OAuthError::new(code, d),
+        // A client described by a metadata document names its own redirect URIs: redirecting its
+        // errors without any user interaction would make Sigil an open redirector (RFC 9700
+        // §4.11.1), so they are shown instead.
+        let described_by_document = super::metadata_doc::is_document_url(&client.client_id);
+        let fail = |code: ErrorCode, d: &str| {
+            let error = OAuthError::new(code, d);
+            if described_by_document {
+                AuthorizeFailure::Show(error)
+            } else {
+                AuthorizeFailure::Redirect {
+                    redirect_uri: redirect_uri.clone(),
+                    state: r.state.clone(),
+                    error,
+                }
+            }
         };
         match r.response_type.as_deref() {
             Some("code") => {}
@@ -250,7 +283,7 @@ impl OAuthService {
             Some(u) => self.store.user_password_hash(&u.id).await?,
             None => None,
         };
-        let ok = sigil_crypto::verify_password(password, hash.as_deref().unwrap_or_else(|| sigil_crypto::dummy_hash()));
+        let ok = self.check_password(password, hash.clone()).await;
         match user {
             Some(u) if ok && hash.is_some() && u.status == UserStatus::Active => Ok(u),
             _ => {
@@ -303,6 +336,20 @@ impl OAuthService {
         Ok((granted, evidence))
     }
 
+    /// Argon2id off the async workers, at most [`PASSWORD_CHECKS`] at a time: a flood of sign-in
+    /// attempts queues here instead of stalling every other endpoint.
+    async fn check_password(&self, password: &str, hash: Option<String>) -> bool {
+        let Ok(_slot) = self.password_checks.acquire().await else {
+            return false;
+        };
+        let password = zeroize::Zeroizing::new(password.to_owned());
+        tokio::task::spawn_blocking(move || {
+            sigil_crypto::verify_password(&password, hash.as_deref().unwrap_or_else(|| sigil_crypto::dummy_hash()))
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// The user consented: asks the policy which of the scopes the user and the agent may hold
     /// together, stores a code for them and returns the redirect to send the browser to.
     pub async fn grant_authorization(
@@ -329,6 +376,7 @@ impl OAuthService {
             openid: a.openid,
             nonce: a.nonce.clone(),
             auth_time: now,
+            dpop_jkt: None,
             issued_at: now,
             expires_at: now.plus(CODE_TTL),
             used_at: None,

@@ -54,10 +54,27 @@ impl OAuthClient {
         if !self.redirect_uris.is_empty() {
             g.extend(["authorization_code", "refresh_token"]);
         }
-        if self.auth_method != ClientAuthMethod::None {
+        // A client described by a metadata document is unknown to the operator: it acts only
+        // for users who sign in and consent, never on its own.
+        let described_by_document = super::metadata_doc::is_document_url(&self.client_id);
+        if self.auth_method != ClientAuthMethod::None && !described_by_document {
             g.extend(["client_credentials", TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT]);
         }
         g
+    }
+}
+
+impl OAuthClient {
+    /// `unauthorized_client` (RFC 6749 §5.2) unless the client may use `grant`.
+    pub fn ensure_grant(&self, grant: &str) -> Result<(), super::error::OAuthError> {
+        if self.grant_types().contains(&grant) {
+            Ok(())
+        } else {
+            Err(super::error::OAuthError::new(
+                super::error::ErrorCode::UnauthorizedClient,
+                format!("this client may not use the {grant} grant"),
+            ))
+        }
     }
 }
 
@@ -183,4 +200,45 @@ pub struct RegistrationToken {
     pub expires_at: Timestamp,
     pub created_at: Timestamp,
     pub created_by: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, method: ClientAuthMethod, redirect: bool) -> OAuthClient {
+        OAuthClient {
+            client_id: id.into(),
+            identity_id: IdentityId::parse("idn_00000000000000000000000000").unwrap_or_else(|_| unreachable!()),
+            auth_method: method,
+            jwks: None,
+            jwks_uri: None,
+            secret_hash: None,
+            dpop_required: false,
+            registration_token_hash: None,
+            metadata: None,
+            redirect_uris: if redirect {
+                vec!["https://app.example.com/cb".into()]
+            } else {
+                vec![]
+            },
+            id_jag_audiences: vec![],
+            created_at: Timestamp::from_unix_seconds(0),
+            created_by: "test".into(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn grants_follow_the_kind_of_client() {
+        let document = client("https://app.example.com/c.json", ClientAuthMethod::PrivateKeyJwt, true);
+        assert_eq!(document.grant_types(), vec!["authorization_code", "refresh_token"]);
+        assert!(document.ensure_grant("client_credentials").is_err());
+        assert!(document.ensure_grant(JWT_BEARER_GRANT).is_err());
+        let public = client("cli_x", ClientAuthMethod::None, true);
+        assert!(public.ensure_grant(TOKEN_EXCHANGE_GRANT).is_err());
+        let confidential = client("cli_y", ClientAuthMethod::ClientSecretBasic, false);
+        assert!(confidential.ensure_grant("client_credentials").is_ok());
+        assert!(confidential.ensure_grant("authorization_code").is_err());
+    }
 }

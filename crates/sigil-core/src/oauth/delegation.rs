@@ -8,7 +8,7 @@ use sigil_types::{IdentityId, IdentityStatus, ResourceUri, ScopeSet, Timestamp, 
 use super::authorize::{pkce_matches, resource_target};
 use super::client::{ClientAuthMethod, OAuthClient};
 use super::client_auth::{Authenticated, PresentedCredentials};
-use super::error::OAuthError;
+use super::error::{ErrorCode, OAuthError};
 use super::grant::{Grant, GrantKind, REFRESH_PREFIX};
 use super::policy::ChainPrincipal;
 use super::service::{OAuthService, TokenResponse};
@@ -88,6 +88,7 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let auth = self.authenticate_or_public(creds).await?;
+        auth.client.ensure_grant("authorization_code")?;
         let proof = self.check_dpop(dpop)?;
         let code = form
             .code
@@ -138,6 +139,7 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let auth = self.authenticate_or_public(creds).await?;
+        auth.client.ensure_grant("refresh_token")?;
         let proof = self.check_dpop(dpop)?;
         let presented = refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
         let grant = self
@@ -145,7 +147,10 @@ impl OAuthService {
             .await?;
         let narrowed = match scope {
             Some(s) => {
-                let asked = ScopeSet::parse_oauth(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+                // Clients usually resend the original scope, `openid` included.
+                let resource_scopes: Vec<&str> = s.split(' ').filter(|x| *x != super::authorize::OPENID).collect();
+                let asked = ScopeSet::parse_oauth(&resource_scopes.join(" "))
+                    .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 let held = ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 if !asked.is_subset(&held) {
                     return Err(OAuthError::invalid_scope("a refresh may not widen the scope"));
@@ -189,10 +194,9 @@ impl OAuthService {
             .await?
             .filter(|g| g.kind == kind)
             .ok_or_else(invalid)?;
+        // Another client's value gets the same answer as an unknown one (no oracle).
         if grant.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant(format!(
-                "the {what} was issued to another client"
-            )));
+            return Err(invalid());
         }
         if grant.family_revoked || grant.expires_at <= self.clock.now() {
             return Err(invalid());
@@ -255,6 +259,18 @@ impl OAuthService {
         }
         let user = self.active_user_for_grant(&grant.user_id).await?;
         let agent = self.active_identity(&auth.client.identity_id, now).await?;
+        // Suspending the agent cuts off what was granted before, refresh tokens included.
+        if agent.tokens_not_before.is_some_and(|t| grant.issued_at <= t) {
+            return Err(OAuthError::invalid_grant("the grant predates the agent's suspension"));
+        }
+        self.require_dpop(&auth.client, &agent, proof)?;
+        if let Some(jkt) = &grant.dpop_jkt
+            && proof.is_none_or(|p| p.jkt != *jkt)
+        {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token is bound to a DPoP key: prove it (RFC 9449 §5)",
+            ));
+        }
         let resource = self.resource_by_uri(&grant.resource).await?;
         let owner = self.reads.username(&agent.owner).await?;
         let requested = match narrowed {
@@ -311,6 +327,7 @@ impl OAuthService {
             openid: grant.openid,
             nonce: None,
             auth_time: grant.auth_time,
+            dpop_jkt: proof.map(|p| p.jkt.clone()),
             issued_at: now,
             expires_at: now.plus(self.cfg.refresh_token_ttl),
             used_at: None,
@@ -345,7 +362,14 @@ impl OAuthService {
         } else {
             None
         };
-        self.commit_issuance(cs, auth, proof).await?;
+        if let Err(e) = self.commit_issuance(cs, auth, proof).await {
+            // Lost the race to spend it: someone else presented the same value at the same time,
+            // which is reuse too (RFC 9700 §4.14.2).
+            if e.code == ErrorCode::InvalidGrant {
+                self.revoke_family(grant, request_id).await?;
+            }
+            return Err(e);
+        }
         let scope = if grant.openid {
             format!("{} {}", super::authorize::OPENID, claims.scope)
         } else {
@@ -372,6 +396,7 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
+        auth.client.ensure_grant(super::client::TOKEN_EXCHANGE_GRANT)?;
         let proof = self.check_dpop(dpop)?;
         let now = self.clock.now();
         let for_id_jag = match req.requested_token_type {
@@ -384,41 +409,38 @@ impl OAuthService {
                 )));
             }
         };
-        let subject = self.exchange_subject(req, &auth, for_id_jag, now).await?;
+        let agent = self.active_identity(&auth.client.identity_id, now).await?;
+        self.require_dpop(&auth.client, &agent, proof.as_ref())?;
         if for_id_jag {
+            // The ID-JAG draft's examples answer a bad subject with invalid_grant (§4.3.3).
+            let subject = self.exchange_subject(req, &auth, true, now).await?;
             return self
                 .issue_id_jag(&auth, req, &subject, proof.as_ref(), request_id, now)
                 .await;
         }
-        let user = subject.user.clone();
-        let agent = self.active_identity(&auth.client.identity_id, now).await?;
-        self.check_actor_token(req, &auth, now).await?;
-        if let Some(may) = &subject.may_act {
-            let sub_ok = may.sub.as_deref().is_none_or(|s| s == agent.id.as_str());
-            let client_ok = may.client_id.as_deref().is_none_or(|c| c == auth.client.client_id);
-            if !(sub_ok && client_ok) {
-                return Err(OAuthError::invalid_grant(
-                    "the subject token's may_act does not name this actor",
-                ));
-            }
-        }
-        let inner = subject.act.clone();
-        if inner
-            .as_ref()
-            .is_some_and(|a| a.chain_from_user().iter().any(|m| m.sub == agent.id.as_str()))
+        // RFC 8693 §2.2.2: a subject or actor token that is invalid, or unacceptable by policy,
+        // is invalid_request.
+        let as_request_error = |e: OAuthError| match e.code {
+            ErrorCode::InvalidGrant => OAuthError::invalid_request(e.description),
+            _ => e,
+        };
+        let subject = self
+            .exchange_subject(req, &auth, false, now)
+            .await
+            .map_err(as_request_error)?;
+        if let Some(jkt) = &subject.jkt
+            && proof.as_ref().is_none_or(|p| p.jkt != *jkt)
         {
-            return Err(OAuthError::invalid_grant(
-                "the agent is already in the delegation chain",
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "the subject token is DPoP-bound: prove its key to exchange it",
             ));
         }
-        let act = Actor::wrap(agent.id.to_string(), auth.client.client_id.clone(), inner);
-        if act.depth() > self.cfg.max_delegation_depth {
-            return Err(OAuthError::invalid_grant(format!(
-                "the delegation chain would hold {} actors; at most {} are allowed",
-                act.depth(),
-                self.cfg.max_delegation_depth
-            )));
-        }
+        let user = subject.user.clone();
+        self.check_actor_token(req, &auth, now)
+            .await
+            .map_err(as_request_error)?;
+        let act = self.extended_chain(&subject, &agent, &auth.client.client_id)?;
         let uri = match (req.resources, req.audiences) {
             ([one], []) => one.as_str(),
             ([], [one]) => one.as_str(),
@@ -501,6 +523,59 @@ impl OAuthService {
             refresh_token: None,
             id_token: None,
         })
+    }
+
+    /// The subject's chain with the agent added outermost: `may_act` must name it, it must not
+    /// be in the chain already, and the chain must stay within the configured depth.
+    fn extended_chain(
+        &self,
+        subject: &super::enterprise::Subject,
+        agent: &Identity,
+        client_id: &str,
+    ) -> Result<Actor, OAuthError> {
+        if let Some(may) = &subject.may_act {
+            let sub_ok = may.sub.as_deref().is_none_or(|s| s == agent.id.as_str());
+            let client_ok = may.client_id.as_deref().is_none_or(|c| c == client_id);
+            if !(sub_ok && client_ok) || (may.sub.is_none() && may.client_id.is_none()) {
+                return Err(OAuthError::invalid_request(
+                    "the subject token's may_act does not name this actor",
+                ));
+            }
+        }
+        let inner = subject.act.clone();
+        if inner
+            .as_ref()
+            .is_some_and(|a| a.chain_from_user().iter().any(|m| m.sub == agent.id.as_str()))
+        {
+            return Err(OAuthError::invalid_request(
+                "the agent is already in the delegation chain",
+            ));
+        }
+        let act = Actor::wrap(agent.id.to_string(), client_id.to_owned(), inner);
+        if act.depth() > self.cfg.max_delegation_depth {
+            return Err(OAuthError::invalid_request(format!(
+                "the delegation chain would hold {} actors; at most {} are allowed",
+                act.depth(),
+                self.cfg.max_delegation_depth
+            )));
+        }
+        Ok(act)
+    }
+
+    /// A client or identity that must use DPoP (RFC 9449 §5.2) gets nothing without a proof.
+    pub(super) fn require_dpop(
+        &self,
+        client: &OAuthClient,
+        identity: &Identity,
+        proof: Option<&super::dpop::Proof>,
+    ) -> Result<(), OAuthError> {
+        if proof.is_none() && (client.dpop_required || identity.dpop_required) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "this client must send a DPoP proof (RFC 9449)",
+            ));
+        }
+        Ok(())
     }
 
     /// An actor token, when given, must be a current Sigil token of the same identity the

@@ -37,7 +37,9 @@ impl OAuthService {
         }
         super::client::check_key_source(n.jwks.as_ref(), n.jwks_uri.as_deref(), true)
             .map_err(|e| RegistryError::invalid("jwks", e))?;
-        let username_claim = n.username_claim.unwrap_or_else(|| "preferred_username".into());
+        // `sub` is the only claim an IdP guarantees stable and unique (OIDC Core §5.7); the others
+        // are for IdPs whose operators vouch for them.
+        let username_claim = n.username_claim.unwrap_or_else(|| "sub".into());
         if !USERNAME_CLAIMS.contains(&username_claim.as_str()) {
             return Err(RegistryError::invalid(
                 "username_claim",
@@ -159,6 +161,8 @@ pub const ID_JAG_TYP: &str = "oauth-id-jag+jwt";
 pub use super::client::JWT_BEARER_GRANT;
 /// The grant profile a resource authorization server advertises for ID-JAG (§7.2).
 pub const ID_JAG_PROFILE: &str = "urn:ietf:params:oauth:grant-profile:id-jag";
+/// The longest-lived ID-JAG Sigil redeems.
+const MAX_ASSERTION_GRANT_SECS: i64 = 3600;
 /// Lifetime of the ID-JAGs Sigil issues.
 const ID_JAG_TTL_SECS: i64 = 300;
 
@@ -166,6 +170,8 @@ const ID_JAG_TTL_SECS: i64 = 300;
 #[derive(Debug, Clone)]
 pub struct Subject {
     pub user: User,
+    /// The DPoP key a Sigil subject token is bound to: the exchange must prove it.
+    pub jkt: Option<String>,
     /// The chain of a Sigil delegated token, continued by the exchange.
     pub act: Option<super::token::Actor>,
     pub may_act: Option<super::token::MayAct>,
@@ -218,6 +224,7 @@ impl OAuthService {
             let user = self.active_user_for_subject(&grant.user_id).await?;
             return Ok(Subject {
                 user,
+                jkt: None,
                 act: None,
                 may_act: None,
                 exp: grant.expires_at.unix_seconds(),
@@ -228,6 +235,13 @@ impl OAuthService {
         }
         let ours = unverified_issuer(token).as_deref() == Some(self.cfg.issuer.as_str());
         if ours && kind == ID_TOKEN_TYPE {
+            // Sigil's ID token says who signed in, not what she consented to: it may start an
+            // ID-JAG (whose resource authorization server decides), never a Sigil access token.
+            if !for_id_jag {
+                return Err(OAuthError::invalid_request(
+                    "Sigil's own ID tokens are exchanged only for ID-JAGs; exchange the access token",
+                ));
+            }
             return self.own_id_token_subject(token, auth, now).await;
         }
         if ours {
@@ -243,6 +257,7 @@ impl OAuthService {
             let user = self.active_user_for_subject(&user_id).await?;
             return Ok(Subject {
                 user,
+                jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
                 act: claims.act,
                 may_act: claims.may_act,
                 exp: claims.exp,
@@ -252,11 +267,22 @@ impl OAuthService {
             });
         }
         let (issuer, v) = self.verify_trusted(token).await?;
+        // An assertion grant or another server's access token is not an identity assertion.
+        let typ_ok = match kind {
+            ID_TOKEN_TYPE => v.typ.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("JWT")),
+            _ => v.typ.as_deref() != Some(ID_JAG_TYP),
+        };
+        if !typ_ok {
+            return Err(OAuthError::invalid_request(format!(
+                "the subject token's typ {} is not a {kind}",
+                v.typ.as_deref().unwrap_or_default()
+            )));
+        }
+        // draft-ietf-oauth-identity-assertion-authz-grant §4.3.3: an ID token is accepted from the
+        // client it was issued to; the operator may name the client ids Sigil's clients have at
+        // that issuer.
         let mut audiences: Vec<&str> = issuer.audiences.iter().map(String::as_str).collect();
         audiences.push(auth.client.client_id.as_str());
-        if issuer.audiences.is_empty() {
-            audiences.push(self.cfg.issuer.as_str());
-        }
         if !v.audience_in(&audiences) {
             return Err(OAuthError::invalid_grant(
                 "the subject token's aud is not this client nor an audience registered for its issuer",
@@ -265,6 +291,7 @@ impl OAuthService {
         let user = self.mapped_user(&issuer, &v).await?;
         Ok(Subject {
             user,
+            jkt: None,
             act: None,
             may_act: None,
             exp: v.int("exp").unwrap_or_default(),
@@ -303,6 +330,7 @@ impl OAuthService {
         let user = self.active_user_for_subject(&user_id).await?;
         Ok(Subject {
             user,
+            jkt: None,
             act: None,
             may_act: None,
             exp: verified.int("exp").unwrap_or_default(),
@@ -400,6 +428,13 @@ impl OAuthService {
             ..auth.evidence.clone()
         });
         record.action = Some("id_jag".into());
+        record.target = Some(crate::audit::Target {
+            kind: "authorization_server".into(),
+            id: None,
+            name: None,
+            resource: resource.map(str::to_owned),
+            audience: Some(audience.to_owned()),
+        });
         record.scopes = req
             .scope
             .unwrap_or_default()
@@ -437,6 +472,7 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<super::service::TokenResponse, OAuthError> {
         let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
+        auth.client.ensure_grant(JWT_BEARER_GRANT)?;
         let proof = self.check_dpop(dpop)?;
         let now = self.clock.now();
         let assertion = assertion.ok_or_else(|| OAuthError::invalid_request("assertion is required"))?;
@@ -473,6 +509,11 @@ impl OAuthService {
             .ok_or_else(|| OAuthError::invalid_grant("the ID-JAG has no jti"))?
             .to_owned();
         let exp = v.int("exp").unwrap_or_default();
+        // A grant assertion is short-lived; one valid for hours is refused (and would keep its
+        // replay record that long).
+        if exp > now.unix_seconds() + MAX_ASSERTION_GRANT_SECS {
+            return Err(OAuthError::invalid_grant("the ID-JAG lives too long"));
+        }
         match (
             v.claims.get("cnf").and_then(|c| c.get("jkt")).and_then(|j| j.as_str()),
             &proof,
@@ -498,6 +539,7 @@ impl OAuthService {
         };
         let resource = self.resource_by_uri(&resource_uri).await?;
         let agent = self.active_identity(&auth.client.identity_id, now).await?;
+        self.require_dpop(&auth.client, &agent, proof.as_ref())?;
         let owner = self.reads.username(&agent.owner).await?;
         let granted = ScopeSet::parse_oauth(v.str("scope").unwrap_or_default())
             .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;

@@ -50,6 +50,8 @@ pub struct Grant {
     pub nonce: Option<String>,
     /// When the user signed in for this family (the ID token's `auth_time`).
     pub auth_time: Timestamp,
+    /// Refresh tokens obtained with a DPoP proof are bound to its key (RFC 9449 §5).
+    pub dpop_jkt: Option<String>,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
     /// When the code was redeemed or the refresh token rotated.

@@ -69,9 +69,13 @@ fn check_url(id: &str, allow_loopback: bool) -> Result<(), String> {
     if u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
         return Err("a client_id URL has no fragment or user info".into());
     }
-    let path = id.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
-    let path = path.find('/').map(|i| &path[i..]).unwrap_or_default();
-    if path.len() <= 1 || path.split('/').any(|seg| seg == "." || seg == "..") {
+    // `Url` normalises dot segments away, so look for them in the raw path too.
+    let raw_path = id
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['?', '#']).next().unwrap_or_default())
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or_default();
+    if u.path().len() <= 1 || raw_path.split('/').any(|seg| seg == "." || seg == "..") {
         return Err("a client_id URL needs a path without dot segments".into());
     }
     Ok(())
@@ -134,7 +138,12 @@ fn client_from_document(
         .get("jwks")
         .map(|j| serde_json::from_value::<sigil_crypto::PublicJwks>(j.clone()).map_err(|e| format!("jwks: {e}")))
         .transpose()?;
-    let jwks_uri = doc.get("jwks_uri").and_then(Value::as_str).map(str::to_owned);
+    // Keys must be in the document: a `jwks_uri` would make Sigil fetch a second URL of the
+    // client's choosing on every assertion (draft §6.5 asks not to fetch such URLs).
+    if doc.contains_key("jwks_uri") {
+        return Err("give the keys as jwks in the document; jwks_uri is not fetched".into());
+    }
+    let jwks_uri: Option<String> = None;
     if method == ClientAuthMethod::PrivateKeyJwt {
         super::client::check_key_source(jwks.as_ref(), jwks_uri.as_deref(), false)?;
     } else if jwks.is_some() || jwks_uri.is_some() {
@@ -201,7 +210,9 @@ impl OAuthService {
             if cache.len() >= MAX_CACHED {
                 cache.retain(|_, (until, _)| *until > Instant::now());
             }
-            cache.insert(id.to_owned(), (Instant::now() + ttl, client.clone()));
+            if cache.len() < MAX_CACHED {
+                cache.insert(id.to_owned(), (Instant::now() + ttl, client.clone()));
+            }
         }
         Ok(client)
     }
@@ -223,6 +234,7 @@ mod tests {
             "https://app.example.com/c#x",
             "http://app.example.com/c",
             "http://127.0.0.1:9/c",
+            "https://h.example?x=/a",
         ] {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }

@@ -102,6 +102,7 @@ pub struct OAuthService {
     policy: Arc<dyn super::policy::IssuancePolicy>,
     pub(super) documents: Arc<dyn super::metadata_doc::DocumentFetcher>,
     pub(super) documents_cache: super::metadata_doc::DocumentCache,
+    pub(super) password_checks: tokio::sync::Semaphore,
     /// When this process last recorded each identity's use, so `last_used_at` is written at most
     /// once per [`LAST_USED_RESOLUTION`] per identity instead of once per token.
     touched: std::sync::Mutex<std::collections::HashMap<sigil_types::IdentityId, sigil_types::Timestamp>>,
@@ -152,6 +153,7 @@ impl OAuthService {
             policy,
             documents,
             documents_cache: Default::default(),
+            password_checks: tokio::sync::Semaphore::new(super::authorize::PASSWORD_CHECKS),
             touched: Default::default(),
         }
     }
@@ -463,6 +465,7 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let auth = self.authenticate(creds, &self.cfg.token_endpoint).await?;
+        auth.client.ensure_grant("client_credentials")?;
         let proof = self.check_dpop(dpop)?;
         let identity = self
             .identity(&auth.client.identity_id)
@@ -837,6 +840,9 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<(), OAuthError> {
         let now = self.clock.now();
+        if token.starts_with(super::grant::REFRESH_PREFIX) {
+            return self.revoke_refresh_token(token, caller_client, by, request_id).await;
+        }
         let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
             return Ok(());
         };
@@ -862,5 +868,40 @@ impl OAuthService {
             Ok(()) | Err(StoreError::Duplicate { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// RFC 7009 §2.1 for a refresh token: the whole grant family (the consent) is revoked, with
+    /// the access tokens it produced. Unknown values and other clients' tokens get the same
+    /// silent success.
+    async fn revoke_refresh_token(
+        &self,
+        token: &str,
+        caller_client: Option<&str>,
+        by: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        if token.len() > 256 {
+            return Ok(());
+        }
+        let Some(grant) = self.store.get_grant(&self.secret_hash(token)).await? else {
+            return Ok(());
+        };
+        if grant.kind != super::grant::GrantKind::Refresh || caller_client.is_some_and(|c| c != grant.client_id) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut record = AuditRecord::new(now, EventType::TokenRevoked, by, request_id)
+            .detail("family", grant.family_id.as_str())
+            .detail("token_type", "refresh_token");
+        record.client_id = Some(grant.client_id.clone());
+        record.subject = Some(grant.user_id.to_string());
+        let cs = ChangeSet::new()
+            .change(Change::RevokeFamily {
+                family_id: grant.family_id,
+                at: now,
+            })
+            .audit(record);
+        self.store.commit(cs).await?;
+        Ok(())
     }
 }

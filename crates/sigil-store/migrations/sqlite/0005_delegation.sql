@@ -28,6 +28,7 @@ CREATE TABLE delegated_grants (
     openid          BIGINT NOT NULL,
     nonce           TEXT,
     auth_time       BIGINT NOT NULL,
+    dpop_jkt        TEXT,
     issued_at       BIGINT NOT NULL,
     expires_at      BIGINT NOT NULL,
     used_at         BIGINT

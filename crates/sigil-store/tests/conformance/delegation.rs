@@ -22,6 +22,7 @@ fn grant(hash: &str, kind: GrantKind, family: &str, user: &sigil_core::model::Us
         openid: kind == GrantKind::Code,
         nonce: (kind == GrantKind::Code).then(|| "n-0S6_WzA2Mj".to_owned()),
         auth_time: T0,
+        dpop_jkt: (kind == GrantKind::Refresh).then(|| "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".to_owned()),
         issued_at: T0,
         expires_at: T0.plus(Duration::from_secs(60)),
         used_at: None,
