@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod policy;
 pub mod ports;
 pub mod registry;
+pub mod spiffe;
 pub mod store;
 
 pub use ports::{Clock, FakeClock, Rng, SystemClock, SystemRng, new_id};

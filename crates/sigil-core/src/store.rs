@@ -178,6 +178,8 @@ pub enum Change {
     DeleteTrustedIssuer {
         id: String,
     },
+    /// Stores an X.509 authority of the trust domain; `Duplicate` if its id is taken.
+    InsertX509Authority(crate::spiffe::StoredAuthority),
     /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
     SetSinkPosition {
         name: String,
@@ -218,6 +220,7 @@ impl ChangeSet {
                     | Change::InsertGrant(_)
                     | Change::SetUserPassword { .. }
                     | Change::InsertTrustedIssuer(_)
+                    | Change::InsertX509Authority(_)
                     | Change::DeleteTrustedIssuer { .. }
                     | Change::UseGrant { .. }
                     | Change::RecordFamilyToken { .. }
@@ -341,6 +344,8 @@ pub trait DelegationStore: Send + Sync {
     async fn user_password_hash(&self, user: &UserId) -> StoreResult<Option<String>>;
     /// A code or refresh token by the keyed hash of its value, with its family's state.
     async fn get_grant(&self, handle_hash: &str) -> StoreResult<Option<crate::oauth::grant::Grant>>;
+    /// The trust domain's X.509 authorities, oldest first.
+    async fn list_x509_authorities(&self) -> StoreResult<Vec<crate::spiffe::StoredAuthority>>;
     /// Every trusted external issuer, by issuer.
     async fn list_trusted_issuers(&self) -> StoreResult<Vec<crate::oauth::trusted::TrustedIssuer>>;
 }

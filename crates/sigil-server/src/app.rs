@@ -23,12 +23,23 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub registry: Registry,
     pub keys: Arc<KeyManager>,
+    /// The SPIFFE issuer's X.509 authority.
+    pub spiffe: Arc<sigil_core::spiffe::X509Ca>,
     pub admin: AdminAuth,
     pub audit: AuditLog,
     pub oauth: OAuthService,
     pub policy: Arc<sigil_policy::PolicyService>,
     /// Cached registry reads, shared by the token endpoint and access evaluations.
     pub reads: Arc<sigil_core::oauth::reads::RegistryReads>,
+}
+
+/// Why the application cannot be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Policy(#[from] sigil_policy::PolicyError),
+    #[error("trust domain: {0}")]
+    TrustDomain(String),
 }
 
 impl App {
@@ -39,7 +50,7 @@ impl App {
         clock: Arc<dyn Clock>,
         rng: Arc<dyn Rng>,
         master: Arc<MasterKey>,
-    ) -> Result<Self, sigil_policy::PolicyError> {
+    ) -> Result<Self, AppError> {
         let policy = KeyPolicy {
             algorithm: config.key_algorithm,
             publish_ahead: config.publish_ahead,
@@ -83,6 +94,15 @@ impl App {
                 metadata_documents: config.metadata_documents.clone(),
             },
         );
+        // The trust domain was checked when the config was loaded.
+        let trust_domain =
+            sigil_types::TrustDomain::parse(&config.trust_domain).map_err(|e| AppError::TrustDomain(e.to_string()))?;
+        let spiffe = Arc::new(sigil_core::spiffe::X509Ca::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&master),
+            trust_domain,
+        ));
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
         let audit = AuditLog::new(Arc::clone(&store), Arc::clone(&clock), rng.as_ref(), issuer.clone());
         let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
@@ -93,6 +113,7 @@ impl App {
             clock,
             registry,
             keys,
+            spiffe,
             admin,
             audit,
             oauth,

@@ -116,6 +116,10 @@ pub async fn start(
         .map_err(|e| ServeError::Policy(e.to_string()))?,
     );
     app.keys.ensure_bootstrapped().await?;
+    app.spiffe
+        .ensure_bootstrapped()
+        .await
+        .map_err(|e| ServeError::Store(format!("X.509 authority: {e}")))?;
     app.policy
         .refresh()
         .await
@@ -201,6 +205,9 @@ async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {
                 if ticks.is_multiple_of(5) && let Err(e) = app.keys.maintain().await {
                     tracing::warn!(error = %e, "key maintenance failed");
+                }
+                if ticks.is_multiple_of(25) && let Err(e) = app.spiffe.reload().await {
+                    tracing::warn!(error = %e, "X.509 authority reload failed");
                 }
                 // Another replica's activation takes effect here within a second: checked every
                 // tick (one indexed read of the latest activation), not once a second.

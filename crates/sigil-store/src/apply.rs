@@ -94,6 +94,12 @@ const ISSUER: Op = Op {
     is_delete: false,
     references: "trusted issuer",
 };
+const AUTHORITY: Op = Op {
+    entity: "x509 authority",
+    unique_fields: &["id"],
+    is_delete: false,
+    references: "x509 authority",
+};
 const LEASE: Op = Op {
     entity: "lease",
     unique_fields: &["name"],
@@ -377,6 +383,21 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::DeleteTrustedIssuer { id } => {
             exec_versioned(conn, "DELETE FROM trusted_issuers WHERE id = $1", vec![id.clone().into()], ISSUER).await
         }
+        Change::InsertX509Authority(a) => exec(
+            conn,
+            "INSERT INTO x509_authorities (id, cert_der, sealed_key, status, not_after, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                a.id.clone().into(),
+                a.cert_der.clone().into(),
+                a.sealed_key.0.clone().into(),
+                a.status.clone().into(),
+                a.not_after.unix_micros().into(),
+                a.created_at.unix_micros().into(),
+            ],
+            AUTHORITY,
+        )
+        .await
+        .map(|_| ()),
         Change::IntegrateAudit(i) => integrate(conn, i).await,
         Change::PruneAudit { lease, before } => {
             fence(conn, lease).await?;

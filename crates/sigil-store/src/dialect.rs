@@ -59,6 +59,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "delegation",
         sql: include_str!("../migrations/sqlite/0005_delegation.sql"),
     },
+    Migration {
+        version: 6,
+        name: "spiffe",
+        sql: include_str!("../migrations/sqlite/0006_spiffe.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -86,6 +91,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "delegation",
         sql: include_str!("../migrations/postgres/0005_delegation.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "spiffe",
+        sql: include_str!("../migrations/postgres/0006_spiffe.sql"),
     },
 ];
 

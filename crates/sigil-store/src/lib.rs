@@ -299,6 +299,9 @@ impl sigil_core::store::DelegationStore for SqlStore {
     async fn get_grant(&self, handle_hash: &str) -> StoreResult<Option<sigil_core::oauth::grant::Grant>> {
         read::get_grant(&self.pool, handle_hash).await
     }
+    async fn list_x509_authorities(&self) -> StoreResult<Vec<sigil_core::spiffe::StoredAuthority>> {
+        read::list_x509_authorities(&self.pool).await
+    }
     async fn list_trusted_issuers(&self) -> StoreResult<Vec<sigil_core::oauth::trusted::TrustedIssuer>> {
         read::list_trusted_issuers(&self.pool).await
     }

@@ -488,3 +488,10 @@ pub async fn list_trusted_issuers(pool: &AnyPool) -> R<Vec<sigil_core::oauth::tr
     );
     all(pool, q, rows::trusted_issuer).await
 }
+
+pub async fn list_x509_authorities(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::StoredAuthority>> {
+    let q = Sql::new(
+        "SELECT id, cert_der, sealed_key, status, not_after, created_at FROM x509_authorities ORDER BY created_at, id",
+    );
+    all(pool, q, rows::x509_authority).await
+}

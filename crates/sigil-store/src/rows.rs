@@ -286,3 +286,14 @@ pub fn trusted_issuer(row: &AnyRow) -> Result<sigil_core::oauth::trusted::Truste
         created_by: get(row, "created_by")?,
     })
 }
+
+pub fn x509_authority(row: &AnyRow) -> Result<sigil_core::spiffe::StoredAuthority, StoreError> {
+    Ok(sigil_core::spiffe::StoredAuthority {
+        id: get(row, "id")?,
+        cert_der: get(row, "cert_der")?,
+        sealed_key: sigil_crypto::SealedBlob(get(row, "sealed_key")?),
+        status: get(row, "status")?,
+        not_after: ts(row, "not_after")?,
+        created_at: ts(row, "created_at")?,
+    })
+}

@@ -9,6 +9,7 @@ mod ids;
 mod names;
 mod resource;
 mod scope;
+mod spiffe;
 mod status;
 mod time;
 
@@ -18,5 +19,6 @@ pub use ids::{IdentityId, ResourceId, UserId, encode_ulid};
 pub use names::{Description, DisplayName, Email, Group, LabelKey, LabelValue, Labels, Name, TeamName, Username};
 pub use resource::ResourceUri;
 pub use scope::{Scope, ScopeSet};
+pub use spiffe::{SpiffeId, TrustDomain};
 pub use status::{IdentityKind, IdentityStatus, StatusChange, UserStatus};
 pub use time::Timestamp;

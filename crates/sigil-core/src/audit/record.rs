@@ -69,6 +69,7 @@ event_types! {
     TokenExchanged => "token.exchanged",
     TrustedIssuerAdded => "trusted_issuer.added",
     TrustedIssuerRemoved => "trusted_issuer.removed",
+    X509AuthorityCreated => "x509_authority.created",
 }
 
 impl Serialize for EventType {

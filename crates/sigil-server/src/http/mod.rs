@@ -101,6 +101,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/.well-known/jwks.json", get(health::jwks))
+        .route("/spiffe/bundle", get(health::spiffe_bundle))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/.well-known/openid-configuration", get(oauth::metadata))
         .route("/.well-known/authzen-configuration", get(authzen::metadata))

@@ -1,0 +1,266 @@
+//! The SPIFFE issuer's X.509 authority: the trust domain's CA (a self-signed root by default),
+//! kept sealed under the master key in the store, and the SPIFFE trust bundle that publishes it
+//! beside the JWT authorities (Sigil's signing keys, which also sign JWT-SVIDs).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sigil_crypto::x509::{SvidRequest, X509Authority};
+use sigil_crypto::{MasterKey, SealedBlob};
+use sigil_types::{SpiffeId, Timestamp, TrustDomain};
+
+use crate::Clock;
+use crate::audit::{AuditRecord, EventType};
+use crate::model::Principal;
+use crate::store::{Change, ChangeSet, Store, StoreError};
+
+const SEAL_CONTEXT: &str = "sigil x509 authority v1";
+/// A self-signed root lives a year; rotation (prepare, activate) replaces it before then.
+const ROOT_TTL: Duration = Duration::from_secs(365 * 86_400);
+/// How often relying parties should refetch the bundle (SPIFFE bundle `spiffe_refresh_hint`).
+const REFRESH_HINT_SECS: u64 = 300;
+
+/// An authority as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuthority {
+    pub id: String,
+    pub cert_der: Vec<u8>,
+    pub sealed_key: SealedBlob,
+    /// `active` (signs and is published) — later also `prepared` and `retired`.
+    pub status: String,
+    pub not_after: Timestamp,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpiffeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cryptography: {0}")]
+    Crypto(String),
+    #[error("the trust domain has no X.509 authority yet")]
+    NoAuthority,
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// What is loaded: the authority that signs, and every published certificate.
+#[derive(Debug)]
+struct Loaded {
+    signing: X509Authority,
+    published: Vec<Vec<u8>>,
+    newest: i64,
+}
+
+#[derive(Debug)]
+pub struct X509Ca {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    master: Arc<MasterKey>,
+    trust_domain: TrustDomain,
+    loaded: RwLock<Option<Arc<Loaded>>>,
+}
+
+impl X509Ca {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        master: Arc<MasterKey>,
+        trust_domain: TrustDomain,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            master,
+            trust_domain,
+            loaded: RwLock::new(None),
+        }
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// Loads the authorities, creating the first root if there is none (replicas starting
+    /// together may each create one: all are published and the oldest signs, so they agree).
+    pub async fn ensure_bootstrapped(&self) -> Result<(), SpiffeError> {
+        if self
+            .store
+            .list_x509_authorities()
+            .await?
+            .iter()
+            .all(|a| a.status != "active")
+        {
+            self.create_root().await?;
+        }
+        self.reload().await
+    }
+
+    async fn create_root(&self) -> Result<(), SpiffeError> {
+        let now = self.clock.now();
+        let not_after = now.plus(ROOT_TTL);
+        let ca = X509Authority::generate_root(
+            self.trust_domain.id().as_str(),
+            now.unix_seconds() - 60,
+            not_after.unix_seconds(),
+        )
+        .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let sealed = self
+            .master
+            .seal(&ca.key_pkcs8(), SEAL_CONTEXT)
+            .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let id = format!(
+            "x509_{}",
+            sigil_crypto::b64url(&sigil_crypto::sha256(ca.cert_der()))
+                .get(..16)
+                .unwrap_or_default()
+        );
+        let stored = StoredAuthority {
+            id: id.clone(),
+            cert_der: ca.cert_der().to_vec(),
+            sealed_key: sealed,
+            status: "active".into(),
+            not_after,
+            created_at: now,
+        };
+        let record = AuditRecord::new(
+            now,
+            EventType::X509AuthorityCreated,
+            &Principal::from_stored("sigil".into()),
+            None,
+        )
+        .target("x509_authority", &id, self.trust_domain.as_str())
+        .detail("not_after", not_after.to_string());
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertX509Authority(stored))
+                    .audit(record),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Rereads the authorities from the store (other replicas may have added one).
+    pub async fn reload(&self) -> Result<(), SpiffeError> {
+        let all = self.store.list_x509_authorities().await?;
+        let signing = all
+            .iter()
+            .find(|a| a.status == "active")
+            .ok_or(SpiffeError::NoAuthority)?;
+        let key = self
+            .master
+            .open(&signing.sealed_key, SEAL_CONTEXT)
+            .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let authority =
+            X509Authority::from_parts(&key, &signing.cert_der).map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let loaded = Loaded {
+            signing: authority,
+            published: all.iter().map(|a| a.cert_der.clone()).collect(),
+            newest: all
+                .iter()
+                .map(|a| a.created_at.unix_seconds())
+                .max()
+                .unwrap_or_default(),
+        };
+        if let Ok(mut slot) = self.loaded.write() {
+            *slot = Some(Arc::new(loaded));
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Result<Arc<Loaded>, SpiffeError> {
+        self.loaded
+            .read()
+            .ok()
+            .and_then(|l| l.clone())
+            .ok_or(SpiffeError::NoAuthority)
+    }
+
+    /// When the newest authority was created (unix seconds), for the bundle's sequence number.
+    pub fn newest_authority_time(&self) -> i64 {
+        self.current().map(|l| l.newest).unwrap_or_default()
+    }
+
+    /// The CA certificates relying parties trust (DER).
+    pub fn authorities(&self) -> Result<Vec<Vec<u8>>, SpiffeError> {
+        Ok(self.current()?.published.clone())
+    }
+
+    /// Signs an X509-SVID for `spiffe_id` (which must be in this trust domain) valid for `ttl`
+    /// from now, for the key in a PKCS#10 request or a PKCS#8 key.
+    pub fn sign_x509_svid(
+        &self,
+        spiffe_id: &SpiffeId,
+        key: SvidKey<'_>,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<Vec<u8>, SpiffeError> {
+        if spiffe_id.trust_domain() != self.trust_domain {
+            return Err(SpiffeError::Invalid(format!(
+                "{spiffe_id} is not in the trust domain {}",
+                self.trust_domain
+            )));
+        }
+        if spiffe_id.path().is_empty() {
+            return Err(SpiffeError::Invalid(
+                "an SVID names a workload, not the trust domain".into(),
+            ));
+        }
+        let now = self.clock.now().unix_seconds();
+        let req = SvidRequest {
+            spiffe_id: spiffe_id.as_str(),
+            dns_names,
+            not_before: now - 10,
+            not_after: now + i64::try_from(ttl.as_secs()).unwrap_or(3600),
+        };
+        let ca = self.current()?;
+        match key {
+            SvidKey::Csr(der) => ca.signing.sign_csr(der, &req),
+            SvidKey::Pkcs8(der) => ca.signing.sign_for_key(der, &req),
+        }
+        .map_err(|e| SpiffeError::Invalid(e.to_string()))
+    }
+
+    /// The trust bundle in the SPIFFE bundle format (a JWK Set: `x509-svid` keys with their
+    /// certificate in `x5c`, `jwt-svid` keys with their `kid`), with `spiffe_sequence` and
+    /// `spiffe_refresh_hint`.
+    pub fn bundle(&self, jwt_authorities: &[Value], sequence: u64) -> Result<Value, SpiffeError> {
+        let mut keys = Vec::new();
+        for der in self.current()?.published.iter() {
+            let jwk = sigil_crypto::x509::ec_jwk_of_cert(der).map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+            let mut jwk = jwk;
+            if let Some(o) = jwk.as_object_mut() {
+                o.insert("use".into(), json!("x509-svid"));
+                o.insert("x5c".into(), json!([base64_std(der)]));
+            }
+            keys.push(jwk);
+        }
+        for k in jwt_authorities {
+            let mut k = k.clone();
+            if let Some(o) = k.as_object_mut() {
+                o.insert("use".into(), json!("jwt-svid"));
+                o.remove("alg");
+            }
+            keys.push(k);
+        }
+        Ok(json!({
+            "keys": keys,
+            "spiffe_sequence": sequence,
+            "spiffe_refresh_hint": REFRESH_HINT_SECS,
+        }))
+    }
+}
+
+/// Where a workload's public key comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum SvidKey<'a> {
+    Csr(&'a [u8]),
+    Pkcs8(&'a [u8]),
+}
+
+fn base64_std(der: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(der)
+}

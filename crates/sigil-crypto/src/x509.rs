@@ -1,0 +1,228 @@
+//! The trust domain's X.509 authority and X509-SVIDs (SPIFFE X509-SVID specification): a CA
+//! certificate whose URI SAN is the trust domain's ID, and leaf SVIDs with exactly one
+//! `spiffe://` URI SAN, `CA:false`, `digitalSignature` key usage, TLS client and server EKUs and a
+//! short lifetime. Keys are ECDSA P-256 (aws-lc-rs through rcgen).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivatePkcs8KeyDer};
+use zeroize::Zeroizing;
+
+use crate::CryptoError;
+
+/// An X.509 certificate authority for one trust domain.
+pub struct X509Authority {
+    key: KeyPair,
+    cert_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for X509Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509Authority")
+            .field("cert_der_len", &self.cert_der.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a leaf SVID names and how long it lives.
+#[derive(Debug, Clone)]
+pub struct SvidRequest<'a> {
+    pub spiffe_id: &'a str,
+    pub dns_names: &'a [String],
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+fn at(unix: i64) -> Result<time::OffsetDateTime, CryptoError> {
+    time::OffsetDateTime::from_unix_timestamp(unix).map_err(|_| CryptoError::Encoding("time out of range"))
+}
+
+fn serial() -> Result<SerialNumber, CryptoError> {
+    // 16 random bytes, high bit cleared so the DER INTEGER stays positive (RFC 5280 §4.1.2.2).
+    let mut bytes = crate::random_bytes::<16>()?;
+    if let Some(first) = bytes.first_mut() {
+        *first &= 0x7f;
+    }
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn uri(s: &str) -> Result<SanType, CryptoError> {
+    Ok(SanType::URI(
+        s.try_into().map_err(|_| CryptoError::Encoding("URI SAN"))?,
+    ))
+}
+
+fn cert_error(_: rcgen::Error) -> CryptoError {
+    CryptoError::Sign
+}
+
+impl X509Authority {
+    /// A self-signed root for `trust_domain_id` (`spiffe://<td>`), valid in `[not_before, not_after]`.
+    pub fn generate_root(trust_domain_id: &str, not_before: i64, not_after: i64) -> Result<Self, CryptoError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Sigil");
+        dn.push(DnType::CommonName, format!("Sigil CA {trust_domain_id}"));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.subject_alt_names = vec![uri(trust_domain_id)?];
+        params.not_before = at(not_before)?;
+        params.not_after = at(not_after)?;
+        params.serial_number = Some(serial()?);
+        let cert = params.self_signed(&key).map_err(cert_error)?;
+        Ok(Self {
+            cert_der: cert.der().to_vec(),
+            key,
+        })
+    }
+
+    /// An authority restored from its PKCS#8 key and certificate.
+    pub fn from_parts(key_pkcs8: &[u8], cert_der: &[u8]) -> Result<Self, CryptoError> {
+        let der = PrivatePkcs8KeyDer::from(key_pkcs8.to_vec());
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|_| CryptoError::KeyFormat("CA key is not a P-256 PKCS#8 key"))?;
+        Ok(Self {
+            key,
+            cert_der: cert_der.to_vec(),
+        })
+    }
+
+    /// The private key, PKCS#8 DER, for sealing at rest.
+    pub fn key_pkcs8(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.key.serialize_der())
+    }
+
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// Signs an X509-SVID for the public key of a PKCS#10 request. Only the key is taken from
+    /// the request (whose signature must verify): names, lifetime and extensions are the
+    /// server's, from the registration entry.
+    pub fn sign_csr(&self, csr_der: &[u8], req: &SvidRequest<'_>) -> Result<Vec<u8>, CryptoError> {
+        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+            .map_err(|_| CryptoError::KeyFormat("not a valid CSR of a supported key type"))?;
+        self.sign_leaf(&csr.public_key, req)
+    }
+
+    /// Signs an X509-SVID for a key pair the caller generated (PKCS#8 P-256), returning the
+    /// certificate.
+    pub fn sign_for_key(&self, key_pkcs8: &[u8], req: &SvidRequest<'_>) -> Result<Vec<u8>, CryptoError> {
+        let der = PrivatePkcs8KeyDer::from(key_pkcs8.to_vec());
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|_| CryptoError::KeyFormat("not a P-256 PKCS#8 key"))?;
+        self.sign_leaf(&key, req)
+    }
+
+    fn sign_leaf(&self, public_key: &impl rcgen::PublicKeyData, req: &SvidRequest<'_>) -> Result<Vec<u8>, CryptoError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "SPIFFE");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let mut sans = vec![uri(req.spiffe_id)?];
+        for d in req.dns_names {
+            sans.push(SanType::DnsName(
+                d.as_str().try_into().map_err(|_| CryptoError::Encoding("DNS SAN"))?,
+            ));
+        }
+        params.subject_alt_names = sans;
+        params.not_before = at(req.not_before)?;
+        params.not_after = at(req.not_after)?;
+        params.serial_number = Some(serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), &self.key).map_err(cert_error)?;
+        Ok(params
+            .signed_by(public_key, &issuer)
+            .map_err(cert_error)?
+            .der()
+            .to_vec())
+    }
+}
+
+/// The public key of a P-256 certificate as a JWK (`kty` `EC`, `crv` `P-256`, `x`, `y`), for
+/// the SPIFFE bundle.
+pub fn ec_jwk_of_cert(cert_der: &[u8]) -> Result<serde_json::Value, CryptoError> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map_err(|_| CryptoError::KeyFormat("not a certificate"))?;
+    let point = cert.public_key().subject_public_key.data.as_ref();
+    // An uncompressed P-256 point: 0x04 || x (32 bytes) || y (32 bytes).
+    match (point.first(), point.get(1..33), point.get(33..65)) {
+        (Some(4), Some(x), Some(y)) if point.len() == 65 => Ok(serde_json::json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": crate::b64url(x),
+            "y": crate::b64url(y),
+        })),
+        _ => Err(CryptoError::KeyFormat("not a P-256 key")),
+    }
+}
+
+/// A fresh P-256 key pair for a workload, PKCS#8 DER (what the Workload API hands out).
+pub fn generate_svid_key() -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
+    Ok(Zeroizing::new(key.serialize_der()))
+}
+
+/// PEM armour for a DER certificate (for `openssl` and files).
+pub fn cert_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn svids_chain_to_the_root_and_carry_one_spiffe_uri() {
+        let ca = X509Authority::generate_root("spiffe://example.org", NOW - 60, NOW + 86_400).unwrap();
+        let key = generate_svid_key().unwrap();
+        let req = SvidRequest {
+            spiffe_id: "spiffe://example.org/ns/prod/sa/billing",
+            dns_names: &[],
+            not_before: NOW - 10,
+            not_after: NOW + 3600,
+        };
+        let leaf = ca.sign_for_key(&key, &req).unwrap();
+        let restored = X509Authority::from_parts(&ca.key_pkcs8(), ca.cert_der()).unwrap();
+        let again = restored.sign_for_key(&key, &req).unwrap();
+        assert_ne!(leaf, again, "fresh serial numbers");
+        let text = String::from_utf8_lossy(&leaf);
+        assert!(text.contains("spiffe://example.org/ns/prod/sa/billing"));
+    }
+
+    #[test]
+    fn garbage_csrs_are_refused() {
+        let ca = X509Authority::generate_root("spiffe://example.org", NOW - 60, NOW + 86_400).unwrap();
+        let req = SvidRequest {
+            spiffe_id: "spiffe://example.org/a",
+            dns_names: &[],
+            not_before: NOW,
+            not_after: NOW + 60,
+        };
+        assert!(ca.sign_csr(b"not a csr", &req).is_err());
+    }
+}
