@@ -134,13 +134,16 @@ async fn online_failure(s: &TestServer) -> String {
 #[tokio::test]
 async fn modified_record_is_named() {
     let Some(s) = populated(5).await else { return };
+    // user3's creation record, wherever bootstrap records put it.
+    let leaves = s.app().store.list_leaves(0, 100).await.unwrap();
+    let n = leaves.iter().position(|l| l.body.contains("user3")).unwrap();
     exec(
         &s,
-        "UPDATE audit_events SET body = REPLACE(body, 'user3', 'mallory') WHERE leaf_index = 5",
+        &format!("UPDATE audit_events SET body = REPLACE(body, 'user3', 'mallory') WHERE leaf_index = {n}"),
     )
     .await;
     let err = online_failure(&s).await;
-    assert!(err.contains("record 5 was modified"), "{err}");
+    assert!(err.contains(&format!("record {n} was modified")), "{err}");
 }
 
 #[tokio::test]
@@ -214,7 +217,7 @@ async fn tampered_exports_fail_offline_and_say_where() {
         .collect();
     let first_record = original.iter().position(|l| l.contains("\"type\":\"record\"")).unwrap();
 
-    let check = |lines: Vec<String>, key: std::path::PathBuf, needle: &'static str| {
+    let check = |lines: Vec<String>, key: std::path::PathBuf, needle: &str| {
         let path = dir.path().join(format!("t{}.jsonl", lines.len() + needle.len()));
         std::fs::write(&path, lines.join("\n")).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
@@ -234,8 +237,12 @@ async fn tampered_exports_fail_offline_and_say_where() {
     };
 
     let mut modified = original.clone();
-    modified[first_record + 2] = modified[first_record + 2].replace("user", "evil");
-    check(modified, keys.clone(), "record 2 was modified");
+    let user1 = original[first_record..]
+        .iter()
+        .position(|l| l.contains("user1"))
+        .unwrap();
+    modified[first_record + user1] = modified[first_record + user1].replace("user", "evil");
+    check(modified, keys.clone(), &format!("record {user1} was modified"));
 
     let mut removed = original.clone();
     removed.remove(first_record + 3);
