@@ -347,6 +347,33 @@ impl Client {
         self.call(Method::POST, "/admin/v1/registration-tokens", Some(req))
             .await
     }
+    pub async fn create_entry(
+        &self,
+        req: &sigil_proto::admin::EntryRequest,
+    ) -> Result<sigil_proto::admin::EntryView, ClientError> {
+        self.call(Method::POST, "/admin/v1/entries", Some(req)).await
+    }
+    pub async fn update_entry(
+        &self,
+        id: &str,
+        req: &sigil_proto::admin::EntryRequest,
+    ) -> Result<sigil_proto::admin::EntryView, ClientError> {
+        self.call(Method::PUT, &format!("/admin/v1/entries/{}", enc(id)), Some(req))
+            .await
+    }
+    pub async fn list_entries(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<ListResponse<sigil_proto::admin::EntryView>, ClientError> {
+        self.get(&format!("/admin/v1/entries{}", qs(query))).await
+    }
+    pub async fn get_entry(&self, id: &str) -> Result<sigil_proto::admin::EntryView, ClientError> {
+        self.get(&format!("/admin/v1/entries/{}", enc(id))).await
+    }
+    pub async fn delete_entry(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/admin/v1/entries/{}", enc(id)), None::<&()>)
+            .await
+    }
     pub async fn add_trusted_issuer(
         &self,
         req: &sigil_proto::admin::CreateTrustedIssuer,

@@ -178,6 +178,17 @@ pub enum Change {
     DeleteTrustedIssuer {
         id: String,
     },
+    /// Creates a registration entry; `Duplicate` if its id is taken.
+    InsertEntry(crate::spiffe::entries::RegistrationEntry),
+    /// Replaces an entry if it is still at `expected_version` (else `Stale`).
+    UpdateEntry {
+        entry: crate::spiffe::entries::RegistrationEntry,
+        expected_version: i64,
+    },
+    DeleteEntry {
+        id: String,
+        expected_version: i64,
+    },
     /// Stores an X.509 authority of the trust domain; `Duplicate` if its id is taken.
     InsertX509Authority(crate::spiffe::StoredAuthority),
     /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
@@ -344,6 +355,13 @@ pub trait DelegationStore: Send + Sync {
     async fn user_password_hash(&self, user: &UserId) -> StoreResult<Option<String>>;
     /// A code or refresh token by the keyed hash of its value, with its family's state.
     async fn get_grant(&self, handle_hash: &str) -> StoreResult<Option<crate::oauth::grant::Grant>>;
+    async fn get_entry(&self, id: &str) -> StoreResult<Option<crate::spiffe::entries::RegistrationEntry>>;
+    /// Entries, optionally only those of one parent (node) or one SPIFFE ID, by id.
+    async fn list_entries(
+        &self,
+        parent_id: Option<&str>,
+        spiffe_id: Option<&str>,
+    ) -> StoreResult<Vec<crate::spiffe::entries::RegistrationEntry>>;
     /// The trust domain's X.509 authorities, oldest first.
     async fn list_x509_authorities(&self) -> StoreResult<Vec<crate::spiffe::StoredAuthority>>;
     /// Every trusted external issuer, by issuer.

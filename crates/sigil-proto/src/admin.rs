@@ -283,6 +283,45 @@ pub struct AuditBaseView {
     pub frontier: Vec<(u32, u64, String)>,
 }
 
+/// Body of `POST /admin/v1/entries` and `PUT /admin/v1/entries/{id}` (a SPIFFE registration
+/// entry; PUT replaces every field).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRequest {
+    pub spiffe_id: String,
+    /// The node whose agent may hand the SVID out.
+    pub parent_id: String,
+    /// `type:value`, e.g. `unix:uid:1000`; all must match.
+    pub selectors: Vec<String>,
+    /// The agent or workload (name or id) the SVID stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509_ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_ttl_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryView {
+    pub id: String,
+    pub spiffe_id: String,
+    pub parent_id: String,
+    pub selectors: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub x509_ttl_seconds: u64,
+    pub jwt_ttl_seconds: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub version: i64,
+}
+
 /// Body of `PUT /admin/v1/users/{user}/password`.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

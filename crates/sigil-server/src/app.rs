@@ -25,6 +25,8 @@ pub struct App {
     pub keys: Arc<KeyManager>,
     /// The SPIFFE issuer's X.509 authority.
     pub spiffe: Arc<sigil_core::spiffe::X509Ca>,
+    /// SPIFFE registration entries.
+    pub entries: Arc<sigil_core::spiffe::entries::Entries>,
     pub admin: AdminAuth,
     pub audit: AuditLog,
     pub oauth: OAuthService,
@@ -97,6 +99,12 @@ impl App {
         // The trust domain was checked when the config was loaded.
         let trust_domain =
             sigil_types::TrustDomain::parse(&config.trust_domain).map_err(|e| AppError::TrustDomain(e.to_string()))?;
+        let entries = Arc::new(sigil_core::spiffe::entries::Entries::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&rng),
+            trust_domain.clone(),
+        ));
         let spiffe = Arc::new(sigil_core::spiffe::X509Ca::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -114,6 +122,7 @@ impl App {
             registry,
             keys,
             spiffe,
+            entries,
             admin,
             audit,
             oauth,

@@ -100,6 +100,12 @@ const AUTHORITY: Op = Op {
     is_delete: false,
     references: "x509 authority",
 };
+const ENTRY: Op = Op {
+    entity: "entry",
+    unique_fields: &["id"],
+    is_delete: false,
+    references: "identity",
+};
 const LEASE: Op = Op {
     entity: "lease",
     unique_fields: &["name"],
@@ -398,6 +404,24 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await
         .map(|_| ()),
+        Change::InsertEntry(e) => exec(
+            conn,
+            "INSERT INTO registration_entries (id, spiffe_id, parent_id, selectors_json, identity_id, x509_ttl, jwt_ttl, dns_json, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            entry_values(e),
+            ENTRY,
+        )
+        .await
+        .map(|_| ()),
+        Change::UpdateEntry { entry: e, expected_version } => {
+            let mut v = entry_values(e);
+            v.remove(0);
+            v.push(e.id.clone().into());
+            v.push((*expected_version).into());
+            exec_versioned(conn, "UPDATE registration_entries SET spiffe_id = $1, parent_id = $2, selectors_json = $3, identity_id = $4, x509_ttl = $5, jwt_ttl = $6, dns_json = $7, created_at = $8, updated_at = $9, created_by = $10, updated_by = $11, version = $12 WHERE id = $13 AND version = $14", v, ENTRY).await
+        }
+        Change::DeleteEntry { id, expected_version } => {
+            exec_versioned(conn, "DELETE FROM registration_entries WHERE id = $1 AND version = $2", vec![id.clone().into(), (*expected_version).into()], deleting(ENTRY)).await
+        }
         Change::IntegrateAudit(i) => integrate(conn, i).await,
         Change::PruneAudit { lease, before } => {
             fence(conn, lease).await?;
@@ -425,6 +449,22 @@ fn meta_values(m: &sigil_core::model::Meta) -> [Value; 5] {
         m.updated_by.as_str().into(),
         m.version.into(),
     ]
+}
+
+fn entry_values(e: &sigil_core::spiffe::entries::RegistrationEntry) -> Vec<Value> {
+    let selectors: Vec<&str> = e.selectors.iter().map(|s| s.as_str()).collect();
+    let mut v: Vec<Value> = vec![
+        e.id.clone().into(),
+        e.spiffe_id.as_str().into(),
+        e.parent_id.as_str().into(),
+        json(&selectors),
+        e.identity_id.as_ref().map(|i| i.to_string()).into(),
+        i64::try_from(e.x509_ttl.as_secs()).unwrap_or(i64::MAX).into(),
+        i64::try_from(e.jwt_ttl.as_secs()).unwrap_or(i64::MAX).into(),
+        json(&e.dns_names),
+    ];
+    v.extend(meta_values(&e.meta));
+    v
 }
 
 fn user_values(u: &User) -> Vec<Value> {

@@ -299,6 +299,16 @@ impl sigil_core::store::DelegationStore for SqlStore {
     async fn get_grant(&self, handle_hash: &str) -> StoreResult<Option<sigil_core::oauth::grant::Grant>> {
         read::get_grant(&self.pool, handle_hash).await
     }
+    async fn get_entry(&self, id: &str) -> StoreResult<Option<sigil_core::spiffe::entries::RegistrationEntry>> {
+        read::get_entry(&self.pool, id).await
+    }
+    async fn list_entries(
+        &self,
+        parent_id: Option<&str>,
+        spiffe_id: Option<&str>,
+    ) -> StoreResult<Vec<sigil_core::spiffe::entries::RegistrationEntry>> {
+        read::list_entries(&self.pool, parent_id, spiffe_id).await
+    }
     async fn list_x509_authorities(&self) -> StoreResult<Vec<sigil_core::spiffe::StoredAuthority>> {
         read::list_x509_authorities(&self.pool).await
     }

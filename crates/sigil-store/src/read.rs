@@ -495,3 +495,31 @@ pub async fn list_x509_authorities(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::
     );
     all(pool, q, rows::x509_authority).await
 }
+
+pub async fn get_entry(pool: &AnyPool, id: &str) -> R<Option<sigil_core::spiffe::entries::RegistrationEntry>> {
+    let mut q = Sql::new(&format!(
+        "SELECT {} FROM registration_entries WHERE id = ",
+        rows::ENTRY_COLS
+    ));
+    q.bind(id);
+    one(pool, q, rows::entry).await
+}
+
+pub async fn list_entries(
+    pool: &AnyPool,
+    parent_id: Option<&str>,
+    spiffe_id: Option<&str>,
+) -> R<Vec<sigil_core::spiffe::entries::RegistrationEntry>> {
+    let mut q = Sql::new(&format!(
+        "SELECT {} FROM registration_entries WHERE 1 = 1",
+        rows::ENTRY_COLS
+    ));
+    if let Some(p) = parent_id {
+        q.push(" AND parent_id = ").bind(p);
+    }
+    if let Some(s) = spiffe_id {
+        q.push(" AND spiffe_id = ").bind(s);
+    }
+    q.push(" ORDER BY id LIMIT 10000");
+    all(pool, q, rows::entry).await
+}

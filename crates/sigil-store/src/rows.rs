@@ -297,3 +297,40 @@ pub fn x509_authority(row: &AnyRow) -> Result<sigil_core::spiffe::StoredAuthorit
         created_at: ts(row, "created_at")?,
     })
 }
+
+pub const ENTRY_COLS: &str = "id, spiffe_id, parent_id, selectors_json, identity_id, x509_ttl, jwt_ttl, dns_json, created_at, updated_at, created_by, updated_by, version";
+
+pub fn entry(row: &AnyRow) -> Result<sigil_core::spiffe::entries::RegistrationEntry, StoreError> {
+    use sigil_core::spiffe::entries::Selector;
+    let selectors: Vec<String> = parse(
+        "selectors_json",
+        serde_json::from_str(&get::<String>(row, "selectors_json")?),
+    )?;
+    let secs = |col: &str| -> Result<std::time::Duration, StoreError> {
+        Ok(std::time::Duration::from_secs(
+            u64::try_from(get::<i64>(row, col)?).unwrap_or(0),
+        ))
+    };
+    Ok(sigil_core::spiffe::entries::RegistrationEntry {
+        id: get(row, "id")?,
+        spiffe_id: parse(
+            "spiffe_id",
+            sigil_types::SpiffeId::parse(&get::<String>(row, "spiffe_id")?),
+        )?,
+        parent_id: parse(
+            "parent_id",
+            sigil_types::SpiffeId::parse(&get::<String>(row, "parent_id")?),
+        )?,
+        selectors: selectors
+            .iter()
+            .map(|s| parse("selectors_json", Selector::parse(s)))
+            .collect::<Result<_, _>>()?,
+        identity_id: get::<Option<String>>(row, "identity_id")?
+            .map(|i| parse("identity_id", IdentityId::parse(&i)))
+            .transpose()?,
+        x509_ttl: secs("x509_ttl")?,
+        jwt_ttl: secs("jwt_ttl")?,
+        dns_names: parse("dns_json", serde_json::from_str(&get::<String>(row, "dns_json")?))?,
+        meta: meta(row)?,
+    })
+}

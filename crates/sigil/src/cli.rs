@@ -82,6 +82,9 @@ pub enum Command {
     /// token exchange subjects, and their ID-JAGs redeemed (with --id-jag).
     #[command(subcommand)]
     Issuer(IssuerCommand),
+    /// SPIFFE registration entries: which workloads, on which node, get which SPIFFE ID.
+    #[command(subcommand)]
+    Entry(EntryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +132,55 @@ pub enum PolicyCommand {
         file: std::path::PathBuf,
         #[arg(long)]
         version: Option<u64>,
+    },
+}
+
+/// The fields of a registration entry (create, and update, which replaces them all).
+#[derive(Debug, clap::Args)]
+pub struct EntryArgs {
+    /// The SPIFFE ID the workload gets (spiffe://<trust domain>/<path>).
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// The node (its SPIFFE ID) whose agent may hand it out.
+    #[arg(long)]
+    pub parent_id: String,
+    /// A selector the workload must match, e.g. unix:uid:1000 (repeatable; all must match).
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// The agent or workload (name or id) the SVID stands for.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// X509-SVID lifetime, e.g. 1h (default 1h).
+    #[arg(long)]
+    pub x509_ttl: Option<String>,
+    /// JWT-SVID lifetime, e.g. 5m (default 5m).
+    #[arg(long)]
+    pub jwt_ttl: Option<String>,
+    /// A DNS name for the X509-SVID (repeatable).
+    #[arg(long = "dns")]
+    pub dns_names: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    Create(EntryArgs),
+    List {
+        #[arg(long)]
+        parent_id: Option<String>,
+        #[arg(long)]
+        spiffe_id: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    /// Replace every field of an entry.
+    Update {
+        id: String,
+        #[command(flatten)]
+        args: EntryArgs,
+    },
+    Delete {
+        id: String,
     },
 }
 

@@ -111,6 +111,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Token(c) => oauth::token(&cli.global, c).await,
         Command::RegistrationToken(c) => oauth::registration_token(&cli.global, c).await,
         Command::Issuer(c) => oauth::issuer(&cli.global, c).await,
+        Command::Entry(c) => oauth::entry(&cli.global, c).await,
         Command::Policy(c) => policy::policy(&cli.global, c).await,
     }
 }

@@ -283,3 +283,62 @@ pub async fn issuer(g: &Global, c: crate::cli::IssuerCommand) -> Result<(), Fail
     }
     Ok(())
 }
+
+fn entry_request(a: crate::cli::EntryArgs) -> Result<sigil_proto::admin::EntryRequest, Failure> {
+    let secs = |field: &'static str, v: Option<String>| -> Result<Option<u64>, Failure> {
+        v.map(|d| {
+            sigil_server::config::parse_duration(field, &d)
+                .map(|d| d.as_secs())
+                .map_err(|e| Failure::invalid(e.to_string()))
+        })
+        .transpose()
+    };
+    Ok(sigil_proto::admin::EntryRequest {
+        spiffe_id: a.spiffe_id,
+        parent_id: a.parent_id,
+        selectors: a.selectors,
+        identity: a.identity,
+        x509_ttl_seconds: secs("x509-ttl", a.x509_ttl)?,
+        jwt_ttl_seconds: secs("jwt-ttl", a.jwt_ttl)?,
+        dns_names: a.dns_names,
+    })
+}
+
+pub async fn entry(g: &Global, c: crate::cli::EntryCommand) -> Result<(), Failure> {
+    use crate::cli::EntryCommand;
+    let api = api_client(g)?;
+    match c {
+        EntryCommand::Create(a) => {
+            let view = api.create_entry(&entry_request(a)?).await?;
+            match g.output {
+                Output::Json => output::item(g.output, &view),
+                Output::Text => println!("{}  {}", view.id, view.spiffe_id),
+            }
+        }
+        EntryCommand::Update { id, args } => {
+            output::item(g.output, &api.update_entry(&id, &entry_request(args)?).await?)
+        }
+        EntryCommand::List { parent_id, spiffe_id } => {
+            let mut q = Vec::new();
+            if let Some(p) = parent_id {
+                q.push(("parent_id", p));
+            }
+            if let Some(s) = spiffe_id {
+                q.push(("spiffe_id", s));
+            }
+            let list = api.list_entries(&q).await?;
+            let rows: Vec<Value> = list.items.iter().filter_map(|i| serde_json::to_value(i).ok()).collect();
+            output::table(
+                g.output,
+                &rows,
+                &["id", "spiffe_id", "parent_id", "selectors", "identity"],
+            );
+        }
+        EntryCommand::Show { id } => output::item(g.output, &api.get_entry(&id).await?),
+        EntryCommand::Delete { id } => {
+            api.delete_entry(&id).await?;
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}

@@ -142,3 +142,172 @@ async fn the_bundle_publishes_the_authorities_and_openssl_accepts_the_svids() {
         assert_eq!(x509_after, x509, "the same CA after a restart");
     }
 }
+
+async fn sigil(s: &TestServer, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(args)
+        .env("SIGIL_URL", &s.url)
+        .env("SIGIL_ADMIN_TOKEN", &s.admin_token)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn registration_entries_are_managed_and_checked() {
+    let Some(s) = TestServer::start().await else { return };
+    let c = s.client();
+    c.create_user(&serde_json::from_value(serde_json::json!({"username": "alice"})).unwrap())
+        .await
+        .unwrap();
+    c.create_identity(
+        sigil_testkit::Family::Workloads,
+        &serde_json::from_value(serde_json::json!({"name": "billing", "owner": "alice", "kind": "service"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (code, out, err) = sigil(
+        &s,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://sigil.local/ns/prod/sa/billing",
+            "--parent-id",
+            "spiffe://sigil.local/node/host-1",
+            "--selector",
+            "unix:uid:1000",
+            "--selector",
+            "unix:path:/usr/bin/billing",
+            "--identity",
+            "billing",
+            "--x509-ttl",
+            "30m",
+            "--dns",
+            "billing.internal",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let e: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["spiffe_id"], "spiffe://sigil.local/ns/prod/sa/billing");
+    assert_eq!(
+        e["selectors"],
+        serde_json::json!(["unix:path:/usr/bin/billing", "unix:uid:1000"])
+    );
+    assert_eq!(
+        (e["x509_ttl_seconds"].as_u64(), e["jwt_ttl_seconds"].as_u64()),
+        (Some(1800), Some(300))
+    );
+    let id = e["id"].as_str().unwrap().to_owned();
+
+    let listed = c
+        .list_entries(&[("parent_id", "spiffe://sigil.local/node/host-1".into())])
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert!(
+        c.list_entries(&[("parent_id", "spiffe://sigil.local/node/other".into())])
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Bad input: the precise field, exit code 3, nothing created.
+    for (args, field) in [
+        (vec!["--spiffe-id", "spiffe://sigil.local/a/../b"], "'.' or '..'"),
+        (vec!["--spiffe-id", "spiffe://other.org/a"], "trust domain sigil.local"),
+        (vec!["--spiffe-id", "spiffe://sigil.local"], "not the trust domain"),
+        (vec!["--spiffe-id", "SPIFFE://sigil.local/a"], "spiffe://"),
+    ] {
+        let mut full = vec!["entry", "create"];
+        full.extend(args);
+        full.extend([
+            "--parent-id",
+            "spiffe://sigil.local/node/host-1",
+            "--selector",
+            "unix:uid:1",
+        ]);
+        let (code, _, err) = sigil(&s, &full).await;
+        assert_eq!(code, 3, "{full:?}: {err}");
+        assert!(err.to_lowercase().contains(field), "{err}");
+    }
+    for (selector, ok) in [
+        ("unix:uid:abc", false),
+        ("unix:pid:1", false),
+        ("unix:sha256:00", false),
+        ("unix:gid:20", true),
+    ] {
+        let (code, _, err) = sigil(
+            &s,
+            &[
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://sigil.local/x",
+                "--parent-id",
+                "spiffe://sigil.local/node/h",
+                "--selector",
+                selector,
+            ],
+        )
+        .await;
+        assert_eq!(code == 0, ok, "{selector}: {err}");
+    }
+    let (code, _, err) = sigil(
+        &s,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://sigil.local/y",
+            "--parent-id",
+            "spiffe://sigil.local/node/h",
+            "--selector",
+            "unix:uid:1",
+            "--identity",
+            "nobody",
+        ],
+    )
+    .await;
+    assert_eq!(code, 3, "{err}");
+
+    // Update replaces every field; delete removes; both are audited.
+    let (code, out, err) = sigil(
+        &s,
+        &[
+            "entry",
+            "update",
+            &id,
+            "--spiffe-id",
+            "spiffe://sigil.local/ns/prod/sa/billing",
+            "--parent-id",
+            "spiffe://sigil.local/node/host-2",
+            "--selector",
+            "unix:uid:1001",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let u: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(u["parent_id"], "spiffe://sigil.local/node/host-2");
+    assert!(u.get("identity").is_none() && u["version"] == 2, "{u}");
+    let (code, _, err) = sigil(&s, &["entry", "delete", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = sigil(&s, &["entry", "show", &id]).await;
+    assert_eq!(code, 1);
+    for t in ["entry.created", "entry.updated", "entry.deleted"] {
+        let found = c.audit_search(&[("type", t.into())]).await.unwrap();
+        assert!(!found.items.is_empty(), "{t}");
+    }
+}

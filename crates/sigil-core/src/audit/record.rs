@@ -70,6 +70,9 @@ event_types! {
     TrustedIssuerAdded => "trusted_issuer.added",
     TrustedIssuerRemoved => "trusted_issuer.removed",
     X509AuthorityCreated => "x509_authority.created",
+    EntryCreated => "entry.created",
+    EntryUpdated => "entry.updated",
+    EntryDeleted => "entry.deleted",
 }
 
 impl Serialize for EventType {

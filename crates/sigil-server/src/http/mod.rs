@@ -2,6 +2,7 @@
 
 mod admin_audit;
 mod admin_clients;
+mod admin_entries;
 mod admin_identities;
 mod admin_issuers;
 mod admin_keys;
@@ -80,6 +81,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/registration-tokens", post(admin_clients::create_registration_token))
         .route("/trusted-issuers", get(admin_issuers::list).post(admin_issuers::create))
         .route("/trusted-issuers/{id}", axum::routing::delete(admin_issuers::delete))
+        .route("/entries", get(admin_entries::list).post(admin_entries::create))
+        .route(
+            "/entries/{id}",
+            get(admin_entries::show)
+                .put(admin_entries::update)
+                .delete(admin_entries::delete),
+        )
         .route("/tokens/introspect", post(admin_clients::introspect))
         .route("/policies", get(admin_policies::list).post(admin_policies::upload))
         .route("/policies/rollback", post(admin_policies::rollback))

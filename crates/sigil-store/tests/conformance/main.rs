@@ -16,6 +16,7 @@ mod common;
 mod delegation;
 mod policy;
 mod registry;
+mod spiffe;
 
 macro_rules! conformance {
     ($($module:ident :: $case:ident),+ $(,)?) => {
@@ -43,4 +44,5 @@ conformance!(
     audit_log::audit_search_filters,
     policy::policy_versions_and_activations,
     delegation::passwords_and_grant_families,
+    spiffe::x509_authorities_and_entries,
 );

@@ -1,0 +1,7 @@
+//! The SPIFFE issuer: the trust domain's X.509 authority and bundle, and the registration
+//! entries that say which workloads get which SPIFFE IDs.
+
+mod authority;
+pub mod entries;
+
+pub use authority::{SpiffeError, StoredAuthority, SvidKey, X509Ca};

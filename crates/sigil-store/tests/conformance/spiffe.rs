@@ -1,0 +1,98 @@
+//! SPIFFE state: X.509 authorities (sealed keys stored as given) and registration entries
+//! (versioned like every registry entity).
+
+use std::time::Duration;
+
+use sigil_core::model::Meta;
+use sigil_core::spiffe::StoredAuthority;
+use sigil_core::spiffe::entries::{RegistrationEntry, Selector};
+use sigil_core::store::*;
+use sigil_crypto::SealedBlob;
+use sigil_types::SpiffeId;
+
+use crate::common::{Db, T0, put};
+
+fn entry(id: &str, parent: &str) -> RegistrationEntry {
+    RegistrationEntry {
+        id: id.into(),
+        spiffe_id: SpiffeId::parse("spiffe://example.org/ns/prod/sa/billing").unwrap(),
+        parent_id: SpiffeId::parse(parent).unwrap(),
+        selectors: vec![Selector::parse("unix:uid:1000").unwrap()],
+        identity_id: None,
+        x509_ttl: Duration::from_secs(3600),
+        jwt_ttl: Duration::from_secs(300),
+        dns_names: vec!["billing.internal".into()],
+        meta: Meta::new(T0, &sigil_core::model::Principal::from_stored("admin:test".into())),
+    }
+}
+
+pub(crate) async fn x509_authorities_and_entries(db: Db) {
+    let s = &db.store;
+    assert!(s.list_x509_authorities().await.unwrap().is_empty());
+    let a = StoredAuthority {
+        id: "x509_a".into(),
+        cert_der: vec![0x30, 0x82, 1, 2, 3],
+        sealed_key: SealedBlob(vec![9, 8, 7, 0, 255]),
+        status: "active".into(),
+        not_after: T0.plus(Duration::from_secs(86_400)),
+        created_at: T0,
+    };
+    put(s, Change::InsertX509Authority(a.clone())).await.unwrap();
+    assert!(matches!(
+        put(s, Change::InsertX509Authority(a.clone())).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(s.list_x509_authorities().await.unwrap(), vec![a]);
+
+    let e1 = entry("ent_1", "spiffe://example.org/node/a");
+    let e2 = entry("ent_2", "spiffe://example.org/node/b");
+    put(s, Change::InsertEntry(e1.clone())).await.unwrap();
+    put(s, Change::InsertEntry(e2.clone())).await.unwrap();
+    assert_eq!(s.get_entry("ent_1").await.unwrap(), Some(e1.clone()));
+    assert_eq!(
+        s.list_entries(Some("spiffe://example.org/node/b"), None).await.unwrap(),
+        vec![e2.clone()]
+    );
+    assert_eq!(
+        s.list_entries(None, Some("spiffe://example.org/ns/prod/sa/billing"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let mut next = e1.clone();
+    next.selectors.push(Selector::parse("unix:gid:20").unwrap());
+    next.meta.version = 2;
+    put(
+        s,
+        Change::UpdateEntry {
+            entry: next.clone(),
+            expected_version: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        put(
+            s,
+            Change::UpdateEntry {
+                entry: next.clone(),
+                expected_version: 1
+            }
+        )
+        .await,
+        Err(StoreError::Stale { .. })
+    ));
+    assert_eq!(s.get_entry("ent_1").await.unwrap(), Some(next));
+    put(
+        s,
+        Change::DeleteEntry {
+            id: "ent_1".into(),
+            expected_version: 2,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_entry("ent_1").await.unwrap(), None);
+}
