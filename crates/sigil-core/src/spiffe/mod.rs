@@ -3,5 +3,6 @@
 
 mod authority;
 pub mod entries;
+pub mod jwt_svid;
 
 pub use authority::{SpiffeError, StoredAuthority, SvidKey, X509Ca};

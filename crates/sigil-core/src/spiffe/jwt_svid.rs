@@ -1,0 +1,123 @@
+//! JWT-SVIDs (SPIFFE JWT-SVID specification): `sub` = the SPIFFE ID, `aud` required, `exp`,
+//! `iat` and a unique `jti`; JOSE `typ` `JWT`. Signed by the trust domain's JWT authorities —
+//! Sigil's signing keys, published in the bundle as `jwt-svid` keys — and validated against them.
+
+use serde::{Deserialize, Serialize};
+use sigil_crypto::{Jwks, SigningKey};
+use sigil_types::{SpiffeId, TrustDomain};
+
+/// The claims of a JWT-SVID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtSvidClaims {
+    pub sub: String,
+    pub aud: Vec<String>,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtSvidError {
+    #[error("a JWT-SVID needs at least one audience")]
+    NoAudience,
+    #[error("the SPIFFE ID is not in this trust domain")]
+    ForeignId,
+    #[error("not a JWT-SVID signed by a key of this trust domain")]
+    BadSignature,
+    #[error("the JWT-SVID is malformed: {0}")]
+    Malformed(String),
+    #[error("the JWT-SVID has expired")]
+    Expired,
+    #[error("the JWT-SVID is not for this audience")]
+    WrongAudience,
+    #[error("signing failed")]
+    Sign,
+}
+
+/// Mints a JWT-SVID for `id`, valid `ttl_secs` from `now`.
+pub fn mint(
+    key: &SigningKey,
+    trust_domain: &TrustDomain,
+    id: &SpiffeId,
+    audiences: &[String],
+    now: i64,
+    ttl_secs: i64,
+    jti: String,
+) -> Result<String, JwtSvidError> {
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        return Err(JwtSvidError::NoAudience);
+    }
+    if id.trust_domain() != *trust_domain || id.path().is_empty() {
+        return Err(JwtSvidError::ForeignId);
+    }
+    let claims = JwtSvidClaims {
+        sub: id.to_string(),
+        aud: audiences.to_vec(),
+        exp: now + ttl_secs,
+        iat: now,
+        jti,
+    };
+    let payload = serde_json::to_vec(&claims).map_err(|_| JwtSvidError::Sign)?;
+    sigil_crypto::sign_compact(key, "JWT", &payload).map_err(|_| JwtSvidError::Sign)
+}
+
+/// Validates a JWT-SVID for `audience` (the Workload API's `ValidateJWTSVID`): signature by a
+/// key of the bundle, a SPIFFE ID subject, `aud` holding the audience, not expired.
+pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(SpiffeId, JwtSvidClaims), JwtSvidError> {
+    if token.len() > 16 * 1024 {
+        return Err(JwtSvidError::Malformed("too long".into()));
+    }
+    let v = sigil_crypto::verify_compact(token, keys).map_err(|_| JwtSvidError::BadSignature)?;
+    if v.typ.as_deref().is_some_and(|t| t != "JWT" && t != "JOSE") {
+        return Err(JwtSvidError::Malformed(format!("typ {}", v.typ.unwrap_or_default())));
+    }
+    // `aud` may be a string or an array (RFC 7519 §4.1.3).
+    let raw: serde_json::Value = serde_json::from_slice(&v.payload).map_err(|e| JwtSvidError::Malformed(e.to_string()))?;
+    let aud: Vec<String> = match raw.get("aud") {
+        Some(serde_json::Value::String(a)) => vec![a.clone()],
+        Some(serde_json::Value::Array(list)) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+        _ => return Err(JwtSvidError::NoAudience),
+    };
+    let field = |k: &str| raw.get(k).and_then(serde_json::Value::as_i64);
+    let claims = JwtSvidClaims {
+        sub: raw.get("sub").and_then(|s| s.as_str()).unwrap_or_default().to_owned(),
+        aud,
+        exp: field("exp").ok_or_else(|| JwtSvidError::Malformed("no exp".into()))?,
+        iat: field("iat").unwrap_or_default(),
+        jti: raw.get("jti").and_then(|s| s.as_str()).unwrap_or_default().to_owned(),
+    };
+    let id = SpiffeId::parse(&claims.sub).map_err(|e| JwtSvidError::Malformed(e.to_string()))?;
+    if claims.exp <= now {
+        return Err(JwtSvidError::Expired);
+    }
+    if !claims.aud.iter().any(|a| a == audience) {
+        return Err(JwtSvidError::WrongAudience);
+    }
+    Ok((id, claims))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use sigil_crypto::Algorithm;
+
+    #[test]
+    fn minted_svids_validate_only_for_their_audience_and_lifetime() {
+        let (key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+        let keys = Jwks { keys: vec![key.public_jwk()] };
+        let td = TrustDomain::parse("example.org").unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
+        let t = mint(&key, &td, &id, &["api".into()], 1000, 300, "j1".into()).unwrap();
+        let (got, claims) = validate(&t, &keys, "api", 1100).unwrap();
+        assert_eq!((got, claims.jti.as_str()), (id.clone(), "j1"));
+        assert_eq!(validate(&t, &keys, "other", 1100), Err(JwtSvidError::WrongAudience));
+        assert_eq!(validate(&t, &keys, "api", 1300), Err(JwtSvidError::Expired));
+        let (other, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+        let other_keys = Jwks { keys: vec![other.public_jwk()] };
+        assert_eq!(validate(&t, &other_keys, "api", 1100), Err(JwtSvidError::BadSignature));
+        assert_eq!(mint(&key, &td, &id, &[], 1000, 300, "j".into()), Err(JwtSvidError::NoAudience));
+        let foreign = SpiffeId::parse("spiffe://other.org/web").unwrap();
+        assert_eq!(mint(&key, &td, &foreign, &["api".into()], 1000, 300, "j".into()), Err(JwtSvidError::ForeignId));
+    }
+}
