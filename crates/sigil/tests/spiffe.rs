@@ -311,3 +311,115 @@ async fn registration_entries_are_managed_and_checked() {
         assert!(!found.items.is_empty(), "{t}");
     }
 }
+
+#[tokio::test]
+async fn a_jwt_svid_is_a_client_credential_at_the_token_endpoint() {
+    let Some(s) = TestServer::start().await else { return };
+    let c = s.client();
+    c.create_user(&serde_json::from_value(serde_json::json!({"username": "alice"})).unwrap())
+        .await
+        .unwrap();
+    c.create_identity(
+        sigil_testkit::Family::Workloads,
+        &serde_json::from_value(serde_json::json!({"name": "billing", "owner": "alice", "kind": "service", "ceiling": {"scopes": ["read"]}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_resource(
+        &serde_json::from_value(serde_json::json!({"uri": "https://ledger.example.com", "name": "ledger", "owner": "alice", "scopes": ["read", "write"]}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let entry = |id: &str, identity: Option<&str>| sigil_proto::admin::EntryRequest {
+        spiffe_id: id.into(),
+        parent_id: "spiffe://sigil.local/node/host-1".into(),
+        selectors: vec!["unix:uid:1000".into()],
+        identity: identity.map(str::to_owned),
+        x509_ttl_seconds: None,
+        jwt_ttl_seconds: None,
+        dns_names: vec![],
+    };
+    c.create_entry(&entry("spiffe://sigil.local/billing", Some("billing")))
+        .await
+        .unwrap();
+    c.create_entry(&entry("spiffe://sigil.local/unmapped", None))
+        .await
+        .unwrap();
+
+    let token_endpoint = format!("{}/token", s.url);
+    let svid = |id: &str, aud: &str| {
+        let key = s.app().keys.active().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        sigil_core::spiffe::jwt_svid::mint(
+            &key,
+            &sigil_types::TrustDomain::parse("sigil.local").unwrap(),
+            &SpiffeId::parse(id).unwrap(),
+            &[aud.to_owned()],
+            now,
+            300,
+            sigil_crypto::b64url(&sigil_crypto::random_bytes::<12>().unwrap()),
+        )
+        .unwrap()
+    };
+    let ask = |assertion: String| {
+        let endpoint = token_endpoint.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(endpoint)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", "https://ledger.example.com"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let good = svid("spiffe://sigil.local/billing", &token_endpoint);
+    let (st, v) = ask(good.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["scope"], "read", "the workload's ceiling applies");
+    let payload = v["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let billing = c
+        .get_identity(sigil_testkit::Family::Workloads, "billing")
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    assert_eq!(claims["sub"], billing.as_str());
+    assert_eq!(claims["client_id"], "spiffe://sigil.local/billing");
+    let issued = c.audit_search(&[("type", "token.issued".into())]).await.unwrap();
+    let record = &issued.items.iter().max_by_key(|e| e.seq).unwrap().record;
+    assert_eq!(record["auth"]["method"], "jwt_svid", "{record}");
+
+    // Replay, another audience, no identity for the SPIFFE ID, no entry at all.
+    for (assertion, why) in [
+        (good, "replay"),
+        (
+            svid("spiffe://sigil.local/billing", "https://elsewhere.example.com"),
+            "audience",
+        ),
+        (svid("spiffe://sigil.local/unmapped", &token_endpoint), "no identity"),
+        (svid("spiffe://sigil.local/stranger", &token_endpoint), "no entry"),
+    ] {
+        let (st, v) = ask(assertion).await;
+        assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")), "{why}: {v}");
+    }
+}

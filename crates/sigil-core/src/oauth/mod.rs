@@ -17,6 +17,7 @@ pub mod policy;
 pub mod reads;
 pub mod registration;
 pub mod service;
+pub mod svid_auth;
 pub mod token;
 pub mod trusted;
 

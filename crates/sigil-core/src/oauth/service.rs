@@ -373,6 +373,9 @@ impl OAuthService {
             Method::Basic(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretBasic).await,
             Method::Post(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretPost).await,
             Method::Assertion(a) => {
+                if let Some(spiffe_id) = super::svid_auth::svid_subject(a) {
+                    return self.authenticate_svid(creds, a, &spiffe_id, endpoint).await;
+                }
                 let claimed = client_auth::assertion_client_id(a)?;
                 if creds.client_id.as_deref().is_some_and(|c| c != claimed) {
                     return Err(OAuthError::invalid_client(

@@ -72,7 +72,8 @@ pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(S
         return Err(JwtSvidError::Malformed(format!("typ {}", v.typ.unwrap_or_default())));
     }
     // `aud` may be a string or an array (RFC 7519 §4.1.3).
-    let raw: serde_json::Value = serde_json::from_slice(&v.payload).map_err(|e| JwtSvidError::Malformed(e.to_string()))?;
+    let raw: serde_json::Value =
+        serde_json::from_slice(&v.payload).map_err(|e| JwtSvidError::Malformed(e.to_string()))?;
     let aud: Vec<String> = match raw.get("aud") {
         Some(serde_json::Value::String(a)) => vec![a.clone()],
         Some(serde_json::Value::Array(list)) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
@@ -105,7 +106,9 @@ mod tests {
     #[test]
     fn minted_svids_validate_only_for_their_audience_and_lifetime() {
         let (key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
-        let keys = Jwks { keys: vec![key.public_jwk()] };
+        let keys = Jwks {
+            keys: vec![key.public_jwk()],
+        };
         let td = TrustDomain::parse("example.org").unwrap();
         let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
         let t = mint(&key, &td, &id, &["api".into()], 1000, 300, "j1".into()).unwrap();
@@ -114,10 +117,18 @@ mod tests {
         assert_eq!(validate(&t, &keys, "other", 1100), Err(JwtSvidError::WrongAudience));
         assert_eq!(validate(&t, &keys, "api", 1300), Err(JwtSvidError::Expired));
         let (other, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
-        let other_keys = Jwks { keys: vec![other.public_jwk()] };
+        let other_keys = Jwks {
+            keys: vec![other.public_jwk()],
+        };
         assert_eq!(validate(&t, &other_keys, "api", 1100), Err(JwtSvidError::BadSignature));
-        assert_eq!(mint(&key, &td, &id, &[], 1000, 300, "j".into()), Err(JwtSvidError::NoAudience));
+        assert_eq!(
+            mint(&key, &td, &id, &[], 1000, 300, "j".into()),
+            Err(JwtSvidError::NoAudience)
+        );
         let foreign = SpiffeId::parse("spiffe://other.org/web").unwrap();
-        assert_eq!(mint(&key, &td, &foreign, &["api".into()], 1000, 300, "j".into()), Err(JwtSvidError::ForeignId));
+        assert_eq!(
+            mint(&key, &td, &foreign, &["api".into()], 1000, 300, "j".into()),
+            Err(JwtSvidError::ForeignId)
+        );
     }
 }
