@@ -273,6 +273,19 @@ impl Fx {
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// The public client refreshes with `refresh_token`.
+    async fn refresh(&self, refresh_token: &str) -> (u16, Value) {
+        self.token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", &self.public),
+            ],
+            None,
+        )
+        .await
+    }
+
     async fn redeem(&self, code: &str, verifier: &str) -> (u16, Value) {
         self.token(
             &[
@@ -348,16 +361,7 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
 
     // Rotation: each refresh token works once and yields a new one.
     let r1 = t["refresh_token"].as_str().unwrap().to_owned();
-    let (s, t2) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &r1),
-                ("client_id", &fx.public),
-            ],
-            None,
-        )
-        .await;
+    let (s, t2) = fx.refresh(&r1).await;
     assert_eq!(s, 200, "{t2}");
     let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
@@ -378,27 +382,9 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
     // Reusing the spent r1 revokes the family: r2 and the tokens issued so far die.
     let access2 = t2["access_token"].as_str().unwrap().to_owned();
     assert_eq!(fx.introspect(&access2).await["active"], true);
-    let (s, v) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &r1),
-                ("client_id", &fx.public),
-            ],
-            None,
-        )
-        .await;
+    let (s, v) = fx.refresh(&r1).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
-    let (s, v) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &r2),
-                ("client_id", &fx.public),
-            ],
-            None,
-        )
-        .await;
+    let (s, v) = fx.refresh(&r2).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
     assert_eq!(fx.introspect(&access2).await["active"], false);
     assert_eq!(
@@ -418,16 +404,7 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
         .revoke_token(t["refresh_token"].as_str().unwrap())
         .await
         .unwrap();
-    let (s, _) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", t["refresh_token"].as_str().unwrap()),
-                ("client_id", &fx.public),
-            ],
-            None,
-        )
-        .await;
+    let (s, _) = fx.refresh(t["refresh_token"].as_str().unwrap()).await;
     assert_eq!(s, 400);
     assert_eq!(
         fx.introspect(t["access_token"].as_str().unwrap()).await["active"],
@@ -444,16 +421,7 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the read cache's second
-    let (s, v) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", t["refresh_token"].as_str().unwrap()),
-                ("client_id", &fx.public),
-            ],
-            None,
-        )
-        .await;
+    let (s, v) = fx.refresh(t["refresh_token"].as_str().unwrap()).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
     // A fresh sign-in works again.
     fx.user_token().await;
