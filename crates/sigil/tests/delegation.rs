@@ -411,6 +411,32 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
         false
     );
 
+    // The public client revokes its own refresh token by client_id (RFC 7009 §2.1).
+    let t = fx.user_token().await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/revoke", fx.s.url))
+        .form(&[
+            ("token", t["refresh_token"].as_str().unwrap()),
+            ("client_id", fx.public.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (s, _) = fx.refresh(t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(s, 400);
+    // Introspection stays for authenticated resource servers only.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/introspect", fx.s.url))
+        .form(&[
+            ("token", t["access_token"].as_str().unwrap()),
+            ("client_id", fx.public.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
     // Suspending the agent cuts off its refresh tokens for good: resuming does not revive them.
     let t = fx.user_token().await;
     let c = fx.s.client();

@@ -55,10 +55,14 @@ pub(super) struct Delegated<'a> {
 impl OAuthService {
     /// Authenticates a confidential client, or identifies a public one by its `client_id`
     /// (OAuth 2.1 §3.2.1: a public client has no credential; PKCE protects its code).
-    async fn authenticate_or_public(&self, creds: &PresentedCredentials) -> Result<Authenticated, OAuthError> {
+    pub async fn authenticate_or_public(
+        &self,
+        creds: &PresentedCredentials,
+        endpoint: &str,
+    ) -> Result<Authenticated, OAuthError> {
         let presents_credential = creds.basic.is_some() || creds.client_secret.is_some() || creds.assertion.is_some();
         if presents_credential {
-            return self.authenticate(creds, &self.cfg.token_endpoint).await;
+            return self.authenticate(creds, endpoint).await;
         }
         let id = creds
             .client_id
@@ -87,7 +91,7 @@ impl OAuthService {
         dpop: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let auth = self.authenticate_or_public(creds).await?;
+        let auth = self.authenticate_or_public(creds, &self.cfg.token_endpoint).await?;
         auth.client.ensure_grant("authorization_code")?;
         let proof = self.check_dpop(dpop)?;
         let code = form
@@ -138,7 +142,7 @@ impl OAuthService {
         dpop: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let auth = self.authenticate_or_public(creds).await?;
+        let auth = self.authenticate_or_public(creds, &self.cfg.token_endpoint).await?;
         auth.client.ensure_grant("refresh_token")?;
         let proof = self.check_dpop(dpop)?;
         let presented = refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;

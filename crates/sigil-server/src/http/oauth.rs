@@ -243,6 +243,7 @@ async fn caller(
     headers: &HeaderMap,
     form: &Form,
     endpoint: &str,
+    allow_public: bool,
     request_id: Option<&str>,
 ) -> Result<(Option<String>, String), OAuthError> {
     if let Some(t) = headers
@@ -256,7 +257,12 @@ async fn caller(
         };
     }
     let creds = credentials(headers, form)?;
-    let auth = app.oauth.authenticate(&creds, endpoint).await?;
+    // RFC 7009 §2.1: a public client identifies itself by client_id to revoke its own tokens.
+    let auth = if allow_public {
+        app.oauth.authenticate_or_public(&creds, endpoint).await?
+    } else {
+        app.oauth.authenticate(&creds, endpoint).await?
+    };
     Ok((
         Some(auth.client.client_id.clone()),
         format!("client:{}", auth.client.client_id),
@@ -284,7 +290,7 @@ pub(super) async fn json_caller(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer "))
     {
-        let (_, who) = caller(app, headers, &form, endpoint, request_id).await?;
+        let (_, who) = caller(app, headers, &form, endpoint, false, request_id).await?;
         return Ok(JsonCaller { who, identity: None });
     }
     let auth = app.oauth.authenticate(&credentials(headers, &form)?, endpoint).await?;
@@ -304,6 +310,7 @@ pub async fn introspect(AxState(app): State, headers: HeaderMap, ext: axum::http
             &headers,
             &form,
             &app.oauth.config().introspection_endpoint,
+            false,
             request_id.as_deref(),
         )
         .await?;
@@ -329,6 +336,7 @@ pub async fn revoke(AxState(app): State, headers: HeaderMap, ext: axum::http::Ex
             &headers,
             &form,
             &app.oauth.config().revocation_endpoint,
+            true,
             request_id.as_deref(),
         )
         .await?;
