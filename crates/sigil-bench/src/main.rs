@@ -6,6 +6,7 @@ mod exchange;
 mod http;
 mod policy;
 mod proc;
+mod svid;
 mod tokens;
 
 use std::path::PathBuf;
@@ -53,6 +54,13 @@ enum Cmd {
         /// Skip the oidc-provider comparison (needs node and npm).
         #[arg(long)]
         no_oidc_provider: bool,
+    },
+    /// SVID signing in process (X509-SVIDs from CSRs and keys, JWT-SVIDs) beside the raw
+    /// signature rate of the same key type.
+    Svid {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        duration: u64,
     },
     /// Token exchange (RFC 8693): a sub-agent exchanges a user's delegated token, back to back.
     Exchange {
@@ -120,6 +128,10 @@ async fn main() -> Result<(), String> {
         } => {
             let rows = token_bench(&sigil, Duration::from_secs(duration), concurrency, no_oidc_provider).await?;
             print_table(rows);
+            Ok(())
+        }
+        Cmd::Svid { duration } => {
+            print_table(svid::bench(Duration::from_secs(duration))?);
             Ok(())
         }
         Cmd::Exchange {

@@ -14,7 +14,8 @@ use crate::CryptoError;
 
 /// An X.509 certificate authority for one trust domain.
 pub struct X509Authority {
-    key: KeyPair,
+    /// The CA's name, key identifier and key, parsed once (not per SVID).
+    issuer: Issuer<'static, KeyPair>,
     cert_der: Vec<u8>,
 }
 
@@ -78,10 +79,13 @@ impl X509Authority {
         params.not_after = at(not_after)?;
         params.serial_number = Some(serial()?);
         let cert = params.self_signed(&key).map_err(cert_error)?;
-        Ok(Self {
-            cert_der: cert.der().to_vec(),
-            key,
-        })
+        Self::assemble(key, cert.der().to_vec())
+    }
+
+    fn assemble(key: KeyPair, cert_der: Vec<u8>) -> Result<Self, CryptoError> {
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.as_slice()), key)
+            .map_err(|_| CryptoError::KeyFormat("not a CA certificate"))?;
+        Ok(Self { issuer, cert_der })
     }
 
     /// An authority restored from its PKCS#8 key and certificate.
@@ -89,15 +93,12 @@ impl X509Authority {
         let der = PrivatePkcs8KeyDer::from(key_pkcs8.to_vec());
         let key = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|_| CryptoError::KeyFormat("CA key is not a P-256 PKCS#8 key"))?;
-        Ok(Self {
-            key,
-            cert_der: cert_der.to_vec(),
-        })
+        Self::assemble(key, cert_der.to_vec())
     }
 
     /// The private key, PKCS#8 DER, for sealing at rest.
     pub fn key_pkcs8(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.key.serialize_der())
+        Zeroizing::new(self.issuer.key().serialize_der())
     }
 
     pub fn cert_der(&self) -> &[u8] {
@@ -141,10 +142,8 @@ impl X509Authority {
         params.not_after = at(req.not_after)?;
         params.serial_number = Some(serial()?);
         params.use_authority_key_identifier_extension = true;
-        let issuer =
-            Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), &self.key).map_err(cert_error)?;
         Ok(params
-            .signed_by(public_key, &issuer)
+            .signed_by(public_key, &self.issuer)
             .map_err(cert_error)?
             .der()
             .to_vec())
@@ -174,6 +173,18 @@ pub fn ec_jwk_of_cert(cert_der: &[u8]) -> Result<serde_json::Value, CryptoError>
 pub fn generate_svid_key() -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
     Ok(Zeroizing::new(key.serialize_der()))
+}
+
+/// A PKCS#10 request for a P-256 PKCS#8 key (what a node agent sends for a workload's SVID; the
+/// server takes only the key from it).
+pub fn make_csr(key_pkcs8: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let der = PrivatePkcs8KeyDer::from(key_pkcs8.to_vec());
+    let key = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|_| CryptoError::KeyFormat("not a P-256 PKCS#8 key"))?;
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .map_err(cert_error)?;
+    Ok(csr.der().to_vec())
 }
 
 /// PEM armour for a DER certificate (for `openssl` and files).
@@ -224,5 +235,7 @@ mod tests {
             not_after: NOW + 60,
         };
         assert!(ca.sign_csr(b"not a csr", &req).is_err());
+        let key = generate_svid_key().unwrap();
+        assert!(ca.sign_csr(&make_csr(&key).unwrap(), &req).is_ok());
     }
 }
