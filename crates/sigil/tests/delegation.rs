@@ -966,3 +966,28 @@ async fn openid_scope_adds_an_id_token_about_the_user() {
     let plain = fx.user_token().await;
     assert!(plain.get("id_token").is_none());
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_username_for_a_while() {
+    let Some(fx) = fixture().await else { return };
+    let (_, challenge) = pkce();
+    for _ in 0..5 {
+        match fx.browse(&fx.standard(&challenge), "not the password", "allow").await {
+            Outcome::Page(401, html) => assert!(html.contains("wrong username or password"), "{html}"),
+            Outcome::Page(s, h) => panic!("{s} {h}"),
+            Outcome::Redirect(l) => panic!("{l}"),
+        }
+    }
+    // Now even the right password is refused, and the attempt is recorded.
+    match fx.browse(&fx.standard(&challenge), PASSWORD, "allow").await {
+        Outcome::Page(401, html) => assert!(html.contains("too many failed sign-ins"), "{html}"),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+        Outcome::Redirect(l) => panic!("{l}"),
+    }
+    let failed =
+        fx.s.client()
+            .audit_search(&[("type", "user.login_failed".into())])
+            .await
+            .unwrap();
+    assert_eq!(failed.items.len(), 6);
+}

@@ -21,6 +21,36 @@ use crate::store::{Change, ChangeSet};
 /// The OpenID Connect scope (Core §3.1.2.1).
 pub const OPENID: &str = "openid";
 
+/// Failed sign-ins per username within [`SIGN_IN_WINDOW`] after which the username is locked
+/// for the rest of the window (online guessing; the lock is per process).
+const MAX_FAILED_SIGN_INS: u32 = 5;
+const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Recent failed sign-ins by username.
+#[derive(Debug, Default)]
+pub(super) struct SignInThrottle(std::sync::Mutex<std::collections::HashMap<String, (u32, sigil_types::Timestamp)>>);
+
+impl SignInThrottle {
+    fn is_locked(&self, user: &str, now: sigil_types::Timestamp) -> bool {
+        self.0.lock().is_ok_and(|m| {
+            m.get(user)
+                .is_some_and(|(n, since)| *n >= MAX_FAILED_SIGN_INS && now.since(*since) < SIGN_IN_WINDOW)
+        })
+    }
+
+    fn failed(&self, user: &str, now: sigil_types::Timestamp) {
+        let Ok(mut m) = self.0.lock() else { return };
+        if m.len() >= 100_000 {
+            m.retain(|_, (_, since)| now.since(*since) < SIGN_IN_WINDOW);
+        }
+        let e = m.entry(user.to_owned()).or_insert((0, now));
+        if now.since(e.1) >= SIGN_IN_WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+}
+
 /// Password checks running at once (each takes 19 MiB and tens of milliseconds).
 pub(super) const PASSWORD_CHECKS: usize = 2;
 
@@ -275,6 +305,20 @@ impl OAuthService {
 
     /// Checks a user's password. Unknown users cost the same hash as known ones.
     pub async fn login(&self, username: &str, password: &str, request_id: Option<&str>) -> Result<User, OAuthError> {
+        let key = username
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .take(64)
+            .collect::<String>();
+        if self.sign_ins.is_locked(&key, self.clock.now()) {
+            self.record_failed_sign_in(username, "too many failed sign-ins", request_id)
+                .await?;
+            return Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                "too many failed sign-ins for this user; try again later",
+            ));
+        }
         let user = match Username::parse(username) {
             Ok(u) => self.store.get_user(&UserRef::Username(u)).await?,
             Err(_) => None,
@@ -287,18 +331,34 @@ impl OAuthService {
         match user {
             Some(u) if ok && hash.is_some() && u.status == UserStatus::Active => Ok(u),
             _ => {
-                let record = AuditRecord::new(
-                    self.clock.now(),
-                    EventType::UserLoginFailed,
-                    &Principal::from_stored("anonymous".into()),
+                self.sign_ins.failed(&key, self.clock.now());
+                self.record_failed_sign_in(
+                    username,
+                    "wrong username or password, or the user is not active",
                     request_id,
                 )
-                .outcome(Outcome::Denied, "wrong username or password, or the user is not active")
-                .detail("username", username.chars().take(64).collect::<String>());
-                self.store.commit(ChangeSet::new().audit(record)).await?;
+                .await?;
                 Err(OAuthError::new(ErrorCode::AccessDenied, "wrong username or password"))
             }
         }
+    }
+
+    async fn record_failed_sign_in(
+        &self,
+        username: &str,
+        why: &str,
+        request_id: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        let record = AuditRecord::new(
+            self.clock.now(),
+            EventType::UserLoginFailed,
+            &Principal::from_stored("anonymous".into()),
+            request_id,
+        )
+        .outcome(Outcome::Denied, why)
+        .detail("username", username.chars().take(64).collect::<String>());
+        self.store.commit(ChangeSet::new().audit(record)).await?;
+        Ok(())
     }
 
     /// The requested scopes the policy lets this user delegate to this agent (narrowing is

@@ -103,6 +103,7 @@ pub struct OAuthService {
     pub(super) documents: Arc<dyn super::metadata_doc::DocumentFetcher>,
     pub(super) documents_cache: super::metadata_doc::DocumentCache,
     pub(super) password_checks: tokio::sync::Semaphore,
+    pub(super) sign_ins: super::authorize::SignInThrottle,
     /// When this process last recorded each identity's use, so `last_used_at` is written at most
     /// once per [`LAST_USED_RESOLUTION`] per identity instead of once per token.
     touched: std::sync::Mutex<std::collections::HashMap<sigil_types::IdentityId, sigil_types::Timestamp>>,
@@ -154,6 +155,7 @@ impl OAuthService {
             documents,
             documents_cache: Default::default(),
             password_checks: tokio::sync::Semaphore::new(super::authorize::PASSWORD_CHECKS),
+            sign_ins: Default::default(),
             touched: Default::default(),
         }
     }
