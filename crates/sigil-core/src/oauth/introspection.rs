@@ -1,0 +1,177 @@
+//! Introspection (RFC 7662) and revocation (RFC 7009) of Sigil's tokens: access tokens by
+//! their `jti`, refresh tokens by their grant family.
+
+use serde::Serialize;
+
+use super::error::OAuthError;
+use super::service::OAuthService;
+use super::token::{self, AccessClaims};
+use crate::audit::{AuditRecord, AuthEvidence, EventType};
+use crate::model::Principal;
+use crate::store::{Change, ChangeSet, StoreError};
+
+/// An introspection response (RFC 7662 §2.2).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<IntrospectedClaims>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IntrospectedClaims {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<super::token::Confirmation>,
+    pub scope: String,
+    pub client_id: String,
+    pub token_type: &'static str,
+    pub exp: i64,
+    pub iat: i64,
+    pub sub: String,
+    pub aud: String,
+    pub iss: String,
+    pub jti: String,
+    /// RFC 8693 §4.1 / RFC 7662: the actor chain of a delegated token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<super::token::Actor>,
+}
+
+impl OAuthService {
+
+    /// RFC 7662: active only if the signature, issuer and expiry check out, the token was not
+    /// revoked, and its identity is still active and has not had its tokens cut off since.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        caller: &str,
+        request_id: Option<&str>,
+    ) -> Result<Introspection, OAuthError> {
+        let now = self.clock.now();
+        let jwks = self.keys.jwks();
+        let claims = match token::verify(token, &jwks, &self.cfg.issuer, now.unix_seconds()) {
+            Ok(c) => c,
+            Err(_) => return Ok(Introspection::default()),
+        };
+        let active = self.is_active_now(&claims, now).await?;
+        let mut record = AuditRecord::new(
+            now,
+            EventType::TokenIntrospected,
+            &Principal::from_stored(caller.to_owned()),
+            request_id,
+        )
+        .detail("active", active);
+        record.client_id = Some(claims.client_id.clone());
+        record.auth = Some(AuthEvidence {
+            method: "introspection".into(),
+            jti: Some(claims.jti.clone()),
+            ..AuthEvidence::default()
+        });
+        self.store.commit(ChangeSet::new().audit(record)).await?;
+        if !active {
+            return Ok(Introspection::default());
+        }
+        Ok(Introspection {
+            active: true,
+            claims: Some(IntrospectedClaims {
+                token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
+                cnf: claims.cnf,
+                scope: claims.scope,
+                client_id: claims.client_id,
+                exp: claims.exp,
+                iat: claims.iat,
+                sub: claims.sub,
+                aud: claims.aud,
+                iss: claims.iss,
+                jti: claims.jti,
+                act: claims.act,
+            }),
+        })
+    }
+
+    /// The claims of a Sigil access token that is active now: valid signature, issuer and
+    /// lifetime, not revoked, and its identity still active. No audit record: callers record
+    /// what they used it for.
+    pub async fn active_claims(&self, token: &str) -> Result<Option<AccessClaims>, OAuthError> {
+        let now = self.clock.now();
+        let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
+            return Ok(None);
+        };
+        Ok(self.is_active_now(&claims, now).await?.then_some(claims))
+    }
+
+    /// RFC 7009: revokes a token the caller holds. Tokens that are invalid, foreign or already
+    /// expired need no revocation and the answer is the same (no oracle). `caller_client` of
+    /// `None` is an administrator, who may revoke any token.
+    pub async fn revoke(
+        &self,
+        token: &str,
+        caller_client: Option<&str>,
+        by: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        let now = self.clock.now();
+        if token.starts_with(super::grant::REFRESH_PREFIX) {
+            return self.revoke_refresh_token(token, caller_client, by, request_id).await;
+        }
+        let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
+            return Ok(());
+        };
+        if caller_client.is_some_and(|c| c != claims.client_id) {
+            tracing::info!(jti = claims.jti, "revocation refused: token belongs to another client");
+            return Ok(());
+        }
+        let mut record = AuditRecord::new(now, EventType::TokenRevoked, by, request_id);
+        record.client_id = Some(claims.client_id.clone());
+        record.auth = Some(AuthEvidence {
+            method: "revocation".into(),
+            jti: Some(claims.jti.clone()),
+            ..AuthEvidence::default()
+        });
+        let cs = ChangeSet::new()
+            .change(Change::RevokeToken {
+                jti: claims.jti,
+                expires_at: claims.exp,
+                revoked_at: now,
+            })
+            .audit(record);
+        match self.store.commit(cs).await {
+            Ok(()) | Err(StoreError::Duplicate { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// RFC 7009 §2.1 for a refresh token: the whole grant family (the consent) is revoked, with
+    /// the access tokens it produced. Unknown values and other clients' tokens get the same
+    /// silent success.
+    async fn revoke_refresh_token(
+        &self,
+        token: &str,
+        caller_client: Option<&str>,
+        by: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        if token.len() > 256 {
+            return Ok(());
+        }
+        let Some(grant) = self.store.get_grant(&self.secret_hash(token)).await? else {
+            return Ok(());
+        };
+        if grant.kind != super::grant::GrantKind::Refresh || caller_client.is_some_and(|c| c != grant.client_id) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut record = AuditRecord::new(now, EventType::TokenRevoked, by, request_id)
+            .detail("family", grant.family_id.as_str())
+            .detail("token_type", "refresh_token");
+        record.client_id = Some(grant.client_id.clone());
+        record.subject = Some(grant.user_id.to_string());
+        let cs = ChangeSet::new()
+            .change(Change::RevokeFamily {
+                family_id: grant.family_id,
+                at: now,
+            })
+            .audit(record);
+        self.store.commit(cs).await?;
+        Ok(())
+    }
+}
