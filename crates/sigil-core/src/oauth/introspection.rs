@@ -37,7 +37,6 @@ pub struct IntrospectedClaims {
 }
 
 impl OAuthService {
-
     /// RFC 7662: active only if the signature, issuer and expiry check out, the token was not
     /// revoked, and its identity is still active and has not had its tokens cut off since.
     pub async fn introspect(
