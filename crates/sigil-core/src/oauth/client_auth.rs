@@ -125,9 +125,31 @@ pub fn method(p: &PresentedCredentials) -> Result<Method<'_>, OAuthError> {
 
 /// Reads the unverified `iss`/`sub` of an assertion to find which client it claims to be.
 pub fn assertion_client_id(assertion: &str) -> Result<String, OAuthError> {
+    match assertion_signer(assertion)? {
+        AssertionSigner::Client(id) => Ok(id),
+        AssertionSigner::Workload(_) => Err(OAuthError::invalid_client(
+            "the client assertion must have iss = sub = client_id",
+        )),
+    }
+}
+
+/// Who an assertion says it comes from (unverified, to route it to the right check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssertionSigner {
+    /// A registered client: `iss` = `sub` = its client_id (RFC 7523 §3).
+    Client(String),
+    /// A workload's JWT-SVID: `sub` is its SPIFFE ID (and `iss`, if any, the same or absent).
+    Workload(String),
+}
+
+/// Reads an assertion's `iss` and `sub` once and says which kind of signer it names.
+pub fn assertion_signer(assertion: &str) -> Result<AssertionSigner, OAuthError> {
     let claims = decode_part::<AssertionClaims>(assertion, 1)?;
     match (claims.iss, claims.sub) {
-        (Some(iss), Some(sub)) if iss == sub => Ok(iss),
+        (iss, Some(sub)) if sub.starts_with("spiffe://") && iss.as_ref().is_none_or(|i| *i == sub) => {
+            Ok(AssertionSigner::Workload(sub))
+        }
+        (Some(iss), Some(sub)) if iss == sub => Ok(AssertionSigner::Client(iss)),
         _ => Err(OAuthError::invalid_client(
             "the client assertion must have iss = sub = client_id",
         )),

@@ -349,10 +349,12 @@ impl OAuthService {
             Method::Basic(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretBasic).await,
             Method::Post(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretPost).await,
             Method::Assertion(a) => {
-                if let Some(spiffe_id) = super::svid_auth::svid_subject(a) {
-                    return self.authenticate_svid(creds, a, &spiffe_id, endpoint).await;
-                }
-                let claimed = client_auth::assertion_client_id(a)?;
+                let claimed = match client_auth::assertion_signer(a)? {
+                    client_auth::AssertionSigner::Workload(spiffe_id) => {
+                        return self.authenticate_svid(creds, a, &spiffe_id, endpoint).await;
+                    }
+                    client_auth::AssertionSigner::Client(id) => id,
+                };
                 if creds.client_id.as_deref().is_some_and(|c| c != claimed) {
                     return Err(OAuthError::invalid_client(
                         "client_id does not match the client assertion",

@@ -11,11 +11,6 @@ use super::service::OAuthService;
 use crate::audit::AuthEvidence;
 use crate::spiffe::jwt_svid;
 
-/// The unverified subject of an assertion, if it names a SPIFFE ID (a JWT-SVID).
-pub fn svid_subject(assertion: &str) -> Option<String> {
-    super::trusted::unverified_claim(assertion, "sub").filter(|s| s.starts_with("spiffe://"))
-}
-
 impl OAuthService {
     /// Authenticates a workload by its JWT-SVID: signed by this trust domain's JWT authorities,
     /// `aud` naming this server (the issuer or the endpoint), current, with a `jti` (recorded as
