@@ -208,8 +208,8 @@ fn special_use(ip: std::net::IpAddr) -> bool {
                 || (first == 0x2001 && second == 0x0db8) // documentation
                 || (first == 0x2001 && second == 0) // Teredo
                 || first == 0x2002 // 6to4
-                || ((ipv4_compatible || nat64) && special_use(IpAddr::V4(embedded)))
-                || ipv4_compatible
+                || ipv4_compatible // deprecated; never a public destination
+                || (nat64 && special_use(IpAddr::V4(embedded)))
         }
     }
 }

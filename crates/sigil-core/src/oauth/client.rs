@@ -45,29 +45,38 @@ impl ClientAuthMethod {
     }
 }
 
-impl OAuthClient {
-    /// The grants this client may use: a public client only the authorization code grant (and
-    /// its refresh tokens); a confidential one client credentials and token exchange, plus the
-    /// code grant when it has redirect URIs.
-    pub fn grant_types(&self) -> Vec<&'static str> {
-        let mut g = Vec::new();
-        if !self.redirect_uris.is_empty() {
-            g.extend(["authorization_code", "refresh_token"]);
-        }
-        // A client described by a metadata document is unknown to the operator: it acts only
-        // for users who sign in and consent, never on its own.
-        let described_by_document = super::metadata_doc::is_document_url(&self.client_id);
-        if self.auth_method != ClientAuthMethod::None && !described_by_document {
-            g.extend(["client_credentials", TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT]);
-        }
-        g
-    }
-}
+/// Every grant a client can be allowed, in the order metadata lists them.
+const GRANTS: [&str; 5] = [
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    TOKEN_EXCHANGE_GRANT,
+    JWT_BEARER_GRANT,
+];
 
 impl OAuthClient {
+    /// Whether the client may use `grant`: the code grant (and its refresh tokens) needs
+    /// redirect URIs; the others need a confidential client the operator registered. A public
+    /// client, or one described by a metadata document (unknown to the operator), acts only for
+    /// users who sign in and consent, never on its own.
+    pub fn allows(&self, grant: &str) -> bool {
+        match grant {
+            "authorization_code" | "refresh_token" => !self.redirect_uris.is_empty(),
+            "client_credentials" | TOKEN_EXCHANGE_GRANT | JWT_BEARER_GRANT => {
+                self.auth_method != ClientAuthMethod::None && !super::metadata_doc::is_document_url(&self.client_id)
+            }
+            _ => false,
+        }
+    }
+
+    /// The grants this client may use (RFC 7591 `grant_types`).
+    pub fn grant_types(&self) -> Vec<&'static str> {
+        GRANTS.into_iter().filter(|g| self.allows(g)).collect()
+    }
+
     /// `unauthorized_client` (RFC 6749 §5.2) unless the client may use `grant`.
     pub fn ensure_grant(&self, grant: &str) -> Result<(), super::error::OAuthError> {
-        if self.grant_types().contains(&grant) {
+        if self.allows(grant) {
             Ok(())
         } else {
             Err(super::error::OAuthError::new(
