@@ -41,17 +41,17 @@ pub fn bench(d: Duration) -> Result<Vec<(String, String)>, String> {
     let sign_and_verify = 1.0 / (1.0 / raw_p256 + 1.0 / raw_p256_verify);
     let from_csr = rate(d, || ca.sign_csr(&csr, &req).is_ok());
     let from_key = rate(d, || ca.sign_for_key(&key, &req).is_ok());
-    let (ed, _) = SigningKey::generate(Algorithm::EdDsa).map_err(|e| e.to_string())?;
-    let ed = Arc::new(ed);
+    // JWT-SVIDs are ES256 (the JWT-SVID specification allows only RSA and ECDSA).
+    let jwt_key = Arc::new(p256);
     let claims = vec![7u8; 200];
-    let raw_ed = rate(d, || ed.sign(&claims).is_ok());
+    let raw_jwt = rate(d, || jwt_key.sign(&claims).is_ok());
     let td = TrustDomain::parse("bench.local").map_err(|e| e.to_string())?;
     let id = SpiffeId::parse("spiffe://bench.local/web").map_err(|e| e.to_string())?;
     let aud = vec!["https://api.example.com".to_owned()];
     let mut n = 0u64;
     let jwt = rate(d, || {
         n += 1;
-        jwt_svid::mint(&ed, &td, &id, &aud, now, 300, n.to_string()).is_ok()
+        jwt_svid::mint(&jwt_key, &td, &id, &aud, now, 300, n.to_string()).is_ok()
     });
     let pct = |a: f64, b: f64| format!("{:.0}%", 100.0 * a / b);
     Ok(vec![
@@ -74,10 +74,13 @@ pub fn bench(d: Duration) -> Result<Vec<(String, String)>, String> {
             "X509-SVIDs/s for a server-side PKCS#8 key, one core (parses the key each time)".into(),
             format!("{from_key:.0}/s — {} of raw P-256 signing", pct(from_key, raw_p256)),
         ),
-        ("raw Ed25519 signatures/s, one core".into(), format!("{raw_ed:.0}/s")),
         (
-            "JWT-SVIDs/s, one core".into(),
-            format!("{jwt:.0}/s — {} of raw Ed25519 signing", pct(jwt, raw_ed)),
+            "raw ES256 signatures/s over a JWT-sized input, one core".into(),
+            format!("{raw_jwt:.0}/s"),
+        ),
+        (
+            "JWT-SVIDs/s (ES256), one core".into(),
+            format!("{jwt:.0}/s — {} of raw ES256 signing", pct(jwt, raw_jwt)),
         ),
     ])
 }

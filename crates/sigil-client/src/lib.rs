@@ -374,6 +374,23 @@ impl Client {
         self.call(Method::DELETE, &format!("/admin/v1/entries/{}", enc(id)), None::<&()>)
             .await
     }
+    pub async fn create_join_token(
+        &self,
+        req: &sigil_proto::node::JoinTokenRequest,
+    ) -> Result<sigil_proto::node::JoinTokenView, ClientError> {
+        self.call(Method::POST, "/admin/v1/nodes/join-tokens", Some(req)).await
+    }
+    pub async fn list_nodes(&self) -> Result<ListResponse<sigil_proto::node::NodeView>, ClientError> {
+        self.get("/admin/v1/nodes").await
+    }
+    pub async fn ban_node(&self, spiffe_id: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/admin/v1/nodes/ban?spiffe_id={}", enc(spiffe_id)),
+            None::<&()>,
+        )
+        .await
+    }
     pub async fn add_trusted_issuer(
         &self,
         req: &sigil_proto::admin::CreateTrustedIssuer,

@@ -189,6 +189,22 @@ pub enum Change {
         id: String,
         expected_version: i64,
     },
+    /// Stores a JWT authority of the trust domain; `Duplicate` if its kid is taken.
+    InsertJwtAuthority(crate::spiffe::StoredJwtAuthority),
+    /// Stores a node join token.
+    InsertJoinToken(crate::spiffe::nodes::JoinToken),
+    /// Spends a join token; `Stale` if it was already spent.
+    UseJoinToken {
+        token_hash: String,
+        at: sigil_types::Timestamp,
+    },
+    /// Records an attested node, or its renewed SVID.
+    UpsertNode(crate::spiffe::nodes::AttestedNode),
+    /// Bans a node; `Stale` if there is no such node.
+    BanNode {
+        spiffe_id: String,
+        at: sigil_types::Timestamp,
+    },
     /// Stores an X.509 authority of the trust domain; `Duplicate` if its id is taken.
     InsertX509Authority(crate::spiffe::StoredAuthority),
     /// Records how far a SIEM sink has delivered (the next leaf index to deliver).
@@ -232,6 +248,11 @@ impl ChangeSet {
                     | Change::SetUserPassword { .. }
                     | Change::InsertTrustedIssuer(_)
                     | Change::InsertX509Authority(_)
+                    | Change::InsertJoinToken(_)
+                    | Change::InsertJwtAuthority(_)
+                    | Change::UseJoinToken { .. }
+                    | Change::UpsertNode(_)
+                    | Change::BanNode { .. }
                     | Change::DeleteTrustedIssuer { .. }
                     | Change::UseGrant { .. }
                     | Change::RecordFamilyToken { .. }
@@ -364,6 +385,13 @@ pub trait DelegationStore: Send + Sync {
     ) -> StoreResult<Vec<crate::spiffe::entries::RegistrationEntry>>;
     /// The trust domain's X.509 authorities, oldest first.
     async fn list_x509_authorities(&self) -> StoreResult<Vec<crate::spiffe::StoredAuthority>>;
+    /// A node join token by the keyed hash of its value.
+    async fn get_join_token(&self, token_hash: &str) -> StoreResult<Option<crate::spiffe::nodes::JoinToken>>;
+    async fn get_node(&self, spiffe_id: &str) -> StoreResult<Option<crate::spiffe::nodes::AttestedNode>>;
+    /// Every attested node, by SPIFFE ID.
+    async fn list_nodes(&self) -> StoreResult<Vec<crate::spiffe::nodes::AttestedNode>>;
+    /// The trust domain's JWT authorities, oldest first.
+    async fn list_jwt_authorities(&self) -> StoreResult<Vec<crate::spiffe::StoredJwtAuthority>>;
     /// Every trusted external issuer, by issuer.
     async fn list_trusted_issuers(&self) -> StoreResult<Vec<crate::oauth::trusted::TrustedIssuer>>;
 }

@@ -11,6 +11,7 @@ mod jws;
 mod keyed_hash;
 mod password;
 mod signing;
+pub mod svid_verify;
 pub mod x509;
 
 pub use client_jwk::{ClientAlg, JwkError, PublicJwk, PublicJwks};

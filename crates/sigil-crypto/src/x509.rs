@@ -187,6 +187,14 @@ pub fn make_csr(key_pkcs8: &[u8]) -> Result<Vec<u8>, CryptoError> {
     Ok(csr.der().to_vec())
 }
 
+/// A certificate's serial number, lowercase hex without separators.
+pub fn serial_hex(cert_der: &[u8]) -> Result<String, CryptoError> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map_err(|_| CryptoError::KeyFormat("not a certificate"))?;
+    Ok(cert.raw_serial_as_string().replace(':', ""))
+}
+
 /// PEM armour for a DER certificate (for `openssl` and files).
 pub fn cert_pem(der: &[u8]) -> String {
     use base64::Engine;

@@ -4,6 +4,7 @@
 //! request that deserializes is already well-formed.
 
 pub mod admin;
+pub mod node;
 pub mod policy;
 pub mod problem;
 

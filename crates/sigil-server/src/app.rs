@@ -25,6 +25,10 @@ pub struct App {
     pub keys: Arc<KeyManager>,
     /// The SPIFFE issuer's X.509 authority.
     pub spiffe: Arc<sigil_core::spiffe::X509Ca>,
+    /// Node attestation and the node API.
+    pub nodes: Arc<sigil_core::spiffe::nodes::Nodes>,
+    /// Admission to the node API: a permit per call in flight.
+    pub node_gate: Arc<tokio::sync::Semaphore>,
     /// SPIFFE registration entries.
     pub entries: Arc<sigil_core::spiffe::entries::Entries>,
     pub admin: AdminAuth,
@@ -69,11 +73,27 @@ impl App {
             Arc::clone(&clock),
         )?);
         let reads = Arc::new(sigil_core::oauth::reads::RegistryReads::new(Arc::clone(&store)));
+        // The trust domain was checked when the config was loaded.
+        let trust_domain =
+            sigil_types::TrustDomain::parse(&config.trust_domain).map_err(|e| AppError::TrustDomain(e.to_string()))?;
+        let entries = Arc::new(sigil_core::spiffe::entries::Entries::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&rng),
+            trust_domain.clone(),
+        ));
+        let spiffe = Arc::new(sigil_core::spiffe::X509Ca::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&master),
+            trust_domain,
+        ));
         let deps = OAuthDeps {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
             rng: Arc::clone(&rng),
             keys: Arc::clone(&keys),
+            spiffe: Arc::clone(&spiffe),
             fetcher: Arc::new(crate::jwks_fetch::HttpJwksFetcher::new()),
             policy: Arc::clone(&policy) as Arc<dyn sigil_core::oauth::policy::IssuancePolicy>,
             reads: Arc::clone(&reads),
@@ -96,21 +116,15 @@ impl App {
                 metadata_documents: config.metadata_documents.clone(),
             },
         );
-        // The trust domain was checked when the config was loaded.
-        let trust_domain =
-            sigil_types::TrustDomain::parse(&config.trust_domain).map_err(|e| AppError::TrustDomain(e.to_string()))?;
-        let entries = Arc::new(sigil_core::spiffe::entries::Entries::new(
+        let nodes = Arc::new(sigil_core::spiffe::nodes::Nodes::new(
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&rng),
-            trust_domain.clone(),
+            Arc::clone(&spiffe),
+            sigil_crypto::KeyedHasher::new(&master, "sigil join token v1"),
+            format!("{issuer}/spiffe/v1/node"),
         ));
-        let spiffe = Arc::new(sigil_core::spiffe::X509Ca::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&master),
-            trust_domain,
-        ));
+        let node_gate = Arc::new(tokio::sync::Semaphore::new(config.node_api_in_flight));
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
         let audit = AuditLog::new(Arc::clone(&store), Arc::clone(&clock), rng.as_ref(), issuer.clone());
         let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
@@ -122,6 +136,8 @@ impl App {
             registry,
             keys,
             spiffe,
+            nodes,
+            node_gate,
             entries,
             admin,
             audit,

@@ -149,6 +149,7 @@ pub struct LogFile {
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_body_bytes: Option<usize>,
+    pub node_api_in_flight: Option<usize>,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -186,6 +187,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
+    /// Node API calls served at once; more get 503 with Retry-After (load shedding).
+    pub node_api_in_flight: usize,
     pub audit_sinks: Vec<SinkConfig>,
     pub audit_retain: Option<Duration>,
     pub access_token_ttl: Duration,
@@ -277,6 +280,10 @@ impl Config {
                 return Err(invalid("log.format", format!("{other:?} is not text or json")));
             }
         };
+        let node_api_in_flight = f.limits.as_ref().and_then(|l| l.node_api_in_flight).unwrap_or(64);
+        if !(1..=100_000).contains(&node_api_in_flight) {
+            return Err(invalid("limits.node_api_in_flight", "must be between 1 and 100000"));
+        }
         let max_body_bytes = f.limits.and_then(|l| l.max_body_bytes).unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(invalid("limits.max_body_bytes", "must be between 1024 and 16777216"));
@@ -371,6 +378,7 @@ impl Config {
             log_level,
             log_format,
             max_body_bytes,
+            node_api_in_flight,
         })
     }
 
@@ -391,6 +399,7 @@ impl Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024,
+            node_api_in_flight: 64,
             audit_sinks: Vec::new(),
             audit_retain: None,
             access_token_ttl: Duration::from_secs(300),
@@ -566,6 +575,7 @@ format = "text"          # or "json" (SIGIL_LOG_FORMAT)
 
 [limits]
 max_body_bytes = 65536   # request bodies above this get 413
+node_api_in_flight = 64  # node API calls served at once; more get 503 + Retry-After
 
 [oauth]
 access_token_ttl = "5m"  # default lifetime of access tokens (10s to 1h)

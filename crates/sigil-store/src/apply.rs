@@ -106,6 +106,18 @@ const ENTRY: Op = Op {
     is_delete: false,
     references: "identity",
 };
+const JOIN_TOKEN: Op = Op {
+    entity: "join token",
+    unique_fields: &["token_hash"],
+    is_delete: false,
+    references: "join token",
+};
+const ATTESTED_NODE: Op = Op {
+    entity: "node",
+    unique_fields: &["spiffe_id"],
+    is_delete: false,
+    references: "node",
+};
 const LEASE: Op = Op {
     entity: "lease",
     unique_fields: &["name"],
@@ -404,6 +416,61 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await
         .map(|_| ()),
+        Change::InsertJwtAuthority(a) => exec(
+            conn,
+            "INSERT INTO jwt_authorities (kid, sealed_key, status, created_at) VALUES ($1, $2, $3, $4)",
+            vec![
+                a.kid.clone().into(),
+                a.sealed_key.0.clone().into(),
+                a.status.clone().into(),
+                a.created_at.unix_micros().into(),
+            ],
+            AUTHORITY,
+        )
+        .await
+        .map(|_| ()),
+        Change::InsertJoinToken(t) => exec(
+            conn,
+            "INSERT INTO join_tokens (token_hash, spiffe_id, expires_at, created_at, created_by, used_at) VALUES ($1, $2, $3, $4, $5, NULL)",
+            vec![
+                t.token_hash.clone().into(),
+                t.spiffe_id.as_str().into(),
+                t.expires_at.unix_micros().into(),
+                t.created_at.unix_micros().into(),
+                t.created_by.clone().into(),
+            ],
+            JOIN_TOKEN,
+        )
+        .await
+        .map(|_| ()),
+        Change::UseJoinToken { token_hash, at } => exec_versioned(
+            conn,
+            "UPDATE join_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+            vec![at.unix_micros().into(), token_hash.clone().into()],
+            JOIN_TOKEN,
+        )
+        .await,
+        Change::UpsertNode(n) => exec(
+            conn,
+            "INSERT INTO attested_nodes (spiffe_id, method, attested_at, svid_serial, svid_expires_at, banned_at) VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT (spiffe_id) DO UPDATE SET svid_serial = excluded.svid_serial, svid_expires_at = excluded.svid_expires_at",
+            vec![
+                n.spiffe_id.as_str().into(),
+                n.method.clone().into(),
+                n.attested_at.unix_micros().into(),
+                n.svid_serial.clone().into(),
+                n.svid_expires_at.unix_micros().into(),
+            ],
+            ATTESTED_NODE,
+        )
+        .await
+        .map(|_| ()),
+        Change::BanNode { spiffe_id, at } => exec_versioned(
+            conn,
+            "UPDATE attested_nodes SET banned_at = $1 WHERE spiffe_id = $2",
+            vec![at.unix_micros().into(), spiffe_id.clone().into()],
+            ATTESTED_NODE,
+        )
+        .await,
         Change::InsertEntry(e) => exec(
             conn,
             "INSERT INTO registration_entries (id, spiffe_id, parent_id, selectors_json, identity_id, x509_ttl, jwt_ttl, dns_json, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",

@@ -64,6 +64,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "spiffe",
         sql: include_str!("../migrations/sqlite/0006_spiffe.sql"),
     },
+    Migration {
+        version: 7,
+        name: "nodes",
+        sql: include_str!("../migrations/sqlite/0007_nodes.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -96,6 +101,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "spiffe",
         sql: include_str!("../migrations/postgres/0006_spiffe.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "nodes",
+        sql: include_str!("../migrations/postgres/0007_nodes.sql"),
     },
 ];
 

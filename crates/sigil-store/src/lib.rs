@@ -309,6 +309,18 @@ impl sigil_core::store::DelegationStore for SqlStore {
     ) -> StoreResult<Vec<sigil_core::spiffe::entries::RegistrationEntry>> {
         read::list_entries(&self.pool, parent_id, spiffe_id).await
     }
+    async fn get_join_token(&self, token_hash: &str) -> StoreResult<Option<sigil_core::spiffe::nodes::JoinToken>> {
+        read::get_join_token(&self.pool, token_hash).await
+    }
+    async fn get_node(&self, spiffe_id: &str) -> StoreResult<Option<sigil_core::spiffe::nodes::AttestedNode>> {
+        read::get_node(&self.pool, spiffe_id).await
+    }
+    async fn list_nodes(&self) -> StoreResult<Vec<sigil_core::spiffe::nodes::AttestedNode>> {
+        read::list_nodes(&self.pool).await
+    }
+    async fn list_jwt_authorities(&self) -> StoreResult<Vec<sigil_core::spiffe::StoredJwtAuthority>> {
+        read::list_jwt_authorities(&self.pool).await
+    }
     async fn list_x509_authorities(&self) -> StoreResult<Vec<sigil_core::spiffe::StoredAuthority>> {
         read::list_x509_authorities(&self.pool).await
     }

@@ -489,11 +489,42 @@ pub async fn list_trusted_issuers(pool: &AnyPool) -> R<Vec<sigil_core::oauth::tr
     all(pool, q, rows::trusted_issuer).await
 }
 
+pub async fn list_jwt_authorities(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::StoredJwtAuthority>> {
+    let q = Sql::new("SELECT kid, sealed_key, status, created_at FROM jwt_authorities ORDER BY created_at, kid");
+    all(pool, q, rows::jwt_authority).await
+}
+
 pub async fn list_x509_authorities(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::StoredAuthority>> {
     let q = Sql::new(
         "SELECT id, cert_der, sealed_key, status, not_after, created_at FROM x509_authorities ORDER BY created_at, id",
     );
     all(pool, q, rows::x509_authority).await
+}
+
+pub async fn get_join_token(pool: &AnyPool, token_hash: &str) -> R<Option<sigil_core::spiffe::nodes::JoinToken>> {
+    let mut q = Sql::new(&format!(
+        "SELECT {} FROM join_tokens WHERE token_hash = ",
+        rows::JOIN_TOKEN_COLS
+    ));
+    q.bind(token_hash);
+    one(pool, q, rows::join_token).await
+}
+
+pub async fn get_node(pool: &AnyPool, spiffe_id: &str) -> R<Option<sigil_core::spiffe::nodes::AttestedNode>> {
+    let mut q = Sql::new(&format!(
+        "SELECT {} FROM attested_nodes WHERE spiffe_id = ",
+        rows::NODE_COLS
+    ));
+    q.bind(spiffe_id);
+    one(pool, q, rows::node).await
+}
+
+pub async fn list_nodes(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::nodes::AttestedNode>> {
+    let q = Sql::new(&format!(
+        "SELECT {} FROM attested_nodes ORDER BY spiffe_id LIMIT 10000",
+        rows::NODE_COLS
+    ));
+    all(pool, q, rows::node).await
 }
 
 pub async fn get_entry(pool: &AnyPool, id: &str) -> R<Option<sigil_core::spiffe::entries::RegistrationEntry>> {

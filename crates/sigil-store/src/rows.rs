@@ -287,6 +287,15 @@ pub fn trusted_issuer(row: &AnyRow) -> Result<sigil_core::oauth::trusted::Truste
     })
 }
 
+pub fn jwt_authority(row: &AnyRow) -> Result<sigil_core::spiffe::StoredJwtAuthority, StoreError> {
+    Ok(sigil_core::spiffe::StoredJwtAuthority {
+        kid: get(row, "kid")?,
+        sealed_key: sigil_crypto::SealedBlob(get(row, "sealed_key")?),
+        status: get(row, "status")?,
+        created_at: ts(row, "created_at")?,
+    })
+}
+
 pub fn x509_authority(row: &AnyRow) -> Result<sigil_core::spiffe::StoredAuthority, StoreError> {
     Ok(sigil_core::spiffe::StoredAuthority {
         id: get(row, "id")?,
@@ -295,6 +304,38 @@ pub fn x509_authority(row: &AnyRow) -> Result<sigil_core::spiffe::StoredAuthorit
         status: get(row, "status")?,
         not_after: ts(row, "not_after")?,
         created_at: ts(row, "created_at")?,
+    })
+}
+
+pub const JOIN_TOKEN_COLS: &str = "token_hash, spiffe_id, expires_at, created_at, created_by, used_at";
+
+pub fn join_token(row: &AnyRow) -> Result<sigil_core::spiffe::nodes::JoinToken, StoreError> {
+    Ok(sigil_core::spiffe::nodes::JoinToken {
+        token_hash: get(row, "token_hash")?,
+        spiffe_id: parse(
+            "spiffe_id",
+            sigil_types::SpiffeId::parse(&get::<String>(row, "spiffe_id")?),
+        )?,
+        expires_at: ts(row, "expires_at")?,
+        created_at: ts(row, "created_at")?,
+        created_by: get(row, "created_by")?,
+        used_at: opt_ts(row, "used_at")?,
+    })
+}
+
+pub const NODE_COLS: &str = "spiffe_id, method, attested_at, svid_serial, svid_expires_at, banned_at";
+
+pub fn node(row: &AnyRow) -> Result<sigil_core::spiffe::nodes::AttestedNode, StoreError> {
+    Ok(sigil_core::spiffe::nodes::AttestedNode {
+        spiffe_id: parse(
+            "spiffe_id",
+            sigil_types::SpiffeId::parse(&get::<String>(row, "spiffe_id")?),
+        )?,
+        method: get(row, "method")?,
+        attested_at: ts(row, "attested_at")?,
+        svid_serial: get(row, "svid_serial")?,
+        svid_expires_at: ts(row, "svid_expires_at")?,
+        banned_at: opt_ts(row, "banned_at")?,
     })
 }
 

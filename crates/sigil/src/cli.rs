@@ -85,6 +85,62 @@ pub enum Command {
     /// SPIFFE registration entries: which workloads, on which node, get which SPIFFE ID.
     #[command(subcommand)]
     Entry(EntryCommand),
+    /// The node agent: `sigil node --server URL --join-token T --socket PATH` attests this host
+    /// and serves the SPIFFE Workload API; `sigil node token create|list|ban` manage nodes.
+    Node(NodeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: Option<NodeCommand>,
+    #[command(flatten)]
+    pub agent: NodeAgentArgs,
+}
+
+/// Running the agent.
+#[derive(Debug, clap::Args)]
+pub struct NodeAgentArgs {
+    /// The Sigil server's URL, exactly its issuer (e.g. http://127.0.0.1:8080).
+    #[arg(long, env = "SIGIL_NODE_SERVER")]
+    pub server: Option<String>,
+    /// A one-time join token (`sigil node token create`); not needed once attested.
+    #[arg(long, env = "SIGIL_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// The Workload API socket.
+    #[arg(long, default_value = "/tmp/sigil-agent/public/api.sock")]
+    pub socket: PathBuf,
+    /// Where the node keeps its own identity.
+    #[arg(long, default_value = "./sigil-node-data")]
+    pub data_dir: PathBuf,
+    /// How often to sync entries, SVIDs and the bundle with the server, e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    pub sync_interval: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// One-time join tokens for node attestation.
+    #[command(subcommand)]
+    Token(NodeTokenCommand),
+    /// Attested nodes.
+    List,
+    /// Ban a node: it can no longer renew its identity or fetch SVIDs.
+    Ban { spiffe_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeTokenCommand {
+    /// Print a single-use join token and the SPIFFE ID the node will get.
+    Create {
+        /// The node's SPIFFE ID (default spiffe://<trust domain>/sigil/node/<random>).
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// How long the token is valid, e.g. 1h (default 1h).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod cli;
+mod node;
 mod oauth;
 mod output;
 mod policy;
@@ -112,6 +113,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::RegistrationToken(c) => oauth::registration_token(&cli.global, c).await,
         Command::Issuer(c) => oauth::issuer(&cli.global, c).await,
         Command::Entry(c) => oauth::entry(&cli.global, c).await,
+        Command::Node(args) => node::node(&cli.global, args).await,
         Command::Policy(c) => policy::policy(&cli.global, c).await,
     }
 }

@@ -350,7 +350,7 @@ async fn a_jwt_svid_is_a_client_credential_at_the_token_endpoint() {
 
     let token_endpoint = format!("{}/token", s.url);
     let svid = |id: &str, aud: &str| {
-        let key = s.app().keys.active().unwrap();
+        let key = s.app().spiffe.jwt_signing_key().unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

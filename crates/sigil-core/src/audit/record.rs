@@ -70,9 +70,15 @@ event_types! {
     TrustedIssuerAdded => "trusted_issuer.added",
     TrustedIssuerRemoved => "trusted_issuer.removed",
     X509AuthorityCreated => "x509_authority.created",
+    JwtAuthorityCreated => "jwt_authority.created",
     EntryCreated => "entry.created",
     EntryUpdated => "entry.updated",
     EntryDeleted => "entry.deleted",
+    JoinTokenCreated => "join_token.created",
+    NodeAttested => "node.attested",
+    NodeBanned => "node.banned",
+    SvidIssued => "svid.issued",
+    WorkloadDenied => "workload.denied",
 }
 
 impl Serialize for EventType {

@@ -66,6 +66,9 @@ pub struct OAuthService {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) rng: Arc<dyn Rng>,
     pub(super) keys: Arc<KeyManager>,
+    /// The trust domain's authorities: JWT-SVIDs presented as client assertions verify
+    /// against its JWT authorities.
+    pub(super) spiffe: Arc<crate::spiffe::X509Ca>,
     pub(super) fetcher: Arc<dyn JwksFetcher>,
     hasher: KeyedHasher,
     nonces: KeyedHasher,
@@ -93,6 +96,7 @@ pub struct OAuthDeps {
     pub clock: Arc<dyn Clock>,
     pub rng: Arc<dyn Rng>,
     pub keys: Arc<KeyManager>,
+    pub spiffe: Arc<crate::spiffe::X509Ca>,
     pub fetcher: Arc<dyn JwksFetcher>,
     /// Decides which scopes an identity may receive.
     pub policy: Arc<dyn super::policy::IssuancePolicy>,
@@ -109,6 +113,7 @@ impl OAuthService {
             clock,
             rng,
             keys,
+            spiffe,
             fetcher,
             policy,
             reads,
@@ -119,6 +124,7 @@ impl OAuthService {
             clock,
             rng,
             keys,
+            spiffe,
             fetcher,
             hasher: KeyedHasher::new(master, SECRET_PURPOSE),
             nonces: KeyedHasher::new(master, "sigil dpop nonce v1"),

@@ -29,7 +29,10 @@ impl OAuthService {
             ));
         }
         let now = self.clock.now().unix_seconds();
-        let keys = self.keys.jwks();
+        let keys = self.spiffe.jwt_authorities().map_err(|e| {
+            tracing::error!(error = %e, "no JWT authority to verify JWT-SVIDs");
+            OAuthError::unavailable()
+        })?;
         let audiences = [self.cfg.issuer.as_str(), self.cfg.token_endpoint.as_str(), endpoint];
         let mut found = None;
         for aud in audiences {

@@ -1,13 +1,14 @@
-//! The SPIFFE issuer's X.509 authority: the trust domain's CA (a self-signed root by default),
-//! kept sealed under the master key in the store, and the SPIFFE trust bundle that publishes it
-//! beside the JWT authorities (Sigil's signing keys, which also sign JWT-SVIDs).
+//! The SPIFFE issuer's authorities: the trust domain's X.509 CA (a self-signed root by default)
+//! and its JWT authority (an ES256 key: the JWT-SVID specification allows only RSA and ECDSA, so
+//! JWT-SVIDs are not signed with the OAuth keys, which default to EdDSA), both kept sealed under
+//! the master key in the store, and the SPIFFE trust bundle that publishes them.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sigil_crypto::x509::{SvidRequest, X509Authority};
-use sigil_crypto::{MasterKey, SealedBlob};
+use sigil_crypto::{Algorithm, Jwks, MasterKey, SealedBlob, SigningKey};
 use sigil_types::{SpiffeId, Timestamp, TrustDomain};
 
 use crate::Clock;
@@ -16,6 +17,7 @@ use crate::model::Principal;
 use crate::store::{Change, ChangeSet, Store, StoreError};
 
 const SEAL_CONTEXT: &str = "sigil x509 authority v1";
+const JWT_SEAL_CONTEXT: &str = "sigil jwt authority v1";
 /// A self-signed root lives a year; rotation (prepare, activate) replaces it before then.
 const ROOT_TTL: Duration = Duration::from_secs(365 * 86_400);
 /// How often relying parties should refetch the bundle (SPIFFE bundle `spiffe_refresh_hint`).
@@ -30,6 +32,16 @@ pub struct StoredAuthority {
     /// `active` (signs and is published) — later also `prepared` and `retired`.
     pub status: String,
     pub not_after: Timestamp,
+    pub created_at: Timestamp,
+}
+
+/// A JWT authority as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJwtAuthority {
+    pub kid: String,
+    pub sealed_key: SealedBlob,
+    /// `active` (signs and is published).
+    pub status: String,
     pub created_at: Timestamp,
 }
 
@@ -50,6 +62,9 @@ pub enum SpiffeError {
 struct Loaded {
     signing: X509Authority,
     published: Vec<Vec<u8>>,
+    /// The JWT authority that signs JWT-SVIDs, and every published one.
+    jwt_signing: Arc<SigningKey>,
+    jwt_published: Jwks,
     newest: i64,
 }
 
@@ -93,6 +108,15 @@ impl X509Ca {
             .all(|a| a.status != "active")
         {
             self.create_root().await?;
+        }
+        if self
+            .store
+            .list_jwt_authorities()
+            .await?
+            .iter()
+            .all(|a| a.status != "active")
+        {
+            self.create_jwt_authority().await?;
         }
         self.reload().await
     }
@@ -142,6 +166,37 @@ impl X509Ca {
         Ok(())
     }
 
+    async fn create_jwt_authority(&self) -> Result<(), SpiffeError> {
+        let now = self.clock.now();
+        let (key, pkcs8) = SigningKey::generate(Algorithm::Es256).map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let sealed = self
+            .master
+            .seal(&pkcs8, JWT_SEAL_CONTEXT)
+            .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let stored = StoredJwtAuthority {
+            kid: key.kid().to_owned(),
+            sealed_key: sealed,
+            status: "active".into(),
+            created_at: now,
+        };
+        let record = AuditRecord::new(
+            now,
+            EventType::JwtAuthorityCreated,
+            &Principal::from_stored("sigil".into()),
+            None,
+        )
+        .target("jwt_authority", key.kid(), self.trust_domain.as_str())
+        .detail("alg", "ES256");
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertJwtAuthority(stored))
+                    .audit(record),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Rereads the authorities from the store (other replicas may have added one).
     pub async fn reload(&self) -> Result<(), SpiffeError> {
         let all = self.store.list_x509_authorities().await?;
@@ -155,12 +210,33 @@ impl X509Ca {
             .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
         let authority =
             X509Authority::from_parts(&key, &signing.cert_der).map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let jwt_all = self.store.list_jwt_authorities().await?;
+        let mut jwt_keys = Vec::with_capacity(jwt_all.len());
+        for a in &jwt_all {
+            let pkcs8 = self
+                .master
+                .open(&a.sealed_key, JWT_SEAL_CONTEXT)
+                .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+            let key = SigningKey::from_pkcs8(a.kid.clone(), Algorithm::Es256, &pkcs8)
+                .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+            jwt_keys.push((a.status == "active", Arc::new(key)));
+        }
+        let jwt_signing = jwt_keys
+            .iter()
+            .find(|(active, _)| *active)
+            .map(|(_, k)| Arc::clone(k))
+            .ok_or(SpiffeError::NoAuthority)?;
         let loaded = Loaded {
             signing: authority,
             published: all.iter().map(|a| a.cert_der.clone()).collect(),
+            jwt_signing,
+            jwt_published: Jwks {
+                keys: jwt_keys.iter().map(|(_, k)| k.public_jwk()).collect(),
+            },
             newest: all
                 .iter()
                 .map(|a| a.created_at.unix_seconds())
+                .chain(jwt_all.iter().map(|a| a.created_at.unix_seconds()))
                 .max()
                 .unwrap_or_default(),
         };
@@ -181,6 +257,16 @@ impl X509Ca {
     /// When the newest authority was created (unix seconds), for the bundle's sequence number.
     pub fn newest_authority_time(&self) -> i64 {
         self.current().map(|l| l.newest).unwrap_or_default()
+    }
+
+    /// The key that signs JWT-SVIDs.
+    pub fn jwt_signing_key(&self) -> Result<Arc<SigningKey>, SpiffeError> {
+        Ok(Arc::clone(&self.current()?.jwt_signing))
+    }
+
+    /// The JWT authorities JWT-SVIDs are validated against.
+    pub fn jwt_authorities(&self) -> Result<Jwks, SpiffeError> {
+        Ok(self.current()?.jwt_published.clone())
     }
 
     /// The CA certificates relying parties trust (DER).
@@ -226,9 +312,10 @@ impl X509Ca {
     /// The trust bundle in the SPIFFE bundle format (a JWK Set: `x509-svid` keys with their
     /// certificate in `x5c`, `jwt-svid` keys with their `kid`), with `spiffe_sequence` and
     /// `spiffe_refresh_hint`.
-    pub fn bundle(&self, jwt_authorities: &[Value], sequence: u64) -> Result<Value, SpiffeError> {
+    pub fn bundle(&self) -> Result<Value, SpiffeError> {
+        let loaded = self.current()?;
         let mut keys = Vec::new();
-        for der in self.current()?.published.iter() {
+        for der in loaded.published.iter() {
             let jwk = sigil_crypto::x509::ec_jwk_of_cert(der).map_err(|e| SpiffeError::Crypto(e.to_string()))?;
             let mut jwk = jwk;
             if let Some(o) = jwk.as_object_mut() {
@@ -237,8 +324,8 @@ impl X509Ca {
             }
             keys.push(jwk);
         }
-        for k in jwt_authorities {
-            let mut k = k.clone();
+        for k in &loaded.jwt_published.keys {
+            let mut k = serde_json::to_value(k).map_err(|e| SpiffeError::Crypto(e.to_string()))?;
             if let Some(o) = k.as_object_mut() {
                 o.insert("use".into(), json!("jwt-svid"));
                 o.remove("alg");
@@ -247,7 +334,7 @@ impl X509Ca {
         }
         Ok(json!({
             "keys": keys,
-            "spiffe_sequence": sequence,
+            "spiffe_sequence": u64::try_from(loaded.newest).unwrap_or_default(),
             "spiffe_refresh_hint": REFRESH_HINT_SECS,
         }))
     }

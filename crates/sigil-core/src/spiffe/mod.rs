@@ -4,5 +4,6 @@
 mod authority;
 pub mod entries;
 pub mod jwt_svid;
+pub mod nodes;
 
-pub use authority::{SpiffeError, StoredAuthority, SvidKey, X509Ca};
+pub use authority::{SpiffeError, StoredAuthority, StoredJwtAuthority, SvidKey, X509Ca};

@@ -25,6 +25,12 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// A node API call without a valid node proof.
+    #[error("{0}")]
+    NodeUnauthenticated(String),
+    /// Too much work in flight: retry after the given number of seconds.
+    #[error("the server is overloaded; retry later")]
+    Overloaded(u32),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("expected content-type application/json")]
@@ -53,6 +59,8 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NodeUnauthenticated(_) => (StatusCode::UNAUTHORIZED, "node-unauthenticated", "Unauthorized"),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Service unavailable"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -100,6 +108,12 @@ impl IntoResponse for ApiError {
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::Overloaded(secs) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::NodeUnauthenticated(_) = self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("SigilNode"));
+        }
         if let Self::Unauthorized(why) = self {
             let value = format!("Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\"");
             if let Ok(v) = HeaderValue::from_str(&value) {

@@ -51,22 +51,7 @@ pub async fn jwks(axum::extract::State(app): State) -> Response {
 /// `GET /spiffe/bundle`: the trust domain's bundle in the SPIFFE bundle format (the `https_web`
 /// bundle endpoint profile): X.509 authorities and JWT authorities.
 pub async fn spiffe_bundle(axum::extract::State(app): State) -> Response {
-    let jwks = serde_json::to_value(app.keys.jwks().as_ref()).unwrap_or_default();
-    let jwt_keys: Vec<serde_json::Value> = jwks
-        .get("keys")
-        .and_then(serde_json::Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    // Monotonic as authorities are added: the newest key's or CA's creation time.
-    let newest_key = app
-        .keys
-        .stored_keys()
-        .iter()
-        .map(|k| k.created_at.unix_seconds())
-        .max()
-        .unwrap_or_default();
-    let sequence = u64::try_from(newest_key.max(app.spiffe.newest_authority_time())).unwrap_or_default();
-    match app.spiffe.bundle(&jwt_keys, sequence) {
+    match app.spiffe.bundle() {
         Ok(b) => (
             [
                 (header::CONTENT_TYPE, "application/json"),

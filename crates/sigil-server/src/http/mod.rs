@@ -15,6 +15,7 @@ mod error;
 mod extract;
 mod health;
 mod middleware;
+mod node_api;
 mod oauth;
 mod query;
 mod register;
@@ -88,6 +89,9 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(admin_entries::update)
                 .delete(admin_entries::delete),
         )
+        .route("/nodes", get(node_api::list))
+        .route("/nodes/join-tokens", post(node_api::create_join_token))
+        .route("/nodes/ban", post(node_api::ban))
         .route("/tokens/introspect", post(admin_clients::introspect))
         .route("/policies", get(admin_policies::list).post(admin_policies::upload))
         .route("/policies/rollback", post(admin_policies::rollback))
@@ -110,6 +114,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/.well-known/jwks.json", get(health::jwks))
         .route("/spiffe/bundle", get(health::spiffe_bundle))
+        .route("/spiffe/v1/node/attest", post(node_api::attest))
+        .route("/spiffe/v1/node/renew", post(node_api::renew))
+        .route("/spiffe/v1/node/entries", get(node_api::entries))
+        .route("/spiffe/v1/node/x509-svids", post(node_api::x509_svids))
+        .route("/spiffe/v1/node/jwt-svids", post(node_api::jwt_svid))
+        .route("/spiffe/v1/node/denials", post(node_api::denial))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/.well-known/openid-configuration", get(oauth::metadata))
         .route("/.well-known/authzen-configuration", get(authzen::metadata))

@@ -45,4 +45,5 @@ conformance!(
     policy::policy_versions_and_activations,
     delegation::passwords_and_grant_families,
     spiffe::x509_authorities_and_entries,
+    spiffe::jwt_authorities_join_tokens_and_nodes,
 );

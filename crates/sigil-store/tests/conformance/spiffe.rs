@@ -96,3 +96,96 @@ pub(crate) async fn x509_authorities_and_entries(db: Db) {
     .unwrap();
     assert_eq!(s.get_entry("ent_1").await.unwrap(), None);
 }
+
+pub(crate) async fn jwt_authorities_join_tokens_and_nodes(db: Db) {
+    use sigil_core::spiffe::StoredJwtAuthority;
+    use sigil_core::spiffe::nodes::{AttestedNode, JoinToken};
+    let s = &db.store;
+    let a = StoredJwtAuthority {
+        kid: "kid-1".into(),
+        sealed_key: SealedBlob(vec![1, 0, 255]),
+        status: "active".into(),
+        created_at: T0,
+    };
+    put(s, Change::InsertJwtAuthority(a.clone())).await.unwrap();
+    assert!(matches!(
+        put(s, Change::InsertJwtAuthority(a.clone())).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(s.list_jwt_authorities().await.unwrap(), vec![a]);
+
+    // A join token is spent exactly once.
+    let node_id = SpiffeId::parse("spiffe://example.org/node/a").unwrap();
+    let t = JoinToken {
+        token_hash: "h1".into(),
+        spiffe_id: node_id.clone(),
+        expires_at: T0.plus(Duration::from_secs(3600)),
+        created_at: T0,
+        created_by: "admin:test".into(),
+        used_at: None,
+    };
+    put(s, Change::InsertJoinToken(t.clone())).await.unwrap();
+    assert_eq!(s.get_join_token("h1").await.unwrap(), Some(t));
+    assert_eq!(s.get_join_token("h2").await.unwrap(), None);
+    let used = T0.plus(Duration::from_secs(5));
+    put(
+        s,
+        Change::UseJoinToken {
+            token_hash: "h1".into(),
+            at: used,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        put(
+            s,
+            Change::UseJoinToken {
+                token_hash: "h1".into(),
+                at: used
+            }
+        )
+        .await,
+        Err(StoreError::Stale { .. })
+    ));
+    assert_eq!(s.get_join_token("h1").await.unwrap().unwrap().used_at, Some(used));
+
+    // Nodes: attested, renewed (serial replaced), banned; a ban survives re-attestation.
+    let n = AttestedNode {
+        spiffe_id: node_id.clone(),
+        method: "join_token".into(),
+        attested_at: T0,
+        svid_serial: "01".into(),
+        svid_expires_at: T0.plus(Duration::from_secs(3600)),
+        banned_at: None,
+    };
+    put(s, Change::UpsertNode(n.clone())).await.unwrap();
+    let renewed = AttestedNode {
+        svid_serial: "02".into(),
+        ..n.clone()
+    };
+    put(s, Change::UpsertNode(renewed.clone())).await.unwrap();
+    assert_eq!(s.get_node(node_id.as_str()).await.unwrap(), Some(renewed.clone()));
+    put(
+        s,
+        Change::BanNode {
+            spiffe_id: node_id.to_string(),
+            at: used,
+        },
+    )
+    .await
+    .unwrap();
+    put(s, Change::UpsertNode(renewed)).await.unwrap();
+    assert_eq!(s.list_nodes().await.unwrap()[0].banned_at, Some(used));
+    assert!(matches!(
+        put(
+            s,
+            Change::BanNode {
+                spiffe_id: "spiffe://example.org/node/none".into(),
+                at: used
+            }
+        )
+        .await,
+        Err(StoreError::Stale { .. })
+    ));
+}

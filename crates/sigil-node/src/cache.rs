@@ -1,0 +1,157 @@
+//! The node's cache of what workloads are handed: the entries this node serves, an X509-SVID per
+//! entry, and the trust bundle. It is replaced as a whole ([`Snapshot`]) and published on a
+//! watch channel, so Workload API streams wake up when something changes and keep serving from
+//! it while the server is unreachable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sigil_crypto::{Jwk, Jwks};
+use sigil_proto::node::NodeEntry;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+/// A workload's X509-SVID and its private key (PKCS#8 DER).
+pub struct WorkloadSvid {
+    pub spiffe_id: String,
+    pub cert_der: Vec<u8>,
+    pub key_pkcs8: Zeroizing<Vec<u8>>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for WorkloadSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadSvid {
+    /// Due for renewal: past half its lifetime (the Workload API pushes the new one before the
+    /// old expires).
+    pub fn needs_renewal(&self, now: i64) -> bool {
+        now >= self.issued_at + (self.expires_at - self.issued_at) / 2
+    }
+}
+
+/// The trust domain's bundle, in the two encodings the Workload API hands out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bundle {
+    /// `spiffe://<trust domain>`.
+    pub trust_domain_id: String,
+    /// The X.509 authorities, concatenated DER.
+    pub x509: Vec<u8>,
+    /// The JWT authorities as a JWK Set (JSON), as the SPIFFE bundle lists them.
+    pub jwt_jwks: Vec<u8>,
+    /// The same keys, for validating JWT-SVIDs.
+    pub jwt_keys: Jwks,
+}
+
+impl Bundle {
+    /// Reads a SPIFFE bundle (a JWK Set whose keys have `use` `x509-svid` or `jwt-svid`).
+    pub fn from_spiffe_bundle(trust_domain_id: String, doc: &serde_json::Value) -> Result<Self, String> {
+        let keys = doc
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or("the bundle has no keys array")?;
+        let mut x509 = Vec::new();
+        let mut jwt = Vec::new();
+        let mut jwt_keys = Vec::new();
+        for k in keys {
+            match k.get("use").and_then(|u| u.as_str()) {
+                Some("x509-svid") => {
+                    let der = k
+                        .get("x5c")
+                        .and_then(|c| c.as_array())
+                        .and_then(|c| c.first())
+                        .and_then(|c| c.as_str())
+                        .and_then(|c| crate::client::decode_b64(c).ok())
+                        .ok_or("an x509-svid key without a certificate")?;
+                    x509.extend_from_slice(&der);
+                }
+                Some("jwt-svid") => {
+                    jwt.push(k.clone());
+                    if let Some(jwk) = jwk_for_validation(k) {
+                        jwt_keys.push(jwk);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if x509.is_empty() {
+            return Err("the bundle has no X.509 authority".into());
+        }
+        Ok(Self {
+            trust_domain_id,
+            x509,
+            jwt_jwks: serde_json::to_vec(&serde_json::json!({ "keys": jwt })).map_err(|e| e.to_string())?,
+            jwt_keys: Jwks { keys: jwt_keys },
+        })
+    }
+}
+
+/// A bundle key as a verification key: SPIFFE bundles carry no `alg`, so it follows from the
+/// key type (Ed25519 → EdDSA, P-256 → ES256), the only ones Sigil signs with.
+fn jwk_for_validation(k: &serde_json::Value) -> Option<Jwk> {
+    let s = |name: &str| k.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let (kty, crv) = (s("kty")?, s("crv")?);
+    let alg = match (kty.as_str(), crv.as_str()) {
+        ("OKP", "Ed25519") => "EdDSA",
+        ("EC", "P-256") => "ES256",
+        _ => return None,
+    };
+    Some(Jwk {
+        kty,
+        crv,
+        x: s("x")?,
+        y: s("y"),
+        kid: s("kid")?,
+        alg: alg.into(),
+        use_: "sig".into(),
+    })
+}
+
+/// Everything the Workload API serves from.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// False until the first successful sync: callers wait rather than being refused.
+    pub ready: bool,
+    pub entries: Vec<NodeEntry>,
+    /// By entry id.
+    pub svids: HashMap<String, Arc<WorkloadSvid>>,
+    pub bundle: Bundle,
+}
+
+/// The published snapshot.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    tx: Arc<watch::Sender<Arc<Snapshot>>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cache {
+    pub fn new() -> Self {
+        let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
+        Self { tx: Arc::new(tx) }
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    pub fn publish(&self, s: Snapshot) {
+        self.tx.send_replace(Arc::new(s));
+    }
+}

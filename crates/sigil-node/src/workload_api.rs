@@ -1,0 +1,297 @@
+//! The SPIFFE Workload API over gRPC: every call must carry the `workload.spiffe.io: true`
+//! header; callers are attested by their socket peer credentials; streams push a new message
+//! whenever what the caller is entitled to changes (a renewed SVID, a new bundle), and end
+//! with `PermissionDenied` when the caller no longer matches any entry.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::agent::Agent;
+use crate::attestor::{PeerCredentials, Workload};
+use crate::cache::Snapshot;
+use crate::client::unix_now;
+use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
+use crate::proto::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest, X509svidResponse,
+};
+
+const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[derive(Debug, Clone)]
+pub struct WorkloadApi {
+    agent: Arc<Agent>,
+}
+
+impl WorkloadApi {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Self { agent }
+    }
+}
+
+/// Checks the security header and reads the caller's peer credentials.
+fn caller<T>(req: &Request<T>) -> Result<PeerCredentials, Status> {
+    if req.metadata().get(SECURITY_HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
+        return Err(Status::invalid_argument("security header missing from request"));
+    }
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|c| c.peer_cred)
+        .ok_or_else(|| Status::permission_denied("the caller's credentials are unavailable"))?;
+    Ok(PeerCredentials {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    })
+}
+
+impl WorkloadApi {
+    /// Attests the caller against `snap`; an attested caller that matches nothing is refused
+    /// (and the refusal reported to the server for the audit trail).
+    fn entitled(&self, peer: PeerCredentials, snap: &Snapshot) -> Result<(Workload, Vec<String>), Status> {
+        let w = self.agent.attestor.attest(peer, &snap.entries);
+        let mut ids: Vec<String> = w.matching(&snap.entries).iter().map(|e| e.id.clone()).collect();
+        if ids.is_empty() {
+            tracing::info!(uid = peer.uid, pid = ?peer.pid, path = ?w.info.path, "workload matches no entry");
+            self.agent.report_denial(w.info.clone());
+            return Err(Status::permission_denied("no identity issued"));
+        }
+        ids.sort();
+        Ok((w, ids))
+    }
+
+    fn x509_response(snap: &Snapshot, entry_ids: &[String]) -> Option<X509svidResponse> {
+        let svids: Vec<X509svid> = entry_ids
+            .iter()
+            .filter_map(|id| snap.svids.get(id))
+            .map(|s| X509svid {
+                spiffe_id: s.spiffe_id.clone(),
+                x509_svid: s.cert_der.clone(),
+                x509_svid_key: s.key_pkcs8.to_vec(),
+                bundle: snap.bundle.x509.clone(),
+                hint: String::new(),
+            })
+            .collect();
+        (!svids.is_empty()).then(|| X509svidResponse {
+            svids,
+            crl: Vec::new(),
+            federated_bundles: Default::default(),
+        })
+    }
+}
+
+/// Runs `next` on every snapshot (the current one first) and sends what it yields, until the
+/// client goes away or `next` ends the stream.
+fn watch_stream<T, F>(agent: &Arc<Agent>, mut next: F) -> Streamed<T>
+where
+    T: Send + 'static,
+    F: FnMut(&Snapshot) -> Step<T> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    let mut updates = agent.cache.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let snap = updates.borrow_and_update().clone();
+            match next(&snap) {
+                Step::Send(msg) => {
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Step::End(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                Step::Skip => {}
+            }
+            tokio::select! {
+                changed = updates.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+enum Step<T> {
+    Send(T),
+    Skip,
+    End(Status),
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = Streamed<X509svidResponse>;
+    type FetchX509BundlesStream = Streamed<X509BundlesResponse>;
+    type FetchJWTBundlesStream = Streamed<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let peer = caller(&req)?;
+        let snap = self.agent.cache.current();
+        if snap.ready {
+            self.entitled(peer, &snap)?;
+        }
+        let api = self.clone();
+        let mut last: Option<Vec<(String, i64)>> = None;
+        Ok(Response::new(watch_stream(&self.agent, move |snap| {
+            if !snap.ready {
+                return Step::Skip;
+            }
+            let ids = match api.entitled(peer, snap) {
+                Ok((_, ids)) => ids,
+                Err(status) => return Step::End(status),
+            };
+            // Send only when the SVIDs (or the bundle they carry) changed.
+            let mut key: Vec<(String, i64)> = ids
+                .iter()
+                .filter_map(|id| snap.svids.get(id).map(|s| (s.spiffe_id.clone(), s.expires_at)))
+                .collect();
+            key.push((String::new(), i64::try_from(snap.bundle.x509.len()).unwrap_or_default()));
+            if last.as_ref() == Some(&key) {
+                return Step::Skip;
+            }
+            match WorkloadApi::x509_response(snap, &ids) {
+                Some(r) => {
+                    last = Some(key);
+                    Step::Send(r)
+                }
+                None => Step::Skip,
+            }
+        })))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        caller(&req)?;
+        let mut last = None;
+        Ok(Response::new(watch_stream(&self.agent, move |snap| {
+            if !snap.ready || last.as_ref() == Some(&snap.bundle.x509) {
+                return Step::Skip;
+            }
+            last = Some(snap.bundle.x509.clone());
+            Step::Send(X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: [(snap.bundle.trust_domain_id.clone(), snap.bundle.x509.clone())].into(),
+            })
+        })))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        caller(&req)?;
+        let mut last = None;
+        Ok(Response::new(watch_stream(&self.agent, move |snap| {
+            if !snap.ready || last.as_ref() == Some(&snap.bundle.jwt_jwks) {
+                return Step::Skip;
+            }
+            last = Some(snap.bundle.jwt_jwks.clone());
+            Step::Send(JwtBundlesResponse {
+                bundles: [(snap.bundle.trust_domain_id.clone(), snap.bundle.jwt_jwks.clone())].into(),
+            })
+        })))
+    }
+
+    async fn fetch_jwtsvid(&self, req: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+        let peer = caller(&req)?;
+        let body = req.into_inner();
+        if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let snap = self.agent.cache.current();
+        if !snap.ready {
+            return Err(Status::unavailable("the node agent has not synced with the server yet"));
+        }
+        let (workload, ids) = self.entitled(peer, &snap)?;
+        let wanted: Vec<&String> = ids
+            .iter()
+            .filter(|id| {
+                body.spiffe_id.is_empty()
+                    || snap
+                        .entries
+                        .iter()
+                        .any(|e| &e.id == *id && e.spiffe_id == body.spiffe_id)
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Err(Status::permission_denied(
+                "no identity issued for the requested SPIFFE ID",
+            ));
+        }
+        let mut svids = Vec::with_capacity(wanted.len());
+        for id in wanted {
+            let (spiffe_id, svid) = self
+                .agent
+                .jwt_svid(id, &body.audience, &workload.info)
+                .await
+                .map_err(|e| Status::unavailable(format!("could not get a JWT-SVID: {e}")))?;
+            svids.push(Jwtsvid {
+                spiffe_id,
+                svid,
+                hint: String::new(),
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        caller(&req)?;
+        let body = req.into_inner();
+        if body.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if body.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let snap = self.agent.cache.current();
+        let (id, claims) =
+            sigil_core::spiffe::jwt_svid::validate(&body.svid, &snap.bundle.jwt_keys, &body.audience, unix_now())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let claims = serde_json::to_value(&claims).unwrap_or_default();
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: id.to_string(),
+            claims: Some(to_struct(&claims)),
+        }))
+    }
+}
+
+fn to_struct(v: &serde_json::Value) -> prost_types::Struct {
+    let fields = v
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect())
+        .unwrap_or_default();
+    prost_types::Struct { fields }
+}
+
+fn to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(_) => Kind::StructValue(to_struct(v)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}

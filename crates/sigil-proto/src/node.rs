@@ -1,0 +1,151 @@
+//! The node API: what a node agent (`sigil node`) and the server say to each other. Binary
+//! values (CSRs, certificates) are standard base64 of DER. Every call but attestation carries a
+//! node proof in `Authorization: SigilNode <jws>`.
+
+use serde::{Deserialize, Serialize};
+
+/// The authorization scheme of node proofs.
+pub const NODE_AUTH_SCHEME: &str = "SigilNode";
+
+/// `POST /spiffe/v1/node/attest`: a one-time join token and a CSR for the node's own key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    pub join_token: String,
+    pub csr: String,
+}
+
+/// `POST /spiffe/v1/node/renew`: a CSR for the node's next key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr: String,
+}
+
+/// An X509-SVID: the leaf certificate (base64 DER) and its expiry (unix seconds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509SvidView {
+    pub spiffe_id: String,
+    pub cert: String,
+    pub expires_at: i64,
+}
+
+/// A registration entry as a node needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub id: String,
+    pub spiffe_id: String,
+    pub selectors: Vec<String>,
+    pub x509_ttl_seconds: u64,
+    pub jwt_ttl_seconds: u64,
+}
+
+/// `GET /spiffe/v1/node/entries`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesResponse {
+    pub entries: Vec<NodeEntry>,
+}
+
+/// One SVID to sign: the entry and a CSR for the workload key the node generated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvidRequest {
+    pub entry_id: String,
+    pub csr: String,
+}
+
+/// `POST /spiffe/v1/node/x509-svids`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509SvidsRequest {
+    pub requests: Vec<SvidRequest>,
+}
+
+/// Per entry, the SVID or why it was not signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509SvidsResponse {
+    pub svids: Vec<SignedSvid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedSvid {
+    pub entry_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svid: Option<X509SvidView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The workload a node attested, as evidence for the audit trail.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `POST /spiffe/v1/node/jwt-svids`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidRequest {
+    pub entry_id: String,
+    pub audience: Vec<String>,
+    #[serde(default)]
+    pub workload: WorkloadInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidResponse {
+    pub spiffe_id: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// `POST /spiffe/v1/node/denials`: a workload matched no entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenialReport {
+    pub workload: WorkloadInfo,
+}
+
+/// `POST /admin/v1/nodes/join-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenRequest {
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenView {
+    pub token: String,
+    pub spiffe_id: String,
+    pub expires_at: i64,
+}
+
+/// An attested node, for `sigil node list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeView {
+    pub spiffe_id: String,
+    pub method: String,
+    pub attested_at: i64,
+    pub svid_serial: String,
+    pub svid_expires_at: i64,
+    pub banned: bool,
+}

@@ -1,0 +1,295 @@
+//! The node API (`/spiffe/v1/node/...`) that `sigil node` agents call, and the admin routes for
+//! join tokens and nodes (`/admin/v1/nodes...`).
+//!
+//! Node calls are admitted by a bounded gate: beyond the configured number in flight the server
+//! answers 503 with `Retry-After` at once instead of queueing without limit, so a renewal storm
+//! or an overload is shed, not allowed to exhaust memory.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, RawQuery};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use sigil_core::spiffe::nodes::{AttestedNode, NodeError, WorkloadEvidence};
+use sigil_proto::admin::ListResponse;
+use sigil_proto::node::{
+    AttestRequest, DenialReport, EntriesResponse, JoinTokenRequest, JoinTokenView, JwtSvidRequest, JwtSvidResponse,
+    NODE_AUTH_SCHEME, NodeEntry, NodeView, RenewRequest, SignedSvid, WorkloadInfo, X509SvidView, X509SvidsRequest,
+    X509SvidsResponse,
+};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::State;
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson};
+use super::middleware::RequestId;
+use super::query::Params;
+use crate::app::App;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::JoinToken(_) | NodeError::Unauthenticated(_) | NodeError::Banned => {
+                Self::NodeUnauthenticated(e.to_string())
+            }
+            NodeError::Invalid(m) => Self::Invalid {
+                field: None,
+                message: m,
+            },
+            NodeError::NotThisNode(_) => Self::Forbidden(e.to_string()),
+            NodeError::Store(s) => s.into(),
+            NodeError::Signing(m) => {
+                tracing::error!(error = %m, "node API signing failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+/// An admitted node API call: the permit holds its place in the gate.
+#[derive(Debug)]
+struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
+
+fn admit(app: &App) -> Result<Admitted> {
+    app.node_gate.clone().try_acquire_owned().map(Admitted).map_err(|_| {
+        metrics::counter!("sigil_node_api_shed_total").increment(1);
+        ApiError::Overloaded(1)
+    })
+}
+
+/// An authenticated node (by its node proof), admitted through the gate.
+#[derive(Debug)]
+pub struct Node {
+    node: AttestedNode,
+    request_id: Option<String>,
+    _admitted: Admitted,
+}
+
+impl FromRequestParts<std::sync::Arc<App>> for Node {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &std::sync::Arc<App>) -> Result<Self> {
+        let admitted = admit(app)?;
+        let proof = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix(NODE_AUTH_SCHEME))
+            .and_then(|v| v.strip_prefix(' '))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::NodeUnauthenticated(format!("a {NODE_AUTH_SCHEME} node proof is required")))?;
+        let node = app.nodes.authenticate(proof).await.inspect_err(|e| {
+            tracing::info!(error = %e, "node proof refused");
+        })?;
+        Ok(Self {
+            node,
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            _admitted: admitted,
+        })
+    }
+}
+
+fn decode(field: &str, b64: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| ApiError::invalid(field, "must be standard base64 of DER"))
+}
+
+fn encode(der: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(der)
+}
+
+fn svid_view(s: &sigil_core::spiffe::nodes::IssuedSvid) -> X509SvidView {
+    X509SvidView {
+        spiffe_id: s.spiffe_id.to_string(),
+        cert: encode(&s.cert_der),
+        expires_at: s.expires_at,
+    }
+}
+
+fn evidence(w: &WorkloadInfo) -> WorkloadEvidence {
+    WorkloadEvidence {
+        uid: w.uid,
+        gid: w.gid,
+        pid: w.pid,
+        path: w.path.clone(),
+    }
+}
+
+/// `POST /spiffe/v1/node/attest`: join token + CSR → the node's SVID.
+pub async fn attest(
+    axum::extract::State(app): State,
+    rid: Option<axum::Extension<RequestId>>,
+    ApiJson(req): ApiJson<AttestRequest>,
+) -> Result<Response> {
+    let _admitted = admit(&app)?;
+    let csr = decode("csr", &req.csr)?;
+    let rid = rid.map(|r| r.0.0);
+    let svid = app
+        .nodes
+        .attest(&req.join_token, &csr, rid.as_deref())
+        .await
+        .inspect_err(|e| tracing::info!(error = %e, "node attestation refused"))?;
+    Ok(Json(svid_view(&svid)).into_response())
+}
+
+/// `POST /spiffe/v1/node/renew`: a new SVID for the node's next key.
+pub async fn renew(
+    axum::extract::State(app): State,
+    node: Node,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Response> {
+    let csr = decode("csr", &req.csr)?;
+    let svid = app.nodes.renew(&node.node, &csr).await?;
+    Ok(Json(svid_view(&svid)).into_response())
+}
+
+/// `GET /spiffe/v1/node/entries`: the registration entries this node serves.
+pub async fn entries(axum::extract::State(app): State, node: Node) -> Result<Response> {
+    let entries = app.nodes.entries(&node.node).await?;
+    Ok(Json(EntriesResponse {
+        entries: entries
+            .iter()
+            .map(|e| NodeEntry {
+                id: e.id.clone(),
+                spiffe_id: e.spiffe_id.to_string(),
+                selectors: e.selectors.iter().map(|s| s.as_str().to_owned()).collect(),
+                x509_ttl_seconds: e.x509_ttl.as_secs(),
+                jwt_ttl_seconds: e.jwt_ttl.as_secs(),
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
+/// `POST /spiffe/v1/node/x509-svids`: signs SVIDs for the node's workloads' CSRs.
+pub async fn x509_svids(
+    axum::extract::State(app): State,
+    node: Node,
+    ApiJson(req): ApiJson<X509SvidsRequest>,
+) -> Result<Response> {
+    let requests = req
+        .requests
+        .iter()
+        .map(|r| Ok((r.entry_id.clone(), decode("csr", &r.csr)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let signed = app
+        .nodes
+        .sign_x509(&node.node, &requests, node.request_id.as_deref())
+        .await?;
+    Ok(Json(X509SvidsResponse {
+        svids: signed
+            .into_iter()
+            .map(|(entry_id, r)| match r {
+                Ok(s) => SignedSvid {
+                    entry_id,
+                    svid: Some(svid_view(&s)),
+                    error: None,
+                },
+                Err(e) => SignedSvid {
+                    entry_id,
+                    svid: None,
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
+/// `POST /spiffe/v1/node/jwt-svids`: a JWT-SVID for one of the node's entries.
+pub async fn jwt_svid(
+    axum::extract::State(app): State,
+    node: Node,
+    ApiJson(req): ApiJson<JwtSvidRequest>,
+) -> Result<Response> {
+    let (spiffe_id, token, expires_at) = app
+        .nodes
+        .mint_jwt(
+            &node.node,
+            &req.entry_id,
+            &req.audience,
+            &evidence(&req.workload),
+            node.request_id.as_deref(),
+        )
+        .await?;
+    Ok(Json(JwtSvidResponse {
+        spiffe_id: spiffe_id.to_string(),
+        token,
+        expires_at,
+    })
+    .into_response())
+}
+
+/// `POST /spiffe/v1/node/denials`: the node refused a workload that matched no entry.
+pub async fn denial(
+    axum::extract::State(app): State,
+    node: Node,
+    ApiJson(req): ApiJson<DenialReport>,
+) -> Result<Response> {
+    app.nodes
+        .report_denied(&node.node, &evidence(&req.workload), node.request_id.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /admin/v1/nodes/join-tokens`
+pub async fn create_join_token(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<JoinTokenRequest>,
+) -> Result<Response> {
+    let (token, spiffe_id, expires_at) = app
+        .nodes
+        .create_join_token(&ctx, req.spiffe_id.as_deref(), req.ttl_seconds.map(Duration::from_secs))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenView {
+            token,
+            spiffe_id: spiffe_id.to_string(),
+            expires_at: expires_at.unix_seconds(),
+        }),
+    )
+        .into_response())
+}
+
+/// `GET /admin/v1/nodes`
+pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+    let nodes = app.nodes.list().await?;
+    Ok(Json(ListResponse {
+        items: nodes
+            .iter()
+            .map(|n| NodeView {
+                spiffe_id: n.spiffe_id.to_string(),
+                method: n.method.clone(),
+                attested_at: n.attested_at.unix_seconds(),
+                svid_serial: n.svid_serial.clone(),
+                svid_expires_at: n.svid_expires_at.unix_seconds(),
+                banned: n.banned_at.is_some(),
+            })
+            .collect(),
+        next_cursor: None,
+    })
+    .into_response())
+}
+
+/// `POST /admin/v1/nodes/ban?spiffe_id=ID`
+pub async fn ban(axum::extract::State(app): State, Admin(ctx): Admin, RawQuery(q): RawQuery) -> Result<Response> {
+    let p = Params::parse(q.as_deref(), &["spiffe_id"])?;
+    let id = p
+        .get("spiffe_id")
+        .ok_or_else(|| ApiError::invalid("spiffe_id", "is required"))?;
+    app.nodes.ban(&ctx, id).await.map_err(|e| match e {
+        NodeError::Store(sigil_core::store::StoreError::Stale { .. }) => {
+            ApiError::NotFound(format!("node {id} does not exist"))
+        }
+        other => other.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,477 @@
+//! The node agent end to end: join-token attestation, the SPIFFE Workload API on a unix socket
+//! (security header, unix attestation, streams that push and end), JWT-SVIDs that the Workload
+//! API validates and the token endpoint accepts, and the audit trail from attestation to token.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sigil_node::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use sigil_node::proto::{
+    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
+};
+use sigil_testkit::TestServer;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+type Api = SpiffeWorkloadApiClient<Channel>;
+
+/// This process's real uid, for a `unix:uid` selector that matches the test itself.
+fn my_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn connect(socket: &Path) -> Api {
+    let path = socket.to_owned();
+    for _ in 0..100 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .unwrap();
+    SpiffeWorkloadApiClient::new(channel)
+}
+
+fn with_header<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+    r
+}
+
+struct Node {
+    socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), sigil_node::NodeError>>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_node(server: &str, join_token: Option<String>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let config = sigil_node::NodeConfig {
+        server: server.to_owned(),
+        join_token,
+        socket: socket.clone(),
+        data_dir: dir.path().join("data"),
+        sync_interval: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(sigil_node::run(config, async move {
+        let _ = rx.await;
+    }));
+    Node {
+        socket,
+        stop: Some(tx),
+        task,
+        _dir: dir,
+    }
+}
+
+async fn join_token(s: &TestServer, spiffe_id: &str) -> String {
+    s.client()
+        .create_join_token(&sigil_proto::node::JoinTokenRequest {
+            spiffe_id: Some(spiffe_id.into()),
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap()
+        .token
+}
+
+async fn setup_registry(s: &TestServer) {
+    let c = s.client();
+    c.create_user(&serde_json::from_value(json!({"username": "alice"})).unwrap())
+        .await
+        .unwrap();
+    c.create_identity(
+        sigil_testkit::Family::Workloads,
+        &serde_json::from_value(
+            json!({"name": "billing", "owner": "alice", "kind": "service", "ceiling": {"scopes": ["read"]}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.create_resource(
+        &serde_json::from_value(
+            json!({"uri": "https://ledger.example.com", "name": "ledger", "owner": "alice", "scopes": ["read"]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+fn entry(
+    spiffe_id: &str,
+    parent: &str,
+    selectors: &[String],
+    identity: Option<&str>,
+) -> sigil_proto::admin::EntryRequest {
+    sigil_proto::admin::EntryRequest {
+        spiffe_id: spiffe_id.into(),
+        parent_id: parent.into(),
+        selectors: selectors.to_vec(),
+        identity: identity.map(str::to_owned),
+        x509_ttl_seconds: None,
+        jwt_ttl_seconds: None,
+        dns_names: vec![],
+    }
+}
+
+const NODE_ID: &str = "spiffe://sigil.local/node/host-1";
+
+#[tokio::test]
+async fn a_workload_gets_its_svids_through_the_workload_api() {
+    let Some(s) = TestServer::start().await else { return };
+    setup_registry(&s).await;
+    let c = s.client();
+    let uid = format!("unix:uid:{}", my_uid());
+    let billing = c
+        .create_entry(&entry(
+            "spiffe://sigil.local/billing",
+            NODE_ID,
+            std::slice::from_ref(&uid),
+            Some("billing"),
+        ))
+        .await
+        .unwrap();
+    // An entry for another uid and one for another node: this workload gets neither.
+    c.create_entry(&entry(
+        "spiffe://sigil.local/other",
+        NODE_ID,
+        &["unix:uid:4294967".into()],
+        None,
+    ))
+    .await
+    .unwrap();
+    c.create_entry(&entry(
+        "spiffe://sigil.local/elsewhere",
+        "spiffe://sigil.local/node/host-2",
+        std::slice::from_ref(&uid),
+        None,
+    ))
+    .await
+    .unwrap();
+
+    let mut node = start_node(&s.url, Some(join_token(&s, NODE_ID).await));
+    let mut api = connect(&node.socket).await;
+
+    // No security header: refused.
+    let err = api.fetch_x509svid(X509svidRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    let mut stream = api
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.svids.len(), 1, "only the entry that matches on this node");
+    let svid = &first.svids[0];
+    assert_eq!(svid.spiffe_id, "spiffe://sigil.local/billing");
+    // The SVID chains to the bundle it comes with, and its key is the key of the certificate.
+    let bundle = s.app().spiffe.authorities().unwrap();
+    let verified = sigil_crypto::svid_verify::verify_svid(&svid.x509_svid, &bundle, now()).unwrap();
+    assert_eq!(verified.spiffe_id, "spiffe://sigil.local/billing");
+    assert_eq!(svid.bundle, bundle.concat());
+    let proof = sigil_crypto::svid_verify::sign_node_proof(&svid.x509_svid_key, &svid.x509_svid, b"{}").unwrap();
+    sigil_crypto::svid_verify::verify_node_proof(&proof, &bundle, now()).unwrap();
+
+    // Bundles, X.509 and JWT, keyed by the trust domain.
+    let mut xb = api
+        .fetch_x509_bundles(with_header(X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let xb = xb.message().await.unwrap().unwrap();
+    assert_eq!(xb.bundles["spiffe://sigil.local"], bundle.concat());
+    let mut jb = api
+        .fetch_jwt_bundles(with_header(JwtBundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let jb = jb.message().await.unwrap().unwrap();
+    let jwks: Value = serde_json::from_slice(&jb.bundles["spiffe://sigil.local"]).unwrap();
+    assert!(
+        jwks["keys"].as_array().unwrap().iter().all(|k| k["use"] == "jwt-svid"),
+        "{jwks}"
+    );
+
+    // A JWT-SVID: validated by the Workload API for its audience only.
+    let token_endpoint = format!("{}/token", s.url);
+    let err = api
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec![],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let jwt = api
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec![token_endpoint.clone()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(jwt.svids.len(), 1);
+    assert_eq!(jwt.svids[0].spiffe_id, "spiffe://sigil.local/billing");
+    let token = jwt.svids[0].svid.clone();
+    let ok = api
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: token_endpoint.clone(),
+            svid: token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.spiffe_id, "spiffe://sigil.local/billing");
+    assert!(ok.claims.unwrap().fields.contains_key("exp"));
+    let wrong = api
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: "https://elsewhere.example.com".into(),
+            svid: token.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::InvalidArgument);
+    let err = api
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec!["x".into()],
+            spiffe_id: "spiffe://sigil.local/other".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "not this workload's ID");
+
+    // The JWT-SVID is the workload's client credential: from nothing to an access token.
+    let resp = reqwest::Client::new()
+        .post(&token_endpoint)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "https://ledger.example.com"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    // The trace of the workload identity: its SVIDs (with the node and the attested workload),
+    // then the token they obtained.
+    let trace = c.audit_trace("billing").await.unwrap();
+    let types: Vec<&str> = trace
+        .items
+        .iter()
+        .filter_map(|e| e.record["event_type"].as_str())
+        .collect();
+    let svid_at = types
+        .iter()
+        .position(|t| *t == "svid.issued")
+        .expect("svid.issued in the trace");
+    let token_at = types
+        .iter()
+        .position(|t| *t == "token.issued")
+        .expect("token.issued in the trace");
+    assert!(svid_at < token_at, "{types:?}");
+    let jwt_record = trace
+        .items
+        .iter()
+        .map(|e| &e.record)
+        .find(|r| r["event_type"] == "svid.issued" && r["details"]["svid_type"] == "jwt")
+        .unwrap();
+    assert_eq!(jwt_record["actors"][0], format!("node:{NODE_ID}"));
+    assert_eq!(jwt_record["details"]["workload"]["uid"], my_uid());
+
+    // Deleting the entry ends the stream with PermissionDenied, and the refusal is audited.
+    c.delete_entry(&billing.id).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    let err = api.fetch_x509svid(with_header(X509svidRequest {})).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut denied = Vec::new();
+    for _ in 0..50 {
+        denied = c
+            .audit_search(&[("type", "workload.denied".into())])
+            .await
+            .unwrap()
+            .items;
+        if !denied.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(denied[0].record["details"]["workload"]["uid"], my_uid());
+
+    let _ = node.stop.take().unwrap().send(());
+    node.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn join_tokens_are_single_use_and_checked() {
+    let Some(s) = TestServer::start().await else { return };
+    let token = join_token(&s, NODE_ID).await;
+    let csr = || {
+        let key = sigil_crypto::x509::generate_svid_key().unwrap();
+        base64_std(&sigil_crypto::x509::make_csr(&key).unwrap())
+    };
+    let attest = |join_token: String, csr: String| {
+        let url = format!("{}/spiffe/v1/node/attest", s.url);
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"join_token": join_token, "csr": csr}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = attest("sigil_jt_wrong".into(), csr()).await;
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = attest(token.clone(), "bm90IGEgY3Ny".into()).await;
+    assert_eq!(st, 400, "a CSR that does not parse: {v}");
+    let (st, v) = attest(token.clone(), csr()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["spiffe_id"], NODE_ID);
+    let (st, v) = attest(token, csr()).await;
+    assert_eq!(st, 401, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("already used"), "{v}");
+
+    // An expired token.
+    let (st, _) = attest(join_token(&s, "spiffe://sigil.local/node/host-9").await, csr()).await;
+    assert_eq!(st, 200);
+    let refused = s
+        .client()
+        .audit_search(&[("type", "node.attested".into()), ("outcome", "denied".into())])
+        .await
+        .unwrap();
+    assert_eq!(refused.items.len(), 2, "the unknown and the reused token are audited");
+
+    // Join tokens for another trust domain or a malformed ID are refused at creation.
+    for bad in [
+        "spiffe://other.test/node",
+        "spiffe://sigil.local/a//b",
+        "http://sigil.local/node",
+    ] {
+        let err = s
+            .client()
+            .create_join_token(&sigil_proto::node::JoinTokenRequest {
+                spiffe_id: Some(bad.into()),
+                ttl_seconds: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(400), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn node_api_calls_need_a_valid_node_proof_and_banned_nodes_are_refused() {
+    let Some(s) = TestServer::start().await else { return };
+    let url = |p: &str| format!("{}/spiffe/v1/node/{p}", s.url);
+    let http = reqwest::Client::new();
+    let resp = http.get(url("entries")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http
+        .get(url("entries"))
+        .header("authorization", "SigilNode not.a.proof")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // A certificate from another CA (a self-made "SVID") is refused.
+    let foreign =
+        sigil_crypto::x509::X509Authority::generate_root("spiffe://sigil.local", now() - 60, now() + 3600).unwrap();
+    let key = sigil_crypto::x509::generate_svid_key().unwrap();
+    let leaf = foreign
+        .sign_for_key(
+            &key,
+            &sigil_crypto::x509::SvidRequest {
+                spiffe_id: NODE_ID,
+                dns_names: &[],
+                not_before: now() - 10,
+                not_after: now() + 600,
+            },
+        )
+        .unwrap();
+    let claims = json!({"aud": url("").trim_end_matches('/'), "iat": now(), "exp": now() + 60});
+    let proof = sigil_crypto::svid_verify::sign_node_proof(&key, &leaf, claims.to_string().as_bytes()).unwrap();
+    let resp = http
+        .get(url("entries"))
+        .header("authorization", format!("SigilNode {proof}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // An attested node works until it is banned.
+    let mut node = start_node(&s.url, Some(join_token(&s, NODE_ID).await));
+    let _api = connect(&node.socket).await;
+    let nodes = s.client().list_nodes().await.unwrap();
+    assert_eq!(nodes.items.len(), 1);
+    assert!(!nodes.items[0].banned);
+    s.client().ban_node(NODE_ID).await.unwrap();
+    assert!(s.client().list_nodes().await.unwrap().items[0].banned);
+    let err = s.client().ban_node("spiffe://sigil.local/node/nope").await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
+    let _ = node.stop.take().unwrap().send(());
+    node.task.await.unwrap().unwrap();
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn base64_std(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
