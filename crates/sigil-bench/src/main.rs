@@ -4,6 +4,7 @@
 mod audit;
 mod exchange;
 mod http;
+mod node_api;
 mod policy;
 mod proc;
 mod svid;
@@ -61,6 +62,18 @@ enum Cmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3)]
         duration: u64,
+    },
+    /// The node API: X509-SVIDs from CSRs in batches, a renewal storm with the server's memory
+    /// sampled, and an overload the server must shed with 503 + Retry-After.
+    NodeApi {
+        #[arg(long, default_value = "target/release/sigil")]
+        sigil: PathBuf,
+        /// Seconds of batch signing.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Nodes in the renewal storm.
+        #[arg(long, default_value_t = 10_000)]
+        storm: usize,
     },
     /// Token exchange (RFC 8693): a sub-agent exchanges a user's delegated token, back to back.
     Exchange {
@@ -132,6 +145,10 @@ async fn main() -> Result<(), String> {
         }
         Cmd::Svid { duration } => {
             print_table(svid::bench(Duration::from_secs(duration))?);
+            Ok(())
+        }
+        Cmd::NodeApi { sigil, duration, storm } => {
+            print_table(node_api::bench(&sigil, Duration::from_secs(duration), storm).await?);
             Ok(())
         }
         Cmd::Exchange {

@@ -380,6 +380,21 @@ impl Client {
     ) -> Result<sigil_proto::node::JoinTokenView, ClientError> {
         self.call(Method::POST, "/admin/v1/nodes/join-tokens", Some(req)).await
     }
+    pub async fn list_authorities(&self) -> Result<ListResponse<sigil_proto::node::AuthorityView>, ClientError> {
+        self.get("/admin/v1/authorities").await
+    }
+    /// `step` is `prepare` or `activate`.
+    pub async fn rotate_authorities(
+        &self,
+        step: &str,
+    ) -> Result<ListResponse<sigil_proto::node::AuthorityView>, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/admin/v1/authorities/{}", enc(step)),
+            None::<&()>,
+        )
+        .await
+    }
     pub async fn list_nodes(&self) -> Result<ListResponse<sigil_proto::node::NodeView>, ClientError> {
         self.get("/admin/v1/nodes").await
     }

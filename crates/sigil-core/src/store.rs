@@ -189,6 +189,12 @@ pub enum Change {
         id: String,
         expected_version: i64,
     },
+    /// Rotation: the active X.509 and JWT authorities become `retired` and the named prepared
+    /// ones `active`; `Stale` if they are not prepared.
+    ActivateAuthorities {
+        x509_id: String,
+        jwt_kid: String,
+    },
     /// Stores a JWT authority of the trust domain; `Duplicate` if its kid is taken.
     InsertJwtAuthority(crate::spiffe::StoredJwtAuthority),
     /// Stores a node join token.
@@ -250,6 +256,7 @@ impl ChangeSet {
                     | Change::InsertX509Authority(_)
                     | Change::InsertJoinToken(_)
                     | Change::InsertJwtAuthority(_)
+                    | Change::ActivateAuthorities { .. }
                     | Change::UseJoinToken { .. }
                     | Change::UpsertNode(_)
                     | Change::BanNode { .. }

@@ -92,7 +92,8 @@ impl Agent {
     pub async fn sync_once(&self) -> Result<(), ClientError> {
         self.renew_self().await?;
         let id = self.identity();
-        let entries = self.client.entries(&id).await?.entries;
+        let listing = self.client.entries(&id).await?;
+        let (entries, authority) = (listing.entries, listing.x509_authority);
         let bundle_doc = self.client.bundle().await?;
         let td = trust_domain_id(&id.spiffe_id);
         let bundle = Bundle::from_spiffe_bundle(td, &bundle_doc).map_err(ClientError::Protocol)?;
@@ -103,7 +104,7 @@ impl Agent {
         let mut due = Vec::new();
         for e in &entries {
             match old.svids.get(&e.id) {
-                Some(s) if s.spiffe_id == e.spiffe_id && !s.needs_renewal(now) => {
+                Some(s) if s.spiffe_id == e.spiffe_id && s.authority == authority && !s.needs_renewal(now) => {
                     svids.insert(e.id.clone(), Arc::clone(s));
                 }
                 _ => due.push(e),
@@ -128,6 +129,7 @@ impl Agent {
                             s.entry_id,
                             Arc::new(WorkloadSvid {
                                 spiffe_id: v.spiffe_id,
+                                authority: authority.clone(),
                                 cert_der: decode_b64(&v.cert)?,
                                 key_pkcs8: key,
                                 issued_at: now,

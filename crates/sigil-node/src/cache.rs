@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 /// A workload's X509-SVID and its private key (PKCS#8 DER).
 pub struct WorkloadSvid {
     pub spiffe_id: String,
+    /// The authority that was signing when this SVID was asked for.
+    pub authority: String,
     pub cert_der: Vec<u8>,
     pub key_pkcs8: Zeroizing<Vec<u8>>,
     pub issued_at: i64,

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
 use crate::attestor::{PeerCredentials, Workload};
-use crate::cache::Snapshot;
+use crate::cache::{Snapshot, WorkloadSvid};
 use crate::client::unix_now;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::{
@@ -144,7 +144,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
             self.entitled(peer, &snap)?;
         }
         let api = self.clone();
-        let mut last: Option<Vec<(String, i64)>> = None;
+        // What was last sent: the SVIDs (by identity of the cached value) and the bundle.
+        let mut last: Option<(Vec<Arc<WorkloadSvid>>, Vec<u8>)> = None;
         Ok(Response::new(watch_stream(&self.agent, move |snap| {
             if !snap.ready {
                 return Step::Skip;
@@ -153,15 +154,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 Ok((_, ids)) => ids,
                 Err(status) => return Step::End(status),
             };
-            // Send only when the SVIDs (or the bundle they carry) changed.
-            let mut key: Vec<(String, i64)> = ids
-                .iter()
-                .filter_map(|id| snap.svids.get(id).map(|s| (s.spiffe_id.clone(), s.expires_at)))
-                .collect();
-            key.push((String::new(), i64::try_from(snap.bundle.x509.len()).unwrap_or_default()));
-            if last.as_ref() == Some(&key) {
+            let current: Vec<Arc<WorkloadSvid>> = ids.iter().filter_map(|id| snap.svids.get(id).cloned()).collect();
+            let unchanged = last.as_ref().is_some_and(|(svids, bundle)| {
+                *bundle == snap.bundle.x509
+                    && svids.len() == current.len()
+                    && svids.iter().zip(&current).all(|(a, b)| Arc::ptr_eq(a, b))
+            });
+            if unchanged {
                 return Step::Skip;
             }
+            let key = (current, snap.bundle.x509.clone());
             match WorkloadApi::x509_response(snap, &ids) {
                 Some(r) => {
                     last = Some(key);

@@ -47,6 +47,9 @@ pub struct NodeEntry {
 #[serde(deny_unknown_fields)]
 pub struct EntriesResponse {
     pub entries: Vec<NodeEntry>,
+    /// The X.509 authority that signs now: when it changes (a rotation), the node re-signs
+    /// every workload SVID.
+    pub x509_authority: String,
 }
 
 /// One SVID to sign: the entry and a CSR for the workload key the node generated.
@@ -136,6 +139,19 @@ pub struct JoinTokenView {
     pub token: String,
     pub spiffe_id: String,
     pub expires_at: i64,
+}
+
+/// A trust domain authority, for `sigil ca list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityView {
+    /// `x509` or `jwt`.
+    pub kind: String,
+    pub id: String,
+    /// `active`, `prepared` or `retired`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
 }
 
 /// An attested node, for `sigil node list`.

@@ -27,8 +27,8 @@ pub struct App {
     pub spiffe: Arc<sigil_core::spiffe::X509Ca>,
     /// Node attestation and the node API.
     pub nodes: Arc<sigil_core::spiffe::nodes::Nodes>,
-    /// Admission to the node API: a permit per call in flight.
-    pub node_gate: Arc<tokio::sync::Semaphore>,
+    /// Admission to the node API.
+    pub node_gate: crate::gate::Gate,
     /// SPIFFE registration entries.
     pub entries: Arc<sigil_core::spiffe::entries::Entries>,
     pub admin: AdminAuth,
@@ -124,7 +124,11 @@ impl App {
             sigil_crypto::KeyedHasher::new(&master, "sigil join token v1"),
             format!("{issuer}/spiffe/v1/node"),
         ));
-        let node_gate = Arc::new(tokio::sync::Semaphore::new(config.node_api_in_flight));
+        let node_gate = crate::gate::Gate::new(
+            config.node_api_in_flight,
+            config.node_api_queue,
+            std::time::Duration::from_secs(1),
+        );
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
         let audit = AuditLog::new(Arc::clone(&store), Arc::clone(&clock), rng.as_ref(), issuer.clone());
         let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);

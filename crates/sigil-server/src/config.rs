@@ -150,6 +150,7 @@ pub struct LogFile {
 pub struct LimitsFile {
     pub max_body_bytes: Option<usize>,
     pub node_api_in_flight: Option<usize>,
+    pub node_api_queue: Option<usize>,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -189,6 +190,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Node API calls served at once; more get 503 with Retry-After (load shedding).
     pub node_api_in_flight: usize,
+    /// Node API calls that may wait (up to a second) for a turn.
+    pub node_api_queue: usize,
     pub audit_sinks: Vec<SinkConfig>,
     pub audit_retain: Option<Duration>,
     pub access_token_ttl: Duration,
@@ -283,6 +286,10 @@ impl Config {
         let node_api_in_flight = f.limits.as_ref().and_then(|l| l.node_api_in_flight).unwrap_or(64);
         if !(1..=100_000).contains(&node_api_in_flight) {
             return Err(invalid("limits.node_api_in_flight", "must be between 1 and 100000"));
+        }
+        let node_api_queue = f.limits.as_ref().and_then(|l| l.node_api_queue).unwrap_or(4096);
+        if node_api_queue > 1_000_000 {
+            return Err(invalid("limits.node_api_queue", "must be at most 1000000"));
         }
         let max_body_bytes = f.limits.and_then(|l| l.max_body_bytes).unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
@@ -379,6 +386,7 @@ impl Config {
             log_format,
             max_body_bytes,
             node_api_in_flight,
+            node_api_queue,
         })
     }
 
@@ -400,6 +408,7 @@ impl Config {
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024,
             node_api_in_flight: 64,
+            node_api_queue: 4096,
             audit_sinks: Vec::new(),
             audit_retain: None,
             access_token_ttl: Duration::from_secs(300),
@@ -575,7 +584,8 @@ format = "text"          # or "json" (SIGIL_LOG_FORMAT)
 
 [limits]
 max_body_bytes = 65536   # request bodies above this get 413
-node_api_in_flight = 64  # node API calls served at once; more get 503 + Retry-After
+node_api_in_flight = 64  # node API calls served at once
+node_api_queue = 4096    # more may wait up to 1s for a turn; beyond that 503 + Retry-After
 
 [oauth]
 access_token_ttl = "5m"  # default lifetime of access tokens (10s to 1h)

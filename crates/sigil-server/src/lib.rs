@@ -5,6 +5,7 @@ pub mod app;
 mod authz;
 pub mod bootstrap;
 pub mod config;
+pub mod gate;
 pub mod http;
 mod jwks_fetch;
 pub mod serve;

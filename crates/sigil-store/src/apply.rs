@@ -416,6 +416,14 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await
         .map(|_| ()),
+        Change::ActivateAuthorities { x509_id, jwt_kid } => {
+            // A change set runs in its own savepoint: if either id is not prepared, the
+            // retirements below are rolled back with it.
+            exec(conn, "UPDATE x509_authorities SET status = 'retired' WHERE status = 'active'", vec![], AUTHORITY).await?;
+            exec(conn, "UPDATE jwt_authorities SET status = 'retired' WHERE status = 'active'", vec![], AUTHORITY).await?;
+            exec_versioned(conn, "UPDATE x509_authorities SET status = 'active' WHERE id = $1 AND status = 'prepared'", vec![x509_id.clone().into()], AUTHORITY).await?;
+            exec_versioned(conn, "UPDATE jwt_authorities SET status = 'active' WHERE kid = $1 AND status = 'prepared'", vec![jwt_kid.clone().into()], AUTHORITY).await
+        }
         Change::InsertJwtAuthority(a) => exec(
             conn,
             "INSERT INTO jwt_authorities (kid, sealed_key, status, created_at) VALUES ($1, $2, $3, $4)",

@@ -85,9 +85,22 @@ pub enum Command {
     /// SPIFFE registration entries: which workloads, on which node, get which SPIFFE ID.
     #[command(subcommand)]
     Entry(EntryCommand),
+    /// The trust domain's authorities (X.509 CA and JWT authority): list, and rotate in two
+    /// steps (prepare publishes new ones, activate makes them sign).
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// The node agent: `sigil node --server URL --join-token T --socket PATH` attests this host
     /// and serves the SPIFFE Workload API; `sigil node token create|list|ban` manage nodes.
     Node(NodeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    List,
+    /// Create new authorities, published in the bundle but not signing yet.
+    Prepare,
+    /// Make the prepared authorities sign; the old ones stay published until they expire.
+    Activate,
 }
 
 #[derive(Debug, clap::Args)]

@@ -114,6 +114,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Issuer(c) => oauth::issuer(&cli.global, c).await,
         Command::Entry(c) => oauth::entry(&cli.global, c).await,
         Command::Node(args) => node::node(&cli.global, args).await,
+        Command::Ca(c) => node::ca(&cli.global, c).await,
         Command::Policy(c) => policy::policy(&cli.global, c).await,
     }
 }

@@ -46,6 +46,19 @@ pub async fn node(g: &Global, args: NodeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+pub async fn ca(g: &Global, c: crate::cli::CaCommand) -> Result<(), Failure> {
+    use crate::cli::CaCommand;
+    let api = api_client(g)?;
+    let list = match c {
+        CaCommand::List => api.list_authorities().await?,
+        CaCommand::Prepare => api.rotate_authorities("prepare").await?,
+        CaCommand::Activate => api.rotate_authorities("activate").await?,
+    };
+    let rows: Vec<Value> = list.items.iter().filter_map(|i| serde_json::to_value(i).ok()).collect();
+    output::table(g.output, &rows, &["kind", "id", "status", "not_after"]);
+    Ok(())
+}
+
 async fn run_agent(a: crate::cli::NodeAgentArgs) -> Result<(), Failure> {
     let server = a
         .server

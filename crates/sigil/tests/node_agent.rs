@@ -475,3 +475,102 @@ fn base64_std(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[tokio::test]
+async fn a_ca_rotation_reaches_workloads_without_a_gap() {
+    let Some(s) = TestServer::start().await else { return };
+    let c = s.client();
+    let uid = format!("unix:uid:{}", my_uid());
+    c.create_entry(&entry(
+        "spiffe://sigil.local/app",
+        NODE_ID,
+        std::slice::from_ref(&uid),
+        None,
+    ))
+    .await
+    .unwrap();
+    let mut node = start_node(&s.url, Some(join_token(&s, NODE_ID).await));
+    let mut api = connect(&node.socket).await;
+    let mut svids = api
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bundles = api
+        .fetch_x509_bundles(with_header(X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = svids.message().await.unwrap().unwrap().svids.remove(0);
+    let old_ca = s.app().spiffe.authorities().unwrap();
+    assert_eq!(old_ca.len(), 1);
+    bundles.message().await.unwrap().unwrap();
+
+    // Step one: the new authority is published (workloads learn it) but does not sign yet.
+    let listed = c.rotate_authorities("prepare").await.unwrap().items;
+    assert_eq!(
+        listed.iter().filter(|a| a.status == "prepared").count(),
+        2,
+        "{listed:?}"
+    );
+    let err = c.rotate_authorities("prepare").await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(409), "one rotation at a time");
+    let both = s.app().spiffe.authorities().unwrap();
+    assert_eq!(both.len(), 2);
+    let pushed = tokio::time::timeout(Duration::from_secs(10), bundles.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.bundles["spiffe://sigil.local"], both.concat());
+
+    // Step two: the new authority signs; the node re-signs every SVID at its next sync, and the
+    // old SVID still verifies against the bundle meanwhile.
+    let activated = std::time::Instant::now();
+    c.rotate_authorities("activate").await.unwrap();
+    let new_ca: Vec<Vec<u8>> = both.iter().filter(|c| !old_ca.contains(c)).cloned().collect();
+    let rotated = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let msg = svids.message().await.unwrap().unwrap();
+            let svid = msg.svids.into_iter().next().unwrap();
+            if sigil_crypto::svid_verify::verify_svid(&svid.x509_svid, &new_ca, now()).is_ok() {
+                return svid;
+            }
+        }
+    })
+    .await
+    .expect("a new SVID signed by the new authority reaches the workload");
+    eprintln!(
+        "new SVID reached the workload {:?} after activation",
+        activated.elapsed()
+    );
+    assert_ne!(rotated.x509_svid, first.x509_svid);
+    sigil_crypto::svid_verify::verify_svid(&first.x509_svid, &both, now()).expect("the old SVID still verifies");
+    let listed = c.list_authorities().await.unwrap().items;
+    assert_eq!(listed.iter().filter(|a| a.status == "retired").count(), 2, "{listed:?}");
+    assert_eq!(
+        c.rotate_authorities("activate")
+            .await
+            .unwrap_err()
+            .status()
+            .map(|s| s.as_u16()),
+        Some(409)
+    );
+
+    // JWT-SVIDs are signed by the new JWT authority, and the old ones stay valid.
+    let jwt = api
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec!["aud".into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let header: Value =
+        serde_json::from_slice(&sigil_crypto::b64url_decode(jwt.svids[0].svid.split('.').next().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["kid"], s.app().spiffe.jwt_signing_key().unwrap().kid());
+    let _ = node.stop.take().unwrap().send(());
+    node.task.await.unwrap().unwrap();
+}

@@ -71,6 +71,7 @@ event_types! {
     TrustedIssuerRemoved => "trusted_issuer.removed",
     X509AuthorityCreated => "x509_authority.created",
     JwtAuthorityCreated => "jwt_authority.created",
+    AuthorityActivated => "authority.activated",
     EntryCreated => "entry.created",
     EntryUpdated => "entry.updated",
     EntryDeleted => "entry.deleted",

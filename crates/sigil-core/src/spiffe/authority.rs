@@ -18,6 +18,10 @@ use crate::store::{Change, ChangeSet, Store, StoreError};
 
 const SEAL_CONTEXT: &str = "sigil x509 authority v1";
 const JWT_SEAL_CONTEXT: &str = "sigil jwt authority v1";
+/// Authority states: `active` signs and is published; `prepared` (rotation step one) is
+/// published but does not sign yet; `retired` (replaced) is published until it expires.
+const ACTIVE: &str = "active";
+const PREPARED: &str = "prepared";
 /// A self-signed root lives a year; rotation (prepare, activate) replaces it before then.
 const ROOT_TTL: Duration = Duration::from_secs(365 * 86_400);
 /// How often relying parties should refetch the bundle (SPIFFE bundle `spiffe_refresh_hint`).
@@ -61,6 +65,7 @@ pub enum SpiffeError {
 #[derive(Debug)]
 struct Loaded {
     signing: X509Authority,
+    signing_id: String,
     published: Vec<Vec<u8>>,
     /// The JWT authority that signs JWT-SVIDs, and every published one.
     jwt_signing: Arc<SigningKey>,
@@ -97,31 +102,93 @@ impl X509Ca {
         &self.trust_domain
     }
 
-    /// Loads the authorities, creating the first root if there is none (replicas starting
-    /// together may each create one: all are published and the oldest signs, so they agree).
+    /// Loads the authorities, creating the first root and JWT authority if there are none
+    /// (replicas starting together may each create one: all are published and the oldest
+    /// signs, so they agree).
     pub async fn ensure_bootstrapped(&self) -> Result<(), SpiffeError> {
+        let system = Principal::from_stored("sigil".into());
+        let mut changes = ChangeSet::new();
         if self
             .store
             .list_x509_authorities()
             .await?
             .iter()
-            .all(|a| a.status != "active")
+            .all(|a| a.status != ACTIVE)
         {
-            self.create_root().await?;
+            let (c, r) = self.new_root(ACTIVE, &system, None)?;
+            changes = changes.change(c).audit(r);
         }
         if self
             .store
             .list_jwt_authorities()
             .await?
             .iter()
-            .all(|a| a.status != "active")
+            .all(|a| a.status != ACTIVE)
         {
-            self.create_jwt_authority().await?;
+            let (c, r) = self.new_jwt_authority(ACTIVE, &system, None)?;
+            changes = changes.change(c).audit(r);
+        }
+        if !changes.changes.is_empty() {
+            self.store.commit(changes).await?;
         }
         self.reload().await
     }
 
-    async fn create_root(&self) -> Result<(), SpiffeError> {
+    /// Rotation, step one: a new root and JWT authority are created `prepared`: published in
+    /// the bundle (so relying parties learn them) but not yet signing.
+    pub async fn prepare(&self, by: &Principal, request_id: Option<&str>) -> Result<(), SpiffeError> {
+        if self
+            .store
+            .list_x509_authorities()
+            .await?
+            .iter()
+            .any(|a| a.status == PREPARED)
+        {
+            return Err(SpiffeError::Invalid(
+                "an authority is already prepared: activate it first".into(),
+            ));
+        }
+        let (c1, r1) = self.new_root(PREPARED, by, request_id)?;
+        let (c2, r2) = self.new_jwt_authority(PREPARED, by, request_id)?;
+        self.store
+            .commit(ChangeSet::new().change(c1).audit(r1).change(c2).audit(r2))
+            .await?;
+        self.reload().await
+    }
+
+    /// Rotation, step two: the prepared authorities sign from now on; the old ones are retired
+    /// but stay published while SVIDs they signed may still be in use.
+    pub async fn activate(&self, by: &Principal, request_id: Option<&str>) -> Result<(), SpiffeError> {
+        let x509 = self.store.list_x509_authorities().await?;
+        let jwt = self.store.list_jwt_authorities().await?;
+        let (Some(x), Some(j)) = (
+            x509.iter().find(|a| a.status == PREPARED),
+            jwt.iter().find(|a| a.status == PREPARED),
+        ) else {
+            return Err(SpiffeError::Invalid("no prepared authority: run prepare first".into()));
+        };
+        let record = AuditRecord::new(self.clock.now(), EventType::AuthorityActivated, by, request_id)
+            .target("x509_authority", &x.id, self.trust_domain.as_str())
+            .detail("jwt_authority", j.kid.as_str());
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::ActivateAuthorities {
+                        x509_id: x.id.clone(),
+                        jwt_kid: j.kid.clone(),
+                    })
+                    .audit(record),
+            )
+            .await?;
+        self.reload().await
+    }
+
+    fn new_root(
+        &self,
+        status: &str,
+        by: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<(Change, AuditRecord), SpiffeError> {
         let now = self.clock.now();
         let not_after = now.plus(ROOT_TTL);
         let ca = X509Authority::generate_root(
@@ -140,69 +207,60 @@ impl X509Ca {
                 .get(..16)
                 .unwrap_or_default()
         );
+        let record = AuditRecord::new(now, EventType::X509AuthorityCreated, by, request_id)
+            .target("x509_authority", &id, self.trust_domain.as_str())
+            .detail("status", status)
+            .detail("not_after", not_after.to_string());
         let stored = StoredAuthority {
-            id: id.clone(),
+            id,
             cert_der: ca.cert_der().to_vec(),
             sealed_key: sealed,
-            status: "active".into(),
+            status: status.into(),
             not_after,
             created_at: now,
         };
-        let record = AuditRecord::new(
-            now,
-            EventType::X509AuthorityCreated,
-            &Principal::from_stored("sigil".into()),
-            None,
-        )
-        .target("x509_authority", &id, self.trust_domain.as_str())
-        .detail("not_after", not_after.to_string());
-        self.store
-            .commit(
-                ChangeSet::new()
-                    .change(Change::InsertX509Authority(stored))
-                    .audit(record),
-            )
-            .await?;
-        Ok(())
+        Ok((Change::InsertX509Authority(stored), record))
     }
 
-    async fn create_jwt_authority(&self) -> Result<(), SpiffeError> {
+    fn new_jwt_authority(
+        &self,
+        status: &str,
+        by: &Principal,
+        request_id: Option<&str>,
+    ) -> Result<(Change, AuditRecord), SpiffeError> {
         let now = self.clock.now();
         let (key, pkcs8) = SigningKey::generate(Algorithm::Es256).map_err(|e| SpiffeError::Crypto(e.to_string()))?;
         let sealed = self
             .master
             .seal(&pkcs8, JWT_SEAL_CONTEXT)
             .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let record = AuditRecord::new(now, EventType::JwtAuthorityCreated, by, request_id)
+            .target("jwt_authority", key.kid(), self.trust_domain.as_str())
+            .detail("status", status)
+            .detail("alg", "ES256");
         let stored = StoredJwtAuthority {
             kid: key.kid().to_owned(),
             sealed_key: sealed,
-            status: "active".into(),
+            status: status.into(),
             created_at: now,
         };
-        let record = AuditRecord::new(
-            now,
-            EventType::JwtAuthorityCreated,
-            &Principal::from_stored("sigil".into()),
-            None,
-        )
-        .target("jwt_authority", key.kid(), self.trust_domain.as_str())
-        .detail("alg", "ES256");
-        self.store
-            .commit(
-                ChangeSet::new()
-                    .change(Change::InsertJwtAuthority(stored))
-                    .audit(record),
-            )
-            .await?;
-        Ok(())
+        Ok((Change::InsertJwtAuthority(stored), record))
     }
 
     /// Rereads the authorities from the store (other replicas may have added one).
     pub async fn reload(&self) -> Result<(), SpiffeError> {
-        let all = self.store.list_x509_authorities().await?;
+        let now = self.clock.now();
+        // Expired authorities can vouch for nothing any more: they leave the bundle.
+        let all: Vec<StoredAuthority> = self
+            .store
+            .list_x509_authorities()
+            .await?
+            .into_iter()
+            .filter(|a| a.not_after > now)
+            .collect();
         let signing = all
             .iter()
-            .find(|a| a.status == "active")
+            .find(|a| a.status == ACTIVE)
             .ok_or(SpiffeError::NoAuthority)?;
         let key = self
             .master
@@ -219,7 +277,7 @@ impl X509Ca {
                 .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
             let key = SigningKey::from_pkcs8(a.kid.clone(), Algorithm::Es256, &pkcs8)
                 .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
-            jwt_keys.push((a.status == "active", Arc::new(key)));
+            jwt_keys.push((a.status == ACTIVE, Arc::new(key)));
         }
         let jwt_signing = jwt_keys
             .iter()
@@ -228,6 +286,7 @@ impl X509Ca {
             .ok_or(SpiffeError::NoAuthority)?;
         let loaded = Loaded {
             signing: authority,
+            signing_id: signing.id.clone(),
             published: all.iter().map(|a| a.cert_der.clone()).collect(),
             jwt_signing,
             jwt_published: Jwks {
@@ -257,6 +316,31 @@ impl X509Ca {
     /// When the newest authority was created (unix seconds), for the bundle's sequence number.
     pub fn newest_authority_time(&self) -> i64 {
         self.current().map(|l| l.newest).unwrap_or_default()
+    }
+
+    /// The id of the authority that signs X509-SVIDs now (node agents re-sign their
+    /// workloads' SVIDs when it changes).
+    pub fn active_authority_id(&self) -> String {
+        self.current().map(|l| l.signing_id.clone()).unwrap_or_default()
+    }
+
+    /// Every authority, oldest first, for `sigil ca list`.
+    pub async fn list(&self) -> Result<Vec<(String, String, String, Option<Timestamp>)>, SpiffeError> {
+        let mut out: Vec<(String, String, String, Option<Timestamp>)> = self
+            .store
+            .list_x509_authorities()
+            .await?
+            .into_iter()
+            .map(|a| ("x509".into(), a.id, a.status, Some(a.not_after)))
+            .collect();
+        out.extend(
+            self.store
+                .list_jwt_authorities()
+                .await?
+                .into_iter()
+                .map(|a| ("jwt".into(), a.kid, a.status, None)),
+        );
+        Ok(out)
     }
 
     /// The key that signs JWT-SVIDs.

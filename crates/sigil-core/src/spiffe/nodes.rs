@@ -337,7 +337,8 @@ impl Nodes {
     }
 
     /// Signs X509-SVIDs for `(entry id, CSR)` pairs; each entry must be this node's. One audit
-    /// record per SVID, all in one commit.
+    /// record for the batch lists every SVID (entry, SPIFFE ID, identity, serial): a node
+    /// renewing its workloads is one event, and the audit log keeps up with signing.
     pub async fn sign_x509(
         &self,
         node: &AttestedNode,
@@ -351,7 +352,7 @@ impl Nodes {
         let now = self.clock.now();
         let by = Principal::from_stored(format!("node:{}", node.spiffe_id));
         let mut out = Vec::with_capacity(requests.len());
-        let mut audit = ChangeSet::new();
+        let mut issued = Vec::new();
         for (entry_id, csr) in requests {
             let Some(entry) = entries.iter().find(|e| &e.id == entry_id) else {
                 out.push((entry_id.clone(), Err(NodeError::NotThisNode(entry_id.clone()))));
@@ -367,16 +368,22 @@ impl Nodes {
                     expires_at: now.unix_seconds() + secs(entry.x509_ttl),
                     cert_der,
                 };
-                let serial = svid_serial(&svid)?;
-                audit
-                    .audit
-                    .push(svid_record(now, &by, request_id, entry, "x509").detail("svid_serial", serial));
+                issued.push(serde_json::json!({
+                    "entry_id": entry.id,
+                    "spiffe_id": entry.spiffe_id.as_str(),
+                    "identity": entry.identity_id.as_ref().map(|i| i.as_str()),
+                    "svid_serial": svid_serial(&svid)?,
+                }));
                 Ok(svid)
             });
             out.push((entry_id.clone(), signed));
         }
-        if !audit.audit.is_empty() {
-            self.store.commit(audit).await?;
+        if !issued.is_empty() {
+            let record = AuditRecord::new(now, EventType::SvidIssued, &by, request_id)
+                .target("node", node.spiffe_id.as_str(), node.spiffe_id.as_str())
+                .detail("svid_type", "x509")
+                .detail("svids", issued);
+            self.store.commit(ChangeSet::new().audit(record)).await?;
         }
         Ok(out)
     }

@@ -89,6 +89,8 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(admin_entries::update)
                 .delete(admin_entries::delete),
         )
+        .route("/authorities", get(node_api::authorities))
+        .route("/authorities/{step}", post(node_api::rotate))
         .route("/nodes", get(node_api::list))
         .route("/nodes/join-tokens", post(node_api::create_join_token))
         .route("/nodes/ban", post(node_api::ban))

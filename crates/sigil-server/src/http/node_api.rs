@@ -1,9 +1,9 @@
 //! The node API (`/spiffe/v1/node/...`) that `sigil node` agents call, and the admin routes for
 //! join tokens and nodes (`/admin/v1/nodes...`).
 //!
-//! Node calls are admitted by a bounded gate: beyond the configured number in flight the server
-//! answers 503 with `Retry-After` at once instead of queueing without limit, so a renewal storm
-//! or an overload is shed, not allowed to exhaust memory.
+//! Node calls pass a gate ([`crate::gate::Gate`]): a fixed number run, a bounded number wait up
+//! to a second, the rest get 503 with `Retry-After`, so a renewal storm is drained and an
+//! overload is shed instead of exhausting memory.
 
 use std::time::Duration;
 
@@ -18,7 +18,6 @@ use sigil_proto::node::{
     NODE_AUTH_SCHEME, NodeEntry, NodeView, RenewRequest, SignedSvid, WorkloadInfo, X509SvidView, X509SvidsRequest,
     X509SvidsResponse,
 };
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::State;
 use super::error::ApiError;
@@ -49,12 +48,8 @@ impl From<NodeError> for ApiError {
     }
 }
 
-/// An admitted node API call: the permit holds its place in the gate.
-#[derive(Debug)]
-struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
-
-fn admit(app: &App) -> Result<Admitted> {
-    app.node_gate.clone().try_acquire_owned().map(Admitted).map_err(|_| {
+async fn admit(app: &App) -> Result<crate::gate::Turn> {
+    app.node_gate.enter().await.ok_or_else(|| {
         metrics::counter!("sigil_node_api_shed_total").increment(1);
         ApiError::Overloaded(1)
     })
@@ -65,14 +60,14 @@ fn admit(app: &App) -> Result<Admitted> {
 pub struct Node {
     node: AttestedNode,
     request_id: Option<String>,
-    _admitted: Admitted,
+    _turn: crate::gate::Turn,
 }
 
 impl FromRequestParts<std::sync::Arc<App>> for Node {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &std::sync::Arc<App>) -> Result<Self> {
-        let admitted = admit(app)?;
+        let turn = admit(app).await?;
         let proof = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -87,7 +82,7 @@ impl FromRequestParts<std::sync::Arc<App>> for Node {
         Ok(Self {
             node,
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
-            _admitted: admitted,
+            _turn: turn,
         })
     }
 }
@@ -127,7 +122,7 @@ pub async fn attest(
     rid: Option<axum::Extension<RequestId>>,
     ApiJson(req): ApiJson<AttestRequest>,
 ) -> Result<Response> {
-    let _admitted = admit(&app)?;
+    let _turn = admit(&app).await?;
     let csr = decode("csr", &req.csr)?;
     let rid = rid.map(|r| r.0.0);
     let svid = app
@@ -163,6 +158,7 @@ pub async fn entries(axum::extract::State(app): State, node: Node) -> Result<Res
                 jwt_ttl_seconds: e.jwt_ttl.as_secs(),
             })
             .collect(),
+        x509_authority: app.spiffe.active_authority_id(),
     })
     .into_response())
 }
@@ -257,6 +253,54 @@ pub async fn create_join_token(
         }),
     )
         .into_response())
+}
+
+fn spiffe_error(e: sigil_core::spiffe::SpiffeError) -> ApiError {
+    match e {
+        sigil_core::spiffe::SpiffeError::Invalid(m) => ApiError::Conflict(m),
+        sigil_core::spiffe::SpiffeError::Store(s) => s.into(),
+        other => {
+            tracing::error!(error = %other, "authority operation failed");
+            ApiError::Internal
+        }
+    }
+}
+
+/// `GET /admin/v1/authorities`
+pub async fn authorities(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+    let list = app.spiffe.list().await.map_err(spiffe_error)?;
+    Ok(Json(ListResponse {
+        items: list
+            .into_iter()
+            .map(|(kind, id, status, not_after)| sigil_proto::node::AuthorityView {
+                kind,
+                id,
+                status,
+                not_after: not_after.map(|t| t.unix_seconds()),
+            })
+            .collect(),
+        next_cursor: None,
+    })
+    .into_response())
+}
+
+/// `POST /admin/v1/authorities/prepare` and `/activate`: CA rotation in two steps.
+pub async fn rotate(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    axum::extract::Path(step): axum::extract::Path<String>,
+) -> Result<Response> {
+    match step.as_str() {
+        "prepare" => app.spiffe.prepare(&ctx.principal, ctx.request_id.as_deref()).await,
+        "activate" => app.spiffe.activate(&ctx.principal, ctx.request_id.as_deref()).await,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "no authority step {step:?}: use prepare or activate"
+            )));
+        }
+    }
+    .map_err(spiffe_error)?;
+    authorities(axum::extract::State(app), Admin(ctx)).await
 }
 
 /// `GET /admin/v1/nodes`
