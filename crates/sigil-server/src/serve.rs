@@ -177,19 +177,27 @@ where
     result
 }
 
-/// The client's address, for logs and audit records; works for plain and TLS listeners.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// The client's address, for logs and audit records, and over TLS the certificate it
+/// presented (DER), if any; works for plain and TLS listeners.
+#[derive(Debug, Clone)]
+pub struct PeerAddr(pub SocketAddr, pub Option<Arc<[u8]>>);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
-        Self(*stream.remote_addr())
+        Self(*stream.remote_addr(), None)
     }
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
     fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Self(*stream.remote_addr())
+        let cert = stream
+            .io()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Arc::from(c.as_ref()));
+        Self(*stream.remote_addr(), cert)
     }
 }
 

@@ -26,6 +26,8 @@ pub struct PresentedCredentials {
     pub client_secret: Option<String>,
     pub assertion_type: Option<String>,
     pub assertion: Option<String>,
+    /// The certificate the client presented in the TLS handshake (DER), if it used mutual TLS.
+    pub tls_client_cert: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PresentedCredentials {
@@ -49,6 +51,9 @@ pub struct Authenticated {
     pub client: OAuthClient,
     pub evidence: AuthEvidence,
     pub assertion_jti: Option<(String, i64)>,
+    /// With mutual TLS: the certificate's SHA-256 thumbprint (base64url), which the issued
+    /// access token is bound to (`cnf.x5t#S256`, RFC 8705 §3).
+    pub cert_thumbprint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +81,8 @@ pub enum Method<'a> {
     Basic(&'a str, &'a str),
     Post(&'a str, &'a str),
     Assertion(&'a str),
+    /// Mutual TLS with an X509-SVID (RFC 8705 `tls_client_auth`, the SPIFFE ID as the name).
+    Tls(&'a [u8]),
 }
 
 impl std::fmt::Debug for Method<'_> {
@@ -85,6 +92,7 @@ impl std::fmt::Debug for Method<'_> {
             Self::Basic(id, _) => write!(f, "Basic({id}, …)"),
             Self::Post(id, _) => write!(f, "Post({id}, …)"),
             Self::Assertion(_) => f.write_str("Assertion(…)"),
+            Self::Tls(_) => f.write_str("Tls(…)"),
         }
     }
 }
@@ -119,6 +127,9 @@ pub fn method(p: &PresentedCredentials) -> Result<Method<'_>, OAuthError> {
             )));
         }
         return Ok(Method::Assertion(a));
+    }
+    if let Some(cert) = &p.tls_client_cert {
+        return Ok(Method::Tls(cert));
     }
     Err(OAuthError::invalid_client("client authentication is required"))
 }

@@ -49,6 +49,8 @@ pub(super) struct Delegated<'a> {
     /// The token may not outlive this (the subject token's expiry, for an exchange).
     pub(super) not_after: Option<i64>,
     pub(super) proof: Option<&'a super::dpop::Proof>,
+    /// The client certificate the client authenticated with (mutual TLS), if any.
+    pub(super) cert_thumbprint: Option<&'a str>,
     pub(super) now: Timestamp,
 }
 
@@ -80,6 +82,7 @@ impl OAuthService {
                 ..AuthEvidence::default()
             },
             assertion_jti: None,
+            cert_thumbprint: None,
         })
     }
 
@@ -315,6 +318,7 @@ impl OAuthService {
             scope: &scope,
             not_after: None,
             proof,
+            cert_thumbprint: auth.cert_thumbprint.as_deref(),
             now,
         })?;
         let refresh = sigil_crypto::random_token(REFRESH_PREFIX).map_err(|_| OAuthError::unavailable())?;
@@ -440,6 +444,13 @@ impl OAuthService {
                 "the subject token is DPoP-bound: prove its key to exchange it",
             ));
         }
+        if let Some(x5t) = &subject.x5t_s256
+            && auth.cert_thumbprint.as_deref() != Some(x5t.as_str())
+        {
+            return Err(OAuthError::invalid_request(
+                "the subject token is bound to a client certificate: present it over mutual TLS (RFC 8705)",
+            ));
+        }
         let user = subject.user.clone();
         self.check_actor_token(req, &auth, now)
             .await
@@ -502,6 +513,7 @@ impl OAuthService {
             scope: &scope,
             not_after: Some(subject.exp),
             proof: proof.as_ref(),
+            cert_thumbprint: auth.cert_thumbprint.as_deref(),
             now,
         })?;
         let record = self
@@ -682,7 +694,7 @@ impl OAuthService {
             jti: sigil_crypto::b64url(&jti),
             client_id: d.client.client_id.clone(),
             scope: d.scope.to_oauth_string(),
-            cnf: d.proof.map(|p| Confirmation { jkt: p.jkt.clone() }),
+            cnf: Confirmation::of(d.proof.map(|p| p.jkt.clone()), d.cert_thumbprint.map(str::to_owned)),
             act: Some(d.act.clone()),
             may_act: None,
         };

@@ -172,6 +172,8 @@ pub struct Subject {
     pub user: User,
     /// The DPoP key a Sigil subject token is bound to: the exchange must prove it.
     pub jkt: Option<String>,
+    /// The client certificate a Sigil subject token is bound to: the exchange must present it.
+    pub x5t_s256: Option<String>,
     /// The chain of a Sigil delegated token, continued by the exchange.
     pub act: Option<super::token::Actor>,
     pub may_act: Option<super::token::MayAct>,
@@ -225,6 +227,7 @@ impl OAuthService {
             return Ok(Subject {
                 user,
                 jkt: None,
+                x5t_s256: None,
                 act: None,
                 may_act: None,
                 exp: grant.expires_at.unix_seconds(),
@@ -257,7 +260,8 @@ impl OAuthService {
             let user = self.active_user_for_subject(&user_id).await?;
             return Ok(Subject {
                 user,
-                jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
+                jkt: claims.cnf.as_ref().and_then(|c| c.jkt.clone()),
+                x5t_s256: claims.cnf.as_ref().and_then(|c| c.x5t_s256.clone()),
                 act: claims.act,
                 may_act: claims.may_act,
                 exp: claims.exp,
@@ -292,6 +296,7 @@ impl OAuthService {
         Ok(Subject {
             user,
             jkt: None,
+            x5t_s256: None,
             act: None,
             may_act: None,
             exp: v.int("exp").unwrap_or_default(),
@@ -331,6 +336,7 @@ impl OAuthService {
         Ok(Subject {
             user,
             jkt: None,
+            x5t_s256: None,
             act: None,
             may_act: None,
             exp: verified.int("exp").unwrap_or_default(),
@@ -581,6 +587,7 @@ impl OAuthService {
             scope: &scope,
             not_after: None,
             proof: proof.as_ref(),
+            cert_thumbprint: auth.cert_thumbprint.as_deref(),
             now,
         })?;
         let record = self

@@ -72,7 +72,11 @@ impl OAuthService {
         Ok(Introspection {
             active: true,
             claims: Some(IntrospectedClaims {
-                token_type: if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
+                token_type: if claims.cnf.as_ref().is_some_and(|c| c.jkt.is_some()) {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                },
                 cnf: claims.cnf,
                 scope: claims.scope,
                 client_id: claims.client_id,

@@ -354,6 +354,7 @@ impl OAuthService {
         match client_auth::method(creds)? {
             Method::Basic(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretBasic).await,
             Method::Post(id, secret) => self.by_secret(id, secret, ClientAuthMethod::ClientSecretPost).await,
+            Method::Tls(cert) => self.authenticate_tls(creds, cert).await,
             Method::Assertion(a) => {
                 let claimed = match client_auth::assertion_signer(a)? {
                     client_auth::AssertionSigner::Workload(spiffe_id) => {
@@ -392,6 +393,7 @@ impl OAuthService {
                     client,
                     evidence,
                     assertion_jti: Some(jti),
+                    cert_thumbprint: None,
                 })
             }
         }
@@ -419,6 +421,7 @@ impl OAuthService {
                     client: c,
                     evidence,
                     assertion_jti: None,
+                    cert_thumbprint: None,
                 })
             }
             _ => Err(OAuthError::invalid_client("client authentication failed")),
@@ -528,9 +531,7 @@ impl OAuthService {
             jti: sigil_crypto::b64url(&jti_bytes),
             client_id: auth.client.client_id.clone(),
             scope: granted.to_oauth_string(),
-            cnf: proof
-                .as_ref()
-                .map(|p| super::token::Confirmation { jkt: p.jkt.clone() }),
+            cnf: super::token::Confirmation::of(proof.as_ref().map(|p| p.jkt.clone()), auth.cert_thumbprint.clone()),
             act: None,
             may_act: None,
         };

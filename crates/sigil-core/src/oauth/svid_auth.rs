@@ -55,6 +55,65 @@ impl OAuthService {
         if claims.jti.is_empty() || claims.jti.len() > 256 {
             return Err(OAuthError::invalid_client("the JWT-SVID has no jti"));
         }
+        let (client, entry_id) = self.workload_client(&id).await?;
+        Ok(Authenticated {
+            client,
+            evidence: AuthEvidence {
+                method: "jwt_svid".into(),
+                key_id: Some(id.to_string()),
+                jti: None,
+                issuer: Some(format!("entry {entry_id}")),
+                cert_fingerprint: None,
+            },
+            assertion_jti: Some((claims.jti, claims.exp)),
+            cert_thumbprint: None,
+        })
+    }
+
+    /// Authenticates a workload by the X509-SVID it presented in the TLS handshake (RFC 8705
+    /// `tls_client_auth`, with the SPIFFE ID as the certificate's name): it must chain to the
+    /// trust domain's authorities and be current; TLS already proved the key. The token gets
+    /// bound to the certificate.
+    pub(super) async fn authenticate_tls(
+        &self,
+        creds: &PresentedCredentials,
+        cert: &[u8],
+    ) -> Result<Authenticated, OAuthError> {
+        let authorities = self.spiffe.authorities().map_err(|e| {
+            tracing::error!(error = %e, "no X.509 authority to verify client certificates");
+            OAuthError::unavailable()
+        })?;
+        let svid = sigil_crypto::svid_verify::verify_svid(cert, &authorities, self.clock.now().unix_seconds())
+            .map_err(|e| {
+                OAuthError::invalid_client(format!(
+                    "the client certificate is not an X509-SVID of this trust domain: {e}"
+                ))
+            })?;
+        let id = sigil_types::SpiffeId::parse(&svid.spiffe_id)
+            .map_err(|e| OAuthError::invalid_client(format!("the client certificate's SPIFFE ID: {e}")))?;
+        if creds.client_id.as_deref().is_some_and(|c| c != id.as_str()) {
+            return Err(OAuthError::invalid_client(
+                "client_id does not match the client certificate's SPIFFE ID",
+            ));
+        }
+        let (client, entry_id) = self.workload_client(&id).await?;
+        let thumbprint = sigil_crypto::b64url(&sigil_crypto::sha256(cert));
+        Ok(Authenticated {
+            client,
+            evidence: AuthEvidence {
+                method: "tls_client_auth".into(),
+                key_id: Some(id.to_string()),
+                jti: None,
+                issuer: Some(format!("entry {entry_id}")),
+                cert_fingerprint: Some(thumbprint.clone()),
+            },
+            assertion_jti: None,
+            cert_thumbprint: Some(thumbprint),
+        })
+    }
+
+    /// The client a workload acts as: the registry identity its registration entry names.
+    async fn workload_client(&self, id: &sigil_types::SpiffeId) -> Result<(OAuthClient, String), OAuthError> {
         let entry = self
             .store
             .list_entries(None, Some(id.as_str()))
@@ -82,16 +141,6 @@ impl OAuthService {
             created_by: format!("registration entry {}", entry.id),
             version: 0,
         };
-        Ok(Authenticated {
-            client,
-            evidence: AuthEvidence {
-                method: "jwt_svid".into(),
-                key_id: Some(id.to_string()),
-                jti: None,
-                issuer: Some(format!("entry {}", entry.id)),
-                cert_fingerprint: None,
-            },
-            assertion_jti: Some((claims.jti, claims.exp)),
-        })
+        Ok((client, entry.id))
     }
 }

@@ -79,9 +79,21 @@ pub struct MayAct {
     pub client_id: Option<String>,
 }
 
+/// What a token is bound to (`cnf`): a DPoP key (RFC 9449 `jkt`) and/or a client certificate
+/// (RFC 8705 `x5t#S256`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
-    pub jkt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// `None` when the token is bound to nothing (a bearer token).
+    pub fn of(jkt: Option<String>, x5t_s256: Option<String>) -> Option<Self> {
+        (jkt.is_some() || x5t_s256.is_some()).then_some(Self { jkt, x5t_s256 })
+    }
 }
 
 /// Signs claims as a compact JWS with `typ` `at+jwt` (RFC 9068 §2.1).

@@ -91,7 +91,11 @@ impl Form {
 }
 
 /// Client credentials from the Authorization header and the form.
-fn credentials(headers: &HeaderMap, form: &Form) -> Result<PresentedCredentials, OAuthError> {
+fn credentials(
+    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
+    form: &Form,
+) -> Result<PresentedCredentials, OAuthError> {
     let basic = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => Some(parse_basic(&v[6..])?),
         Some(_) => {
@@ -107,6 +111,9 @@ fn credentials(headers: &HeaderMap, form: &Form) -> Result<PresentedCredentials,
         client_secret: form.get("client_secret").map(str::to_owned),
         assertion_type: form.get("client_assertion_type").map(str::to_owned),
         assertion: form.get("client_assertion").map(str::to_owned),
+        tls_client_cert: ext
+            .get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()
+            .and_then(|c| c.0.1.as_deref().map(<[u8]>::to_vec)),
     })
 }
 
@@ -155,7 +162,7 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
     };
     let result = async {
         let form = Form::parse(&parts.headers, &bytes, &["resource", "audience"])?;
-        let creds = credentials(&parts.headers, &form)?;
+        let creds = credentials(&parts.headers, &parts.extensions, &form)?;
         let dpop = single_dpop(&parts.headers)?;
         match form.get("grant_type") {
             Some("client_credentials") => {
@@ -241,6 +248,7 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
 async fn caller(
     app: &crate::App,
     headers: &HeaderMap,
+    ext: &axum::http::Extensions,
     form: &Form,
     endpoint: &str,
     allow_public: bool,
@@ -256,7 +264,7 @@ async fn caller(
             Err(_) => Err(OAuthError::invalid_client("invalid bearer credential")),
         };
     }
-    let creds = credentials(headers, form)?;
+    let creds = credentials(headers, ext, form)?;
     // RFC 7009 §2.1: a public client identifies itself by client_id to revoke its own tokens.
     let auth = if allow_public {
         app.oauth.authenticate_or_public(&creds, endpoint).await?
@@ -290,10 +298,15 @@ pub(super) async fn json_caller(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer "))
     {
-        let (_, who) = caller(app, headers, &form, endpoint, false, request_id).await?;
+        let none = axum::http::Extensions::new();
+        let (_, who) = caller(app, headers, &none, &form, endpoint, false, request_id).await?;
         return Ok(JsonCaller { who, identity: None });
     }
-    let auth = app.oauth.authenticate(&credentials(headers, &form)?, endpoint).await?;
+    let none = axum::http::Extensions::new();
+    let auth = app
+        .oauth
+        .authenticate(&credentials(headers, &none, &form)?, endpoint)
+        .await?;
     Ok(JsonCaller {
         who: format!("client:{}", auth.client.client_id),
         identity: Some(auth.client.identity_id),
@@ -308,6 +321,7 @@ pub async fn introspect(AxState(app): State, headers: HeaderMap, ext: axum::http
         let (_, who) = caller(
             &app,
             &headers,
+            &ext,
             &form,
             &app.oauth.config().introspection_endpoint,
             false,
@@ -334,6 +348,7 @@ pub async fn revoke(AxState(app): State, headers: HeaderMap, ext: axum::http::Ex
         let (client, who) = caller(
             &app,
             &headers,
+            &ext,
             &form,
             &app.oauth.config().revocation_endpoint,
             true,
@@ -358,7 +373,12 @@ pub async fn revoke(AxState(app): State, headers: HeaderMap, ext: axum::http::Ex
 /// RFC 8414 authorization server metadata (also served as `openid-configuration`).
 pub async fn metadata(AxState(app): State) -> Response {
     let c = app.oauth.config();
-    let methods = ["private_key_jwt", "client_secret_basic", "client_secret_post"];
+    let methods = [
+        "private_key_jwt",
+        "client_secret_basic",
+        "client_secret_post",
+        "tls_client_auth",
+    ];
     let algs = sigil_crypto::ClientAlg::ALL;
     let id_token_algs: Vec<&str> = app.keys.active().map(|k| k.alg().as_str()).into_iter().collect();
     let body = serde_json::json!({
@@ -378,7 +398,8 @@ pub async fn metadata(AxState(app): State) -> Response {
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "tls_client_auth", "none"],
+        "tls_client_certificate_bound_access_tokens": true,
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint": c.introspection_endpoint,
         "introspection_endpoint_auth_methods_supported": methods,
