@@ -94,6 +94,31 @@ async fn attest_nodes(server: &Server, n: usize, conns: usize) -> Result<Vec<Nod
     Ok(nodes)
 }
 
+/// One entry listing per node, as `sigil node` does on every sync.
+async fn list_entries_once(server: &Server, nodes: &[Node], conns: usize) -> Result<(), String> {
+    let proofs: Vec<String> = nodes.iter().map(|n| n.proof(&server.addr)).collect::<Result<_, _>>()?;
+    let proofs = Arc::new(proofs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (addr, proofs, next) = (server.addr.clone(), Arc::clone(&proofs), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect(&addr).await?;
+            while let Some(p) = proofs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let (st, _) = send_raw(&mut s, Method::GET, &addr, "/spiffe/v1/node/entries", Some(p), None).await?;
+                if st != 200 {
+                    return Err(format!("entries: {st}"));
+                }
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
 /// Samples the server's RSS every 10 ms until stopped; returns the peak (kB).
 fn sample_rss(server: &Server, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     let pid = server.child.id();
@@ -202,10 +227,14 @@ async fn batch_signing(server: &Server, duration: Duration) -> Result<Vec<(Strin
 }
 
 /// `n` attested nodes each renew their own SVID, all submitted at once over many connections;
-/// a 503 is retried after its Retry-After, as `sigil node` does on its next sync.
+/// a 503 is retried after its Retry-After, as `sigil node` does on its next sync. Each node
+/// has listed its entries once before (as agents do every sync), so the server has seen its
+/// SVID.
 async fn renewal_storm(server: &Server, n: usize) -> Result<Vec<(String, String)>, String> {
     const CONNS: usize = 1000;
     let nodes = attest_nodes(server, n, 32).await?;
+    // Each node has synced once with its SVID, as agents do every few seconds.
+    list_entries_once(server, &nodes, 32).await?;
     // Everything a node sends is prepared first, so the client's own signing is not measured.
     let mut work = Vec::with_capacity(n);
     for node in &nodes {

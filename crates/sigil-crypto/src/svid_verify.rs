@@ -39,6 +39,7 @@ pub struct VerifiedSvid {
     pub spiffe_id: String,
     /// The serial number, lowercase hex.
     pub serial: String,
+    pub not_before: i64,
     pub not_after: i64,
     /// The subject public key: an uncompressed P-256 point.
     public_point: Vec<u8>,
@@ -79,6 +80,7 @@ pub fn verify_svid(leaf_der: &[u8], authorities: &[Vec<u8>], now: i64) -> Result
     Ok(VerifiedSvid {
         spiffe_id,
         serial: leaf.raw_serial_as_string().replace(':', ""),
+        not_before: validity.not_before.timestamp(),
         not_after: validity.not_after.timestamp(),
         public_point: leaf.public_key().subject_public_key.data.to_vec(),
     })
@@ -129,6 +131,15 @@ struct ProofHeader {
 /// must be signed by that SVID's key. Returns the SVID and the payload bytes; the caller checks
 /// the claims.
 pub fn verify_node_proof(jws: &str, authorities: &[Vec<u8>], now: i64) -> Result<(VerifiedSvid, Vec<u8>), SvidError> {
+    verify_node_proof_with(jws, |leaf| verify_svid(leaf, authorities, now))
+}
+
+/// As [`verify_node_proof`], with the caller checking the SVID (`check_svid` gets its DER), so
+/// a caller can remember SVIDs it has already verified.
+pub fn verify_node_proof_with(
+    jws: &str,
+    check_svid: impl FnOnce(&[u8]) -> Result<VerifiedSvid, SvidError>,
+) -> Result<(VerifiedSvid, Vec<u8>), SvidError> {
     if jws.len() > 8 * 1024 {
         return Err(SvidError::Proof("too long"));
     }
@@ -148,7 +159,7 @@ pub fn verify_node_proof(jws: &str, authorities: &[Vec<u8>], now: i64) -> Result
         .first()
         .and_then(|c| base64_std_decode(c))
         .ok_or(SvidError::Proof("x5c must hold the node's SVID"))?;
-    let svid = verify_svid(&leaf, authorities, now)?;
+    let svid = check_svid(&leaf)?;
     let sig = b64url_decode(s).map_err(|_| SvidError::Proof("bad signature encoding"))?;
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &svid.public_point)
         .verify(format!("{h}.{p}").as_bytes(), &sig)

@@ -223,12 +223,20 @@ async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                     tracing::warn!(error = %e, "policy refresh failed");
                 }
                 ticks += 1;
+                if let Err(e) = app.nodes.flush_renewals().await {
+                    tracing::warn!(error = %e, "recording node renewals failed");
+                }
                 integrate_pending(&app).await;
                 if ticks.is_multiple_of(300) {
                     prune(&app).await;
                 }
             }
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                if let Err(e) = app.nodes.flush_renewals().await {
+                    tracing::warn!(error = %e, "recording node renewals failed");
+                }
+                return;
+            }
         }
     }
 }

@@ -64,6 +64,8 @@ pub enum SpiffeError {
 /// What is loaded: the authority that signs, and every published certificate.
 #[derive(Debug)]
 struct Loaded {
+    /// A digest of the published CA certificates: changes whenever the set does.
+    published_digest: [u8; 32],
     signing: X509Authority,
     signing_id: String,
     published: Vec<Vec<u8>>,
@@ -285,6 +287,9 @@ impl X509Ca {
             .map(|(_, k)| Arc::clone(k))
             .ok_or(SpiffeError::NoAuthority)?;
         let loaded = Loaded {
+            published_digest: sigil_crypto::sha256(
+                &all.iter().flat_map(|a| a.cert_der.iter().copied()).collect::<Vec<u8>>(),
+            ),
             signing: authority,
             signing_id: signing.id.clone(),
             published: all.iter().map(|a| a.cert_der.clone()).collect(),
@@ -351,6 +356,12 @@ impl X509Ca {
     /// The JWT authorities JWT-SVIDs are validated against.
     pub fn jwt_authorities(&self) -> Result<Jwks, SpiffeError> {
         Ok(self.current()?.jwt_published.clone())
+    }
+
+    /// Identifies the current set of published CA certificates (a verification made against
+    /// one set holds while this is unchanged).
+    pub fn published_digest(&self) -> [u8; 32] {
+        self.current().map(|l| l.published_digest).unwrap_or_default()
     }
 
     /// The CA certificates relying parties trust (DER).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_crypto::KeyedHasher;
-use sigil_crypto::svid_verify::verify_node_proof;
+use sigil_crypto::svid_verify::{SvidError, VerifiedSvid, verify_node_proof_with, verify_svid};
 use sigil_types::{SpiffeId, Timestamp};
 
 use super::entries::RegistrationEntry;
@@ -99,7 +99,21 @@ pub struct Nodes {
     hasher: KeyedHasher,
     /// The `aud` a node proof must carry: the node API's base URL.
     proof_audience: String,
+    /// Renewed node SVIDs not yet recorded: written together by [`Nodes::flush_renewals`]
+    /// (the server calls it several times a second), so a renewal storm costs one commit per
+    /// flush instead of one per node. Losing the last fraction of a second of this
+    /// bookkeeping in a crash changes nothing that matters: the SVIDs are valid either way,
+    /// and bans are written at once.
+    renewals: std::sync::Mutex<std::collections::HashMap<String, AttestedNode>>,
+    /// Node SVIDs already verified against the current authorities, by certificate digest: a
+    /// node presents the same SVID on every call until it renews, so its chain is checked once
+    /// (the proof's own signature is checked every time).
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedSvid>>,
+    verified_against: std::sync::Mutex<[u8; 32]>,
 }
+
+/// Verified node SVIDs remembered at most (then the memory starts over).
+const MAX_VERIFIED: usize = 100_000;
 
 impl Nodes {
     pub fn new(
@@ -117,6 +131,9 @@ impl Nodes {
             ca,
             hasher,
             proof_audience,
+            renewals: Default::default(),
+            verified: Default::default(),
+            verified_against: Default::default(),
         }
     }
 
@@ -281,8 +298,8 @@ impl Nodes {
     pub async fn authenticate(&self, proof: &str) -> Result<AttestedNode, NodeError> {
         let now = self.clock.now().unix_seconds();
         let authorities = self.ca.authorities().map_err(|e| NodeError::Signing(e.to_string()))?;
-        let (svid, payload) =
-            verify_node_proof(proof, &authorities, now).map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
+        let (svid, payload) = verify_node_proof_with(proof, |leaf| self.check_node_svid(leaf, &authorities, now))
+            .map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
         self.check_proof_claims(&payload, now)?;
         let id = SpiffeId::parse(&svid.spiffe_id).map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
         let node = self
@@ -294,6 +311,33 @@ impl Nodes {
             return Err(NodeError::Banned);
         }
         Ok(node)
+    }
+
+    /// Verifies a node SVID, or recalls that it was verified against the same authorities.
+    fn check_node_svid(&self, leaf: &[u8], authorities: &[Vec<u8>], now: i64) -> Result<VerifiedSvid, SvidError> {
+        let digest = sigil_crypto::sha256(leaf);
+        let generation = self.ca.published_digest();
+        if let (Ok(mut against), Ok(mut cache)) = (self.verified_against.lock(), self.verified.lock())
+            && *against != generation
+        {
+            cache.clear();
+            *against = generation;
+        }
+        let known = self.verified.lock().ok().and_then(|c| c.get(&digest).cloned());
+        if let Some(svid) = known {
+            if now < svid.not_before || now > svid.not_after {
+                return Err(SvidError::Expired);
+            }
+            return Ok(svid);
+        }
+        let svid = verify_svid(leaf, authorities, now)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= MAX_VERIFIED {
+                cache.clear();
+            }
+            cache.insert(digest, svid.clone());
+        }
+        Ok(svid)
     }
 
     fn check_proof_claims(&self, payload: &[u8], now: i64) -> Result<(), NodeError> {
@@ -325,10 +369,24 @@ impl Nodes {
         let mut updated = node.clone();
         updated.svid_serial = svid_serial(&svid)?;
         updated.svid_expires_at = Timestamp::from_unix_seconds(svid.expires_at);
-        self.store
-            .commit(ChangeSet::new().change(Change::UpsertNode(updated)))
-            .await?;
+        if let Ok(mut pending) = self.renewals.lock() {
+            pending.insert(updated.spiffe_id.to_string(), updated);
+        }
         Ok(svid)
+    }
+
+    /// Records the renewals since the last flush, in one commit.
+    pub async fn flush_renewals(&self) -> Result<(), NodeError> {
+        let pending: Vec<AttestedNode> = match self.renewals.lock() {
+            Ok(mut p) if !p.is_empty() => p.drain().map(|(_, n)| n).collect(),
+            _ => return Ok(()),
+        };
+        let mut changes = ChangeSet::new();
+        for n in pending {
+            changes = changes.change(Change::UpsertNode(n));
+        }
+        self.store.commit(changes).await?;
+        Ok(())
     }
 
     /// The registration entries this node serves (those whose parent is the node).

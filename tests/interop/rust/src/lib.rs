@@ -1,0 +1,1 @@
+//! No code of its own: the interop tests are in `tests/` (the `spiffe` crate against `sigil node`).
