@@ -9,6 +9,7 @@ mod policy;
 mod proc;
 mod svid;
 mod tokens;
+mod workload_api;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,6 +75,15 @@ enum Cmd {
         /// Nodes in the renewal storm.
         #[arg(long, default_value_t = 10_000)]
         storm: usize,
+    },
+    /// The SPIFFE Workload API of an in-process `sigil node` against a `sigil serve`.
+    WorkloadApi {
+        #[arg(long, default_value = "target/release/sigil")]
+        sigil: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
     },
     /// Token exchange (RFC 8693): a sub-agent exchanges a user's delegated token, back to back.
     Exchange {
@@ -149,6 +159,14 @@ async fn main() -> Result<(), String> {
         }
         Cmd::NodeApi { sigil, duration, storm } => {
             print_table(node_api::bench(&sigil, Duration::from_secs(duration), storm).await?);
+            Ok(())
+        }
+        Cmd::WorkloadApi {
+            sigil,
+            duration,
+            concurrency,
+        } => {
+            print_table(workload_api::bench(&sigil, Duration::from_secs(duration), concurrency).await?);
             Ok(())
         }
         Cmd::Exchange {
