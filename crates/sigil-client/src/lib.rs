@@ -395,6 +395,23 @@ impl Client {
         )
         .await
     }
+    pub async fn add_federation(
+        &self,
+        req: &sigil_proto::node::FederationRequest,
+    ) -> Result<sigil_proto::node::FederationView, ClientError> {
+        self.call(Method::POST, "/admin/v1/federations", Some(req)).await
+    }
+    pub async fn list_federations(&self) -> Result<ListResponse<sigil_proto::node::FederationView>, ClientError> {
+        self.get("/admin/v1/federations").await
+    }
+    pub async fn delete_federation(&self, trust_domain: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/admin/v1/federations/{}", enc(trust_domain)),
+            None::<&()>,
+        )
+        .await
+    }
     pub async fn list_nodes(&self) -> Result<ListResponse<sigil_proto::node::NodeView>, ClientError> {
         self.get("/admin/v1/nodes").await
     }

@@ -195,6 +195,20 @@ pub enum Change {
         x509_id: String,
         jwt_kid: String,
     },
+    /// Federates with a trust domain; `Duplicate` if it already is.
+    InsertFederation(crate::spiffe::federation::Federation),
+    /// Ends a federation; `Stale` if there is none.
+    DeleteFederation {
+        trust_domain: String,
+    },
+    /// Records a bundle fetch: the bundle now held (the last good one after a failure) and the
+    /// error, if the fetch failed.
+    SetFederatedBundle {
+        trust_domain: String,
+        bundle_json: Option<String>,
+        refreshed_at: sigil_types::Timestamp,
+        error: Option<String>,
+    },
     /// Stores a JWT authority of the trust domain; `Duplicate` if its kid is taken.
     InsertJwtAuthority(crate::spiffe::StoredJwtAuthority),
     /// Stores a node join token.
@@ -256,6 +270,9 @@ impl ChangeSet {
                     | Change::InsertX509Authority(_)
                     | Change::InsertJoinToken(_)
                     | Change::InsertJwtAuthority(_)
+                    | Change::InsertFederation(_)
+                    | Change::DeleteFederation { .. }
+                    | Change::SetFederatedBundle { .. }
                     | Change::ActivateAuthorities { .. }
                     | Change::UseJoinToken { .. }
                     | Change::UpsertNode(_)
@@ -397,6 +414,8 @@ pub trait DelegationStore: Send + Sync {
     async fn get_node(&self, spiffe_id: &str) -> StoreResult<Option<crate::spiffe::nodes::AttestedNode>>;
     /// Every attested node, by SPIFFE ID.
     async fn list_nodes(&self) -> StoreResult<Vec<crate::spiffe::nodes::AttestedNode>>;
+    /// Federated trust domains, by trust domain.
+    async fn list_federations(&self) -> StoreResult<Vec<crate::spiffe::federation::Federation>>;
     /// The trust domain's JWT authorities, oldest first.
     async fn list_jwt_authorities(&self) -> StoreResult<Vec<crate::spiffe::StoredJwtAuthority>>;
     /// Every trusted external issuer, by issuer.

@@ -187,6 +187,25 @@ pub fn make_csr(key_pkcs8: &[u8]) -> Result<Vec<u8>, CryptoError> {
     Ok(csr.der().to_vec())
 }
 
+/// A certificate's URI subject alternative names.
+pub fn uri_sans(cert_der: &[u8]) -> Result<Vec<String>, CryptoError> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map_err(|_| CryptoError::KeyFormat("not a certificate"))?;
+    let mut out = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                if let GeneralName::URI(u) = name {
+                    out.push((*u).to_owned());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A certificate's serial number, lowercase hex without separators.
 pub fn serial_hex(cert_der: &[u8]) -> Result<String, CryptoError> {
     use x509_parser::prelude::FromDer;

@@ -94,6 +94,13 @@ impl Agent {
         let id = self.identity();
         let listing = self.client.entries(&id).await?;
         let (entries, authority) = (listing.entries, listing.x509_authority);
+        let mut federated = Vec::new();
+        for (td, doc) in &listing.federated_bundles {
+            match Bundle::from_spiffe_bundle(td.clone(), doc) {
+                Ok(b) => federated.push(b),
+                Err(e) => tracing::warn!(trust_domain = %td, error = %e, "skipping a federated bundle"),
+            }
+        }
         let bundle_doc = self.client.bundle().await?;
         let td = trust_domain_id(&id.spiffe_id);
         let bundle = Bundle::from_spiffe_bundle(td, &bundle_doc).map_err(ClientError::Protocol)?;
@@ -144,6 +151,7 @@ impl Agent {
         let changed = !old.ready
             || old.entries != entries
             || old.bundle != bundle
+            || old.federated != federated
             || old.svids.len() != svids.len()
             || svids
                 .iter()
@@ -159,6 +167,7 @@ impl Agent {
                 entries,
                 svids,
                 bundle,
+                federated,
             });
         }
         Ok(())

@@ -83,8 +83,8 @@ impl Bundle {
                 _ => {}
             }
         }
-        if x509.is_empty() {
-            return Err("the bundle has no X.509 authority".into());
+        if x509.is_empty() && jwt.is_empty() {
+            return Err("the bundle has no authority".into());
         }
         Ok(Self {
             trust_domain_id,
@@ -125,6 +125,22 @@ pub struct Snapshot {
     /// By entry id.
     pub svids: HashMap<String, Arc<WorkloadSvid>>,
     pub bundle: Bundle,
+    /// Federated trust domains' bundles.
+    pub federated: Vec<Bundle>,
+}
+
+impl Snapshot {
+    /// The bundle of the trust domain `spiffe://<td>`: ours or a federated one.
+    pub fn bundle_for(&self, trust_domain_id: &str) -> Option<&Bundle> {
+        std::iter::once(&self.bundle)
+            .chain(&self.federated)
+            .find(|b| b.trust_domain_id == trust_domain_id)
+    }
+
+    /// Every bundle, ours first.
+    pub fn all_bundles(&self) -> impl Iterator<Item = &Bundle> {
+        std::iter::once(&self.bundle).chain(&self.federated)
+    }
 }
 
 /// The published snapshot.

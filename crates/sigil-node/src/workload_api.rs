@@ -84,7 +84,12 @@ impl WorkloadApi {
         (!svids.is_empty()).then(|| X509svidResponse {
             svids,
             crl: Vec::new(),
-            federated_bundles: Default::default(),
+            federated_bundles: snap
+                .federated
+                .iter()
+                .filter(|b| !b.x509.is_empty())
+                .map(|b| (b.trust_domain_id.clone(), b.x509.clone()))
+                .collect(),
         })
     }
 }
@@ -144,8 +149,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
             self.entitled(peer, &snap)?;
         }
         let api = self.clone();
-        // What was last sent: the SVIDs (by identity of the cached value) and the bundle.
-        let mut last: Option<(Vec<Arc<WorkloadSvid>>, Vec<u8>)> = None;
+        // What was last sent: the SVIDs (by identity of the cached value) and every bundle.
+        let mut last: Option<(Vec<Arc<WorkloadSvid>>, Vec<(String, Vec<u8>)>)> = None;
         Ok(Response::new(watch_stream(&self.agent, move |snap| {
             if !snap.ready {
                 return Step::Skip;
@@ -155,15 +160,19 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 Err(status) => return Step::End(status),
             };
             let current: Vec<Arc<WorkloadSvid>> = ids.iter().filter_map(|id| snap.svids.get(id).cloned()).collect();
-            let unchanged = last.as_ref().is_some_and(|(svids, bundle)| {
-                *bundle == snap.bundle.x509
+            let bundles: Vec<(String, Vec<u8>)> = snap
+                .all_bundles()
+                .map(|b| (b.trust_domain_id.clone(), b.x509.clone()))
+                .collect();
+            let unchanged = last.as_ref().is_some_and(|(svids, sent)| {
+                *sent == bundles
                     && svids.len() == current.len()
                     && svids.iter().zip(&current).all(|(a, b)| Arc::ptr_eq(a, b))
             });
             if unchanged {
                 return Step::Skip;
             }
-            let key = (current, snap.bundle.x509.clone());
+            let key = (current, bundles);
             match WorkloadApi::x509_response(snap, &ids) {
                 Some(r) => {
                     last = Some(key);
@@ -181,13 +190,18 @@ impl SpiffeWorkloadApi for WorkloadApi {
         caller(&req)?;
         let mut last = None;
         Ok(Response::new(watch_stream(&self.agent, move |snap| {
-            if !snap.ready || last.as_ref() == Some(&snap.bundle.x509) {
+            let bundles: std::collections::HashMap<String, Vec<u8>> = snap
+                .all_bundles()
+                .filter(|b| !b.x509.is_empty())
+                .map(|b| (b.trust_domain_id.clone(), b.x509.clone()))
+                .collect();
+            if !snap.ready || last.as_ref() == Some(&bundles) {
                 return Step::Skip;
             }
-            last = Some(snap.bundle.x509.clone());
+            last = Some(bundles.clone());
             Step::Send(X509BundlesResponse {
                 crl: Vec::new(),
-                bundles: [(snap.bundle.trust_domain_id.clone(), snap.bundle.x509.clone())].into(),
+                bundles,
             })
         })))
     }
@@ -199,13 +213,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
         caller(&req)?;
         let mut last = None;
         Ok(Response::new(watch_stream(&self.agent, move |snap| {
-            if !snap.ready || last.as_ref() == Some(&snap.bundle.jwt_jwks) {
+            let bundles: std::collections::HashMap<String, Vec<u8>> = snap
+                .all_bundles()
+                .map(|b| (b.trust_domain_id.clone(), b.jwt_jwks.clone()))
+                .collect();
+            if !snap.ready || last.as_ref() == Some(&bundles) {
                 return Step::Skip;
             }
-            last = Some(snap.bundle.jwt_jwks.clone());
-            Step::Send(JwtBundlesResponse {
-                bundles: [(snap.bundle.trust_domain_id.clone(), snap.bundle.jwt_jwks.clone())].into(),
-            })
+            last = Some(bundles.clone());
+            Step::Send(JwtBundlesResponse { bundles })
         })))
     }
 
@@ -264,8 +280,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::invalid_argument("svid must be specified"));
         }
         let snap = self.agent.cache.current();
+        // The token's trust domain picks the bundle (ours or a federated one); a key of one
+        // trust domain never vouches for another's SPIFFE IDs.
+        let td =
+            claimed_trust_domain(&body.svid).ok_or_else(|| Status::invalid_argument("the JWT-SVID is malformed"))?;
+        let bundle = snap
+            .bundle_for(&td)
+            .ok_or_else(|| Status::invalid_argument(format!("no bundle for the trust domain {td}")))?;
         let (id, claims) =
-            sigil_core::spiffe::jwt_svid::validate(&body.svid, &snap.bundle.jwt_keys, &body.audience, unix_now())
+            sigil_core::spiffe::jwt_svid::validate(&body.svid, &bundle.jwt_keys, &body.audience, unix_now())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let claims = serde_json::to_value(&claims).unwrap_or_default();
         Ok(Response::new(ValidateJwtsvidResponse {
@@ -273,6 +296,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
             claims: Some(to_struct(&claims)),
         }))
     }
+}
+
+/// `spiffe://<td>` of the (not yet verified) `sub` of a JWT-SVID.
+fn claimed_trust_domain(token: &str) -> Option<String> {
+    let payload = sigil_crypto::b64url_decode(token.split('.').nth(1)?).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    let sub = sigil_types::SpiffeId::parse(claims.get("sub")?.as_str()?).ok()?;
+    Some(format!("spiffe://{}", sub.trust_domain()))
 }
 
 fn to_struct(v: &serde_json::Value) -> prost_types::Struct {

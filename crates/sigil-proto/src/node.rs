@@ -50,6 +50,31 @@ pub struct EntriesResponse {
     /// The X.509 authority that signs now: when it changes (a rotation), the node re-signs
     /// every workload SVID.
     pub x509_authority: String,
+    /// Federated trust domains' bundles (SPIFFE bundle documents), by `spiffe://<td>`.
+    #[serde(default)]
+    pub federated_bundles: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `POST /admin/v1/federations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationRequest {
+    pub trust_domain: String,
+    pub bundle_endpoint: String,
+}
+
+/// A federated trust domain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationView {
+    pub trust_domain: String,
+    pub bundle_endpoint: String,
+    /// Whether a good bundle is held.
+    pub has_bundle: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// One SVID to sign: the entry and a CSR for the workload key the node generated.

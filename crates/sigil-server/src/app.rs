@@ -29,6 +29,8 @@ pub struct App {
     pub nodes: Arc<sigil_core::spiffe::nodes::Nodes>,
     /// Admission to the node API.
     pub node_gate: crate::gate::Gate,
+    /// Federated trust domains and their bundles.
+    pub federations: Arc<sigil_core::spiffe::federation::Federations>,
     /// SPIFFE registration entries.
     pub entries: Arc<sigil_core::spiffe::entries::Entries>,
     pub admin: AdminAuth,
@@ -124,6 +126,12 @@ impl App {
             sigil_crypto::KeyedHasher::new(&master, "sigil join token v1"),
             format!("{issuer}/spiffe/v1/node"),
         ));
+        let federations = Arc::new(sigil_core::spiffe::federation::Federations::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::new(crate::jwks_fetch::HttpBundleFetcher),
+            spiffe.trust_domain().clone(),
+        ));
         let node_gate = crate::gate::Gate::new(
             config.node_api_in_flight,
             config.node_api_queue,
@@ -142,6 +150,7 @@ impl App {
             spiffe,
             nodes,
             node_gate,
+            federations,
             entries,
             admin,
             audit,

@@ -86,6 +86,34 @@ impl JwksFetcher for HttpJwksFetcher {
     }
 }
 
+/// Fetches federated trust domains' bundles: no redirects, no proxy, at most 64 KB, five
+/// seconds. The endpoint is the operator's choice (checked when it was added), so internal
+/// addresses are allowed.
+#[derive(Debug, Default)]
+pub struct HttpBundleFetcher;
+
+#[async_trait]
+impl sigil_core::spiffe::federation::BundleFetcher for HttpBundleFetcher {
+    async fn fetch_bundle(&self, url: &str) -> Result<Vec<u8>, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("the bundle endpoint is unreachable: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("the bundle endpoint answered {}", resp.status()));
+        }
+        read_limited(resp, 64 * 1024).await
+    }
+}
+
 /// Fetches client metadata documents: the host must resolve only to public addresses (no
 /// private, loopback, link-local or other special-use ones, RFC 6890), and the connection is
 /// pinned to the checked address so DNS cannot change it in between. No redirects, at most

@@ -214,6 +214,9 @@ async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 if ticks.is_multiple_of(5) && let Err(e) = app.keys.maintain().await {
                     tracing::warn!(error = %e, "key maintenance failed");
                 }
+                if ticks.is_multiple_of(5) && let Err(e) = app.federations.refresh_due().await {
+                    tracing::warn!(error = %e, "federated bundle refresh failed");
+                }
                 if ticks.is_multiple_of(25) && let Err(e) = app.spiffe.reload().await {
                     tracing::warn!(error = %e, "X.509 authority reload failed");
                 }

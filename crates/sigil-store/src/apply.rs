@@ -118,6 +118,12 @@ const ATTESTED_NODE: Op = Op {
     is_delete: false,
     references: "node",
 };
+const FEDERATION: Op = Op {
+    entity: "federation",
+    unique_fields: &["trust_domain"],
+    is_delete: false,
+    references: "federation",
+};
 const LEASE: Op = Op {
     entity: "lease",
     unique_fields: &["name"],
@@ -424,6 +430,40 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             exec_versioned(conn, "UPDATE x509_authorities SET status = 'active' WHERE id = $1 AND status = 'prepared'", vec![x509_id.clone().into()], AUTHORITY).await?;
             exec_versioned(conn, "UPDATE jwt_authorities SET status = 'active' WHERE kid = $1 AND status = 'prepared'", vec![jwt_kid.clone().into()], AUTHORITY).await
         }
+        Change::InsertFederation(f) => exec(
+            conn,
+            "INSERT INTO federations (trust_domain, bundle_endpoint, bundle_json, refreshed_at, last_error, created_at, created_by) VALUES ($1, $2, NULL, NULL, NULL, $3, $4)",
+            vec![
+                f.trust_domain.as_str().into(),
+                f.bundle_endpoint.clone().into(),
+                f.created_at.unix_micros().into(),
+                f.created_by.clone().into(),
+            ],
+            FEDERATION,
+        )
+        .await
+        .map(|_| ()),
+        Change::DeleteFederation { trust_domain } => {
+            exec_versioned(conn, "DELETE FROM federations WHERE trust_domain = $1", vec![trust_domain.clone().into()], FEDERATION).await
+        }
+        Change::SetFederatedBundle {
+            trust_domain,
+            bundle_json,
+            refreshed_at,
+            error,
+        } => exec(
+            conn,
+            "UPDATE federations SET bundle_json = $1, refreshed_at = $2, last_error = $3 WHERE trust_domain = $4",
+            vec![
+                bundle_json.clone().into(),
+                refreshed_at.unix_micros().into(),
+                error.clone().into(),
+                trust_domain.clone().into(),
+            ],
+            FEDERATION,
+        )
+        .await
+        .map(|_| ()),
         Change::InsertJwtAuthority(a) => exec(
             conn,
             "INSERT INTO jwt_authorities (kid, sealed_key, status, created_at) VALUES ($1, $2, $3, $4)",

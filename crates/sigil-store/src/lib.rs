@@ -318,6 +318,9 @@ impl sigil_core::store::DelegationStore for SqlStore {
     async fn list_nodes(&self) -> StoreResult<Vec<sigil_core::spiffe::nodes::AttestedNode>> {
         read::list_nodes(&self.pool).await
     }
+    async fn list_federations(&self) -> StoreResult<Vec<sigil_core::spiffe::federation::Federation>> {
+        read::list_federations(&self.pool).await
+    }
     async fn list_jwt_authorities(&self) -> StoreResult<Vec<sigil_core::spiffe::StoredJwtAuthority>> {
         read::list_jwt_authorities(&self.pool).await
     }

@@ -489,6 +489,13 @@ pub async fn list_trusted_issuers(pool: &AnyPool) -> R<Vec<sigil_core::oauth::tr
     all(pool, q, rows::trusted_issuer).await
 }
 
+pub async fn list_federations(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::federation::Federation>> {
+    let q = Sql::new(
+        "SELECT trust_domain, bundle_endpoint, bundle_json, refreshed_at, last_error, created_at, created_by FROM federations ORDER BY trust_domain",
+    );
+    all(pool, q, rows::federation).await
+}
+
 pub async fn list_jwt_authorities(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::StoredJwtAuthority>> {
     let q = Sql::new("SELECT kid, sealed_key, status, created_at FROM jwt_authorities ORDER BY created_at, kid");
     all(pool, q, rows::jwt_authority).await

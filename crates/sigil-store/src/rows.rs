@@ -287,6 +287,21 @@ pub fn trusted_issuer(row: &AnyRow) -> Result<sigil_core::oauth::trusted::Truste
     })
 }
 
+pub fn federation(row: &AnyRow) -> Result<sigil_core::spiffe::federation::Federation, StoreError> {
+    Ok(sigil_core::spiffe::federation::Federation {
+        trust_domain: parse(
+            "trust_domain",
+            sigil_types::TrustDomain::parse(&get::<String>(row, "trust_domain")?),
+        )?,
+        bundle_endpoint: get(row, "bundle_endpoint")?,
+        bundle_json: get(row, "bundle_json")?,
+        refreshed_at: opt_ts(row, "refreshed_at")?,
+        last_error: get(row, "last_error")?,
+        created_at: ts(row, "created_at")?,
+        created_by: get(row, "created_by")?,
+    })
+}
+
 pub fn jwt_authority(row: &AnyRow) -> Result<sigil_core::spiffe::StoredJwtAuthority, StoreError> {
     Ok(sigil_core::spiffe::StoredJwtAuthority {
         kid: get(row, "kid")?,

@@ -89,9 +89,28 @@ pub enum Command {
     /// steps (prepare publishes new ones, activate makes them sign).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Federated trust domains: their bundles are fetched from their bundle endpoints and
+    /// handed to workloads.
+    #[command(subcommand)]
+    Federation(FederationCommand),
     /// The node agent: `sigil node --server URL --join-token T --socket PATH` attests this host
     /// and serves the SPIFFE Workload API; `sigil node token create|list|ban` manage nodes.
     Node(NodeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Federate with a trust domain served at a bundle endpoint (https://; http:// only on loopback).
+    Add {
+        #[arg(long)]
+        trust_domain: String,
+        #[arg(long)]
+        bundle_endpoint: String,
+    },
+    List,
+    Delete {
+        trust_domain: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

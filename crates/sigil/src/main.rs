@@ -115,6 +115,7 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
         Command::Entry(c) => oauth::entry(&cli.global, c).await,
         Command::Node(args) => node::node(&cli.global, args).await,
         Command::Ca(c) => node::ca(&cli.global, c).await,
+        Command::Federation(c) => node::federation(&cli.global, c).await,
         Command::Policy(c) => policy::policy(&cli.global, c).await,
     }
 }

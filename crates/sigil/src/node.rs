@@ -46,6 +46,45 @@ pub async fn node(g: &Global, args: NodeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+pub async fn federation(g: &Global, c: crate::cli::FederationCommand) -> Result<(), Failure> {
+    use crate::cli::FederationCommand;
+    let api = api_client(g)?;
+    match c {
+        FederationCommand::Add {
+            trust_domain,
+            bundle_endpoint,
+        } => {
+            let view = api
+                .add_federation(&sigil_proto::node::FederationRequest {
+                    trust_domain,
+                    bundle_endpoint,
+                })
+                .await?;
+            output::item(g.output, &view);
+        }
+        FederationCommand::List => {
+            let list = api.list_federations().await?;
+            let rows: Vec<Value> = list.items.iter().filter_map(|i| serde_json::to_value(i).ok()).collect();
+            output::table(
+                g.output,
+                &rows,
+                &[
+                    "trust_domain",
+                    "bundle_endpoint",
+                    "has_bundle",
+                    "refreshed_at",
+                    "last_error",
+                ],
+            );
+        }
+        FederationCommand::Delete { trust_domain } => {
+            api.delete_federation(&trust_domain).await?;
+            println!("deleted {trust_domain}");
+        }
+    }
+    Ok(())
+}
+
 pub async fn ca(g: &Global, c: crate::cli::CaCommand) -> Result<(), Failure> {
     use crate::cli::CaCommand;
     let api = api_client(g)?;

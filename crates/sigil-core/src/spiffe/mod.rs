@@ -3,6 +3,7 @@
 
 mod authority;
 pub mod entries;
+pub mod federation;
 pub mod jwt_svid;
 pub mod nodes;
 

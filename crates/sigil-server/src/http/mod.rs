@@ -89,6 +89,11 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(admin_entries::update)
                 .delete(admin_entries::delete),
         )
+        .route("/federations", get(node_api::federations).post(node_api::federate))
+        .route(
+            "/federations/{trust_domain}",
+            axum::routing::delete(node_api::unfederate),
+        )
         .route("/authorities", get(node_api::authorities))
         .route("/authorities/{step}", post(node_api::rotate))
         .route("/nodes", get(node_api::list))

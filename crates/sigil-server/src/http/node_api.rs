@@ -159,6 +159,7 @@ pub async fn entries(axum::extract::State(app): State, node: Node) -> Result<Res
             })
             .collect(),
         x509_authority: app.spiffe.active_authority_id(),
+        federated_bundles: app.federations.bundles().await?.into_iter().collect(),
     })
     .into_response())
 }
@@ -301,6 +302,49 @@ pub async fn rotate(
     }
     .map_err(spiffe_error)?;
     authorities(axum::extract::State(app), Admin(ctx)).await
+}
+
+fn federation_view(f: sigil_core::spiffe::federation::Federation) -> sigil_proto::node::FederationView {
+    sigil_proto::node::FederationView {
+        trust_domain: f.trust_domain.to_string(),
+        bundle_endpoint: f.bundle_endpoint,
+        has_bundle: f.bundle_json.is_some(),
+        refreshed_at: f.refreshed_at.map(|t| t.unix_seconds()),
+        last_error: f.last_error,
+    }
+}
+
+/// `GET /admin/v1/federations`
+pub async fn federations(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+    let list = app.federations.list().await?;
+    Ok(Json(ListResponse {
+        items: list.into_iter().map(federation_view).collect(),
+        next_cursor: None,
+    })
+    .into_response())
+}
+
+/// `POST /admin/v1/federations`
+pub async fn federate(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    ApiJson(req): ApiJson<sigil_proto::node::FederationRequest>,
+) -> Result<Response> {
+    let f = app
+        .federations
+        .add(&ctx, &req.trust_domain, &req.bundle_endpoint)
+        .await?;
+    Ok((StatusCode::CREATED, Json(federation_view(f))).into_response())
+}
+
+/// `DELETE /admin/v1/federations/{trust_domain}`
+pub async fn unfederate(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    axum::extract::Path(td): axum::extract::Path<String>,
+) -> Result<Response> {
+    app.federations.delete(&ctx, &td).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /admin/v1/nodes`

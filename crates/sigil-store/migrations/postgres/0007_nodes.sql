@@ -27,3 +27,15 @@ CREATE TABLE attested_nodes (
     svid_expires_at BIGINT NOT NULL,
     banned_at       BIGINT
 );
+
+-- Federation: other trust domains whose bundles are fetched from their bundle endpoints and
+-- handed to workloads.
+CREATE TABLE federations (
+    trust_domain    TEXT PRIMARY KEY,
+    bundle_endpoint TEXT NOT NULL,
+    bundle_json     TEXT,
+    refreshed_at    BIGINT,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    created_by      TEXT NOT NULL
+);

@@ -46,4 +46,5 @@ conformance!(
     delegation::passwords_and_grant_families,
     spiffe::x509_authorities_and_entries,
     spiffe::jwt_authorities_join_tokens_and_nodes,
+    spiffe::federations,
 );

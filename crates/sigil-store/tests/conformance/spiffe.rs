@@ -189,3 +189,58 @@ pub(crate) async fn jwt_authorities_join_tokens_and_nodes(db: Db) {
         Err(StoreError::Stale { .. })
     ));
 }
+
+pub(crate) async fn federations(db: Db) {
+    use sigil_core::spiffe::federation::Federation;
+    let s = &db.store;
+    let f = Federation {
+        trust_domain: sigil_types::TrustDomain::parse("other.test").unwrap(),
+        bundle_endpoint: "https://other.test/bundle".into(),
+        bundle_json: None,
+        refreshed_at: None,
+        last_error: None,
+        created_at: T0,
+        created_by: "admin:test".into(),
+    };
+    put(s, Change::InsertFederation(f.clone())).await.unwrap();
+    assert!(matches!(
+        put(s, Change::InsertFederation(f.clone())).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(s.list_federations().await.unwrap(), vec![f.clone()]);
+    let at = T0.plus(Duration::from_secs(1));
+    put(
+        s,
+        Change::SetFederatedBundle {
+            trust_domain: "other.test".into(),
+            bundle_json: Some("{\"keys\":[]}".into()),
+            refreshed_at: at,
+            error: Some("the bundle has no authority".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let got = s.list_federations().await.unwrap().remove(0);
+    assert_eq!(got.bundle_json.as_deref(), Some("{\"keys\":[]}"));
+    assert_eq!(got.refreshed_at, Some(at));
+    assert_eq!(got.last_error.as_deref(), Some("the bundle has no authority"));
+    put(
+        s,
+        Change::DeleteFederation {
+            trust_domain: "other.test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        put(
+            s,
+            Change::DeleteFederation {
+                trust_domain: "other.test".into()
+            }
+        )
+        .await,
+        Err(StoreError::Stale { .. })
+    ));
+    assert!(s.list_federations().await.unwrap().is_empty());
+}

@@ -1,0 +1,287 @@
+//! Federation: the operator names another trust domain and its bundle endpoint; Sigil fetches
+//! that domain's SPIFFE bundle, checks it, refreshes it as its `spiffe_refresh_hint` asks, and
+//! node agents hand it to workloads beside their own (`federated_bundles`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sigil_types::{Timestamp, TrustDomain};
+
+use crate::Clock;
+use crate::audit::{AuditRecord, EventType, Outcome};
+use crate::model::Principal;
+use crate::registry::{Ctx, RegistryError};
+use crate::store::{Change, ChangeSet, Store};
+
+/// How often a bundle is refetched when it does not say (and at least this often).
+const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+/// A failed fetch is retried after this long.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// The shortest refresh a bundle may ask for.
+const MIN_REFRESH: Duration = Duration::from_secs(5);
+
+/// A federated trust domain as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Federation {
+    pub trust_domain: TrustDomain,
+    pub bundle_endpoint: String,
+    /// The last good bundle (SPIFFE bundle JSON), if any was fetched.
+    pub bundle_json: Option<String>,
+    pub refreshed_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
+/// Fetches a bundle endpoint (an adapter does the HTTP).
+#[async_trait]
+pub trait BundleFetcher: Send + Sync + std::fmt::Debug {
+    async fn fetch_bundle(&self, url: &str) -> Result<Vec<u8>, String>;
+}
+
+#[derive(Debug)]
+pub struct Federations {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    fetcher: Arc<dyn BundleFetcher>,
+    own: TrustDomain,
+}
+
+fn invalid(field: &'static str, why: impl Into<String>) -> RegistryError {
+    RegistryError::invalid(field, why)
+}
+
+impl Federations {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        fetcher: Arc<dyn BundleFetcher>,
+        own: TrustDomain,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            fetcher,
+            own,
+        }
+    }
+
+    /// Federates with `trust_domain`, whose bundle is served at `endpoint` (`https://`, or
+    /// `http://` on a loopback address for development). The first fetch happens in the
+    /// background within a second.
+    pub async fn add(&self, ctx: &Ctx, trust_domain: &str, endpoint: &str) -> Result<Federation, RegistryError> {
+        let td = TrustDomain::parse(trust_domain).map_err(|e| invalid("trust_domain", e.to_string()))?;
+        if td == self.own {
+            return Err(invalid("trust_domain", "that is this server's own trust domain"));
+        }
+        check_endpoint(endpoint)?;
+        let now = self.clock.now();
+        let f = Federation {
+            trust_domain: td.clone(),
+            bundle_endpoint: endpoint.to_owned(),
+            bundle_json: None,
+            refreshed_at: None,
+            last_error: None,
+            created_at: now,
+            created_by: ctx.principal.as_str().to_owned(),
+        };
+        let record = AuditRecord::new(
+            now,
+            EventType::FederationAdded,
+            &ctx.principal,
+            ctx.request_id.as_deref(),
+        )
+        .target("trust_domain", td.as_str(), td.as_str())
+        .detail("bundle_endpoint", endpoint);
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::InsertFederation(f.clone()))
+                    .audit(record),
+            )
+            .await?;
+        Ok(f)
+    }
+
+    pub async fn delete(&self, ctx: &Ctx, trust_domain: &str) -> Result<(), RegistryError> {
+        let record = AuditRecord::new(
+            self.clock.now(),
+            EventType::FederationRemoved,
+            &ctx.principal,
+            ctx.request_id.as_deref(),
+        )
+        .target("trust_domain", trust_domain, trust_domain);
+        self.store
+            .commit(
+                ChangeSet::new()
+                    .change(Change::DeleteFederation {
+                        trust_domain: trust_domain.to_owned(),
+                    })
+                    .audit(record),
+            )
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Stale { .. } => RegistryError::not_found("federation", trust_domain),
+                other => other.into(),
+            })
+    }
+
+    pub async fn list(&self) -> Result<Vec<Federation>, RegistryError> {
+        Ok(self.store.list_federations().await?)
+    }
+
+    /// The current federated bundles: `spiffe://<td>` → the bundle document.
+    pub async fn bundles(&self) -> Result<Vec<(String, Value)>, RegistryError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|f| {
+                let doc = serde_json::from_str(f.bundle_json.as_deref()?).ok()?;
+                Some((format!("spiffe://{}", f.trust_domain), doc))
+            })
+            .collect())
+    }
+
+    /// Fetches every bundle that is due (never fetched, past its refresh hint, or failed more
+    /// than 30 s ago). A bad answer keeps the last good bundle and is recorded and audited.
+    pub async fn refresh_due(&self) -> Result<(), RegistryError> {
+        let now = self.clock.now();
+        for f in self.list().await? {
+            let wait = if f.last_error.is_some() {
+                RETRY_AFTER_FAILURE
+            } else {
+                refresh_interval(f.bundle_json.as_deref())
+            };
+            if f.refreshed_at.is_some_and(|t| now.since(t) < wait) {
+                continue;
+            }
+            let fetched = self.fetcher.fetch_bundle(&f.bundle_endpoint).await;
+            let checked = fetched.and_then(|bytes| check_bundle(&f.trust_domain, &bytes));
+            let system = Principal::system();
+            let (change, record) = match checked {
+                Ok(json) => {
+                    let changed = f.bundle_json.as_deref() != Some(json.as_str());
+                    let record = changed.then(|| {
+                        AuditRecord::new(now, EventType::FederatedBundleUpdated, &system, None).target(
+                            "trust_domain",
+                            f.trust_domain.as_str(),
+                            f.trust_domain.as_str(),
+                        )
+                    });
+                    (
+                        Change::SetFederatedBundle {
+                            trust_domain: f.trust_domain.to_string(),
+                            bundle_json: Some(json),
+                            refreshed_at: now,
+                            error: None,
+                        },
+                        record,
+                    )
+                }
+                Err(why) => {
+                    tracing::warn!(trust_domain = %f.trust_domain, error = %why, "federated bundle refresh failed");
+                    let record = AuditRecord::new(now, EventType::FederatedBundleUpdated, &system, None)
+                        .target("trust_domain", f.trust_domain.as_str(), f.trust_domain.as_str())
+                        .outcome(Outcome::Error, &why);
+                    (
+                        Change::SetFederatedBundle {
+                            trust_domain: f.trust_domain.to_string(),
+                            bundle_json: f.bundle_json.clone(),
+                            refreshed_at: now,
+                            error: Some(why),
+                        },
+                        Some(record),
+                    )
+                }
+            };
+            let mut cs = ChangeSet::new().change(change);
+            if let Some(r) = record {
+                cs = cs.audit(r);
+            }
+            self.store.commit(cs).await?;
+        }
+        Ok(())
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), RegistryError> {
+    let url = url::Url::parse(endpoint).map_err(|e| invalid("bundle_endpoint", e.to_string()))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(invalid(
+            "bundle_endpoint",
+            "must be https:// (the SPIFFE https_web profile); http:// only on loopback",
+        )),
+    }
+}
+
+fn refresh_interval(bundle: Option<&str>) -> Duration {
+    bundle
+        .and_then(|b| serde_json::from_str::<Value>(b).ok())
+        .and_then(|v| v.get("spiffe_refresh_hint").and_then(Value::as_u64))
+        .map_or(DEFAULT_REFRESH, |s| {
+            Duration::from_secs(s).clamp(MIN_REFRESH, DEFAULT_REFRESH)
+        })
+}
+
+/// Checks that `bytes` is a SPIFFE bundle of `td`: a JWK Set (at most 64 KB) whose `x509-svid`
+/// keys carry a CA certificate — naming `td` if it names a trust domain at all — and whose
+/// `jwt-svid` keys carry a `kid`. Returns the bundle as compact JSON.
+pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
+    if bytes.len() > 64 * 1024 {
+        return Err("the bundle is larger than 64 KB".into());
+    }
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|_| "the bundle endpoint did not answer with JSON".to_owned())?;
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("not a SPIFFE bundle: no keys array")?;
+    let mut authorities = 0;
+    for k in keys {
+        match k.get("use").and_then(Value::as_str) {
+            Some("x509-svid") => {
+                let der = k
+                    .get("x5c")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.first())
+                    .and_then(Value::as_str)
+                    .and_then(|c| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.decode(c).ok()
+                    })
+                    .ok_or("an x509-svid key without a certificate")?;
+                let named = sigil_crypto::x509::uri_sans(&der).map_err(|e| e.to_string())?;
+                let own = format!("spiffe://{td}");
+                if named.iter().any(|u| u.starts_with("spiffe://") && *u != own) {
+                    return Err(format!(
+                        "the bundle is for another trust domain (its CA names {})",
+                        named.join(", ")
+                    ));
+                }
+                authorities += 1;
+            }
+            Some("jwt-svid") => {
+                if k.get("kid").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    return Err("a jwt-svid key without a kid".into());
+                }
+                authorities += 1;
+            }
+            _ => {}
+        }
+    }
+    if authorities == 0 {
+        return Err("the bundle has no X.509 or JWT authority".into());
+    }
+    serde_json::to_string(&doc).map_err(|e| e.to_string())
+}
