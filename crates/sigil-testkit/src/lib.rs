@@ -12,6 +12,8 @@ use sigil_types::Timestamp;
 
 pub use sigil_client::{Client, Family};
 
+pub mod workload;
+
 /// Which database the test server uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -59,6 +61,8 @@ pub struct TestServer {
     pub clock: Option<Arc<FakeClock>>,
     pub running: Option<Running>,
     _dir: tempfile::TempDir,
+    /// The TLS certificate and key files of a [`Self::start_tls`] server.
+    _tls_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -104,7 +108,31 @@ impl TestServer {
             clock: fake,
             running: Some(running),
             _dir: dir,
+            _tls_dir: None,
         }
+    }
+
+    /// A server listening with TLS, with a fresh self-signed certificate for `localhost`;
+    /// returns it with the certificate (PEM) clients must trust. `None` as for [`Self::start`].
+    pub async fn start_tls() -> Option<(Self, String)> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+            .unwrap_or_else(|e| fail(&format!("TLS certificate: {e}")));
+        let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_file, cert.cert.pem()).unwrap_or_else(|e| fail(&e.to_string()));
+        std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap_or_else(|e| fail(&e.to_string()));
+        let toml = format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert_file.display(),
+            key_file.display()
+        );
+        let mut server = Self::start_with(Options {
+            config_toml: Some(toml),
+            ..Options::default()
+        })
+        .await?;
+        server._tls_dir = Some(dir);
+        Some((server, cert.cert.pem()))
     }
 
     /// An admin client for this server.

@@ -10,52 +10,13 @@
     reason = "tests"
 )]
 
-use std::path::Path;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use sigil_node::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_node::proto::{ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest};
+use sigil_testkit::workload::{NodeAgent, my_uid, with_security_header as with_header};
 use sigil_testkit::{Options, TestServer};
-use tonic::transport::{Channel, Endpoint};
 
 const NODE_ID: &str = "spiffe://sigil.local/node/fed";
-
-fn my_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn connect(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
-    let path = socket.to_owned();
-    for _ in 0..100 {
-        if path.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap();
-    SpiffeWorkloadApiClient::new(channel)
-}
-
-fn with_header<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
-    r
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -142,30 +103,8 @@ async fn a_federated_bundle_reaches_workloads() {
     })
     .await
     .unwrap();
-    let token = c
-        .create_join_token(&sigil_proto::node::JoinTokenRequest {
-            spiffe_id: Some(NODE_ID.into()),
-            ttl_seconds: None,
-        })
-        .await
-        .unwrap()
-        .token;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let node = tokio::spawn(sigil_node::run(
-        sigil_node::NodeConfig {
-            server: a.url.clone(),
-            join_token: Some(token),
-            socket: socket.clone(),
-            data_dir: dir.path().join("data"),
-            sync_interval: Duration::from_millis(200),
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let mut api = connect(&socket).await;
+    let node = NodeAgent::start(&a.url, Some(a.join_token(NODE_ID).await)).await;
+    let mut api = node.client().await;
     let b_ca = b.app().spiffe.authorities().unwrap().concat();
     let mut svids = api
         .fetch_x509svid(with_header(X509svidRequest {}))
@@ -226,6 +165,5 @@ async fn a_federated_bundle_reaches_workloads() {
     })
     .await;
     assert!(gone.is_ok(), "the federated bundle is withdrawn");
-    let _ = stop.send(());
-    node.await.unwrap().unwrap();
+    node.stop().await;
 }

@@ -16,7 +16,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sigil_core::spiffe::SvidKey;
 use sigil_crypto::x509::{SvidRequest, X509Authority, cert_pem, generate_svid_key};
-use sigil_testkit::{Options, TestServer};
+use sigil_testkit::TestServer;
 use sigil_types::SpiffeId;
 
 const LEDGER: &str = "https://ledger.example.com";
@@ -54,25 +54,12 @@ fn now() -> i64 {
 
 #[tokio::test]
 async fn an_x509_svid_over_mutual_tls_gets_a_certificate_bound_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), server_cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), server_cert.signing_key.serialize_pem()).unwrap();
-    let toml = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        dir.path().join("tls.crt").display(),
-        dir.path().join("tls.key").display()
-    );
-    let Some(s) = TestServer::start_with(Options {
-        config_toml: Some(toml),
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some((s, server_ca)) = TestServer::start_tls().await else {
         return;
     };
+    // The testkit's admin client speaks plain HTTP: talk to the TLS listener with its CA.
     let admin = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(server_cert.cert.pem().as_bytes()).unwrap()])
+        .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
         .build()
         .unwrap();
     let port = s.url.rsplit(':').next().unwrap().to_owned();
@@ -84,7 +71,6 @@ async fn an_x509_svid_over_mutual_tls_gets_a_certificate_bound_token() {
             .json(&body)
             .send()
     };
-    // The testkit's admin client speaks plain HTTP: talk to the TLS listener with its CA.
     assert!(
         post("/admin/v1/users", json!({"username": "alice"}))
             .await
@@ -136,7 +122,7 @@ async fn an_x509_svid_over_mutual_tls_gets_a_certificate_bound_token() {
         let identity =
             reqwest::Identity::from_pem(format!("{}{}", cert_pem(cert_der), key_pem(key)).as_bytes()).unwrap();
         reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(server_cert.cert.pem().as_bytes()).unwrap()])
+            .tls_certs_only([reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap()])
             .identity(identity)
             .build()
             .unwrap()

@@ -10,97 +10,15 @@
     reason = "tests"
 )]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use sigil_node::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_node::proto::{
     JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
 };
 use sigil_testkit::TestServer;
+use sigil_testkit::workload::{NodeAgent, my_uid, with_security_header as with_header};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
-
-type Api = SpiffeWorkloadApiClient<Channel>;
-
-/// This process's real uid, for a `unix:uid` selector that matches the test itself.
-fn my_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn connect(socket: &Path) -> Api {
-    let path = socket.to_owned();
-    for _ in 0..100 {
-        if path.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap();
-    SpiffeWorkloadApiClient::new(channel)
-}
-
-fn with_header<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
-    r
-}
-
-struct Node {
-    socket: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), sigil_node::NodeError>>,
-    _dir: tempfile::TempDir,
-}
-
-fn start_node(server: &str, join_token: Option<String>) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("agent.sock");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = sigil_node::NodeConfig {
-        server: server.to_owned(),
-        join_token,
-        socket: socket.clone(),
-        data_dir: dir.path().join("data"),
-        sync_interval: Duration::from_millis(200),
-    };
-    let task = tokio::spawn(sigil_node::run(config, async move {
-        let _ = rx.await;
-    }));
-    Node {
-        socket,
-        stop: Some(tx),
-        task,
-        _dir: dir,
-    }
-}
-
-async fn join_token(s: &TestServer, spiffe_id: &str) -> String {
-    s.client()
-        .create_join_token(&sigil_proto::node::JoinTokenRequest {
-            spiffe_id: Some(spiffe_id.into()),
-            ttl_seconds: None,
-        })
-        .await
-        .unwrap()
-        .token
-}
 
 async fn setup_registry(s: &TestServer) {
     let c = s.client();
@@ -178,8 +96,8 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
     .await
     .unwrap();
 
-    let mut node = start_node(&s.url, Some(join_token(&s, NODE_ID).await));
-    let mut api = connect(&node.socket).await;
+    let node = NodeAgent::start(&s.url, Some(s.join_token(NODE_ID).await)).await;
+    let mut api = node.client().await;
 
     // No security header: refused.
     let err = api.fetch_x509svid(X509svidRequest {}).await.unwrap_err();
@@ -347,14 +265,13 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
     }
     assert_eq!(denied[0].record["details"]["workload"]["uid"], my_uid());
 
-    let _ = node.stop.take().unwrap().send(());
-    node.task.await.unwrap().unwrap();
+    node.stop().await;
 }
 
 #[tokio::test]
 async fn join_tokens_are_single_use_and_checked() {
     let Some(s) = TestServer::start().await else { return };
-    let token = join_token(&s, NODE_ID).await;
+    let token = s.join_token(NODE_ID).await;
     let csr = || {
         let key = sigil_crypto::x509::generate_svid_key().unwrap();
         base64_std(&sigil_crypto::x509::make_csr(&key).unwrap())
@@ -383,7 +300,7 @@ async fn join_tokens_are_single_use_and_checked() {
     assert!(v["detail"].as_str().unwrap().contains("already used"), "{v}");
 
     // An expired token.
-    let (st, _) = attest(join_token(&s, "spiffe://sigil.local/node/host-9").await, csr()).await;
+    let (st, _) = attest(s.join_token("spiffe://sigil.local/node/host-9").await, csr()).await;
     assert_eq!(st, 200);
     let refused = s
         .client()
@@ -451,8 +368,8 @@ async fn node_api_calls_need_a_valid_node_proof_and_banned_nodes_are_refused() {
     assert_eq!(resp.status(), 401);
 
     // An attested node works until it is banned.
-    let mut node = start_node(&s.url, Some(join_token(&s, NODE_ID).await));
-    let _api = connect(&node.socket).await;
+    let node = NodeAgent::start(&s.url, Some(s.join_token(NODE_ID).await)).await;
+    let _api = node.client().await;
     let nodes = s.client().list_nodes().await.unwrap();
     assert_eq!(nodes.items.len(), 1);
     assert!(!nodes.items[0].banned);
@@ -460,8 +377,7 @@ async fn node_api_calls_need_a_valid_node_proof_and_banned_nodes_are_refused() {
     assert!(s.client().list_nodes().await.unwrap().items[0].banned);
     let err = s.client().ban_node("spiffe://sigil.local/node/nope").await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
-    let _ = node.stop.take().unwrap().send(());
-    node.task.await.unwrap().unwrap();
+    node.stop().await;
 }
 
 fn now() -> i64 {
@@ -489,8 +405,8 @@ async fn a_ca_rotation_reaches_workloads_without_a_gap() {
     ))
     .await
     .unwrap();
-    let mut node = start_node(&s.url, Some(join_token(&s, NODE_ID).await));
-    let mut api = connect(&node.socket).await;
+    let node = NodeAgent::start(&s.url, Some(s.join_token(NODE_ID).await)).await;
+    let mut api = node.client().await;
     let mut svids = api
         .fetch_x509svid(with_header(X509svidRequest {}))
         .await
@@ -571,6 +487,5 @@ async fn a_ca_rotation_reaches_workloads_without_a_gap() {
             .unwrap();
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["kid"], s.app().spiffe.jwt_signing_key().unwrap().kid());
-    let _ = node.stop.take().unwrap().send(());
-    node.task.await.unwrap().unwrap();
+    node.stop().await;
 }

@@ -145,27 +145,13 @@ async fn wrong_master_key_is_refused() {
 
 #[tokio::test]
 async fn serves_https_with_the_given_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    let toml = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        dir.path().join("tls.crt").display(),
-        dir.path().join("tls.key").display()
-    );
-    let Some(s) = TestServer::start_with(Options {
-        config_toml: Some(toml),
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some((s, ca)) = TestServer::start_tls().await else {
         return;
     };
     assert!(s.url.starts_with("https://"));
     let port = s.url.rsplit(':').next().unwrap();
     let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap()])
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
         .build()
         .unwrap();
     let resp = http

@@ -22,6 +22,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use sigil_crypto::svid_verify::{SvidError, verify_svid};
 use sigil_testkit::TestServer;
+use sigil_testkit::workload::{NodeAgent, my_gid, my_uid};
 use spiffe::{JwtSvid, SpiffeId, TrustDomain, WorkloadApiClient, WorkloadApiError, X509Svid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -38,41 +39,14 @@ async fn the_spiffe_crate_gets_svids_from_the_node_agent_and_they_do_mutual_tls(
     let c = s.client();
 
     // Two entries that both select this test process, so the Workload API hands it two identities.
-    let uid = format!("unix:uid:{}", proc_status_id("Uid:"));
-    let gid = format!("unix:gid:{}", proc_status_id("Gid:"));
+    let uid = format!("unix:uid:{}", my_uid());
+    let gid = format!("unix:gid:{}", my_gid());
     let entry_a = c.create_entry(&entry(A, vec![uid.clone()])).await.unwrap();
     c.create_entry(&entry(B, vec![uid, gid])).await.unwrap();
-    let join_token = c
-        .create_join_token(&sigil_proto::node::JoinTokenRequest {
-            spiffe_id: Some(NODE_ID.into()),
-            ttl_seconds: None,
-        })
-        .await
-        .unwrap()
-        .token;
 
-    // The node agent, in process. A tempdir keeps the socket path short (unix paths are ~108 bytes).
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let node = tokio::spawn(sigil_node::run(
-        sigil_node::NodeConfig {
-            server: s.url.clone(),
-            join_token: Some(join_token),
-            socket: socket.clone(),
-            data_dir: dir.path().join("data"),
-            sync_interval: Duration::from_millis(200),
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    for _ in 0..200 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The node agent, in process, on a temporary socket.
+    let node = NodeAgent::start(&s.url, Some(s.join_token(NODE_ID).await)).await;
+    let socket = node.socket.clone();
     assert!(socket.exists(), "the node agent did not open {}", socket.display());
 
     let client = WorkloadApiClient::connect_to(format!("unix:{}", socket.display()))
@@ -199,20 +173,7 @@ async fn the_spiffe_crate_gets_svids_from_the_node_agent_and_they_do_mutual_tls(
     assert!(matches!(err, WorkloadApiError::NoIdentityIssued), "{err:?}");
 
     drop(client);
-    let _ = stop.send(());
-    node.await.unwrap().unwrap();
-}
-
-/// The first (real) id of a `/proc/self/status` line such as `Uid:` or `Gid:`.
-fn proc_status_id(field: &str) -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
+    node.stop().await;
 }
 
 fn entry(spiffe_id: &str, selectors: Vec<String>) -> sigil_proto::admin::EntryRequest {
