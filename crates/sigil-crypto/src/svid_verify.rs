@@ -48,6 +48,18 @@ pub struct VerifiedSvid {
 /// Checks that `leaf_der` is an X509-SVID signed directly by one of `authorities` (DER CA
 /// certificates) and valid at `now` (unix seconds).
 pub fn verify_svid(leaf_der: &[u8], authorities: &[Vec<u8>], now: i64) -> Result<VerifiedSvid, SvidError> {
+    verify_svid_chain(leaf_der, &[], authorities, now)
+}
+
+/// As [`verify_svid`], also accepting a leaf signed by one of `intermediates` (a trust domain
+/// whose CA is an intermediate under an upstream CA), itself a current CA certificate signed by
+/// one of `authorities`.
+pub fn verify_svid_chain(
+    leaf_der: &[u8],
+    intermediates: &[Vec<u8>],
+    authorities: &[Vec<u8>],
+    now: i64,
+) -> Result<VerifiedSvid, SvidError> {
     let (rest, leaf) = X509Certificate::from_der(leaf_der).map_err(|_| SvidError::Malformed)?;
     if !rest.is_empty() {
         return Err(SvidError::Malformed);
@@ -60,20 +72,22 @@ pub fn verify_svid(leaf_der: &[u8], authorities: &[Vec<u8>], now: i64) -> Result
         return Err(SvidError::NotLeaf);
     }
     let spiffe_id = only_spiffe_uri(&leaf)?;
-    if leaf.signature_algorithm.algorithm.to_id_string() != ECDSA_WITH_SHA256 {
-        return Err(SvidError::UnknownAuthority);
-    }
-    let signed = authorities.iter().any(|ca_der| {
-        X509Certificate::from_der(ca_der).is_ok_and(|(_, ca)| {
-            ca.subject().as_raw() == leaf.issuer().as_raw()
-                && UnparsedPublicKey::new(
-                    &ECDSA_P256_SHA256_ASN1,
-                    ca.public_key().subject_public_key.data.as_ref(),
-                )
-                .verify(leaf.tbs_certificate.as_ref(), leaf.signature_value.data.as_ref())
-                .is_ok()
-        })
-    });
+    let by_authority = |cert: &X509Certificate<'_>| {
+        authorities
+            .iter()
+            .any(|ca_der| X509Certificate::from_der(ca_der).is_ok_and(|(_, ca)| signed_by(cert, &ca)))
+    };
+    let signed = by_authority(&leaf)
+        || intermediates.iter().any(|der| {
+            X509Certificate::from_der(der).is_ok_and(|(_, mid)| {
+                let v = mid.validity();
+                mid.is_ca()
+                    && now >= v.not_before.timestamp()
+                    && now <= v.not_after.timestamp()
+                    && signed_by(&leaf, &mid)
+                    && by_authority(&mid)
+            })
+        });
     if !signed {
         return Err(SvidError::UnknownAuthority);
     }
@@ -84,6 +98,18 @@ pub fn verify_svid(leaf_der: &[u8], authorities: &[Vec<u8>], now: i64) -> Result
         not_after: validity.not_after.timestamp(),
         public_point: leaf.public_key().subject_public_key.data.to_vec(),
     })
+}
+
+/// Whether `issuer` (by name and ECDSA P-256 key) signed `cert`.
+fn signed_by(cert: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
+    cert.signature_algorithm.algorithm.to_id_string() == ECDSA_WITH_SHA256
+        && issuer.subject().as_raw() == cert.issuer().as_raw()
+        && UnparsedPublicKey::new(
+            &ECDSA_P256_SHA256_ASN1,
+            issuer.public_key().subject_public_key.data.as_ref(),
+        )
+        .verify(cert.tbs_certificate.as_ref(), cert.signature_value.data.as_ref())
+        .is_ok()
 }
 
 /// The certificate's single URI SAN, which must be a `spiffe://` ID (X509-SVID §2).
@@ -109,11 +135,25 @@ pub const NODE_PROOF_TYP: &str = "sigil-node+jwt";
 
 /// Signs `payload` (JSON) as a node proof with the SVID's PKCS#8 P-256 key, the SVID in `x5c`.
 pub fn sign_node_proof(key_pkcs8: &[u8], svid_der: &[u8], payload: &[u8]) -> Result<String, crate::CryptoError> {
+    sign_node_proof_with_chain(key_pkcs8, svid_der, &[], payload)
+}
+
+/// As [`sign_node_proof`], with the SVID's intermediate CA certificates after it in `x5c`.
+pub fn sign_node_proof_with_chain(
+    key_pkcs8: &[u8],
+    svid_der: &[u8],
+    chain: &[Vec<u8>],
+    payload: &[u8],
+) -> Result<String, crate::CryptoError> {
     let key = SigningKey::from_pkcs8(String::new(), Algorithm::Es256, key_pkcs8)?;
+    let x5c: Vec<String> = std::iter::once(svid_der)
+        .chain(chain.iter().map(Vec::as_slice))
+        .map(base64_std)
+        .collect();
     let header = serde_json::json!({
         "alg": "ES256",
         "typ": NODE_PROOF_TYP,
-        "x5c": [base64_std(svid_der)],
+        "x5c": x5c,
     });
     let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(payload));
     let sig = key.sign(input.as_bytes())?;
@@ -131,14 +171,14 @@ struct ProofHeader {
 /// must be signed by that SVID's key. Returns the SVID and the payload bytes; the caller checks
 /// the claims.
 pub fn verify_node_proof(jws: &str, authorities: &[Vec<u8>], now: i64) -> Result<(VerifiedSvid, Vec<u8>), SvidError> {
-    verify_node_proof_with(jws, |leaf| verify_svid(leaf, authorities, now))
+    verify_node_proof_with(jws, |leaf, chain| verify_svid_chain(leaf, chain, authorities, now))
 }
 
-/// As [`verify_node_proof`], with the caller checking the SVID (`check_svid` gets its DER), so
-/// a caller can remember SVIDs it has already verified.
+/// As [`verify_node_proof`], with the caller checking the SVID (`check_svid` gets its DER and
+/// the intermediates after it in `x5c`), so a caller can remember SVIDs it has already verified.
 pub fn verify_node_proof_with(
     jws: &str,
-    check_svid: impl FnOnce(&[u8]) -> Result<VerifiedSvid, SvidError>,
+    check_svid: impl FnOnce(&[u8], &[Vec<u8>]) -> Result<VerifiedSvid, SvidError>,
 ) -> Result<(VerifiedSvid, Vec<u8>), SvidError> {
     if jws.len() > 8 * 1024 {
         return Err(SvidError::Proof("too long"));
@@ -154,12 +194,18 @@ pub fn verify_node_proof_with(
     if header.alg != "ES256" || header.typ.as_deref() != Some(NODE_PROOF_TYP) {
         return Err(SvidError::Proof("alg must be ES256 and typ sigil-node+jwt"));
     }
-    let leaf = header
-        .x5c
-        .first()
-        .and_then(|c| base64_std_decode(c))
+    if header.x5c.len() > 4 {
+        return Err(SvidError::Proof("x5c holds more than the SVID and its intermediates"));
+    }
+    let mut certs = header.x5c.iter().map(|c| base64_std_decode(c));
+    let leaf = certs
+        .next()
+        .flatten()
         .ok_or(SvidError::Proof("x5c must hold the node's SVID"))?;
-    let svid = check_svid(&leaf)?;
+    let chain = certs
+        .collect::<Option<Vec<_>>>()
+        .ok_or(SvidError::Proof("bad x5c encoding"))?;
+    let svid = check_svid(&leaf, &chain)?;
     let sig = b64url_decode(s).map_err(|_| SvidError::Proof("bad signature encoding"))?;
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &svid.public_point)
         .verify(format!("{h}.{p}").as_bytes(), &sig)
@@ -219,6 +265,32 @@ mod tests {
         assert_eq!(
             verify_svid(b"junk", &[ca.cert_der().to_vec()], NOW),
             Err(SvidError::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_svid_under_an_intermediate_needs_the_intermediate() {
+        let root = X509Authority::generate_root("spiffe://corp.test", NOW - 60, NOW + 86_400).unwrap();
+        let mid = X509Authority::generate_intermediate("spiffe://a.test", &root, NOW - 60, NOW + 3600).unwrap();
+        let key = generate_svid_key().unwrap();
+        let leaf = issue(&mid, "spiffe://a.test/w", &key);
+        let anchors = [root.cert_der().to_vec()];
+        let chain = [mid.cert_der().to_vec()];
+        assert_eq!(
+            verify_svid_chain(&leaf, &chain, &anchors, NOW).unwrap().spiffe_id,
+            "spiffe://a.test/w"
+        );
+        assert_eq!(verify_svid(&leaf, &anchors, NOW), Err(SvidError::UnknownAuthority));
+        // Once the certificates expire, nothing verifies.
+        assert_eq!(
+            verify_svid_chain(&leaf, &chain, &anchors, NOW + 7200),
+            Err(SvidError::Expired)
+        );
+        // Nor does one that chains to another root.
+        let other = X509Authority::generate_root("spiffe://corp.test", NOW - 60, NOW + 86_400).unwrap();
+        assert_eq!(
+            verify_svid_chain(&leaf, &chain, &[other.cert_der().to_vec()], NOW),
+            Err(SvidError::UnknownAuthority)
         );
     }
 

@@ -63,22 +63,23 @@ impl X509Authority {
     /// A self-signed root for `trust_domain_id` (`spiffe://<td>`), valid in `[not_before, not_after]`.
     pub fn generate_root(trust_domain_id: &str, not_before: i64, not_after: i64) -> Result<Self, CryptoError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "Sigil");
-        dn.push(DnType::CommonName, format!("Sigil CA {trust_domain_id}"));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.subject_alt_names = vec![uri(trust_domain_id)?];
-        params.not_before = at(not_before)?;
-        params.not_after = at(not_after)?;
-        params.serial_number = Some(serial()?);
+        let params = ca_params(trust_domain_id, not_before, not_after, BasicConstraints::Unconstrained)?;
         let cert = params.self_signed(&key).map_err(cert_error)?;
+        Self::assemble(key, cert.der().to_vec())
+    }
+
+    /// An intermediate CA for `trust_domain_id` signed by `upstream` (an operator's CA): it signs
+    /// SVIDs and no further CAs (path length 0); relying parties trust the upstream root.
+    pub fn generate_intermediate(
+        trust_domain_id: &str,
+        upstream: &X509Authority,
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<Self, CryptoError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_error)?;
+        let mut params = ca_params(trust_domain_id, not_before, not_after, BasicConstraints::Constrained(0))?;
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &upstream.issuer).map_err(cert_error)?;
         Self::assemble(key, cert.der().to_vec())
     }
 
@@ -150,6 +151,32 @@ impl X509Authority {
     }
 }
 
+/// The parameters of a trust domain CA certificate: named after the trust domain, whose ID is
+/// its URI SAN, allowed to sign certificates and CRLs.
+fn ca_params(
+    trust_domain_id: &str,
+    not_before: i64,
+    not_after: i64,
+    constraints: BasicConstraints,
+) -> Result<CertificateParams, CryptoError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Sigil");
+    dn.push(DnType::CommonName, format!("Sigil CA {trust_domain_id}"));
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.subject_alt_names = vec![uri(trust_domain_id)?];
+    params.not_before = at(not_before)?;
+    params.not_after = at(not_after)?;
+    params.serial_number = Some(serial()?);
+    Ok(params)
+}
+
 /// The public key of a P-256 certificate as a JWK (`kty` `EC`, `crv` `P-256`, `x`, `y`), for
 /// the SPIFFE bundle.
 pub fn ec_jwk_of_cert(cert_der: &[u8]) -> Result<serde_json::Value, CryptoError> {
@@ -204,6 +231,15 @@ pub fn uri_sans(cert_der: &[u8]) -> Result<Vec<String>, CryptoError> {
         }
     }
     Ok(out)
+}
+
+/// A certificate's validity window (unix seconds).
+pub fn validity(cert_der: &[u8]) -> Result<(i64, i64), CryptoError> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map_err(|_| CryptoError::KeyFormat("not a certificate"))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 /// A certificate's serial number, lowercase hex without separators.

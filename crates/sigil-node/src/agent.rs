@@ -73,6 +73,7 @@ impl Agent {
         let next = NodeIdentity::new(
             svid.spiffe_id,
             decode_b64(&svid.cert)?,
+            svid.chain.iter().map(|c| decode_b64(c)).collect::<Result<_, _>>()?,
             key,
             unix_now(),
             svid.expires_at,
@@ -138,6 +139,7 @@ impl Agent {
                                 spiffe_id: v.spiffe_id,
                                 authority: authority.clone(),
                                 cert_der: decode_b64(&v.cert)?,
+                                chain: v.chain.iter().map(|c| decode_b64(c)).collect::<Result<_, _>>()?,
                                 key_pkcs8: key,
                                 issued_at: now,
                                 expires_at: v.expires_at,

@@ -17,6 +17,8 @@ pub struct WorkloadSvid {
     /// The authority that was signing when this SVID was asked for.
     pub authority: String,
     pub cert_der: Vec<u8>,
+    /// Intermediates after the leaf (under an upstream CA).
+    pub chain: Vec<Vec<u8>>,
     pub key_pkcs8: Zeroizing<Vec<u8>>,
     pub issued_at: i64,
     pub expires_at: i64,

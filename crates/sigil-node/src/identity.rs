@@ -9,6 +9,8 @@ use zeroize::Zeroizing;
 pub struct NodeIdentity {
     pub spiffe_id: String,
     pub cert_der: Vec<u8>,
+    /// Intermediates after the SVID (under an upstream CA).
+    pub chain: Vec<Vec<u8>>,
     key_pkcs8: Zeroizing<Vec<u8>>,
     pub issued_at: i64,
     pub expires_at: i64,
@@ -34,6 +36,9 @@ pub enum IdentityError {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     spiffe_id: String,
+    /// Standard base64 DER of the intermediates.
+    #[serde(default)]
+    chain: Vec<String>,
     issued_at: i64,
     expires_at: i64,
 }
@@ -42,6 +47,7 @@ impl NodeIdentity {
     pub fn new(
         spiffe_id: String,
         cert_der: Vec<u8>,
+        chain: Vec<Vec<u8>>,
         key_pkcs8: Zeroizing<Vec<u8>>,
         issued_at: i64,
         expires_at: i64,
@@ -49,6 +55,7 @@ impl NodeIdentity {
         Self {
             spiffe_id,
             cert_der,
+            chain,
             key_pkcs8,
             issued_at,
             expires_at,
@@ -57,7 +64,7 @@ impl NodeIdentity {
 
     /// Signs a node proof (claims JSON) with this SVID's key.
     pub fn sign_proof(&self, claims: &[u8]) -> Result<String, sigil_crypto::CryptoError> {
-        sigil_crypto::svid_verify::sign_node_proof(&self.key_pkcs8, &self.cert_der, claims)
+        sigil_crypto::svid_verify::sign_node_proof_with_chain(&self.key_pkcs8, &self.cert_der, &self.chain, claims)
     }
 
     /// Past half its lifetime: time to renew.
@@ -90,9 +97,20 @@ impl NodeIdentity {
         if stored.expires_at <= now {
             return Ok(None);
         }
+        let chain = stored
+            .chain
+            .iter()
+            .map(|c| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(c)
+                    .map_err(|e| IdentityError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Some(Self {
             spiffe_id: stored.spiffe_id,
             cert_der: read(&cert)?,
+            chain,
             key_pkcs8: Zeroizing::new(read(&key)?),
             issued_at: stored.issued_at,
             expires_at: stored.expires_at,
@@ -110,6 +128,14 @@ impl NodeIdentity {
         let [meta, cert, key] = Self::paths(dir);
         let stored = Stored {
             spiffe_id: self.spiffe_id.clone(),
+            chain: self
+                .chain
+                .iter()
+                .map(|c| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(c)
+                })
+                .collect(),
             issued_at: self.issued_at,
             expires_at: self.expires_at,
         };

@@ -58,9 +58,11 @@ async fn identity(client: &NodeClient, config: &NodeConfig) -> Result<NodeIdenti
         .ok_or_else(|| NodeError::NoIdentity(config.data_dir.clone()))?;
     let (key, csr) = new_key_and_csr()?;
     let svid = client.attest(token, &csr).await.map_err(NodeError::Attestation)?;
+    let chain = svid.chain.iter().map(|c| decode_b64(c)).collect::<Result<_, _>>()?;
     let id = NodeIdentity::new(
         svid.spiffe_id,
         decode_b64(&svid.cert)?,
+        chain,
         key,
         unix_now(),
         svid.expires_at,

@@ -75,7 +75,12 @@ impl WorkloadApi {
             .filter_map(|id| snap.svids.get(id))
             .map(|s| X509svid {
                 spiffe_id: s.spiffe_id.clone(),
-                x509_svid: s.cert_der.clone(),
+                // The leaf first, then any intermediates, concatenated DER.
+                x509_svid: std::iter::once(&s.cert_der)
+                    .chain(&s.chain)
+                    .flatten()
+                    .copied()
+                    .collect(),
                 x509_svid_key: s.key_pkcs8.to_vec(),
                 bundle: snap.bundle.x509.clone(),
                 hint: String::new(),

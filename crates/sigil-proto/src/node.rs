@@ -28,6 +28,9 @@ pub struct RenewRequest {
 pub struct X509SvidView {
     pub spiffe_id: String,
     pub cert: String,
+    /// Intermediate CA certificates to present after it (under an upstream CA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
     pub expires_at: i64,
 }
 

@@ -48,6 +48,8 @@ pub enum AppError {
     Policy(#[from] sigil_policy::PolicyError),
     #[error("trust domain: {0}")]
     TrustDomain(String),
+    #[error("upstream CA: {0}")]
+    Upstream(String),
 }
 
 impl App {
@@ -84,12 +86,16 @@ impl App {
             Arc::clone(&rng),
             trust_domain.clone(),
         ));
-        let spiffe = Arc::new(sigil_core::spiffe::X509Ca::new(
+        let mut ca = sigil_core::spiffe::X509Ca::new(
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&master),
             trust_domain,
-        ));
+        );
+        if let Some((cert, key)) = &config.upstream_ca {
+            ca = ca.with_upstream(load_upstream(cert, key)?);
+        }
+        let spiffe = Arc::new(ca);
         let deps = OAuthDeps {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
@@ -159,4 +165,15 @@ impl App {
             reads,
         })
     }
+}
+
+/// Reads the upstream CA: a PEM certificate that is a CA, and its PKCS#8 P-256 key (PEM).
+fn load_upstream(cert: &std::path::Path, key: &std::path::Path) -> Result<sigil_crypto::x509::X509Authority, AppError> {
+    use rustls_pki_types::pem::PemObject;
+    let cert_der = rustls_pki_types::CertificateDer::from_pem_file(cert)
+        .map_err(|e| AppError::Upstream(format!("{}: {e}", cert.display())))?;
+    let key_der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(key)
+        .map_err(|e| AppError::Upstream(format!("{}: {e}", key.display())))?;
+    sigil_crypto::x509::X509Authority::from_parts(key_der.secret_pkcs8_der(), cert_der.as_ref())
+        .map_err(|e| AppError::Upstream(e.to_string()))
 }

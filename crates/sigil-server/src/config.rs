@@ -47,6 +47,17 @@ pub struct FileConfig {
     pub audit: Option<AuditFile>,
     #[serde(default)]
     pub oauth: Option<OAuthFile>,
+    #[serde(default)]
+    pub spiffe: Option<SpiffeFile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeFile {
+    /// An operator CA (PEM certificate and PKCS#8 P-256 key) under which the trust domain's
+    /// authorities are intermediates.
+    pub upstream_ca_cert: Option<PathBuf>,
+    pub upstream_ca_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -188,6 +199,9 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
+    /// The upstream CA's certificate and key files, when the trust domain's CA is an
+    /// intermediate under it.
+    pub upstream_ca: Option<(PathBuf, PathBuf)>,
     /// Node API calls served at once; more get 503 with Retry-After (load shedding).
     pub node_api_in_flight: usize,
     /// Node API calls that may wait (up to a second) for a turn.
@@ -281,6 +295,14 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(other) => {
                 return Err(invalid("log.format", format!("{other:?} is not text or json")));
+            }
+        };
+        let spiffe = f.spiffe.clone().unwrap_or_default();
+        let upstream_ca = match (spiffe.upstream_ca_cert, spiffe.upstream_ca_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid("spiffe", "give both upstream_ca_cert and upstream_ca_key"));
             }
         };
         let node_api_in_flight = f.limits.as_ref().and_then(|l| l.node_api_in_flight).unwrap_or(64);
@@ -387,6 +409,7 @@ impl Config {
             max_body_bytes,
             node_api_in_flight,
             node_api_queue,
+            upstream_ca,
         })
     }
 
@@ -409,6 +432,7 @@ impl Config {
             max_body_bytes: 64 * 1024,
             node_api_in_flight: 64,
             node_api_queue: 4096,
+            upstream_ca: None,
             audit_sinks: Vec::new(),
             audit_retain: None,
             access_token_ttl: Duration::from_secs(300),
@@ -586,6 +610,10 @@ format = "text"          # or "json" (SIGIL_LOG_FORMAT)
 max_body_bytes = 65536   # request bodies above this get 413
 node_api_in_flight = 64  # node API calls served at once
 node_api_queue = 4096    # more may wait up to 1s for a turn; beyond that 503 + Retry-After
+
+[spiffe]
+# upstream_ca_cert = "/etc/sigil/upstream-ca.pem"   # the trust domain's CA becomes an intermediate
+# upstream_ca_key = "/etc/sigil/upstream-ca.key"    # under this CA (PKCS#8 P-256 key, PEM)
 
 [oauth]
 access_token_ttl = "5m"  # default lifetime of access tokens (10s to 1h)

@@ -409,7 +409,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         }
         Change::InsertX509Authority(a) => exec(
             conn,
-            "INSERT INTO x509_authorities (id, cert_der, sealed_key, status, not_after, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO x509_authorities (id, cert_der, sealed_key, status, not_after, created_at, upstream_der) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             vec![
                 a.id.clone().into(),
                 a.cert_der.clone().into(),
@@ -417,6 +417,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
                 a.status.clone().into(),
                 a.not_after.unix_micros().into(),
                 a.created_at.unix_micros().into(),
+                a.upstream_der.clone().into(),
             ],
             AUTHORITY,
         )

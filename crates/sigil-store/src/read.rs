@@ -503,7 +503,7 @@ pub async fn list_jwt_authorities(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::S
 
 pub async fn list_x509_authorities(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::StoredAuthority>> {
     let q = Sql::new(
-        "SELECT id, cert_der, sealed_key, status, not_after, created_at FROM x509_authorities ORDER BY created_at, id",
+        "SELECT id, cert_der, sealed_key, upstream_der, status, not_after, created_at FROM x509_authorities ORDER BY created_at, id",
     );
     all(pool, q, rows::x509_authority).await
 }

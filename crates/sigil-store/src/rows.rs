@@ -316,6 +316,7 @@ pub fn x509_authority(row: &AnyRow) -> Result<sigil_core::spiffe::StoredAuthorit
         id: get(row, "id")?,
         cert_der: get(row, "cert_der")?,
         sealed_key: sigil_crypto::SealedBlob(get(row, "sealed_key")?),
+        upstream_der: get(row, "upstream_der")?,
         status: get(row, "status")?,
         not_after: ts(row, "not_after")?,
         created_at: ts(row, "created_at")?,

@@ -12,6 +12,7 @@ pub enum Value {
     Int(i64),
     OptInt(Option<i64>),
     Blob(Vec<u8>),
+    OptBlob(Option<Vec<u8>>),
 }
 
 impl From<&str> for Value {
@@ -42,6 +43,11 @@ impl From<Option<i64>> for Value {
 impl From<Vec<u8>> for Value {
     fn from(v: Vec<u8>) -> Self {
         Self::Blob(v)
+    }
+}
+impl From<Option<Vec<u8>>> for Value {
+    fn from(v: Option<Vec<u8>>) -> Self {
+        Self::OptBlob(v)
     }
 }
 
@@ -93,6 +99,7 @@ fn bind_all(mut q: Query<'static, Any, AnyArguments>, values: Vec<Value>) -> Que
             Value::Int(i) => q.bind(i),
             Value::OptInt(i) => q.bind(i),
             Value::Blob(b) => q.bind(b),
+            Value::OptBlob(b) => q.bind(b),
         };
     }
     q

@@ -83,7 +83,8 @@ impl OAuthService {
             tracing::error!(error = %e, "no X.509 authority to verify client certificates");
             OAuthError::unavailable()
         })?;
-        let svid = sigil_crypto::svid_verify::verify_svid(cert, &authorities, self.clock.now().unix_seconds())
+        let now = self.clock.now().unix_seconds();
+        let svid = sigil_crypto::svid_verify::verify_svid_chain(cert, &self.spiffe.intermediates(), &authorities, now)
             .map_err(|e| {
                 OAuthError::invalid_client(format!(
                     "the client certificate is not an X509-SVID of this trust domain: {e}"

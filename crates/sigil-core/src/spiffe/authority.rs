@@ -33,6 +33,8 @@ pub struct StoredAuthority {
     pub id: String,
     pub cert_der: Vec<u8>,
     pub sealed_key: SealedBlob,
+    /// For an intermediate under an upstream CA: that CA's certificate (the trust anchor).
+    pub upstream_der: Option<Vec<u8>>,
     /// `active` (signs and is published) — later also `prepared` and `retired`.
     pub status: String,
     pub not_after: Timestamp,
@@ -64,6 +66,10 @@ pub enum SpiffeError {
 /// What is loaded: the authority that signs, and every published certificate.
 #[derive(Debug)]
 struct Loaded {
+    /// The intermediates between an SVID and the published CA (empty for a self-signed root).
+    signing_chain: Vec<Vec<u8>>,
+    /// Every current intermediate (old and new ones during a rotation), for verifying SVIDs.
+    intermediates: Vec<Vec<u8>>,
     /// A digest of the published CA certificates: changes whenever the set does.
     published_digest: [u8; 32],
     signing: X509Authority,
@@ -81,6 +87,7 @@ pub struct X509Ca {
     clock: Arc<dyn Clock>,
     master: Arc<MasterKey>,
     trust_domain: TrustDomain,
+    upstream: Option<X509Authority>,
     loaded: RwLock<Option<Arc<Loaded>>>,
 }
 
@@ -96,8 +103,17 @@ impl X509Ca {
             clock,
             master,
             trust_domain,
+            upstream: None,
             loaded: RwLock::new(None),
         }
+    }
+
+    /// New authorities become intermediates signed by `upstream` (the operator's CA) instead of
+    /// self-signed roots: the bundle then publishes the upstream CA, and SVIDs carry the
+    /// intermediate. Authorities made before stay until rotated out.
+    pub fn with_upstream(mut self, upstream: X509Authority) -> Self {
+        self.upstream = Some(upstream);
+        self
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -192,13 +208,28 @@ impl X509Ca {
         request_id: Option<&str>,
     ) -> Result<(Change, AuditRecord), SpiffeError> {
         let now = self.clock.now();
-        let not_after = now.plus(ROOT_TTL);
-        let ca = X509Authority::generate_root(
-            self.trust_domain.id().as_str(),
-            now.unix_seconds() - 60,
-            not_after.unix_seconds(),
-        )
-        .map_err(|e| SpiffeError::Crypto(e.to_string()))?;
+        let td_id = self.trust_domain.id();
+        let crypto = |e: sigil_crypto::CryptoError| SpiffeError::Crypto(e.to_string());
+        let (ca, not_after) = match &self.upstream {
+            None => {
+                let not_after = now.plus(ROOT_TTL);
+                let ca =
+                    X509Authority::generate_root(td_id.as_str(), now.unix_seconds() - 60, not_after.unix_seconds())
+                        .map_err(crypto)?;
+                (ca, not_after)
+            }
+            Some(up) => {
+                // An intermediate may not outlive the CA that signed it.
+                let (_, upstream_end) = sigil_crypto::x509::validity(up.cert_der()).map_err(crypto)?;
+                let end = now.plus(ROOT_TTL).unix_seconds().min(upstream_end);
+                if end <= now.unix_seconds() + 3600 {
+                    return Err(SpiffeError::Invalid("the upstream CA expires within the hour".into()));
+                }
+                let ca = X509Authority::generate_intermediate(td_id.as_str(), up, now.unix_seconds() - 60, end)
+                    .map_err(crypto)?;
+                (ca, Timestamp::from_unix_seconds(end))
+            }
+        };
         let sealed = self
             .master
             .seal(&ca.key_pkcs8(), SEAL_CONTEXT)
@@ -217,6 +248,7 @@ impl X509Ca {
             id,
             cert_der: ca.cert_der().to_vec(),
             sealed_key: sealed,
+            upstream_der: self.upstream.as_ref().map(|u| u.cert_der().to_vec()),
             status: status.into(),
             not_after,
             created_at: now,
@@ -292,7 +324,28 @@ impl X509Ca {
             ),
             signing: authority,
             signing_id: signing.id.clone(),
-            published: all.iter().map(|a| a.cert_der.clone()).collect(),
+            published: {
+                // What relying parties trust: each root, or for an intermediate its upstream CA.
+                let mut anchors: Vec<Vec<u8>> = Vec::new();
+                for a in &all {
+                    let anchor = a.upstream_der.as_ref().unwrap_or(&a.cert_der);
+                    if !anchors.contains(anchor) {
+                        anchors.push(anchor.clone());
+                    }
+                }
+                anchors
+            },
+            intermediates: all
+                .iter()
+                .filter(|a| a.upstream_der.is_some())
+                .map(|a| a.cert_der.clone())
+                .collect(),
+            signing_chain: signing
+                .upstream_der
+                .is_some()
+                .then(|| signing.cert_der.clone())
+                .into_iter()
+                .collect(),
             jwt_signing,
             jwt_published: Jwks {
                 keys: jwt_keys.iter().map(|(_, k)| k.public_jwk()).collect(),
@@ -346,6 +399,17 @@ impl X509Ca {
                 .map(|a| ("jwt".into(), a.kid, a.status, None)),
         );
         Ok(out)
+    }
+
+    /// The certificates an SVID signed now must be presented with, after it: the
+    /// intermediate when the authority is under an upstream CA, else none.
+    pub fn chain(&self) -> Vec<Vec<u8>> {
+        self.current().map(|l| l.signing_chain.clone()).unwrap_or_default()
+    }
+
+    /// Every current intermediate authority, for checking SVIDs presented with their chain.
+    pub fn intermediates(&self) -> Vec<Vec<u8>> {
+        self.current().map(|l| l.intermediates.clone()).unwrap_or_default()
     }
 
     /// The key that signs JWT-SVIDs.

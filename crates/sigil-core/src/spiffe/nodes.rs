@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_crypto::KeyedHasher;
-use sigil_crypto::svid_verify::{SvidError, VerifiedSvid, verify_node_proof_with, verify_svid};
+use sigil_crypto::svid_verify::{SvidError, VerifiedSvid, verify_node_proof_with, verify_svid_chain};
 use sigil_types::{SpiffeId, Timestamp};
 
 use super::entries::RegistrationEntry;
@@ -78,6 +78,8 @@ pub enum NodeError {
 pub struct IssuedSvid {
     pub spiffe_id: SpiffeId,
     pub cert_der: Vec<u8>,
+    /// The intermediates to present after it (under an upstream CA), else empty.
+    pub chain: Vec<Vec<u8>>,
     pub expires_at: i64,
 }
 
@@ -289,6 +291,7 @@ impl Nodes {
             spiffe_id: id.clone(),
             expires_at: self.clock.now().unix_seconds() + secs(NODE_SVID_TTL),
             cert_der,
+            chain: self.ca.chain(),
         })
     }
 
@@ -298,7 +301,7 @@ impl Nodes {
     pub async fn authenticate(&self, proof: &str) -> Result<AttestedNode, NodeError> {
         let now = self.clock.now().unix_seconds();
         let authorities = self.ca.authorities().map_err(|e| NodeError::Signing(e.to_string()))?;
-        let (svid, payload) = verify_node_proof_with(proof, |leaf| self.check_node_svid(leaf, &authorities, now))
+        let (svid, payload) = verify_node_proof_with(proof, |leaf, _| self.check_node_svid(leaf, &authorities, now))
             .map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
         self.check_proof_claims(&payload, now)?;
         let id = SpiffeId::parse(&svid.spiffe_id).map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
@@ -330,7 +333,8 @@ impl Nodes {
             }
             return Ok(svid);
         }
-        let svid = verify_svid(leaf, authorities, now)?;
+        // Our own intermediates, not the ones the caller sent along, complete the chain.
+        let svid = verify_svid_chain(leaf, &self.ca.intermediates(), authorities, now)?;
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= MAX_VERIFIED {
                 cache.clear();
@@ -425,6 +429,7 @@ impl Nodes {
                     spiffe_id: entry.spiffe_id.clone(),
                     expires_at: now.unix_seconds() + secs(entry.x509_ttl),
                     cert_der,
+                    chain: self.ca.chain(),
                 };
                 issued.push(serde_json::json!({
                     "entry_id": entry.id,

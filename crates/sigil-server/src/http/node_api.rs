@@ -103,6 +103,7 @@ fn svid_view(s: &sigil_core::spiffe::nodes::IssuedSvid) -> X509SvidView {
     X509SvidView {
         spiffe_id: s.spiffe_id.to_string(),
         cert: encode(&s.cert_der),
+        chain: s.chain.iter().map(|c| encode(c)).collect(),
         expires_at: s.expires_at,
     }
 }

@@ -39,3 +39,7 @@ CREATE TABLE federations (
     created_at      BIGINT NOT NULL,
     created_by      TEXT NOT NULL
 );
+
+-- An authority that is an intermediate under the operator's upstream CA keeps that CA's
+-- certificate here: it is what the bundle publishes, and SVIDs carry the intermediate.
+ALTER TABLE x509_authorities ADD COLUMN upstream_der BLOB;

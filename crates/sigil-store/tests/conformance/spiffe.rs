@@ -33,6 +33,7 @@ pub(crate) async fn x509_authorities_and_entries(db: Db) {
         id: "x509_a".into(),
         cert_der: vec![0x30, 0x82, 1, 2, 3],
         sealed_key: SealedBlob(vec![9, 8, 7, 0, 255]),
+        upstream_der: None,
         status: "active".into(),
         not_after: T0.plus(Duration::from_secs(86_400)),
         created_at: T0,
@@ -42,7 +43,16 @@ pub(crate) async fn x509_authorities_and_entries(db: Db) {
         put(s, Change::InsertX509Authority(a.clone())).await,
         Err(StoreError::Duplicate { .. })
     ));
-    assert_eq!(s.list_x509_authorities().await.unwrap(), vec![a]);
+    assert_eq!(s.list_x509_authorities().await.unwrap(), vec![a.clone()]);
+    // An intermediate keeps its upstream CA's certificate.
+    let mid = StoredAuthority {
+        id: "x509_b".into(),
+        upstream_der: Some(vec![0x30, 1, 2]),
+        created_at: T0.plus(Duration::from_secs(1)),
+        ..a.clone()
+    };
+    put(s, Change::InsertX509Authority(mid.clone())).await.unwrap();
+    assert_eq!(s.list_x509_authorities().await.unwrap(), vec![a, mid]);
 
     let e1 = entry("ent_1", "spiffe://example.org/node/a");
     let e2 = entry("ent_2", "spiffe://example.org/node/b");
