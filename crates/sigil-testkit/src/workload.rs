@@ -32,6 +32,24 @@ pub fn my_gid() -> u32 {
     status_id("Gid:")
 }
 
+/// A registration entry under `parent_id` with default lifetimes and no DNS names.
+pub fn entry(
+    spiffe_id: &str,
+    parent_id: &str,
+    selectors: &[String],
+    identity: Option<&str>,
+) -> sigil_proto::admin::EntryRequest {
+    sigil_proto::admin::EntryRequest {
+        spiffe_id: spiffe_id.into(),
+        parent_id: parent_id.into(),
+        selectors: selectors.to_vec(),
+        identity: identity.map(str::to_owned),
+        x509_ttl_seconds: None,
+        jwt_ttl_seconds: None,
+        dns_names: vec![],
+    }
+}
+
 /// A node agent running in this process.
 #[derive(Debug)]
 pub struct NodeAgent {

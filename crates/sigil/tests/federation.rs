@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use sigil_node::proto::{ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest};
-use sigil_testkit::workload::{NodeAgent, my_uid, with_security_header as with_header};
+use sigil_testkit::workload::{NodeAgent, entry, my_uid, with_security_header as with_header};
 use sigil_testkit::{Options, TestServer};
 
 const NODE_ID: &str = "spiffe://sigil.local/node/fed";
@@ -92,15 +92,12 @@ async fn a_federated_bundle_reaches_workloads() {
     assert!(failures.items.len() >= 2, "refresh failures are audited");
 
     // A node agent of A hands B's bundle to its workloads.
-    c.create_entry(&sigil_proto::admin::EntryRequest {
-        spiffe_id: "spiffe://sigil.local/app".into(),
-        parent_id: NODE_ID.into(),
-        selectors: vec![format!("unix:uid:{}", my_uid())],
-        identity: None,
-        x509_ttl_seconds: None,
-        jwt_ttl_seconds: None,
-        dns_names: vec![],
-    })
+    c.create_entry(&entry(
+        "spiffe://sigil.local/app",
+        NODE_ID,
+        &[format!("unix:uid:{}", my_uid())],
+        None,
+    ))
     .await
     .unwrap();
     let node = NodeAgent::start(&a.url, Some(a.join_token(NODE_ID).await)).await;

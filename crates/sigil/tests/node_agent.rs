@@ -17,7 +17,7 @@ use sigil_node::proto::{
     JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
 };
 use sigil_testkit::TestServer;
-use sigil_testkit::workload::{NodeAgent, my_uid, with_security_header as with_header};
+use sigil_testkit::workload::{NodeAgent, entry, my_uid, with_security_header as with_header};
 use tonic::Code;
 
 async fn setup_registry(s: &TestServer) {
@@ -42,23 +42,6 @@ async fn setup_registry(s: &TestServer) {
     )
     .await
     .unwrap();
-}
-
-fn entry(
-    spiffe_id: &str,
-    parent: &str,
-    selectors: &[String],
-    identity: Option<&str>,
-) -> sigil_proto::admin::EntryRequest {
-    sigil_proto::admin::EntryRequest {
-        spiffe_id: spiffe_id.into(),
-        parent_id: parent.into(),
-        selectors: selectors.to_vec(),
-        identity: identity.map(str::to_owned),
-        x509_ttl_seconds: None,
-        jwt_ttl_seconds: None,
-        dns_names: vec![],
-    }
 }
 
 const NODE_ID: &str = "spiffe://sigil.local/node/host-1";

@@ -14,7 +14,7 @@ use base64::Engine;
 use serde_json::Value;
 use sigil_crypto::x509::cert_pem;
 use sigil_node::proto::X509svidRequest;
-use sigil_testkit::workload::{NodeAgent, my_uid, with_security_header};
+use sigil_testkit::workload::{NodeAgent, entry, my_uid, with_security_header};
 use sigil_testkit::{Options, TestServer};
 
 const NODE_ID: &str = "spiffe://sigil.local/node/up";
@@ -105,15 +105,12 @@ async fn svids_chain_through_the_intermediate_to_the_upstream_ca() {
     // A workload's SVID from the node agent (which attested and signs its proofs through the
     // chain) carries the intermediate after the leaf.
     s.client()
-        .create_entry(&sigil_proto::admin::EntryRequest {
-            spiffe_id: "spiffe://sigil.local/up/app".into(),
-            parent_id: NODE_ID.into(),
-            selectors: vec![format!("unix:uid:{}", my_uid())],
-            identity: None,
-            x509_ttl_seconds: None,
-            jwt_ttl_seconds: None,
-            dns_names: vec![],
-        })
+        .create_entry(&entry(
+            "spiffe://sigil.local/up/app",
+            NODE_ID,
+            &[format!("unix:uid:{}", my_uid())],
+            None,
+        ))
         .await
         .unwrap();
     let node = NodeAgent::start(&s.url, Some(s.join_token(NODE_ID).await)).await;

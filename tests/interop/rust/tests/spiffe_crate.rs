@@ -22,7 +22,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use sigil_crypto::svid_verify::{SvidError, verify_svid};
 use sigil_testkit::TestServer;
-use sigil_testkit::workload::{NodeAgent, my_gid, my_uid};
+use sigil_testkit::workload::{NodeAgent, entry, my_gid, my_uid};
 use spiffe::{JwtSvid, SpiffeId, TrustDomain, WorkloadApiClient, WorkloadApiError, X509Svid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,8 +41,11 @@ async fn the_spiffe_crate_gets_svids_from_the_node_agent_and_they_do_mutual_tls(
     // Two entries that both select this test process, so the Workload API hands it two identities.
     let uid = format!("unix:uid:{}", my_uid());
     let gid = format!("unix:gid:{}", my_gid());
-    let entry_a = c.create_entry(&entry(A, vec![uid.clone()])).await.unwrap();
-    c.create_entry(&entry(B, vec![uid, gid])).await.unwrap();
+    let entry_a = c
+        .create_entry(&entry(A, NODE_ID, std::slice::from_ref(&uid), None))
+        .await
+        .unwrap();
+    c.create_entry(&entry(B, NODE_ID, &[uid, gid], None)).await.unwrap();
 
     // The node agent, in process, on a temporary socket.
     let node = NodeAgent::start(&s.url, Some(s.join_token(NODE_ID).await)).await;
@@ -174,18 +177,6 @@ async fn the_spiffe_crate_gets_svids_from_the_node_agent_and_they_do_mutual_tls(
 
     drop(client);
     node.stop().await;
-}
-
-fn entry(spiffe_id: &str, selectors: Vec<String>) -> sigil_proto::admin::EntryRequest {
-    sigil_proto::admin::EntryRequest {
-        spiffe_id: spiffe_id.into(),
-        parent_id: NODE_ID.into(),
-        selectors,
-        identity: None,
-        x509_ttl_seconds: None,
-        jwt_ttl_seconds: None,
-        dns_names: vec![],
-    }
 }
 
 fn spiffe_ids(svids: &[X509Svid]) -> Vec<String> {
