@@ -487,7 +487,7 @@ impl Nodes {
         )
         .map_err(|e| NodeError::Signing(e.to_string()))?;
         let by = Principal::from_stored(format!("node:{}", node.spiffe_id));
-        let mut record = svid_record(now, &by, request_id, entry, "jwt")
+        let mut record = jwt_svid_record(now, &by, request_id, entry)
             .detail("audience", audiences.to_vec())
             .detail("workload", serde_json::to_value(workload).unwrap_or_default());
         record.auth = Some(AuthEvidence {
@@ -539,17 +539,12 @@ impl Nodes {
     }
 }
 
-fn svid_record(
-    now: Timestamp,
-    by: &Principal,
-    request_id: Option<&str>,
-    entry: &RegistrationEntry,
-    kind: &str,
-) -> AuditRecord {
+/// The audit record of a JWT-SVID minted for `entry`.
+fn jwt_svid_record(now: Timestamp, by: &Principal, request_id: Option<&str>, entry: &RegistrationEntry) -> AuditRecord {
     let record = AuditRecord::new(now, EventType::SvidIssued, by, request_id)
         .detail("spiffe_id", entry.spiffe_id.as_str())
         .detail("entry_id", entry.id.as_str())
-        .detail("svid_type", kind);
+        .detail("svid_type", "jwt");
     // The target is the registry identity the SVID stands for, so tracing an agent shows its
     // SVIDs beside its tokens and decisions.
     match &entry.identity_id {
