@@ -75,6 +75,9 @@ enum Cmd {
         /// Nodes in the renewal storm.
         #[arg(long, default_value_t = 10_000)]
         storm: usize,
+        /// Seconds of overload (0 skips it).
+        #[arg(long, default_value_t = 5)]
+        overload: u64,
     },
     /// The SPIFFE Workload API of an in-process `sigil node` against a `sigil serve`.
     WorkloadApi {
@@ -157,8 +160,14 @@ async fn main() -> Result<(), String> {
             print_table(svid::bench(Duration::from_secs(duration))?);
             Ok(())
         }
-        Cmd::NodeApi { sigil, duration, storm } => {
-            print_table(node_api::bench(&sigil, Duration::from_secs(duration), storm).await?);
+        Cmd::NodeApi {
+            sigil,
+            duration,
+            storm,
+            overload,
+        } => {
+            let (duration, overload) = (Duration::from_secs(duration), Duration::from_secs(overload));
+            print_table(node_api::bench(&sigil, duration, storm, overload).await?);
             Ok(())
         }
         Cmd::WorkloadApi {

@@ -142,13 +142,25 @@ fn rss_of(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-pub async fn bench(sigil: &std::path::Path, duration: Duration, storm: usize) -> Result<Vec<(String, String)>, String> {
+/// Each phase runs when its size is not zero.
+pub async fn bench(
+    sigil: &std::path::Path,
+    duration: Duration,
+    storm: usize,
+    overload_for: Duration,
+) -> Result<Vec<(String, String)>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let server = Server::start(sigil, dir.path(), None).await?;
     let mut rows = Vec::new();
-    rows.extend(batch_signing(&server, duration).await?);
-    rows.extend(renewal_storm(&server, storm).await?);
-    rows.extend(overload(&server).await?);
+    if !duration.is_zero() {
+        rows.extend(batch_signing(&server, duration).await?);
+    }
+    if storm > 0 {
+        rows.extend(renewal_storm(&server, storm).await?);
+    }
+    if !overload_for.is_zero() {
+        rows.extend(overload(&server, overload_for).await?);
+    }
     server.stop().await;
     Ok(rows)
 }
@@ -246,6 +258,7 @@ async fn renewal_storm(server: &Server, n: usize) -> Result<Vec<(String, String)
     let sampler = sample_rss(server, Arc::clone(&stop));
     let next = Arc::new(AtomicUsize::new(0));
     let shed = Arc::new(AtomicUsize::new(0));
+    crate::proc::profile_window("enable");
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CONNS.min(n) {
@@ -288,6 +301,7 @@ async fn renewal_storm(server: &Server, n: usize) -> Result<Vec<(String, String)
         t.await.map_err(|e| e.to_string())??;
     }
     let drained = started.elapsed();
+    crate::proc::profile_window("disable");
     stop.store(true, Ordering::Relaxed);
     let peak = sampler.await.map_err(|e| e.to_string())?;
     Ok(vec![
@@ -315,9 +329,8 @@ async fn renewal_storm(server: &Server, n: usize) -> Result<Vec<(String, String)
 /// Far more callers than the server admits (in flight + queue), back to back, for a few
 /// seconds: the server must answer the excess with 503 + Retry-After, keep serving the rest,
 /// and stay responsive (`/healthz` is timed throughout).
-async fn overload(server: &Server) -> Result<Vec<(String, String)>, String> {
+async fn overload(server: &Server, seconds: Duration) -> Result<Vec<(String, String)>, String> {
     const CONNS: usize = 6000;
-    const SECONDS: u64 = 5;
     let node = attest_nodes(server, 1, 1).await?.pop().ok_or("no node")?;
     let auth = Arc::new(node.proof(&server.addr)?);
     let body = Arc::new(json!({ "csr": csr_b64()? }).to_string());
@@ -330,7 +343,7 @@ async fn overload(server: &Server) -> Result<Vec<(String, String)>, String> {
     let before = server.rss_kb().unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(server, Arc::clone(&stop));
-    let deadline = Instant::now() + Duration::from_secs(SECONDS);
+    let deadline = Instant::now() + seconds;
     let mut tasks = Vec::new();
     for _ in 0..CONNS {
         let (addr, auth, body) = (server.addr.clone(), Arc::clone(&auth), Arc::clone(&body));
@@ -378,11 +391,12 @@ async fn overload(server: &Server) -> Result<Vec<(String, String)>, String> {
     Ok(vec![
         (
             format!(
-                "overload: {CONNS} connections renewing back to back for {SECONDS} s (admits 64 running + 4,096 waiting)"
+                "overload: {CONNS} connections renewing back to back for {} s (admits 64 running + 4,096 waiting)",
+                seconds.as_secs()
             ),
             format!(
                 "{:.0} served/s, {} shed with 503 ({} with Retry-After), {} other errors; ready afterwards: {alive}",
-                ok.load(Ordering::Relaxed) as f64 / SECONDS as f64,
+                ok.load(Ordering::Relaxed) as f64 / seconds.as_secs_f64(),
                 shed.load(Ordering::Relaxed),
                 retry_after.load(Ordering::Relaxed),
                 other.load(Ordering::Relaxed)

@@ -77,3 +77,20 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 }
+
+/// Opens or closes the window a profiler records: with `SIGIL_BENCH_PERF_CTL` naming the control
+/// FIFO of `perf record --control fifo:PATH -D -1`, a benchmark profiles only the phase it is
+/// about (`enable` before it, `disable` after).
+pub fn profile_window(command: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("SIGIL_BENCH_PERF_CTL") else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut fifo| fifo.write_all(format!("{command}\n").as_bytes()));
+    if let Err(e) = written {
+        eprintln!("profile window {command}: {e}");
+    }
+}

@@ -242,12 +242,45 @@ pub fn validity(cert_der: &[u8]) -> Result<(i64, i64), CryptoError> {
     Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
-/// A certificate's serial number, lowercase hex without separators.
+/// A certificate's serial number, lowercase hex without separators (the INTEGER's content
+/// octets). Only the DER in front of the serial is walked, not the whole certificate: this runs
+/// for every SVID the server signs.
 pub fn serial_hex(cert_der: &[u8]) -> Result<String, CryptoError> {
-    use x509_parser::prelude::FromDer;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
-        .map_err(|_| CryptoError::KeyFormat("not a certificate"))?;
-    Ok(cert.raw_serial_as_string().replace(':', ""))
+    const NOT_A_CERT: CryptoError = CryptoError::KeyFormat("not a certificate");
+    let (certificate, _) = der_element(cert_der, 0x30).ok_or(NOT_A_CERT)?;
+    let (mut tbs, _) = der_element(certificate, 0x30).ok_or(NOT_A_CERT)?;
+    // `version [0] EXPLICIT` is present in every v3 certificate.
+    if let Some((_, rest)) = der_element(tbs, 0xa0) {
+        tbs = rest;
+    }
+    let (serial, _) = der_element(tbs, 0x02).ok_or(NOT_A_CERT)?;
+    if serial.is_empty() {
+        return Err(NOT_A_CERT);
+    }
+    Ok(serial.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Splits one DER element with tag `tag` off the front of `der`: (its content, what follows).
+fn der_element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&first, rest) = der.split_first()?;
+    if first != tag {
+        return None;
+    }
+    let (&len0, rest) = rest.split_first()?;
+    let (len, rest) = if len0 < 0x80 {
+        (usize::from(len0), rest)
+    } else {
+        let n = usize::from(len0 & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        (bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b)), rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some(rest.split_at(len))
 }
 
 /// PEM armour for a DER certificate (for `openssl` and files).
@@ -286,6 +319,31 @@ mod tests {
         assert_ne!(leaf, again, "fresh serial numbers");
         let text = String::from_utf8_lossy(&leaf);
         assert!(text.contains("spiffe://example.org/ns/prod/sa/billing"));
+    }
+
+    #[test]
+    fn serial_hex_reads_the_serial_x509_parser_sees() {
+        use x509_parser::prelude::FromDer;
+        let ca = X509Authority::generate_root("spiffe://example.org", NOW - 10, NOW + 3600).unwrap();
+        let key = generate_svid_key().unwrap();
+        let req = SvidRequest {
+            spiffe_id: "spiffe://example.org/a",
+            dns_names: &[],
+            not_before: NOW - 10,
+            not_after: NOW + 3600,
+        };
+        for _ in 0..50 {
+            let leaf = ca.sign_for_key(&key, &req).unwrap();
+            let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&leaf).unwrap();
+            assert_eq!(
+                serial_hex(&leaf).unwrap(),
+                parsed.raw_serial_as_string().replace(':', "")
+            );
+        }
+        assert_eq!(serial_hex(ca.cert_der()).unwrap().len() % 2, 0);
+        assert!(serial_hex(b"garbage").is_err());
+        assert!(serial_hex(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(serial_hex(&[]).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! registration entries it may serve, and gets SVIDs for them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sigil_crypto::KeyedHasher;
@@ -13,6 +14,7 @@ use super::entries::RegistrationEntry;
 use super::{SvidKey, X509Ca, jwt_svid};
 use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome};
 use crate::model::Principal;
+use crate::read_cache::ReadCache;
 use crate::registry::Ctx;
 use crate::store::{Change, ChangeSet, Store, StoreError};
 use crate::{Clock, Rng};
@@ -112,6 +114,11 @@ pub struct Nodes {
     /// (the proof's own signature is checked every time).
     verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedSvid>>,
     verified_against: std::sync::Mutex<[u8; 32]>,
+    /// Attested nodes as read for authentication, at most a second old: a renewal storm would
+    /// otherwise read every node from the database once per call. A ban through this replica
+    /// moves `nodes_epoch` and takes effect at once; a ban through another within a second.
+    attested: ReadCache<String, AttestedNode>,
+    nodes_epoch: AtomicU64,
 }
 
 /// Verified node SVIDs remembered at most (then the memory starts over).
@@ -136,6 +143,8 @@ impl Nodes {
             renewals: Default::default(),
             verified: Default::default(),
             verified_against: Default::default(),
+            attested: ReadCache::default(),
+            nodes_epoch: AtomicU64::new(0),
         }
     }
 
@@ -300,14 +309,12 @@ impl Nodes {
     /// not banned.
     pub async fn authenticate(&self, proof: &str) -> Result<AttestedNode, NodeError> {
         let now = self.clock.now().unix_seconds();
-        let authorities = self.ca.authorities().map_err(|e| NodeError::Signing(e.to_string()))?;
-        let (svid, payload) = verify_node_proof_with(proof, |leaf, _| self.check_node_svid(leaf, &authorities, now))
+        let (svid, payload) = verify_node_proof_with(proof, |leaf, _| self.check_node_svid(leaf, now))
             .map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
         self.check_proof_claims(&payload, now)?;
         let id = SpiffeId::parse(&svid.spiffe_id).map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
         let node = self
-            .store
-            .get_node(id.as_str())
+            .attested_node(id.as_str())
             .await?
             .ok_or_else(|| NodeError::Unauthenticated(format!("{id} is not an attested node")))?;
         if node.banned_at.is_some() {
@@ -316,8 +323,22 @@ impl Nodes {
         Ok(node)
     }
 
+    /// The attested node, through the one-second cache (only nodes found are remembered).
+    async fn attested_node(&self, spiffe_id: &str) -> Result<Option<AttestedNode>, NodeError> {
+        let key = spiffe_id.to_owned();
+        let epoch = self.nodes_epoch.load(Ordering::SeqCst);
+        if let Some(node) = self.attested.get(&key, epoch) {
+            return Ok(Some(node));
+        }
+        let node = self.store.get_node(spiffe_id).await?;
+        if let Some(n) = &node {
+            self.attested.put(key, epoch, n.clone());
+        }
+        Ok(node)
+    }
+
     /// Verifies a node SVID, or recalls that it was verified against the same authorities.
-    fn check_node_svid(&self, leaf: &[u8], authorities: &[Vec<u8>], now: i64) -> Result<VerifiedSvid, SvidError> {
+    fn check_node_svid(&self, leaf: &[u8], now: i64) -> Result<VerifiedSvid, SvidError> {
         let digest = sigil_crypto::sha256(leaf);
         let generation = self.ca.published_digest();
         if let (Ok(mut against), Ok(mut cache)) = (self.verified_against.lock(), self.verified.lock())
@@ -333,8 +354,9 @@ impl Nodes {
             }
             return Ok(svid);
         }
+        let authorities = self.ca.authorities().map_err(|_| SvidError::UnknownAuthority)?;
         // Our own intermediates, not the ones the caller sent along, complete the chain.
-        let svid = verify_svid_chain(leaf, &self.ca.intermediates(), authorities, now)?;
+        let svid = verify_svid_chain(leaf, &self.ca.intermediates(), &authorities, now)?;
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= MAX_VERIFIED {
                 cache.clear();
@@ -531,6 +553,7 @@ impl Nodes {
                     .audit(record),
             )
             .await?;
+        self.nodes_epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
