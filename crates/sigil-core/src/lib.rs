@@ -8,7 +8,6 @@ pub mod model;
 pub mod oauth;
 pub mod policy;
 pub mod ports;
-pub mod read_cache;
 pub mod registry;
 pub mod spiffe;
 pub mod store;

@@ -412,6 +412,8 @@ pub trait DelegationStore: Send + Sync {
     /// A node join token by the keyed hash of its value.
     async fn get_join_token(&self, token_hash: &str) -> StoreResult<Option<crate::spiffe::nodes::JoinToken>>;
     async fn get_node(&self, spiffe_id: &str) -> StoreResult<Option<crate::spiffe::nodes::AttestedNode>>;
+    /// The SPIFFE IDs of banned nodes.
+    async fn list_banned_nodes(&self) -> StoreResult<Vec<String>>;
     /// Every attested node, by SPIFFE ID.
     async fn list_nodes(&self) -> StoreResult<Vec<crate::spiffe::nodes::AttestedNode>>;
     /// Federated trust domains, by trust domain.

@@ -69,6 +69,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "nodes",
         sql: include_str!("../migrations/sqlite/0007_nodes.sql"),
     },
+    Migration {
+        version: 8,
+        name: "node_bans",
+        sql: include_str!("../migrations/sqlite/0008_node_bans.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -106,6 +111,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "nodes",
         sql: include_str!("../migrations/postgres/0007_nodes.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "node_bans",
+        sql: include_str!("../migrations/postgres/0008_node_bans.sql"),
     },
 ];
 

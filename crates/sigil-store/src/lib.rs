@@ -315,6 +315,9 @@ impl sigil_core::store::DelegationStore for SqlStore {
     async fn get_node(&self, spiffe_id: &str) -> StoreResult<Option<sigil_core::spiffe::nodes::AttestedNode>> {
         read::get_node(&self.pool, spiffe_id).await
     }
+    async fn list_banned_nodes(&self) -> StoreResult<Vec<String>> {
+        read::list_banned_nodes(&self.pool).await
+    }
     async fn list_nodes(&self) -> StoreResult<Vec<sigil_core::spiffe::nodes::AttestedNode>> {
         read::list_nodes(&self.pool).await
     }

@@ -526,6 +526,14 @@ pub async fn get_node(pool: &AnyPool, spiffe_id: &str) -> R<Option<sigil_core::s
     one(pool, q, rows::node).await
 }
 
+pub async fn list_banned_nodes(pool: &AnyPool) -> R<Vec<String>> {
+    let q = Sql::new("SELECT spiffe_id FROM attested_nodes WHERE banned_at IS NOT NULL");
+    all(pool, q, |row| {
+        row.try_get("spiffe_id").map_err(|e| corrupt("spiffe_id", e))
+    })
+    .await
+}
+
 pub async fn list_nodes(pool: &AnyPool) -> R<Vec<sigil_core::spiffe::nodes::AttestedNode>> {
     let q = Sql::new(&format!(
         "SELECT {} FROM attested_nodes ORDER BY spiffe_id LIMIT 10000",

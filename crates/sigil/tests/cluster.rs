@@ -118,3 +118,72 @@ async fn two_replicas_share_one_state() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Replicas remember the nodes they have seen, so a ban must still reach them: a node banned
+/// through one replica is refused by the other within a second (and by the first at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_banned_through_one_replica_is_refused_by_the_other() {
+    use base64::Engine;
+    let Some((a, b, token)) = sigil_testkit::replica_pair().await else {
+        eprintln!("!!! SKIPPING two-replica test: it needs PostgreSQL");
+        return;
+    };
+    let ca = Client::new(&a.url, Some(token)).unwrap();
+    let node_id = "spiffe://sigil.local/node/replicated";
+    let join = ca
+        .create_join_token(&sigil_proto::node::JoinTokenRequest {
+            spiffe_id: Some(node_id.into()),
+            ttl_seconds: None,
+        })
+        .await
+        .unwrap()
+        .token;
+    let key = sigil_crypto::x509::generate_svid_key().unwrap();
+    let csr = base64::engine::general_purpose::STANDARD.encode(sigil_crypto::x509::make_csr(&key).unwrap());
+    let http = reqwest::Client::new();
+    let attested: serde_json::Value = http
+        .post(format!("{}/spiffe/v1/node/attest", a.url))
+        .json(&json!({"join_token": join, "csr": csr}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cert = base64::engine::general_purpose::STANDARD
+        .decode(attested["cert"].as_str().unwrap())
+        .unwrap();
+    let entries_at = |base: &str| {
+        let api = format!("{base}/spiffe/v1/node");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({"aud": api, "iat": now, "exp": now + 60});
+        let proof = sigil_crypto::svid_verify::sign_node_proof(&key, &cert, claims.to_string().as_bytes()).unwrap();
+        http.get(format!("{api}/entries"))
+            .header("authorization", format!("SigilNode {proof}"))
+            .send()
+    };
+    // Both replicas know the node now.
+    assert_eq!(entries_at(&a.url).await.unwrap().status(), 200);
+    assert_eq!(entries_at(&b.url).await.unwrap().status(), 200);
+
+    let banned_at = Instant::now();
+    ca.ban_node(node_id).await.unwrap();
+    assert_eq!(
+        entries_at(&a.url).await.unwrap().status(),
+        401,
+        "at once where it was banned"
+    );
+    loop {
+        if entries_at(&b.url).await.unwrap().status() == 401 {
+            break;
+        }
+        assert!(
+            banned_at.elapsed() < Duration::from_millis(1500),
+            "the other replica still serves a banned node"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -4,6 +4,7 @@
 //! introspection (RFC 7662) and revocation (RFC 7009). Errors are RFC 6749 §5.2 codes.
 
 pub mod authorize;
+mod cache;
 pub mod client;
 pub mod client_auth;
 pub mod delegation;

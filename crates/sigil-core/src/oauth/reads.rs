@@ -8,8 +8,8 @@ use std::sync::Arc;
 use sigil_types::UserId;
 
 use super::OAuthClient;
+use super::cache::ReadCache;
 use crate::model::{Identity, IdentityRef, Resource, ResourceRef, User, UserRef};
-use crate::read_cache::ReadCache;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug)]

@@ -3,7 +3,6 @@
 //! registration entries it may serve, and gets SVIDs for them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sigil_crypto::KeyedHasher;
@@ -14,7 +13,6 @@ use super::entries::RegistrationEntry;
 use super::{SvidKey, X509Ca, jwt_svid};
 use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome};
 use crate::model::Principal;
-use crate::read_cache::ReadCache;
 use crate::registry::Ctx;
 use crate::store::{Change, ChangeSet, Store, StoreError};
 use crate::{Clock, Rng};
@@ -114,11 +112,67 @@ pub struct Nodes {
     /// (the proof's own signature is checked every time).
     verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedSvid>>,
     verified_against: std::sync::Mutex<[u8; 32]>,
-    /// Attested nodes as read for authentication, at most a second old: a renewal storm would
-    /// otherwise read every node from the database once per call. A ban through this replica
-    /// moves `nodes_epoch` and takes effect at once; a ban through another within a second.
-    attested: ReadCache<String, AttestedNode>,
-    nodes_epoch: AtomicU64,
+    /// Attested nodes this replica has found. Attestation is never undone (a node is banned,
+    /// not deleted), so a node once found is not read again on every call — a renewal storm
+    /// would otherwise read each node from the database; bans are checked against `bans`.
+    known: std::sync::Mutex<std::collections::HashMap<String, AttestedNode>>,
+    bans: BanList,
+}
+
+/// Nodes found remembered at most (then the memory starts over).
+const MAX_KNOWN: usize = 100_000;
+
+/// The banned nodes, reloaded from the store when the last load is a second old, so a ban made
+/// through another replica applies here within a second; one made through this replica applies
+/// at once. Bans are never lifted, so loads only ever add to the set.
+#[derive(Default)]
+struct BanList {
+    /// When the set was last loaded, and the set.
+    state: std::sync::RwLock<(Option<std::time::Instant>, std::collections::HashSet<String>)>,
+    /// Held while loading, so a burst of calls loads once.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl BanList {
+    const MAX_AGE: Duration = Duration::from_secs(1);
+
+    /// Whether the node is banned, if the set is fresh enough to say.
+    fn fresh(&self, spiffe_id: &str) -> Option<bool> {
+        let state = self.state.read().ok()?;
+        let loaded = state.0?;
+        (loaded.elapsed() < Self::MAX_AGE).then(|| state.1.contains(spiffe_id))
+    }
+
+    async fn is_banned(&self, store: &dyn Store, spiffe_id: &str) -> Result<bool, StoreError> {
+        if let Some(answer) = self.fresh(spiffe_id) {
+            return Ok(answer);
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(answer) = self.fresh(spiffe_id) {
+            return Ok(answer);
+        }
+        let started = std::time::Instant::now();
+        let banned = store.list_banned_nodes().await?;
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| StoreError::Unavailable("the ban list lock is poisoned".into()))?;
+        state.1.extend(banned);
+        state.0 = Some(started);
+        Ok(state.1.contains(spiffe_id))
+    }
+
+    fn add(&self, spiffe_id: &str) {
+        if let Ok(mut state) = self.state.write() {
+            state.1.insert(spiffe_id.to_owned());
+        }
+    }
+}
+
+impl std::fmt::Debug for BanList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BanList").finish_non_exhaustive()
+    }
 }
 
 /// Verified node SVIDs remembered at most (then the memory starts over).
@@ -143,8 +197,8 @@ impl Nodes {
             renewals: Default::default(),
             verified: Default::default(),
             verified_against: Default::default(),
-            attested: ReadCache::default(),
-            nodes_epoch: AtomicU64::new(0),
+            known: Default::default(),
+            bans: BanList::default(),
         }
     }
 
@@ -317,22 +371,24 @@ impl Nodes {
             .attested_node(id.as_str())
             .await?
             .ok_or_else(|| NodeError::Unauthenticated(format!("{id} is not an attested node")))?;
-        if node.banned_at.is_some() {
+        if node.banned_at.is_some() || self.bans.is_banned(&*self.store, id.as_str()).await? {
             return Err(NodeError::Banned);
         }
         Ok(node)
     }
 
-    /// The attested node, through the one-second cache (only nodes found are remembered).
+    /// The attested node: remembered once found (see `known`).
     async fn attested_node(&self, spiffe_id: &str) -> Result<Option<AttestedNode>, NodeError> {
-        let key = spiffe_id.to_owned();
-        let epoch = self.nodes_epoch.load(Ordering::SeqCst);
-        if let Some(node) = self.attested.get(&key, epoch) {
-            return Ok(Some(node));
+        let known = self.known.lock().ok().and_then(|k| k.get(spiffe_id).cloned());
+        if known.is_some() {
+            return Ok(known);
         }
         let node = self.store.get_node(spiffe_id).await?;
-        if let Some(n) = &node {
-            self.attested.put(key, epoch, n.clone());
+        if let (Some(n), Ok(mut known)) = (&node, self.known.lock()) {
+            if known.len() >= MAX_KNOWN {
+                known.clear();
+            }
+            known.insert(spiffe_id.to_owned(), n.clone());
         }
         Ok(node)
     }
@@ -553,7 +609,7 @@ impl Nodes {
                     .audit(record),
             )
             .await?;
-        self.nodes_epoch.fetch_add(1, Ordering::SeqCst);
+        self.bans.add(spiffe_id);
         Ok(())
     }
 

@@ -176,6 +176,7 @@ pub(crate) async fn jwt_authorities_join_tokens_and_nodes(db: Db) {
     };
     put(s, Change::UpsertNode(renewed.clone())).await.unwrap();
     assert_eq!(s.get_node(node_id.as_str()).await.unwrap(), Some(renewed.clone()));
+    assert!(s.list_banned_nodes().await.unwrap().is_empty());
     put(
         s,
         Change::BanNode {
@@ -187,6 +188,7 @@ pub(crate) async fn jwt_authorities_join_tokens_and_nodes(db: Db) {
     .unwrap();
     put(s, Change::UpsertNode(renewed)).await.unwrap();
     assert_eq!(s.list_nodes().await.unwrap()[0].banned_at, Some(used));
+    assert_eq!(s.list_banned_nodes().await.unwrap(), vec![node_id.to_string()]);
     assert!(matches!(
         put(
             s,

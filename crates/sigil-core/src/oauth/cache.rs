@@ -1,8 +1,7 @@
-//! A read cache for the request paths (the token path's registry reads, node authentication).
-//! Entries live at most [`MAX_AGE`] — the bound on how stale security state may be on a replica —
-//! and are dropped at once when the owner's epoch moves (the store's registry epoch, bumped when
-//! this process commits a registry change), so a suspension or a ban made through this replica
-//! takes effect on its next request; other replicas see it within a second.
+//! A read cache for the token path. Entries live at most [`MAX_AGE`] — the bound on how
+//! stale security state may be on a replica — and are dropped at once when this process commits
+//! any registry change (the store's epoch moves), so a suspension made through this replica takes
+//! effect on its next request; other replicas see it within a second.
 
 use std::collections::HashMap;
 use std::hash::Hash;
