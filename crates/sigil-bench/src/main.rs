@@ -324,6 +324,7 @@ async fn token_bench(
             100.0 * rate / sign
         )
     };
+    proc::profile_window("enable");
     let run = load(
         &server.addr,
         Req::Form {
@@ -335,6 +336,7 @@ async fn token_bench(
         d,
     )
     .await;
+    proc::profile_window("disable");
     let note = frac(&run);
     rows.push((
         "Sigil tokens/s, client_secret_basic (EdDSA JWT, audit record each)".into(),

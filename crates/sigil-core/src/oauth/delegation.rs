@@ -613,7 +613,8 @@ impl OAuthService {
                 "actor_token_type must be {ACCESS_TOKEN_TYPE}"
             )));
         }
-        let claims = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds())
+        let claims = self
+            .verify_access_token(token, now)
             .map_err(|e| OAuthError::invalid_grant(format!("the actor token is not valid: {e}")))?;
         if claims.sub != auth.client.identity_id.as_str() || !self.is_active_now(&claims, now).await? {
             return Err(OAuthError::invalid_grant(

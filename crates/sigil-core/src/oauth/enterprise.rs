@@ -248,7 +248,8 @@ impl OAuthService {
             return self.own_id_token_subject(token, auth, now).await;
         }
         if ours {
-            let claims = super::token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds())
+            let claims = self
+                .verify_access_token(token, now)
                 .map_err(|e| OAuthError::invalid_grant(format!("the subject token is not valid: {e}")))?;
             if !self.is_active_now(&claims, now).await? {
                 return Err(OAuthError::invalid_grant(

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::error::OAuthError;
 use super::service::OAuthService;
-use super::token::{self, AccessClaims};
+use super::token::AccessClaims;
 use crate::audit::{AuditRecord, AuthEvidence, EventType};
 use crate::model::Principal;
 use crate::store::{Change, ChangeSet, StoreError};
@@ -46,8 +46,7 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
         let now = self.clock.now();
-        let jwks = self.keys.jwks();
-        let claims = match token::verify(token, &jwks, &self.cfg.issuer, now.unix_seconds()) {
+        let claims = match self.verify_access_token(token, now) {
             Ok(c) => c,
             Err(_) => return Ok(Introspection::default()),
         };
@@ -96,7 +95,7 @@ impl OAuthService {
     /// what they used it for.
     pub async fn active_claims(&self, token: &str) -> Result<Option<AccessClaims>, OAuthError> {
         let now = self.clock.now();
-        let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
+        let Ok(claims) = self.verify_access_token(token, now) else {
             return Ok(None);
         };
         Ok(self.is_active_now(&claims, now).await?.then_some(claims))
@@ -116,7 +115,7 @@ impl OAuthService {
         if token.starts_with(super::grant::REFRESH_PREFIX) {
             return self.revoke_refresh_token(token, caller_client, by, request_id).await;
         }
-        let Ok(claims) = token::verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds()) else {
+        let Ok(claims) = self.verify_access_token(token, now) else {
             return Ok(());
         };
         if caller_client.is_some_and(|c| c != claims.client_id) {

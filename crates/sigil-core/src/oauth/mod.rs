@@ -21,6 +21,7 @@ pub mod service;
 pub mod svid_auth;
 pub mod token;
 pub mod trusted;
+mod verified;
 
 pub use client::{ClientAuthMethod, OAuthClient};
 pub use error::{ErrorCode, OAuthError};

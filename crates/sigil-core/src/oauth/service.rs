@@ -84,6 +84,7 @@ pub struct OAuthService {
     /// When this process last recorded each identity's use, so `last_used_at` is written at most
     /// once per [`LAST_USED_RESOLUTION`] per identity instead of once per token.
     touched: std::sync::Mutex<std::collections::HashMap<sigil_types::IdentityId, sigil_types::Timestamp>>,
+    verified: super::verified::VerifiedTokens,
 }
 
 /// How fresh an identity's `last_used_at` is kept.
@@ -137,6 +138,7 @@ impl OAuthService {
             password_checks: tokio::sync::Semaphore::new(super::authorize::PASSWORD_CHECKS),
             sign_ins: Default::default(),
             touched: Default::default(),
+            verified: Default::default(),
         }
     }
 
@@ -640,6 +642,18 @@ impl OAuthService {
             Err(StoreError::Stale { entity: "grant" }) => Err(OAuthError::invalid_grant("the grant was already used")),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Verifies one of our access tokens (signature, `typ`, issuer, expiry), from memory when
+    /// the same token was verified before against the same keys. Revocation and the
+    /// principals' status are the caller's to check, on every call.
+    pub(super) fn verify_access_token(
+        &self,
+        token: &str,
+        now: sigil_types::Timestamp,
+    ) -> Result<super::token::AccessClaims, super::token::TokenError> {
+        self.verified
+            .verify(token, &self.keys.jwks(), &self.cfg.issuer, now.unix_seconds())
     }
 
     /// Whether this issuance should record the identity's use: its stored `last_used_at` and
