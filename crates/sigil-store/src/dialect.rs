@@ -148,11 +148,14 @@ impl Backend {
 
 /// Per-connection settings. For SQLite: WAL (readers do not block the writer), `synchronous =
 /// FULL` (a commit is on disk before it is acknowledged, so it survives `kill -9` and power
-/// loss), foreign keys on, and a busy timeout instead of immediate "database is locked".
+/// loss), foreign keys on, a busy timeout instead of immediate "database is locked", and
+/// temporary storage in memory: the group commit gives each change set a savepoint, whose
+/// sub-journal (the pages' contents before the change set touched them) otherwise goes through
+/// a temporary file, one `pwrite` per page. It is only needed until the transaction ends.
 pub async fn prepare_connection(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     if conn.backend_name().eq_ignore_ascii_case("sqlite") {
         conn.execute(sqlx::raw_sql(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;",
         ))
         .await?;
     }

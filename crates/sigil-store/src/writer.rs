@@ -144,6 +144,16 @@ async fn run_batch(
     defer_audit: bool,
 ) -> Result<Option<Vec<Result<(), StoreError>>>, sqlx::Error> {
     let mut tx = conn.begin_with(begin).await?;
+    if let [job] = jobs {
+        // Alone in its transaction, a change set needs no savepoint: if it fails, rolling the
+        // whole transaction back undoes exactly its own changes.
+        let applied = apply(&mut tx, job).await;
+        match applied {
+            Ok(()) => tx.commit().await?,
+            Err(_) => tx.rollback().await?,
+        }
+        return Ok(Some(vec![applied]));
+    }
     let mut results = Vec::with_capacity(jobs.len());
     let mut deferred: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
     for job in jobs {
