@@ -31,7 +31,8 @@ struct Job {
 #[derive(Debug)]
 pub struct Writer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// One per writer, answered when it has finished.
+    done: Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
 impl Writer {
@@ -39,12 +40,17 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let d = backend.dialect();
-        let tasks = (0..d.writers)
-            .map(|_| tokio::spawn(run(pool.clone(), Arc::clone(&rx), d.begin_write, max_batch.max(1))))
+        let done = (0..d.writers)
+            .map(|_| {
+                let (finished, done) = oneshot::channel();
+                let work = run(pool.clone(), Arc::clone(&rx), d.begin_write, max_batch.max(1));
+                spawn_writer(work, finished);
+                done
+            })
             .collect();
         Self {
             tx: Mutex::new(Some(tx)),
-            tasks: Mutex::new(tasks),
+            done: Mutex::new(done),
         }
     }
 
@@ -68,9 +74,36 @@ impl Writer {
     /// Stops taking writes, lets the writers finish what is queued, and waits for them.
     pub async fn shutdown(&self) {
         self.tx.lock().await.take();
-        let tasks = std::mem::take(&mut *self.tasks.lock().await);
-        for t in tasks {
-            let _ = t.await;
+        let done = std::mem::take(&mut *self.done.lock().await);
+        for d in done {
+            let _ = d.await;
+        }
+    }
+}
+
+/// Runs a writer on a thread of its own with its own single-threaded runtime. On the shared
+/// runtime, every step of a batch (acquire, begin, insert, commit: each a hand-off to the
+/// database driver) waited its turn behind the request tasks, and each request waits for the
+/// batch — so the group commit's cycle, and with it every request's latency, stretched with
+/// the load. Falls back to the shared runtime if the thread cannot be made.
+fn spawn_writer(work: impl Future<Output = ()> + Send + 'static, finished: oneshot::Sender<()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let work = async move {
+        work.await;
+        let _ = finished.send(());
+    };
+    match runtime {
+        Ok(rt) => {
+            let spawned = std::thread::Builder::new()
+                .name("sigil-writer".into())
+                .spawn(move || rt.block_on(work));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "no thread for the writer");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no runtime of its own for the writer; sharing the server's");
+            tokio::spawn(work);
         }
     }
 }
