@@ -113,13 +113,13 @@ impl SqlStore {
     pub async fn connect(location: &Location, opts: &StoreOptions) -> Result<Self, StoreError> {
         let (backend, url) = location.open();
         let d = backend.dialect();
-        let pool = pool_sized(&url, d.read_connections, opts).await?;
+        let pool = pool_sized(&url, backend, d.read_connections, opts).await?;
         if opts.migrate {
             migrate::run(&pool, backend).await?;
         } else {
             migrate::check_current(&pool, backend).await?;
         }
-        let write_pool = pool_sized(&url, d.writers, opts).await?;
+        let write_pool = pool_sized(&url, backend, d.writers, opts).await?;
         let writer = Arc::new(writer::Writer::start(write_pool, backend, opts.max_batch));
         Ok(Self {
             pool,
@@ -132,7 +132,7 @@ impl SqlStore {
     /// Only applies migrations (for `sigil db migrate`).
     pub async fn migrate_only(location: &Location) -> Result<MigrationReport, StoreError> {
         let (backend, url) = location.open();
-        let pool = pool_sized(&url, 1, &StoreOptions::default()).await?;
+        let pool = pool_sized(&url, backend, 1, &StoreOptions::default()).await?;
         let report = migrate::run(&pool, backend).await;
         pool.close().await;
         report
@@ -143,10 +143,15 @@ impl SqlStore {
     }
 }
 
-async fn pool_sized(url: &str, size: u32, opts: &StoreOptions) -> Result<AnyPool, StoreError> {
+async fn pool_sized(url: &str, backend: Backend, size: u32, opts: &StoreOptions) -> Result<AnyPool, StoreError> {
     AnyPoolOptions::new()
         .max_connections(size)
         .min_connections(1)
+        // A pool pings a connection before handing it out, in case the server dropped it. An
+        // embedded SQLite file has no server to drop it, and the ping is a round trip to the
+        // driver's thread on every read and every group commit (0.3–0.7 ms per commit under
+        // load, measured). PostgreSQL keeps the check.
+        .test_before_acquire(backend != Backend::Sqlite)
         .acquire_timeout(opts.acquire_timeout)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
