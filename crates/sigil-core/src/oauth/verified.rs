@@ -12,8 +12,10 @@ use sigil_crypto::Jwks;
 
 use super::token::{self, AccessClaims, TokenError};
 
-/// Tokens remembered at most; when full, the expired ones go, and if none had, all of them.
-const MAX_REMEMBERED: usize = 100_000;
+/// Tokens remembered at most (about 10 MB of claims); when full, the expired ones go, and if
+/// none had, all of them. Only tokens that verified are remembered, so nobody can fill it with
+/// garbage.
+const MAX_REMEMBERED: usize = 20_000;
 
 #[derive(Debug, Default)]
 pub(super) struct VerifiedTokens {
