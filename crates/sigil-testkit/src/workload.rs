@@ -147,3 +147,26 @@ impl TestServer {
             .token
     }
 }
+
+/// Attests a node through `server`'s node API with a join token, as `sigil node` does on its
+/// first start, and returns its identity: call the node API as that node with
+/// [`sigil_node::client::NodeClient`].
+pub async fn attest_node(server: &str, join_token: &str) -> sigil_node::identity::NodeIdentity {
+    use sigil_node::client::{NodeClient, decode_b64, unix_now};
+    let (key, csr) = sigil_node::agent::new_key_and_csr().unwrap_or_else(|e| fail(&format!("node key: {e}")));
+    let svid = NodeClient::new(server)
+        .unwrap_or_else(|e| fail(&format!("node client: {e}")))
+        .attest(join_token, &csr)
+        .await
+        .unwrap_or_else(|e| fail(&format!("attestation: {e}")));
+    let decode = |b64: &str| decode_b64(b64).unwrap_or_else(|e| fail(&format!("attestation answer: {e}")));
+    let chain = svid.chain.iter().map(|c| decode(c)).collect();
+    sigil_node::identity::NodeIdentity::new(
+        svid.spiffe_id,
+        decode(&svid.cert),
+        chain,
+        key,
+        unix_now(),
+        svid.expires_at,
+    )
+}

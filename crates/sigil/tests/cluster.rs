@@ -123,7 +123,6 @@ async fn two_replicas_share_one_state() {
 /// through one replica is refused by the other within a second (and by the first at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_banned_through_one_replica_is_refused_by_the_other() {
-    use base64::Engine;
     let Some((a, b, token)) = sigil_testkit::replica_pair().await else {
         eprintln!("!!! SKIPPING two-replica test: it needs PostgreSQL");
         return;
@@ -138,46 +137,22 @@ async fn a_node_banned_through_one_replica_is_refused_by_the_other() {
         .await
         .unwrap()
         .token;
-    let key = sigil_crypto::x509::generate_svid_key().unwrap();
-    let csr = base64::engine::general_purpose::STANDARD.encode(sigil_crypto::x509::make_csr(&key).unwrap());
-    let http = reqwest::Client::new();
-    let attested: serde_json::Value = http
-        .post(format!("{}/spiffe/v1/node/attest", a.url))
-        .json(&json!({"join_token": join, "csr": csr}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cert = base64::engine::general_purpose::STANDARD
-        .decode(attested["cert"].as_str().unwrap())
-        .unwrap();
+    let node = sigil_testkit::workload::attest_node(&a.url, &join).await;
     let entries_at = |base: &str| {
-        let api = format!("{base}/spiffe/v1/node");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims = json!({"aud": api, "iat": now, "exp": now + 60});
-        let proof = sigil_crypto::svid_verify::sign_node_proof(&key, &cert, claims.to_string().as_bytes()).unwrap();
-        http.get(format!("{api}/entries"))
-            .header("authorization", format!("SigilNode {proof}"))
-            .send()
+        let client = sigil_node::client::NodeClient::new(base).unwrap();
+        let node = &node;
+        async move { client.entries(node).await }
     };
     // Both replicas know the node now.
-    assert_eq!(entries_at(&a.url).await.unwrap().status(), 200);
-    assert_eq!(entries_at(&b.url).await.unwrap().status(), 200);
+    entries_at(&a.url).await.unwrap();
+    entries_at(&b.url).await.unwrap();
 
     let banned_at = Instant::now();
     ca.ban_node(node_id).await.unwrap();
-    assert_eq!(
-        entries_at(&a.url).await.unwrap().status(),
-        401,
-        "at once where it was banned"
-    );
+    let refused = |r: Result<_, sigil_node::client::ClientError>| r.is_err_and(|e| e.is_auth());
+    assert!(refused(entries_at(&a.url).await), "at once where it was banned");
     loop {
-        if entries_at(&b.url).await.unwrap().status() == 401 {
+        if refused(entries_at(&b.url).await) {
             break;
         }
         assert!(

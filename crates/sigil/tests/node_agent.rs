@@ -17,7 +17,7 @@ use sigil_node::proto::{
     JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
 };
 use sigil_testkit::TestServer;
-use sigil_testkit::workload::{NodeAgent, entry, my_uid, with_security_header as with_header};
+use sigil_testkit::workload::{NodeAgent, attest_node, entry, my_uid, with_security_header as with_header};
 use tonic::Code;
 
 async fn setup_registry(s: &TestServer) {
@@ -360,36 +360,14 @@ async fn node_api_calls_need_a_valid_node_proof_and_banned_nodes_are_refused() {
 
     // A node attested by hand: its proof is accepted (and the node remembered) until the ban,
     // which takes effect on the very next call.
-    let key = sigil_crypto::x509::generate_svid_key().unwrap();
-    let csr = base64_std(&sigil_crypto::x509::make_csr(&key).unwrap());
     let other_id = "spiffe://sigil.local/node/by-hand";
-    let attested: Value = http
-        .post(url("attest"))
-        .json(&json!({"join_token": s.join_token(other_id).await, "csr": csr}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cert = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(attested["cert"].as_str().unwrap())
-            .unwrap()
-    };
-    let entries = || {
-        let claims = json!({"aud": url("").trim_end_matches('/'), "iat": now(), "exp": now() + 60});
-        let proof = sigil_crypto::svid_verify::sign_node_proof(&key, &cert, claims.to_string().as_bytes()).unwrap();
-        http.get(url("entries"))
-            .header("authorization", format!("SigilNode {proof}"))
-            .send()
-    };
-    assert_eq!(entries().await.unwrap().status(), 200);
-    assert_eq!(entries().await.unwrap().status(), 200);
+    let by_hand = attest_node(&s.url, &s.join_token(other_id).await).await;
+    let api = sigil_node::client::NodeClient::new(&s.url).unwrap();
+    api.entries(&by_hand).await.unwrap();
+    api.entries(&by_hand).await.unwrap();
     s.client().ban_node(NODE_ID).await.unwrap();
     s.client().ban_node(other_id).await.unwrap();
-    assert_eq!(entries().await.unwrap().status(), 401);
+    assert!(api.entries(&by_hand).await.unwrap_err().is_auth());
     assert!(s.client().list_nodes().await.unwrap().items.iter().all(|n| n.banned));
     let err = s.client().ban_node("spiffe://sigil.local/node/nope").await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
