@@ -203,6 +203,26 @@ async fn an_x509_svid_over_mutual_tls_gets_a_certificate_bound_token() {
     let (st, v) = token_at(admin.clone(), BILLING).await;
     assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")), "{v}");
 
+    // A workload is a resource server too: it asks AuthZEN for decisions over the same mutual
+    // TLS; a certificate from another CA is refused there as well.
+    let ask = |client: reqwest::Client| {
+        let url = format!("{base}/access/v1/evaluation");
+        async move {
+            let body = json!({
+                "subject": {"type": "workload", "id": "billing"},
+                "action": {"name": "token.issue"},
+                "resource": {"type": "resource", "id": LEDGER},
+            });
+            let resp = client.post(url).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (st, d) = ask(mtls(&svid, &key)).await;
+    assert_eq!(st, 200, "{d}");
+    assert!(d["decision"].is_boolean(), "{d}");
+    let (st, d) = ask(mtls(&rogue, &rogue_key)).await;
+    assert_eq!((st, d["error"].as_str()), (401, Some("invalid_client")), "{d}");
+
     // The metadata says so (RFC 8705 §3.3).
     let meta: Value = admin
         .get(format!("{base}/.well-known/oauth-authorization-server"))

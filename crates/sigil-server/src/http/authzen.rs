@@ -44,9 +44,14 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// The caller's principal, or the error response: 401 (RFC 6749 error body, `WWW-Authenticate`)
 /// for missing or bad credentials, 403 for an agent's client — a policy decision point answers
 /// resource servers (workloads) and administrators, not the agents whose access it decides.
-async fn authenticate(app: &App, headers: &HeaderMap, request_id: Option<&str>) -> Result<String, Response> {
+async fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
+    request_id: Option<&str>,
+) -> Result<String, Response> {
     let endpoint = format!("{}/access/v1/evaluation", app.issuer);
-    let caller = json_caller(app, headers, &endpoint, request_id)
+    let caller = json_caller(app, headers, ext, &endpoint, request_id)
         .await
         .map_err(|e| error_response(&e))?;
     if let Some(id) = &caller.identity {
@@ -65,7 +70,7 @@ async fn authenticate(app: &App, headers: &HeaderMap, request_id: Option<&str>) 
 
 pub async fn evaluation(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
     let request_id = rid(&ext);
-    let caller = match authenticate(&app, &headers, request_id.as_deref()).await {
+    let caller = match authenticate(&app, &headers, &ext, request_id.as_deref()).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -87,7 +92,7 @@ pub async fn evaluations(
     body: Bytes,
 ) -> Response {
     let request_id = rid(&ext);
-    let caller = match authenticate(&app, &headers, request_id.as_deref()).await {
+    let caller = match authenticate(&app, &headers, &ext, request_id.as_deref()).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };

@@ -284,11 +284,12 @@ pub(super) struct JsonCaller {
     pub identity: Option<sigil_types::IdentityId>,
 }
 
-/// Authenticates the caller of a JSON endpoint: an admin bearer token or an OAuth client's
-/// credentials in `Authorization: Basic`.
+/// Authenticates the caller of a JSON endpoint: an admin bearer token, an OAuth client's
+/// credentials in `Authorization: Basic`, or a workload's X509-SVID over mutual TLS.
 pub(super) async fn json_caller(
     app: &crate::App,
     headers: &HeaderMap,
+    ext: &axum::http::Extensions,
     endpoint: &str,
     request_id: Option<&str>,
 ) -> Result<JsonCaller, OAuthError> {
@@ -298,14 +299,12 @@ pub(super) async fn json_caller(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer "))
     {
-        let none = axum::http::Extensions::new();
-        let (_, who) = caller(app, headers, &none, &form, endpoint, false, request_id).await?;
+        let (_, who) = caller(app, headers, ext, &form, endpoint, false, request_id).await?;
         return Ok(JsonCaller { who, identity: None });
     }
-    let none = axum::http::Extensions::new();
     let auth = app
         .oauth
-        .authenticate(&credentials(headers, &none, &form)?, endpoint)
+        .authenticate(&credentials(headers, ext, &form)?, endpoint)
         .await?;
     Ok(JsonCaller {
         who: format!("client:{}", auth.client.client_id),
