@@ -24,10 +24,19 @@ impl Server {
         let mut cmd = tokio::process::Command::new(sigil);
         cmd.args(["serve", "--listen", &addr, "--data-dir"])
             .arg(data_dir)
-            .env("SIGIL_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .kill_on_drop(true);
+        // For looking inside a run: SIGIL_BENCH_SERVER_LOG=FILE keeps the server's log (at the
+        // level SIGIL_LOG_LEVEL names, e.g. `warn,sqlx::query=debug`) instead of dropping it.
+        match std::env::var_os("SIGIL_BENCH_SERVER_LOG") {
+            Some(file) => {
+                let log = std::fs::File::create(&file).map_err(|e| format!("cannot create the server log: {e}"))?;
+                cmd.stderr(log);
+            }
+            None => {
+                cmd.env("SIGIL_LOG_LEVEL", "warn").stderr(Stdio::null());
+            }
+        }
         if let Some(u) = database_url {
             cmd.args(["--database-url", u]);
         }
