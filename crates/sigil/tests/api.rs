@@ -478,6 +478,24 @@ async fn metrics_and_request_ids() {
     let (st, _, h) = raw(&s, "GET", "/healthz", None, None).await;
     assert_eq!(st, 200);
     assert!(h["x-request-id"].to_str().unwrap().starts_with("req_"));
+    // A caller's id comes back exactly as sent, whatever printable shape it has.
+    for sent in ["urn:uuid:6f0c/4+a=b", "span 42 of trace 7"] {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/healthz", s.url))
+            .header("x-request-id", sent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-request-id"], sent);
+    }
+    let long = "x".repeat(300);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/healthz", s.url))
+        .header("x-request-id", &long)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
     let text = reqwest::get(format!("{}/metrics", s.url))
         .await
         .unwrap()

@@ -225,6 +225,9 @@ async fn bad_authorization_requests_get_the_standard_answer() {
         (with("response_type", Some("token")), "unsupported_response_type"),
         (with("resource", Some("https://unknown.example.com")), "invalid_target"),
         (with("scope", Some("read nonsense")), "invalid_scope"),
+        (with("response_mode", Some("form_post")), "invalid_request"),
+        // Sigil has no sign-in session, so a request that allows no page cannot succeed.
+        (with("prompt", Some("none")), "login_required"),
     ] {
         match fx.browse(&p, PASSWORD, "allow").await {
             Outcome::Redirect(l) => {

@@ -155,6 +155,9 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
     assert_eq!(c["sub"], alice.as_str());
     assert_eq!(c["act"]["sub"], agent.as_str());
     assert!(c["exp"].as_i64().unwrap() <= now() + 300);
+    // A subject token whose may_act (RFC 8693 §4.4) names this agent and client is honoured.
+    let (st, v) = exchange(id_token(json!({"may_act": {"sub": agent, "client_id": client.0}}))).await;
+    assert_eq!(st, 200, "{v}");
 
     // Bad subjects: another audience, expired, unknown user, a forged signature, an issuer
     // nobody trusts. Each is invalid_request (RFC 8693 §2.2.2), and nothing is issued.
@@ -175,6 +178,10 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         id_token(json!({"preferred_username": "mallory"})),
         forged,
         untrusted,
+        // may_act naming another actor or another client, or unreadable.
+        id_token(json!({"may_act": {"sub": "agt_01SOMEONEELSE"}})),
+        id_token(json!({"may_act": {"sub": agent, "client_id": "another-client"}})),
+        id_token(json!({"may_act": "anyone"})),
     ] {
         let (st, v) = exchange(bad).await;
         assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
@@ -184,7 +191,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         .audit_search(&[("type", "token.exchanged".into())])
         .await
         .unwrap();
-    assert_eq!(exchanged.items.len(), 1);
+    assert_eq!(exchanged.items.len(), 2);
 }
 
 /// Alice signs in at the IdP Sigil through a confidential client; returns its refresh token.

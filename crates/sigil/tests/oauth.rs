@@ -245,6 +245,24 @@ async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
     assert_eq!(i, json!({"active": false}));
     let (st, i, _) = f.post("/introspect", &[("token", token)], None).await;
     assert_eq!(st, 401, "introspection needs an authenticated caller: {i}");
+    // A bearer caller: the scheme in any case; a bad bearer credential is an RFC 6750 answer.
+    let bearer = |credential: String| {
+        reqwest::Client::new()
+            .post(format!("{}/introspect", f.s.url))
+            .header("authorization", credential)
+            .form(&[("token", token)])
+            .send()
+    };
+    let ok = bearer(format!("bEaReR {}", f.s.admin_token)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = bearer("Bearer not-a-credential".into()).await.unwrap();
+    assert_eq!(bad.status(), 401);
+    let challenge = bad.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains("error=\"invalid_token\""),
+        "{challenge}"
+    );
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"], "invalid_token");
 }
 
 #[tokio::test]

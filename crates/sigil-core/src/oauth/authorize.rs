@@ -72,6 +72,10 @@ pub struct AuthorizeRequest {
     pub resource: Vec<String>,
     /// OpenID Connect: echoed in the ID token.
     pub nonce: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: space-separated; `none` forbids any page.
+    pub prompt: Option<String>,
+    /// OAuth 2.0 Multiple Response Types §2.1; only `query` is supported.
+    pub response_mode: Option<String>,
 }
 
 /// A request that passed every check: what the consent page shows and the code records.
@@ -218,6 +222,9 @@ impl OAuthService {
             }
             None => return Err(fail(ErrorCode::InvalidRequest, "response_type is required")),
         }
+        if r.response_mode.as_deref().is_some_and(|m| m != "query") {
+            return Err(fail(ErrorCode::InvalidRequest, "the only response_mode is query"));
+        }
         let challenge = match (r.code_challenge.as_deref(), r.code_challenge_method.as_deref()) {
             (None, _) => {
                 return Err(fail(
@@ -283,6 +290,11 @@ impl OAuthService {
         } else {
             requested
         };
+        // Sigil keeps no sign-in session: every authorization asks the user to sign in, so a
+        // request that forbids any page cannot be satisfied.
+        if r.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == "none")) {
+            return Err(fail(ErrorCode::LoginRequired, "prompt=none, but the user must sign in"));
+        }
         let agent_owner = self
             .reads
             .username(&agent.owner)

@@ -55,6 +55,14 @@ pub(super) struct Delegated<'a> {
 }
 
 impl OAuthService {
+    async fn is_public_client(&self, client_id: Option<&str>) -> Result<bool, OAuthError> {
+        let Some(id) = client_id else { return Ok(false) };
+        Ok(self
+            .client(id)
+            .await?
+            .is_some_and(|c| c.auth_method == ClientAuthMethod::None))
+    }
+
     /// Authenticates a confidential client, or identifies a public one by its `client_id`
     /// (OAuth 2.1 §3.2.1: a public client has no credential; PKCE protects its code).
     pub async fn authenticate_or_public(
@@ -64,6 +72,11 @@ impl OAuthService {
     ) -> Result<Authenticated, OAuthError> {
         let presents_credential = creds.basic.is_some() || creds.client_secret.is_some() || creds.assertion.is_some();
         if presents_credential {
+            return self.authenticate(creds, endpoint).await;
+        }
+        // A client certificate is a credential (tls_client_auth, RFC 8705 §2) unless the
+        // client named is a public one that merely connected over mutual TLS.
+        if creds.tls_client_cert.is_some() && !self.is_public_client(creds.client_id.as_deref()).await? {
             return self.authenticate(creds, endpoint).await;
         }
         let id = creds
@@ -205,14 +218,19 @@ impl OAuthService {
         if grant.client_id != client.client_id {
             return Err(invalid());
         }
-        if grant.family_revoked || grant.expires_at <= self.clock.now() {
+        if grant.family_revoked {
             return Err(invalid());
         }
+        // Spent before expired: a spent value presented again, however late, is a replay and
+        // revokes what it produced (RFC 6749 §4.1.2), not merely a stale value.
         if grant.used_at.is_some() {
             self.revoke_family(&grant, request_id).await?;
             return Err(OAuthError::invalid_grant(format!(
                 "the {what} was already used; every token issued from it is revoked"
             )));
+        }
+        if grant.expires_at <= self.clock.now() {
+            return Err(invalid());
         }
         Ok(grant)
     }
@@ -275,7 +293,7 @@ impl OAuthService {
             && proof.is_none_or(|p| p.jkt != *jkt)
         {
             return Err(OAuthError::invalid_grant(
-                "the refresh token is bound to a DPoP key: prove it (RFC 9449 §5)",
+                "the refresh token is bound to a DPoP key: prove it (RFC 9449 section 5)",
             ));
         }
         let resource = self.resource_by_uri(&grant.resource).await?;
@@ -335,7 +353,11 @@ impl OAuthService {
             openid: grant.openid,
             nonce: None,
             auth_time: grant.auth_time,
-            dpop_jkt: proof.map(|p| p.jkt.clone()),
+            // RFC 9449 §5: only a public client's refresh token is bound to its DPoP key; a
+            // confidential client's is already bound to its own credential.
+            dpop_jkt: proof
+                .filter(|_| auth.client.auth_method == super::ClientAuthMethod::None)
+                .map(|p| p.jkt.clone()),
             issued_at: now,
             expires_at: now.plus(self.cfg.refresh_token_ttl),
             used_at: None,

@@ -293,13 +293,14 @@ impl OAuthService {
                 "the subject token's aud is not this client nor an audience registered for its issuer",
             ));
         }
+        let may_act = v.may_act().map_err(OAuthError::invalid_request)?;
         let user = self.mapped_user(&issuer, &v).await?;
         Ok(Subject {
             user,
             jkt: None,
             x5t_s256: None,
             act: None,
-            may_act: None,
+            may_act,
             exp: v.int("exp").unwrap_or_default(),
             aud: None,
             scope: None,
@@ -333,13 +334,14 @@ impl OAuthService {
         }
         let user_id =
             sigil_types::UserId::parse(verified.str("sub").unwrap_or_default()).map_err(|_| invalid("no user"))?;
+        let may_act = verified.may_act().map_err(OAuthError::invalid_request)?;
         let user = self.active_user_for_subject(&user_id).await?;
         Ok(Subject {
             user,
             jkt: None,
             x5t_s256: None,
             act: None,
-            may_act: None,
+            may_act,
             exp: verified.int("exp").unwrap_or_default(),
             aud: None,
             scope: None,
@@ -490,7 +492,7 @@ impl OAuthService {
                 issuer.issuer
             )));
         }
-        if v.typ.as_deref() != Some(ID_JAG_TYP) {
+        if !v.typ.as_deref().is_some_and(is_id_jag_typ) {
             return Err(OAuthError::invalid_grant(format!(
                 "the assertion's typ must be {ID_JAG_TYP}"
             )));
@@ -515,6 +517,10 @@ impl OAuthService {
             .filter(|j| !j.is_empty() && j.len() <= 256)
             .ok_or_else(|| OAuthError::invalid_grant("the ID-JAG has no jti"))?
             .to_owned();
+        // draft-ietf-oauth-identity-assertion-authz-grant §3.1: iat and sub are required.
+        if v.int("iat").is_none() || v.str("sub").is_none_or(str::is_empty) {
+            return Err(OAuthError::invalid_grant("the ID-JAG lacks iat or sub"));
+        }
         let exp = v.int("exp").unwrap_or_default();
         // A grant assertion is short-lived; one valid for hours is refused (and would keep its
         // replay record that long).
@@ -537,6 +543,13 @@ impl OAuthService {
         let resource_uri = match (v.claims.get("resource"), resources) {
             (Some(serde_json::Value::String(r)), []) => r.clone(),
             (Some(serde_json::Value::String(r)), [asked]) if asked == r => r.clone(),
+            // `resource` may be an array (§3.1); with one element it needs no choosing.
+            (Some(serde_json::Value::Array(list)), []) if matches!(list.as_slice(), [serde_json::Value::String(_)]) => {
+                list.first()
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            }
             (Some(serde_json::Value::Array(list)), [asked]) if list.iter().any(|r| r.as_str() == Some(asked)) => {
                 asked.clone()
             }
@@ -622,5 +635,42 @@ impl OAuthService {
             refresh_token: None,
             id_token: None,
         })
+    }
+}
+
+/// Whether a JOSE `typ` names an ID-JAG: compared without case and with the optional
+/// `application/` prefix (RFC 7515 §4.1.9).
+fn is_id_jag_typ(typ: &str) -> bool {
+    let bare = typ
+        .get(..12)
+        .filter(|p| p.eq_ignore_ascii_case("application/"))
+        .map_or(typ, |_| &typ[12..]);
+    bare.eq_ignore_ascii_case(ID_JAG_TYP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_id_jag_typ;
+
+    #[test]
+    fn id_jag_typ_is_compared_as_rfc_7515_says() {
+        for typ in [
+            "oauth-id-jag+jwt",
+            "OAuth-ID-JAG+JWT",
+            "application/oauth-id-jag+jwt",
+            "Application/oauth-id-jag+jwt",
+        ] {
+            assert!(is_id_jag_typ(typ), "{typ}");
+        }
+        for typ in [
+            "JWT",
+            "at+jwt",
+            "application/jwt",
+            "oauth-id-jag+jwt2",
+            "application/",
+            "",
+        ] {
+            assert!(!is_id_jag_typ(typ), "{typ}");
+        }
     }
 }

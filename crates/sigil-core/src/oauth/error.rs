@@ -26,6 +26,8 @@ pub enum ErrorCode {
     InvalidToken,
     /// RFC 9449 §8.
     UseDpopNonce,
+    /// OpenID Connect Core §3.1.2.6: `prompt=none` but the user must sign in.
+    LoginRequired,
     ServerError,
     TemporarilyUnavailable,
 }
@@ -48,6 +50,7 @@ impl ErrorCode {
             Self::UnsupportedResponseType => "unsupported_response_type",
             Self::InvalidToken => "invalid_token",
             Self::UseDpopNonce => "use_dpop_nonce",
+            Self::LoginRequired => "login_required",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -76,7 +79,7 @@ impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
         Self {
             code,
-            description: description.into(),
+            description: description_chars(description.into()),
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -106,5 +109,38 @@ impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = ?e, "store error on the token path");
         Self::unavailable()
+    }
+}
+
+/// Keeps only the characters RFC 6749 §5.2 allows in `error_description` (printable ASCII
+/// without `"` and `\`): quotes become `'`, anything else outside the set becomes `?`. Messages
+/// quote values the client sent, so this is done once here rather than trusted to each message.
+fn description_chars(text: String) -> String {
+    if text
+        .bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_hold_only_the_characters_rfc_6749_allows() {
+        let e = OAuthError::invalid_request("grant_type \"pass\\word\" is not supported \u{a7} 4");
+        assert_eq!(e.description, "grant_type 'pass/word' is not supported ? 4");
+        let plain = OAuthError::invalid_grant("the code was already used");
+        assert_eq!(plain.description, "the code was already used");
     }
 }

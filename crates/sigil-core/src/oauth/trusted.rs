@@ -44,6 +44,17 @@ impl VerifiedJwt {
         self.claims.get(k).and_then(Value::as_i64)
     }
 
+    /// The RFC 8693 §4.4 `may_act` claim, if the token has one; `Err` if it is not an object
+    /// with `sub` and/or `client_id` strings (an unreadable restriction is not no restriction).
+    pub fn may_act(&self) -> Result<Option<super::token::MayAct>, String> {
+        match self.claims.get("may_act") {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|_| "the subject token's may_act claim is malformed".to_owned()),
+        }
+    }
+
     /// Whether `aud` (a string or an array) holds one of `accepted`.
     pub fn audience_in(&self, accepted: &[&str]) -> bool {
         match self.claims.get("aud") {

@@ -149,6 +149,8 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
             "code_challenge_method" => r.code_challenge_method = v,
             "resource" => r.resource.extend(v),
             "nonce" => r.nonce = v,
+            "prompt" => r.prompt = v,
+            "response_mode" => r.response_mode = v,
             _ => {} // OAuth 2.1 §4.1.1: unknown parameters are ignored
         }
     }

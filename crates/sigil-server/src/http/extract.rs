@@ -75,12 +75,7 @@ impl FromRequestParts<std::sync::Arc<App>> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &std::sync::Arc<App>) -> Result<Self, ApiError> {
         let rid = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
+        let token = super::oauth::bearer_token(&parts.headers);
         let source = parts
             .extensions
             .get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()

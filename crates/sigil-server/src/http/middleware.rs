@@ -14,12 +14,15 @@ pub struct RequestId(pub String);
 
 const HEADER: &str = "x-request-id";
 
+/// Longest caller-chosen id kept; a longer one is replaced by Sigil's own.
+const MAX_INCOMING: usize = 256;
+
+/// The caller's id, echoed back as it came (AuthZEN's PDP must return the very identifier the
+/// PEP sent, whatever its shape): any printable ASCII up to [`MAX_INCOMING`] bytes, so it can
+/// neither break a log line nor grow without bound.
 fn incoming_id(req: &Request) -> Option<String> {
     let v = req.headers().get(HEADER)?.to_str().ok()?;
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ok = !v.trim().is_empty() && v.len() <= MAX_INCOMING && v.bytes().all(|b| (0x20..=0x7e).contains(&b));
     ok.then(|| v.to_owned())
 }
 

@@ -6,11 +6,11 @@ use axum::extract::State as AxState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use sigil_core::oauth::OAuthError;
 use sigil_core::oauth::client::TOKEN_EXCHANGE_GRANT;
 use sigil_core::oauth::client_auth::PresentedCredentials;
 use sigil_core::oauth::delegation::{CodeRedemption, ExchangeRequest};
 use sigil_core::oauth::enterprise::{ID_JAG_PROFILE, ID_JAG_TOKEN_TYPE, JWT_BEARER_GRANT};
+use sigil_core::oauth::{ErrorCode, OAuthError};
 
 use super::State;
 use super::middleware::RequestId;
@@ -31,12 +31,22 @@ pub fn error_response(e: &OAuthError) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if status == StatusCode::UNAUTHORIZED {
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"sigil\""),
-        );
+        // The challenge names the scheme that failed (RFC 6749 §5.2, RFC 6750 §3).
+        let challenge = if e.code == ErrorCode::InvalidToken {
+            "Bearer realm=\"sigil\", error=\"invalid_token\""
+        } else {
+            "Basic realm=\"sigil\""
+        };
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
     resp
+}
+
+/// The token of an `Authorization: Bearer` header; the scheme is case-insensitive (RFC 7235 §2.1).
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn ok_json(body: impl serde::Serialize) -> Response {
@@ -254,14 +264,11 @@ async fn caller(
     allow_public: bool,
     request_id: Option<&str>,
 ) -> Result<(Option<String>, String), OAuthError> {
-    if let Some(t) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return match app.admin.authenticate(Some(t.trim()), request_id, "oauth").await {
+    if let Some(t) = bearer_token(headers) {
+        // RFC 7662 §2.3: a bad bearer credential is answered as RFC 6750 §3 says.
+        return match app.admin.authenticate(Some(t), request_id, "oauth").await {
             Ok(p) => Ok((None, p.as_str().to_owned())),
-            Err(_) => Err(OAuthError::invalid_client("invalid bearer credential")),
+            Err(_) => Err(OAuthError::new(ErrorCode::InvalidToken, "invalid bearer credential")),
         };
     }
     let creds = credentials(headers, ext, form)?;
@@ -294,11 +301,7 @@ pub(super) async fn json_caller(
     request_id: Option<&str>,
 ) -> Result<JsonCaller, OAuthError> {
     let form = Form(Vec::new());
-    if headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer "))
-    {
+    if bearer_token(headers).is_some() {
         let (_, who) = caller(app, headers, ext, &form, endpoint, false, request_id).await?;
         return Ok(JsonCaller { who, identity: None });
     }
@@ -378,6 +381,8 @@ pub async fn metadata(AxState(app): State) -> Response {
         "client_secret_post",
         "tls_client_auth",
     ];
+    // Public clients revoke their own tokens with only their client_id.
+    let revocation_methods = [methods.as_slice(), &["none"]].concat();
     let algs = sigil_crypto::ClientAlg::ALL;
     let id_token_algs: Vec<&str> = app.keys.active().map(|k| k.alg().as_str()).into_iter().collect();
     let body = serde_json::json!({
@@ -404,7 +409,7 @@ pub async fn metadata(AxState(app): State) -> Response {
         "introspection_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_signing_alg_values_supported": algs,
         "revocation_endpoint": c.revocation_endpoint,
-        "revocation_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_methods_supported": revocation_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": algs,
         "dpop_signing_alg_values_supported": algs,
         "registration_endpoint": format!("{}/register", c.issuer),

@@ -4,31 +4,15 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sigil_core::oauth::{ErrorCode, OAuthError};
 
 use super::State;
 use super::middleware::RequestId;
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-fn error(e: &OAuthError) -> Response {
-    let mut resp = super::oauth::error_response(e);
-    if e.code == ErrorCode::InvalidToken {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer error=\"invalid_token\""),
-        );
-    }
-    resp
-}
+use super::oauth::bearer_token as bearer;
+use super::oauth::error_response as error;
 
 fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, OAuthError> {
     let ct = headers
