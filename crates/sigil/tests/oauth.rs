@@ -231,6 +231,24 @@ async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
         )
         .await;
     assert_eq!(st, 200);
+    // The assertion is spent: presented again, here or at introspection, it is a replay.
+    for path in ["/revoke", "/introspect"] {
+        let (st, e, _) = f
+            .post(
+                path,
+                &[
+                    ("token", token),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &a),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "{path}: {e}");
+    }
     let (_, i, _) = f
         .post("/introspect", &[("token", token)], Some((&f.secret_client, &f.secret)))
         .await;

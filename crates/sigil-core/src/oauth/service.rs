@@ -598,6 +598,15 @@ impl OAuthService {
         )?))
     }
 
+    /// Spends the client assertion that authenticated a call which issues nothing
+    /// (introspection, revocation), so an assertion is single-use at every endpoint.
+    pub async fn spend_assertion(&self, auth: &Authenticated) -> Result<(), OAuthError> {
+        if auth.assertion_jti.is_none() {
+            return Ok(());
+        }
+        self.commit_issuance(ChangeSet::new(), auth, None).await
+    }
+
     /// Commits an issuance together with the single-use marks of the client assertion and the
     /// DPoP proof it used, so a replay loses the race in the database, not in memory.
     pub(super) async fn commit_issuance(

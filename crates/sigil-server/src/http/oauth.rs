@@ -278,6 +278,7 @@ async fn caller(
     } else {
         app.oauth.authenticate(&creds, endpoint).await?
     };
+    app.oauth.spend_assertion(&auth).await?;
     Ok((
         Some(auth.client.client_id.clone()),
         format!("client:{}", auth.client.client_id),
