@@ -848,23 +848,40 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         .await;
     assert_eq!((st, e["error"].as_str()), (400, Some("invalid_scope")), "{e}");
 
-    // RFC 7592: read, update, delete with the registration access token only.
+    // RFC 7592: read, update, delete with the registration access token only. Each read and
+    // update answers with a new token (§3 requires one in the response; Sigil keeps only
+    // hashes), and the old one stops working (§2.1).
     let r = http.get(uri).bearer_auth(rat).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.json::<Value>().await.unwrap().get("client_secret").is_none());
+    let read: Value = r.json().await.unwrap();
+    assert!(read.get("client_secret").is_none());
+    assert_eq!(read["registration_client_uri"], uri);
+    let rat = read["registration_access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        http.get(uri)
+            .bearer_auth(body["registration_access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     assert_eq!(
         http.get(uri).bearer_auth(&iat.token).send().await.unwrap().status(),
         401
     );
     let r = http
         .put(uri)
-        .bearer_auth(rat)
+        .bearer_auth(&rat)
         .json(&json!({"client_id": id, "client_name": "Renamed"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["client_name"], "Renamed");
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(updated["client_name"], "Renamed");
+    let rat = updated["registration_access_token"].as_str().unwrap().to_owned();
+    let rat = rat.as_str();
     let r = http
         .put(uri)
         .bearer_auth(rat)

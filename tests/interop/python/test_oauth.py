@@ -123,8 +123,12 @@ def test_rfc7591_registration_then_authlib_uses_the_client(sigil):
     session = OAuth2Session(reg["client_id"], reg["client_secret"], token_endpoint_auth_method="client_secret_post")
     token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API, scope="read")
     assert token["scope"] == "read"
-    # RFC 7592: read with the registration access token, then delete.
+    # RFC 7592: read with the registration access token; the response (§3) carries a new one,
+    # which replaces the old (§2.1: the client MUST discard its previous token); then delete.
     auth = {"Authorization": f"Bearer {reg['registration_access_token']}"}
-    assert requests.get(reg["registration_client_uri"], headers=auth, timeout=5).json()["client_id"] == reg["client_id"]
+    read = requests.get(reg["registration_client_uri"], headers=auth, timeout=5).json()
+    assert read["client_id"] == reg["client_id"] and read["registration_client_uri"] == reg["registration_client_uri"]
+    assert requests.get(reg["registration_client_uri"], headers=auth, timeout=5).status_code == 401
+    auth = {"Authorization": f"Bearer {read['registration_access_token']}"}
     assert requests.delete(reg["registration_client_uri"], headers=auth, timeout=5).status_code == 204
     assert requests.get(reg["registration_client_uri"], headers=auth, timeout=5).status_code == 401

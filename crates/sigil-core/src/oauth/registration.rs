@@ -373,14 +373,38 @@ impl OAuthService {
         }
         next.dpop_required = req.dpop;
         next.metadata = Some(Value::Object(req.echo));
-        next.version += 1;
+        self.save_with_new_access_token(next, client.version).await
+    }
+
+    /// RFC 7592 §2.1: the client's current registration, with a new registration access token.
+    pub async fn read_registration(&self, client: OAuthClient) -> Result<Value, OAuthError> {
+        let version = client.version;
+        self.save_with_new_access_token(client, version).await
+    }
+
+    /// Saves `next` with a new registration access token and answers with the RFC 7592 §3
+    /// client information response. That response must carry a registration access token, and
+    /// Sigil keeps only its hash, so every read and update issues a new one; the client
+    /// discards the old (§3 allows exactly this rotation).
+    async fn save_with_new_access_token(
+        &self,
+        mut next: OAuthClient,
+        expected_version: i64,
+    ) -> Result<Value, OAuthError> {
+        let rat = sigil_crypto::random_token(REGISTRATION_ACCESS_PREFIX).map_err(|_| OAuthError::unavailable())?;
+        next.registration_token_hash = Some(self.secret_hash(&rat));
+        next.version = expected_version + 1;
         self.store()
             .commit(ChangeSet::new().change(Change::UpdateClient {
                 client: next.clone(),
-                expected_version: client.version,
+                expected_version,
             }))
             .await?;
-        Ok(self.client_metadata(&next))
+        let mut out = self.client_metadata(&next);
+        if let Some(o) = out.as_object_mut() {
+            o.insert("registration_access_token".into(), json!(rat.as_str()));
+        }
+        Ok(out)
     }
 
     /// RFC 7592 §2.3: deletes the client.

@@ -57,8 +57,13 @@ pub async fn register(AxState(app): State, headers: HeaderMap, ext: axum::http::
 
 /// `GET /register/{client_id}`
 pub async fn read(AxState(app): State, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    match app.oauth.managed_client(&id, bearer(&headers)).await {
-        Ok(c) => no_store(StatusCode::OK, app.oauth.client_metadata(&c)),
+    let result = async {
+        let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
+        app.oauth.read_registration(c).await
+    }
+    .await;
+    match result {
+        Ok(v) => no_store(StatusCode::OK, v),
         Err(e) => error(&e),
     }
 }
