@@ -159,6 +159,58 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
     let (st, v) = exchange(id_token(json!({"may_act": {"sub": agent, "client_id": client.0}}))).await;
     assert_eq!(st, 200, "{v}");
 
+    // The actor may prove itself with a private_key_jwt-style assertion of its own identity
+    // (actor_token_type jwt), checked as RFC 7523 §3 says and spent like a client assertion.
+    let (agent_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let mut agent_jwk = PublicJwk::from(&agent_key.public_jwk());
+    agent_jwk.kid = Some("idp-1".into());
+    let keyed = s
+        .client()
+        .create_client(
+            &serde_json::from_value(json!({"identity": "assistant", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [agent_jwk]}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .client_id;
+    let actor_assertion = |over: Value| {
+        let mut c = json!({"iss": keyed, "sub": keyed, "aud": format!("{}/token", s.url), "iat": now(), "exp": now() + 60, "jti": b64url(&sigil_crypto::random_bytes::<8>().unwrap())});
+        c.as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
+        jwt(&agent_key, "JWT", &c)
+    };
+    let with_actor = |subject: String, actor: String| {
+        let s = &s;
+        let client = client.clone();
+        async move {
+            let form = [
+                ("grant_type", EXCHANGE),
+                ("subject_token", subject.as_str()),
+                ("subject_token_type", ID_TOKEN),
+                ("actor_token", actor.as_str()),
+                ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("resource", API),
+                ("scope", "read"),
+            ];
+            token(s, &form, &client).await
+        }
+    };
+    let spent = actor_assertion(json!({}));
+    let (st, v) = with_actor(id_token(json!({})), spent.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        claims(v["access_token"].as_str().unwrap())["act"]["sub"],
+        agent.as_str()
+    );
+    for bad in [
+        spent,                                                            // replayed
+        actor_assertion(json!({"aud": "https://elsewhere.example.com"})), // another audience
+        actor_assertion(json!({"exp": now() - 120})),                     // expired
+        "not.a.jwt".to_owned(),
+    ] {
+        let (st, v) = with_actor(id_token(json!({})), bad).await;
+        assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    }
+
     // Bad subjects: another audience, expired, unknown user, a forged signature, an issuer
     // nobody trusts. Each is invalid_request (RFC 8693 §2.2.2), and nothing is issued.
     let (other_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
@@ -191,7 +243,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         .audit_search(&[("type", "token.exchanged".into())])
         .await
         .unwrap();
-    assert_eq!(exchanged.items.len(), 2);
+    assert_eq!(exchanged.items.len(), 3);
 }
 
 /// Alice signs in at the IdP Sigil through a confidential client; returns its refresh token.

@@ -474,7 +474,8 @@ impl OAuthService {
             ));
         }
         let user = subject.user.clone();
-        self.check_actor_token(req, &auth, now)
+        let actor_assertion = self
+            .check_actor_token(req, &auth, now)
             .await
             .map_err(as_request_error)?;
         let act = self.extended_chain(&subject, &agent, &auth.client.client_id)?;
@@ -550,8 +551,19 @@ impl OAuthService {
                 now,
             )
             .detail("subject_token", subject.reference.as_str());
-        self.commit_issuance(ChangeSet::new().audit(record), &auth, proof.as_ref())
-            .await?;
+        let mut cs = ChangeSet::new().audit(record);
+        let actor_spends = actor_assertion.is_some();
+        if let Some(spent) = actor_assertion {
+            cs = cs.change(spent);
+        }
+        match self.commit_issuance(cs, &auth, proof.as_ref()).await {
+            // The client authenticated without an assertion, so the assertion already used is
+            // the actor token: a bad actor token is invalid_request (RFC 8693 §2.2.2).
+            Err(e) if e.code == ErrorCode::InvalidClient && actor_spends && auth.assertion_jti.is_none() => {
+                return Err(OAuthError::invalid_request("the actor token was already used (replay)"));
+            }
+            committed => committed?,
+        }
         Ok(TokenResponse {
             access_token,
             issued_token_type: Some(ACCESS_TOKEN_TYPE),
@@ -616,34 +628,60 @@ impl OAuthService {
         Ok(())
     }
 
-    /// An actor token, when given, must be a current Sigil token of the same identity the
-    /// client belongs to: it proves the actor, and may not name anyone else.
+    /// An actor token, when given, proves the actor and may not name anyone else: a current
+    /// Sigil access token of the identity the client belongs to, or (`…:token-type:jwt`) a
+    /// private_key_jwt-style assertion or JWT-SVID of that identity, checked as a client
+    /// assertion (RFC 7523 §3). An assertion is single-use: the answer is the change that spends
+    /// it, for the exchange to commit with its token.
     async fn check_actor_token(
         &self,
         req: &ExchangeRequest<'_>,
         auth: &Authenticated,
         now: Timestamp,
-    ) -> Result<(), OAuthError> {
+    ) -> Result<Option<Change>, OAuthError> {
         let Some(token) = req.actor_token else {
             return match req.actor_token_type {
                 Some(_) => Err(OAuthError::invalid_request("actor_token_type without actor_token")),
-                None => Ok(()),
+                None => Ok(None),
             };
         };
-        if req.actor_token_type != Some(ACCESS_TOKEN_TYPE) {
-            return Err(OAuthError::invalid_request(format!(
-                "actor_token_type must be {ACCESS_TOKEN_TYPE}"
-            )));
+        let not_the_agent =
+            || OAuthError::invalid_grant("the actor token does not identify the authenticated client's agent");
+        match req.actor_token_type {
+            Some(ACCESS_TOKEN_TYPE) => {
+                let claims = self
+                    .verify_access_token(token, now)
+                    .map_err(|e| OAuthError::invalid_grant(format!("the actor token is not valid: {e}")))?;
+                if claims.sub != auth.client.identity_id.as_str() || !self.is_active_now(&claims, now).await? {
+                    return Err(not_the_agent());
+                }
+                Ok(None)
+            }
+            Some(JWT_TOKEN_TYPE) => {
+                let presented = PresentedCredentials {
+                    assertion_type: Some(super::client_auth::JWT_BEARER_ASSERTION.to_owned()),
+                    assertion: Some(token.to_owned()),
+                    ..PresentedCredentials::default()
+                };
+                let actor = self
+                    .authenticate(&presented, &self.cfg.token_endpoint)
+                    .await
+                    .map_err(|e| {
+                        OAuthError::invalid_grant(format!("the actor token is not valid: {}", e.description))
+                    })?;
+                if actor.client.identity_id != auth.client.identity_id {
+                    return Err(not_the_agent());
+                }
+                Ok(actor.assertion_jti.map(|(jti, expires_at)| Change::RecordAssertion {
+                    client_id: actor.client.client_id.clone(),
+                    jti,
+                    expires_at,
+                }))
+            }
+            _ => Err(OAuthError::invalid_request(format!(
+                "actor_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}"
+            ))),
         }
-        let claims = self
-            .verify_access_token(token, now)
-            .map_err(|e| OAuthError::invalid_grant(format!("the actor token is not valid: {e}")))?;
-        if claims.sub != auth.client.identity_id.as_str() || !self.is_active_now(&claims, now).await? {
-            return Err(OAuthError::invalid_grant(
-                "the actor token does not identify the authenticated client's agent",
-            ));
-        }
-        Ok(())
     }
 
     async fn active_user_for_grant(&self, id: &UserId) -> Result<User, OAuthError> {
