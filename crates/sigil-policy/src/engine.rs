@@ -9,7 +9,7 @@ use cedar_policy::{
 };
 use serde::Serialize;
 
-use crate::entities::{ChainMember, Query, context, uid};
+use crate::entities::{ChainMember, Query, RequestContext, context, uid};
 use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
 
 /// Prefix reserved for the built-in policies' ids.
@@ -24,6 +24,14 @@ pub struct Engine {
     actions: HashMap<EntityUid, ActionInfo>,
     policy_count: usize,
     authorizer: Authorizer,
+}
+
+/// The part of a decision that does not depend on the context.
+struct Prepared<'e> {
+    action: EntityUid,
+    info: &'e ActionInfo,
+    resource_uid: EntityUid,
+    entities: Entities,
 }
 
 /// One action, as the schema declares it.
@@ -140,6 +148,20 @@ impl Engine {
 
     /// Decides `q` for every principal of its chain; allowed only if each one is.
     pub fn decide(&self, q: &Query<'_>) -> Result<Decision, RequestError> {
+        let prepared = self.prepare(q)?;
+        self.evaluate(&prepared, q, &q.context)
+    }
+
+    /// Decides `q` once for each of `contexts` (which replace its own), over one entity set:
+    /// the token endpoint asks about every candidate scope of one issuance, and only the
+    /// context differs between them.
+    pub fn decide_each(&self, q: &Query<'_>, contexts: &[RequestContext]) -> Result<Vec<Decision>, RequestError> {
+        let prepared = self.prepare(q)?;
+        contexts.iter().map(|c| self.evaluate(&prepared, q, c)).collect()
+    }
+
+    /// What every decision about `q` shares: the action, its resource and the entity set.
+    fn prepare(&self, q: &Query<'_>) -> Result<Prepared<'_>, RequestError> {
         if q.chain.is_empty() {
             return Err(RequestError("the request names no principal".into()));
         }
@@ -163,10 +185,20 @@ impl Engine {
         }
         let entities =
             Entities::from_entities(entities, None).map_err(|e| RequestError(format!("invalid entities: {e}")))?;
-        let ctx = context(&q.chain, &q.context)?;
+        Ok(Prepared {
+            action,
+            info,
+            resource_uid,
+            entities,
+        })
+    }
+
+    /// Asks Cedar for each member of the chain in turn, stopping at the first deny.
+    fn evaluate(&self, p: &Prepared<'_>, q: &Query<'_>, c: &RequestContext) -> Result<Decision, RequestError> {
+        let ctx = context(&q.chain, c)?;
         let mut steps = Vec::with_capacity(q.chain.len());
         for m in &q.chain {
-            let step = self.step(m, &action, &resource_uid, ctx.clone(), info, &entities)?;
+            let step = self.step(m, &p.action, &p.resource_uid, ctx.clone(), p.info, &p.entities)?;
             let allowed = step.allowed;
             steps.push(step);
             if !allowed {

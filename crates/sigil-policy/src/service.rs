@@ -219,10 +219,10 @@ impl PolicyService {
 /// The token endpoint's question, decided by the active version as Sigil's `token.issue` action
 /// for every principal of the chain.
 impl sigil_core::oauth::policy::IssuancePolicy for PolicyService {
-    fn decide_scope(
+    fn decide_scopes(
         &self,
         q: &sigil_core::oauth::policy::ScopeQuestion<'_>,
-    ) -> Result<sigil_core::oauth::policy::ScopeAnswer, String> {
+    ) -> Result<Vec<sigil_core::oauth::policy::ScopeAnswer>, String> {
         let engine = self.current();
         use sigil_core::oauth::policy::ChainPrincipal;
         let query = crate::Query {
@@ -250,15 +250,27 @@ impl sigil_core::oauth::policy::IssuancePolicy for PolicyService {
                 },
                 environment: None,
                 purpose: None,
-                scope: Some(q.scope.to_owned()),
+                scope: None,
             },
         };
-        let d = engine.decide(&query).map_err(|e| e.0)?;
-        Ok(sigil_core::oauth::policy::ScopeAnswer {
-            allowed: d.allowed,
-            policy_version: d.version,
-            determining: d.determining_policies(),
-            reason: d.deny_reason(),
-        })
+        // One entity set for every scope: only the context's `scope` differs.
+        let contexts: Vec<crate::RequestContext> = q
+            .scopes
+            .iter()
+            .map(|scope| crate::RequestContext {
+                scope: Some((*scope).to_owned()),
+                ..query.context.clone()
+            })
+            .collect();
+        let decisions = engine.decide_each(&query, &contexts).map_err(|e| e.0)?;
+        Ok(decisions
+            .iter()
+            .map(|d| sigil_core::oauth::policy::ScopeAnswer {
+                allowed: d.allowed,
+                policy_version: d.version,
+                determining: d.determining_policies(),
+                reason: d.deny_reason(),
+            })
+            .collect())
     }
 }

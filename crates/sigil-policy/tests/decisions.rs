@@ -320,6 +320,34 @@ fn token_issue_stays_inside_the_ceiling() {
         d.determining_policies()
             .contains(&"sigil.token.outside-ceiling.agent".to_owned())
     );
+    // Deciding every scope over one entity set gives each scope's own answer, in order.
+    let contexts: Vec<RequestContext> = ["write", "read", "write"]
+        .into_iter()
+        .map(|s| RequestContext {
+            scope: Some(s.into()),
+            ..ctx()
+        })
+        .collect();
+    let each = e
+        .decide_each(
+            &Query {
+                chain: vec![ChainMember::Identity {
+                    identity: &bot,
+                    owner: "alice",
+                }],
+                action: sigil_policy::TOKEN_ISSUE,
+                resource: ResourceInput::Registered {
+                    resource: &api,
+                    owner: "alice",
+                },
+                context: ctx(),
+            },
+            &contexts,
+        )
+        .unwrap();
+    let allowed: Vec<bool> = each.iter().map(|d| d.allowed).collect();
+    assert_eq!(allowed, [false, true, false]);
+    assert_eq!(each[0].determining_policies(), d.determining_policies());
 }
 
 #[test]

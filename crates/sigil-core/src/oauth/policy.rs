@@ -14,21 +14,22 @@ pub enum ChainPrincipal<'a> {
     Identity { identity: &'a Identity, owner: &'a str },
 }
 
-/// One issuance question: may the chain (the user first if any, then each actor from the one
-/// closest to the user outwards) receive `scope` for `resource`? Every member must be permitted.
+/// One issuance question: which of `scopes` may the chain (the user first if any, then each
+/// actor from the one closest to the user outwards) receive for `resource`? Every member must be
+/// permitted each scope.
 #[derive(Debug, Clone, Copy)]
 pub struct ScopeQuestion<'a> {
     pub chain: &'a [ChainPrincipal<'a>],
     pub resource: &'a Resource,
     pub resource_owner: &'a str,
-    pub scope: &'a str,
+    pub scopes: &'a [&'a str],
     /// How the client authenticated: private_key_jwt, client_secret, …
     pub auth_method: &'a str,
     pub dpop_bound: bool,
     pub now: Timestamp,
 }
 
-/// The policy's answer, with the evidence for the audit record.
+/// The policy's answer about one scope, with the evidence for the audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeAnswer {
     pub allowed: bool,
@@ -38,6 +39,7 @@ pub struct ScopeAnswer {
 }
 
 pub trait IssuancePolicy: Send + Sync + std::fmt::Debug {
-    /// `Err` when the question cannot be decided (a model error); callers treat it as a deny.
-    fn decide_scope(&self, q: &ScopeQuestion<'_>) -> Result<ScopeAnswer, String>;
+    /// One answer per scope of the question, in its order. `Err` when the question cannot be
+    /// decided (a model error); callers treat it as a deny.
+    fn decide_scopes(&self, q: &ScopeQuestion<'_>) -> Result<Vec<ScopeAnswer>, String>;
 }

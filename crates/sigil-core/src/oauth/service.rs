@@ -703,23 +703,24 @@ impl OAuthService {
         } else {
             requested
         };
+        let scopes: Vec<&str> = candidates.iter().map(|s| s.as_str()).collect();
+        let q = super::policy::ScopeQuestion {
+            chain,
+            resource,
+            resource_owner: &resource_owner,
+            scopes: &scopes,
+            auth_method,
+            dpop_bound,
+            now,
+        };
+        let answers = self.policy.decide_scopes(&q).map_err(|why| {
+            tracing::warn!(error = why, "the issuance policy could not decide");
+            OAuthError::invalid_scope("the policy cannot decide the scopes")
+        })?;
         let mut granted = Vec::new();
         let mut determining = Vec::new();
         let mut version = 0;
-        for scope in candidates.iter() {
-            let q = super::policy::ScopeQuestion {
-                chain,
-                resource,
-                resource_owner: &resource_owner,
-                scope: scope.as_str(),
-                auth_method,
-                dpop_bound,
-                now,
-            };
-            let answer = self.policy.decide_scope(&q).map_err(|why| {
-                tracing::warn!(error = why, "the issuance policy could not decide");
-                OAuthError::invalid_scope(format!("the policy cannot decide scope {scope}"))
-            })?;
+        for (scope, answer) in candidates.iter().zip(answers) {
             version = answer.policy_version;
             determining.extend(answer.determining.iter().cloned());
             if answer.allowed {
