@@ -31,10 +31,25 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
 
     // Rotation: each refresh token works once and yields a new one.
     let r1 = t["refresh_token"].as_str().unwrap().to_owned();
+    let i = fx.introspect(&r1).await;
+    assert_eq!(
+        i["active"], true,
+        "a live refresh token introspects as active (RFC 7662): {i}"
+    );
+    assert_eq!(
+        (i["sub"].as_str(), i["aud"].as_str()),
+        (Some(alice.as_str()), Some(API))
+    );
+    assert_eq!(
+        (i["client_id"].as_str(), i["scope"].as_str()),
+        (Some(fx.public.as_str()), Some("read write"))
+    );
     let (s, t2) = fx.refresh(&r1).await;
     assert_eq!(s, 200, "{t2}");
     let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
+    assert_eq!(fx.introspect(&r1).await, json!({"active": false}), "spent");
+    assert_eq!(fx.introspect(&r2).await["active"], true);
     // Narrowing on refresh is allowed, widening is not.
     let (s, v) = fx
         .token(

@@ -16,6 +16,21 @@ pub struct Introspection {
     pub active: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub claims: Option<IntrospectedClaims>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<IntrospectedRefresh>,
+}
+
+/// What introspection tells of an active refresh token (RFC 7662 §2.2). It has no `jti` and
+/// no `token_type` (RFC 6749 §7.1 types are access token types).
+#[derive(Debug, Clone, Serialize)]
+pub struct IntrospectedRefresh {
+    pub scope: String,
+    pub client_id: String,
+    pub sub: String,
+    pub aud: String,
+    pub iss: String,
+    pub iat: i64,
+    pub exp: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +61,9 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
         let now = self.clock.now();
+        if token.starts_with(super::grant::REFRESH_PREFIX) {
+            return self.introspect_refresh_token(token, caller, request_id).await;
+        }
         let claims = match self.verify_access_token(token, now) {
             Ok(c) => c,
             Err(_) => return Ok(Introspection::default()),
@@ -87,7 +105,86 @@ impl OAuthService {
                 jti: claims.jti,
                 act: claims.act,
             }),
+            refresh: None,
         })
+    }
+
+    /// A refresh token is active while it is unspent, unexpired, its family unrevoked, and
+    /// the user and the agent still active. Only the client it was issued to (or an
+    /// administrator) learns that: to anyone else it is inactive, like an unknown value.
+    async fn introspect_refresh_token(
+        &self,
+        token: &str,
+        caller: &str,
+        request_id: Option<&str>,
+    ) -> Result<Introspection, OAuthError> {
+        if token.len() > 256 {
+            return Ok(Introspection::default());
+        }
+        let Some(grant) = self.store.get_grant(&self.secret_hash(token)).await? else {
+            return Ok(Introspection::default());
+        };
+        let caller_client = caller.strip_prefix("client:");
+        if grant.kind != super::grant::GrantKind::Refresh || caller_client.is_some_and(|c| c != grant.client_id) {
+            return Ok(Introspection::default());
+        }
+        let now = self.clock.now();
+        let active = self.refresh_grant_is_active(&grant, now).await?;
+        let mut record = AuditRecord::new(
+            now,
+            EventType::TokenIntrospected,
+            &Principal::from_stored(caller.to_owned()),
+            request_id,
+        )
+        .detail("active", active)
+        .detail("family", grant.family_id.as_str())
+        .detail("token_type", "refresh_token");
+        record.client_id = Some(grant.client_id.clone());
+        record.subject = Some(grant.user_id.to_string());
+        self.store.commit(ChangeSet::new().audit(record)).await?;
+        if !active {
+            return Ok(Introspection::default());
+        }
+        Ok(Introspection {
+            active: true,
+            claims: None,
+            refresh: Some(IntrospectedRefresh {
+                scope: grant.scope,
+                client_id: grant.client_id,
+                sub: grant.user_id.to_string(),
+                aud: grant.resource,
+                iss: self.cfg.issuer.clone(),
+                iat: grant.issued_at.unix_seconds(),
+                exp: grant.expires_at.unix_seconds(),
+            }),
+        })
+    }
+
+    async fn refresh_grant_is_active(
+        &self,
+        grant: &super::grant::Grant,
+        now: sigil_types::Timestamp,
+    ) -> Result<bool, OAuthError> {
+        if grant.family_revoked || grant.used_at.is_some() || grant.expires_at <= now {
+            return Ok(false);
+        }
+        let user_active = self
+            .reads
+            .user(&crate::model::UserRef::Id(grant.user_id.clone()))
+            .await?
+            .is_some_and(|u| u.status == sigil_types::UserStatus::Active);
+        let Some(client) = self.client(&grant.client_id).await? else {
+            return Ok(false);
+        };
+        let agent = self
+            .reads
+            .identity(&crate::model::IdentityRef::Id(client.identity_id.clone()))
+            .await?;
+        let agent_active = agent.is_some_and(|a| {
+            a.effective_status(now) == sigil_types::IdentityStatus::Active
+                && a.tokens_not_before.is_none_or(|t| grant.issued_at > t)
+        });
+        Ok(user_active && agent_active)
     }
 
     /// The claims of a Sigil access token that is active now: valid signature, issuer and
