@@ -474,8 +474,7 @@ impl OAuthService {
             ));
         }
         let user = subject.user.clone();
-        let actor_assertion = self
-            .check_actor_token(req, &auth, now)
+        self.check_actor_token(req, &auth, now)
             .await
             .map_err(as_request_error)?;
         let act = self.extended_chain(&subject, &agent, &auth.client.client_id)?;
@@ -551,19 +550,8 @@ impl OAuthService {
                 now,
             )
             .detail("subject_token", subject.reference.as_str());
-        let mut cs = ChangeSet::new().audit(record);
-        let actor_spends = actor_assertion.is_some();
-        if let Some(spent) = actor_assertion {
-            cs = cs.change(spent);
-        }
-        match self.commit_issuance(cs, &auth, proof.as_ref()).await {
-            // The client authenticated without an assertion, so the assertion already used is
-            // the actor token: a bad actor token is invalid_request (RFC 8693 §2.2.2).
-            Err(e) if e.code == ErrorCode::InvalidClient && actor_spends && auth.assertion_jti.is_none() => {
-                return Err(OAuthError::invalid_request("the actor token was already used (replay)"));
-            }
-            committed => committed?,
-        }
+        self.commit_issuance(ChangeSet::new().audit(record), &auth, proof.as_ref())
+            .await?;
         Ok(TokenResponse {
             access_token,
             issued_token_type: Some(ACCESS_TOKEN_TYPE),
@@ -631,18 +619,18 @@ impl OAuthService {
     /// An actor token, when given, proves the actor and may not name anyone else: a current
     /// Sigil access token of the identity the client belongs to, or (`…:token-type:jwt`) a
     /// private_key_jwt-style assertion or JWT-SVID of that identity, checked as a client
-    /// assertion (RFC 7523 §3). An assertion is single-use: the answer is the change that spends
-    /// it, for the exchange to commit with its token.
+    /// assertion (RFC 7523 §3) and spent at once, like any client assertion, whatever the
+    /// exchange's outcome.
     async fn check_actor_token(
         &self,
         req: &ExchangeRequest<'_>,
         auth: &Authenticated,
         now: Timestamp,
-    ) -> Result<Option<Change>, OAuthError> {
+    ) -> Result<(), OAuthError> {
         let Some(token) = req.actor_token else {
             return match req.actor_token_type {
                 Some(_) => Err(OAuthError::invalid_request("actor_token_type without actor_token")),
-                None => Ok(None),
+                None => Ok(()),
             };
         };
         let not_the_agent =
@@ -655,7 +643,7 @@ impl OAuthService {
                 if claims.sub != auth.client.identity_id.as_str() || !self.is_active_now(&claims, now).await? {
                     return Err(not_the_agent());
                 }
-                Ok(None)
+                Ok(())
             }
             Some(JWT_TOKEN_TYPE) => {
                 let presented = PresentedCredentials {
@@ -663,20 +651,17 @@ impl OAuthService {
                     assertion: Some(token.to_owned()),
                     ..PresentedCredentials::default()
                 };
+                let invalid = |e: OAuthError| {
+                    OAuthError::invalid_grant(format!("the actor token is not valid: {}", e.description))
+                };
                 let actor = self
                     .authenticate(&presented, &self.cfg.token_endpoint)
                     .await
-                    .map_err(|e| {
-                        OAuthError::invalid_grant(format!("the actor token is not valid: {}", e.description))
-                    })?;
+                    .map_err(invalid)?;
                 if actor.client.identity_id != auth.client.identity_id {
                     return Err(not_the_agent());
                 }
-                Ok(actor.assertion_jti.map(|(jti, expires_at)| Change::RecordAssertion {
-                    client_id: actor.client.client_id.clone(),
-                    jti,
-                    expires_at,
-                }))
+                self.spend_assertion(&actor).await.map_err(invalid)
             }
             _ => Err(OAuthError::invalid_request(format!(
                 "actor_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}"
