@@ -669,7 +669,7 @@ impl OAuthService {
         }
     }
 
-    async fn active_user_for_grant(&self, id: &UserId) -> Result<User, OAuthError> {
+    pub(super) async fn active_user_for_grant(&self, id: &UserId) -> Result<User, OAuthError> {
         self.reads
             .user(&UserRef::Id(id.clone()))
             .await?

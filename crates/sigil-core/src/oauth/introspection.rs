@@ -160,6 +160,8 @@ impl OAuthService {
         })
     }
 
+    /// Whether a refresh grant could be used now: unspent, unexpired, unrevoked, and its user
+    /// and agent active by the very rules the refresh grant applies.
     async fn refresh_grant_is_active(
         &self,
         grant: &super::grant::Grant,
@@ -168,23 +170,21 @@ impl OAuthService {
         if grant.family_revoked || grant.used_at.is_some() || grant.expires_at <= now {
             return Ok(false);
         }
-        let user_active = self
-            .reads
-            .user(&crate::model::UserRef::Id(grant.user_id.clone()))
-            .await?
-            .is_some_and(|u| u.status == sigil_types::UserStatus::Active);
-        let Some(client) = self.client(&grant.client_id).await? else {
-            return Ok(false);
+        let holders = async {
+            self.active_user_for_grant(&grant.user_id).await?;
+            let client = self
+                .client(&grant.client_id)
+                .await?
+                .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+            let agent = self.active_identity(&client.identity_id, now).await?;
+            Ok::<_, OAuthError>(agent.tokens_not_before.is_none_or(|t| grant.issued_at > t))
         };
-        let agent = self
-            .reads
-            .identity(&crate::model::IdentityRef::Id(client.identity_id.clone()))
-            .await?;
-        let agent_active = agent.is_some_and(|a| {
-            a.effective_status(now) == sigil_types::IdentityStatus::Active
-                && a.tokens_not_before.is_none_or(|t| grant.issued_at > t)
-        });
-        Ok(user_active && agent_active)
+        match holders.await {
+            Ok(active) => Ok(active),
+            // A user or agent that is not active (not a failure to find out) is an inactive token.
+            Err(e) if matches!(e.code, super::ErrorCode::InvalidGrant | super::ErrorCode::InvalidClient) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The claims of a Sigil access token that is active now: valid signature, issuer and
