@@ -284,24 +284,12 @@ impl OAuthService {
                 RegistryError::Store(s) => OAuthError::from(s),
                 other => metadata_error(other.to_string()),
             })?;
-        let rat = sigil_crypto::random_token(REGISTRATION_ACCESS_PREFIX).map_err(|_| OAuthError::unavailable())?;
         let expected = client.version;
-        client.registration_token_hash = Some(self.secret_hash(&rat));
         client.metadata = Some(Value::Object(req.echo));
-        client.version += 1;
-        self.store()
-            .commit(ChangeSet::new().change(Change::UpdateClient {
-                client: client.clone(),
-                expected_version: expected,
-            }))
-            .await?;
-        let mut out = self.client_metadata(&client);
-        if let Some(o) = out.as_object_mut() {
-            if let Some(s) = secret {
-                o.insert("client_secret".into(), json!(s.as_str()));
-                o.insert("client_secret_expires_at".into(), json!(0));
-            }
-            o.insert("registration_access_token".into(), json!(rat.as_str()));
+        let mut out = self.save_with_new_access_token(client, expected).await?;
+        if let (Some(o), Some(s)) = (out.as_object_mut(), secret) {
+            o.insert("client_secret".into(), json!(s.as_str()));
+            o.insert("client_secret_expires_at".into(), json!(0));
         }
         Ok(out)
     }
