@@ -1,6 +1,12 @@
 //! The key manager: signing keys live here, sealed at rest under the master key; everything that
 //! signs asks the manager. Rotation publishes a new key before it signs anything, and keeps a
 //! retired key published until every token it signed has expired.
+//!
+//! Keys have one of two roles, told by their algorithm: the *token key* (EdDSA or ES256) signs
+//! access tokens, ID-JAGs, DPoP nonces and audit checkpoints; the *ID token key* (RS256) signs
+//! OpenID Connect ID tokens, because OpenID Connect makes RS256 the algorithm every relying party
+//! can verify and the default one (Core §15.1, Discovery §3, Registration §2). Each role has its
+//! own active key and rotates on its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -63,9 +69,30 @@ pub struct StoredKey {
     pub version: i64,
 }
 
+/// What a key signs; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    Tokens,
+    IdTokens,
+}
+
+impl KeyRole {
+    /// The ID token algorithm OpenID Connect requires.
+    pub const ID_TOKEN_ALGORITHM: Algorithm = Algorithm::Rs256;
+
+    pub fn of(alg: Algorithm) -> Self {
+        if alg == Self::ID_TOKEN_ALGORITHM {
+            Self::IdTokens
+        } else {
+            Self::Tokens
+        }
+    }
+}
+
 /// How keys are made and rotated (from config).
 #[derive(Debug, Clone, Copy)]
 pub struct KeyPolicy {
+    /// The token key's algorithm (EdDSA or ES256).
     pub algorithm: Algorithm,
     /// How long a new key is published before it starts signing.
     pub publish_ahead: Duration,
@@ -94,7 +121,9 @@ struct KeyRing {
     /// (kid, version) of every stored key: tells whether a refresh changed anything.
     fingerprint: Vec<(String, i64)>,
     signers: HashMap<String, Arc<SigningKey>>,
+    /// The token key.
     active: Option<Arc<SigningKey>>,
+    id_token_key: Option<Arc<SigningKey>>,
     jwks: Arc<Jwks>,
     keys: Vec<StoredKey>,
 }
@@ -126,9 +155,29 @@ impl KeyManager {
         self.ring.read().map(|r| Arc::clone(&r)).unwrap_or_default()
     }
 
-    /// The key that signs now, if one is loaded.
+    /// The token key that signs now, if one is loaded.
     pub fn active(&self) -> Option<Arc<SigningKey>> {
         self.ring().active.clone()
+    }
+
+    /// The key that signs ID tokens with `alg`: the ID token key for RS256, the token key when
+    /// a client registered the token key's own algorithm; `None` for any other algorithm.
+    pub fn id_token_key(&self, alg: Algorithm) -> Option<Arc<SigningKey>> {
+        let ring = self.ring();
+        match KeyRole::of(alg) {
+            KeyRole::IdTokens => ring.id_token_key.clone(),
+            KeyRole::Tokens => ring.active.clone().filter(|k| k.alg() == alg),
+        }
+    }
+
+    /// The algorithms ID tokens can be signed with now, the default (RS256) first.
+    pub fn id_token_algorithms(&self) -> Vec<Algorithm> {
+        let ring = self.ring();
+        [&ring.id_token_key, &ring.active]
+            .into_iter()
+            .flatten()
+            .map(|k| k.alg())
+            .collect()
     }
 
     /// Signs `msg` with the active key; returns the key that signed and the signature.
@@ -148,7 +197,8 @@ impl KeyManager {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ring().active.is_some()
+        let ring = self.ring();
+        ring.active.is_some() && ring.id_token_key.is_some()
     }
 
     /// Reloads keys from the store; unseals only keys not already in memory.
@@ -168,12 +218,15 @@ impl KeyManager {
             };
             signers.insert(k.kid.clone(), signer);
         }
-        // The newest active key signs; there is normally exactly one.
-        let active = stored
-            .iter()
-            .rev()
-            .find(|k| k.state == KeyState::Active)
-            .and_then(|k| signers.get(&k.kid).cloned());
+        // The newest active key of each role signs; there is normally exactly one.
+        let active_for = |role| {
+            stored
+                .iter()
+                .rev()
+                .find(|k| k.state == KeyState::Active && KeyRole::of(k.alg) == role)
+                .and_then(|k| signers.get(&k.kid).cloned())
+        };
+        let (active, id_token_key) = (active_for(KeyRole::Tokens), active_for(KeyRole::IdTokens));
         let jwks = Jwks {
             keys: stored.iter().map(|k| k.public_jwk.clone()).collect(),
         };
@@ -181,6 +234,7 @@ impl KeyManager {
             fingerprint,
             signers,
             active,
+            id_token_key,
             jwks: Arc::new(jwks),
             keys: stored,
         };
@@ -222,21 +276,28 @@ impl KeyManager {
             .detail("state", k.state.as_str())
     }
 
-    /// On first start: makes the first key, active at once (nothing signed before it exists).
+    /// On first start: makes the first key of each role, active at once (nothing signed before
+    /// it exists). A database from before ID token keys existed gets its first one here too.
     pub async fn ensure_bootstrapped(&self) -> Result<(), KeyError> {
         self.refresh().await?;
-        if self.ring().keys.iter().any(|k| k.state == KeyState::Active) {
-            return Ok(());
-        }
-        let now = self.clock.now();
-        let key = self.new_key(self.policy.algorithm, KeyState::Active, now)?;
-        let audit = self.key_event(EventType::KeyCreated, &key, &Principal::system(), None);
-        let res = self
-            .store
-            .commit(ChangeSet::new().change(Change::InsertSigningKey(key)).audit(audit))
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "bootstrap key not written (another replica may have made one)");
+        for alg in [self.policy.algorithm, KeyRole::ID_TOKEN_ALGORITHM] {
+            let role = KeyRole::of(alg);
+            let has_active = |keys: &[StoredKey]| {
+                keys.iter()
+                    .any(|k| k.state == KeyState::Active && KeyRole::of(k.alg) == role)
+            };
+            if has_active(&self.ring().keys) {
+                continue;
+            }
+            let key = self.new_key(alg, KeyState::Active, self.clock.now())?;
+            let audit = self.key_event(EventType::KeyCreated, &key, &Principal::system(), None);
+            let res = self
+                .store
+                .commit(ChangeSet::new().change(Change::InsertSigningKey(key)).audit(audit))
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "bootstrap key not written (another replica may have made one)");
+            }
         }
         self.refresh().await?;
         if self.is_ready() {
@@ -246,7 +307,8 @@ impl KeyManager {
         }
     }
 
-    /// Starts a rotation: a new key is published now and signs from `publish_ahead` on.
+    /// Starts a rotation of the role of `alg` (default: the token key): a new key is published
+    /// now and signs from `publish_ahead` on.
     pub async fn rotate(
         &self,
         alg: Option<Algorithm>,
@@ -254,15 +316,17 @@ impl KeyManager {
         request_id: Option<&str>,
     ) -> Result<StoredKey, KeyError> {
         self.refresh().await?;
-        if let Some(p) = self.ring().keys.iter().find(|k| k.state == KeyState::Pending) {
+        let alg = alg.unwrap_or(self.policy.algorithm);
+        if let Some(p) = self
+            .ring()
+            .keys
+            .iter()
+            .find(|k| k.state == KeyState::Pending && KeyRole::of(k.alg) == KeyRole::of(alg))
+        {
             return Err(KeyError::RotationPending(p.kid.clone()));
         }
         let now = self.clock.now();
-        let key = self.new_key(
-            alg.unwrap_or(self.policy.algorithm),
-            KeyState::Pending,
-            now.plus(self.policy.publish_ahead),
-        )?;
+        let key = self.new_key(alg, KeyState::Pending, now.plus(self.policy.publish_ahead))?;
         let audit = self
             .key_event(EventType::KeyCreated, &key, by, request_id)
             .detail("activate_at", key.activate_at.to_rfc3339());
@@ -278,19 +342,20 @@ impl KeyManager {
     }
 
     /// Advances key states whose time has come: activates a due pending key (retiring the old
-    /// active one) and removes retired keys past `remove_after`. Safe to run on every replica:
-    /// versioned updates let exactly one of them win each step.
+    /// active one of its role) and removes retired keys past `remove_after`. Safe to run on every
+    /// replica: versioned updates let exactly one of them win each step.
     pub async fn maintain(&self) -> Result<(), KeyError> {
         self.refresh().await?;
         let now = self.clock.now();
         let keys = self.ring().keys.clone();
         let sys = Principal::system();
-        if let Some(due) = keys
+        for due in keys
             .iter()
-            .find(|k| k.state == KeyState::Pending && k.activate_at <= now)
+            .filter(|k| k.state == KeyState::Pending && k.activate_at <= now)
         {
             let mut cs = ChangeSet::new();
-            for old in keys.iter().filter(|k| k.state == KeyState::Active) {
+            let same_role = |k: &&StoredKey| k.state == KeyState::Active && KeyRole::of(k.alg) == KeyRole::of(due.alg);
+            for old in keys.iter().filter(same_role) {
                 let mut retired = old.clone();
                 retired.state = KeyState::Retired;
                 retired.retired_at = Some(now);

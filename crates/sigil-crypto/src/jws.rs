@@ -4,7 +4,9 @@
 //! algorithm from the key, never from the token header alone: a header naming another algorithm
 //! than the key's (`none`, `HS256` with a public key…) is rejected.
 
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey,
+};
 use serde::Deserialize;
 
 use crate::{Algorithm, CryptoError, Jwk, Jwks, SigningKey, b64url, b64url_decode};
@@ -71,19 +73,30 @@ pub fn verify_compact(jws: &str, jwks: &Jwks) -> Result<Verified, JwsError> {
 }
 
 fn verify_with(jwk: &Jwk, alg: Algorithm, msg: &[u8], sig: &[u8]) -> Result<(), JwsError> {
-    let x = b64url_decode(&jwk.x).map_err(|_| JwsError::Malformed)?;
-    let ok = match (alg, jwk.kty.as_str(), jwk.crv.as_str()) {
-        (Algorithm::EdDsa, "OKP", "Ed25519") => UnparsedPublicKey::new(&ED25519, &x).verify(msg, sig).is_ok(),
-        (Algorithm::Es256, "EC", "P-256") => {
-            let y = b64url_decode(jwk.y.as_deref().ok_or(JwsError::Malformed)?).map_err(|_| JwsError::Malformed)?;
+    let member = |m: &Option<String>| {
+        m.as_deref()
+            .ok_or(JwsError::Malformed)
+            .and_then(|v| b64url_decode(v).map_err(|_| JwsError::Malformed))
+    };
+    let ok = match (alg, jwk.kty.as_str(), jwk.crv.as_deref()) {
+        (Algorithm::EdDsa, "OKP", Some("Ed25519")) => UnparsedPublicKey::new(&ED25519, member(&jwk.x)?)
+            .verify(msg, sig)
+            .is_ok(),
+        (Algorithm::Es256, "EC", Some("P-256")) => {
             let mut point = Vec::with_capacity(65);
             point.push(4);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
+            point.extend_from_slice(&member(&jwk.x)?);
+            point.extend_from_slice(&member(&jwk.y)?);
             UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
                 .verify(msg, sig)
                 .is_ok()
         }
+        (Algorithm::Rs256, "RSA", None) => RsaPublicKeyComponents {
+            n: member(&jwk.n)?,
+            e: member(&jwk.e)?,
+        }
+        .verify(&RSA_PKCS1_2048_8192_SHA256, msg, sig)
+        .is_ok(),
         _ => return Err(JwsError::Algorithm),
     };
     if ok { Ok(()) } else { Err(JwsError::BadSignature) }
@@ -95,7 +108,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejections() {
-        for alg in [Algorithm::EdDsa, Algorithm::Es256] {
+        for alg in [Algorithm::EdDsa, Algorithm::Es256, Algorithm::Rs256] {
             let (k, _) = SigningKey::generate(alg).unwrap();
             let jwks = Jwks {
                 keys: vec![k.public_jwk()],

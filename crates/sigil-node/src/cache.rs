@@ -109,12 +109,13 @@ fn jwk_for_validation(k: &serde_json::Value) -> Option<Jwk> {
     };
     Some(Jwk {
         kty,
-        crv,
-        x: s("x")?,
+        crv: Some(crv),
+        x: Some(s("x")?),
         y: s("y"),
         kid: s("kid")?,
         alg: alg.into(),
         use_: "sig".into(),
+        ..Jwk::default()
     })
 }
 

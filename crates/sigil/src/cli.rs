@@ -740,7 +740,8 @@ pub enum KeysCommand {
     Jwks,
     /// Start a rotation: the new key is published now and signs after keys.publish_ahead.
     Rotate {
-        /// EdDSA or ES256 (default: the configured algorithm).
+        /// EdDSA or ES256 to rotate the token key (default: the configured algorithm), RS256 to
+        /// rotate the ID token key.
         #[arg(long)]
         alg: Option<String>,
     },

@@ -13,7 +13,7 @@
 mod delegation_support;
 
 use delegation_support::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use sigil_testkit::Family;
 
 #[tokio::test]
@@ -496,11 +496,85 @@ async fn openid_scope_adds_an_id_token_about_the_user() {
     assert_eq!(c["nonce"], "n-0S6_WzA2Mj");
     assert_eq!(c["preferred_username"], "alice");
     assert!(c["auth_time"].as_i64().unwrap() <= c["iat"].as_i64().unwrap());
+    // Signed RS256 by default (OpenID Connect Core §15.1), verifiable with the published keys.
+    assert_eq!(header(id)["alg"], "RS256");
+    let jwks: sigil_crypto::Jwks = reqwest::get(format!("{}/.well-known/jwks.json", fx.s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    sigil_crypto::verify_compact(id, &jwks).expect("the ID token verifies against the JWKS");
+    let discovery: Value = reqwest::get(format!("{}/.well-known/openid-configuration", fx.s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["id_token_signing_alg_values_supported"][0], "RS256");
     // The access token is still for the resource only.
     assert_eq!(claims(t["access_token"].as_str().unwrap())["scope"], "read");
     // Without openid there is no ID token.
     let plain = fx.user_token().await;
     assert!(plain.get("id_token").is_none());
+}
+
+#[tokio::test]
+async fn a_client_that_registered_eddsa_id_tokens_gets_them() {
+    let Some(fx) = fixture().await else { return };
+    let iat =
+        fx.s.client()
+            .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
+                owner: "bob".into(),
+                identity: Some("assistant".into()),
+                ttl_seconds: Some(600),
+            })
+            .await
+            .unwrap();
+    let registered: Value = reqwest::Client::new()
+        .post(format!("{}/register", fx.s.url))
+        .bearer_auth(&iat.token)
+        .json(&json!({
+            "redirect_uris": [CB],
+            "token_endpoint_auth_method": "none",
+            "id_token_signed_response_alg": "EdDSA",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registered["id_token_signed_response_alg"], "EdDSA", "{registered}");
+    let client_id = registered["client_id"].as_str().unwrap();
+    let (verifier, challenge) = pkce();
+    let params: Vec<(String, String)> = fx
+        .standard(&challenge)
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "client_id" => (k, client_id.to_owned()),
+            "scope" => (k, "openid read".to_owned()),
+            _ => (k, v),
+        })
+        .collect();
+    let Outcome::Redirect(l) = fx.browse(&params, PASSWORD, "allow").await else {
+        panic!("no redirect")
+    };
+    let code = param(&l, "code").unwrap();
+    let (s, t) = fx
+        .token(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CB),
+                ("code_verifier", &verifier),
+                ("client_id", client_id),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(header(t["id_token"].as_str().unwrap())["alg"], "EdDSA");
 }
 
 #[tokio::test]

@@ -29,6 +29,16 @@ async fn jwks_kids(s: &TestServer) -> Vec<String> {
         .collect()
 }
 
+/// The ID token key (RS256), which token-key rotations leave alone.
+fn id_token_kid(s: &TestServer) -> String {
+    s.app()
+        .keys
+        .id_token_key(sigil_crypto::Algorithm::Rs256)
+        .unwrap()
+        .kid()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn rotation_publishes_first_and_retires_late() {
     let opts = Options {
@@ -41,7 +51,12 @@ async fn rotation_publishes_first_and_retires_late() {
     };
     let app = s.app().clone();
     let first = app.keys.active().unwrap().kid().to_owned();
-    assert_eq!(jwks_kids(&s).await, vec![first.clone()]);
+    let id_key = id_token_kid(&s);
+    let mut published = jwks_kids(&s).await;
+    published.sort();
+    let mut expected = vec![first.clone(), id_key.clone()];
+    expected.sort();
+    assert_eq!(published, expected);
 
     let next = s.client().rotate_key(&Default::default()).await.unwrap();
     assert_eq!(next.state, "pending");
@@ -69,11 +84,12 @@ async fn rotation_publishes_first_and_retires_late() {
     app.keys.maintain().await.unwrap();
     assert_eq!(
         jwks_kids(&s).await,
-        vec![next.kid.clone()],
+        vec![id_key.clone(), next.kid.clone()],
         "retired key removed after retire_after"
     );
+    assert_eq!(id_token_kid(&s), id_key, "a token key rotation leaves the ID token key");
     let listed = s.client().list_keys().await.unwrap();
-    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items.len(), 2);
     let events: Vec<String> = app
         .store
         .list_audit(0, 1000)
@@ -84,6 +100,50 @@ async fn rotation_publishes_first_and_retires_late() {
         .collect();
     for e in ["key.created", "key.activated", "key.retired", "key.removed"] {
         assert!(events.iter().any(|x| x == e), "{e} missing from {events:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_id_token_key_rotates_on_its_own() {
+    let opts = Options {
+        fake_clock_at: Some(Timestamp::from_unix_seconds(1_900_000_000)),
+        ..Options::default()
+    };
+    let Some(s) = TestServer::start_with(opts).await else {
+        return;
+    };
+    let app = s.app().clone();
+    let (token_key, id_key) = (app.keys.active().unwrap().kid().to_owned(), id_token_kid(&s));
+    let rs256 = sigil_proto::admin::RotateKeyRequest {
+        alg: Some("RS256".into()),
+    };
+    let next = s.client().rotate_key(&rs256).await.unwrap();
+    assert_eq!((next.alg.as_str(), next.state.as_str()), ("RS256", "pending"));
+    assert!(
+        s.client().rotate_key(&rs256).await.is_err(),
+        "one ID token key rotation at a time"
+    );
+    let token_rotation = s.client().rotate_key(&Default::default()).await.unwrap();
+    assert_eq!(token_rotation.state, "pending", "the token key rotates independently");
+
+    s.advance(Duration::from_secs(11 * 60));
+    app.keys.maintain().await.unwrap();
+    assert_eq!(id_token_kid(&s), next.kid);
+    assert_eq!(app.keys.active().unwrap().kid(), token_rotation.kid);
+    let states: Vec<(String, String)> = s
+        .client()
+        .list_keys()
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|k| (k.kid, k.state))
+        .collect();
+    for old in [&token_key, &id_key] {
+        assert!(
+            states.contains(&(old.clone(), "retired".to_owned())),
+            "{old} retired: {states:?}"
+        );
     }
 }
 

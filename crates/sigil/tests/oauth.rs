@@ -319,7 +319,7 @@ async fn bad_assertions_are_invalid_client_and_change_nothing() {
                 b64url(h.to_string().as_bytes()),
                 b64url(base.to_string().as_bytes())
             );
-            let key = aws_lc_rs_hmac(pk.x.as_bytes(), input.as_bytes());
+            let key = aws_lc_rs_hmac(pk.x.unwrap_or_default().as_bytes(), input.as_bytes());
             format!("{input}.{}", b64url(&key))
         }),
         (
@@ -787,6 +787,10 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         ),
         (json!({"grant_types": ["implicit"]}), "invalid_client_metadata"),
         (json!({"response_types": ["token"]}), "invalid_client_metadata"),
+        (
+            json!({"id_token_signed_response_alg": "HS256"}),
+            "invalid_client_metadata",
+        ),
         (json!({"token_endpoint_auth_method": "none"}), "invalid_client_metadata"),
         (
             json!({"token_endpoint_auth_method": "none", "grant_types": ["client_credentials"], "redirect_uris": ["https://x.example/cb"]}),

@@ -11,6 +11,9 @@ import jwt
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from authlib.jose import JsonWebKey
+from authlib.jose import jwt as authlib_jwt
+from authlib.oidc.core import CodeIDToken
 
 from conftest import API
 
@@ -84,14 +87,14 @@ def _browser(authorize_url, username, decision="allow"):
     return r.headers["Location"]
 
 
-def _delegate(sigil, meta):
+def _delegate(sigil, meta, scope="read write", **extra):
     """Runs the whole authorization code + PKCE flow with authlib for a new user and agent."""
     username, user_id = _user(sigil)
     agent, agent_id = _agent(sigil, "assistant")
     client_id = sigil.admin("POST", "/admin/v1/clients", {"identity": agent, "token_endpoint_auth_method": "none", "redirect_uris": [CB]})["client_id"]
-    session = OAuth2Session(client_id, redirect_uri=CB, scope="read write", code_challenge_method="S256")
+    session = OAuth2Session(client_id, redirect_uri=CB, scope=scope, code_challenge_method="S256")
     verifier = secrets.token_urlsafe(48)
-    url, state = session.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier, resource=API)
+    url, state = session.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier, resource=API, **extra)
     location = _browser(url, username)
     token = session.fetch_token(meta["token_endpoint"], authorization_response=location, state=state, code_verifier=verifier)
     return {"session": session, "token": token, "location": location, "user_id": user_id, "agent_id": agent_id, "client_id": client_id}
@@ -125,6 +128,29 @@ def test_authlib_authorization_code_with_pkce(sigil):
     assert claims["act"] == {"sub": d["agent_id"], "client_id": d["client_id"]}
     assert claims["scope"] == "read write" and d["token"]["scope"] == "read write"
     assert d["token"]["token_type"] == "Bearer" and d["token"]["refresh_token"]
+
+
+def test_openid_connect_id_token_checked_by_authlib(sigil):
+    """A relying party's view: authlib's OpenID Connect ID token rules (Core §3.1.3.7) over an ID
+    token verified with the key the JWKS names, RS256 as OpenID Connect requires by default."""
+    meta = requests.get(sigil.url + "/.well-known/openid-configuration", timeout=5).json()
+    assert "RS256" in meta["id_token_signing_alg_values_supported"]
+    nonce = secrets.token_urlsafe(16)
+    d = _delegate(sigil, meta, scope="openid read", nonce=nonce)
+    id_token = d["token"]["id_token"]
+    assert jwt.get_unverified_header(id_token)["alg"] == "RS256"
+    jwks = JsonWebKey.import_key_set(requests.get(meta["jwks_uri"], timeout=5).json())
+    claims = authlib_jwt.decode(
+        id_token,
+        jwks,
+        claims_cls=CodeIDToken,
+        claims_options={"iss": {"values": [meta["issuer"]]}},
+        claims_params={"nonce": nonce, "client_id": d["client_id"]},
+    )
+    claims.validate()
+    assert claims["sub"] == d["user_id"] and claims["aud"] == d["client_id"]
+    # The access token beside it is still for the resource, without openid.
+    assert _verify(meta, d["token"]["access_token"])["scope"] == "read"
 
 
 def test_authlib_refresh_rotation_and_reuse_detection(sigil):

@@ -1,6 +1,6 @@
 //! OAuth clients. Each belongs to exactly one agent or workload identity.
 
-use sigil_crypto::PublicJwks;
+use sigil_crypto::{Algorithm, PublicJwks};
 use sigil_types::{IdentityId, ParseError, Timestamp};
 
 /// How a client proves itself at the token, introspection and revocation endpoints
@@ -54,7 +54,37 @@ const GRANTS: [&str; 5] = [
     JWT_BEARER_GRANT,
 ];
 
+/// The client metadata naming how its ID tokens are signed (OpenID Connect Registration §2).
+pub const ID_TOKEN_ALG_FIELD: &str = "id_token_signed_response_alg";
+
+/// Checks a client's `id_token_signed_response_alg` against the algorithms Sigil signs ID tokens
+/// with now; an algorithm Sigil cannot sign with is refused at registration, not at sign-in.
+pub fn check_id_token_alg(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+    supported: &[Algorithm],
+) -> Result<(), String> {
+    match metadata.get(ID_TOKEN_ALG_FIELD) {
+        None => Ok(()),
+        Some(serde_json::Value::String(a)) if Algorithm::parse(a).is_some_and(|a| supported.contains(&a)) => Ok(()),
+        Some(_) => {
+            let names: Vec<&str> = supported.iter().map(|a| a.as_str()).collect();
+            Err(format!("{ID_TOKEN_ALG_FIELD} must be one of {}", names.join(", ")))
+        }
+    }
+}
+
 impl OAuthClient {
+    /// The algorithm this client's ID tokens are signed with: the one it registered, else RS256,
+    /// OpenID Connect's default.
+    pub fn id_token_alg(&self) -> Algorithm {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.get(ID_TOKEN_ALG_FIELD))
+            .and_then(serde_json::Value::as_str)
+            .and_then(Algorithm::parse)
+            .unwrap_or(crate::keys::KeyRole::ID_TOKEN_ALGORITHM)
+    }
+
     /// Whether the client may use `grant`: the code grant (and its refresh tokens) needs
     /// redirect URIs; the others need a confidential client the operator registered. A public
     /// client, or one described by a metadata document (unknown to the operator), acts only for

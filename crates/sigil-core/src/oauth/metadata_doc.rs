@@ -101,6 +101,7 @@ fn client_from_document(
     id: &str,
     body: &[u8],
     identity: &crate::model::Identity,
+    id_token_algs: &[sigil_crypto::Algorithm],
     now: sigil_types::Timestamp,
 ) -> Result<OAuthClient, String> {
     let doc: Map<String, Value> =
@@ -118,6 +119,7 @@ fn client_from_document(
     if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
         return Err("a metadata document carries no client_secret".into());
     }
+    super::client::check_id_token_alg(&doc, id_token_algs)?;
     let method = match doc.get("token_endpoint_auth_method").and_then(Value::as_str) {
         None | Some("none") => ClientAuthMethod::None,
         Some("private_key_jwt") => ClientAuthMethod::PrivateKeyJwt,
@@ -202,7 +204,8 @@ impl OAuthService {
             .fetch_document(id, MAX_DOCUMENT_BYTES, self.cfg.metadata_documents.allow_loopback)
             .await
             .map_err(fail)?;
-        let client = client_from_document(id, &body, &identity, self.clock.now()).map_err(fail)?;
+        let client = client_from_document(id, &body, &identity, &self.keys.id_token_algorithms(), self.clock.now())
+            .map_err(fail)?;
         let ttl = max_age.map_or(DEFAULT_CACHE, |a| a.clamp(Duration::ZERO, MAX_CACHE));
         if ttl >= MIN_CACHE
             && let Ok(mut cache) = self.documents_cache.0.lock()

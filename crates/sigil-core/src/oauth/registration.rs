@@ -46,6 +46,7 @@ const ECHOED: &[&str] = &[
     "scope",
     "tos_uri",
     "policy_uri",
+    super::client::ID_TOKEN_ALG_FIELD,
 ];
 
 /// The parsed parts of a registration request that matter to the server.
@@ -74,10 +75,11 @@ fn strings(obj: &Map<String, Value>, field: &str) -> Result<Vec<String>, OAuthEr
     }
 }
 
-fn parse_metadata(body: &Value) -> Result<Requested, OAuthError> {
+fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Result<Requested, OAuthError> {
     let obj = body
         .as_object()
         .ok_or_else(|| metadata_error("the body must be a JSON object"))?;
+    super::client::check_id_token_alg(obj, id_token_algs).map_err(metadata_error)?;
     let method = match obj.get("token_endpoint_auth_method") {
         None => ClientAuthMethod::ClientSecretBasic,
         Some(Value::String(m)) => ClientAuthMethod::parse(m).map_err(|e| metadata_error(e.to_string()))?,
@@ -237,7 +239,7 @@ impl OAuthService {
             None => None,
         };
         let token = token.filter(|t| t.expires_at > now).ok_or_else(invalid_token)?;
-        let req = parse_metadata(body)?;
+        let req = parse_metadata(body, &self.keys.id_token_algorithms())?;
         let principal = Principal::from_stored(format!("registration:{}", token.id));
         let ctx = Ctx::new(principal.clone(), request_id.map(str::to_owned));
         let identity = match &token.identity {
@@ -339,7 +341,7 @@ impl OAuthService {
         if body.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
             return Err(metadata_error("the body's client_id must match the client"));
         }
-        let req = parse_metadata(body)?;
+        let req = parse_metadata(body, &self.keys.id_token_algorithms())?;
         if req.method != client.auth_method {
             return Err(metadata_error(
                 "token_endpoint_auth_method cannot be changed; register a new client",

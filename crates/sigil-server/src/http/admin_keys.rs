@@ -28,7 +28,14 @@ pub async fn rotate(
 ) -> Result<Response, ApiError> {
     let alg = req
         .alg
-        .map(|a| Algorithm::parse(&a).ok_or_else(|| ApiError::invalid("alg", "must be EdDSA or ES256")))
+        .map(|a| {
+            Algorithm::parse(&a).ok_or_else(|| {
+                ApiError::invalid(
+                    "alg",
+                    "must be EdDSA or ES256 (the token key) or RS256 (the ID token key)",
+                )
+            })
+        })
         .transpose()?;
     let key = app.keys.rotate(alg, &ctx.principal, ctx.request_id.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(key_view(&key))).into_response())

@@ -385,7 +385,7 @@ pub async fn metadata(AxState(app): State) -> Response {
     // Public clients revoke their own tokens with only their client_id.
     let revocation_methods = [methods.as_slice(), &["none"]].concat();
     let algs = sigil_crypto::ClientAlg::ALL;
-    let id_token_algs: Vec<&str> = app.keys.active().map(|k| k.alg().as_str()).into_iter().collect();
+    let id_token_algs: Vec<&str> = app.keys.id_token_algorithms().iter().map(|a| a.as_str()).collect();
     let body = serde_json::json!({
         "issuer": c.issuer,
         "authorization_endpoint": c.authorization_endpoint,

@@ -336,6 +336,11 @@ impl Fx {
     }
 }
 
+pub fn header(token: &str) -> Value {
+    let header = token.split('.').next().unwrap();
+    serde_json::from_slice(&base64_url(header)).unwrap()
+}
+
 pub fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&base64_url(payload)).unwrap()
