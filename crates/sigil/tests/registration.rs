@@ -1,0 +1,168 @@
+//! Dynamic client registration (RFC 7591) and its management API (RFC 7592).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod oauth_support;
+
+use oauth_support::*;
+use serde_json::{Value, json};
+use sigil_testkit::Family;
+
+#[tokio::test]
+async fn dynamic_client_registration_rfc7591_and_7592() {
+    let Some(f) = fixture().await else { return };
+    let c = f.s.client();
+    let iat = c
+        .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
+            owner: "alice".into(),
+            identity: None,
+            ttl_seconds: Some(600),
+        })
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let reg = format!("{}/register", f.s.url);
+    // No or wrong initial access token: 401 invalid_token.
+    let r = http.post(&reg).json(&json!({"client_name": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let r = http
+        .post(&reg)
+        .bearer_auth("sigil_iat_nope")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Bad metadata: 400 invalid_client_metadata or invalid_redirect_uri, nothing created.
+    for (bad, error) in [
+        (json!({"grant_types": ["authorization_code"]}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": ["http://x.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["https://x.example/cb#frag"]}),
+            "invalid_redirect_uri",
+        ),
+        (json!({"grant_types": ["implicit"]}), "invalid_client_metadata"),
+        (json!({"response_types": ["token"]}), "invalid_client_metadata"),
+        (
+            json!({"id_token_signed_response_alg": "HS256"}),
+            "invalid_client_metadata",
+        ),
+        (json!({"token_endpoint_auth_method": "none"}), "invalid_client_metadata"),
+        (
+            json!({"token_endpoint_auth_method": "none", "grant_types": ["client_credentials"], "redirect_uris": ["https://x.example/cb"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}]}}),
+            "invalid_client_metadata",
+        ),
+        (json!({"client_name": 7}), "invalid_client_metadata"),
+    ] {
+        let r = http.post(&reg).bearer_auth(&iat.token).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{bad}");
+    }
+    let before = c.list_identities(Family::Agents, &[]).await.unwrap().items.len();
+    assert_eq!(before, 1, "refused registrations created no identity");
+
+    let r = http
+        .post(&reg)
+        .bearer_auth(&iat.token)
+        .json(&json!({"client_name": "Research agent", "grant_types": ["client_credentials"], "unknown_field": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("unknown_field").is_none(), "unknown metadata is ignored");
+    assert_eq!(body["client_name"], "Research agent");
+    assert_eq!(body["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(body["client_secret_expires_at"], 0);
+    let (id, secret, rat, uri) = (
+        body["client_id"].as_str().unwrap(),
+        body["client_secret"].as_str().unwrap(),
+        body["registration_access_token"].as_str().unwrap(),
+        body["registration_client_uri"].as_str().unwrap(),
+    );
+    // The new agent has an empty ceiling: the client can hold no scope yet.
+    let (st, e, _) = f
+        .post(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", API)],
+            Some((id, secret)),
+        )
+        .await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_scope")), "{e}");
+
+    // RFC 7592: read, update, delete with the registration access token only. Each read and
+    // update answers with a new token (§3 requires one in the response; Sigil keeps only
+    // hashes), and the old one stops working (§2.1).
+    let r = http.get(uri).bearer_auth(rat).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let read: Value = r.json().await.unwrap();
+    assert!(read.get("client_secret").is_none());
+    assert_eq!(read["registration_client_uri"], uri);
+    let rat = read["registration_access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        http.get(uri)
+            .bearer_auth(body["registration_access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(uri).bearer_auth(&iat.token).send().await.unwrap().status(),
+        401
+    );
+    let r = http
+        .put(uri)
+        .bearer_auth(&rat)
+        .json(&json!({"client_id": id, "client_name": "Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(updated["client_name"], "Renamed");
+    let rat = updated["registration_access_token"].as_str().unwrap().to_owned();
+    let rat = rat.as_str();
+    let r = http
+        .put(uri)
+        .bearer_auth(rat)
+        .json(&json!({"client_id": "cli_other", "client_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(http.delete(uri).bearer_auth(rat).send().await.unwrap().status(), 204);
+    assert_eq!(http.get(uri).bearer_auth(rat).send().await.unwrap().status(), 401);
+    let (st, _, _) = f
+        .post(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", API)],
+            Some((id, secret)),
+        )
+        .await;
+    assert_eq!(st, 401, "a deleted client cannot authenticate");
+}
