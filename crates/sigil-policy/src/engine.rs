@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Decision as CedarDecision, Entities, Entity, EntityTypeName, EntityUid, Policy,
@@ -9,11 +10,13 @@ use cedar_policy::{
 };
 use serde::Serialize;
 
-use crate::entities::{ChainMember, Query, RequestContext, context, uid};
+use crate::entities::{ChainMember, Query, RequestContext, context, registry_key, uid};
 use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
 
 /// Prefix reserved for the built-in policies' ids.
 const BUILTIN_PREFIX: &str = "sigil.";
+/// Most entity sets an engine keeps; past it the cache starts over (it refills in a moment).
+const MAX_CACHED_ENTITY_SETS: usize = 4096;
 
 /// One compiled policy set version. Cheap to share (`Arc`); immutable.
 #[derive(Debug)]
@@ -24,6 +27,10 @@ pub struct Engine {
     actions: HashMap<EntityUid, ActionInfo>,
     policy_count: usize,
     authorizer: Authorizer,
+    /// Entity sets of queries made only of registry records, by the record versions they were
+    /// built from: an agent asking for tokens again and again is one entity set, not one per
+    /// request. A changed record has a new version, so its old set is never used again.
+    entity_sets: Mutex<HashMap<String, Arc<Entities>>>,
 }
 
 /// The part of a decision that does not depend on the context.
@@ -31,7 +38,7 @@ struct Prepared<'e> {
     action: EntityUid,
     info: &'e ActionInfo,
     resource_uid: EntityUid,
-    entities: Entities,
+    entities: Arc<Entities>,
 }
 
 /// One action, as the schema declares it.
@@ -131,6 +138,7 @@ impl Engine {
             actions,
             policy_count: set.policies().count(),
             authorizer: Authorizer::new(),
+            entity_sets: Mutex::default(),
         })
     }
 
@@ -169,7 +177,7 @@ impl Engine {
         let Some(info) = self.actions.get(&action) else {
             return Err(RequestError(format!("unknown action `{}`", q.action)));
         };
-        let (resource_uid, resource) = q.resource.entity(&self.schema)?;
+        let resource_uid = q.resource.uid()?;
         if !info.resources.contains(resource_uid.type_name()) {
             return Err(RequestError(format!(
                 "action `{}` does not apply to resources of type {}",
@@ -177,20 +185,53 @@ impl Engine {
                 resource_uid.type_name()
             )));
         }
-        let mut entities = Vec::with_capacity(q.chain.len() + 2);
-        entities.push(resource);
-        entities.push(info.entity.clone());
-        for m in &q.chain {
-            entities.push(m.entity(q.context.now)?);
-        }
-        let entities =
-            Entities::from_entities(entities, None).map_err(|e| RequestError(format!("invalid entities: {e}")))?;
+        let key = registry_key(q);
+        let entities = match key.as_ref().and_then(|k| self.cached_entities(k)) {
+            Some(set) => set,
+            None => {
+                let set = Arc::new(self.entity_set(q, info, resource_uid.clone())?);
+                if let Some(k) = key {
+                    self.cache_entities(k, Arc::clone(&set));
+                }
+                set
+            }
+        };
         Ok(Prepared {
             action,
             info,
             resource_uid,
             entities,
         })
+    }
+
+    /// The resource, the action and every principal of the chain.
+    fn entity_set(&self, q: &Query<'_>, info: &ActionInfo, resource_uid: EntityUid) -> Result<Entities, RequestError> {
+        let mut entities = Vec::with_capacity(q.chain.len() + 2);
+        entities.push(q.resource.entity(resource_uid, &self.schema)?);
+        entities.push(info.entity.clone());
+        for m in &q.chain {
+            entities.push(m.entity(q.context.now)?);
+        }
+        Entities::from_entities(entities, None).map_err(|e| RequestError(format!("invalid entities: {e}")))
+    }
+
+    fn cached_entities(&self, key: &str) -> Option<Arc<Entities>> {
+        let sets = self
+            .entity_sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sets.get(key).cloned()
+    }
+
+    fn cache_entities(&self, key: String, set: Arc<Entities>) {
+        let mut sets = self
+            .entity_sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sets.len() >= MAX_CACHED_ENTITY_SETS {
+            sets.clear();
+        }
+        sets.insert(key, set);
     }
 
     /// Asks Cedar for each member of the chain in turn, stopping at the first deny.

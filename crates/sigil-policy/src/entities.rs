@@ -175,10 +175,17 @@ fn identity_entity(i: &Identity, owner: &str, now: Timestamp) -> Result<Entity, 
 }
 
 impl ResourceInput<'_> {
-    pub(crate) fn entity(&self, schema: &Schema) -> Result<(EntityUid, Entity), RequestError> {
+    pub(crate) fn uid(&self) -> Result<EntityUid, RequestError> {
+        match self {
+            Self::Registered { resource, .. } => uid("Resource", resource.name.as_str()),
+            Self::Custom { type_name, id, .. } => uid(type_name, id),
+        }
+    }
+
+    /// The resource's entity under `id` (its [`Self::uid`]).
+    pub(crate) fn entity(&self, id: EntityUid, schema: &Schema) -> Result<Entity, RequestError> {
         match self {
             Self::Registered { resource, owner } => {
-                let id = uid("Resource", resource.name.as_str())?;
                 let attrs = [
                     ("name".to_owned(), string(resource.name.as_str())),
                     ("uri".to_owned(), string(resource.uri.as_str())),
@@ -188,27 +195,48 @@ impl ResourceInput<'_> {
                     ),
                     ("scopes".to_owned(), strings(resource.scopes.iter().map(|s| s.as_str()))),
                 ];
-                let e = Entity::new_with_tags(id.clone(), attrs, [], std::iter::empty::<(String, _)>())
-                    .map_err(entity_error)?;
-                Ok((id, e))
+                Entity::new_with_tags(id, attrs, [], std::iter::empty::<(String, _)>()).map_err(entity_error)
             }
             Self::Custom {
                 type_name: t,
-                id,
                 properties,
+                ..
             } => {
-                let id = uid(t, id)?;
                 let json = serde_json::json!({
                     "uid": { "type": format!("{NAMESPACE}::{t}"), "id": id.id().unescaped() },
                     "attrs": properties.cloned().unwrap_or_default(),
                     "parents": [],
                 });
-                let e = Entity::from_json_value(json, Some(schema))
-                    .map_err(|e| RequestError(format!("resource properties do not fit the schema: {e}")))?;
-                Ok((id, e))
+                Entity::from_json_value(json, Some(schema))
+                    .map_err(|e| RequestError(format!("resource properties do not fit the schema: {e}")))
             }
         }
     }
+}
+
+/// What an entity set built only from registry records depends on, or `None` when the query
+/// carries caller-supplied attributes (a custom resource) and must be built afresh. Record
+/// versions change with every update; the effective status and owner are named too because they
+/// change without one (an identity's expiry passing, its owner being renamed).
+pub(crate) fn registry_key(q: &Query<'_>) -> Option<String> {
+    use std::fmt::Write;
+    let ResourceInput::Registered { resource, owner } = q.resource else {
+        return None;
+    };
+    let mut key = format!("{}|{}@{}:{owner}", q.action, resource.id, resource.meta.version);
+    for m in &q.chain {
+        let _ = match m {
+            ChainMember::User(u) => write!(key, "|{}@{}", u.id, u.meta.version),
+            ChainMember::Identity { identity, owner } => write!(
+                key,
+                "|{}@{}:{}:{owner}",
+                identity.id,
+                identity.meta.version,
+                identity.effective_status(q.context.now).as_str()
+            ),
+        };
+    }
+    Some(key)
 }
 
 /// The Cedar context for a chain: the user, the actors, the depth, and the request's facts.

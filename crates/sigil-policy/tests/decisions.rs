@@ -351,6 +351,36 @@ fn token_issue_stays_inside_the_ceiling() {
 }
 
 #[test]
+fn a_changed_record_is_never_decided_from_its_old_entity() {
+    // Entity sets of registry records are reused between decisions; every change that alters
+    // an entity must still show in the very next decision.
+    let e = Engine::compile(1, "", None).unwrap();
+    let api = resource("api");
+    let write = || RequestContext {
+        scope: Some("write".into()),
+        ..ctx()
+    };
+    let mut bot = agent("reader", "read");
+    assert!(!alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, write()).allowed);
+    // A widened ceiling is a new version of the record.
+    bot.ceiling.scopes = ScopeSet::parse_oauth("read write").unwrap();
+    bot.meta.version += 1;
+    assert!(alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, write()).allowed);
+    // An expiry passing changes no version, only the effective status.
+    bot.expires_at = Some(NOW);
+    let d = alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, write());
+    assert!(!d.allowed);
+    assert!(d.determining_policies().contains(&"sigil.inactive".to_owned()), "{d:?}");
+    // A resource that no longer defines the scope.
+    bot.expires_at = None;
+    let mut narrowed = resource("api");
+    narrowed.scopes = ScopeSet::parse_oauth("read").unwrap();
+    narrowed.meta.version += 1;
+    assert!(alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, write()).allowed);
+    assert!(!alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &narrowed, write()).allowed);
+}
+
+#[test]
 fn invalid_policies_are_rejected_with_cedar_diagnostics() {
     let bad_syntax = Engine::compile(1, "permit (principal, action, resource", None).unwrap_err();
     assert!(!bad_syntax.diagnostics.is_empty());
