@@ -3,10 +3,11 @@
 //! retired key published until every token it signed has expired.
 //!
 //! Keys have one of two roles, told by their algorithm: the *token key* (EdDSA or ES256) signs
-//! access tokens, ID-JAGs, DPoP nonces and audit checkpoints; the *ID token key* (RS256) signs
-//! OpenID Connect ID tokens, because OpenID Connect makes RS256 the algorithm every relying party
-//! can verify and the default one (Core §15.1, Discovery §3, Registration §2). Each role has its
-//! own active key and rotates on its own.
+//! access tokens, ID-JAGs and audit checkpoints; the *ID token key* (RS256) signs OpenID Connect
+//! ID tokens, because OpenID Connect makes RS256 the algorithm every relying party can verify and
+//! the default one (Core §15.1, Discovery §3, Registration §2). Each role has its own active key
+//! and rotates on its own. Configured with RS256 (for resource servers that verify nothing else,
+//! RFC 9068 §2.1), the ID token key signs everything and is the only key in use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -92,7 +93,7 @@ impl KeyRole {
 /// How keys are made and rotated (from config).
 #[derive(Debug, Clone, Copy)]
 pub struct KeyPolicy {
-    /// The token key's algorithm (EdDSA or ES256).
+    /// The token key's algorithm (EdDSA or ES256; RS256 makes the ID token key sign everything).
     pub algorithm: Algorithm,
     /// How long a new key is published before it starts signing.
     pub publish_ahead: Duration,
@@ -157,27 +158,31 @@ impl KeyManager {
 
     /// The token key that signs now, if one is loaded.
     pub fn active(&self) -> Option<Arc<SigningKey>> {
-        self.ring().active.clone()
+        let ring = self.ring();
+        match KeyRole::of(self.policy.algorithm) {
+            KeyRole::Tokens => ring.active.clone(),
+            KeyRole::IdTokens => ring.id_token_key.clone(),
+        }
     }
 
     /// The key that signs ID tokens with `alg`: the ID token key for RS256, the token key when
     /// a client registered the token key's own algorithm; `None` for any other algorithm.
     pub fn id_token_key(&self, alg: Algorithm) -> Option<Arc<SigningKey>> {
-        let ring = self.ring();
         match KeyRole::of(alg) {
-            KeyRole::IdTokens => ring.id_token_key.clone(),
-            KeyRole::Tokens => ring.active.clone().filter(|k| k.alg() == alg),
+            KeyRole::IdTokens => self.ring().id_token_key.clone(),
+            KeyRole::Tokens => self.active().filter(|k| k.alg() == alg),
         }
     }
 
     /// The algorithms ID tokens can be signed with now, the default (RS256) first.
     pub fn id_token_algorithms(&self) -> Vec<Algorithm> {
-        let ring = self.ring();
-        [&ring.id_token_key, &ring.active]
+        let mut algs: Vec<Algorithm> = [self.ring().id_token_key.clone(), self.active()]
             .into_iter()
             .flatten()
             .map(|k| k.alg())
-            .collect()
+            .collect();
+        algs.dedup();
+        algs
     }
 
     /// Signs `msg` with the active key; returns the key that signed and the signature.
@@ -197,8 +202,7 @@ impl KeyManager {
     }
 
     pub fn is_ready(&self) -> bool {
-        let ring = self.ring();
-        ring.active.is_some() && ring.id_token_key.is_some()
+        self.active().is_some() && self.ring().id_token_key.is_some()
     }
 
     /// Reloads keys from the store; unseals only keys not already in memory.
@@ -280,7 +284,11 @@ impl KeyManager {
     /// it exists). A database from before ID token keys existed gets its first one here too.
     pub async fn ensure_bootstrapped(&self) -> Result<(), KeyError> {
         self.refresh().await?;
-        for alg in [self.policy.algorithm, KeyRole::ID_TOKEN_ALGORITHM] {
+        let mut wanted = vec![self.policy.algorithm];
+        if KeyRole::of(self.policy.algorithm) == KeyRole::Tokens {
+            wanted.push(KeyRole::ID_TOKEN_ALGORITHM);
+        }
+        for alg in wanted {
             let role = KeyRole::of(alg);
             let has_active = |keys: &[StoredKey]| {
                 keys.iter()

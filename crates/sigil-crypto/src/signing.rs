@@ -68,12 +68,17 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// Makes a new key with a fresh random `kid` (never reuse a `kid`: JWKS caches in clients
-    /// would keep serving the old key under it). Returns the PKCS#8 bytes for sealing.
+    /// would keep serving the old key under it). Returns the PKCS#8 bytes for sealing, in the v1
+    /// form every library reads (OpenSSL 3.0 and Python's `cryptography` refuse aws-lc's v2
+    /// Ed25519 documents, and `sigil client keygen` hands these bytes to clients).
     pub fn generate(alg: Algorithm) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
         let rng = SystemRandom::new();
         let random = |_| CryptoError::Random;
         let pkcs8 = match alg {
-            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng).map_err(random)?.as_ref().to_vec(),
+            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8v1(&rng)
+                .map_err(random)?
+                .as_ref()
+                .to_vec(),
             Algorithm::Es256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                 .map_err(random)?
                 .as_ref()

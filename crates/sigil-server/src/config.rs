@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sigil_core::keys::KeyRole;
 use sigil_crypto::Algorithm;
 
 #[derive(Debug, thiserror::Error)]
@@ -280,9 +279,8 @@ impl Config {
         let master_key_file = pick_path(None, "SIGIL_MASTER_KEY_FILE", f.master_key_file.clone())
             .unwrap_or_else(|| data_dir.join("master.key"));
         let alg_s = pick(None, "SIGIL_KEYS_ALGORITHM", keys.algorithm).unwrap_or_else(|| "EdDSA".into());
-        let key_algorithm = Algorithm::parse(&alg_s)
-            .filter(|a| KeyRole::of(*a) == KeyRole::Tokens)
-            .ok_or_else(|| invalid("keys.algorithm", "must be EdDSA or ES256 (RS256 signs only ID tokens)"))?;
+        let key_algorithm =
+            Algorithm::parse(&alg_s).ok_or_else(|| invalid("keys.algorithm", "must be EdDSA, ES256 or RS256"))?;
         let publish_ahead = parse_duration("keys.publish_ahead", keys.publish_ahead.as_deref().unwrap_or("10m"))?;
         let retire_after = parse_duration("keys.retire_after", keys.retire_after.as_deref().unwrap_or("1h"))?;
         if retire_after < Duration::from_secs(60) {
@@ -600,7 +598,7 @@ data_dir = "./sigil-data"
 # key = "/etc/sigil/tls.key"    # PEM private key (--tls-key, SIGIL_TLS_KEY)
 
 [keys]
-algorithm = "EdDSA"      # or "ES256" (SIGIL_KEYS_ALGORITHM)
+algorithm = "EdDSA"      # or "ES256"; "RS256" signs everything with the RSA ID token key (SIGIL_KEYS_ALGORITHM)
 publish_ahead = "10m"    # a new key is in the JWKS this long before it signs
 retire_after = "1h"      # a retired key stays published this long (>= longest token lifetime)
 

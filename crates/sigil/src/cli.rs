@@ -368,7 +368,7 @@ pub enum ClientCommand {
         private_key: PathBuf,
         #[arg(long)]
         jwks: PathBuf,
-        /// EdDSA (default) or ES256.
+        /// EdDSA (default), ES256 or RS256.
         #[arg(long, default_value = "EdDSA")]
         alg: String,
     },

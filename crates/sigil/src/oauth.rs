@@ -93,7 +93,7 @@ fn read_json(p: &Path) -> Result<Value, Failure> {
 }
 
 fn keygen(private_key: &Path, jwks_path: &Path, alg: &str) -> Result<(), Failure> {
-    let alg = Algorithm::parse(alg).ok_or_else(|| Failure::invalid("--alg must be EdDSA or ES256"))?;
+    let alg = Algorithm::parse(alg).ok_or_else(|| Failure::invalid("--alg must be EdDSA, ES256 or RS256"))?;
     let (key, pkcs8) = SigningKey::generate(alg).map_err(|e| Failure::error(e.to_string()))?;
     let mut jwk = PublicJwk::from(&key.public_jwk());
     jwk.kid = Some(jwk.thumbprint().map_err(|e| Failure::error(e.to_string()))?);
@@ -118,14 +118,15 @@ fn keygen(private_key: &Path, jwks_path: &Path, alg: &str) -> Result<(), Failure
     Ok(())
 }
 
-/// Loads a PKCS#8 PEM private key (Ed25519 or P-256) and its RFC 7638 thumbprint as `kid`.
+/// Loads a PKCS#8 PEM private key (Ed25519, P-256 or RSA) and its RFC 7638 thumbprint as `kid`.
 fn load_key(path: &Path) -> Result<(SigningKey, String), Failure> {
     let der = PrivateKeyDer::from_pem_file(path)
         .map_err(|e| Failure::invalid(format!("cannot read private key {}: {e}", path.display())))?;
     let bytes = der.secret_der();
     let key = SigningKey::from_pkcs8(String::new(), Algorithm::EdDsa, bytes)
         .or_else(|_| SigningKey::from_pkcs8(String::new(), Algorithm::Es256, bytes))
-        .map_err(|_| Failure::invalid("the key must be an Ed25519 or P-256 PKCS#8 private key"))?;
+        .or_else(|_| SigningKey::from_pkcs8(String::new(), Algorithm::Rs256, bytes))
+        .map_err(|_| Failure::invalid("the key must be an Ed25519, P-256 or RSA PKCS#8 private key"))?;
     let kid = PublicJwk::from(&key.public_jwk())
         .thumbprint()
         .map_err(|e| Failure::error(e.to_string()))?;

@@ -1,6 +1,8 @@
 """Sigil's token service driven by authlib (a client nobody here wrote), its tokens checked by PyJWT."""
 
 import json
+import os
+import subprocess
 import time
 import uuid
 
@@ -9,6 +11,7 @@ import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from cryptography.hazmat.primitives import serialization
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from conftest import API
@@ -39,6 +42,32 @@ def test_authlib_private_key_jwt_client_credentials(sigil, alg):
     assert token["token_type"] == "Bearer"
     assert token["scope"] == "read"
     assert token["expires_in"] == 300
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
+def test_keys_from_sigil_client_keygen_load_in_cryptography(sigil, alg, tmp_path):
+    """`sigil client keygen` writes a PKCS#8 private key that a third-party stack reads as it is
+    (Python's cryptography, on OpenSSL), and authlib signs private_key_jwt assertions with it."""
+    pem, jwks = tmp_path / "agent.pem", tmp_path / "agent-jwks.json"
+    subprocess.run(
+        [os.environ.get("SIGIL_BIN", "sigil"), "client", "keygen", "--private-key", str(pem), "--jwks", str(jwks), "--alg", alg],
+        check=True,
+        capture_output=True,
+    )
+    private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+    public = json.loads(jwks.read_text())
+    kid = public["keys"][0]["kid"]
+    client = sigil.client("bot", "private_key_jwt", public)
+    meta = _metadata(sigil)
+    as_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key = {"EdDSA": OKPKey, "ES256": ECKey, "RS256": RSAKey}[alg].import_key(as_pem)
+    session = OAuth2Session(
+        client["client_id"],
+        key,
+        token_endpoint_auth_method=PrivateKeyJWT(meta["token_endpoint"], alg=alg, headers={"kid": kid}),
+    )
+    token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API, scope="read")
+    assert token["scope"] == "read"
 
 
 def test_authlib_client_secret_basic(sigil):
