@@ -11,6 +11,7 @@
 )]
 
 mod delegation_support;
+mod oauth_support;
 
 use delegation_support::*;
 use serde_json::{Value, json};
@@ -243,6 +244,17 @@ async fn bad_authorization_requests_get_the_standard_answer() {
         (with("response_mode", Some("form_post")), "invalid_request"),
         // Sigil has no sign-in session, so a request that allows no page cannot succeed.
         (with("prompt", Some("none")), "login_required"),
+        (with("prompt", Some("none login")), "invalid_request"),
+        // Request objects would carry parameters Sigil does not read (OIDC Core §6).
+        (
+            with("request", Some("eyJhbGciOiJub25lIn0.e30.")),
+            "request_not_supported",
+        ),
+        (
+            with("request_uri", Some("https://client.example/req")),
+            "request_uri_not_supported",
+        ),
+        (with("dpop_jkt", Some("not-a-thumbprint")), "invalid_request"),
     ] {
         match fx.browse(&p, PASSWORD, "allow").await {
             Outcome::Redirect(l) => {
@@ -575,6 +587,59 @@ async fn a_client_that_registered_eddsa_id_tokens_gets_them() {
         .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(header(t["id_token"].as_str().unwrap())["alg"], "EdDSA");
+}
+
+#[tokio::test]
+async fn dpop_jkt_binds_the_code_to_the_key() {
+    // RFC 9449 §10: the code may only be redeemed with a proof of the key the request named.
+    let Some(fx) = fixture().await else { return };
+    let (key, _) = sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa).unwrap();
+    let (other, _) = sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa).unwrap();
+    let jkt = sigil_crypto::PublicJwk::from(&key.public_jwk()).thumbprint().unwrap();
+    let token_url = format!("{}/token", fx.s.url);
+    let redeem = |code: String, verifier: String, proof: Option<String>| {
+        let (url, public) = (token_url.clone(), fx.public.clone());
+        async move {
+            let mut req = reqwest::Client::new().post(url).form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", CB),
+                ("code_verifier", verifier.as_str()),
+                ("client_id", public.as_str()),
+            ]);
+            if let Some(p) = proof {
+                req = req.header("DPoP", p);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let proof = |k: &sigil_crypto::SigningKey| oauth_support::dpop_proof(k, "POST", &token_url, now(), None, None);
+    let bound_code = || async {
+        let (verifier, challenge) = pkce();
+        let mut params = fx.standard(&challenge);
+        params.push(("dpop_jkt".into(), jkt.clone()));
+        let Outcome::Redirect(l) = fx.browse(&params, PASSWORD, "allow").await else {
+            panic!("no redirect")
+        };
+        (param(&l, "code").unwrap(), verifier)
+    };
+    for wrong in [None, Some(proof(&other))] {
+        let (code, verifier) = bound_code().await;
+        let (s, v) = redeem(code, verifier, wrong).await;
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    }
+    let (code, verifier) = bound_code().await;
+    let (s, v) = redeem(code, verifier, Some(proof(&key))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["token_type"], "DPoP");
+    assert_eq!(claims(v["access_token"].as_str().unwrap())["cnf"]["jkt"], jkt.as_str());
 }
 
 #[tokio::test]

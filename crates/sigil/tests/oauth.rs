@@ -73,10 +73,11 @@ async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
     assert_eq!(st, 200);
     assert_eq!(i["active"], true, "{i}");
     assert_eq!(i["scope"], "read");
-    let (st, _, _) = f
+    // RFC 7009 §2.1: another client's token is refused, and stays valid.
+    let (st, v, _) = f
         .post("/revoke", &[("token", token)], Some((&f.secret_client, &f.secret)))
         .await;
-    assert_eq!(st, 200);
+    assert_eq!((st, v["error"].as_str()), (400, Some("unauthorized_client")), "{v}");
     let (_, i, _) = f
         .post("/introspect", &[("token", token)], Some((&f.secret_client, &f.secret)))
         .await;

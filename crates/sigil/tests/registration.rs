@@ -28,15 +28,11 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         .unwrap();
     let http = reqwest::Client::new();
     let reg = format!("{}/register", f.s.url);
-    // No or wrong initial access token: 401 invalid_token.
+    // No initial access token: 401 with a bare challenge (RFC 6750 §3.1: the caller may not
+    // have known it needed one); a wrong one: 401 invalid_token.
     let r = http.post(&reg).json(&json!({"client_name": "x"})).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("invalid_token")
-    );
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"sigil\"");
     let r = http
         .post(&reg)
         .bearer_auth("sigil_iat_nope")
@@ -45,6 +41,12 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
     // Bad metadata: 400 invalid_client_metadata or invalid_redirect_uri, nothing created.
     for (bad, error) in [
         (json!({"grant_types": ["authorization_code"]}), "invalid_redirect_uri"),
@@ -135,10 +137,21 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         http.get(uri).bearer_auth(&iat.token).send().await.unwrap().status(),
         401
     );
+    // §2.2: fields the server issued must not come back; a secret, if sent, must be current.
+    for bad in [
+        json!({"client_id": id, "registration_access_token": rat}),
+        json!({"client_id": id, "client_id_issued_at": 1}),
+        json!({"client_id": id, "client_secret": "sigil_cs_wrong"}),
+    ] {
+        let r = http.put(uri).bearer_auth(&rat).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_client_metadata", "{bad}");
+    }
     let r = http
         .put(uri)
         .bearer_auth(&rat)
-        .json(&json!({"client_id": id, "client_name": "Renamed"}))
+        .json(&json!({"client_id": id, "client_secret": secret, "client_name": "Renamed"}))
         .send()
         .await
         .unwrap();

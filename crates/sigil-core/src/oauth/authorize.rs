@@ -76,6 +76,11 @@ pub struct AuthorizeRequest {
     pub prompt: Option<String>,
     /// OAuth 2.0 Multiple Response Types §2.1; only `query` is supported.
     pub response_mode: Option<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code is bound to.
+    pub dpop_jkt: Option<String>,
+    /// OpenID Connect request objects (Core §6), which Sigil refuses: present or not.
+    pub request_object: bool,
+    pub request_uri: bool,
 }
 
 /// A request that passed every check: what the consent page shows and the code records.
@@ -95,6 +100,8 @@ pub struct Authorization {
     /// The request's scope held `openid` (OpenID Connect): the token response has an ID token.
     pub openid: bool,
     pub nonce: Option<String>,
+    /// RFC 9449 §10: the code may only be redeemed with a DPoP proof of this key.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Why an authorization request fails. Until the client and redirect URI are known to be good,
@@ -225,6 +232,22 @@ impl OAuthService {
         if r.response_mode.as_deref().is_some_and(|m| m != "query") {
             return Err(fail(ErrorCode::InvalidRequest, "the only response_mode is query"));
         }
+        // Core §6: a request object carries parameters Sigil would otherwise silently drop.
+        if r.request_object {
+            return Err(fail(
+                ErrorCode::RequestNotSupported,
+                "request objects are not supported",
+            ));
+        }
+        if r.request_uri {
+            return Err(fail(ErrorCode::RequestUriNotSupported, "request_uri is not supported"));
+        }
+        if r.dpop_jkt.as_deref().is_some_and(|j| !is_sha256_b64url(j)) {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "dpop_jkt is not a base64url SHA-256 JWK thumbprint",
+            ));
+        }
         let challenge = match (r.code_challenge.as_deref(), r.code_challenge_method.as_deref()) {
             (None, _) => {
                 return Err(fail(
@@ -238,11 +261,7 @@ impl OAuthService {
             }
             (Some(_), Some(_)) => return Err(fail(ErrorCode::InvalidRequest, "unknown code_challenge_method")),
         };
-        if challenge.len() != 43
-            || !challenge
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !is_sha256_b64url(&challenge) {
             return Err(fail(
                 ErrorCode::InvalidRequest,
                 "code_challenge is not a base64url SHA-256",
@@ -291,9 +310,20 @@ impl OAuthService {
             requested
         };
         // Sigil keeps no sign-in session: every authorization asks the user to sign in, so a
-        // request that forbids any page cannot be satisfied.
-        if r.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == "none")) {
-            return Err(fail(ErrorCode::LoginRequired, "prompt=none, but the user must sign in"));
+        // request that forbids any page cannot be satisfied. `none` with another value is
+        // contradictory (Core §3.1.2.1).
+        if let Some(prompt) = r.prompt.as_deref() {
+            let values: Vec<&str> = prompt.split(' ').filter(|v| !v.is_empty()).collect();
+            if values.contains(&"none") {
+                return Err(if values.len() > 1 {
+                    fail(
+                        ErrorCode::InvalidRequest,
+                        "prompt=none cannot be combined with other values",
+                    )
+                } else {
+                    fail(ErrorCode::LoginRequired, "prompt=none, but the user must sign in")
+                });
+            }
         }
         let agent_owner = self
             .reads
@@ -312,6 +342,7 @@ impl OAuthService {
             code_challenge: challenge,
             openid,
             nonce: r.nonce.clone(),
+            dpop_jkt: r.dpop_jkt.clone(),
         })
     }
 
@@ -448,7 +479,7 @@ impl OAuthService {
             openid: a.openid,
             nonce: a.nonce.clone(),
             auth_time: now,
-            dpop_jkt: None,
+            dpop_jkt: a.dpop_jkt.clone(),
             issued_at: now,
             expires_at: now.plus(CODE_TTL),
             used_at: None,
@@ -647,4 +678,9 @@ pub(super) fn resource_target(r: &Resource) -> Target {
         resource: Some(r.uri.to_string()),
         audience: Some(r.uri.to_string()),
     }
+}
+
+/// A base64url SHA-256 digest without padding: a PKCE S256 challenge or a JWK thumbprint.
+fn is_sha256_b64url(s: &str) -> bool {
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

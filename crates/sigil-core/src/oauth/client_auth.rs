@@ -68,10 +68,11 @@ struct AssertionClaims {
     iss: Option<String>,
     sub: Option<String>,
     aud: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "super::numeric_date::optional")]
     exp: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::numeric_date::optional")]
     iat: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::numeric_date::optional")]
     nbf: Option<i64>,
     jti: Option<String>,
 }

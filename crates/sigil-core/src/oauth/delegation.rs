@@ -293,7 +293,7 @@ impl OAuthService {
             && proof.is_none_or(|p| p.jkt != *jkt)
         {
             return Err(OAuthError::invalid_grant(
-                "the refresh token is bound to a DPoP key: prove it (RFC 9449 section 5)",
+                "the grant is bound to a DPoP key: prove it (RFC 9449 sections 5 and 10)",
             ));
         }
         let resource = self.resource_by_uri(&grant.resource).await?;

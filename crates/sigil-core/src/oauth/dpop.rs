@@ -21,6 +21,7 @@ struct Claims {
     jti: Option<String>,
     htm: Option<String>,
     htu: Option<String>,
+    #[serde(default, deserialize_with = "super::numeric_date::optional")]
     iat: Option<i64>,
     #[serde(default)]
     nonce: Option<String>,

@@ -301,7 +301,7 @@ impl OAuthService {
             x5t_s256: None,
             act: None,
             may_act,
-            exp: v.int("exp").unwrap_or_default(),
+            exp: v.date("exp").unwrap_or_default(),
             aud: None,
             scope: None,
             reference: format!("{} {}", issuer.issuer, v.str("jti").unwrap_or_default()),
@@ -325,7 +325,7 @@ impl OAuthService {
             serde_json::from_slice(&v.payload).map_err(|_| invalid("malformed"))?;
         let verified = VerifiedJwt { typ: v.typ, claims };
         if verified.str("iss") != Some(self.cfg.issuer.as_str())
-            || verified.int("exp").is_none_or(|e| e <= now.unix_seconds())
+            || verified.date("exp").is_none_or(|e| e <= now.unix_seconds())
         {
             return Err(invalid("expired or from another issuer"));
         }
@@ -342,7 +342,7 @@ impl OAuthService {
             x5t_s256: None,
             act: None,
             may_act,
-            exp: verified.int("exp").unwrap_or_default(),
+            exp: verified.date("exp").unwrap_or_default(),
             aud: None,
             scope: None,
             reference: format!("id token of {}", verified.str("sub").unwrap_or_default()),
@@ -518,10 +518,10 @@ impl OAuthService {
             .ok_or_else(|| OAuthError::invalid_grant("the ID-JAG has no jti"))?
             .to_owned();
         // draft-ietf-oauth-identity-assertion-authz-grant §3.1: iat and sub are required.
-        if v.int("iat").is_none() || v.str("sub").is_none_or(str::is_empty) {
+        if v.date("iat").is_none() || v.str("sub").is_none_or(str::is_empty) {
             return Err(OAuthError::invalid_grant("the ID-JAG lacks iat or sub"));
         }
-        let exp = v.int("exp").unwrap_or_default();
+        let exp = v.date("exp").unwrap_or_default();
         // A grant assertion is short-lived; one valid for hours is refused (and would keep its
         // replay record that long).
         if exp > now.unix_seconds() + MAX_ASSERTION_GRANT_SECS {

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     UseDpopNonce,
     /// OpenID Connect Core §3.1.2.6: `prompt=none` but the user must sign in.
     LoginRequired,
+    /// OpenID Connect Core §3.1.2.6: request objects (`request`, `request_uri`) are not supported.
+    RequestNotSupported,
+    RequestUriNotSupported,
     ServerError,
     TemporarilyUnavailable,
 }
@@ -51,6 +54,8 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::UseDpopNonce => "use_dpop_nonce",
             Self::LoginRequired => "login_required",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }

@@ -198,9 +198,10 @@ impl OAuthService {
         Ok(self.is_active_now(&claims, now).await?.then_some(claims))
     }
 
-    /// RFC 7009: revokes a token the caller holds. Tokens that are invalid, foreign or already
-    /// expired need no revocation and the answer is the same (no oracle). `caller_client` of
-    /// `None` is an administrator, who may revoke any token.
+    /// RFC 7009: revokes a token the caller holds. Tokens that are invalid or already expired
+    /// need no revocation and get the same success (§2.2); a valid token issued to another
+    /// client is refused (§2.1). `caller_client` of `None` is an administrator, who may revoke
+    /// any token.
     pub async fn revoke(
         &self,
         token: &str,
@@ -217,7 +218,7 @@ impl OAuthService {
         };
         if caller_client.is_some_and(|c| c != claims.client_id) {
             tracing::info!(jti = claims.jti, "revocation refused: token belongs to another client");
-            return Ok(());
+            return Err(not_yours());
         }
         let mut record = AuditRecord::new(now, EventType::TokenRevoked, by, request_id);
         record.client_id = Some(claims.client_id.clone());
@@ -240,8 +241,8 @@ impl OAuthService {
     }
 
     /// RFC 7009 §2.1 for a refresh token: the whole grant family (the consent) is revoked, with
-    /// the access tokens it produced. Unknown values and other clients' tokens get the same
-    /// silent success.
+    /// the access tokens it produced. Unknown values get a silent success, other clients'
+    /// refresh tokens a refusal.
     async fn revoke_refresh_token(
         &self,
         token: &str,
@@ -255,8 +256,15 @@ impl OAuthService {
         let Some(grant) = self.store.get_grant(&self.secret_hash(token)).await? else {
             return Ok(());
         };
-        if grant.kind != super::grant::GrantKind::Refresh || caller_client.is_some_and(|c| c != grant.client_id) {
+        if grant.kind != super::grant::GrantKind::Refresh {
             return Ok(());
+        }
+        if caller_client.is_some_and(|c| c != grant.client_id) {
+            tracing::info!(
+                family = grant.family_id,
+                "revocation refused: token belongs to another client"
+            );
+            return Err(not_yours());
         }
         let now = self.clock.now();
         let mut record = AuditRecord::new(now, EventType::TokenRevoked, by, request_id)
@@ -273,4 +281,12 @@ impl OAuthService {
         self.store.commit(cs).await?;
         Ok(())
     }
+}
+
+/// RFC 7009 §2.1: the caller is not the client the token was issued to.
+fn not_yours() -> OAuthError {
+    OAuthError::new(
+        super::error::ErrorCode::UnauthorizedClient,
+        "the token was not issued to this client",
+    )
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod grant;
 pub mod introspection;
 pub mod metadata_doc;
+pub mod numeric_date;
 pub mod policy;
 pub mod reads;
 pub mod registration;

@@ -341,6 +341,24 @@ impl OAuthService {
         if body.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
             return Err(metadata_error("the body's client_id must match the client"));
         }
+        // §2.2: what the server issued is not the client's to send back, except the secret,
+        // which must then be the current one (it is never changed by an update).
+        let issued = [
+            "registration_access_token",
+            "registration_client_uri",
+            "client_secret_expires_at",
+            "client_id_issued_at",
+        ];
+        if let Some(f) = issued.iter().find(|f| body.get(**f).is_some()) {
+            return Err(metadata_error(format!("{f} must not be sent in an update")));
+        }
+        if let Some(sent) = body.get("client_secret") {
+            let presented = self.secret_hash(sent.as_str().unwrap_or_default());
+            let current = client.secret_hash.as_deref().unwrap_or_default();
+            if !sigil_crypto::constant_time_eq(presented.as_bytes(), current.as_bytes()) {
+                return Err(metadata_error("client_secret is not the client's current secret"));
+            }
+        }
         let req = parse_metadata(body, &self.keys.id_token_algorithms())?;
         if req.method != client.auth_method {
             return Err(metadata_error(

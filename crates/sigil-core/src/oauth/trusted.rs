@@ -40,8 +40,9 @@ impl VerifiedJwt {
         self.claims.get(k).and_then(Value::as_str)
     }
 
-    pub fn int(&self, k: &str) -> Option<i64> {
-        self.claims.get(k).and_then(Value::as_i64)
+    /// A NumericDate claim (`exp`, `iat`, `nbf`), fractions allowed.
+    pub fn date(&self, k: &str) -> Option<i64> {
+        self.claims.get(k).and_then(super::numeric_date::from_value)
     }
 
     /// The RFC 8693 §4.4 `may_act` claim, if the token has one; `Err` if it is not an object
@@ -117,12 +118,12 @@ pub fn verify_jwt(jwt: &str, keys: &PublicJwks, now: i64) -> Result<VerifiedJwt,
         claims,
     };
     const SKEW: i64 = 60;
-    match v.int("exp") {
+    match v.date("exp") {
         Some(exp) if exp + SKEW > now => {}
         Some(_) => return Err("expired".into()),
         None => return Err("no exp".into()),
     }
-    if v.int("nbf").is_some_and(|n| n > now + SKEW) || v.int("iat").is_some_and(|i| i > now + SKEW) {
+    if v.date("nbf").is_some_and(|n| n > now + SKEW) || v.date("iat").is_some_and(|i| i > now + SKEW) {
         return Err("not valid yet".into());
     }
     Ok(v)

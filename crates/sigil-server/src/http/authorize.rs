@@ -151,6 +151,9 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
             "nonce" => r.nonce = v,
             "prompt" => r.prompt = v,
             "response_mode" => r.response_mode = v,
+            "dpop_jkt" => r.dpop_jkt = v,
+            "request" => r.request_object = v.is_some(),
+            "request_uri" => r.request_uri = v.is_some(),
             _ => {} // OAuth 2.1 §4.1.1: unknown parameters are ignored
         }
     }

@@ -14,11 +14,11 @@ pub struct RequestId(pub String);
 
 const HEADER: &str = "x-request-id";
 
-/// Longest caller-chosen id kept; a longer one is replaced by Sigil's own.
+/// Longest caller-chosen id used in logs and audit records; a longer one is replaced there by
+/// Sigil's own (the response still echoes it).
 const MAX_INCOMING: usize = 256;
 
-/// The caller's id, echoed back as it came (AuthZEN's PDP must return the very identifier the
-/// PEP sent, whatever its shape): any printable ASCII up to [`MAX_INCOMING`] bytes, so it can
+/// The caller's id as Sigil records it: printable ASCII up to [`MAX_INCOMING`] bytes, so it can
 /// neither break a log line nor grow without bound.
 fn incoming_id(req: &Request) -> Option<String> {
     let v = req.headers().get(HEADER)?.to_str().ok()?;
@@ -38,6 +38,9 @@ fn new_id() -> String {
 
 pub async fn observe(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    // AuthZEN's PDP must answer with the very identifier the PEP sent, whatever its shape, so
+    // the header goes back byte for byte even when Sigil records its own id instead.
+    let echoed = req.headers().get(HEADER).cloned();
     let id = incoming_id(&req).unwrap_or_else(new_id);
     req.extensions_mut().insert(RequestId(id.clone()));
     let route = req
@@ -48,7 +51,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let mut resp = next.run(req).instrument(span).await;
     let status = resp.status().as_u16().to_string();
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Some(v) = echoed.or_else(|| HeaderValue::from_str(&id).ok()) {
         resp.headers_mut().insert(HEADER, v);
     }
     let labels = [("method", method), ("route", route), ("status", status)];

@@ -57,7 +57,8 @@ fn ok_json(body: impl serde::Serialize) -> Response {
     resp
 }
 
-/// A form body: every parameter at most once (RFC 6749 §3.2), except those listed as repeatable.
+/// A form body: every parameter at most once (RFC 6749 §3.2), except those listed as repeatable;
+/// one sent without a value counts as omitted (§3.1, §3.2).
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
@@ -74,7 +75,7 @@ impl Form {
             return Err(OAuthError::invalid_request(format!("the body must be {FORM}")));
         }
         let mut pairs: Vec<(String, String)> = Vec::new();
-        for (k, v) in url::form_urlencoded::parse(body) {
+        for (k, v) in url::form_urlencoded::parse(body).filter(|(_, v)| !v.is_empty()) {
             if !repeatable.contains(&k.as_ref()) && pairs.iter().any(|(pk, _)| *pk == k) {
                 return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
             }
@@ -84,11 +85,7 @@ impl Form {
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(pk, _)| pk == k)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+        self.0.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, k: &str) -> Vec<String> {
@@ -376,14 +373,16 @@ pub async fn revoke(AxState(app): State, headers: HeaderMap, ext: axum::http::Ex
 /// RFC 8414 authorization server metadata (also served as `openid-configuration`).
 pub async fn metadata(AxState(app): State) -> Response {
     let c = app.oauth.config();
-    let methods = [
-        "private_key_jwt",
-        "client_secret_basic",
-        "client_secret_post",
-        "tls_client_auth",
-    ];
-    // Public clients revoke their own tokens with only their client_id.
+    // Mutual TLS needs Sigil's own TLS listener: without one no client can present a certificate.
+    let mtls = app.config.tls.is_some();
+    let mut methods = vec!["private_key_jwt", "client_secret_basic", "client_secret_post"];
+    if mtls {
+        methods.push("tls_client_auth");
+    }
+    // Public clients revoke their own tokens with only their client_id, and use no other
+    // authentication at the token endpoint.
     let revocation_methods = [methods.as_slice(), &["none"]].concat();
+    let token_methods = &revocation_methods;
     let algs = sigil_crypto::ClientAlg::ALL;
     let id_token_algs: Vec<&str> = app.keys.id_token_algorithms().iter().map(|a| a.as_str()).collect();
     let body = serde_json::json!({
@@ -403,8 +402,10 @@ pub async fn metadata(AxState(app): State) -> Response {
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "client_secret_post", "tls_client_auth", "none"],
-        "tls_client_certificate_bound_access_tokens": true,
+        "token_endpoint_auth_methods_supported": token_methods,
+        "tls_client_certificate_bound_access_tokens": mtls,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint": c.introspection_endpoint,
         "introspection_endpoint_auth_methods_supported": methods,

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sigil_core::oauth::{ErrorCode, OAuthError};
 
@@ -12,7 +12,19 @@ use super::State;
 use super::middleware::RequestId;
 
 use super::oauth::bearer_token as bearer;
-use super::oauth::error_response as error;
+
+/// The error response; a request that sent no bearer token at all gets a challenge without an
+/// error code (RFC 6750 §3.1: it did not know authentication was needed).
+fn refusal(headers: &HeaderMap, e: &OAuthError) -> Response {
+    let mut resp = super::oauth::error_response(e);
+    if e.code == ErrorCode::InvalidToken && bearer(headers).is_none() {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"sigil\""),
+        );
+    }
+    resp
+}
 
 fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, OAuthError> {
     let ct = headers
@@ -51,7 +63,7 @@ pub async fn register(AxState(app): State, headers: HeaderMap, ext: axum::http::
     .await;
     match result {
         Ok(v) => no_store(StatusCode::CREATED, v),
-        Err(e) => error(&e),
+        Err(e) => refusal(&headers, &e),
     }
 }
 
@@ -64,7 +76,7 @@ pub async fn read(AxState(app): State, headers: HeaderMap, Path(id): Path<String
     .await;
     match result {
         Ok(v) => no_store(StatusCode::OK, v),
-        Err(e) => error(&e),
+        Err(e) => refusal(&headers, &e),
     }
 }
 
@@ -78,7 +90,7 @@ pub async fn update(AxState(app): State, headers: HeaderMap, Path(id): Path<Stri
     .await;
     match result {
         Ok(v) => no_store(StatusCode::OK, v),
-        Err(e) => error(&e),
+        Err(e) => refusal(&headers, &e),
     }
 }
 
@@ -97,6 +109,6 @@ pub async fn delete(
     .await;
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => error(&e),
+        Err(e) => refusal(&headers, &e),
     }
 }
