@@ -55,6 +55,14 @@ async fn dpop_binds_tokens_and_rejects_bad_proofs() {
         (400, Some("invalid_dpop_proof")),
         "replayed proof: {e}"
     );
+    // RFC 7519 §2: a NumericDate may have a fraction (Python's time.time()).
+    let fractional = jwt(
+        &json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": PublicJwk::from(&key.public_jwk())}),
+        &json!({"jti": "fractional-iat", "htm": "POST", "htu": url, "iat": now() as f64 + 0.25}),
+        Some(&key),
+    );
+    let (st, body, _) = dpop_post(&f, id, &secret, Some(&fractional)).await;
+    assert_eq!(st, 200, "{body}");
     let bad = [
         ("other method", dpop_proof(&key, "GET", &url, now(), None, None)),
         (

@@ -399,6 +399,15 @@ async fn metadata_and_jwks_verify_issued_tokens() {
         .await
         .unwrap();
     assert_eq!(meta, same);
+    // Without Sigil's own TLS listener no client can present a certificate: no mTLS advertised.
+    assert!(
+        !meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tls_client_auth"))
+    );
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], false);
+    assert_eq!(meta["request_uri_parameter_supported"], false);
     let jwks: sigil_crypto::Jwks = reqwest::get(meta["jwks_uri"].as_str().unwrap())
         .await
         .unwrap()
