@@ -7,11 +7,11 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, RestrictedExpression};
-use sigil_core::model::{Identity, Meta, Principal, User};
+use sigil_core::model::{Identity, Meta, Principal, Resource, User};
 use sigil_policy::{ChainMember, Engine, Query, RequestContext, ResourceInput};
 use sigil_types::{
-    Ceiling, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name, ScopeSet, Timestamp, UserId, UserStatus,
-    Username,
+    Ceiling, Group, IdentityId, IdentityKind, IdentityStatus, Labels, Name, ResourceId, ResourceUri, ScopeSet,
+    Timestamp, UserId, UserStatus, Username,
 };
 
 const ACTIONS: usize = 50;
@@ -153,6 +153,9 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
         let (s50, s99) = percentiles(sigil);
         let (b50, b99) = percentiles(bare);
         let (c50, c99) = percentiles(sliced);
+        if n == 20 {
+            rows.extend(issuance(&engine, &bot, iterations, now)?);
+        }
         rows.push((
             format!("{n} policies: Sigil decide (user → agent chain, entities built per request)"),
             format!("p50 {}, p99 {}", micros(s50), micros(s99)),
@@ -174,6 +177,79 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
                 micros(overhead),
                 100.0 * overhead.as_secs_f64() / c50.as_secs_f64().max(1e-9)
             ),
+        ));
+    }
+    Ok(rows)
+}
+
+/// The token endpoint's question (`token.issue` for an agent alone, a registered resource, three
+/// candidate scopes decided over one entity set), asked again for the same records — the entity
+/// set is reused — and for a record that changed every time, so it is built afresh.
+fn issuance(
+    engine: &Engine,
+    bot: &Identity,
+    iterations: usize,
+    now: Timestamp,
+) -> Result<Vec<(String, String)>, String> {
+    let api = Resource {
+        id: ResourceId::parse("res_01J00000000000000000000000").map_err(|e| e.to_string())?,
+        uri: ResourceUri::parse("https://api.example.com").map_err(|e| e.to_string())?,
+        name: Name::parse("api").map_err(|e| e.to_string())?,
+        description: None,
+        owner: UserId::parse("usr_01J00000000000000000000000").map_err(|e| e.to_string())?,
+        scopes: ScopeSet::parse_oauth("read write admin").map_err(|e| e.to_string())?,
+        meta: Meta::new(now, &Principal::system()),
+    };
+    let base = RequestContext {
+        now,
+        scopes: BTreeSet::new(),
+        audience: Some(api.uri.to_string()),
+        auth_method: "client_secret_basic".into(),
+        environment: None,
+        purpose: None,
+        scope: None,
+    };
+    let contexts: Vec<RequestContext> = ["read", "write", "admin"]
+        .into_iter()
+        .map(|scope| RequestContext {
+            scope: Some(scope.into()),
+            ..base.clone()
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (label, changing) in [
+        ("same records: entity set reused", false),
+        ("a record changed each time: entity set built", true),
+    ] {
+        let mut agent = bot.clone();
+        let mut times = Vec::with_capacity(iterations);
+        for i in 0..iterations {
+            if changing {
+                agent.meta.version = i64::try_from(i).unwrap_or(i64::MAX);
+            }
+            let query = Query {
+                chain: vec![ChainMember::Identity {
+                    identity: &agent,
+                    owner: "owner",
+                }],
+                action: sigil_policy::TOKEN_ISSUE,
+                resource: ResourceInput::Registered {
+                    resource: &api,
+                    owner: "owner",
+                },
+                context: base.clone(),
+            };
+            let t = Instant::now();
+            let d = engine.decide_each(&query, &contexts).map_err(|e| e.to_string())?;
+            times.push(t.elapsed());
+            if d.iter().map(|d| d.allowed).collect::<Vec<_>>() != [true, false, false] {
+                return Err(format!("unexpected issuance decisions: {d:?}"));
+            }
+        }
+        let (p50, p99) = percentiles(times);
+        rows.push((
+            format!("token.issue, agent alone, 3 scopes, registered resource ({label})"),
+            format!("p50 {}, p99 {}", micros(p50), micros(p99)),
         ));
     }
     Ok(rows)

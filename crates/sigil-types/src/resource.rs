@@ -28,6 +28,25 @@ impl ResourceUri {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether it can name a protected resource in RFC 9728 metadata, which needs an https URL
+    /// (§1.2); http is accepted on a loopback host, for development, as OAuth does for
+    /// redirect URIs (RFC 8252 §7.3).
+    pub fn is_protected_resource_url(&self) -> bool {
+        let Ok(url) = url::Url::parse(&self.0) else {
+            return false;
+        };
+        match url.scheme() {
+            "https" => true,
+            "http" => match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Display for ResourceUri {
@@ -54,5 +73,14 @@ mod tests {
         assert!(ResourceUri::parse("https://api.example.com/#frag").is_err());
         assert!(ResourceUri::parse("/relative").is_err());
         assert!(ResourceUri::parse("not a uri").is_err());
+    }
+
+    #[test]
+    fn rfc9728_identifiers_are_https_urls() {
+        let is = |s: &str| ResourceUri::parse(s).unwrap().is_protected_resource_url();
+        assert!(is("https://api.example.com/mcp"));
+        assert!(is("http://127.0.0.1:8931/mcp") && is("http://localhost/mcp") && is("http://[::1]/"));
+        assert!(!is("http://api.example.net/v1"));
+        assert!(!is("urn:example:api"));
     }
 }

@@ -30,6 +30,25 @@ async fn resource_metadata_document_names_sigil() {
     assert_eq!(doc["authorization_servers"], json!([fx.s.url]));
     assert_eq!(doc["scopes_supported"], json!(["admin", "read", "write"]));
     assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    // RFC 9728 §1.2: a protected resource is named by an https URL, so a URN has no document.
+    fx.s.client()
+        .create_resource(
+            &serde_json::from_value(
+                json!({"uri": "urn:example:ledger", "name": "ledger", "owner": "bob", "scopes": ["read"]}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["resource", "metadata", "ledger"])
+        .env("SIGIL_URL", &fx.s.url)
+        .env("SIGIL_ADMIN_TOKEN", &fx.s.admin_token)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https URL"), "{out:?}");
 }
 
 /// Serves client metadata documents (and misbehaving variants) on a loopback port.

@@ -255,6 +255,8 @@ async fn bad_authorization_requests_get_the_standard_answer() {
             "request_uri_not_supported",
         ),
         (with("dpop_jkt", Some("not-a-thumbprint")), "invalid_request"),
+        (with("max_age", Some("abc")), "invalid_request"),
+        (with("id_token_hint", Some("not.an.id-token")), "invalid_request"),
     ] {
         match fx.browse(&p, PASSWORD, "allow").await {
             Outcome::Redirect(l) => {
@@ -456,6 +458,29 @@ async fn token_exchange_builds_an_act_chain_that_shows_everywhere() {
         )
         .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    // A resource where nothing is permitted to the chain, no scope asked: the target itself is
+    // refused (RFC 8693 §2.2.2: invalid_target).
+    fx.s.client()
+        .create_resource(
+            &serde_json::from_value(
+                json!({"uri": "https://ledger.example.com", "name": "ledger", "owner": "bob", "scopes": ["x:read"]}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", subject),
+                ("subject_token_type", AT),
+                ("resource", "https://ledger.example.com"),
+            ],
+            Some(&fx.helper),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_target")), "{v}");
 
     // Suspending an actor in the middle kills every token whose chain holds it.
     fx.s.client()
@@ -529,6 +554,43 @@ async fn openid_scope_adds_an_id_token_about_the_user() {
     // Without openid there is no ID token.
     let plain = fx.user_token().await;
     assert!(plain.get("id_token").is_none());
+}
+
+#[tokio::test]
+async fn id_token_hint_names_who_must_sign_in() {
+    // OpenID Connect Core §3.1.2.1: another user signing in than the hint names is refused.
+    let Some(fx) = fixture().await else { return };
+    fx.s.client().set_password("bob", PASSWORD).await.unwrap();
+    let id_token_of = |user: &'static str| {
+        let fx = &fx;
+        async move {
+            let (verifier, challenge) = pkce();
+            let mut params = fx.standard(&challenge);
+            params.retain(|(k, _)| k != "scope");
+            params.push(("scope".into(), "openid read".into()));
+            let Outcome::Redirect(l) = fx.browse_as(user, &params, PASSWORD, "allow").await else {
+                panic!("no redirect")
+            };
+            let (s, t) = fx.redeem(&param(&l, "code").unwrap(), &verifier).await;
+            assert_eq!(s, 200, "{t}");
+            t["id_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (alice, bob) = (id_token_of("alice").await, id_token_of("bob").await);
+    let (_, challenge) = pkce();
+    let hinted = |hint: &str| {
+        let mut params = fx.standard(&challenge);
+        params.push(("id_token_hint".into(), hint.to_owned()));
+        params
+    };
+    match fx.browse(&hinted(&bob), PASSWORD, "allow").await {
+        Outcome::Redirect(l) => assert_eq!(param(&l, "error").as_deref(), Some("login_required"), "{l}"),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+    }
+    match fx.browse(&hinted(&alice), PASSWORD, "allow").await {
+        Outcome::Redirect(l) => assert!(param(&l, "code").is_some(), "{l}"),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+    }
 }
 
 #[tokio::test]

@@ -233,6 +233,8 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         // may_act naming another actor or another client, or unreadable.
         id_token(json!({"may_act": {"sub": "agt_01SOMEONEELSE"}})),
         id_token(json!({"may_act": {"sub": agent, "client_id": "another-client"}})),
+        // ... or the same sub as another issuer's (RFC 8693 §4.1: iss and sub name a party).
+        id_token(json!({"may_act": {"sub": agent, "iss": "https://elsewhere.example.com"}})),
         id_token(json!({"may_act": "anyone"})),
     ] {
         let (st, v) = exchange(bad).await;
@@ -368,7 +370,7 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
     let refresh = refresh_token_at(&idp, &at_idp).await;
 
     // At the IdP: refresh token → ID-JAG for the resource authorization server.
-    let ask = |audience: String| {
+    let ask_for = |audience: String, resource: &'static str, scope: &'static str| {
         let idp = &idp;
         let at_idp = at_idp.clone();
         let refresh = refresh.clone();
@@ -379,8 +381,8 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
                     ("grant_type", EXCHANGE),
                     ("requested_token_type", ID_JAG),
                     ("audience", &audience),
-                    ("resource", API),
-                    ("scope", "read write"),
+                    ("resource", resource),
+                    ("scope", scope),
                     ("subject_token", &refresh),
                     ("subject_token_type", REFRESH),
                 ],
@@ -389,6 +391,7 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
             .await
         }
     };
+    let ask = |audience: String| ask_for(audience, API, "read");
     let (st, v) = ask(ras.url.clone()).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["issued_token_type"], ID_JAG);
@@ -403,6 +406,17 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
     assert_eq!(g["email"], "alice@example.com");
     let (st, v) = ask("https://not-allowed.example.com".into()).await;
     assert_eq!((st, v["error"].as_str()), (400, Some("invalid_target")), "{v}");
+    // The refresh token bounds what an ID-JAG made from it may ask (draft §4.3): its consented
+    // scope ("read") and resource; and a resource must be an RFC 8707 resource indicator.
+    for (resource, scope, error) in [
+        (API, "read write", "invalid_scope"),
+        ("https://other.example.com/api", "read", "invalid_target"),
+        ("https://hr.example.com/#frag", "read", "invalid_target"),
+        ("api/v1", "read", "invalid_target"),
+    ] {
+        let (st, v) = ask_for(ras.url.clone(), resource, scope).await;
+        assert_eq!((st, v["error"].as_str()), (400, Some(error)), "{resource} {scope}: {v}");
+    }
 
     // At the resource authorization server: jwt-bearer grant → access token for alice, acted
     // on by the client's agent there; the policy narrows to the agent's ceiling.
@@ -416,7 +430,7 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
     let alice_there = ras.client().get_user("alice").await.unwrap().id.to_string();
     assert_eq!(c["sub"], alice_there.as_str());
     assert_eq!(c["aud"], API);
-    assert_eq!(c["scope"], "read write");
+    assert_eq!(c["scope"], "read");
     assert!(v.get("refresh_token").is_none());
 
     // Replayed, for another client, not an ID-JAG, or from an issuer not trusted for ID-JAGs.

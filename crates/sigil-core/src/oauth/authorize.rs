@@ -78,6 +78,10 @@ pub struct AuthorizeRequest {
     pub response_mode: Option<String>,
     /// RFC 9449 §10: the thumbprint of the DPoP key the code is bound to.
     pub dpop_jkt: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: an ID token Sigil issued, naming who should sign in.
+    pub id_token_hint: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: seconds; every sign-in here is fresh, so any value holds.
+    pub max_age: Option<String>,
     /// OpenID Connect request objects (Core §6), which Sigil refuses: present or not.
     pub request_object: bool,
     pub request_uri: bool,
@@ -102,6 +106,8 @@ pub struct Authorization {
     pub nonce: Option<String>,
     /// RFC 9449 §10: the code may only be redeemed with a DPoP proof of this key.
     pub dpop_jkt: Option<String>,
+    /// The user `id_token_hint` named: anyone else signing in is `login_required`.
+    pub hinted_user: Option<String>,
 }
 
 /// Why an authorization request fails. Until the client and redirect URI are known to be good,
@@ -242,6 +248,18 @@ impl OAuthService {
         if r.request_uri {
             return Err(fail(ErrorCode::RequestUriNotSupported, "request_uri is not supported"));
         }
+        if r.max_age.as_deref().is_some_and(|m| m.parse::<u64>().is_err()) {
+            return Err(fail(ErrorCode::InvalidRequest, "max_age must be a number of seconds"));
+        }
+        let hinted_user = match r.id_token_hint.as_deref() {
+            None => None,
+            Some(hint) => Some(self.hinted_user(hint).ok_or_else(|| {
+                fail(
+                    ErrorCode::InvalidRequest,
+                    "id_token_hint is not an ID token Sigil issued",
+                )
+            })?),
+        };
         if r.dpop_jkt.as_deref().is_some_and(|j| !is_sha256_b64url(j)) {
             return Err(fail(
                 ErrorCode::InvalidRequest,
@@ -343,7 +361,21 @@ impl OAuthService {
             openid,
             nonce: r.nonce.clone(),
             dpop_jkt: r.dpop_jkt.clone(),
+            hinted_user,
         })
+    }
+
+    /// The `sub` of an ID token Sigil signed (Core §3.1.2.1: it may have expired).
+    fn hinted_user(&self, hint: &str) -> Option<String> {
+        let verified = sigil_crypto::verify_compact(hint, &self.keys.jwks()).ok()?;
+        if verified.typ.as_deref() != Some("JWT") {
+            return None; // an access token or an ID-JAG names no one who signs in here
+        }
+        let claims: serde_json::Value = serde_json::from_slice(&verified.payload).ok()?;
+        if claims.get("iss").and_then(serde_json::Value::as_str) != Some(self.cfg.issuer.as_str()) {
+            return None;
+        }
+        claims.get("sub").and_then(serde_json::Value::as_str).map(str::to_owned)
     }
 
     /// Checks a user's password. Unknown users cost the same hash as known ones.
@@ -463,6 +495,15 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<String, AuthorizeFailure> {
         let now = self.clock.now();
+        if a.hinted_user.as_ref().is_some_and(|h| *h != user.id.to_string()) {
+            return Err(AuthorizeFailure::redirect(
+                a,
+                OAuthError::new(
+                    ErrorCode::LoginRequired,
+                    "the user who signed in is not the one id_token_hint names",
+                ),
+            ));
+        }
         let (granted, evidence) = self.consentable_scopes(a, user).await?;
         let code = sigil_crypto::random_token(CODE_PREFIX)
             .map_err(|_| AuthorizeFailure::redirect(a, OAuthError::unavailable()))?;

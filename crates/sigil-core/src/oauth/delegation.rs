@@ -506,7 +506,8 @@ impl OAuthService {
                 proof.is_some(),
                 now,
             )
-            .await?;
+            .await
+            .map_err(|e| target_refused(e, &requested))?;
         // An exchange never widens what the subject token held for the same audience.
         let scope = if let (Some(aud), Some(held)) = (&subject.aud, &subject.scope)
             && aud == resource.uri.as_str()
@@ -574,7 +575,8 @@ impl OAuthService {
         if let Some(may) = &subject.may_act {
             let sub_ok = may.sub.as_deref().is_none_or(|s| s == agent.id.as_str());
             let client_ok = may.client_id.as_deref().is_none_or(|c| c == client_id);
-            if !(sub_ok && client_ok) || (may.sub.is_none() && may.client_id.is_none()) {
+            let iss_ok = may.iss.as_deref().is_none_or(|i| i == self.cfg.issuer);
+            if !(sub_ok && client_ok && iss_ok) || (may.sub.is_none() && may.client_id.is_none()) {
                 return Err(OAuthError::invalid_request(
                     "the subject token's may_act does not name this actor",
                 ));
@@ -869,4 +871,14 @@ pub struct CodeRedemption<'a> {
     pub redirect_uri: Option<&'a str>,
     pub code_verifier: Option<&'a str>,
     pub resources: &'a [String],
+}
+
+/// RFC 8693 §2.2.2: when no scope was named and nothing at the resource is permitted, the
+/// exchange is refused for its target (`invalid_target`), not for a scope nobody asked for.
+fn target_refused(e: OAuthError, requested: &ScopeSet) -> OAuthError {
+    if requested.is_empty() && e.code == ErrorCode::InvalidScope {
+        OAuthError::invalid_target(format!("no token for this resource: {}", e.description))
+    } else {
+        e
+    }
 }

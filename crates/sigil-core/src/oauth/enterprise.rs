@@ -180,11 +180,42 @@ pub struct Subject {
     /// The subject token's expiry: the exchanged token does not outlive it.
     pub exp: i64,
     /// For a Sigil access token: its audience and scope (an exchange for the same audience
-    /// never widens them).
+    /// never widens them). For a refresh token: the resource and scopes the user consented
+    /// to, which bound an ID-JAG made from it.
     pub aud: Option<String>,
     pub scope: Option<String>,
     /// What the audit record names the subject token by (its jti, or the issuer and jti).
     pub reference: String,
+}
+
+/// The resource and scope of an ID-JAG. From a refresh token they stay inside what the user
+/// consented to (draft §4.3: "within the authorization context of the Refresh Token"): its
+/// resource, and its scopes, which are also the default; from an ID token they are the client's
+/// to ask, and the resource authorization server's to decide.
+fn within_consent(
+    subject: &Subject,
+    resource: Option<String>,
+    scope: Option<&str>,
+) -> Result<(Option<String>, Option<String>), OAuthError> {
+    let (Some(consented_resource), Some(consented)) = (&subject.aud, &subject.scope) else {
+        return Ok((resource, scope.map(str::to_owned)));
+    };
+    if resource.as_ref().is_some_and(|r| r != consented_resource) {
+        return Err(OAuthError::invalid_target(
+            "the resource is not the one the refresh token was granted for",
+        ));
+    }
+    let consented = sigil_types::ScopeSet::parse_oauth(consented).map_err(|_| OAuthError::unavailable())?;
+    let Some(asked) = scope else {
+        return Ok((resource, Some(consented.to_oauth_string())));
+    };
+    let asked = sigil_types::ScopeSet::parse_oauth(asked).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    if let Some(s) = asked.iter().find(|s| !consented.contains(s)) {
+        return Err(OAuthError::invalid_scope(format!(
+            "scope {s} is beyond what the refresh token was granted"
+        )));
+    }
+    Ok((resource, Some(asked.to_oauth_string())))
 }
 
 impl OAuthService {
@@ -231,8 +262,8 @@ impl OAuthService {
                 act: None,
                 may_act: None,
                 exp: grant.expires_at.unix_seconds(),
-                aud: None,
-                scope: None,
+                aud: Some(grant.resource.clone()),
+                scope: Some(grant.scope.clone()),
                 reference: format!("refresh family {}", grant.family_id),
             });
         }
@@ -389,9 +420,16 @@ impl OAuthService {
             .unwrap_or_else(|| auth.client.client_id.clone());
         let resource = match req.resources {
             [] => None,
-            [one] => Some(one.as_str()),
+            // draft §4.3: processed as RFC 8707 §2 says, so an absolute URI without fragment.
+            [one] => Some(
+                sigil_types::ResourceUri::parse(one)
+                    .map_err(|e| OAuthError::invalid_target(e.to_string()))?
+                    .to_string(),
+            ),
             _ => return Err(OAuthError::invalid_target("one resource per ID-JAG")),
         };
+        let (resource, scope) = within_consent(subject, resource, req.scope)?;
+        let (resource, scope) = (resource.as_deref(), scope.as_deref());
         self.active_identity(&auth.client.identity_id, now).await?;
         let mut jti = [0u8; 16];
         self.rng.fill(&mut jti);
@@ -414,7 +452,7 @@ impl OAuthService {
         if let Some(r) = resource {
             put("resource", r.into());
         }
-        if let Some(s) = req.scope {
+        if let Some(s) = scope {
             put("scope", s.into());
         }
         if let Some(p) = proof {
@@ -444,8 +482,7 @@ impl OAuthService {
             resource: resource.map(str::to_owned),
             audience: Some(audience.to_owned()),
         });
-        record.scopes = req
-            .scope
+        record.scopes = scope
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_owned)
@@ -462,7 +499,7 @@ impl OAuthService {
             issued_token_type: Some(ID_JAG_TOKEN_TYPE),
             token_type: "N_A",
             expires_in: u64::try_from(exp - now.unix_seconds()).unwrap_or(0),
-            scope: req.scope.unwrap_or_default().to_owned(),
+            scope: scope.unwrap_or_default().to_owned(),
             refresh_token: None,
             id_token: None,
         })

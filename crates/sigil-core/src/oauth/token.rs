@@ -75,6 +75,10 @@ impl Actor {
 pub struct MayAct {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The issuer of `sub` (RFC 8693 §4.1: `iss` and `sub` together name a party); the actors
+    /// Sigil adds are its own identities, so only Sigil's issuer can name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }

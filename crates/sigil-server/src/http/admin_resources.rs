@@ -64,6 +64,15 @@ pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(r): Pa
 /// `/.well-known/oauth-protected-resource`, naming this server as its authorization server.
 pub async fn metadata(axum::extract::State(app): State, Admin(_): Admin, Path(r): Path<String>) -> Result<Response> {
     let r = app.registry.get_resource(&resource_ref(&r)?).await?;
+    if !r.uri.is_protected_resource_url() {
+        return Err(ApiError::invalid(
+            "resource",
+            format!(
+                "{} cannot be an RFC 9728 resource identifier: it must be an https URL (http only on a loopback host)",
+                r.uri
+            ),
+        ));
+    }
     let scopes: Vec<&str> = r.scopes.iter().map(|s| s.as_str()).collect();
     Ok(Json(serde_json::json!({
         "resource": r.uri.as_str(),

@@ -152,6 +152,8 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
             "prompt" => r.prompt = v,
             "response_mode" => r.response_mode = v,
             "dpop_jkt" => r.dpop_jkt = v,
+            "id_token_hint" => r.id_token_hint = v,
+            "max_age" => r.max_age = v,
             "request" => r.request_object = v.is_some(),
             "request_uri" => r.request_uri = v.is_some(),
             _ => {} // OAuth 2.1 §4.1.1: unknown parameters are ignored

@@ -23,6 +23,16 @@ use crate::authz::{EvalError, Evaluated, evaluate};
 
 /// Most evaluations in one batch request.
 pub const MAX_BATCH: usize = 100;
+/// The largest batch body: room for [`MAX_BATCH`] evaluations that each carry a token subject
+/// and resource properties (about 1 KiB each), beyond the server's general body limit.
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// The request body, up to `limit` bytes; larger is a JSON 413 like every other refusal here.
+async fn body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(limit).into_response())
+}
 
 pub async fn metadata(AxState(app): State) -> Response {
     let pdp = &app.issuer;
@@ -68,14 +78,20 @@ async fn authenticate(
     Ok(caller.who)
 }
 
-pub async fn evaluation(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
-    let request_id = rid(&ext);
-    let caller = match authenticate(&app, &headers, &ext, request_id.as_deref()).await {
+pub async fn evaluation(AxState(app): State, req: axum::extract::Request) -> Response {
+    let (parts, raw) = req.into_parts();
+    let (headers, ext) = (&parts.headers, &parts.extensions);
+    let request_id = rid(ext);
+    let caller = match authenticate(&app, headers, ext, request_id.as_deref()).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    let bytes = match body(raw, app.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let result = async {
-        let ev: Evaluation = parse(&body)?;
+        let ev: Evaluation = parse(&bytes)?;
         let engine = app.policy.current();
         let (view, record) = decide_one(&app, &engine, &ev, &caller, request_id.as_deref()).await?;
         app.store.commit(ChangeSet::new().audit(record)).await?;
@@ -85,19 +101,20 @@ pub async fn evaluation(AxState(app): State, headers: HeaderMap, ext: axum::http
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn evaluations(
-    AxState(app): State,
-    headers: HeaderMap,
-    ext: axum::http::Extensions,
-    body: Bytes,
-) -> Response {
-    let request_id = rid(&ext);
-    let caller = match authenticate(&app, &headers, &ext, request_id.as_deref()).await {
+pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Response {
+    let (parts, raw) = req.into_parts();
+    let (headers, ext) = (&parts.headers, &parts.extensions);
+    let request_id = rid(ext);
+    let caller = match authenticate(&app, headers, ext, request_id.as_deref()).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    let bytes = match body(raw, MAX_BATCH_BYTES.max(app.config.max_body_bytes)).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let result = async {
-        let req: Evaluations = parse(&body)?;
+        let req: Evaluations = parse(&bytes)?;
         let semantic = Semantic::parse(req.options.as_ref())?;
         let engine = app.policy.current();
         let items = req.evaluations.clone().unwrap_or_default();

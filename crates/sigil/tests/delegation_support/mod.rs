@@ -173,14 +173,28 @@ impl Fx {
 
     /// Drives the pages like a browser: GET /authorize, sign in, then allow or deny.
     pub async fn browse(&self, params: &[(String, String)], password: &str, decision: &str) -> Outcome {
-        match self.sign_in(params, password).await {
+        self.browse_as("alice", params, password, decision).await
+    }
+
+    pub async fn browse_as(&self, user: &str, params: &[(String, String)], password: &str, decision: &str) -> Outcome {
+        match self.sign_in_as(user, params, password).await {
             Ok(consent) => self.decide(&consent, decision).await,
             Err(o) => o,
         }
     }
 
-    /// GET /authorize and sign in: the consent page, or what was shown or redirected instead.
+    /// GET /authorize and sign in as alice: the consent page, or what was shown or redirected
+    /// instead.
     pub async fn sign_in(&self, params: &[(String, String)], password: &str) -> Result<Consent, Outcome> {
+        self.sign_in_as("alice", params, password).await
+    }
+
+    pub async fn sign_in_as(
+        &self,
+        user: &str,
+        params: &[(String, String)],
+        password: &str,
+    ) -> Result<Consent, Outcome> {
         let http = no_redirects();
         let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let resp = http.get(self.authorize_url(&pairs)).send().await.unwrap();
@@ -207,7 +221,7 @@ impl Fx {
             .form(&[
                 ("request", request.as_str()),
                 ("csrf", csrf.as_str()),
-                ("username", "alice"),
+                ("username", user),
                 ("password", password),
             ])
             .send()
