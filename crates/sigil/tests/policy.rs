@@ -280,6 +280,27 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
         )
         .await;
     assert_eq!(status, 400, "a batch over the limit");
+    // A full batch of large items fits (each ~8 KiB here, past the general 64 KiB body limit);
+    // a body past the batch limit is a JSON 413, like the endpoint's other refusals.
+    let padding = "p".repeat(8 * 1024);
+    let big: Vec<Value> = (0..100)
+        .map(|_| json!({"resource": employee("x"), "context": {"note": padding}}))
+        .collect();
+    let (status, v) = h
+        .post(
+            "/access/v1/evaluations",
+            &json!({"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"}, "evaluations": big}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["evaluations"].as_array().unwrap().len(), 100);
+    let (status, v) = h
+        .post(
+            "/access/v1/evaluations",
+            &json!({"padding": "p".repeat(2 * 1024 * 1024)}),
+        )
+        .await;
+    assert_eq!((status, v["status"].as_u64()), (413, Some(413)), "{v}");
 
     // Requests the model cannot express are 400s, never decisions.
     for bad in [
@@ -350,7 +371,7 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     }
 
     // Every decision is in the audit trail with its evidence.
-    let (_, records) = h.get("/admin/v1/audit/records?type=access.evaluated&limit=100").await;
+    let (_, records) = h.get("/admin/v1/audit/records?type=access.evaluated&limit=500").await;
     let records = records["items"].as_array().unwrap();
     let denied = records
         .iter()
