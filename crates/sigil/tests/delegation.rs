@@ -676,13 +676,9 @@ async fn dpop_jkt_binds_the_code_to_the_key() {
             (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
         }
     };
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
+    let proof = |k: &sigil_crypto::SigningKey| {
+        oauth_support::dpop_proof(k, "POST", &token_url, oauth_support::now(), None, None)
     };
-    let proof = |k: &sigil_crypto::SigningKey| oauth_support::dpop_proof(k, "POST", &token_url, now(), None, None);
     let bound_code = || async {
         let (verifier, challenge) = pkce();
         let mut params = fx.standard(&challenge);
