@@ -290,11 +290,12 @@ impl KeyManager {
         }
         for alg in wanted {
             let role = KeyRole::of(alg);
-            let has_active = |keys: &[StoredKey]| {
-                keys.iter()
-                    .any(|k| k.state == KeyState::Active && KeyRole::of(k.alg) == role)
-            };
-            if has_active(&self.ring().keys) {
+            let ring = self.ring();
+            if ring
+                .keys
+                .iter()
+                .any(|k| k.state == KeyState::Active && KeyRole::of(k.alg) == role)
+            {
                 continue;
             }
             let key = self.new_key(alg, KeyState::Active, self.clock.now())?;
