@@ -15,11 +15,17 @@ use crate::model::{
 };
 use crate::oauth::OAuthClient;
 
+/// "an identity", "a user": the noun with its indefinite article, for messages.
+pub fn with_article(noun: &str) -> String {
+    let vowel = noun.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {noun}", if vowel { "an" } else { "a" })
+}
+
 /// Storage failures, by what the caller can do about them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// A unique field is already taken.
-    #[error("a {entity} with this {field} already exists")]
+    #[error("{} with this {field} already exists", with_article(entity))]
     Duplicate { entity: &'static str, field: &'static str },
     /// The row changed since it was read (optimistic concurrency), or was removed meanwhile.
     #[error("the {entity} was changed by another request; retry")]

@@ -145,7 +145,8 @@ impl App {
         );
         let admin = AdminAuth::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&rng), &master);
         let audit = AuditLog::new(Arc::clone(&store), Arc::clone(&clock), rng.as_ref(), issuer.clone());
-        let registry = Registry::new(Arc::clone(&store), Arc::clone(&clock), rng);
+        let registry =
+            Registry::new(Arc::clone(&store), Arc::clone(&clock), rng).with_max_token_ttl(config.max_access_token_ttl);
         Ok(Self {
             config,
             issuer,

@@ -113,7 +113,9 @@ impl StatusChange {
             Self::Suspend => &[Active],
             Self::Resume => &[Suspended],
             Self::Revoke => &[Active, Suspended],
-            Self::Decommission => &[Active, Suspended, Revoked],
+            // Revoked stays revoked: decommissioning would erase the record that the identity
+            // was compromised from every listing by status.
+            Self::Decommission => &[Active, Suspended],
         }
     }
 }
@@ -126,8 +128,8 @@ mod tests {
     fn final_states_cannot_be_left() {
         for change in StatusChange::ALL {
             assert!(!change.allowed_from().contains(&IdentityStatus::Decommissioned));
+            assert!(!change.allowed_from().contains(&IdentityStatus::Revoked));
         }
-        assert!(!StatusChange::Resume.allowed_from().contains(&IdentityStatus::Revoked));
     }
 
     #[test]

@@ -107,9 +107,8 @@ where
             }
             (false, Some(c)) => {
                 output::table(g.output, &rows, columns);
-                if g.output == crate::cli::Output::Text {
-                    eprintln!("(more: --cursor {c}, or --all)");
-                }
+                // On stderr in every format, so a script reading JSON can tell the list is partial.
+                eprintln!("(more: --cursor {c}, or --all)");
                 return Ok(());
             }
             (_, None) => break,

@@ -184,14 +184,19 @@ async fn lifecycle_transitions_are_checked() {
     assert_eq!(p["type"], "urn:sigil:problem:conflict");
     assert!(p["detail"].as_str().unwrap().contains("revoked"));
     assert_eq!(step("suspend").await.0, 409);
+    // Revoked is final: decommissioning would erase that the identity was compromised.
+    assert_eq!(step("decommission").await.0, 409);
     assert_eq!(
         audit_count(&s).await,
         before,
         "a refused transition changes nothing, not even the trail"
     );
-    assert_eq!(step("decommission").await.1["status"], "decommissioned");
+    post(&s, "/admin/v1/agents", json!({"name": "retired", "owner": "alice"})).await;
+    let (_, p) = post(&s, "/admin/v1/agents/retired/decommission", json!({})).await;
+    assert_eq!(p["status"], "decommissioned");
     for a in ["suspend", "resume", "revoke"] {
-        assert_eq!(step(a).await.0, 409, "{a} after decommission");
+        let (st, _) = post(&s, &format!("/admin/v1/agents/retired/{a}"), json!({})).await;
+        assert_eq!(st, 409, "{a} after decommission");
     }
     assert_eq!(step("explode").await.0, 404);
 
@@ -356,6 +361,18 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
     .await;
     assert_eq!(st, 400, "{p}");
     assert_eq!(h["content-type"], "application/problem+json");
+    // A struct's fields as an array are not an API body.
+    let (st, p, _) = raw(
+        &s,
+        "POST",
+        "/admin/v1/users",
+        Some(&s.admin_token),
+        Some(("application/json", br#" ["arrayuser",null,null,[],null]"#.to_vec())),
+    )
+    .await;
+    assert_eq!(st, 400, "{p}");
+    assert!(p.to_string().contains("expected a JSON object"), "{p}");
+    assert_eq!(get(&s, "/admin/v1/users/arrayuser").await.0, 404);
     let (st, _, _) = raw(
         &s,
         "POST",
@@ -411,10 +428,17 @@ async fn admin_credential_is_required_and_failures_are_audited() {
     let before = audit_count(&s).await;
     let (st, p, h) = raw(&s, "GET", "/admin/v1/users", None, None).await;
     assert_eq!(st, 401);
-    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    // RFC 6750 §3.1: no credential, no error code; a wrong one is invalid_token.
+    assert_eq!(h["www-authenticate"], "Bearer realm=\"sigil-admin\"");
     assert_eq!(p["type"], "urn:sigil:problem:unauthorized");
-    let (st, _, _) = raw(&s, "GET", "/admin/v1/users", Some("sigil_admin_wrong"), None).await;
+    let (st, _, h) = raw(&s, "GET", "/admin/v1/users", Some("sigil_admin_wrong"), None).await;
     assert_eq!(st, 401);
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
     let (st, _, _) = raw(
         &s,
         "POST",

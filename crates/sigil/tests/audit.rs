@@ -321,6 +321,60 @@ async fn proofs_verify_against_checkpoints() {
     assert_eq!(c.consistency_proof(5, 3).await.unwrap_err().status().unwrap(), 400);
 }
 
+/// Following `next_cursor` as `cursor` walks the leaves and checkpoints to their end, each
+/// item once, like every other list of the admin API.
+#[tokio::test]
+async fn leaves_and_checkpoints_page_with_the_cursor_they_return() {
+    let Some(s) = populated(9).await else { return };
+    let total = s.client().audit_checkpoint().await.unwrap().tree_size;
+    let http = reqwest::Client::new();
+    for (path, key) in [("leaves", "leaf_index"), ("checkpoints", "tree_size")] {
+        let mut seen: Vec<u64> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let mut url = format!("{}/admin/v1/audit/{path}?limit=4", s.url);
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page: serde_json::Value = http
+                .get(url)
+                .bearer_auth(&s.admin_token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            seen.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i[key].as_u64().unwrap()),
+            );
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert!(cursor.is_none(), "{path}: the pages never ended");
+        let mut unique = seen.clone();
+        unique.dedup();
+        assert_eq!(unique, seen, "{path}: an item came twice");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{path}: {seen:?}");
+        if path == "leaves" {
+            assert!(seen.len() as u64 >= total, "{path}: {seen:?}");
+        }
+    }
+    let both = http
+        .get(format!("{}/admin/v1/audit/leaves?from=1&cursor=2", s.url))
+        .bearer_auth(&s.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status().as_u16(), 400);
+}
+
 #[tokio::test]
 async fn search_trace_and_bad_filters() {
     let Some(s) = populated(2).await else { return };

@@ -166,6 +166,10 @@ async fn pagination_with_all() {
     assert_eq!(json(&o).as_array().unwrap().len(), 5);
     let o = sigil(&s, None, &["user", "list", "--limit", "2"]).await;
     assert!(o.stderr.contains("--cursor"), "{}", o.stderr);
+    // A partial JSON list says so on stderr, leaving stdout a plain array.
+    let o = sigil(&s, None, &["user", "list", "--limit", "2", "--output", "json"]).await;
+    assert_eq!(json(&o).as_array().unwrap().len(), 2);
+    assert!(o.stderr.contains("--cursor"), "{}", o.stderr);
 }
 
 #[tokio::test]

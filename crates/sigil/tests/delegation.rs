@@ -64,6 +64,26 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
         )
         .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")));
+    // A narrowed refresh narrows that access token only: the new refresh token keeps the
+    // consented scope (RFC 6749 §6), so the next refresh without a scope gets all of it back.
+    let (s, narrow) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r2),
+                ("client_id", &fx.public),
+                ("scope", "read"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, narrow["scope"].as_str()), (200, Some("read")), "{narrow}");
+    let r3 = narrow["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(fx.introspect(&r3).await["scope"], "read write");
+    let (s, full) = fx.refresh(&r3).await;
+    assert_eq!((s, full["scope"].as_str()), (200, Some("read write")), "{full}");
+    let r2 = full["refresh_token"].as_str().unwrap().to_owned();
+    let t2 = full;
 
     // Reusing the spent r1 revokes the family: r2 and the tokens issued so far die.
     let access2 = t2["access_token"].as_str().unwrap().to_owned();
@@ -257,6 +277,15 @@ async fn bad_authorization_requests_get_the_standard_answer() {
         (with("dpop_jkt", Some("not-a-thumbprint")), "invalid_request"),
         (with("max_age", Some("abc")), "invalid_request"),
         (with("id_token_hint", Some("not.an.id-token")), "invalid_request"),
+        // A repeated parameter is the client's error once its redirect URI is known to be good.
+        (
+            [
+                fx.standard(&challenge),
+                vec![("nonce".into(), "a".into()), ("nonce".into(), "b".into())],
+            ]
+            .concat(),
+            "invalid_request",
+        ),
     ] {
         match fx.browse(&p, PASSWORD, "allow").await {
             Outcome::Redirect(l) => {
@@ -267,6 +296,30 @@ async fn bad_authorization_requests_get_the_standard_answer() {
             Outcome::Page(s, h) => panic!("{error}: {s} {h}"),
         }
     }
+    // OpenID Connect requires redirect_uri even when the client registered only one.
+    let mut oidc = with("redirect_uri", None);
+    oidc.retain(|(k, _)| k != "scope");
+    oidc.push(("scope".into(), "openid read".into()));
+    assert!(matches!(
+        fx.browse(&oidc, PASSWORD, "allow").await,
+        Outcome::Page(400, _)
+    ));
+    // A repeated redirect URI cannot be trusted: shown, not redirected.
+    let twice = [fx.standard(&challenge), vec![("redirect_uri".into(), CB.into())]].concat();
+    assert!(matches!(
+        fx.browse(&twice, PASSWORD, "allow").await,
+        Outcome::Page(400, _)
+    ));
+    // OpenID Connect Core §3.1.2.1: the request may be POSTed as a form as well.
+    let resp = no_redirects()
+        .post(format!("{}/authorize", fx.s.url))
+        .form(&fx.standard(&challenge))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().await.unwrap().contains("/authorize/login"));
+
     // A wrong password shows the sign-in page again; a declined consent is access_denied.
     match fx.browse(&fx.standard(&challenge), "wrong password!!", "allow").await {
         Outcome::Page(401, html) => assert!(html.contains("wrong username or password")),
@@ -554,6 +607,43 @@ async fn openid_scope_adds_an_id_token_about_the_user() {
     // Without openid there is no ID token.
     let plain = fx.user_token().await;
     assert!(plain.get("id_token").is_none());
+}
+
+#[tokio::test]
+async fn auth_time_is_the_sign_in_and_max_age_bounds_its_age_at_consent() {
+    let Some(fx) = fixture().await else { return };
+    let (verifier, challenge) = pkce();
+    let mut params: Vec<(String, String)> = fx
+        .standard(&challenge)
+        .into_iter()
+        .filter(|(k, _)| k != "scope")
+        .collect();
+    params.push(("scope".into(), "openid read".into()));
+    // Consent a second after signing in: auth_time is the sign-in, not the click.
+    let Ok(consent) = fx.sign_in(&params, PASSWORD).await else {
+        panic!("no consent page")
+    };
+    let signed_in = oauth_support::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let Outcome::Redirect(l) = fx.decide(&consent, "allow").await else {
+        panic!("no redirect")
+    };
+    let (s, t) = fx.redeem(&param(&l, "code").unwrap(), &verifier).await;
+    assert_eq!(s, 200, "{t}");
+    let c = claims(t["id_token"].as_str().unwrap());
+    assert!(c["auth_time"].as_i64().unwrap() <= signed_in, "{c}");
+    assert!(c["auth_time"].as_i64().unwrap() < c["iat"].as_i64().unwrap(), "{c}");
+    // With max_age=0 the same pause makes the sign-in too old: the user signs in again.
+    params.push(("max_age".into(), "0".into()));
+    let Ok(consent) = fx.sign_in(&params, PASSWORD).await else {
+        panic!("no consent page")
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    match fx.decide(&consent, "allow").await {
+        Outcome::Page(200, html) => assert!(html.contains("sign in again") && html.contains("/authorize/login")),
+        Outcome::Page(s, h) => panic!("{s} {h}"),
+        Outcome::Redirect(l) => panic!("consent counted past max_age: {l}"),
+    }
 }
 
 #[tokio::test]

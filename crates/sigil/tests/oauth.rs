@@ -151,11 +151,17 @@ async fn suspension_kills_tokens_and_refuses_new_ones() {
         .unwrap();
     let (st, e) = f.with_assertion(&f.assertion(&f.claims()), &[]).await;
     assert_eq!((st, e["error"].as_str()), (401, Some("invalid_client")), "{e}");
+    // The refused attempt is in the agent's trail.
+    let refused = c
+        .audit_search(&[("type", "token.refused".into()), ("agent", "bot".into())])
+        .await
+        .unwrap();
+    assert_eq!(refused.items.len(), 1, "{:?}", refused.items);
     let (_, i, _) = f
         .post("/introspect", &[("token", &token)], Some((&f.secret_client, &f.secret)))
         .await;
     assert_eq!(i["active"], false);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Resumed at once, in the second of the suspension: tokens issued after it still work.
     c.change_status(Family::Agents, "bot", "resume", &Default::default())
         .await
         .unwrap();
@@ -163,8 +169,13 @@ async fn suspension_kills_tokens_and_refuses_new_ones() {
         .post("/introspect", &[("token", &token)], Some((&f.secret_client, &f.secret)))
         .await;
     assert_eq!(i["active"], false, "resuming does not bring old tokens back");
-    let (st, _) = f.with_assertion(&f.assertion(&f.claims()), &[]).await;
+    let (st, fresh) = f.with_assertion(&f.assertion(&f.claims()), &[]).await;
     assert_eq!(st, 200);
+    let fresh = fresh["access_token"].as_str().unwrap();
+    let (_, i, _) = f
+        .post("/introspect", &[("token", fresh)], Some((&f.secret_client, &f.secret)))
+        .await;
+    assert_eq!(i["active"], true, "a token issued after the resume is alive: {i}");
 }
 
 #[tokio::test]
@@ -434,11 +445,22 @@ async fn per_identity_token_lifetime_and_dpop_requirement() {
     .unwrap();
     let (st, b, _) = f.post("/token", &form, basic).await;
     assert_eq!((st, b["expires_in"].as_u64()), (200, Some(60)), "{b}");
-    // The server's maximum (1h by default) caps what an identity asks for.
+    // The server's maximum (1h by default) bounds what an identity may ask for.
+    let err = c
+        .update_identity(
+            Family::Agents,
+            "bot",
+            &serde_json::from_value(json!({"token_ttl_seconds": 86400})).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400), "{err}");
+    let (_, b, _) = f.post("/token", &form, basic).await;
+    assert_eq!(b["expires_in"], 60, "the refused change changed nothing");
     c.update_identity(
         Family::Agents,
         "bot",
-        &serde_json::from_value(json!({"token_ttl_seconds": 86400})).unwrap(),
+        &serde_json::from_value(json!({"token_ttl_seconds": 3600})).unwrap(),
     )
     .await
     .unwrap();

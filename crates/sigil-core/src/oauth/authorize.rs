@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use sigil_types::{IdentityStatus, ResourceUri, ScopeSet, UserId, UserStatus, Username};
+use sigil_types::{IdentityStatus, ResourceUri, ScopeSet, Timestamp, UserId, UserStatus, Username};
 
 use super::client::OAuthClient;
 use super::error::{ErrorCode, OAuthError};
@@ -31,14 +31,14 @@ const SIGN_IN_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub(super) struct SignInThrottle(std::sync::Mutex<std::collections::HashMap<String, (u32, sigil_types::Timestamp)>>);
 
 impl SignInThrottle {
-    fn is_locked(&self, user: &str, now: sigil_types::Timestamp) -> bool {
+    fn is_locked(&self, user: &str, now: Timestamp) -> bool {
         self.0.lock().is_ok_and(|m| {
             m.get(user)
                 .is_some_and(|(n, since)| *n >= MAX_FAILED_SIGN_INS && now.since(*since) < SIGN_IN_WINDOW)
         })
     }
 
-    fn failed(&self, user: &str, now: sigil_types::Timestamp) {
+    fn failed(&self, user: &str, now: Timestamp) {
         let Ok(mut m) = self.0.lock() else { return };
         if m.len() >= 100_000 {
             m.retain(|_, (_, since)| now.since(*since) < SIGN_IN_WINDOW);
@@ -80,11 +80,13 @@ pub struct AuthorizeRequest {
     pub dpop_jkt: Option<String>,
     /// OpenID Connect Core §3.1.2.1: an ID token Sigil issued, naming who should sign in.
     pub id_token_hint: Option<String>,
-    /// OpenID Connect Core §3.1.2.1: seconds; every sign-in here is fresh, so any value holds.
+    /// OpenID Connect Core §3.1.2.1: seconds the sign-in may be old when the user consents.
     pub max_age: Option<String>,
     /// OpenID Connect request objects (Core §6), which Sigil refuses: present or not.
     pub request_object: bool,
     pub request_uri: bool,
+    /// The first parameter other than `client_id` and `redirect_uri` that the request repeats.
+    pub repeated: Option<String>,
 }
 
 /// A request that passed every check: what the consent page shows and the code records.
@@ -108,6 +110,9 @@ pub struct Authorization {
     pub dpop_jkt: Option<String>,
     /// The user `id_token_hint` named: anyone else signing in is `login_required`.
     pub hinted_user: Option<String>,
+    /// OpenID Connect Core §3.1.2.1: a sign-in older than this many seconds at consent is
+    /// repeated.
+    pub max_age: Option<u64>,
 }
 
 /// Why an authorization request fails. Until the client and redirect URI are known to be good,
@@ -225,6 +230,9 @@ impl OAuthService {
                 }
             }
         };
+        if let Some(p) = &r.repeated {
+            return Err(fail(ErrorCode::InvalidRequest, &format!("parameter {p} is repeated")));
+        }
         match r.response_type.as_deref() {
             Some("code") => {}
             Some(_) => {
@@ -248,9 +256,11 @@ impl OAuthService {
         if r.request_uri {
             return Err(fail(ErrorCode::RequestUriNotSupported, "request_uri is not supported"));
         }
-        if r.max_age.as_deref().is_some_and(|m| m.parse::<u64>().is_err()) {
-            return Err(fail(ErrorCode::InvalidRequest, "max_age must be a number of seconds"));
-        }
+        let max_age = match r.max_age.as_deref().map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(_)) => return Err(fail(ErrorCode::InvalidRequest, "max_age must be a number of seconds")),
+        };
         let hinted_user = match r.id_token_hint.as_deref() {
             None => None,
             Some(hint) => Some(self.hinted_user(hint).ok_or_else(|| {
@@ -310,6 +320,12 @@ impl OAuthService {
         // `openid` asks for an ID token about the user; the other scopes are the resource's.
         let raw_scope = r.scope.as_deref().unwrap_or_default();
         let openid = raw_scope.split(' ').any(|s| s == OPENID);
+        // Core §3.1.2.1 makes redirect_uri REQUIRED in an OpenID Connect request, even where
+        // OAuth 2.1 would fall back to the one registered URI. Not a redirected error: the
+        // redirect URI is what is missing (§3.1.2.6).
+        if openid && !given {
+            return Err(show("redirect_uri is required in an OpenID Connect request"));
+        }
         let resource_scopes: Vec<&str> = raw_scope.split(' ').filter(|s| !s.is_empty() && *s != OPENID).collect();
         let requested = ScopeSet::parse_oauth(&resource_scopes.join(" "))
             .map_err(|e| fail(ErrorCode::InvalidScope, &e.to_string()))?;
@@ -362,6 +378,7 @@ impl OAuthService {
             nonce: r.nonce.clone(),
             dpop_jkt: r.dpop_jkt.clone(),
             hinted_user,
+            max_age,
         })
     }
 
@@ -487,10 +504,12 @@ impl OAuthService {
 
     /// The user consented: asks the policy which of the scopes the user and the agent may hold
     /// together, stores a code for them and returns the redirect to send the browser to.
+    /// `signed_in_at` (from the login ticket) becomes the ID token's `auth_time`.
     pub async fn grant_authorization(
         &self,
         a: &Authorization,
         user: &User,
+        signed_in_at: Timestamp,
         ticket: &str,
         request_id: Option<&str>,
     ) -> Result<String, AuthorizeFailure> {
@@ -519,7 +538,7 @@ impl OAuthService {
             code_challenge: Some(a.code_challenge.clone()),
             openid: a.openid,
             nonce: a.nonce.clone(),
-            auth_time: now,
+            auth_time: signed_in_at,
             dpop_jkt: a.dpop_jkt.clone(),
             issued_at: now,
             expires_at: now.plus(CODE_TTL),
@@ -635,15 +654,27 @@ impl OAuthService {
         format!("{user}.{exp}.{mac}")
     }
 
-    /// The user a ticket names, if it is genuine, current and for this request and browser.
-    pub fn check_ticket(&self, ticket: &str, request: &str, nonce: &str) -> Option<UserId> {
+    /// The user a ticket names and when they signed in, if the ticket is genuine, current and
+    /// for this request and browser.
+    pub fn check_ticket(&self, ticket: &str, request: &str, nonce: &str) -> Option<(UserId, Timestamp)> {
         let mut parts = ticket.splitn(3, '.');
         let (user, exp, mac) = (parts.next()?, parts.next()?, parts.next()?);
         let exp: i64 = exp.parse().ok()?;
         let expected = self.ticket_mac(user, exp, request, nonce);
-        (exp > self.clock.now().unix_seconds() && sigil_crypto::constant_time_eq(expected.as_bytes(), mac.as_bytes()))
-            .then(|| UserId::parse(user).ok())
-            .flatten()
+        if exp <= self.clock.now().unix_seconds()
+            || !sigil_crypto::constant_time_eq(expected.as_bytes(), mac.as_bytes())
+        {
+            return None;
+        }
+        let signed_in_at = Timestamp::from_unix_seconds(exp - TICKET_TTL_SECS);
+        Some((UserId::parse(user).ok()?, signed_in_at))
+    }
+
+    /// Whether the sign-in is older than the request's `max_age` allows, so the user must sign
+    /// in again before consenting (Core §3.1.2.1).
+    pub fn sign_in_too_old(&self, a: &Authorization, signed_in_at: Timestamp) -> bool {
+        let age = self.clock.now().unix_seconds() - signed_in_at.unix_seconds();
+        a.max_age.is_some_and(|m| u64::try_from(age).unwrap_or(0) > m)
     }
 
     fn ticket_mac(&self, user: &str, exp: i64, request: &str, nonce: &str) -> String {
@@ -703,7 +734,7 @@ impl OAuthService {
 
 /// Marks a login ticket used, in the shared single-use table (keyed apart from client
 /// assertions by a client id no client can have).
-fn spend_ticket(ticket: &str, now: sigil_types::Timestamp) -> Change {
+fn spend_ticket(ticket: &str, now: Timestamp) -> Change {
     Change::RecordAssertion {
         client_id: "sigil:login-ticket".into(),
         jti: sigil_crypto::b64url(&sigil_crypto::sha256(ticket.as_bytes())),

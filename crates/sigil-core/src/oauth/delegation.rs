@@ -148,7 +148,7 @@ impl OAuthService {
     }
 
     /// The refresh token grant with rotation (OAuth 2.1 §4.3): the presented token is spent
-    /// and a new one returned; the scope may only narrow.
+    /// and a new one returned with the same scope; the access token's scope may only narrow.
     pub async fn refresh(
         &self,
         creds: &PresentedCredentials,
@@ -347,7 +347,9 @@ impl OAuthService {
             client_id: auth.client.client_id.clone(),
             user_id: user.id.clone(),
             resource: grant.resource.clone(),
-            scope: scope.to_oauth_string(),
+            // RFC 6749 §6: the new refresh token's scope is the one consented to. Narrowing
+            // (by the request or by today's policy) applies to this access token only.
+            scope: grant.scope.clone(),
             redirect_uri: None,
             code_challenge: None,
             openid: grant.openid,

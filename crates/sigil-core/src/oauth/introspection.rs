@@ -118,14 +118,10 @@ impl OAuthService {
         caller: &str,
         request_id: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
-        if token.len() > 256 {
-            return Ok(Introspection::default());
-        }
-        let Some(grant) = self.store.get_grant(&self.secret_hash(token)).await? else {
+        let Some(grant) = self.refresh_grant(token).await? else {
             return Ok(Introspection::default());
         };
-        let caller_client = caller.strip_prefix("client:");
-        if grant.kind != super::grant::GrantKind::Refresh || caller_client.is_some_and(|c| c != grant.client_id) {
+        if caller.strip_prefix("client:").is_some_and(|c| c != grant.client_id) {
             return Ok(Introspection::default());
         }
         let now = self.clock.now();
@@ -158,6 +154,16 @@ impl OAuthService {
                 exp: grant.expires_at.unix_seconds(),
             }),
         })
+    }
+
+    /// The refresh grant a presented value names, if it names one. Values longer than any
+    /// refresh token Sigil issues are not looked up.
+    async fn refresh_grant(&self, token: &str) -> Result<Option<super::grant::Grant>, OAuthError> {
+        if token.len() > 256 {
+            return Ok(None);
+        }
+        let grant = self.store.get_grant(&self.secret_hash(token)).await?;
+        Ok(grant.filter(|g| g.kind == super::grant::GrantKind::Refresh))
     }
 
     /// Whether a refresh grant could be used now: unspent, unexpired, unrevoked, and its user
@@ -250,15 +256,9 @@ impl OAuthService {
         by: &Principal,
         request_id: Option<&str>,
     ) -> Result<(), OAuthError> {
-        if token.len() > 256 {
-            return Ok(());
-        }
-        let Some(grant) = self.store.get_grant(&self.secret_hash(token)).await? else {
+        let Some(grant) = self.refresh_grant(token).await? else {
             return Ok(());
         };
-        if grant.kind != super::grant::GrantKind::Refresh {
-            return Ok(());
-        }
         if caller_client.is_some_and(|c| c != grant.client_id) {
             tracing::info!(
                 family = grant.family_id,

@@ -749,6 +749,15 @@ impl OAuthService {
         ))
     }
 
+    async fn identity_of_client(&self, client_id: Option<&str>) -> Option<crate::model::Identity> {
+        let client = self.client(client_id?).await.ok().flatten()?;
+        self.reads
+            .identity(&IdentityRef::Id(client.identity_id))
+            .await
+            .ok()
+            .flatten()
+    }
+
     async fn refused(&self, creds: &PresentedCredentials, e: &OAuthError, request_id: Option<&str>) {
         if e.code == ErrorCode::TemporarilyUnavailable {
             return; // the store is down: nothing to record into
@@ -773,6 +782,15 @@ impl OAuthService {
         .outcome(Outcome::Denied, &e.to_string());
         record.client_id = claimed.map(|c| c.chars().take(64).collect());
         record.action = Some("client_credentials".into());
+        // Name the identity behind the client, so the attempt shows in its trace (a suspended
+        // agent still trying is exactly what an investigator looks for).
+        if let Some(identity) = self.identity_of_client(record.client_id.as_deref()).await {
+            record = record.target(
+                crate::model::IdentityFamily::of(identity.kind).noun(),
+                identity.id.as_str(),
+                identity.name.as_str(),
+            );
+        }
         if let Err(err) = self.store.commit(ChangeSet::new().audit(record)).await {
             tracing::error!(error = ?err, "could not record a refused token request");
         }

@@ -23,8 +23,8 @@ impl Registry {
             return Err(RegistryError::invalid(
                 "kind",
                 format!(
-                    "kind {kind} is not a {}; use the {} endpoint",
-                    family.noun(),
+                    "kind {kind} is not {}; use the {} endpoint",
+                    crate::store::with_article(family.noun()),
                     IdentityFamily::of(kind).noun()
                 ),
             ));
@@ -50,7 +50,7 @@ impl Registry {
             ceiling: req.ceiling,
             last_used_at: None,
             tokens_not_before: None,
-            token_ttl_seconds: check_ttl(req.token_ttl_seconds)?,
+            token_ttl_seconds: self.check_ttl(req.token_ttl_seconds)?,
             dpop_required: req.dpop_required,
             meta: Meta::new(now, &ctx.principal),
         };
@@ -125,7 +125,7 @@ impl Registry {
                 changed.push("ceiling");
             }
             if let Some(v) = patch.token_ttl_seconds {
-                new.token_ttl_seconds = check_ttl(v)?;
+                new.token_ttl_seconds = self.check_ttl(v)?;
                 changed.push("token_ttl_seconds");
             }
             if let Some(v) = patch.dpop_required {
@@ -181,6 +181,9 @@ impl Registry {
                     old.status
                 )));
             }
+            if change == StatusChange::Resume {
+                wait_out_cutoff_second(old.tokens_not_before, self.clock.now()).await;
+            }
             let now = self.clock.now();
             if change == StatusChange::Resume && old.is_expired(now) {
                 return Err(RegistryError::Conflict(
@@ -235,13 +238,29 @@ impl Registry {
     }
 }
 
-/// Access-token lifetimes an identity may ask for; the server's maximum caps them at issuance.
-fn check_ttl(ttl: Option<u32>) -> Result<Option<u32>, RegistryError> {
-    match ttl {
-        Some(t) if !(10..=86_400).contains(&t) => Err(RegistryError::invalid(
-            "token_ttl_seconds",
-            "must be between 10 and 86400",
-        )),
-        other => Ok(other),
+/// Tokens carry `iat` in whole seconds, and a token whose `iat` is not after the second its
+/// identity's tokens were cut off in is dead (it may predate the cut). A resume in that same
+/// second therefore waits for the next one, or the tokens issued right after it would be dead
+/// on arrival.
+async fn wait_out_cutoff_second(cut_off: Option<sigil_types::Timestamp>, now: sigil_types::Timestamp) {
+    let Some(cut_off) = cut_off else { return };
+    let next_second = (cut_off.unix_seconds() + 1).saturating_mul(1_000_000);
+    let wait = next_second.saturating_sub(now.unix_micros());
+    if let Ok(micros @ 1..=1_000_000) = u64::try_from(wait) {
+        tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+    }
+}
+
+impl Registry {
+    /// Access-token lifetimes an identity may ask for: 10 s up to the server's maximum.
+    fn check_ttl(&self, ttl: Option<u32>) -> Result<Option<u32>, RegistryError> {
+        let max = self.max_token_ttl_secs;
+        match ttl {
+            Some(t) if !(10..=max).contains(&t) => Err(RegistryError::invalid(
+                "token_ttl_seconds",
+                format!("must be between 10 and {max} (the server's oauth.max_access_token_ttl)"),
+            )),
+            other => Ok(other),
+        }
     }
 }

@@ -41,11 +41,26 @@ pub struct Registry {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn Rng>,
+    /// The longest access-token lifetime an identity may ask for: the server's maximum.
+    max_token_ttl_secs: u32,
 }
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, rng: Arc<dyn Rng>) -> Self {
-        Self { store, clock, rng }
+        Self {
+            store,
+            clock,
+            rng,
+            max_token_ttl_secs: 86_400,
+        }
+    }
+
+    /// Caps the `token_ttl_seconds` identities may be given at the server's maximum access-token
+    /// lifetime, so a larger value is refused instead of being silently cut at issuance.
+    #[must_use]
+    pub fn with_max_token_ttl(mut self, max: std::time::Duration) -> Self {
+        self.max_token_ttl_secs = u32::try_from(max.as_secs()).unwrap_or(u32::MAX).max(10);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -118,10 +118,19 @@ fn number(p: &Params, key: &str) -> Result<Option<u64>> {
     p.parsed(key, |v| v.parse::<u64>().map_err(|_| "must be a non-negative integer"))
 }
 
+/// Where a page of a positional list starts: `key` (the documented parameter) or the `cursor`
+/// a previous page's `next_cursor` gave, which holds the same number. Not both.
+fn position(p: &Params, key: &str) -> Result<u64> {
+    match (number(p, key)?, number(p, "cursor")?) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("cursor", format!("give {key} or cursor, not both"))),
+        (n, c) => Ok(n.or(c).unwrap_or(0)),
+    }
+}
+
 /// `GET /admin/v1/audit/leaves?from=N&limit=M`: integrated records in tree order, as stored.
 pub async fn leaves(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["from"])?;
-    let from = number(&p, "from")?.unwrap_or(0);
+    let from = position(&p, "from")?;
     let limit = p.page()?.limit;
     let rows = app.store.list_leaves(from, limit).await?;
     let items: Vec<LeafView> = rows
@@ -160,7 +169,7 @@ pub async fn latest_checkpoint(axum::extract::State(app): State, Admin(_): Admin
 /// `GET /admin/v1/audit/checkpoints?after=N&limit=M`
 pub async fn checkpoints(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["after"])?;
-    let after = number(&p, "after")?.unwrap_or(0);
+    let after = position(&p, "after")?;
     let limit = p.page()?.limit;
     let list = app.store.list_checkpoints(after, limit).await?;
     let next_cursor = (list.len() == limit as usize)

@@ -18,14 +18,39 @@ const MAX_REQUEST: usize = 4096;
 
 /// `GET /authorize`
 pub async fn start(AxState(app): State, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let query = q.unwrap_or_default();
+    begin(&app, &headers, q.unwrap_or_default()).await
+}
+
+/// `POST /authorize`: OpenID Connect Core §3.1.2.1 requires the form-encoded POST too, with
+/// the same parameters as the query of a GET.
+pub async fn start_posted(AxState(app): State, headers: HeaderMap, body: Bytes) -> Response {
+    let form_encoded = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form_encoded {
+        return error_page(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "an authorization request sent by POST must be application/x-www-form-urlencoded",
+        );
+    }
+    let Ok(query) = String::from_utf8(body.to_vec()) else {
+        return error_page(StatusCode::BAD_REQUEST, "the authorization request is not UTF-8");
+    };
+    begin(&app, &headers, query).await
+}
+
+/// Checks an authorization request and shows the sign-in page for it. The request travels on
+/// in the page's forms as a query string, however it arrived.
+async fn begin(app: &crate::App, headers: &HeaderMap, query: String) -> Response {
     let checked = match parse_request(&query) {
         Ok(r) => app.oauth.check_authorization(&r).await,
         Err(e) => Err(AuthorizeFailure::Show(e)),
     };
     match checked {
         Ok(a) => {
-            let nonce = cookie(&headers)
+            let nonce = cookie(headers)
                 .filter(|n| n.len() == 43)
                 .map_or_else(new_nonce, str::to_owned);
             let csrf = app.oauth.csrf_token(&nonce);
@@ -33,7 +58,7 @@ pub async fn start(AxState(app): State, headers: HeaderMap, RawQuery(q): RawQuer
             set_cookie(&mut resp, &nonce, app.issuer.starts_with("https://"));
             resp
         }
-        Err(f) => failure(&app, f),
+        Err(f) => failure(app, f),
     }
 }
 
@@ -74,21 +99,27 @@ pub async fn consent(AxState(app): State, headers: HeaderMap, ext: axum::http::E
         Err(r) => return r,
     };
     let ticket = form.get("ticket").unwrap_or_default();
-    let user_id = app.oauth.check_ticket(ticket, &query, &nonce);
-    let user = match user_id {
-        Some(id) => app.oauth.active_user(&id).await.ok().flatten(),
+    let signed_in = app.oauth.check_ticket(ticket, &query, &nonce);
+    let user = match &signed_in {
+        Some((id, _)) => app.oauth.active_user(id).await.ok().flatten(),
         None => None,
     };
-    let Some(user) = user else {
+    let (Some(user), Some((_, signed_in_at))) = (user, signed_in) else {
         return error_page(
             StatusCode::FORBIDDEN,
             "Your sign-in expired or is not valid. Start again from the application.",
         );
     };
+    if app.oauth.sign_in_too_old(&a, signed_in_at) {
+        // Core §3.1.2.1: past max_age the user signs in again, here, before any consent counts.
+        let csrf = app.oauth.csrf_token(&nonce);
+        let notice = "The application asks for a recent sign-in. Please sign in again.";
+        return page(StatusCode::OK, &login_page(&a, &query, &csrf, Some(notice)));
+    }
     let location = if form.get("decision") == Some("allow") {
         match app
             .oauth
-            .grant_authorization(&a, &user, ticket, request_id.as_deref())
+            .grant_authorization(&a, &user, signed_in_at, ticket, request_id.as_deref())
             .await
         {
             Ok(l) => l,
@@ -134,7 +165,14 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if k != "resource" {
             if seen.iter().any(|s| *s == k) {
-                return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+                // With the client or its redirect URI in doubt the error can only be shown;
+                // any other repeated parameter is an error for the client (RFC 6749 §4.1.2.1),
+                // decided once the redirect URI is known to be good. The first value counts.
+                if k == "client_id" || k == "redirect_uri" {
+                    return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+                }
+                r.repeated.get_or_insert_with(|| k.to_string());
+                continue;
             }
             seen.push(k.to_string());
         }

@@ -115,7 +115,12 @@ impl IntoResponse for ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("SigilNode"));
         }
         if let Self::Unauthorized(why) = self {
-            let value = format!("Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\"");
+            // RFC 6750 §3.1: a request that sent no credential gets the bare challenge.
+            let value = if why == MISSING_ADMIN_CREDENTIAL {
+                "Bearer realm=\"sigil-admin\"".to_owned()
+            } else {
+                format!("Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\"")
+            };
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }
@@ -176,12 +181,14 @@ impl From<KeyError> for ApiError {
 impl From<AdminAuthError> for ApiError {
     fn from(e: AdminAuthError) -> Self {
         match e {
-            AdminAuthError::Missing => Self::Unauthorized("missing admin credential"),
+            AdminAuthError::Missing => Self::Unauthorized(MISSING_ADMIN_CREDENTIAL),
             AdminAuthError::Invalid => Self::Unauthorized("invalid admin credential"),
             AdminAuthError::Unavailable => Self::Unavailable,
         }
     }
 }
+
+const MISSING_ADMIN_CREDENTIAL: &str = "missing admin credential";
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())

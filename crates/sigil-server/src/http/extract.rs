@@ -59,7 +59,15 @@ impl<T: DeserializeOwned + Default> FromRequest<std::sync::Arc<App>> for Optiona
     }
 }
 
+/// Every request body of the API is a JSON object. serde would also take a struct's fields as
+/// an array in declaration order; that is not part of the API, so it is refused up front.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::Invalid {
+            field: None,
+            message: "invalid JSON body: expected a JSON object".into(),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| ApiError::Invalid {
         field: None,
         message: format!("invalid JSON body: {e}"),

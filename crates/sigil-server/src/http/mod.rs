@@ -132,7 +132,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/authzen-configuration", get(authzen::metadata))
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
-        .route("/authorize", get(authorize::start))
+        .route("/authorize", get(authorize::start).post(authorize::start_posted))
         .route("/authorize/login", post(authorize::login))
         .route("/authorize/consent", post(authorize::consent))
         .route("/token", post(oauth::token))
