@@ -30,6 +30,14 @@ pub fn client(g: &Global) -> Result<Client, Failure> {
         .clone()
         .or_else(|| env("SIGIL_URL"))
         .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        _ => {
+            return Err(Failure::invalid(format!(
+                "--url (or SIGIL_URL) must be an http:// or https:// URL, not {url:?}"
+            )));
+        }
+    }
     let token = match g.token.clone().or_else(|| env("SIGIL_ADMIN_TOKEN")) {
         Some(t) => Some(t),
         None => {

@@ -173,9 +173,12 @@ fn report(g: &Global, json: Value, text: &str) {
 /// Checkpoints first, then records: any record integrated meanwhile is an unsigned tail, never a
 /// checkpoint without its records.
 async fn export(api: &Client) -> Result<Vec<ExportLine>, Failure> {
+    // The issuer the checkpoints are signed for, so the export says whose log it is.
+    let metadata = api.metadata().await?;
+    let issuer = metadata.get("issuer").and_then(Value::as_str).unwrap_or_default();
     let mut lines = vec![ExportLine::Header {
         format: EXPORT_FORMAT.into(),
-        issuer: String::new(),
+        issuer: issuer.to_owned(),
         exported_at: sigil_types::Timestamp::from_unix_micros(now_micros()).to_rfc3339(),
     }];
     let mut after = 0;

@@ -216,6 +216,8 @@ async fn tampered_exports_fail_offline_and_say_where() {
         .map(str::to_owned)
         .collect();
     let first_record = original.iter().position(|l| l.contains("\"type\":\"record\"")).unwrap();
+    let header: serde_json::Value = serde_json::from_str(&original[0]).unwrap();
+    assert_eq!(header["issuer"], s.url.as_str(), "the export names whose log it is");
 
     let check = |lines: Vec<String>, key: std::path::PathBuf, needle: &str| {
         let path = dir.path().join(format!("t{}.jsonl", lines.len() + needle.len()));

@@ -217,6 +217,15 @@ async fn exit_codes() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // A server address that is not a URL is invalid input, not an unreachable server.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["user", "list"])
+        .env("SIGIL_URL", "notaurl")
+        .env("SIGIL_ADMIN_TOKEN", "x")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     // 0: help.
     assert_eq!(sigil(&s, None, &["--help"]).await.code, 0);
 }

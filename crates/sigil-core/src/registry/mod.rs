@@ -34,7 +34,7 @@ impl Ctx {
 }
 
 /// How often a read-modify-write is retried when another writer changed the row in between.
-const MAX_ATTEMPTS: usize = 5;
+const MAX_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -84,11 +84,21 @@ impl Registry {
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
         let mut last = RegistryError::Store(StoreError::Stale { entity: "entity" });
-        for _ in 0..MAX_ATTEMPTS {
+        for n in 0..MAX_ATTEMPTS {
             match attempt().await {
                 Err(RegistryError::Store(e @ StoreError::Stale { .. })) => last = RegistryError::Store(e),
                 other => return other,
             }
+            // Writers that collided on one row would collide again if they all retried at once
+            // (each commit waits for a group commit of a few ms): spread them out, at random,
+            // over a window that doubles with each attempt.
+            let mut b = [0u8; 4];
+            self.rng.fill(&mut b);
+            let window_us = 1_000u64 << n;
+            tokio::time::sleep(std::time::Duration::from_micros(
+                u64::from(u32::from_le_bytes(b)) % window_us,
+            ))
+            .await;
         }
         Err(last)
     }
