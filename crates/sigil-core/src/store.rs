@@ -357,6 +357,8 @@ pub struct StoredLeaf {
     pub leaf_index: u64,
     pub leaf_hash: Hash,
     pub body: String,
+    /// The columns it is found by, as stored (not evidence: checked against the body).
+    pub index: sigil_proto::admin::AuditIndex,
 }
 
 #[async_trait]

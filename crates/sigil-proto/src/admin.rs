@@ -236,6 +236,33 @@ pub struct LeafView {
     pub leaf_hash: String,
     /// The record's stored canonical JSON, byte for byte.
     pub body: String,
+    /// The columns the record is found by, as stored: verification checks they agree with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<AuditIndex>,
+}
+
+/// What a stored audit record is searched and traced by. Derived from the record when it is
+/// written and never evidence itself, so verification checks that it still says what the
+/// record says: otherwise editing a column could hide a record from search and trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditIndex {
+    /// Microseconds since the Unix epoch.
+    pub time: i64,
+    pub event_type: String,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// A signed tree head.

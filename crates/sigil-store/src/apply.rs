@@ -510,22 +510,21 @@ fn key_values(k: &sigil_core::keys::StoredKey) -> Vec<Value> {
 }
 
 async fn insert_audit(conn: &mut AnyConnection, rec: &AuditRecord) -> R {
-    let target_id = rec.target.as_ref().and_then(|t| t.id.clone());
-    let jti = rec.auth.as_ref().and_then(|a| a.jti.clone());
+    let i = rec.index();
     exec(
         conn,
         "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         vec![
-            rec.time.unix_micros().into(),
-            rec.event_type.as_str().into(),
-            rec.outcome.as_str().into(),
-            rec.request_id.clone().into(),
-            rec.subject.clone().into(),
-            rec.actors.first().cloned().into(),
-            rec.client_id.clone().into(),
-            target_id.into(),
+            i.time.into(),
+            i.event_type.into(),
+            i.outcome.into(),
+            i.request_id.into(),
+            i.subject.into(),
+            i.actor.into(),
+            i.client_id.into(),
+            i.target_id.into(),
             rec.canonical_json().into(),
-            jti.into(),
+            i.jti.into(),
         ],
         AUDIT,
     )
@@ -671,17 +670,18 @@ pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord
             "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti) VALUES ",
         );
         for (n, rec) in chunk.iter().enumerate() {
+            let i = rec.index();
             q.push(if n == 0 { "(" } else { ", (" });
-            q.bind(rec.time.unix_micros()).push(", ");
-            q.bind(rec.event_type.as_str()).push(", ");
-            q.bind(rec.outcome.as_str()).push(", ");
-            q.bind(rec.request_id.clone()).push(", ");
-            q.bind(rec.subject.clone()).push(", ");
-            q.bind(rec.actors.first().cloned()).push(", ");
-            q.bind(rec.client_id.clone()).push(", ");
-            q.bind(rec.target.as_ref().and_then(|t| t.id.clone())).push(", ");
+            q.bind(i.time).push(", ");
+            q.bind(i.event_type).push(", ");
+            q.bind(i.outcome).push(", ");
+            q.bind(i.request_id).push(", ");
+            q.bind(i.subject).push(", ");
+            q.bind(i.actor).push(", ");
+            q.bind(i.client_id).push(", ");
+            q.bind(i.target_id).push(", ");
             q.bind(rec.canonical_json()).push(", ");
-            q.bind(rec.auth.as_ref().and_then(|a| a.jti.clone())).push(")");
+            q.bind(i.jti).push(")");
         }
         q.query().execute(&mut *conn).await.map_err(|e| map(e, AUDIT))?;
     }

@@ -16,7 +16,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::errors::{corrupt, unavailable};
-use crate::rows::{self, AUDIT_COLS, IDENTITY_COLS, KEY_COLS, RESOURCE_COLS, USER_COLS};
+use crate::rows::{self, AUDIT_COLS, IDENTITY_COLS, KEY_COLS, LEAF_COLS, RESOURCE_COLS, USER_COLS};
 use crate::sql::{Sql, stmt};
 
 type R<T> = Result<T, StoreError>;
@@ -223,7 +223,7 @@ pub async fn list_audit(pool: &AnyPool, after: i64, limit: u32) -> R<Vec<StoredA
 }
 
 pub async fn list_leaves(pool: &AnyPool, from: u64, limit: u32) -> R<Vec<StoredLeaf>> {
-    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE leaf_index >= "));
+    let mut q = Sql::new(&format!("SELECT {LEAF_COLS} FROM audit_events WHERE leaf_index >= "));
     q.bind(u(from))
         .push(" ORDER BY leaf_index LIMIT ")
         .bind(i64::from(limit));

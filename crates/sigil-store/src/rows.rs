@@ -136,6 +136,8 @@ pub fn admin_credential(row: &AnyRow) -> Result<AdminCredential, StoreError> {
 }
 
 pub const AUDIT_COLS: &str = "seq, leaf_index, leaf_hash, body";
+/// An integrated record with the columns it is indexed by, for verification.
+pub const LEAF_COLS: &str = "seq, leaf_index, leaf_hash, body, time, event_type, outcome, request_id, subject, actor, client_id, target_id, jti";
 
 pub fn audit(row: &AnyRow) -> Result<StoredAudit, StoreError> {
     let body: String = get(row, "body")?;
@@ -161,6 +163,17 @@ pub fn leaf(row: &AnyRow) -> Result<StoredLeaf, StoreError> {
             .try_into()
             .map_err(|_| corrupt("leaf_hash", "not 32 bytes"))?,
         body: get(row, "body")?,
+        index: sigil_core::audit::AuditIndex {
+            time: get(row, "time")?,
+            event_type: get(row, "event_type")?,
+            outcome: get(row, "outcome")?,
+            request_id: get(row, "request_id")?,
+            subject: get(row, "subject")?,
+            actor: get(row, "actor")?,
+            client_id: get(row, "client_id")?,
+            target_id: get(row, "target_id")?,
+            jti: get(row, "jti")?,
+        },
     })
 }
 

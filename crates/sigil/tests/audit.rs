@@ -146,6 +146,29 @@ async fn modified_record_is_named() {
     assert!(err.contains(&format!("record {n} was modified")), "{err}");
 }
 
+/// Editing only the columns search and trace use leaves the evidence intact, but would hide the
+/// record: verification compares them with the record.
+#[tokio::test]
+async fn edited_index_columns_are_named() {
+    let Some(s) = populated(5).await else { return };
+    let leaves = s.app().store.list_leaves(0, 100).await.unwrap();
+    let n = leaves.iter().position(|l| l.body.contains("user3")).unwrap();
+    exec(
+        &s,
+        &format!(
+            "UPDATE audit_events SET event_type = 'token.issued', target_id = 'idn_hidden' WHERE leaf_index = {n}"
+        ),
+    )
+    .await;
+    let err = online_failure(&s).await;
+    assert!(
+        err.contains(&format!(
+            "record {n}'s indexed columns were modified (event_type, target_id)"
+        )),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn removed_record_is_named() {
     let Some(s) = populated(5).await else { return };

@@ -10,3 +10,4 @@ pub mod verify;
 pub use log::{AuditError, AuditLog, Checkpoint, CheckpointClaims, Integration, LeaseClaim};
 pub use query::AuditQuery;
 pub use record::*;
+pub use sigil_proto::admin::AuditIndex;

@@ -205,6 +205,21 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// A successful event by `by` at `time`; callers add target, details and evidence.
+    /// The columns this record is stored and found under.
+    pub fn index(&self) -> sigil_proto::admin::AuditIndex {
+        sigil_proto::admin::AuditIndex {
+            time: self.time.unix_micros(),
+            event_type: self.event_type.as_str().to_owned(),
+            outcome: self.outcome.as_str().to_owned(),
+            request_id: self.request_id.clone(),
+            subject: self.subject.clone(),
+            actor: self.actors.first().cloned(),
+            client_id: self.client_id.clone(),
+            target_id: self.target.as_ref().and_then(|t| t.id.clone()),
+            jti: self.auth.as_ref().and_then(|a| a.jti.clone()),
+        }
+    }
+
     pub fn new(time: Timestamp, event_type: EventType, by: &Principal, request_id: Option<&str>) -> Self {
         Self {
             time,

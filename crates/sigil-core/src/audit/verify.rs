@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use sigil_crypto::Jwks;
+use sigil_proto::admin::AuditIndex;
 
 use super::AuditRecord;
 use super::log::{CHECKPOINT_TYP, CheckpointClaims, leaf_hash_of};
@@ -38,6 +39,9 @@ pub enum ExportLine {
         leaf_index: u64,
         leaf_hash: String,
         body: String,
+        /// The columns the record was stored under, when exported from a live log.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<AuditIndex>,
     },
 }
 
@@ -94,6 +98,7 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
                 leaf_index,
                 leaf_hash,
                 body,
+                ..
             } => Some((*leaf_index, leaf_hash.as_str(), body.as_str())),
             _ => None,
         })
@@ -111,6 +116,18 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
     let mut hashes = Vec::with_capacity(records.len());
     for (expected, (index, stored_hash, body)) in (start..).zip(records.iter().copied()) {
         hashes.push(check_record(expected, index, stored_hash, body, &records)?);
+    }
+    // The columns search and trace go by must still say what the verified records say.
+    for l in lines {
+        if let ExportLine::Record {
+            leaf_index,
+            body,
+            index: Some(stored),
+            ..
+        } = l
+        {
+            check_index(*leaf_index, body, stored)?;
+        }
     }
     // Pass 2: the tree, against every signed checkpoint.
     let mut next_checkpoint = checkpoints.iter().filter(|(size, _)| *size > start).peekable();
@@ -200,6 +217,39 @@ fn check_record(
         ));
     }
     Ok(h)
+}
+
+/// A stored record's index columns against the record itself (already checked against its
+/// leaf hash): a column edited to hide the record from search or trace is named here.
+fn check_index(index: u64, body: &str, stored: &AuditIndex) -> Result<(), Tampered> {
+    let Ok(record) = serde_json::from_str::<AuditRecord>(body) else {
+        return Ok(()); // pass 1 has already reported a body that does not parse
+    };
+    let expected = record.index();
+    if expected == *stored {
+        return Ok(());
+    }
+    let differing: Vec<&str> = [
+        ("time", expected.time != stored.time),
+        ("event_type", expected.event_type != stored.event_type),
+        ("outcome", expected.outcome != stored.outcome),
+        ("request_id", expected.request_id != stored.request_id),
+        ("subject", expected.subject != stored.subject),
+        ("actor", expected.actor != stored.actor),
+        ("client_id", expected.client_id != stored.client_id),
+        ("target_id", expected.target_id != stored.target_id),
+        ("jti", expected.jti != stored.jti),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect();
+    Err(tampered(
+        Some(index),
+        format!(
+            "record {index}'s indexed columns were modified ({}): search and trace no longer find it by what it says",
+            differing.join(", ")
+        ),
+    ))
 }
 
 /// The tree the records continue: empty, or the pruned prefix vouched for by a checkpoint.

@@ -139,6 +139,7 @@ pub async fn leaves(axum::extract::State(app): State, Admin(_): Admin, RawQuery(
             leaf_index: r.leaf_index,
             leaf_hash: hex(&r.leaf_hash),
             body: r.body.clone(),
+            index: Some(r.index.clone()),
         })
         .collect();
     let next_cursor = (items.len() == limit as usize)
