@@ -399,12 +399,7 @@ async fn bad_authorization_requests_get_the_standard_answer() {
 async fn consent_shows_only_what_policy_permits_and_is_given_once() {
     let Some(fx) = fixture().await else { return };
     let (_, challenge) = pkce();
-    let mut params: Vec<(String, String)> = fx
-        .standard(&challenge)
-        .into_iter()
-        .filter(|(k, _)| k != "scope")
-        .collect();
-    params.push(("scope".into(), "read admin".into()));
+    let params = fx.with_scope(&challenge, "read admin");
     let Ok(consent) = fx.sign_in(&params, PASSWORD).await else {
         panic!("no consent page")
     };
@@ -564,12 +559,7 @@ async fn the_chain_depth_is_limited_by_config() {
 async fn openid_scope_adds_an_id_token_about_the_user() {
     let Some(fx) = fixture().await else { return };
     let (verifier, challenge) = pkce();
-    let mut params: Vec<(String, String)> = fx
-        .standard(&challenge)
-        .into_iter()
-        .filter(|(k, _)| k != "scope")
-        .collect();
-    params.push(("scope".into(), "openid read".into()));
+    let mut params = fx.with_scope(&challenge, "openid read");
     params.push(("nonce".into(), "n-0S6_WzA2Mj".into()));
     let Outcome::Redirect(l) = fx.browse(&params, PASSWORD, "allow").await else {
         panic!("no redirect")
@@ -613,12 +603,7 @@ async fn openid_scope_adds_an_id_token_about_the_user() {
 async fn auth_time_is_the_sign_in_and_max_age_bounds_its_age_at_consent() {
     let Some(fx) = fixture().await else { return };
     let (verifier, challenge) = pkce();
-    let mut params: Vec<(String, String)> = fx
-        .standard(&challenge)
-        .into_iter()
-        .filter(|(k, _)| k != "scope")
-        .collect();
-    params.push(("scope".into(), "openid read".into()));
+    let mut params = fx.with_scope(&challenge, "openid read");
     // Consent a second after signing in: auth_time is the sign-in, not the click.
     let Ok(consent) = fx.sign_in(&params, PASSWORD).await else {
         panic!("no consent page")

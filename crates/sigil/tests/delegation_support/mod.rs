@@ -171,6 +171,17 @@ impl Fx {
         .collect()
     }
 
+    /// The standard request asking for `scope` instead.
+    pub fn with_scope(&self, challenge: &str, scope: &str) -> Vec<(String, String)> {
+        let mut params: Vec<(String, String)> = self
+            .standard(challenge)
+            .into_iter()
+            .filter(|(k, _)| k != "scope")
+            .collect();
+        params.push(("scope".into(), scope.into()));
+        params
+    }
+
     /// Drives the pages like a browser: GET /authorize, sign in, then allow or deny.
     pub async fn browse(&self, params: &[(String, String)], password: &str, decision: &str) -> Outcome {
         self.browse_as("alice", params, password, decision).await
