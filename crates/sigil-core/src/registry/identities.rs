@@ -96,7 +96,7 @@ impl Registry {
             Some(o) => Some(self.resolve_owner(o).await?),
             None => None,
         };
-        self.retrying(|| async {
+        self.retrying(&format!("identity:{r}"), || async {
             let old = self.get_identity(family, r).await?;
             let mut new = old.clone();
             let mut changed = Vec::new();
@@ -169,7 +169,7 @@ impl Registry {
         change: StatusChange,
         reason: Option<String>,
     ) -> Result<Identity, RegistryError> {
-        self.retrying(|| async {
+        self.retrying(&format!("identity:{r}"), || async {
             let old = self.get_identity(family, r).await?;
             let target = change.target();
             if old.status == target {

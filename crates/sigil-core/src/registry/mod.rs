@@ -43,6 +43,10 @@ pub struct Registry {
     rng: Arc<dyn Rng>,
     /// The longest access-token lifetime an identity may ask for: the server's maximum.
     max_token_ttl_secs: u32,
+    /// One lock per record being read-modified-written by this process: concurrent updates of
+    /// one record queue here instead of colliding in the store and retrying. Across replicas
+    /// the version check and [`Self::retrying`] still decide.
+    row_locks: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Registry {
@@ -52,6 +56,7 @@ impl Registry {
             clock,
             rng,
             max_token_ttl_secs: 86_400,
+            row_locks: Arc::default(),
         }
     }
 
@@ -78,11 +83,14 @@ impl Registry {
 
     /// Runs a read-modify-write until it commits or fails for a reason other than a concurrent
     /// update. Each attempt re-reads, so a patch is applied to the latest version: no lost update.
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, RegistryError>
+    /// `record` names the record (kind and reference) for this process's queue of its writers.
+    async fn retrying<T, F, Fut>(&self, record: &str, mut attempt: F) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
+        let lock = self.row_lock(record);
+        let _queued = lock.lock().await;
         let mut last = RegistryError::Store(StoreError::Stale { entity: "entity" });
         for n in 0..MAX_ATTEMPTS {
             match attempt().await {
@@ -101,5 +109,12 @@ impl Registry {
             .await;
         }
         Err(last)
+    }
+
+    /// The lock for `record`; locks nobody holds or waits for are dropped on the way.
+    fn row_lock(&self, record: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.row_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        Arc::clone(locks.entry(record.to_owned()).or_default())
     }
 }

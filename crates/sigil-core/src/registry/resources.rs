@@ -56,7 +56,7 @@ impl Registry {
             Some(o) => Some(self.resolve_owner(o).await?),
             None => None,
         };
-        self.retrying(|| async {
+        self.retrying(&format!("resource:{r}"), || async {
             let old = self.get_resource(r).await?;
             let mut new = old.clone();
             let mut changed = Vec::new();
@@ -99,7 +99,7 @@ impl Registry {
     }
 
     pub async fn delete_resource(&self, ctx: &Ctx, r: &ResourceRef) -> Result<(), RegistryError> {
-        self.retrying(|| async {
+        self.retrying(&format!("resource:{r}"), || async {
             let res = self.get_resource(r).await?;
             let audit = self.resource_event(ctx, EventType::ResourceDeleted, &res);
             self.store

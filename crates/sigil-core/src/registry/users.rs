@@ -40,7 +40,7 @@ impl Registry {
     }
 
     pub async fn update_user(&self, ctx: &Ctx, r: &UserRef, patch: UpdateUser) -> Result<User, RegistryError> {
-        self.retrying(|| async {
+        self.retrying(&format!("user:{r}"), || async {
             let old = self.get_user(r).await?;
             let mut new = old.clone();
             let mut changed = Vec::new();
@@ -90,7 +90,7 @@ impl Registry {
         r: &UserRef,
         transfer_to: Option<&UserRef>,
     ) -> Result<(), RegistryError> {
-        self.retrying(|| async {
+        self.retrying(&format!("user:{r}"), || async {
             let user = self.get_user(r).await?;
             let mut cs = ChangeSet::new();
             match transfer_to {
