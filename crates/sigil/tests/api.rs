@@ -562,3 +562,68 @@ async fn concurrent_patches_of_one_identity_all_land() {
     let (_, now) = get(&s, "/admin/v1/agents/busy").await;
     assert_eq!(now["version"].as_i64().unwrap(), start + 20, "{now}");
 }
+
+/// RFC 9110 §13.1.1: a change with `If-Match` applies only to the version it names; every
+/// representation carries its version as the entity tag.
+#[tokio::test]
+async fn if_match_guards_changes_with_the_version_as_entity_tag() {
+    let s = server!();
+    seed(&s).await;
+    post(&s, "/admin/v1/agents", json!({"name": "tagged", "owner": "alice"})).await;
+    let (st, v, h) = raw(&s, "GET", "/admin/v1/agents/tagged", Some(&s.admin_token), None).await;
+    assert_eq!(st, 200);
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", v["version"]));
+    let patch = |if_match: &str, description: &str| {
+        let (url, token, if_match) = (
+            format!("{}/admin/v1/agents/tagged", s.url),
+            s.admin_token.clone(),
+            if_match.to_owned(),
+        );
+        let body = json!({ "description": description });
+        async move {
+            let resp = reqwest::Client::new()
+                .patch(url)
+                .bearer_auth(token)
+                .header("if-match", if_match)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let etag = resp.headers().get("etag").map(|e| e.to_str().unwrap().to_owned());
+            (resp.status().as_u16(), etag)
+        }
+    };
+    // A stale tag, a weak tag and a tag that names no version all fail, and change nothing.
+    for stale in ["\"999\"", &format!("W/{etag}"), "\"abc\""] {
+        assert_eq!(patch(stale, "nope").await.0, 412, "{stale}");
+    }
+    let (_, now) = get(&s, "/admin/v1/agents/tagged").await;
+    assert!(now.get("description").is_none_or(Value::is_null), "{now}");
+    // The current tag (in a list) and `*` succeed; the answer carries the new tag.
+    let (st, next) = patch(&format!("\"999\", {etag}"), "first").await;
+    assert_eq!(st, 200);
+    let next = next.unwrap();
+    assert_ne!(next, etag);
+    assert_eq!(
+        patch(&etag, "lost update").await.0,
+        412,
+        "the old tag no longer matches"
+    );
+    assert_eq!(patch("*", "second").await.0, 200);
+    let (_, now) = get(&s, "/admin/v1/agents/tagged").await;
+    assert_eq!(now["description"], "second");
+    // Deleting a user is guarded the same way.
+    post(&s, "/admin/v1/users", json!({"username": "temp"})).await;
+    let (st, _, _) = raw(&s, "GET", "/admin/v1/users/temp", Some(&s.admin_token), None).await;
+    assert_eq!(st, 200);
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/admin/v1/users/temp", s.url))
+        .bearer_auth(&s.admin_token)
+        .header("if-match", "\"999\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 412);
+    assert_eq!(get(&s, "/admin/v1/users/temp").await.0, 200);
+}

@@ -13,6 +13,9 @@ pub enum RegistryError {
     /// The request conflicts with the current state (duplicate, illegal transition…).
     #[error("{0}")]
     Conflict(String),
+    /// An `If-Match` precondition did not hold: the record changed since the caller read it.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error(transparent)]
     Store(StoreError),
 }

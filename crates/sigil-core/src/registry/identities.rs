@@ -98,6 +98,7 @@ impl Registry {
         };
         self.retrying(&format!("identity:{r}"), || async {
             let old = self.get_identity(family, r).await?;
+            ctx.precondition(old.meta.version)?;
             let mut new = old.clone();
             let mut changed = Vec::new();
             if let Some(v) = &patch.description {
@@ -171,6 +172,7 @@ impl Registry {
     ) -> Result<Identity, RegistryError> {
         self.retrying(&format!("identity:{r}"), || async {
             let old = self.get_identity(family, r).await?;
+            ctx.precondition(old.meta.version)?;
             let target = change.target();
             if old.status == target {
                 return Ok(old);

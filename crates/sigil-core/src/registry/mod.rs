@@ -21,11 +21,45 @@ use crate::{Clock, Rng};
 pub struct Ctx {
     pub principal: Principal,
     pub request_id: Option<String>,
+    /// The request's `If-Match` precondition on the record it changes, if it sent one.
+    pub if_match: Option<IfMatch>,
+}
+
+/// An `If-Match` precondition (RFC 9110 §13.1.1) on a record's version, which is its entity
+/// tag: the change applies only to the version the caller last saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// `*`: any current version.
+    Any,
+    /// The versions the caller's strong entity tags name (none when no tag names a version).
+    Versions(Vec<i64>),
 }
 
 impl Ctx {
     pub fn new(principal: Principal, request_id: Option<String>) -> Self {
-        Self { principal, request_id }
+        Self {
+            principal,
+            request_id,
+            if_match: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_if_match(mut self, if_match: Option<IfMatch>) -> Self {
+        self.if_match = if_match;
+        self
+    }
+
+    /// Checked against the record as read, inside the read-modify-write: a change between the
+    /// read and the commit makes the commit stale, and the re-read fails the precondition.
+    pub(crate) fn precondition(&self, version: i64) -> Result<(), RegistryError> {
+        match &self.if_match {
+            None | Some(IfMatch::Any) => Ok(()),
+            Some(IfMatch::Versions(v)) if v.contains(&version) => Ok(()),
+            Some(IfMatch::Versions(_)) => Err(RegistryError::PreconditionFailed(format!(
+                "If-Match does not name the current version (\"{version}\")"
+            ))),
+        }
     }
 
     pub(crate) fn rid(&self) -> Option<&str> {

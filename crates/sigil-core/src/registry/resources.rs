@@ -58,6 +58,7 @@ impl Registry {
         };
         self.retrying(&format!("resource:{r}"), || async {
             let old = self.get_resource(r).await?;
+            ctx.precondition(old.meta.version)?;
             let mut new = old.clone();
             let mut changed = Vec::new();
             if let Some(v) = &patch.name {
@@ -101,6 +102,7 @@ impl Registry {
     pub async fn delete_resource(&self, ctx: &Ctx, r: &ResourceRef) -> Result<(), RegistryError> {
         self.retrying(&format!("resource:{r}"), || async {
             let res = self.get_resource(r).await?;
+            ctx.precondition(res.meta.version)?;
             let audit = self.resource_event(ctx, EventType::ResourceDeleted, &res);
             self.store
                 .commit(

@@ -42,6 +42,7 @@ impl Registry {
     pub async fn update_user(&self, ctx: &Ctx, r: &UserRef, patch: UpdateUser) -> Result<User, RegistryError> {
         self.retrying(&format!("user:{r}"), || async {
             let old = self.get_user(r).await?;
+            ctx.precondition(old.meta.version)?;
             let mut new = old.clone();
             let mut changed = Vec::new();
             if let Some(v) = &patch.email {
@@ -92,6 +93,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         self.retrying(&format!("user:{r}"), || async {
             let user = self.get_user(r).await?;
+            ctx.precondition(user.meta.version)?;
             let mut cs = ChangeSet::new();
             match transfer_to {
                 Some(to_ref) => {

@@ -11,7 +11,7 @@ use sigil_types::{IdentityKind, IdentityStatus, Labels, StatusChange, TeamName};
 
 use super::State;
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson, OptionalJson};
+use super::extract::{Admin, ApiJson, OptionalJson, tagged};
 use super::query::Params;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -69,7 +69,7 @@ async fn list(app: State, family: IdentityFamily, raw: Option<String>) -> Result
 async fn show(app: State, family: IdentityFamily, name: &str) -> Result<Response> {
     let axum::extract::State(app) = app;
     let i = app.registry.get_identity(Some(family), &identity_ref(name)?).await?;
-    Ok(Json(identity_view(&i, app.clock.now())).into_response())
+    Ok(tagged(identity_view(&i, app.clock.now()), i.meta.version))
 }
 
 async fn update(app: State, ctx: Admin, family: IdentityFamily, name: &str, patch: UpdateIdentity) -> Result<Response> {
@@ -78,7 +78,7 @@ async fn update(app: State, ctx: Admin, family: IdentityFamily, name: &str, patc
         .registry
         .update_identity(&ctx.0, Some(family), &identity_ref(name)?, patch)
         .await?;
-    Ok(Json(identity_view(&i, app.clock.now())).into_response())
+    Ok(tagged(identity_view(&i, app.clock.now()), i.meta.version))
 }
 
 async fn change_status(
@@ -100,7 +100,7 @@ async fn change_status(
         .registry
         .change_status(&ctx.0, Some(family), &identity_ref(name)?, change, reason)
         .await?;
-    Ok(Json(identity_view(&i, app.clock.now())).into_response())
+    Ok(tagged(identity_view(&i, app.clock.now()), i.meta.version))
 }
 
 pub async fn create_agent(app: State, ctx: Admin, ApiJson(req): ApiJson<CreateIdentity>) -> Result<Response> {

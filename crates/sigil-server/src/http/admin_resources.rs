@@ -10,7 +10,7 @@ use sigil_proto::admin::{CreateResource, ListResponse, UpdateResource};
 
 use super::State;
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson};
+use super::extract::{Admin, ApiJson, tagged};
 use super::query::Params;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -56,7 +56,7 @@ pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q)
 
 pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(r): Path<String>) -> Result<Response> {
     let r = app.registry.get_resource(&resource_ref(&r)?).await?;
-    Ok(Json(resource_view(&r)).into_response())
+    Ok(tagged(resource_view(&r), r.meta.version))
 }
 
 /// `GET /admin/v1/resources/{resource}/metadata`: the RFC 9728 Protected Resource Metadata
@@ -92,7 +92,7 @@ pub async fn update(
     ApiJson(patch): ApiJson<UpdateResource>,
 ) -> Result<Response> {
     let r = app.registry.update_resource(&ctx, &resource_ref(&r)?, patch).await?;
-    Ok(Json(resource_view(&r)).into_response())
+    Ok(tagged(resource_view(&r), r.meta.version))
 }
 
 pub async fn delete(axum::extract::State(app): State, Admin(ctx): Admin, Path(r): Path<String>) -> Result<Response> {

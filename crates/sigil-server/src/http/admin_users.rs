@@ -11,7 +11,7 @@ use sigil_types::{Group, UserStatus};
 
 use super::State;
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson};
+use super::extract::{Admin, ApiJson, tagged};
 use super::query::Params;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -46,7 +46,7 @@ pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q)
 
 pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(user): Path<String>) -> Result<Response> {
     let u = app.registry.get_user(&user_ref(&user)?).await?;
-    Ok(Json(user_view(&u)).into_response())
+    Ok(tagged(user_view(&u), u.meta.version))
 }
 
 pub async fn update(
@@ -56,7 +56,7 @@ pub async fn update(
     ApiJson(patch): ApiJson<UpdateUser>,
 ) -> Result<Response> {
     let u = app.registry.update_user(&ctx, &user_ref(&user)?, patch).await?;
-    Ok(Json(user_view(&u)).into_response())
+    Ok(tagged(user_view(&u), u.meta.version))
 }
 
 /// `DELETE /admin/v1/users/{user}[?transfer_to=U]`

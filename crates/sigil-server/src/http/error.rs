@@ -25,6 +25,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// RFC 9110 §13.1.1: an `If-Match` condition was false.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// A node API call without a valid node proof.
     #[error("{0}")]
     NodeUnauthenticated(String),
@@ -59,6 +62,11 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::PreconditionFailed(_) => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+            ),
             Self::NodeUnauthenticated(_) => (StatusCode::UNAUTHORIZED, "node-unauthenticated", "Unauthorized"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Service unavailable"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
@@ -160,6 +168,7 @@ impl From<RegistryError> for ApiError {
             },
             RegistryError::NotFound { .. } => Self::NotFound(e.to_string()),
             RegistryError::Conflict(m) => Self::Conflict(m),
+            RegistryError::PreconditionFailed(m) => Self::PreconditionFailed(m),
             RegistryError::Store(s) => s.into(),
         }
     }

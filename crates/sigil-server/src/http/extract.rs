@@ -3,9 +3,10 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use sigil_core::model::Principal;
-use sigil_core::registry::Ctx;
+use sigil_core::registry::{Ctx, IfMatch};
 
 use super::error::ApiError;
 use super::middleware::RequestId;
@@ -89,6 +90,38 @@ impl FromRequestParts<std::sync::Arc<App>> for Admin {
             .get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()
             .map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string());
         let principal: Principal = app.admin.authenticate(token, rid.as_deref(), &source).await?;
-        Ok(Admin(Ctx::new(principal, rid)))
+        Ok(Admin(Ctx::new(principal, rid).with_if_match(if_match(&parts.headers))))
     }
+}
+
+/// `If-Match` (RFC 9110 §13.1.1), every field line of it. A record's entity tag is its version
+/// in quotes; weak tags never match (strong comparison), nor do tags that name no version.
+fn if_match(headers: &axum::http::HeaderMap) -> Option<IfMatch> {
+    let mut lines = headers.get_all(axum::http::header::IF_MATCH).iter().peekable();
+    lines.peek()?;
+    let mut versions = Vec::new();
+    for tag in lines.flat_map(|v| v.to_str().unwrap_or_default().split(',')) {
+        let tag = tag.trim();
+        if tag == "*" {
+            return Some(IfMatch::Any);
+        }
+        if let Some(v) = tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse().ok())
+        {
+            versions.push(v);
+        }
+    }
+    Some(IfMatch::Versions(versions))
+}
+
+/// A record's representation with its entity tag (its version), for `If-Match` on the next
+/// change.
+pub fn tagged(body: impl serde::Serialize, version: i64) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
+        resp.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    resp
 }
