@@ -37,6 +37,9 @@ struct Header {
     alg: String,
     kid: Option<String>,
     typ: Option<String>,
+    /// RFC 7515 §4.1.11: extensions the recipient must understand. Sigil understands none, so a
+    /// JWS that lists any is invalid.
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 /// A verified JWS: its header's `typ` and `kid`, and the payload bytes.
@@ -55,6 +58,9 @@ pub fn verify_compact(jws: &str, jwks: &Jwks) -> Result<Verified, JwsError> {
     };
     let header: Header =
         serde_json::from_slice(&b64url_decode(h).map_err(|_| JwsError::Malformed)?).map_err(|_| JwsError::Malformed)?;
+    if header.crit.is_some() {
+        return Err(JwsError::Malformed);
+    }
     let kid = header.kid.ok_or(JwsError::UnknownKey)?;
     let jwk = jwks.keys.iter().find(|k| k.kid == kid).ok_or(JwsError::UnknownKey)?;
     let alg = Algorithm::parse(&header.alg).ok_or(JwsError::Algorithm)?;
@@ -105,6 +111,31 @@ fn verify_with(jwk: &Jwk, alg: Algorithm, msg: &[u8], sig: &[u8]) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 7515 §4.1.11: a correctly signed JWS that lists critical extensions Sigil does not
+    /// understand (it understands none) is invalid.
+    #[test]
+    fn critical_extensions_are_refused() {
+        let (k, _) = SigningKey::generate(Algorithm::Es256).unwrap();
+        let jwks = Jwks {
+            keys: vec![k.public_jwk()],
+        };
+        let header = b64url(
+            format!(
+                r#"{{"alg":"ES256","kid":"{}","crit":["x-unknown"],"x-unknown":true}}"#,
+                k.kid()
+            )
+            .as_bytes(),
+        );
+        let payload = b64url(br#"{"a":1}"#);
+        let sig = k.sign(format!("{header}.{payload}").as_bytes()).unwrap();
+        let jws = format!("{header}.{payload}.{}", b64url(&sig));
+        assert_eq!(verify_compact(&jws, &jwks), Err(JwsError::Malformed));
+        // The same header without crit verifies: the signature itself is good.
+        let plain = b64url(format!(r#"{{"alg":"ES256","kid":"{}","x-unknown":true}}"#, k.kid()).as_bytes());
+        let sig = k.sign(format!("{plain}.{payload}").as_bytes()).unwrap();
+        assert!(verify_compact(&format!("{plain}.{payload}.{}", b64url(&sig)), &jwks).is_ok());
+    }
 
     #[test]
     fn round_trip_and_rejections() {

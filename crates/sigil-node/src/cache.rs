@@ -65,6 +65,12 @@ impl Bundle {
         let mut jwt = Vec::new();
         let mut jwt_keys = Vec::new();
         for k in keys {
+            // Entries a relying party cannot use are ignored, never fatal: an unknown key type
+            // (Trust Domain and Bundle §4.2.1), an x509-svid key without a certificate
+            // (X509-SVID §6.2), an unknown `use`.
+            if !matches!(k.get("kty").and_then(|t| t.as_str()), Some("EC" | "RSA" | "OKP")) {
+                continue;
+            }
             match k.get("use").and_then(|u| u.as_str()) {
                 Some("x509-svid") => {
                     let der = k
@@ -72,9 +78,10 @@ impl Bundle {
                         .and_then(|c| c.as_array())
                         .and_then(|c| c.first())
                         .and_then(|c| c.as_str())
-                        .and_then(|c| crate::client::decode_b64(c).ok())
-                        .ok_or("an x509-svid key without a certificate")?;
-                    x509.extend_from_slice(&der);
+                        .and_then(|c| crate::client::decode_b64(c).ok());
+                    if let Some(der) = der {
+                        x509.extend_from_slice(&der);
+                    }
                 }
                 Some("jwt-svid") => {
                     jwt.push(k.clone());

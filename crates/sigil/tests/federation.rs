@@ -64,6 +64,7 @@ async fn a_federated_bundle_reaches_workloads() {
     for (td, endpoint) in [
         ("sigil.local", format!("{}/spiffe/bundle", b.url)),
         ("plain.test", "http://example.com/bundle".to_owned()),
+        ("userinfo.test", "https://alice:s3cret@bundles.example.com/b".to_owned()),
         ("Not A Domain", format!("{}/spiffe/bundle", b.url)),
     ] {
         let err = add(td, endpoint).await.unwrap_err();

@@ -350,10 +350,13 @@ impl X509Ca {
             jwt_published: Jwks {
                 keys: jwt_keys.iter().map(|(_, k)| k.public_jwk()).collect(),
             },
+            // Microseconds: the bundle's `spiffe_sequence` must change with every change of its
+            // contents (Trust Domain and Bundle §4.1.1), and two authorities prepared within one
+            // second are two changes.
             newest: all
                 .iter()
-                .map(|a| a.created_at.unix_seconds())
-                .chain(jwt_all.iter().map(|a| a.created_at.unix_seconds()))
+                .map(|a| a.created_at.unix_micros())
+                .chain(jwt_all.iter().map(|a| a.created_at.unix_micros()))
                 .max()
                 .unwrap_or_default(),
         };
@@ -371,7 +374,7 @@ impl X509Ca {
             .ok_or(SpiffeError::NoAuthority)
     }
 
-    /// When the newest authority was created (unix seconds), for the bundle's sequence number.
+    /// When the newest authority was created (unix microseconds): the bundle's sequence number.
     pub fn newest_authority_time(&self) -> i64 {
         self.current().map(|l| l.newest).unwrap_or_default()
     }

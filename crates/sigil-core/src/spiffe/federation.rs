@@ -209,6 +209,11 @@ impl Federations {
 
 fn check_endpoint(endpoint: &str) -> Result<(), RegistryError> {
     let url = url::Url::parse(endpoint).map_err(|e| invalid("bundle_endpoint", e.to_string()))?;
+    // Federation §5.2.1.1: no userinfo in an https_web endpoint (it would also be a credential
+    // stored and listed in clear).
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("bundle_endpoint", "must not contain a user name or password"));
+    }
     let loopback = match url.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
@@ -234,33 +239,30 @@ fn refresh_interval(bundle: Option<&str>) -> Duration {
         })
 }
 
-/// Checks that `bytes` is a SPIFFE bundle of `td`: a JWK Set (at most 64 KB) whose `x509-svid`
-/// keys carry a CA certificate — naming `td` if it names a trust domain at all — and whose
-/// `jwt-svid` keys carry a `kid`. Returns the bundle as compact JSON.
+/// Checks that `bytes` is a SPIFFE bundle of `td` (a JWK Set of at most 64 KB) and keeps the
+/// entries a relying party may use: `x509-svid` keys with a CA certificate in `x5c` (naming `td`
+/// if it names a trust domain at all) and `jwt-svid` keys with a `kid`. Any other entry is
+/// ignored, not fatal: an unknown key type (Trust Domain and Bundle §4.2.1), an `x509-svid` entry
+/// without a certificate (X509-SVID §6.2), an unknown or missing `use`. Returns the bundle, with
+/// only those entries, as compact JSON.
 pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
     if bytes.len() > 64 * 1024 {
         return Err("the bundle is larger than 64 KB".into());
     }
-    let doc: Value =
+    let mut doc: Value =
         serde_json::from_slice(bytes).map_err(|_| "the bundle endpoint did not answer with JSON".to_owned())?;
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
         .ok_or("not a SPIFFE bundle: no keys array")?;
-    let mut authorities = 0;
+    let mut usable = Vec::with_capacity(keys.len());
     for k in keys {
+        if !matches!(k.get("kty").and_then(Value::as_str), Some("EC" | "RSA" | "OKP")) {
+            continue;
+        }
         match k.get("use").and_then(Value::as_str) {
             Some("x509-svid") => {
-                let der = k
-                    .get("x5c")
-                    .and_then(Value::as_array)
-                    .and_then(|c| c.first())
-                    .and_then(Value::as_str)
-                    .and_then(|c| {
-                        use base64::Engine;
-                        base64::engine::general_purpose::STANDARD.decode(c).ok()
-                    })
-                    .ok_or("an x509-svid key without a certificate")?;
+                let Some(der) = first_certificate(k) else { continue };
                 let named = sigil_crypto::x509::uri_sans(&der).map_err(|e| e.to_string())?;
                 let own = format!("spiffe://{td}");
                 if named.iter().any(|u| u.starts_with("spiffe://") && *u != own) {
@@ -269,19 +271,61 @@ pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
                         named.join(", ")
                     ));
                 }
-                authorities += 1;
+                usable.push(k.clone());
             }
-            Some("jwt-svid") => {
-                if k.get("kid").and_then(Value::as_str).is_none_or(str::is_empty) {
-                    return Err("a jwt-svid key without a kid".into());
-                }
-                authorities += 1;
+            Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some_and(|kid| !kid.is_empty()) => {
+                usable.push(k.clone());
             }
             _ => {}
         }
     }
-    if authorities == 0 {
+    if usable.is_empty() {
         return Err("the bundle has no X.509 or JWT authority".into());
     }
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("keys".into(), Value::Array(usable));
+    }
     serde_json::to_string(&doc).map_err(|e| e.to_string())
+}
+
+/// The DER of the first certificate in a key's `x5c`, if there is one that decodes.
+fn first_certificate(k: &Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = k.get("x5c")?.as_array()?.first()?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// Entries a relying party cannot use are dropped one by one; the rest of the bundle (a new
+    /// JWT key, say) still arrives.
+    #[test]
+    fn unusable_bundle_entries_are_ignored_not_fatal() {
+        let td = TrustDomain::parse("other.test").unwrap();
+        let bundle = serde_json::json!({
+            "keys": [
+                {"kty": "EC", "use": "jwt-svid", "kid": "good", "crv": "P-256", "x": "AA", "y": "AA"},
+                {"kty": "EC", "use": "x509-svid", "crv": "P-256", "x": "AA", "y": "AA", "x5c": []},
+                {"kty": "EC", "use": "x509-svid", "crv": "P-256", "x": "AA", "y": "AA"},
+                {"kty": "FOO", "use": "jwt-svid", "kid": "unknown-type"},
+                {"kty": "EC", "use": "jwt-svid", "crv": "P-256", "x": "AA", "y": "AA"},
+                {"kty": "EC", "use": "enc", "kid": "other-use"}
+            ],
+            "spiffe_sequence": 7
+        });
+        let kept: Value = serde_json::from_str(&check_bundle(&td, bundle.to_string().as_bytes()).unwrap()).unwrap();
+        let kids: Vec<&str> = kept["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap_or("-"))
+            .collect();
+        assert_eq!(kids, ["good"]);
+        assert_eq!(kept["spiffe_sequence"], 7);
+        let nothing = serde_json::json!({"keys": [{"kty": "FOO", "use": "jwt-svid", "kid": "x"}]});
+        assert!(check_bundle(&td, nothing.to_string().as_bytes()).is_err());
+    }
 }

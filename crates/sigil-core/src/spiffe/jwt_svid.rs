@@ -79,11 +79,19 @@ pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(S
         Some(serde_json::Value::Array(list)) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
         _ => return Err(JwtSvidError::NoAudience),
     };
-    let field = |k: &str| raw.get(k).and_then(serde_json::Value::as_i64);
+    // NumericDates may carry a fraction (RFC 7519 §2).
+    let field = |k: &str| raw.get(k).and_then(crate::oauth::numeric_date::from_value);
+    if raw.get("nbf").is_some_and(|n| !n.is_null()) {
+        let nbf = field("nbf").ok_or_else(|| JwtSvidError::Malformed("nbf is not a NumericDate".into()))?;
+        if nbf > now {
+            // RFC 7519 §4.1.5: not to be accepted before then.
+            return Err(JwtSvidError::Malformed("not valid yet (nbf is in the future)".into()));
+        }
+    }
     let claims = JwtSvidClaims {
         sub: raw.get("sub").and_then(|s| s.as_str()).unwrap_or_default().to_owned(),
         aud,
-        exp: field("exp").ok_or_else(|| JwtSvidError::Malformed("no exp".into()))?,
+        exp: field("exp").ok_or_else(|| JwtSvidError::Malformed("no exp, or exp is not a NumericDate".into()))?,
         iat: field("iat").unwrap_or_default(),
         jti: raw.get("jti").and_then(|s| s.as_str()).unwrap_or_default().to_owned(),
     };
@@ -102,6 +110,33 @@ pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(S
 mod tests {
     use super::*;
     use sigil_crypto::Algorithm;
+
+    /// NumericDates with a fraction are dates (RFC 7519 §2); a future `nbf` is not yet valid.
+    #[test]
+    fn fractional_dates_count_and_nbf_is_enforced() {
+        let (key, _) = SigningKey::generate(Algorithm::Es256).unwrap();
+        let keys = Jwks {
+            keys: vec![key.public_jwk()],
+        };
+        let signed =
+            |claims: serde_json::Value| sigil_crypto::sign_compact(&key, "JWT", claims.to_string().as_bytes()).unwrap();
+        let base = serde_json::json!({"sub": "spiffe://example.org/web", "aud": "api", "exp": 1300.5, "iat": 1000});
+        let (_, claims) = validate(&signed(base.clone()), &keys, "api", 1100).unwrap();
+        assert_eq!(claims.exp, 1300);
+        let mut early = base.clone();
+        early["nbf"] = serde_json::json!(1200);
+        assert!(matches!(
+            validate(&signed(early.clone()), &keys, "api", 1100),
+            Err(JwtSvidError::Malformed(_))
+        ));
+        assert!(validate(&signed(early), &keys, "api", 1250).is_ok());
+        let mut bad = base;
+        bad["nbf"] = serde_json::json!("soon");
+        assert!(matches!(
+            validate(&signed(bad), &keys, "api", 1100),
+            Err(JwtSvidError::Malformed(_))
+        ));
+    }
 
     #[test]
     fn minted_svids_validate_only_for_their_audience_and_lifetime() {
