@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sigil_core::spiffe::federation::BundleEntry;
 use sigil_crypto::{Jwk, Jwks};
 use sigil_proto::node::NodeEntry;
 use tokio::sync::watch;
@@ -64,32 +65,15 @@ impl Bundle {
         let mut x509 = Vec::new();
         let mut jwt = Vec::new();
         let mut jwt_keys = Vec::new();
-        for k in keys {
-            // Entries a relying party cannot use are ignored, never fatal: an unknown key type
-            // (Trust Domain and Bundle §4.2.1), an x509-svid key without a certificate
-            // (X509-SVID §6.2), an unknown `use`.
-            if !matches!(k.get("kty").and_then(|t| t.as_str()), Some("EC" | "RSA" | "OKP")) {
-                continue;
-            }
-            match k.get("use").and_then(|u| u.as_str()) {
-                Some("x509-svid") => {
-                    let der = k
-                        .get("x5c")
-                        .and_then(|c| c.as_array())
-                        .and_then(|c| c.first())
-                        .and_then(|c| c.as_str())
-                        .and_then(|c| crate::client::decode_b64(c).ok());
-                    if let Some(der) = der {
-                        x509.extend_from_slice(&der);
-                    }
-                }
-                Some("jwt-svid") => {
-                    jwt.push(k.clone());
-                    if let Some(jwk) = jwk_for_validation(k) {
+        for entry in sigil_core::spiffe::federation::bundle_entries(keys) {
+            match entry {
+                BundleEntry::X509 { der, .. } => x509.extend_from_slice(&der),
+                BundleEntry::Jwt { key } => {
+                    jwt.push(key.clone());
+                    if let Some(jwk) = jwk_for_validation(key) {
                         jwt_keys.push(jwk);
                     }
                 }
-                _ => {}
             }
         }
         if x509.is_empty() && jwt.is_empty() {

@@ -204,7 +204,6 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// A successful event by `by` at `time`; callers add target, details and evidence.
     /// The columns this record is stored and found under.
     pub fn index(&self) -> sigil_proto::admin::AuditIndex {
         sigil_proto::admin::AuditIndex {
@@ -220,6 +219,7 @@ impl AuditRecord {
         }
     }
 
+    /// A successful event by `by` at `time`; callers add target, details and evidence.
     pub fn new(time: Timestamp, event_type: EventType, by: &Principal, request_id: Option<&str>) -> Self {
         Self {
             time,

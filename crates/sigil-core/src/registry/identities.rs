@@ -231,6 +231,18 @@ impl Registry {
         }
     }
 
+    /// Access-token lifetimes an identity may ask for: 10 s up to the server's maximum.
+    fn check_ttl(&self, ttl: Option<u32>) -> Result<Option<u32>, RegistryError> {
+        let max = self.max_token_ttl_secs;
+        match ttl {
+            Some(t) if !(10..=max).contains(&t) => Err(RegistryError::invalid(
+                "token_ttl_seconds",
+                format!("must be between 10 and {max} (the server's oauth.max_access_token_ttl)"),
+            )),
+            other => Ok(other),
+        }
+    }
+
     fn identity_event(&self, ctx: &Ctx, t: EventType, i: &Identity) -> AuditRecord {
         AuditRecord::new(self.clock.now(), t, &ctx.principal, ctx.rid()).target(
             IdentityFamily::of(i.kind).noun(),
@@ -250,19 +262,5 @@ async fn wait_out_cutoff_second(cut_off: Option<sigil_types::Timestamp>, now: si
     let wait = next_second.saturating_sub(now.unix_micros());
     if let Ok(micros @ 1..=1_000_000) = u64::try_from(wait) {
         tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
-    }
-}
-
-impl Registry {
-    /// Access-token lifetimes an identity may ask for: 10 s up to the server's maximum.
-    fn check_ttl(&self, ttl: Option<u32>) -> Result<Option<u32>, RegistryError> {
-        let max = self.max_token_ttl_secs;
-        match ttl {
-            Some(t) if !(10..=max).contains(&t) => Err(RegistryError::invalid(
-                "token_ttl_seconds",
-                format!("must be between 10 and {max} (the server's oauth.max_access_token_ttl)"),
-            )),
-            other => Ok(other),
-        }
     }
 }

@@ -374,11 +374,6 @@ impl X509Ca {
             .ok_or(SpiffeError::NoAuthority)
     }
 
-    /// When the newest authority was created (unix microseconds): the bundle's sequence number.
-    pub fn newest_authority_time(&self) -> i64 {
-        self.current().map(|l| l.newest).unwrap_or_default()
-    }
-
     /// The id of the authority that signs X509-SVIDs now (node agents re-sign their
     /// workloads' SVIDs when it changes).
     pub fn active_authority_id(&self) -> String {

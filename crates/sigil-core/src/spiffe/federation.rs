@@ -239,12 +239,9 @@ fn refresh_interval(bundle: Option<&str>) -> Duration {
         })
 }
 
-/// Checks that `bytes` is a SPIFFE bundle of `td` (a JWK Set of at most 64 KB) and keeps the
-/// entries a relying party may use: `x509-svid` keys with a CA certificate in `x5c` (naming `td`
-/// if it names a trust domain at all) and `jwt-svid` keys with a `kid`. Any other entry is
-/// ignored, not fatal: an unknown key type (Trust Domain and Bundle §4.2.1), an `x509-svid` entry
-/// without a certificate (X509-SVID §6.2), an unknown or missing `use`. Returns the bundle, with
-/// only those entries, as compact JSON.
+/// Checks that `bytes` is a SPIFFE bundle of `td` (a JWK Set of at most 64 KB) with at least one
+/// usable authority ([`bundle_entries`]), whose CA certificates name `td` if they name a trust
+/// domain at all. Returns the bundle, with only its usable entries, as compact JSON.
 pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
     if bytes.len() > 64 * 1024 {
         return Err("the bundle is larger than 64 KB".into());
@@ -256,28 +253,18 @@ pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
         .and_then(Value::as_array)
         .ok_or("not a SPIFFE bundle: no keys array")?;
     let mut usable = Vec::with_capacity(keys.len());
-    for k in keys {
-        if !matches!(k.get("kty").and_then(Value::as_str), Some("EC" | "RSA" | "OKP")) {
-            continue;
-        }
-        match k.get("use").and_then(Value::as_str) {
-            Some("x509-svid") => {
-                let Some(der) = first_certificate(k) else { continue };
-                let named = sigil_crypto::x509::uri_sans(&der).map_err(|e| e.to_string())?;
-                let own = format!("spiffe://{td}");
-                if named.iter().any(|u| u.starts_with("spiffe://") && *u != own) {
-                    return Err(format!(
-                        "the bundle is for another trust domain (its CA names {})",
-                        named.join(", ")
-                    ));
-                }
-                usable.push(k.clone());
+    for entry in bundle_entries(keys) {
+        if let BundleEntry::X509 { der, .. } = &entry {
+            let named = sigil_crypto::x509::uri_sans(der).map_err(|e| e.to_string())?;
+            let own = format!("spiffe://{td}");
+            if named.iter().any(|u| u.starts_with("spiffe://") && *u != own) {
+                return Err(format!(
+                    "the bundle is for another trust domain (its CA names {})",
+                    named.join(", ")
+                ));
             }
-            Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some_and(|kid| !kid.is_empty()) => {
-                usable.push(k.clone());
-            }
-            _ => {}
         }
+        usable.push(entry.key().clone());
     }
     if usable.is_empty() {
         return Err("the bundle has no X.509 or JWT authority".into());
@@ -286,6 +273,44 @@ pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
         o.insert("keys".into(), Value::Array(usable));
     }
     serde_json::to_string(&doc).map_err(|e| e.to_string())
+}
+
+/// A usable entry of a SPIFFE bundle's `keys`.
+#[derive(Debug, Clone)]
+pub enum BundleEntry<'a> {
+    /// An X.509 authority, with the DER of the first certificate in its `x5c`.
+    X509 { key: &'a Value, der: Vec<u8> },
+    /// A JWT authority (it has a `kid`).
+    Jwt { key: &'a Value },
+}
+
+impl<'a> BundleEntry<'a> {
+    pub fn key(&self) -> &'a Value {
+        match self {
+            Self::X509 { key, .. } | Self::Jwt { key } => key,
+        }
+    }
+}
+
+/// The entries of a bundle's `keys` a relying party may use, for the server and node agents
+/// alike. Others are ignored one by one, never the whole bundle: an unknown key type (Trust
+/// Domain and Bundle §4.2.1), an `x509-svid` key without a certificate (X509-SVID §6.2), a
+/// `jwt-svid` key without `kid`, any other `use`.
+pub fn bundle_entries(keys: &[Value]) -> impl Iterator<Item = BundleEntry<'_>> {
+    keys.iter()
+        .filter(|k| matches!(k.get("kty").and_then(Value::as_str), Some("EC" | "RSA" | "OKP")))
+        .filter_map(|key| match key.get("use").and_then(Value::as_str) {
+            Some("x509-svid") => first_certificate(key).map(|der| BundleEntry::X509 { key, der }),
+            Some("jwt-svid")
+                if key
+                    .get("kid")
+                    .and_then(Value::as_str)
+                    .is_some_and(|kid| !kid.is_empty()) =>
+            {
+                Some(BundleEntry::Jwt { key })
+            }
+            _ => None,
+        })
 }
 
 /// The DER of the first certificate in a key's `x5c`, if there is one that decodes.

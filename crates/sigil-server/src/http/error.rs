@@ -21,6 +21,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request sent no admin credential at all.
+    #[error("missing admin credential")]
+    MissingCredential,
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -60,7 +63,9 @@ impl ApiError {
             Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid-policy", "Invalid policy"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::MissingCredential | Self::Unauthorized(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+            }
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::PreconditionFailed(_) => (
                 StatusCode::PRECONDITION_FAILED,
@@ -122,16 +127,16 @@ impl IntoResponse for ApiError {
         if let Self::NodeUnauthenticated(_) = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("SigilNode"));
         }
-        if let Self::Unauthorized(why) = self {
-            // RFC 6750 §3.1: a request that sent no credential gets the bare challenge.
-            let value = if why == MISSING_ADMIN_CREDENTIAL {
-                "Bearer realm=\"sigil-admin\"".to_owned()
-            } else {
-                format!("Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\"")
-            };
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(header::WWW_AUTHENTICATE, v);
-            }
+        // RFC 6750 §3.1: a request that sent no credential gets the bare challenge.
+        let challenge = match self {
+            Self::MissingCredential => Some("Bearer realm=\"sigil-admin\"".to_owned()),
+            Self::Unauthorized(why) => Some(format!(
+                "Bearer realm=\"sigil-admin\", error=\"invalid_token\", error_description=\"{why}\""
+            )),
+            _ => None,
+        };
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, v);
         }
         resp
     }
@@ -190,14 +195,12 @@ impl From<KeyError> for ApiError {
 impl From<AdminAuthError> for ApiError {
     fn from(e: AdminAuthError) -> Self {
         match e {
-            AdminAuthError::Missing => Self::Unauthorized(MISSING_ADMIN_CREDENTIAL),
+            AdminAuthError::Missing => Self::MissingCredential,
             AdminAuthError::Invalid => Self::Unauthorized("invalid admin credential"),
             AdminAuthError::Unavailable => Self::Unavailable,
         }
     }
 }
-
-const MISSING_ADMIN_CREDENTIAL: &str = "missing admin credential";
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())

@@ -97,7 +97,7 @@ impl FromRequestParts<std::sync::Arc<App>> for Admin {
 /// `If-Match` (RFC 9110 §13.1.1), every field line of it. A record's entity tag is its version
 /// in quotes; weak tags never match (strong comparison), nor do tags that name no version.
 fn if_match(headers: &axum::http::HeaderMap) -> Option<IfMatch> {
-    let mut lines = headers.get_all(axum::http::header::IF_MATCH).iter().peekable();
+    let mut lines = headers.get_all(header::IF_MATCH).iter().peekable();
     lines.peek()?;
     let mut versions = Vec::new();
     for tag in lines.flat_map(|v| v.to_str().unwrap_or_default().split(',')) {
@@ -121,7 +121,7 @@ fn if_match(headers: &axum::http::HeaderMap) -> Option<IfMatch> {
 pub fn tagged(body: impl serde::Serialize, version: i64) -> Response {
     let mut resp = axum::Json(body).into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
-        resp.headers_mut().insert(axum::http::header::ETAG, v);
+        resp.headers_mut().insert(header::ETAG, v);
     }
     resp
 }
