@@ -75,6 +75,10 @@ pub enum JwkError {
     Unsupported,
     #[error("malformed key")]
     Malformed,
+    #[error("an RSA key must have 2048 to 8192 bits (RFC 7518 §3.3)")]
+    RsaSize,
+    #[error("the key names an alg Sigil does not verify with its key type")]
+    AlgMismatch,
 }
 
 impl PublicJwk {
@@ -83,13 +87,32 @@ impl PublicJwk {
         if self.d.is_some() || self.p.is_some() {
             return Err(JwkError::Private);
         }
-        match (self.kty.as_str(), self.crv.as_deref()) {
-            ("RSA", _) if self.n.is_some() && self.e.is_some() => Ok(()),
-            ("EC", Some("P-256")) if self.x.is_some() && self.y.is_some() => Ok(()),
-            ("OKP", Some("Ed25519")) if self.x.is_some() => Ok(()),
-            ("RSA" | "EC" | "OKP", _) => Err(JwkError::Malformed),
-            _ => Err(JwkError::Unsupported),
+        let bytes = |v: &Option<String>| v.as_deref().and_then(|v| b64url_decode(v).ok());
+        let fits = match (self.kty.as_str(), self.crv.as_deref()) {
+            ("RSA", _) => {
+                let (Some(n), Some(_)) = (bytes(&self.n), bytes(&self.e)) else {
+                    return Err(JwkError::Malformed);
+                };
+                let significant = n.iter().skip_while(|b| **b == 0).count();
+                if !(256..=1024).contains(&significant) {
+                    return Err(JwkError::RsaSize);
+                }
+                ClientAlg::Rs256
+            }
+            ("EC", Some("P-256"))
+                if bytes(&self.x).map(|x| x.len()) == Some(32) && bytes(&self.y).map(|y| y.len()) == Some(32) =>
+            {
+                ClientAlg::Es256
+            }
+            ("OKP", Some("Ed25519")) if bytes(&self.x).map(|x| x.len()) == Some(32) => ClientAlg::EdDsa,
+            ("EC" | "OKP", _) => return Err(JwkError::Malformed),
+            _ => return Err(JwkError::Unsupported),
+        };
+        // RFC 7517 §4.4: a key that names an algorithm is used with that one only.
+        if self.alg.as_deref().is_some_and(|a| ClientAlg::parse(a) != Some(fits)) {
+            return Err(JwkError::AlgMismatch);
         }
+        Ok(())
     }
 
     /// Whether this key can verify `alg` (and its own `alg`, if it names one, agrees).
@@ -189,6 +212,39 @@ mod tests {
     fn private_keys_are_refused() {
         let jwk: PublicJwk = serde_json::from_str(r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}"#).unwrap();
         assert_eq!(jwk.check(), Err(JwkError::Private));
+    }
+
+    #[test]
+    fn short_rsa_keys_and_algs_for_another_key_type_are_refused() {
+        let rsa = |bytes: usize| PublicJwk {
+            kty: "RSA".into(),
+            kid: None,
+            alg: None,
+            use_: None,
+            crv: None,
+            x: None,
+            y: None,
+            n: Some(b64url(&vec![0xc5; bytes])),
+            e: Some("AQAB".into()),
+            d: None,
+            p: None,
+        };
+        assert_eq!(rsa(128).check(), Err(JwkError::RsaSize));
+        assert_eq!(rsa(256).check(), Ok(()));
+        let ed: PublicJwk =
+            serde_json::from_str(r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#)
+                .unwrap();
+        assert_eq!(ed.check(), Ok(()));
+        let named_rs256 = PublicJwk {
+            alg: Some("RS256".into()),
+            ..ed.clone()
+        };
+        assert_eq!(named_rs256.check(), Err(JwkError::AlgMismatch));
+        let short_x = PublicJwk {
+            x: Some(b64url(&[1; 16])),
+            ..ed
+        };
+        assert_eq!(short_x.check(), Err(JwkError::Malformed));
     }
 
     #[test]

@@ -24,6 +24,18 @@ pub enum JwsError {
     BadSignature,
 }
 
+/// Whether a JOSE `typ` header names `media_type` (given without `application/`): RFC 7515
+/// §4.1.9 compares media types without case, and a `typ` without a `/` has `application/`
+/// left off.
+pub fn typ_is(typ: Option<&str>, media_type: &str) -> bool {
+    let Some(typ) = typ else { return false };
+    let bare = typ
+        .get(..12)
+        .filter(|p| p.eq_ignore_ascii_case("application/"))
+        .map_or(typ, |_| &typ[12..]);
+    bare.eq_ignore_ascii_case(media_type)
+}
+
 /// Signs `payload` (already-serialized JSON) as a compact JWS with `typ`.
 pub fn sign_compact(key: &SigningKey, typ: &str, payload: &[u8]) -> Result<String, CryptoError> {
     let header = serde_json::json!({ "alg": key.alg().as_str(), "kid": key.kid(), "typ": typ });
@@ -110,6 +122,30 @@ fn verify_with(jwk: &Jwk, alg: Algorithm, msg: &[u8], sig: &[u8]) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn typ_is_compared_as_rfc_7515_says() {
+        for typ in [
+            "oauth-id-jag+jwt",
+            "OAuth-ID-JAG+JWT",
+            "application/oauth-id-jag+jwt",
+            "Application/oauth-id-jag+jwt",
+        ] {
+            assert!(super::typ_is(Some(typ), "oauth-id-jag+jwt"), "{typ}");
+        }
+        for typ in [
+            "JWT",
+            "at+jwt",
+            "application/jwt",
+            "oauth-id-jag+jwt2",
+            "application/",
+            "",
+            "text/oauth-id-jag+jwt",
+        ] {
+            assert!(!super::typ_is(Some(typ), "oauth-id-jag+jwt"), "{typ}");
+        }
+        assert!(!super::typ_is(None, "dpop+jwt"));
+    }
+
     use super::*;
 
     /// RFC 7515 §4.1.11: a correctly signed JWS that lists critical extensions Sigil does not

@@ -18,7 +18,7 @@ pub use client_jwk::{ClientAlg, JwkError, PublicJwk, PublicJwks};
 pub use envelope::{MasterKey, SealedBlob};
 pub use error::CryptoError;
 pub use jwk::{Jwk, Jwks};
-pub use jws::{JwsError, Verified, sign_compact, verify_compact};
+pub use jws::{JwsError, Verified, sign_compact, typ_is, verify_compact};
 pub use keyed_hash::{KeyedHasher, constant_time_eq, sha256};
 pub use password::{MAX_PASSWORD_BYTES, dummy_hash, hash_password, verify_password};
 pub use signing::{Algorithm, SigningKey, fill_random, random_bytes, random_token};

@@ -303,7 +303,7 @@ fn build_policy_set(operator: &str) -> Result<PolicySet, PolicyError> {
     let mut seen = HashSet::new();
     for (source, is_builtin) in [(BUILTIN_POLICIES, true), (operator, false)] {
         let parsed = PolicySet::from_str(source).map_err(|e| PolicyError {
-            diagnostics: parse_diagnostics(&e),
+            diagnostics: parse_diagnostics(&e, source),
         })?;
         if parsed.templates().next().is_some() {
             return Err(PolicyError::one("policy templates are not supported"));
@@ -328,8 +328,29 @@ fn build_policy_set(operator: &str) -> Result<PolicySet, PolicyError> {
     Ok(set)
 }
 
-fn parse_diagnostics(e: &cedar_policy::ParseErrors) -> Vec<String> {
-    e.iter().map(ToString::to_string).collect()
+/// Cedar's parse errors, each with the line and column in `source` it points at.
+fn parse_diagnostics(e: &cedar_policy::ParseErrors, source: &str) -> Vec<String> {
+    use miette::Diagnostic;
+    e.iter()
+        .map(|err| {
+            let at = err.labels().and_then(|mut labels| labels.next()).map(|l| l.offset());
+            match at {
+                Some(offset) => {
+                    let (line, column) = line_and_column(source, offset);
+                    format!("line {line}, column {column}: {err}")
+                }
+                None => err.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `source`.
+fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// `PolicySet::from_str` names policies `policy0`, `policy1`, … in source order.

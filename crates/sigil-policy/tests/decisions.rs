@@ -384,6 +384,17 @@ fn a_changed_record_is_never_decided_from_its_old_entity() {
 fn invalid_policies_are_rejected_with_cedar_diagnostics() {
     let bad_syntax = Engine::compile(1, "permit (principal, action, resource", None).unwrap_err();
     assert!(!bad_syntax.diagnostics.is_empty());
+    // A syntax error says where it is.
+    let misplaced = Engine::compile(
+        1,
+        "permit (principal, action, resource);\npermit (principal, action, resource)\n  when { resource.owner == };",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        misplaced.diagnostics.iter().any(|d| d.starts_with("line 3, column ")),
+        "{misplaced:?}"
+    );
     let unknown_attr = Engine::compile(
         1,
         r#"permit (principal is Sigil::Agent, action, resource) when { principal.nonexistent == 1 };"#,

@@ -3,6 +3,24 @@
 //!
 //! Exit codes: 0 ok, 1 error, 2 denied (authentication/authorization), 3 invalid input.
 
+/// The CLI's `println!` and `print!`: as std's, except that a closed pipe (`sigil client list |
+/// head`) ends the program quietly instead of panicking (see [`output::write_stdout`]). Defined
+/// before the modules so that every one of them prints through it.
+macro_rules! println {
+    () => {
+        $crate::output::write_stdout(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*), true)
+    };
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*), false)
+    };
+}
+
 mod admin;
 mod audit;
 mod cli;

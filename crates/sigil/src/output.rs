@@ -5,6 +5,24 @@ use serde_json::Value;
 
 use crate::cli::Output;
 
+/// Writes to stdout (with a newline if `line`). A reader that has gone away (`| head`) ends the
+/// program with success, as command-line tools do; any other write failure is an error exit.
+pub fn write_stdout(args: std::fmt::Arguments<'_>, line: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| if line { out.write_all(b"\n") } else { Ok(()) });
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("sigil: cannot write to stdout: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// Prints one object.
 pub fn item(out: Output, v: &impl Serialize) {
     let value = serde_json::to_value(v).unwrap_or(Value::Null);

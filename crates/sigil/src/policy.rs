@@ -173,16 +173,37 @@ enum Expect {
 async fn run_tests(g: &Global, api: &sigil_client::Client, file: &Path, version: Option<u64>) -> Result<(), Failure> {
     let tests: TestFile = serde_json::from_str(&read(file)?)
         .map_err(|e| Failure::invalid(format!("{}: not a policy test file: {e}", file.display())))?;
-    let mut failed = 0;
+    if tests.cases.is_empty() {
+        return Err(Failure::invalid(format!("{}: the file holds no cases", file.display())));
+    }
+    if let Some(v) = version {
+        // Said once, up front, rather than as the first case's failure.
+        api.get_policy(v).await?;
+    }
+    let (mut failed, mut unusable) = (0, 0);
     let mut results = Vec::new();
     for case in tests.cases {
-        let d = api
+        let explained = api
             .explain_policy(&ExplainRequest {
                 version,
                 request: case.request,
             })
-            .await
-            .map_err(|e| Failure::invalid(format!("case {:?}: {e}", case.name)))?;
+            .await;
+        let d = match explained {
+            Ok(d) => d,
+            // A case the server cannot evaluate is the file's error: say so and go on, so one
+            // bad case does not hide how the others fare.
+            Err(sigil_client::ClientError::Api { status, problem }) if status.as_u16() == 400 => {
+                let e = sigil_client::ClientError::Api { status, problem };
+                unusable += 1;
+                if g.output == Output::Text {
+                    println!("ERR  {}: {e}", case.name);
+                }
+                results.push(serde_json::json!({"name": case.name, "passed": false, "error": e.to_string()}));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let got = if field(&d, "allowed").as_bool().unwrap_or(false) {
             Expect::Allow
         } else {
@@ -213,6 +234,12 @@ async fn run_tests(g: &Global, api: &sigil_client::Client, file: &Path, version:
     }
     if g.output == Output::Json {
         output::item(g.output, &results);
+    }
+    if unusable > 0 {
+        return Err(Failure::invalid(format!(
+            "{unusable} of {} policy test cases could not be evaluated ({failed} failed)",
+            results.len()
+        )));
     }
     if failed > 0 {
         return Err(Failure {

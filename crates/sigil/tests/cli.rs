@@ -329,6 +329,26 @@ async fn policy_commands() {
     );
     let broken = path("broken.json", "{\"cases\": [{\"name\": 1}]}");
     assert_eq!(sigil(&s, None, &["policy", "test", &broken]).await.code, 3);
+    let empty = path("empty.json", "{\"cases\": []}");
+    assert_eq!(sigil(&s, None, &["policy", "test", &empty]).await.code, 3);
+    let o = sigil(&s, None, &["policy", "test", &passing, "--version", "99"]).await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        !o.stderr.contains("her own report"),
+        "the version is named, not a case: {}",
+        o.stderr
+    );
+    // A case the server cannot evaluate is reported, and the cases after it still run.
+    let mut with_bad_case: Value = serde_json::from_str(&cases("deny")).unwrap();
+    with_bad_case["cases"].as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({"name": "no such action", "request": {"subject": {"type": "user", "id": "alice"}, "action": {"name": "fly"}, "resource": {"type": "Employee", "id": "e1"}}, "expect": "deny"}),
+    );
+    let mixed = path("mixed.json", &with_bad_case.to_string());
+    let o = sigil(&s, None, &["policy", "test", &mixed]).await;
+    assert_eq!(o.code, 3, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("ERR  no such action"), "{}", o.stdout);
+    assert!(o.stdout.contains("FAIL her own report"), "{}", o.stdout);
 
     let o = sigil(&s, None, &["policy", "activate", "2"]).await;
     assert_eq!(o.code, 0);
@@ -367,4 +387,21 @@ async fn example_policies_pass_their_tests() {
     let o = sigil(&s, None, &["policy", "test", &format!("{dir}/tests.json")]).await;
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_eq!(o.stdout.lines().filter(|l| l.starts_with("ok")).count(), 4);
+}
+
+/// `sigil … | head` closes the pipe early: the CLI ends quietly with success, as command-line
+/// tools do, instead of panicking with a backtrace.
+#[test]
+fn a_closed_stdout_pipe_ends_the_cli_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["config", "example"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }

@@ -541,6 +541,61 @@ async fn token_exchange_builds_an_act_chain_that_shows_everywhere() {
 }
 
 #[tokio::test]
+async fn an_exchange_stays_on_the_resource_the_user_consented_to() {
+    let Some(fx) = fixture().await else { return };
+    const OTHER: &str = "https://payroll.example.com/api";
+    fx.s.client()
+        .create_resource(
+            &serde_json::from_value(
+                json!({"uri": OTHER, "name": "payroll", "owner": "bob", "scopes": ["read", "write"]}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let user = fx.user_token().await;
+    let subject = user["access_token"].as_str().unwrap();
+    let exchange_for = |target: Vec<(&'static str, &'static str)>| {
+        let mut form = vec![
+            ("grant_type", EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", AT),
+        ];
+        form.extend(target);
+        form
+    };
+    // Alice consented to the hr API: her token does not carry her to payroll, whatever the
+    // agents' ceilings allow there.
+    let (s, v) = fx
+        .token(
+            &exchange_for(vec![("resource", OTHER), ("scope", "read")]),
+            Some(&fx.helper),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_target")), "{v}");
+    let (s, v) = fx
+        .token(&exchange_for(vec![("audience", OTHER)]), Some(&fx.helper))
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_target")), "{v}");
+    // The same URI as both resource and audience (RFC 8693 §2.1) is one target.
+    let (s, v) = fx
+        .token(
+            &exchange_for(vec![("resource", API), ("audience", API)]),
+            Some(&fx.helper),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(claims(v["access_token"].as_str().unwrap())["aud"], API);
+    let (s, v) = fx
+        .token(
+            &exchange_for(vec![("resource", API), ("audience", OTHER)]),
+            Some(&fx.helper),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_target")), "{v}");
+}
+
+#[tokio::test]
 async fn the_chain_depth_is_limited_by_config() {
     let Some(fx) = fixture_with("[oauth]\nmax_delegation_depth = 2\n").await else {
         return;
@@ -670,7 +725,10 @@ async fn id_token_hint_names_who_must_sign_in() {
 
 #[tokio::test]
 async fn a_client_that_registered_eddsa_id_tokens_gets_them() {
-    let Some(fx) = fixture().await else { return };
+    // A rotation takes effect a second after it is asked for (the last part of the test).
+    let Some(fx) = fixture_with("[keys]\npublish_ahead = \"1s\"\n").await else {
+        return;
+    };
     let iat =
         fx.s.client()
             .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
@@ -724,6 +782,37 @@ async fn a_client_that_registered_eddsa_id_tokens_gets_them() {
         .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(header(t["id_token"].as_str().unwrap())["alg"], "EdDSA");
+
+    // A rotation to ES256 retires the EdDSA key: the client learns it at /authorize, before
+    // anyone signs in, rather than from a failure at the token endpoint after consent.
+    fx.s.client()
+        .rotate_key(&sigil_proto::admin::RotateKeyRequest {
+            alg: Some("ES256".into()),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    fx.s.app().keys.maintain().await.unwrap();
+    assert_eq!(fx.s.app().keys.active().unwrap().alg().as_str(), "ES256");
+    let (_, challenge) = pkce();
+    let params: Vec<(String, String)> = fx
+        .standard(&challenge)
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "client_id" => (k, client_id.to_owned()),
+            "scope" => (k, "openid read".to_owned()),
+            _ => (k, v),
+        })
+        .collect();
+    let Outcome::Redirect(l) = fx.browse(&params, PASSWORD, "allow").await else {
+        panic!("no redirect")
+    };
+    assert_eq!(param(&l, "error").as_deref(), Some("invalid_request"), "{l}");
+    assert!(
+        param(&l, "error_description")
+            .unwrap()
+            .contains("id_token_signed_response_alg")
+    );
 }
 
 #[tokio::test]

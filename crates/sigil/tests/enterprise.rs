@@ -105,7 +105,11 @@ async fn seed(s: &TestServer, client: Value) -> (String, String) {
 #[tokio::test]
 async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
     let Some(s) = TestServer::start().await else { return };
-    let client = seed(&s, json!({})).await;
+    let client = seed(
+        &s,
+        json!({"id_jag_audiences": [{"audience": "https://as.example.com"}]}),
+    )
+    .await;
     let (idp_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let mut jwk = PublicJwk::from(&idp_key.public_jwk());
     jwk.kid = Some("idp-1".into());
@@ -246,6 +250,41 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         .await
         .unwrap();
     assert_eq!(exchanged.items.len(), 3);
+    // may_act binds an ID-JAG exchange too (RFC 8693 §4.4), and so do the actor token's rules.
+    let id_jag = |subject: String, extra: Vec<(&'static str, &'static str)>| {
+        let s = &s;
+        let client = client.clone();
+        async move {
+            let mut form = vec![
+                ("grant_type", EXCHANGE),
+                ("requested_token_type", ID_JAG),
+                ("audience", "https://as.example.com"),
+                ("subject_token", subject.as_str()),
+                ("subject_token_type", ID_TOKEN),
+            ];
+            form.extend(extra);
+            token(s, &form, &client).await
+        }
+    };
+    let (st, v) = id_jag(id_token(json!({})), vec![]).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = id_jag(id_token(json!({"may_act": {"sub": "agt_01SOMEONEELSE"}})), vec![]).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    for actor in [
+        vec![
+            ("actor_token", "garbage"),
+            ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ],
+        vec![("actor_token_type", "urn:ietf:params:oauth:token-type:jwt")],
+        vec![("actor_token", "garbage")],
+    ] {
+        let (st, v) = id_jag(id_token(json!({})), actor.clone()).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{actor:?}: {v}"
+        );
+    }
 }
 
 /// Alice signs in at the IdP Sigil through a confidential client; returns its refresh token.

@@ -272,6 +272,16 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     assert_eq!(decisions(&v), [true, false, false], "{v}");
     assert_eq!(v["evaluations"][1]["context"]["error"]["status"], 400);
     assert_eq!(v["evaluations"][2]["context"]["error"]["status"], 404);
+    // An item missing a member that no default supplies makes the whole request malformed.
+    let (status, v) = h
+        .post(
+            "/access/v1/evaluations",
+            &json!({"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"},
+                    "evaluations": [{"resource": employee("x")}, {}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("evaluations[1].resource"), "{v}");
     let too_many: Vec<Value> = (0..101).map(|_| json!({"resource": employee("x")})).collect();
     let (status, _) = h
         .post(

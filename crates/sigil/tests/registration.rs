@@ -78,6 +78,26 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
             "invalid_client_metadata",
         ),
         (json!({"client_name": 7}), "invalid_client_metadata"),
+        // Descriptive metadata is what RFC 7591 §2 says it is, or it is refused.
+        (json!({"contacts": "ops@example.com"}), "invalid_client_metadata"),
+        (json!({"logo_uri": "javascript:alert(1)"}), "invalid_client_metadata"),
+        (json!({"client_uri": "notauri"}), "invalid_client_metadata"),
+        (json!({"tos_uri": "ftp://x.example/tos"}), "invalid_client_metadata"),
+        (json!({"scope": "a \"b"}), "invalid_client_metadata"),
+        (
+            json!({"redirect_uris": [" https://x.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        // Keys that could never verify: RSA under 2048 bits (RFC 7518 §3.3), an alg for
+        // another key type.
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "RSA", "n": sigil_crypto::b64url(&[0xc5; 128]), "e": "AQAB"}]}}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "alg": "RS256"}]}}),
+            "invalid_client_metadata",
+        ),
     ] {
         let r = http.post(&reg).bearer_auth(&iat.token).json(&bad).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
@@ -85,6 +105,16 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
     }
     let before = c.list_identities(Family::Agents, &[]).await.unwrap().items.len();
     assert_eq!(before, 1, "refused registrations created no identity");
+    // An oversized body is refused like any other request to the OAuth endpoints: JSON.
+    let r = http
+        .post(&reg)
+        .bearer_auth(&iat.token)
+        .json(&json!({"client_name": "x".repeat(100_000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
 
     let r = http
         .post(&reg)
@@ -178,4 +208,27 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         )
         .await;
     assert_eq!(st, 401, "a deleted client cannot authenticate");
+}
+
+#[tokio::test]
+async fn deleting_a_client_ends_its_access_tokens() {
+    let Some(f) = fixture().await else { return };
+    let (st, v, _) = f
+        .post(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", API),
+                ("scope", "read"),
+            ],
+            Some((&f.secret_client, &f.secret)),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let token = v["access_token"].as_str().unwrap();
+    let c = f.s.client();
+    assert_eq!(c.introspect_token(token).await.unwrap()["active"], true);
+    // RFC 7592 §2.3: the server SHOULD invalidate the deleted client's active access tokens.
+    c.delete_client(&f.secret_client).await.unwrap();
+    assert_eq!(c.introspect_token(token).await.unwrap()["active"], false);
 }

@@ -326,6 +326,17 @@ impl OAuthService {
         if openid && !given {
             return Err(show("redirect_uri is required in an OpenID Connect request"));
         }
+        // Checked before the user signs in: a client registered for an algorithm that a key
+        // rotation has since retired would otherwise fail only at the token endpoint.
+        if openid && self.keys.id_token_key(client.id_token_alg()).is_none() {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                &format!(
+                    "the client's id_token_signed_response_alg {} is no longer signed here; update its registration",
+                    client.id_token_alg().as_str()
+                ),
+            ));
+        }
         let resource_scopes: Vec<&str> = raw_scope.split(' ').filter(|s| !s.is_empty() && *s != OPENID).collect();
         let requested = ScopeSet::parse_oauth(&resource_scopes.join(" "))
             .map_err(|e| fail(ErrorCode::InvalidScope, &e.to_string()))?;

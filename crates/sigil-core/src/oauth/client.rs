@@ -175,6 +175,12 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
     if uri.len() > 2048 {
         return Err("a redirect URI is at most 2048 characters".into());
     }
+    // The URL parser would strip these silently, and redirect URIs are compared exactly.
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "redirect URI {uri:?} must not contain spaces or control characters"
+        ));
+    }
     let u = url::Url::parse(uri).map_err(|e| format!("redirect URI {uri}: {e}"))?;
     if u.fragment().is_some() {
         return Err(format!("redirect URI {uri} must not have a fragment"));

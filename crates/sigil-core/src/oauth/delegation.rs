@@ -443,19 +443,24 @@ impl OAuthService {
         };
         let agent = self.active_identity(&auth.client.identity_id, now).await?;
         self.require_dpop(&auth.client, &agent, proof.as_ref())?;
-        if for_id_jag {
-            // The ID-JAG draft's examples answer a bad subject with invalid_grant (§4.3.3).
-            let subject = self.exchange_subject(req, &auth, true, now).await?;
-            return self
-                .issue_id_jag(&auth, req, &subject, proof.as_ref(), request_id, now)
-                .await;
-        }
         // RFC 8693 §2.2.2: a subject or actor token that is invalid, or unacceptable by policy,
         // is invalid_request.
         let as_request_error = |e: OAuthError| match e.code {
             ErrorCode::InvalidGrant => OAuthError::invalid_request(e.description),
             _ => e,
         };
+        if for_id_jag {
+            // The ID-JAG draft's examples answer a bad subject with invalid_grant (§4.3.3); the
+            // actor token and may_act are RFC 8693's, whatever token is asked for.
+            let subject = self.exchange_subject(req, &auth, true, now).await?;
+            self.check_actor_token(req, &auth, now)
+                .await
+                .map_err(as_request_error)?;
+            self.check_may_act(&subject, &agent, &auth.client.client_id)?;
+            return self
+                .issue_id_jag(&auth, req, &subject, proof.as_ref(), request_id, now)
+                .await;
+        }
         let subject = self
             .exchange_subject(req, &auth, false, now)
             .await
@@ -480,12 +485,19 @@ impl OAuthService {
             .await
             .map_err(as_request_error)?;
         let act = self.extended_chain(&subject, &agent, &auth.client.client_id)?;
-        let uri = match (req.resources, req.audiences) {
-            ([one], []) => one.as_str(),
-            ([], [one]) => one.as_str(),
-            ([], []) => subject.aud.as_deref().unwrap_or_default(),
-            _ => return Err(OAuthError::invalid_target("name one resource (or audience) per token")),
-        };
+        let uri = one_target(req.resources, req.audiences)?
+            .or(subject.aud.as_deref())
+            .unwrap_or_default();
+        // A user consented to one resource: her Sigil token is exchanged for that resource only,
+        // so no agent of the chain can carry her consent to an API she never saw on the consent
+        // page. Tokens of trusted issuers carry no resource consent; the policy decides those.
+        if let Some(consented) = subject.aud.as_deref()
+            && consented != uri
+        {
+            return Err(OAuthError::invalid_target(format!(
+                "the subject token is for {consented}: a user's token is exchanged only for the resource she consented to"
+            )));
+        }
         let resource = self.resource_by_uri(uri).await?;
         // Every actor of the chain (earlier ones too) and the user must be permitted each scope.
         let members = self.chain_members(&act, now).await?;
@@ -510,10 +522,8 @@ impl OAuthService {
             )
             .await
             .map_err(|e| target_refused(e, &requested))?;
-        // An exchange never widens what the subject token held for the same audience.
-        let scope = if let (Some(aud), Some(held)) = (&subject.aud, &subject.scope)
-            && aud == resource.uri.as_str()
-        {
+        // An exchange never widens what the subject token held.
+        let scope = if let Some(held) = &subject.scope {
             let held = ScopeSet::parse_oauth(held).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
             if !requested.is_empty() && !requested.is_subset(&held) {
                 return Err(OAuthError::invalid_scope(
@@ -574,16 +584,7 @@ impl OAuthService {
         agent: &Identity,
         client_id: &str,
     ) -> Result<Actor, OAuthError> {
-        if let Some(may) = &subject.may_act {
-            let sub_ok = may.sub.as_deref().is_none_or(|s| s == agent.id.as_str());
-            let client_ok = may.client_id.as_deref().is_none_or(|c| c == client_id);
-            let iss_ok = may.iss.as_deref().is_none_or(|i| i == self.cfg.issuer);
-            if !(sub_ok && client_ok && iss_ok) || (may.sub.is_none() && may.client_id.is_none()) {
-                return Err(OAuthError::invalid_request(
-                    "the subject token's may_act does not name this actor",
-                ));
-            }
-        }
+        self.check_may_act(subject, agent, client_id)?;
         let inner = subject.act.clone();
         if inner
             .as_ref()
@@ -602,6 +603,26 @@ impl OAuthService {
             )));
         }
         Ok(act)
+    }
+
+    /// RFC 8693 §4.4: a subject token's `may_act` names who may act for its subject; any
+    /// other actor is refused, whatever token the exchange asks for.
+    fn check_may_act(
+        &self,
+        subject: &super::enterprise::Subject,
+        agent: &Identity,
+        client_id: &str,
+    ) -> Result<(), OAuthError> {
+        let Some(may) = &subject.may_act else { return Ok(()) };
+        let sub_ok = may.sub.as_deref().is_none_or(|s| s == agent.id.as_str());
+        let client_ok = may.client_id.as_deref().is_none_or(|c| c == client_id);
+        let iss_ok = may.iss.as_deref().is_none_or(|i| i == self.cfg.issuer);
+        if !(sub_ok && client_ok && iss_ok) || (may.sub.is_none() && may.client_id.is_none()) {
+            return Err(OAuthError::invalid_request(
+                "the subject token's may_act does not name this actor",
+            ));
+        }
+        Ok(())
     }
 
     /// A client or identity that must use DPoP (RFC 9449 §5.2) gets nothing without a proof.
@@ -826,9 +847,15 @@ impl OAuthService {
         record
     }
 
-    /// Whether a token of ours is in force: not revoked, and every principal it names active.
+    /// Whether a token of ours is in force: not revoked, its client still registered (RFC 7592
+    /// §2.3: deleting a client ends its tokens), and every principal it names active.
     pub(super) async fn is_active_now(&self, claims: &AccessClaims, now: Timestamp) -> Result<bool, OAuthError> {
         if self.store.is_token_revoked(&claims.jti).await? {
+            return Ok(false);
+        }
+        if !super::metadata_doc::is_document_url(&claims.client_id)
+            && self.reads.client(&claims.client_id).await?.is_none()
+        {
             return Ok(false);
         }
         if let Ok(user) = UserId::parse(&claims.sub) {
@@ -873,6 +900,19 @@ pub struct CodeRedemption<'a> {
     pub redirect_uri: Option<&'a str>,
     pub code_verifier: Option<&'a str>,
     pub resources: &'a [String],
+}
+
+/// The one resource an exchange names, by `resource` or `audience` (RFC 8693 §2.1): the same
+/// URI under both names is one target.
+fn one_target<'a>(resources: &'a [String], audiences: &'a [String]) -> Result<Option<&'a str>, OAuthError> {
+    let mut named = resources.iter().chain(audiences).map(String::as_str);
+    let first = named.next();
+    if let Some(f) = first
+        && named.any(|other| other != f)
+    {
+        return Err(OAuthError::invalid_target("name one resource (or audience) per token"));
+    }
+    Ok(first)
 }
 
 /// RFC 8693 §2.2.2: when no scope was named and nothing at the resource is permitted, the

@@ -70,7 +70,7 @@ pub fn verify(
     };
     let header: Header = serde_json::from_slice(&b64url_decode(h).map_err(|_| bad("malformed DPoP header"))?)
         .map_err(|_| bad("malformed DPoP header"))?;
-    if header.typ.as_deref() != Some("dpop+jwt") {
+    if !sigil_crypto::typ_is(header.typ.as_deref(), "dpop+jwt") {
         return Err(bad("the DPoP proof's typ must be dpop+jwt"));
     }
     let alg =

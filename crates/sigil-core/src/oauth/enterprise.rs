@@ -306,10 +306,10 @@ impl OAuthService {
         // An assertion grant or another server's access token is not an identity assertion.
         let typ_ok = match kind {
             ID_TOKEN_TYPE => v.typ.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("JWT")),
-            _ => v.typ.as_deref() != Some(ID_JAG_TYP),
+            _ => !sigil_crypto::typ_is(v.typ.as_deref(), ID_JAG_TYP),
         };
         if !typ_ok {
-            return Err(OAuthError::invalid_request(format!(
+            return Err(OAuthError::invalid_grant(format!(
                 "the subject token's typ {} is not a {kind}",
                 v.typ.as_deref().unwrap_or_default()
             )));
@@ -324,7 +324,7 @@ impl OAuthService {
                 "the subject token's aud is not this client nor an audience registered for its issuer",
             ));
         }
-        let may_act = v.may_act().map_err(OAuthError::invalid_request)?;
+        let may_act = v.may_act().map_err(OAuthError::invalid_grant)?;
         let user = self.mapped_user(&issuer, &v).await?;
         Ok(Subject {
             user,
@@ -365,7 +365,7 @@ impl OAuthService {
         }
         let user_id =
             sigil_types::UserId::parse(verified.str("sub").unwrap_or_default()).map_err(|_| invalid("no user"))?;
-        let may_act = verified.may_act().map_err(OAuthError::invalid_request)?;
+        let may_act = verified.may_act().map_err(OAuthError::invalid_grant)?;
         let user = self.active_user_for_subject(&user_id).await?;
         Ok(Subject {
             user,
@@ -529,7 +529,7 @@ impl OAuthService {
                 issuer.issuer
             )));
         }
-        if !v.typ.as_deref().is_some_and(is_id_jag_typ) {
+        if !sigil_crypto::typ_is(v.typ.as_deref(), ID_JAG_TYP) {
             return Err(OAuthError::invalid_grant(format!(
                 "the assertion's typ must be {ID_JAG_TYP}"
             )));
@@ -672,42 +672,5 @@ impl OAuthService {
             refresh_token: None,
             id_token: None,
         })
-    }
-}
-
-/// Whether a JOSE `typ` names an ID-JAG: compared without case and with the optional
-/// `application/` prefix (RFC 7515 §4.1.9).
-fn is_id_jag_typ(typ: &str) -> bool {
-    let bare = typ
-        .get(..12)
-        .filter(|p| p.eq_ignore_ascii_case("application/"))
-        .map_or(typ, |_| &typ[12..]);
-    bare.eq_ignore_ascii_case(ID_JAG_TYP)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_id_jag_typ;
-
-    #[test]
-    fn id_jag_typ_is_compared_as_rfc_7515_says() {
-        for typ in [
-            "oauth-id-jag+jwt",
-            "OAuth-ID-JAG+JWT",
-            "application/oauth-id-jag+jwt",
-            "Application/oauth-id-jag+jwt",
-        ] {
-            assert!(is_id_jag_typ(typ), "{typ}");
-        }
-        for typ in [
-            "JWT",
-            "at+jwt",
-            "application/jwt",
-            "oauth-id-jag+jwt2",
-            "application/",
-            "",
-        ] {
-            assert!(!is_id_jag_typ(typ), "{typ}");
-        }
     }
 }

@@ -75,6 +75,48 @@ fn strings(obj: &Map<String, Value>, field: &str) -> Result<Vec<String>, OAuthEr
     }
 }
 
+/// The descriptive members that are echoed back and shown to people (RFC 7591 §2): URLs
+/// that are http(s) URLs, contacts that are an array of strings, a scope of RFC 6749 §3.3
+/// scope tokens, and short strings, so a registration cannot plant junk in them.
+fn check_descriptive(obj: &Map<String, Value>) -> Result<(), OAuthError> {
+    let text = |field: &str, max: usize| -> Result<Option<&str>, OAuthError> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(v)) if !v.is_empty() && v.len() <= max && !v.chars().any(char::is_control) => {
+                Ok(Some(v.as_str()))
+            }
+            Some(_) => Err(metadata_error(format!(
+                "{field} must be a string of 1 to {max} characters"
+            ))),
+        }
+    };
+    for field in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
+        if let Some(v) = text(field, 2048)? {
+            let web = url::Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+            if !web || v.chars().any(char::is_whitespace) {
+                return Err(metadata_error(format!("{field} must be an http or https URL")));
+            }
+        }
+    }
+    for field in ["software_id", "software_version"] {
+        text(field, 256)?;
+    }
+    if let Some(scope) = text("scope", 2048)? {
+        sigil_types::ScopeSet::parse_oauth(scope).map_err(|e| metadata_error(format!("scope: {e}")))?;
+    }
+    let contacts = strings(obj, "contacts")?;
+    if contacts.len() > 20
+        || contacts
+            .iter()
+            .any(|c| c.is_empty() || c.len() > 320 || c.chars().any(char::is_control))
+    {
+        return Err(metadata_error(
+            "contacts must be at most 20 strings of 1 to 320 characters",
+        ));
+    }
+    Ok(())
+}
+
 fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Result<Requested, OAuthError> {
     let obj = body
         .as_object()
@@ -157,6 +199,7 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
             super::client::check_key_source(jwks.as_ref(), jwks_uri.as_deref(), false).map_err(metadata_error)?
         }
     }
+    check_descriptive(obj)?;
     let echo = ECHOED
         .iter()
         .filter_map(|k| obj.get(*k).map(|v| ((*k).to_owned(), v.clone())))

@@ -130,10 +130,25 @@ pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Re
             app.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(Json(view).into_response());
         }
+        let merged: Vec<Evaluation> = items.iter().map(|i| with_defaults(i, &req.defaults)).collect();
+        // A member missing from an item and from the defaults makes the request malformed
+        // (§5: a required member omitted is a Bad Request), before anything is decided.
+        for (n, ev) in merged.iter().enumerate() {
+            let missing = [
+                ("subject", ev.subject.is_none()),
+                ("action", ev.action.is_none()),
+                ("resource", ev.resource.is_none()),
+            ];
+            if let Some((member, _)) = missing.iter().find(|(_, absent)| *absent) {
+                return Err(ApiError::invalid(
+                    format!("evaluations[{n}].{member}"),
+                    format!("{member} is required in each evaluation or as a top-level default"),
+                ));
+            }
+        }
         let mut views = Vec::with_capacity(items.len());
         let mut cs = ChangeSet::new();
-        for item in &items {
-            let merged = with_defaults(item, &req.defaults);
+        for merged in merged {
             let (view, record) = match decide_one(&app, &engine, &merged, &caller, request_id.as_deref()).await {
                 Ok(v) => v,
                 // §7.3: an item that cannot be evaluated is a deny carrying its error.

@@ -158,14 +158,38 @@ fn single_dpop(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
     Ok(first)
 }
 
+/// The body of a request to an OAuth endpoint, read up to the configured limit; a larger one
+/// is answered 413 with an RFC 6749 §5.2 body like every other refusal of these endpoints.
+pub struct OAuthBody(pub Bytes);
+
+impl axum::extract::FromRequest<std::sync::Arc<crate::app::App>> for OAuthBody {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        app: &std::sync::Arc<crate::app::App>,
+    ) -> Result<Self, Response> {
+        Self::read(req.into_body(), app.config.max_body_bytes).await
+    }
+}
+
+impl OAuthBody {
+    async fn read(body: axum::body::Body, limit: usize) -> Result<Self, Response> {
+        axum::body::to_bytes(body, limit).await.map(Self).map_err(|_| {
+            let mut r = error_response(&OAuthError::invalid_request("the request body is too large"));
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            r
+        })
+    }
+}
+
 /// `POST /token`
 pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
     let request_id = rid(&parts.extensions);
-    let Ok(bytes) = axum::body::to_bytes(body, app.config.max_body_bytes).await else {
-        let mut r = error_response(&OAuthError::invalid_request("the request body is too large"));
-        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        return r;
+    let bytes = match OAuthBody::read(body, app.config.max_body_bytes).await {
+        Ok(OAuthBody(b)) => b,
+        Err(r) => return r,
     };
     let result = async {
         let form = Form::parse(&parts.headers, &bytes, &["resource", "audience"])?;
@@ -314,7 +338,12 @@ pub(super) async fn json_caller(
 }
 
 /// `POST /introspect` (RFC 7662)
-pub async fn introspect(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+pub async fn introspect(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    OAuthBody(body): OAuthBody,
+) -> Response {
     let request_id = rid(&ext);
     let result = async {
         let form = Form::parse(&headers, &body, &[])?;
@@ -341,7 +370,12 @@ pub async fn introspect(AxState(app): State, headers: HeaderMap, ext: axum::http
 }
 
 /// `POST /revoke` (RFC 7009)
-pub async fn revoke(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+pub async fn revoke(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    OAuthBody(body): OAuthBody,
+) -> Response {
     let request_id = rid(&ext);
     let result = async {
         let form = Form::parse(&headers, &body, &[])?;

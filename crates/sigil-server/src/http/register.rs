@@ -2,7 +2,6 @@
 //! (RFC 7592), authorized by bearer tokens (RFC 6750).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +10,7 @@ use sigil_core::oauth::{ErrorCode, OAuthError};
 use super::State;
 use super::middleware::RequestId;
 
+use super::oauth::OAuthBody;
 use super::oauth::bearer_token as bearer;
 
 /// The error response; a request that sent no bearer token at all gets a challenge without an
@@ -52,7 +52,12 @@ fn no_store(status: StatusCode, v: serde_json::Value) -> Response {
 }
 
 /// `POST /register`
-pub async fn register(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+pub async fn register(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    OAuthBody(body): OAuthBody,
+) -> Response {
     let rid = ext.get::<RequestId>().map(|r| r.0.clone());
     let result = async {
         let v = json_body(&headers, &body)?;
@@ -81,7 +86,12 @@ pub async fn read(AxState(app): State, headers: HeaderMap, Path(id): Path<String
 }
 
 /// `PUT /register/{client_id}`
-pub async fn update(AxState(app): State, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+pub async fn update(
+    AxState(app): State,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OAuthBody(body): OAuthBody,
+) -> Response {
     let result = async {
         let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
         let v = json_body(&headers, &body)?;
