@@ -176,7 +176,8 @@ impl Agent {
     }
 
     /// A JWT-SVID for an entry and audience: from the cache until half-life, else from the
-    /// server (which audits it with the workload's evidence).
+    /// server (which audits it with the workload's evidence). One the server marks single-use
+    /// (its audience is the server itself, which spends client assertions) is never cached.
     pub async fn jwt_svid(
         &self,
         entry_id: &str,
@@ -205,7 +206,9 @@ impl Agent {
                 },
             )
             .await?;
-        if let Ok(mut j) = self.jwts.lock() {
+        if !resp.single_use
+            && let Ok(mut j) = self.jwts.lock()
+        {
             if j.len() > 4096 {
                 j.clear();
             }

@@ -31,6 +31,10 @@ pub struct Engine {
     /// built from: an agent asking for tokens again and again is one entity set, not one per
     /// request. A changed record has a new version, so its old set is never used again.
     entity_sets: Mutex<HashMap<String, Arc<Entities>>>,
+    /// Decisions about registry-keyed queries, by entity-set key and context. A decision is a
+    /// function of the policies (fixed for an engine), the entities (named by the key) and the
+    /// request; the context's `time` is part of the key only for actions whose policies read it.
+    decisions: Mutex<HashMap<String, Decision>>,
 }
 
 /// The part of a decision that does not depend on the context.
@@ -39,6 +43,8 @@ struct Prepared<'e> {
     info: &'e ActionInfo,
     resource_uid: EntityUid,
     entities: Arc<Entities>,
+    /// What the entity set was built from, when it came from the registry alone.
+    key: Option<String>,
 }
 
 /// One action, as the schema declares it.
@@ -54,6 +60,8 @@ struct ActionInfo {
     /// `Context` type.
     principals: HashSet<EntityTypeName>,
     resources: HashSet<EntityTypeName>,
+    /// Whether any policy of the slice can see `context.time`.
+    reads_time: bool,
 }
 
 /// The decision for a whole chain, with the evidence for the audit trail.
@@ -114,8 +122,11 @@ impl Engine {
         let mut actions = HashMap::new();
         for entity in action_entities.iter() {
             let uid = entity.uid();
+            let slice = slices.remove(&uid).unwrap_or_default();
+            let reads_time = slice.policies().any(reads_time);
             let info = ActionInfo {
-                slice: slices.remove(&uid).unwrap_or_default(),
+                reads_time,
+                slice,
                 entity: entity.clone(),
                 principals: schema
                     .principals_for_action(&uid)
@@ -139,6 +150,7 @@ impl Engine {
             policy_count: set.policies().count(),
             authorizer: Authorizer::new(),
             entity_sets: Mutex::default(),
+            decisions: Mutex::default(),
         })
     }
 
@@ -190,8 +202,8 @@ impl Engine {
             Some(set) => set,
             None => {
                 let set = Arc::new(self.entity_set(q, info, resource_uid.clone())?);
-                if let Some(k) = key {
-                    self.cache_entities(k, Arc::clone(&set));
+                if let Some(k) = &key {
+                    self.cache_entities(k.clone(), Arc::clone(&set));
                 }
                 set
             }
@@ -201,6 +213,7 @@ impl Engine {
             info,
             resource_uid,
             entities,
+            key,
         })
     }
 
@@ -234,8 +247,32 @@ impl Engine {
         sets.insert(key, set);
     }
 
-    /// Asks Cedar for each member of the chain in turn, stopping at the first deny.
+    /// The decision for `c`, remembered when the entity set came from the registry alone.
     fn evaluate(&self, p: &Prepared<'_>, q: &Query<'_>, c: &RequestContext) -> Result<Decision, RequestError> {
+        let Some(entities_key) = &p.key else {
+            return self.evaluate_chain(p, q, c);
+        };
+        let key = decision_key(entities_key, c, p.info.reads_time);
+        let remembered = self
+            .decisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(d) = remembered {
+            return Ok(d);
+        }
+        let decision = self.evaluate_chain(p, q, c)?;
+        let mut decisions = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if decisions.len() >= MAX_CACHED_ENTITY_SETS {
+            decisions.clear();
+        }
+        decisions.insert(key, decision.clone());
+        Ok(decision)
+    }
+
+    /// Asks Cedar for each member of the chain in turn, stopping at the first deny.
+    fn evaluate_chain(&self, p: &Prepared<'_>, q: &Query<'_>, c: &RequestContext) -> Result<Decision, RequestError> {
         let ctx = context(&q.chain, c)?;
         let mut steps = Vec::with_capacity(q.chain.len());
         for m in &q.chain {
@@ -281,6 +318,57 @@ impl Engine {
             errors: diagnostics.errors().map(ToString::to_string).collect(),
         })
     }
+}
+
+/// Everything of a request's context that a decision over a registry-keyed entity set can
+/// depend on (the context's user, actors and depth follow from the chain, which the entity key
+/// names); `time` only if a policy of the action reads it.
+fn decision_key(entities_key: &str, c: &RequestContext, with_time: bool) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(entities_key.len() + 96);
+    key.push_str(entities_key);
+    let _ = write!(
+        key,
+        "#{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+        c.scopes, c.auth_method, c.audience, c.environment, c.purpose, c.scope
+    );
+    if with_time {
+        let _ = write!(key, "|{}", c.now.unix_seconds());
+    }
+    key
+}
+
+/// Whether a policy can see the context's `time`: unless every use of `context` in it is an
+/// access to, or a `has` test of, a named attribute other than `time`, it is taken to (a policy
+/// comparing the whole context record, say, depends on every attribute).
+fn reads_time(p: &Policy) -> bool {
+    fn is_context(v: &serde_json::Value) -> bool {
+        v.get("Var").and_then(serde_json::Value::as_str) == Some("context")
+    }
+    fn walk(v: &serde_json::Value, named: &mut usize, all: &mut usize, time: &mut bool) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if is_context(v) {
+                    *all += 1;
+                }
+                for op in [".", "has"] {
+                    if let Some(access) = map.get(op)
+                        && access.get("left").is_some_and(is_context)
+                    {
+                        *named += 1;
+                        *time |= access.get("attr").and_then(serde_json::Value::as_str) == Some("time");
+                    }
+                }
+                map.values().for_each(|child| walk(child, named, all, time));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|child| walk(child, named, all, time)),
+            _ => {}
+        }
+    }
+    let Ok(json) = p.to_json() else { return true };
+    let (mut named, mut all, mut time) = (0, 0, false);
+    walk(&json, &mut named, &mut all, &mut time);
+    time || named != all
 }
 
 fn build_schema(extension: Option<&str>) -> Result<Schema, PolicyError> {
@@ -383,4 +471,42 @@ fn slice_by_action(set: &PolicySet, actions: &Entities) -> Result<HashMap<Entity
         slices.insert(action.clone(), slice);
     }
     Ok(slices)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use cedar_policy::Policy;
+
+    fn reads_time(src: &str) -> bool {
+        super::reads_time(&Policy::from_str(src).unwrap())
+    }
+
+    #[test]
+    fn a_policy_reads_time_unless_every_use_of_context_names_another_attribute() {
+        let when = |cond: &str| format!("permit (principal, action, resource) when {{ {cond} }};");
+        for cond in [
+            "context.time > 5",
+            "context[\"time\"] > 5",
+            "context has time",
+            "context == {\"scope\": \"a\"}",
+            "context.scope == \"a\" && context.time > 5",
+        ] {
+            assert!(reads_time(&when(cond)), "{cond}");
+        }
+        for cond in [
+            "context has scope && context.scope == \"a\"",
+            "principal.name == \"time\"",
+            "true",
+        ] {
+            assert!(!reads_time(&when(cond)), "{cond}");
+        }
+        for p in cedar_policy::PolicySet::from_str(crate::BUILTIN_POLICIES)
+            .unwrap()
+            .policies()
+        {
+            assert!(!super::reads_time(p), "{p}");
+        }
+    }
 }

@@ -351,6 +351,35 @@ fn token_issue_stays_inside_the_ceiling() {
 }
 
 #[test]
+fn remembered_decisions_still_follow_the_clock_when_a_policy_reads_it() {
+    // Decisions about registry records are remembered; one whose policies read context.time
+    // must be decided again as time passes.
+    let e = Engine::compile(
+        1,
+        r#"@id("after-hours") forbid (principal, action == Sigil::Action::"token.issue", resource) when { context.time >= 1800000010 };"#,
+        None,
+    )
+    .unwrap();
+    let bot = agent("reader", "read");
+    let api = resource("api");
+    let at = |seconds: i64| RequestContext {
+        now: Timestamp::from_unix_seconds(seconds),
+        scope: Some("read".into()),
+        ..ctx()
+    };
+    assert!(alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, at(1_800_000_000)).allowed);
+    assert!(alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, at(1_800_000_000)).allowed);
+    let later = alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, at(1_800_000_010));
+    assert!(!later.allowed);
+    assert_eq!(later.determining_policies(), ["after-hours"]);
+    // Without such a policy the remembered decision is the same at any time.
+    let e = Engine::compile(1, "", None).unwrap();
+    for seconds in [1_800_000_000, 1_800_000_010] {
+        assert!(alone(&e, &bot, sigil_policy::TOKEN_ISSUE, &api, at(seconds)).allowed);
+    }
+}
+
+#[test]
 fn a_changed_record_is_never_decided_from_its_old_entity() {
     // Entity sets of registry records are reused between decisions; every change that alters
     // an entity must still show in the very next decision.

@@ -142,6 +142,10 @@ pub struct JwtSvidResponse {
     pub spiffe_id: String,
     pub token: String,
     pub expires_at: i64,
+    /// The audience is this server, which takes a JWT-SVID once (as a client assertion): the
+    /// agent hands it out once instead of caching it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_use: bool,
 }
 
 /// `POST /spiffe/v1/node/denials`: a workload matched no entry.

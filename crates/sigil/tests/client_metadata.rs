@@ -52,6 +52,16 @@ async fn resource_metadata_document_names_sigil() {
 }
 
 /// Serves client metadata documents (and misbehaving variants) on a loopback port.
+/// The key of the `/keyed.json` client, which authenticates with private_key_jwt.
+fn document_key() -> &'static sigil_crypto::SigningKey {
+    static KEY: std::sync::OnceLock<sigil_crypto::SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa)
+            .unwrap()
+            .0
+    })
+}
+
 async fn document_server() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -80,6 +90,15 @@ async fn document_server() -> String {
                     "/secret.json" => ("200 OK", "", {
                         let mut d: Value = serde_json::from_str(&doc(&format!("{base}/secret.json"))).unwrap();
                         d["token_endpoint_auth_method"] = json!("client_secret_basic");
+                        d.to_string()
+                    }),
+                    "/keyed.json" => ("200 OK", "", {
+                        let mut d: Value = serde_json::from_str(&doc(&format!("{base}/keyed.json"))).unwrap();
+                        d["token_endpoint_auth_method"] = json!("private_key_jwt");
+                        let mut jwk =
+                            serde_json::to_value(sigil_crypto::PublicJwk::from(&document_key().public_jwk())).unwrap();
+                        jwk["kid"] = json!("doc-1");
+                        d["jwks"] = json!({"keys": [jwk]});
                         d.to_string()
                     }),
                     "/moved.json" => ("302 Found", "Location: /ok.json\r\n", String::new()),
@@ -134,6 +153,50 @@ async fn client_metadata_documents_identify_clients_by_url() {
     let c = claims(t["access_token"].as_str().unwrap());
     assert_eq!(c["client_id"], fx.public.as_str());
     assert_eq!(c["act"]["sub"], fx.id_of("assistant").await.as_str());
+
+    // Anyone can host a document, so a document client introspects only its own tokens: to
+    // another one, every token it did not get is inactive (RFC 7662 §2.1, no token scanning).
+    let keyed = format!("{docs}/keyed.json");
+    let introspect_as_document = |token: String| {
+        let (url, keyed) = (fx.s.url.clone(), keyed.clone());
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = json!({"iss": keyed, "sub": keyed, "aud": format!("{url}/token"), "iat": now, "exp": now + 60,
+                                "jti": sigil_crypto::b64url(&sigil_crypto::random_bytes::<12>().unwrap())});
+            let header = json!({"alg": "EdDSA", "kid": "doc-1", "typ": "JWT"});
+            let input = format!(
+                "{}.{}",
+                sigil_crypto::b64url(header.to_string().as_bytes()),
+                sigil_crypto::b64url(claims.to_string().as_bytes())
+            );
+            let assertion = format!(
+                "{input}.{}",
+                sigil_crypto::b64url(&document_key().sign(input.as_bytes()).unwrap())
+            );
+            let resp = reqwest::Client::new()
+                .post(format!("{url}/introspect"))
+                .form(&[
+                    ("token", token.as_str()),
+                    ("client_id", keyed.as_str()),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let others = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(fx.introspect(&others).await["active"], true);
+    assert_eq!(introspect_as_document(others).await["active"], false);
 
     // Errors of a document client are shown, never redirected to a URI it chose itself.
     let mut token_flow = fx.standard(&challenge);

@@ -596,6 +596,51 @@ async fn an_exchange_stays_on_the_resource_the_user_consented_to() {
 }
 
 #[tokio::test]
+async fn a_bound_actor_token_needs_its_key() {
+    let Some(fx) = fixture().await else { return };
+    let token_url = format!("{}/token", fx.s.url);
+    let (key, _) = sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa).unwrap();
+    let proof = || oauth_support::dpop_proof(&key, "POST", &token_url, oauth_support::now(), None, None);
+    // The helper's own token, bound to its DPoP key.
+    let resp = reqwest::Client::new()
+        .post(&token_url)
+        .basic_auth(&fx.helper.0, Some(&fx.helper.1))
+        .header("DPoP", proof())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", API),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    let bound = v["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(v["token_type"], "DPoP", "{v}");
+    let user = fx.user_token().await;
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", user["access_token"].as_str().unwrap()),
+        ("subject_token_type", AT),
+        ("actor_token", bound.as_str()),
+        ("actor_token_type", AT),
+        ("resource", API),
+    ];
+    // Without the key it proves nothing (RFC 9449 §7.1), as for a subject token.
+    let (s, v) = fx.token(&form, Some(&fx.helper)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    let resp = reqwest::Client::new()
+        .post(&token_url)
+        .basic_auth(&fx.helper.0, Some(&fx.helper.1))
+        .header("DPoP", proof())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+#[tokio::test]
 async fn the_chain_depth_is_limited_by_config() {
     let Some(fx) = fixture_with("[oauth]\nmax_delegation_depth = 2\n").await else {
         return;

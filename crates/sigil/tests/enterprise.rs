@@ -113,6 +113,14 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
     let (idp_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let mut jwk = PublicJwk::from(&idp_key.public_jwk());
     jwk.kid = Some("idp-1".into());
+    // A key that could never verify anything is refused when the issuer is added.
+    let unusable = json!({"issuer": IDP, "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "BBBB"}]}});
+    assert!(
+        s.client()
+            .add_trusted_issuer(&serde_json::from_value(unusable).unwrap())
+            .await
+            .is_err()
+    );
     s.client()
         .add_trusted_issuer(
             &serde_json::from_value(

@@ -191,6 +191,35 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // Sigil spends a JWT-SVID used as a client assertion, so the agent does not serve the
+    // same one again for Sigil's own URLs: the next fetch is a fresh SVID that works too.
+    let again = api
+        .fetch_jwtsvid(with_header(JwtsvidRequest {
+            audience: vec![token_endpoint.clone()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .svids[0]
+        .svid
+        .clone();
+    assert_ne!(again, token, "a single-use JWT-SVID is not cached");
+    let resp = reqwest::Client::new()
+        .post(&token_endpoint)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "https://ledger.example.com"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", again.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
     // The trace of the workload identity: its SVIDs (with the node and the attested workload),
     // then the token they obtained.

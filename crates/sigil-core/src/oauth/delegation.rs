@@ -453,7 +453,7 @@ impl OAuthService {
             // The ID-JAG draft's examples answer a bad subject with invalid_grant (§4.3.3); the
             // actor token and may_act are RFC 8693's, whatever token is asked for.
             let subject = self.exchange_subject(req, &auth, true, now).await?;
-            self.check_actor_token(req, &auth, now)
+            self.check_actor_token(req, &auth, proof.as_ref(), now)
                 .await
                 .map_err(as_request_error)?;
             self.check_may_act(&subject, &agent, &auth.client.client_id)?;
@@ -481,7 +481,7 @@ impl OAuthService {
             ));
         }
         let user = subject.user.clone();
-        self.check_actor_token(req, &auth, now)
+        self.check_actor_token(req, &auth, proof.as_ref(), now)
             .await
             .map_err(as_request_error)?;
         let act = self.extended_chain(&subject, &agent, &auth.client.client_id)?;
@@ -650,6 +650,7 @@ impl OAuthService {
         &self,
         req: &ExchangeRequest<'_>,
         auth: &Authenticated,
+        proof: Option<&super::dpop::Proof>,
         now: Timestamp,
     ) -> Result<(), OAuthError> {
         let Some(token) = req.actor_token else {
@@ -667,6 +668,23 @@ impl OAuthService {
                     .map_err(|e| OAuthError::invalid_grant(format!("the actor token is not valid: {e}")))?;
                 if claims.sub != auth.client.identity_id.as_str() || !self.is_active_now(&claims, now).await? {
                     return Err(not_the_agent());
+                }
+                // A bound actor token proves nothing without its key (RFC 9449 §7.1, RFC 8705 §3),
+                // as for the subject token.
+                let cnf = claims.cnf.as_ref();
+                if let Some(jkt) = cnf.and_then(|c| c.jkt.as_deref())
+                    && proof.is_none_or(|p| p.jkt != jkt)
+                {
+                    return Err(OAuthError::invalid_grant(
+                        "the actor token is DPoP-bound: prove its key to use it",
+                    ));
+                }
+                if let Some(x5t) = cnf.and_then(|c| c.x5t_s256.as_deref())
+                    && auth.cert_thumbprint.as_deref() != Some(x5t)
+                {
+                    return Err(OAuthError::invalid_grant(
+                        "the actor token is bound to a client certificate: present it over mutual TLS (RFC 8705)",
+                    ));
                 }
                 Ok(())
             }
@@ -853,9 +871,11 @@ impl OAuthService {
         if self.store.is_token_revoked(&claims.jti).await? {
             return Ok(false);
         }
-        if !super::metadata_doc::is_document_url(&claims.client_id)
-            && self.reads.client(&claims.client_id).await?.is_none()
-        {
+        // Clients described by a metadata document or by a SPIFFE registration entry are not
+        // registered records; the others must still exist.
+        let registered = !super::metadata_doc::is_document_url(&claims.client_id)
+            && sigil_types::SpiffeId::parse(&claims.client_id).is_err();
+        if registered && self.reads.client(&claims.client_id).await?.is_none() {
             return Ok(false);
         }
         if let Ok(user) = UserId::parse(&claims.sub) {

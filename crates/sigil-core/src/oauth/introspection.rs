@@ -68,6 +68,14 @@ impl OAuthService {
             Ok(c) => c,
             Err(_) => return Ok(Introspection::default()),
         };
+        // A client described by a metadata document is whoever hosts one: it learns about its
+        // own tokens only, so it cannot scan others' (RFC 7662 §2.1).
+        if let Some(c) = caller.strip_prefix("client:")
+            && super::metadata_doc::is_document_url(c)
+            && c != claims.client_id
+        {
+            return Ok(Introspection::default());
+        }
         let active = self.is_active_now(&claims, now).await?;
         let mut record = AuditRecord::new(
             now,

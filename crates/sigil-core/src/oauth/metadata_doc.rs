@@ -75,7 +75,12 @@ fn check_url(id: &str, allow_loopback: bool) -> Result<(), String> {
         .map(|(_, rest)| rest.split(['?', '#']).next().unwrap_or_default())
         .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
         .unwrap_or_default();
-    if u.path().len() <= 1 || raw_path.split('/').any(|seg| seg == "." || seg == "..") {
+    // `%2E` is a dot too (RFC 3986 §6.2.2.2), so `%2E%2E` is a dot segment as well.
+    let is_dot_segment = |seg: &str| {
+        let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    };
+    if u.path().len() <= 1 || raw_path.split('/').any(is_dot_segment) {
         return Err("a client_id URL needs a path without dot segments".into());
     }
     Ok(())
@@ -233,6 +238,9 @@ mod tests {
             "https://app.example.com",
             "https://app.example.com/",
             "https://app.example.com/a/../b",
+            "https://app.example.com/a/%2E%2E/b",
+            "https://app.example.com/a/.%2e/b",
+            "https://app.example.com/%2e/b",
             "https://user@app.example.com/c",
             "https://app.example.com/c#x",
             "http://app.example.com/c",

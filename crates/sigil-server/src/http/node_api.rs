@@ -216,10 +216,15 @@ pub async fn jwt_svid(
             node.request_id.as_deref(),
         )
         .await?;
+    // Sigil spends a JWT-SVID presented as a client assertion; one for any of its own URLs
+    // must not be served from the agent's cache a second time.
+    let ours = format!("{}/", app.issuer);
+    let single_use = req.audience.iter().any(|a| *a == app.issuer || a.starts_with(&ours));
     Ok(Json(JwtSvidResponse {
         spiffe_id: spiffe_id.to_string(),
         token,
         expires_at,
+        single_use,
     })
     .into_response())
 }
