@@ -799,16 +799,19 @@ async fn a_client_that_registered_eddsa_id_tokens_gets_them() {
         .unwrap();
     assert_eq!(registered["id_token_signed_response_alg"], "EdDSA", "{registered}");
     let client_id = registered["client_id"].as_str().unwrap();
+    // The standard request, from this client, with openid.
+    let openid_request = |challenge: &str| -> Vec<(String, String)> {
+        fx.standard(challenge)
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "client_id" => (k, client_id.to_owned()),
+                "scope" => (k, "openid read".to_owned()),
+                _ => (k, v),
+            })
+            .collect()
+    };
     let (verifier, challenge) = pkce();
-    let params: Vec<(String, String)> = fx
-        .standard(&challenge)
-        .into_iter()
-        .map(|(k, v)| match k.as_str() {
-            "client_id" => (k, client_id.to_owned()),
-            "scope" => (k, "openid read".to_owned()),
-            _ => (k, v),
-        })
-        .collect();
+    let params = openid_request(&challenge);
     let Outcome::Redirect(l) = fx.browse(&params, PASSWORD, "allow").await else {
         panic!("no redirect")
     };
@@ -840,16 +843,7 @@ async fn a_client_that_registered_eddsa_id_tokens_gets_them() {
     fx.s.app().keys.maintain().await.unwrap();
     assert_eq!(fx.s.app().keys.active().unwrap().alg().as_str(), "ES256");
     let (_, challenge) = pkce();
-    let params: Vec<(String, String)> = fx
-        .standard(&challenge)
-        .into_iter()
-        .map(|(k, v)| match k.as_str() {
-            "client_id" => (k, client_id.to_owned()),
-            "scope" => (k, "openid read".to_owned()),
-            _ => (k, v),
-        })
-        .collect();
-    let Outcome::Redirect(l) = fx.browse(&params, PASSWORD, "allow").await else {
+    let Outcome::Redirect(l) = fx.browse(&openid_request(&challenge), PASSWORD, "allow").await else {
         panic!("no redirect")
     };
     assert_eq!(param(&l, "error").as_deref(), Some("invalid_request"), "{l}");

@@ -176,21 +176,27 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
     assert_eq!(err.code(), Code::PermissionDenied, "not this workload's ID");
 
     // The JWT-SVID is the workload's client credential: from nothing to an access token.
-    let resp = reqwest::Client::new()
-        .post(&token_endpoint)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "https://ledger.example.com"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", token.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let token_with = |assertion: String| {
+        let token_endpoint = token_endpoint.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(&token_endpoint)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", "https://ledger.example.com"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        }
+    };
+    token_with(token.clone()).await;
     // Sigil spends a JWT-SVID used as a client assertion, so the agent does not serve the
     // same one again for Sigil's own URLs: the next fetch is a fresh SVID that works too.
     let again = api
@@ -205,21 +211,7 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
         .svid
         .clone();
     assert_ne!(again, token, "a single-use JWT-SVID is not cached");
-    let resp = reqwest::Client::new()
-        .post(&token_endpoint)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "https://ledger.example.com"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", again.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    token_with(again).await;
 
     // The trace of the workload identity: its SVIDs (with the node and the attested workload),
     // then the token they obtained.
