@@ -864,53 +864,6 @@ impl OAuthService {
         record.policy = Some(evidence);
         record
     }
-
-    /// Whether a token of ours is in force: not revoked, its client still registered (RFC 7592
-    /// §2.3: deleting a client ends its tokens), and every principal it names active.
-    pub(super) async fn is_active_now(&self, claims: &AccessClaims, now: Timestamp) -> Result<bool, OAuthError> {
-        if self.store.is_token_revoked(&claims.jti).await? {
-            return Ok(false);
-        }
-        // Clients described by a metadata document or by a SPIFFE registration entry are not
-        // registered records; the others must still exist.
-        let registered = !super::metadata_doc::is_document_url(&claims.client_id)
-            && sigil_types::SpiffeId::parse(&claims.client_id).is_err();
-        if registered && self.reads.client(&claims.client_id).await?.is_none() {
-            return Ok(false);
-        }
-        if let Ok(user) = UserId::parse(&claims.sub) {
-            let user_ok = self
-                .reads
-                .user(&UserRef::Id(user))
-                .await?
-                .is_some_and(|u| u.status == UserStatus::Active);
-            if !user_ok {
-                return Ok(false);
-            }
-        } else if !self.identity_in_force(&claims.sub, claims.iat, now).await? {
-            return Ok(false);
-        }
-        for a in claims.act.iter().flat_map(|a| a.chain_from_user()) {
-            if !self.identity_in_force(&a.sub, claims.iat, now).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// The identity is active and has not had its tokens cut off since `iat`.
-    async fn identity_in_force(&self, sub: &str, iat: i64, now: Timestamp) -> Result<bool, OAuthError> {
-        let Ok(id) = IdentityId::parse(sub) else {
-            return Ok(false);
-        };
-        Ok(match self.reads.identity(&IdentityRef::Id(id)).await? {
-            Some(i) => {
-                i.effective_status(now) == IdentityStatus::Active
-                    && i.tokens_not_before.is_none_or(|t| iat > t.unix_seconds())
-            }
-            None => false,
-        })
-    }
 }
 
 /// The parameters of an authorization code redemption.
