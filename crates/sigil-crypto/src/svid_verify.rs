@@ -165,6 +165,9 @@ struct ProofHeader {
     alg: String,
     typ: Option<String>,
     x5c: Vec<String>,
+    /// RFC 7515 §4.1.11: no extension is understood.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 /// Verifies a node proof: its SVID (first `x5c` entry) must chain to `authorities`, and the JWS
@@ -191,6 +194,9 @@ pub fn verify_node_proof_with(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(SvidError::Proof("bad header"))?;
+    if header.crit.is_some() {
+        return Err(SvidError::Proof("critical header extensions are not supported"));
+    }
     if header.alg != "ES256" || header.typ.as_deref() != Some(NODE_PROOF_TYP) {
         return Err(SvidError::Proof("alg must be ES256 and typ sigil-node+jwt"));
     }

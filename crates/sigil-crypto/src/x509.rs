@@ -17,6 +17,8 @@ pub struct X509Authority {
     /// The CA's name, key identifier and key, parsed once (not per SVID).
     issuer: Issuer<'static, KeyPair>,
     cert_der: Vec<u8>,
+    /// The CA certificate's notAfter (Unix seconds): no SVID it signs outlives it.
+    not_after: i64,
 }
 
 impl std::fmt::Debug for X509Authority {
@@ -84,9 +86,14 @@ impl X509Authority {
     }
 
     fn assemble(key: KeyPair, cert_der: Vec<u8>) -> Result<Self, CryptoError> {
+        let not_after = cert_not_after(&cert_der)?;
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.as_slice()), key)
             .map_err(|_| CryptoError::KeyFormat("not a CA certificate"))?;
-        Ok(Self { issuer, cert_der })
+        Ok(Self {
+            issuer,
+            cert_der,
+            not_after,
+        })
     }
 
     /// An authority restored from its PKCS#8 key and certificate.
@@ -110,6 +117,7 @@ impl X509Authority {
     /// the request (whose signature must verify): names, lifetime and extensions are the
     /// server's, from the registration entry.
     pub fn sign_csr(&self, csr_der: &[u8], req: &SvidRequest<'_>) -> Result<Vec<u8>, CryptoError> {
+        check_csr_key(csr_der)?;
         let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
             .map_err(|_| CryptoError::KeyFormat("not a valid CSR of a supported key type"))?;
         self.sign_leaf(&csr.public_key, req)
@@ -140,7 +148,9 @@ impl X509Authority {
         }
         params.subject_alt_names = sans;
         params.not_before = at(req.not_before)?;
-        params.not_after = at(req.not_after)?;
+        // A leaf that outlived its CA would not verify for the rest of its life (and agents
+        // renew at half of it).
+        params.not_after = at(req.not_after.min(self.not_after))?;
         params.serial_number = Some(serial()?);
         params.use_authority_key_identifier_extension = true;
         Ok(params
@@ -165,16 +175,60 @@ fn ca_params(
     dn.push(DnType::CommonName, format!("Sigil CA {trust_domain_id}"));
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(constraints);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    // X509-SVID Appendix A: digitalSignature is for leaves only.
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.subject_alt_names = vec![uri(trust_domain_id)?];
     params.not_before = at(not_before)?;
     params.not_after = at(not_after)?;
     params.serial_number = Some(serial()?);
     Ok(params)
+}
+
+/// A certificate's notAfter, Unix seconds.
+fn cert_not_after(cert_der: &[u8]) -> Result<i64, CryptoError> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
+        .map_err(|_| CryptoError::KeyFormat("not a certificate"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// The key a CSR asks to certify must be one an SVID may carry, and well formed: rcgen takes the
+/// key type from the CSR's signature algorithm, so a P-384 key under `ecdsa-with-SHA256` would
+/// otherwise be certified as a P-256 key it is not.
+fn check_csr_key(csr_der: &[u8]) -> Result<(), CryptoError> {
+    use x509_parser::prelude::FromDer;
+    const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+    const P256: &str = "1.2.840.10045.3.1.7";
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    const ED25519: &str = "1.3.101.112";
+    const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der)
+        .map_err(|_| CryptoError::KeyFormat("not a valid CSR"))?;
+    let spki = &csr.certification_request_info.subject_pki;
+    let key = spki.subject_public_key.data.as_ref();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    let ok = match spki.algorithm.algorithm.to_id_string().as_str() {
+        EC_PUBLIC_KEY => {
+            curve.as_deref() == Some(P256)
+                && key.len() == 65
+                && key.first() == Some(&4)
+                && csr.signature_algorithm.algorithm.to_id_string() == ECDSA_SHA256
+        }
+        RSA | ED25519 => true,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(CryptoError::KeyFormat(
+            "the CSR's key is not a P-256, RSA or Ed25519 key",
+        ))
+    }
 }
 
 /// The public key of a P-256 certificate as a JWK (`kty` `EC`, `crv` `P-256`, `x`, `y`), for
@@ -358,5 +412,27 @@ mod tests {
         assert!(ca.sign_csr(b"not a csr", &req).is_err());
         let key = generate_svid_key().unwrap();
         assert!(ca.sign_csr(&make_csr(&key).unwrap(), &req).is_ok());
+        // A P-384 key is no SVID key here (it would be certified under the wrong curve).
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let csr = CertificateParams::default().serialize_request(&p384).unwrap();
+        assert!(ca.sign_csr(csr.der(), &req).is_err());
+    }
+
+    /// No leaf outlives the CA that signed it, and only leaves may sign data (X509-SVID §4.3).
+    #[test]
+    fn leaves_end_with_their_ca_and_cas_only_sign_certificates() {
+        use x509_parser::prelude::FromDer;
+        let ca = X509Authority::generate_root("spiffe://example.org", NOW - 60, NOW + 600).unwrap();
+        let req = SvidRequest {
+            spiffe_id: "spiffe://example.org/a",
+            dns_names: &[],
+            not_before: NOW,
+            not_after: NOW + 7 * 86_400,
+        };
+        let leaf = ca.sign_for_key(&generate_svid_key().unwrap(), &req).unwrap();
+        assert_eq!(cert_not_after(&leaf).unwrap(), NOW + 600);
+        let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(ca.cert_der()).unwrap();
+        let usage = parsed.key_usage().unwrap().unwrap().value;
+        assert!(usage.key_cert_sign() && usage.crl_sign() && !usage.digital_signature());
     }
 }

@@ -90,23 +90,31 @@ impl Bundle {
 
 /// A bundle key as a verification key: SPIFFE bundles carry no `alg`, so it follows from the
 /// key type (Ed25519 → EdDSA, P-256 → ES256), the only ones Sigil signs with.
+/// A bundle's JWT authority as a key `ValidateJWTSVID` can use. JWT-SVID §3 allows only the
+/// RS, PS and ES algorithms; of those, P-256 keys (ES256) and RSA keys (RS256) are verified here.
+/// Any other key — Ed25519 included, which JWT-SVIDs may not use — vouches for nothing.
 fn jwk_for_validation(k: &serde_json::Value) -> Option<Jwk> {
     let s = |name: &str| k.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-    let (kty, crv) = (s("kty")?, s("crv")?);
-    let alg = match (kty.as_str(), crv.as_str()) {
-        ("OKP", "Ed25519") => "EdDSA",
-        ("EC", "P-256") => "ES256",
+    let kty = s("kty")?;
+    let alg = match (kty.as_str(), s("crv").as_deref()) {
+        ("EC", Some("P-256")) => "ES256",
+        ("RSA", None) => "RS256",
         _ => return None,
     };
+    // A key that names its algorithm is used with that one only.
+    if s("alg").is_some_and(|named| named != alg) {
+        return None;
+    }
     Some(Jwk {
         kty,
-        crv: Some(crv),
-        x: Some(s("x")?),
+        crv: s("crv"),
+        x: s("x"),
         y: s("y"),
+        n: s("n"),
+        e: s("e"),
         kid: s("kid")?,
         alg: alg.into(),
         use_: "sig".into(),
-        ..Jwk::default()
     })
 }
 
@@ -165,5 +173,29 @@ impl Cache {
 
     pub fn publish(&self, s: Snapshot) {
         self.tx.send_replace(Arc::new(s));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::jwk_for_validation;
+    use serde_json::json;
+
+    /// Only JWT-SVID algorithms (JWT-SVID §3) that Sigil verifies: ES256 and RS256 keys.
+    #[test]
+    fn only_jwt_svid_keys_validate_jwt_svids() {
+        let ec = json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "kid": "e", "use": "jwt-svid"});
+        assert_eq!(jwk_for_validation(&ec).unwrap().alg, "ES256");
+        let rsa = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "r", "use": "jwt-svid"});
+        assert_eq!(jwk_for_validation(&rsa).unwrap().alg, "RS256");
+        for refused in [
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "AA", "kid": "o"}),
+            json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA", "kid": "p"}),
+            json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "ps", "alg": "PS256"}),
+            json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}),
+        ] {
+            assert!(jwk_for_validation(&refused).is_none(), "{refused}");
+        }
     }
 }

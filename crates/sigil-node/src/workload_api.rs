@@ -236,6 +236,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
         }
+        // Refused here, as the invalid request it is: the server's refusal would reach the
+        // workload as Unavailable, which clients retry forever (Workload Endpoint §6).
+        if !sigil_proto::node::audiences_acceptable(&body.audience) {
+            return Err(Status::invalid_argument(
+                "give 1 to 16 audiences of at most 512 bytes each",
+            ));
+        }
         let snap = self.agent.cache.current();
         if !snap.ready {
             return Err(Status::unavailable("the node agent has not synced with the server yet"));
@@ -295,7 +302,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let (id, claims) =
             sigil_core::spiffe::jwt_svid::validate(&body.svid, &bundle.jwt_keys, &body.audience, unix_now())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let claims = serde_json::to_value(&claims).unwrap_or_default();
+        let claims = serde_json::Value::Object(claims.raw);
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: id.to_string(),
             claims: Some(to_struct(&claims)),

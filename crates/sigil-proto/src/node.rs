@@ -126,6 +126,12 @@ pub struct WorkloadInfo {
     pub path: Option<String>,
 }
 
+/// Whether a JWT-SVID request's audiences are acceptable: 1 to 16, each 1 to 512 bytes. The node
+/// agent checks this before asking the server, which checks it again.
+pub fn audiences_acceptable(audiences: &[String]) -> bool {
+    (1..=16).contains(&audiences.len()) && audiences.iter().all(|a| (1..=512).contains(&a.len()))
+}
+
 /// `POST /spiffe/v1/node/jwt-svids`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

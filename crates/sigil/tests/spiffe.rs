@@ -312,6 +312,102 @@ async fn registration_entries_are_managed_and_checked() {
     }
 }
 
+/// A SPIFFE ID stands for one registry identity, and node IDs and workload IDs stay apart: a
+/// workload SVID must never pass as a node's, and a banned node's ID is never given out again.
+#[tokio::test]
+async fn one_spiffe_id_one_identity_and_nodes_kept_apart() {
+    let Some(s) = TestServer::start().await else { return };
+    let c = s.client();
+    c.create_user(&serde_json::from_value(serde_json::json!({"username": "alice"})).unwrap())
+        .await
+        .unwrap();
+    for name in ["billing", "payroll"] {
+        c.create_identity(
+            sigil_testkit::Family::Workloads,
+            &serde_json::from_value(serde_json::json!({"name": name, "owner": "alice", "kind": "service"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let entry = |id: &str, parent: &str, identity: Option<&str>| {
+        sigil_testkit::workload::entry(id, parent, &["unix:uid:1000".to_owned()], identity)
+    };
+    let status = |e: sigil_client::ClientError| e.status().map(|s| s.as_u16());
+    c.create_entry(&entry(
+        "spiffe://sigil.local/billing",
+        "spiffe://sigil.local/host/a",
+        Some("billing"),
+    ))
+    .await
+    .unwrap();
+    // The same ID on another host for the same identity is fine; for another identity it is not.
+    c.create_entry(&entry(
+        "spiffe://sigil.local/billing",
+        "spiffe://sigil.local/host/b",
+        Some("billing"),
+    ))
+    .await
+    .unwrap();
+    let e = c
+        .create_entry(&entry(
+            "spiffe://sigil.local/billing",
+            "spiffe://sigil.local/host/c",
+            Some("payroll"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status(e), Some(409));
+    // Parents name a node: not the trust domain, not the entry itself.
+    for parent in ["spiffe://sigil.local", "spiffe://sigil.local/self"] {
+        let e = c
+            .create_entry(&entry("spiffe://sigil.local/self", parent, None))
+            .await
+            .unwrap_err();
+        assert_eq!(status(e), Some(400), "{parent}");
+    }
+
+    // A node's ID is no workload's, and a workload's no node's.
+    let join = |id: &str| {
+        let c = s.client();
+        let id = id.to_owned();
+        async move {
+            c.create_join_token(&sigil_proto::node::JoinTokenRequest {
+                spiffe_id: Some(id),
+                ttl_seconds: None,
+            })
+            .await
+        }
+    };
+    let node_id = "spiffe://sigil.local/host/a";
+    let token = join(node_id).await.unwrap().token;
+    sigil_testkit::workload::attest_node(&s.url, &token).await;
+    let e = c
+        .create_entry(&entry(node_id, "spiffe://sigil.local/host/b", None))
+        .await
+        .unwrap_err();
+    assert_eq!(status(e), Some(409));
+    let e = c
+        .create_entry(&entry("spiffe://sigil.local/sigil/node/x", node_id, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status(e), Some(409));
+    assert_eq!(
+        status(join("spiffe://sigil.local/billing").await.unwrap_err()),
+        Some(400)
+    );
+
+    // A banned node gets no new credential: not through a new join token, nor an older one.
+    let earlier = join(node_id).await.unwrap().token;
+    c.ban_node(node_id).await.unwrap();
+    assert_eq!(status(join(node_id).await.unwrap_err()), Some(400));
+    let (_, csr) = sigil_node::agent::new_key_and_csr().unwrap();
+    let refused = sigil_node::client::NodeClient::new(&s.url)
+        .unwrap()
+        .attest(&earlier, &csr)
+        .await;
+    assert!(refused.is_err_and(|e| e.is_auth()));
+}
+
 #[tokio::test]
 async fn a_jwt_svid_is_a_client_credential_at_the_token_endpoint() {
     let Some(s) = TestServer::start().await else { return };

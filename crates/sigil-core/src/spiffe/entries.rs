@@ -19,6 +19,8 @@ const MAX_JWT_TTL: Duration = Duration::from_secs(86_400);
 /// Defaults from the issue: X509-SVIDs live an hour, JWT-SVIDs five minutes.
 pub const DEFAULT_X509_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
+/// Where the default node SPIFFE IDs live (`spiffe://<td>/sigil/node/<id>`): not for workloads.
+pub const NODE_PATH: &str = "/sigil/node/";
 
 /// A workload selector, `type:value` (e.g. `unix:uid:1000`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,7 +41,7 @@ impl Selector {
         {
             return Err(format!("selector type {kind:?} must be lowercase letters, digits or _"));
         }
-        if value.is_empty() || s.len() > 1024 || s.chars().any(char::is_control) {
+        if value.is_empty() || s.len() > 1024 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(format!("selector {s:?} needs a value of at most 1024 bytes"));
         }
         if kind == "unix" {
@@ -47,8 +49,19 @@ impl Selector {
                 .split_once(':')
                 .ok_or_else(|| format!("unix selector {s:?} must be unix:<kind>:<value>"))?;
             let ok = match k {
-                "uid" | "gid" => v.parse::<u32>().is_ok(),
-                "path" => v.starts_with('/'),
+                // Digits as the kernel reports them: no sign, no leading zeros.
+                "uid" | "gid" => {
+                    v.bytes().all(|b| b.is_ascii_digit())
+                        && (v == "0" || !v.starts_with('0'))
+                        && v.parse::<u32>().is_ok()
+                }
+                // A normalised absolute path, as the attestor reads it from /proc.
+                "path" => {
+                    v.starts_with('/')
+                        && v.split('/')
+                            .skip(1)
+                            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+                }
                 "sha256" => v.len() == 64 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
                 _ => false,
             };
@@ -116,8 +129,8 @@ impl Entries {
         }
     }
 
-    /// Checks a spec and resolves its identity.
-    async fn validated(&self, spec: EntrySpec) -> Result<Validated, RegistryError> {
+    /// Checks a spec and resolves its identity. `replacing`: the entry an update replaces.
+    async fn validated(&self, spec: EntrySpec, replacing: Option<&str>) -> Result<Validated, RegistryError> {
         let spiffe_id = SpiffeId::parse(&spec.spiffe_id).map_err(|e| invalid("spiffe_id", e.to_string()))?;
         if spiffe_id.trust_domain() != self.trust_domain {
             return Err(invalid(
@@ -138,6 +151,12 @@ impl Entries {
                 format!("must be in the trust domain {}", self.trust_domain),
             ));
         }
+        if parent_id.path().is_empty() || parent_id == spiffe_id {
+            return Err(invalid(
+                "parent_id",
+                "must name the node that serves the entry, not the trust domain or the entry itself",
+            ));
+        }
         if spec.selectors.is_empty() || spec.selectors.len() > 32 {
             return Err(invalid("selectors", "give 1 to 32 selectors"));
         }
@@ -156,18 +175,10 @@ impl Entries {
         if jwt_ttl < Duration::from_secs(30) || jwt_ttl > MAX_JWT_TTL {
             return Err(invalid("jwt_ttl", "must be between 30s and 1d"));
         }
-        if spec.dns_names.len() > 16
-            || spec.dns_names.iter().any(|d| {
-                d.is_empty()
-                    || d.len() > 253
-                    || !d
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'*'))
-            })
-        {
+        if spec.dns_names.len() > 16 || !spec.dns_names.iter().all(|d| is_dns_name(d)) {
             return Err(invalid(
                 "dns_names",
-                "at most 16 DNS names of letters, digits, '.', '-' and '*'",
+                "at most 16 DNS names in the preferred name syntax (RFC 1034 section 3.5; a wildcard only as the whole first label; no IP addresses)",
             ));
         }
         let identity_id = match &spec.identity {
@@ -183,6 +194,8 @@ impl Entries {
             }
             None => None,
         };
+        self.check_unambiguous(&spiffe_id, identity_id.as_ref(), replacing)
+            .await?;
         Ok(Validated {
             spiffe_id,
             parent_id,
@@ -194,8 +207,34 @@ impl Entries {
         })
     }
 
+    /// A SPIFFE ID stands for one registry identity (a JWT-SVID or X509-SVID is mapped to it
+    /// by its ID alone), and a node's ID is never a workload's (a workload SVID would pass as
+    /// the node's proof).
+    async fn check_unambiguous(
+        &self,
+        spiffe_id: &SpiffeId,
+        identity: Option<&IdentityId>,
+        replacing: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let others = self.store.list_entries(None, Some(spiffe_id.as_str())).await?;
+        if others
+            .iter()
+            .any(|e| Some(e.id.as_str()) != replacing && e.identity_id.as_ref() != identity)
+        {
+            return Err(RegistryError::Conflict(format!(
+                "{spiffe_id} is already registered for another identity: one SPIFFE ID stands for one identity"
+            )));
+        }
+        if self.store.get_node(spiffe_id.as_str()).await?.is_some() || spiffe_id.path().starts_with(NODE_PATH) {
+            return Err(RegistryError::Conflict(format!(
+                "{spiffe_id} is a node's SPIFFE ID, not a workload's"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn create(&self, ctx: &Ctx, spec: EntrySpec) -> Result<RegistrationEntry, RegistryError> {
-        let v = self.validated(spec).await?;
+        let v = self.validated(spec, None).await?;
         let now = self.clock.now();
         let e = RegistrationEntry {
             id: crate::new_id("ent_", now, self.rng.as_ref()),
@@ -239,7 +278,7 @@ impl Entries {
     /// Replaces an entry's fields (all of them, as given), keeping its id.
     pub async fn update(&self, ctx: &Ctx, id: &str, spec: EntrySpec) -> Result<RegistrationEntry, RegistryError> {
         let old = self.get(id).await?;
-        let v = self.validated(spec).await?;
+        let v = self.validated(spec, Some(&old.id)).await?;
         let now = self.clock.now();
         let e = RegistrationEntry {
             id: old.id.clone(),
@@ -297,6 +336,25 @@ impl Entries {
     }
 }
 
+/// RFC 1034 §3.5 preferred name syntax (with RFC 1123's leading digits): labels of letters,
+/// digits and inner hyphens, 1 to 63 bytes, 253 in all; `*` only as the whole first label; not
+/// an IPv4 address (that belongs in an iPAddress SAN).
+fn is_dns_name(d: &str) -> bool {
+    let labels: Vec<&str> = d.split('.').collect();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    d.len() <= 253
+        && d.parse::<std::net::Ipv4Addr>().is_err()
+        && labels
+            .iter()
+            .enumerate()
+            .all(|(n, l)| label_ok(l) || (n == 0 && *l == "*" && labels.len() > 1))
+}
+
 struct Validated {
     spiffe_id: SpiffeId,
     parent_id: SpiffeId,
@@ -328,8 +386,39 @@ mod tests {
             "Unix:uid:1",
             ":x",
             "k8s:",
+            "unix:uid:+5",
+            "unix:uid:007",
+            "unix:path:/a/../b",
+            "unix:path:/a//b",
+            "k8s:ns:def ault",
         ] {
             assert!(Selector::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_names_follow_the_preferred_name_syntax() {
+        for ok in [
+            "api.example.com",
+            "*.example.com",
+            "a-1.b2",
+            "localhost",
+            "3com.example",
+        ] {
+            assert!(is_dns_name(ok), "{ok}");
+        }
+        for bad in [
+            "a..b",
+            "1.2.3.4",
+            "-a.example",
+            "a-.example",
+            "*",
+            "a.*.example",
+            "x_y.example",
+            "a.",
+            "",
+        ] {
+            assert!(!is_dns_name(bad), "{bad}");
         }
     }
 }

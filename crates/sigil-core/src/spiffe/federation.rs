@@ -132,15 +132,17 @@ impl Federations {
         Ok(self.store.list_federations().await?)
     }
 
-    /// The current federated bundles: `spiffe://<td>` → the bundle document.
+    /// The current federated bundles: `spiffe://<td>` → the bundle document. A trust domain
+    /// whose bundle is empty (its keys revoked) is left out: nothing of it is trusted.
     pub async fn bundles(&self) -> Result<Vec<(String, Value)>, RegistryError> {
         Ok(self
             .list()
             .await?
             .into_iter()
             .filter_map(|f| {
-                let doc = serde_json::from_str(f.bundle_json.as_deref()?).ok()?;
-                Some((format!("spiffe://{}", f.trust_domain), doc))
+                let doc: Value = serde_json::from_str(f.bundle_json.as_deref()?).ok()?;
+                let keys = doc.get("keys").and_then(Value::as_array)?;
+                (!keys.is_empty()).then(|| (format!("spiffe://{}", f.trust_domain), doc))
             })
             .collect())
     }
@@ -239,9 +241,11 @@ fn refresh_interval(bundle: Option<&str>) -> Duration {
         })
 }
 
-/// Checks that `bytes` is a SPIFFE bundle of `td` (a JWK Set of at most 64 KB) with at least one
-/// usable authority ([`bundle_entries`]), whose CA certificates name `td` if they name a trust
-/// domain at all. Returns the bundle, with only its usable entries, as compact JSON.
+/// Checks that `bytes` is a SPIFFE bundle of `td` (a JWK Set of at most 64 KB) whose CA
+/// certificates name `td` if they name a trust domain at all. Returns the bundle, with only its
+/// usable entries ([`bundle_entries`]) and no private key members, as compact JSON. A bundle
+/// with no usable entry is an empty bundle: the trust domain's keys are revoked, and its SVIDs
+/// are no longer trusted (Trust Domain and Bundle §4.1.3).
 pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
     if bytes.len() > 64 * 1024 {
         return Err("the bundle is larger than 64 KB".into());
@@ -264,10 +268,14 @@ pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
                 ));
             }
         }
-        usable.push(entry.key().clone());
-    }
-    if usable.is_empty() {
-        return Err("the bundle has no X.509 or JWT authority".into());
+        let mut key = entry.key().clone();
+        if let Some(members) = key.as_object_mut() {
+            // A publisher's mistake must not hand its private key on to every workload.
+            for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+                members.remove(private);
+            }
+        }
+        usable.push(key);
     }
     if let Some(o) = doc.as_object_mut() {
         o.insert("keys".into(), Value::Array(usable));
@@ -350,7 +358,17 @@ mod tests {
             .collect();
         assert_eq!(kids, ["good"]);
         assert_eq!(kept["spiffe_sequence"], 7);
+        // Nothing usable is an empty bundle (every key revoked), not an error that keeps the old one.
         let nothing = serde_json::json!({"keys": [{"kty": "FOO", "use": "jwt-svid", "kid": "x"}]});
-        assert!(check_bundle(&td, nothing.to_string().as_bytes()).is_err());
+        let empty: Value = serde_json::from_str(&check_bundle(&td, nothing.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(empty["keys"], serde_json::json!([]));
+        assert!(
+            check_bundle(&td, b"{}").is_err(),
+            "no keys array at all is not a bundle"
+        );
+        // Private members never travel on.
+        let leaky = serde_json::json!({"keys": [{"kty": "EC", "use": "jwt-svid", "kid": "k", "crv": "P-256", "x": "AA", "y": "AA", "d": "secret"}]});
+        let kept = check_bundle(&td, leaky.to_string().as_bytes()).unwrap();
+        assert!(!kept.contains("secret"), "{kept}");
     }
 }

@@ -14,6 +14,10 @@ pub struct JwtSvidClaims {
     pub exp: i64,
     pub iat: i64,
     pub jti: String,
+    /// Every claim exactly as the token carries it (validated tokens only): what the Workload
+    /// API's `ValidateJWTSVID` returns, with nothing filled in.
+    #[serde(skip)]
+    pub raw: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +60,7 @@ pub fn mint(
         exp: now + ttl_secs,
         iat: now,
         jti,
+        raw: serde_json::Map::new(),
     };
     let payload = serde_json::to_vec(&claims).map_err(|_| JwtSvidError::Sign)?;
     sigil_crypto::sign_compact(key, "JWT", &payload).map_err(|_| JwtSvidError::Sign)
@@ -68,7 +73,9 @@ pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(S
         return Err(JwtSvidError::Malformed("too long".into()));
     }
     let v = sigil_crypto::verify_compact(token, keys).map_err(|_| JwtSvidError::BadSignature)?;
-    if v.typ.as_deref().is_some_and(|t| t != "JWT" && t != "JOSE") {
+    // JWT-SVID §3: `typ`, when present, is `JWT` or `JOSE` — media types (RFC 7515 §4.1.9).
+    let typ = v.typ.as_deref();
+    if typ.is_some() && !sigil_crypto::typ_is(typ, "JWT") && !sigil_crypto::typ_is(typ, "JOSE") {
         return Err(JwtSvidError::Malformed(format!("typ {}", v.typ.unwrap_or_default())));
     }
     // `aud` may be a string or an array (RFC 7519 §4.1.3).
@@ -94,6 +101,7 @@ pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(S
         exp: field("exp").ok_or_else(|| JwtSvidError::Malformed("no exp, or exp is not a NumericDate".into()))?,
         iat: field("iat").unwrap_or_default(),
         jti: raw.get("jti").and_then(|s| s.as_str()).unwrap_or_default().to_owned(),
+        raw: raw.as_object().cloned().unwrap_or_default(),
     };
     let id = SpiffeId::parse(&claims.sub).map_err(|e| JwtSvidError::Malformed(e.to_string()))?;
     if claims.exp <= now {
@@ -136,6 +144,32 @@ mod tests {
             validate(&signed(bad), &keys, "api", 1100),
             Err(JwtSvidError::Malformed(_))
         ));
+    }
+
+    /// `typ` is a media type: `jwt`, `application/JOSE` pass; another type does not.
+    #[test]
+    fn typ_is_compared_as_a_media_type() {
+        let (key, _) = SigningKey::generate(Algorithm::Es256).unwrap();
+        let keys = Jwks {
+            keys: vec![key.public_jwk()],
+        };
+        let claims = serde_json::json!({"sub": "spiffe://example.org/web", "aud": "api", "exp": 1300, "iat": 1000});
+        let with_typ = |typ: &str| sigil_crypto::sign_compact(&key, typ, claims.to_string().as_bytes()).unwrap();
+        for typ in ["JWT", "jwt", "application/JOSE", "Application/jwt"] {
+            assert!(validate(&with_typ(typ), &keys, "api", 1100).is_ok(), "{typ}");
+        }
+        // The claims as the token has them: no `jti` is invented for a token without one.
+        let (_, got) = validate(&with_typ("JWT"), &keys, "api", 1100).unwrap();
+        assert_eq!(serde_json::Value::Object(got.raw), claims);
+        for typ in ["at+jwt", "application/dpop+jwt", "JWTX"] {
+            assert!(
+                matches!(
+                    validate(&with_typ(typ), &keys, "api", 1100),
+                    Err(JwtSvidError::Malformed(_))
+                ),
+                "{typ}"
+            );
+        }
     }
 
     #[test]

@@ -230,6 +230,29 @@ impl Nodes {
                 "the node's SPIFFE ID must name a node in the trust domain {td}"
             )));
         }
+        // A banned node stays banned, and a workload's ID is never a node's (its SVID would
+        // pass as the node's proof).
+        if self
+            .store
+            .get_node(spiffe_id.as_str())
+            .await?
+            .is_some_and(|n| n.banned_at.is_some())
+            || self.bans.is_banned(&*self.store, spiffe_id.as_str()).await?
+        {
+            return Err(NodeError::Invalid(format!(
+                "the node {spiffe_id} is banned: its ID is not given out again"
+            )));
+        }
+        if !self
+            .store
+            .list_entries(None, Some(spiffe_id.as_str()))
+            .await?
+            .is_empty()
+        {
+            return Err(NodeError::Invalid(format!(
+                "{spiffe_id} is a workload's SPIFFE ID (a registration entry names it), not a node's"
+            )));
+        }
         let ttl = ttl.unwrap_or(DEFAULT_JOIN_TOKEN_TTL);
         if ttl < Duration::from_secs(60) || ttl > MAX_JOIN_TOKEN_TTL {
             return Err(NodeError::Invalid("ttl must be between 1m and 7d".into()));
@@ -283,6 +306,23 @@ impl Nodes {
                 return Err(NodeError::JoinToken(why));
             }
         };
+        // Banned after its join token was made: no new credential.
+        if self
+            .store
+            .get_node(token.spiffe_id.as_str())
+            .await?
+            .is_some_and(|n| n.banned_at.is_some())
+        {
+            self.refuse(
+                now,
+                &anonymous,
+                request_id,
+                Some(&token.spiffe_id),
+                "the node is banned",
+            )
+            .await;
+            return Err(NodeError::Banned);
+        }
         let svid = self.sign_node_svid(&token.spiffe_id, csr)?;
         let node = AttestedNode {
             spiffe_id: token.spiffe_id.clone(),
@@ -544,8 +584,8 @@ impl Nodes {
             .iter()
             .find(|e| e.id == entry_id)
             .ok_or_else(|| NodeError::NotThisNode(entry_id.to_owned()))?;
-        if audiences.is_empty() || audiences.len() > 16 || audiences.iter().any(|a| a.is_empty() || a.len() > 512) {
-            return Err(NodeError::Invalid("give 1 to 16 audiences".into()));
+        if !sigil_proto::node::audiences_acceptable(audiences) {
+            return Err(NodeError::Invalid("give 1 to 16 audiences of at most 512 bytes".into()));
         }
         let now = self.clock.now();
         let key = self

@@ -378,7 +378,7 @@ pub async fn ban(axum::extract::State(app): State, Admin(ctx): Admin, RawQuery(q
     let p = Params::parse(q.as_deref(), &["spiffe_id"])?;
     let id = p
         .get("spiffe_id")
-        .ok_or_else(|| ApiError::invalid("spiffe_id", "is required"))?;
+        .ok_or_else(|| ApiError::invalid("spiffe_id", "spiffe_id is required"))?;
     app.nodes.ban(&ctx, id).await.map_err(|e| match e {
         NodeError::Store(sigil_core::store::StoreError::Stale { .. }) => {
             ApiError::NotFound(format!("node {id} does not exist"))
