@@ -94,6 +94,7 @@ async fn requests(store: Arc<SqlStore>, concurrency: usize, duration: Duration, 
                     display_name: None,
                     groups: Default::default(),
                     status: UserStatus::Active,
+                    tokens_not_before: None,
                     meta: Meta::new(clock.now(), &Principal::admin("bench")),
                 };
                 let mut cs = ChangeSet::new().change(Change::InsertUser(user));

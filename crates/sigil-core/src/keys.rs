@@ -274,10 +274,16 @@ impl KeyManager {
     }
 
     fn key_event(&self, t: EventType, k: &StoredKey, by: &Principal, request_id: Option<&str>) -> AuditRecord {
-        AuditRecord::new(self.clock.now(), t, by, request_id)
+        let record = AuditRecord::new(self.clock.now(), t, by, request_id)
             .target("key", &k.kid, &k.kid)
             .detail("alg", k.alg.as_str())
-            .detail("state", k.state.as_str())
+            .detail("state", k.state.as_str());
+        if t != EventType::KeyCreated {
+            return record;
+        }
+        // The log keeps every key's public half: checkpoints signed by a key that rotation has
+        // since removed from the JWKS still verify against the record of its creation.
+        record.detail("public_jwk", serde_json::to_value(&k.public_jwk).unwrap_or_default())
     }
 
     /// On first start: makes the first key of each role, active at once (nothing signed before

@@ -123,12 +123,20 @@ pub async fn audit(g: &Global, c: AuditCommand) -> Result<(), Failure> {
                         g,
                         serde_json::to_value(&r).unwrap_or_default(),
                         &format!(
-                            "ok: {} records, {} checkpoints; leaves 0..{} match the signed tree head{}",
+                            "ok: {} records, {} checkpoints; leaves 0..{} match the signed tree head{}{}",
                             r.records,
                             r.checkpoints,
                             r.verified_size,
                             if r.unsigned_tail > 0 {
                                 format!(" ({} newer records not yet checkpointed)", r.unsigned_tail)
+                            } else {
+                                String::new()
+                            },
+                            if r.skipped_checkpoints > 0 {
+                                format!(
+                                    "; {} older checkpoints by keys neither published nor logged were not checked",
+                                    r.skipped_checkpoints
+                                )
                             } else {
                                 String::new()
                             }

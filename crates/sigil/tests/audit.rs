@@ -125,6 +125,84 @@ async fn intact_log_verifies_online_and_offline() {
     assert_eq!(report["verified_size"], report["records"]);
 }
 
+/// A rotation removes the old token key from the JWKS an hour later; the checkpoints it signed
+/// still verify, online and offline, against the public key its `key.created` record keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_by_a_removed_key_still_verify() {
+    let opts = sigil_testkit::Options {
+        fake_clock_at: Some(sigil_types::Timestamp::from_unix_seconds(1_900_000_000)),
+        config_toml: Some("[keys]\npublish_ahead = \"10m\"\nretire_after = \"1h\"\n".into()),
+        ..Default::default()
+    };
+    let Some(s) = TestServer::start_with(opts).await else {
+        return;
+    };
+    let (app, c) = (s.app().clone(), s.client());
+    let user = |name: &str| serde_json::from_value(json!({ "username": name })).unwrap();
+    c.create_user(&user("before")).await.unwrap();
+    integrate(&s).await;
+    let old_kid = app.keys.active().unwrap().kid().to_owned();
+    c.rotate_key(&Default::default()).await.unwrap();
+    s.advance(std::time::Duration::from_secs(11 * 60));
+    app.keys.maintain().await.unwrap();
+    c.create_user(&user("during")).await.unwrap();
+    integrate(&s).await;
+    s.advance(std::time::Duration::from_secs(61 * 60));
+    app.keys.maintain().await.unwrap();
+    c.create_user(&user("after")).await.unwrap();
+    integrate(&s).await;
+    let jwks = sigil(&s, &["keys", "jwks"]).await;
+    assert!(!jwks.stdout.contains(&old_kid), "the old key is no longer published");
+
+    let o = sigil(&s, &["audit", "verify", "--output", "json"]).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(report["skipped_checkpoints"], 0, "{report}");
+    assert_eq!(report["verified_size"], report["records"], "{report}");
+
+    // Offline too, and a checkpoint by a key the log never recorded is still refused when no
+    // checkpoint by a published key covers it.
+    let dir = tempfile::tempdir().unwrap();
+    let (export, keys) = (dir.path().join("audit.jsonl"), dir.path().join("jwks.json"));
+    assert_eq!(
+        sigil(&s, &["audit", "export", "--file", export.to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    std::fs::write(&keys, &jwks.stdout).unwrap();
+    let args = [
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        keys.to_str().unwrap(),
+    ];
+    let verify_offline = || sigil(&s, &args);
+    let offline = verify_offline().await;
+    assert_eq!(offline.code, 0, "{}", offline.stderr);
+    let text = std::fs::read_to_string(&export).unwrap();
+    let signed_by_old_key_only: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            line["type"] != "checkpoint" || checkpoint_kid(&line) == old_kid
+        })
+        .collect();
+    std::fs::write(&export, signed_by_old_key_only.join("\n") + "\n").unwrap();
+    let refused = verify_offline().await;
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(refused.stderr.contains("unknown key id"), "{}", refused.stderr);
+}
+
+/// The `kid` in an export line's checkpoint JWS header.
+fn checkpoint_kid(line: &serde_json::Value) -> String {
+    let header = line["jws"].as_str().unwrap().split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&sigil_crypto::b64url_decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
 async fn online_failure(s: &TestServer) -> String {
     let o = sigil(s, &["audit", "verify"]).await;
     assert_eq!(o.code, 1, "tampering must fail verification: {}", o.stdout);
@@ -144,6 +222,27 @@ async fn modified_record_is_named() {
     .await;
     let err = online_failure(&s).await;
     assert!(err.contains(&format!("record {n} was modified")), "{err}");
+}
+
+/// A byte edited into invalid UTF-8 (SQLite stores whatever it is given; PostgreSQL refuses it)
+/// is a modified record like any other, and the rest of the log can still be read and searched.
+#[tokio::test]
+async fn a_record_edited_into_invalid_utf8_is_named() {
+    let Some(s) = populated(5).await else { return };
+    if s.app().config.database_url.is_some() {
+        return;
+    }
+    let leaves = s.app().store.list_leaves(0, 100).await.unwrap();
+    let n = leaves.iter().position(|l| l.body.contains("user3")).unwrap();
+    exec(
+        &s,
+        &format!("UPDATE audit_events SET body = CAST(REPLACE(body, 'user3', 'user' || CAST(x'ff' AS TEXT)) AS TEXT) WHERE leaf_index = {n}"),
+    )
+    .await;
+    let err = online_failure(&s).await;
+    assert!(err.contains(&format!("record {n} was modified")), "{err}");
+    let search = sigil(&s, &["audit", "search", "--type", "user.created"]).await;
+    assert_eq!(search.code, 0, "{}", search.stderr);
 }
 
 /// Editing only the columns search and trace use leaves the evidence intact, but would hide the
@@ -346,6 +445,39 @@ async fn proofs_verify_against_checkpoints() {
     assert_eq!(c.consistency_proof(5, 3).await.unwrap_err().status().unwrap(), 400);
 }
 
+/// The stored tree nodes are derived data: lost, they are recomputed from the leaf hashes when
+/// the integrator next loads the tree, and integration, proofs and verification go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_tree_nodes_are_rebuilt_from_the_leaves() {
+    if std::env::var("SIGIL_TEST_BACKEND").as_deref() == Ok("postgres") {
+        return; // a restart on the same data is a SQLite data directory
+    }
+    let Some(s) = populated(9).await else { return };
+    exec(&s, "DELETE FROM audit_tree_nodes").await;
+    let data = s.data_dir.clone();
+    let _keep = s.stop().await;
+    let s = TestServer::start_exact(sigil_testkit::Options {
+        data_dir: Some(data),
+        ..Default::default()
+    })
+    .await;
+    s.client()
+        .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
+        .await
+        .unwrap();
+    integrate(&s).await;
+    assert!(
+        s.app().store.pending_audit(1).await.unwrap().is_empty(),
+        "integration goes on"
+    );
+    let o = sigil(&s, &["audit", "verify", "--output", "json"]).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(report["verified_size"], report["records"], "{report}");
+    let proof = s.client().inclusion_proof(3, None).await.unwrap();
+    assert_eq!(proof.root_hash, s.client().audit_checkpoint().await.unwrap().root_hash);
+}
+
 /// Following `next_cursor` as `cursor` walks the leaves and checkpoints to their end, each
 /// item once, like every other list of the admin API.
 #[tokio::test]
@@ -403,11 +535,20 @@ async fn leaves_and_checkpoints_page_with_the_cursor_they_return() {
 #[tokio::test]
 async fn search_trace_and_bad_filters() {
     let Some(s) = populated(2).await else { return };
+    sigil(&s, &["client", "create", "--identity", "bot", "--secret"]).await;
     sigil(&s, &["agent", "suspend", "bot", "--reason", "investigating"]).await;
     let o = sigil(&s, &["audit", "search", "--agent", "bot", "--output", "json"]).await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(rows.len(), 2, "created and suspended: {rows:?}");
+    let types: Vec<&str> = rows
+        .iter()
+        .map(|r| r["record"]["event_type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(types.len(), 3, "created, its client created, suspended: {rows:?}");
+    assert!(
+        types.contains(&"client.created"),
+        "a client made for the agent is in its trail: {types:?}"
+    );
     let o = sigil(&s, &["audit", "search", "--type", "identity.status_changed"]).await;
     assert!(o.stdout.contains("identity.status_changed"), "{}", o.stdout);
     let o = sigil(&s, &["trace", "bot"]).await;

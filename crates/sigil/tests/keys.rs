@@ -29,10 +29,6 @@ async fn jwks_kids(s: &TestServer) -> Vec<String> {
         .collect()
 }
 
-fn body<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).unwrap()
-}
-
 /// The ID token key (RS256), which token-key rotations leave alone.
 fn id_token_kid(s: &TestServer) -> String {
     s.app()
@@ -200,40 +196,8 @@ async fn rs256_configured_signs_access_tokens_with_the_one_rsa_key() {
         return;
     };
     assert_eq!(jwks_kids(&s).await, vec![id_token_kid(&s)], "one key signs everything");
-    let c = s.client();
-    c.create_user(&body(serde_json::json!({"username": "alice"})))
-        .await
-        .unwrap();
-    c.create_identity(
-        sigil_testkit::Family::Agents,
-        &body(serde_json::json!({"name": "bot", "owner": "alice", "ceiling": {"scopes": ["read"]}})),
-    )
-    .await
-    .unwrap();
-    c.create_resource(&body(
-        serde_json::json!({"uri": "https://api.example.com", "name": "api", "owner": "alice", "scopes": ["read"]}),
-    ))
-    .await
-    .unwrap();
-    let client = c
-        .create_client(&body(
-            serde_json::json!({"identity": "bot", "token_endpoint_auth_method": "client_secret_basic"}),
-        ))
-        .await
-        .unwrap();
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/token", s.url))
-        .basic_auth(&client.client_id, client.client_secret.as_deref())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "https://api.example.com"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let client = sigil_testkit::oauth::agent_with_secret_client(&s.client()).await;
+    let token = sigil_testkit::oauth::client_credentials_token(&s.url, &client).await;
     let access = token["access_token"].as_str().expect("a token");
     let jwks: sigil_crypto::Jwks = reqwest::get(format!("{}/.well-known/jwks.json", s.url))
         .await

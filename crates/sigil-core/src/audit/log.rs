@@ -150,13 +150,12 @@ impl AuditLog {
         if pending.is_empty() {
             return Ok(0);
         }
-        let mut frontier = match guard.take() {
-            Some(f) => f,
+        let (mut frontier, mut nodes) = match guard.take() {
+            Some(f) => (f, Vec::with_capacity(pending.len() * 2)),
             None => self.load_frontier().await?,
         };
         let start = frontier.clone();
         let mut leaves = Vec::with_capacity(pending.len());
-        let mut nodes = Vec::with_capacity(pending.len() * 2);
         for (seq, body) in &pending {
             let index = frontier.size;
             let h = leaf_hash_of(index, body);
@@ -193,12 +192,48 @@ impl AuditLog {
         }
     }
 
-    async fn load_frontier(&self) -> Result<Frontier, AuditError> {
+    /// The stored tree's frontier, and the nodes to store again when they had to be recomputed.
+    async fn load_frontier(&self) -> Result<(Frontier, Vec<(u32, u64, Hash)>), AuditError> {
         let size = self.store.audit_tree_size().await?;
         let coords = Frontier::coordinates(size);
         let nodes = self.store.audit_nodes(&coords).await?;
-        Frontier::load(size, &nodes)
-            .ok_or_else(|| AuditError::Inconsistent(format!("missing frontier nodes for size {size}")))
+        if let Some(frontier) = Frontier::load(size, &nodes) {
+            return Ok((frontier, Vec::new()));
+        }
+        self.rebuild_tree(size).await
+    }
+
+    /// The tree nodes are derived data: when stored ones are missing, they are recomputed from
+    /// the records' leaf hashes (and stored again with the next step), so integration goes on.
+    /// Impossible once retention has pruned the first records.
+    async fn rebuild_tree(&self, size: u64) -> Result<(Frontier, Vec<(u32, u64, Hash)>), AuditError> {
+        const PAGE: u32 = 1000;
+        let mut frontier = Frontier::default();
+        let mut nodes = Vec::new();
+        while frontier.size < size {
+            let before = frontier.size;
+            for leaf in self.store.list_leaves(frontier.size, PAGE).await? {
+                if leaf.leaf_index != frontier.size || frontier.size == size {
+                    break;
+                }
+                nodes.extend(frontier.push(leaf.leaf_hash));
+            }
+            if frontier.size == before {
+                break; // a gap: those leaves are gone
+            }
+        }
+        if frontier.size != size {
+            return Err(AuditError::Inconsistent(format!(
+                "missing tree nodes for size {size}, and leaves {}.. cannot rebuild them",
+                frontier.size
+            )));
+        }
+        tracing::warn!(
+            size,
+            nodes = nodes.len(),
+            "stored audit tree nodes were missing; rebuilt from the leaf hashes"
+        );
+        Ok((frontier, nodes))
     }
 
     fn sign(&self, keys: &KeyManager, size: u64, root: Hash) -> Result<Checkpoint, AuditError> {

@@ -63,6 +63,10 @@ pub struct Report {
     pub verified_size: u64,
     /// Records after the newest checkpoint (not yet signed; checked for order and hashes only).
     pub unsigned_tail: u64,
+    /// Checkpoints signed by a key neither published nor recorded in the log (removed by a
+    /// rotation before keys were logged), left unchecked because a later checkpoint by a
+    /// published key vouches for the records they cover.
+    pub skipped_checkpoints: u64,
 }
 
 /// Where and how the log was found to be altered.
@@ -84,13 +88,6 @@ fn hex(b: &[u8]) -> String {
 
 /// Checks records (in file order) and checkpoints against the publisher's keys.
 pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result<Report, Tampered> {
-    let mut checkpoints: Vec<(u64, [u8; 32])> = Vec::new();
-    for line in lines {
-        if let ExportLine::Checkpoint { tree_size, jws } = line {
-            checkpoints.push((*tree_size, check_checkpoint(*tree_size, jws, jwks, issuer)?));
-        }
-    }
-    checkpoints.sort_by_key(|c| c.0);
     let records: Vec<(u64, &str, &str)> = lines
         .iter()
         .filter_map(|l| match l {
@@ -103,6 +100,8 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
             _ => None,
         })
         .collect();
+    let (mut checkpoints, skipped_checkpoints) = signed_checkpoints(lines, jwks, issuer, &records)?;
+    checkpoints.sort_by_key(|c| c.0);
     if checkpoints.is_empty() && !records.is_empty() {
         return Err(tampered(
             None,
@@ -165,7 +164,61 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
         checkpoints: checkpoints.len() as u64,
         verified_size: last_verified,
         unsigned_tail: frontier.size - last_verified,
+        skipped_checkpoints,
     })
+}
+
+/// Every checkpoint's tree size and signed root, and how many were skipped. A checkpoint signed
+/// by a key rotation has removed from the JWKS is checked against the public key in that key's
+/// `key.created` record — trusted only when the record and the checkpoint both lie inside a tree
+/// a checkpoint by a published key signs (pass 2 then checks that root over the record). One
+/// whose key the log does not hold either is skipped if such a checkpoint covers it.
+fn signed_checkpoints(
+    lines: &[ExportLine],
+    jwks: &Jwks,
+    issuer: Option<&str>,
+    records: &[(u64, &str, &str)],
+) -> Result<(Vec<SignedRoot>, u64), Tampered> {
+    let mut signed = Vec::new();
+    let mut by_removed_keys = Vec::new();
+    for line in lines {
+        if let ExportLine::Checkpoint { tree_size, jws } = line {
+            match check_checkpoint(*tree_size, jws, jwks, issuer) {
+                Ok(root) => signed.push((*tree_size, root)),
+                Err(CheckpointFailure::UnknownKey(t)) => by_removed_keys.push((*tree_size, jws.as_str(), t)),
+                Err(CheckpointFailure::Invalid(t)) => return Err(t),
+            }
+        }
+    }
+    if by_removed_keys.is_empty() {
+        return Ok((signed, 0));
+    }
+    let covered = signed.iter().map(|(size, _)| *size).max().unwrap_or(0);
+    let logged = logged_keys(records, covered);
+    let mut skipped = 0;
+    for (size, jws, unknown) in by_removed_keys {
+        if size > covered {
+            return Err(unknown);
+        }
+        match check_checkpoint(size, jws, &logged, issuer) {
+            Ok(root) => signed.push((size, root)),
+            Err(CheckpointFailure::UnknownKey(_)) => skipped += 1,
+            Err(CheckpointFailure::Invalid(t)) => return Err(t),
+        }
+    }
+    Ok((signed, skipped))
+}
+
+/// The public keys `key.created` records below leaf `covered` hold.
+fn logged_keys(records: &[(u64, &str, &str)], covered: u64) -> Jwks {
+    let keys = records
+        .iter()
+        .filter(|(index, _, _)| *index < covered)
+        .filter_map(|(_, _, body)| serde_json::from_str::<AuditRecord>(body).ok())
+        .filter(|r| r.event_type == super::EventType::KeyCreated)
+        .filter_map(|r| serde_json::from_value(r.details.get("public_jwk")?.clone()).ok())
+        .collect();
+    Jwks { keys }
 }
 
 /// Checks one record's place, content and leaf hash; returns its recomputed leaf hash.
@@ -295,11 +348,29 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
     v?.try_into().ok()
 }
 
+/// A checkpoint's tree size and the root hash it signs.
+type SignedRoot = (u64, [u8; 32]);
+
+/// Why a checkpoint did not check out: signed by a key not in the set, or anything else.
+enum CheckpointFailure {
+    UnknownKey(Tampered),
+    Invalid(Tampered),
+}
+
 /// Verifies a checkpoint's signature and claims; returns its root hash.
-fn check_checkpoint(size: u64, jws: &str, jwks: &Jwks, issuer: Option<&str>) -> Result<[u8; 32], Tampered> {
-    let bad = |why: &str| tampered(None, format!("the checkpoint at tree size {size} {why}"));
-    let v = sigil_crypto::verify_compact(jws, jwks)
-        .map_err(|e| bad(&format!("does not verify ({e}): wrong public key or forged")))?;
+fn check_checkpoint(size: u64, jws: &str, jwks: &Jwks, issuer: Option<&str>) -> Result<[u8; 32], CheckpointFailure> {
+    let bad =
+        |why: &str| CheckpointFailure::Invalid(tampered(None, format!("the checkpoint at tree size {size} {why}")));
+    let v = sigil_crypto::verify_compact(jws, jwks).map_err(|e| {
+        let failure = tampered(
+            None,
+            format!("the checkpoint at tree size {size} does not verify ({e}): wrong public key or forged"),
+        );
+        match e {
+            sigil_crypto::JwsError::UnknownKey => CheckpointFailure::UnknownKey(failure),
+            _ => CheckpointFailure::Invalid(failure),
+        }
+    })?;
     if v.typ.as_deref() != Some(CHECKPOINT_TYP) {
         return Err(bad("is not a checkpoint (wrong typ)"));
     }

@@ -1,7 +1,7 @@
 //! `/admin/v1/audit`: search, the tree's leaves and checkpoints, proofs, and traces.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::response::{IntoResponse, Response};
 use sigil_core::audit::{AuditError, AuditQuery, Checkpoint, EventType, Outcome};
 use sigil_core::model::IdentityRef;
@@ -14,6 +14,7 @@ use sigil_types::Timestamp;
 use super::State;
 use super::error::ApiError;
 use super::extract::Admin;
+use super::extract::Path;
 use super::query::Params;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -186,7 +187,7 @@ pub async fn checkpoints(axum::extract::State(app): State, Admin(_): Admin, RawQ
 /// `GET /admin/v1/audit/proof/inclusion?leaf_index=I[&tree_size=N]` (default: latest checkpoint).
 pub async fn inclusion(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["leaf_index", "tree_size"])?;
-    let index = number(&p, "leaf_index")?.ok_or_else(|| ApiError::invalid("leaf_index", "is required"))?;
+    let index = number(&p, "leaf_index")?.ok_or_else(|| ApiError::invalid("leaf_index", "leaf_index is required"))?;
     let size = match number(&p, "tree_size")? {
         Some(s) => s,
         None => app.store.latest_checkpoint().await?.map_or(0, |c| c.tree_size),
@@ -211,8 +212,8 @@ pub async fn inclusion(axum::extract::State(app): State, Admin(_): Admin, RawQue
 /// `GET /admin/v1/audit/proof/consistency?first=M&second=N`
 pub async fn consistency(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["first", "second"])?;
-    let first = number(&p, "first")?.ok_or_else(|| ApiError::invalid("first", "is required"))?;
-    let second = number(&p, "second")?.ok_or_else(|| ApiError::invalid("second", "is required"))?;
+    let first = number(&p, "first")?.ok_or_else(|| ApiError::invalid("first", "first is required"))?;
+    let second = number(&p, "second")?.ok_or_else(|| ApiError::invalid("second", "second is required"))?;
     let proof = app.audit.consistency_proof(first, second).await?;
     Ok(Json(ConsistencyProofView {
         first,
