@@ -74,6 +74,9 @@ pub struct User {
     pub display_name: Option<DisplayName>,
     pub groups: BTreeSet<Group>,
     pub status: UserStatus,
+    /// Tokens and grants issued for this user at or before this time are dead: set when she is
+    /// suspended or disabled, so resuming her does not bring them back.
+    pub tokens_not_before: Option<Timestamp>,
     pub meta: Meta,
 }
 
@@ -292,7 +295,9 @@ pub struct IdentityQuery {
     pub family: Option<IdentityFamily>,
     pub kind: Option<IdentityKind>,
     pub owner: Option<UserId>,
-    pub status: Option<IdentityStatus>,
+    /// The effective status at the given time ([`Identity::effective_status`]): an active
+    /// identity past its `expires_at` is listed as suspended, as it is shown.
+    pub status: Option<(IdentityStatus, Timestamp)>,
     pub team: Option<TeamName>,
     pub labels: Vec<(sigil_types::LabelKey, sigil_types::LabelValue)>,
     pub page: PageRequest,

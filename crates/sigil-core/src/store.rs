@@ -17,7 +17,9 @@ use crate::oauth::OAuthClient;
 
 /// "an identity", "a user": the noun with its indefinite article, for messages.
 pub fn with_article(noun: &str) -> String {
-    let vowel = noun.starts_with(['a', 'e', 'i', 'o', 'u']);
+    // "a user", "a URI": a leading `u` sounding like "you" takes "a".
+    let you = ["us", "uri", "uni"].iter().any(|p| noun.starts_with(p));
+    let vowel = noun.starts_with(['a', 'e', 'i', 'o', 'u']) && !you;
     format!("{} {noun}", if vowel { "an" } else { "a" })
 }
 

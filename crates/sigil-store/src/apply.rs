@@ -172,7 +172,7 @@ fn json(v: &impl serde::Serialize) -> Value {
 async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
     match c {
         Change::InsertUser(u) => {
-            exec(conn, "INSERT INTO users (id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", user_values(u), USER).await?;
+            exec(conn, "INSERT INTO users (id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version, tokens_not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", user_values(u), USER).await?;
             write_groups(conn, u).await
         }
         Change::UpdateUser { user: u, expected_version } => {
@@ -180,7 +180,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             v.remove(0);
             v.push(u.id.as_str().into());
             v.push((*expected_version).into());
-            exec_versioned(conn, "UPDATE users SET username = $1, email = $2, display_name = $3, groups_json = $4, status = $5, created_at = $6, updated_at = $7, created_by = $8, updated_by = $9, version = $10 WHERE id = $11 AND version = $12", v, USER).await?;
+            exec_versioned(conn, "UPDATE users SET username = $1, email = $2, display_name = $3, groups_json = $4, status = $5, created_at = $6, updated_at = $7, created_by = $8, updated_by = $9, version = $10, tokens_not_before = $11 WHERE id = $12 AND version = $13", v, USER).await?;
             exec(conn, "DELETE FROM user_groups WHERE user_id = $1", vec![u.id.as_str().into()], USER).await?;
             write_groups(conn, u).await
         }
@@ -431,6 +431,7 @@ fn user_values(u: &User) -> Vec<Value> {
         u.status.as_str().into(),
     ];
     v.extend(meta_values(&u.meta));
+    v.push(u.tokens_not_before.map(|t| t.unix_micros()).into());
     v
 }
 
@@ -619,6 +620,9 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
                 .bind(hash.to_vec())
                 .push(")");
         }
+        // A node already stored is the same hash (nodes are derived from the leaves): rebuilt
+        // nodes may overlap the ones that survived.
+        q.push(" ON CONFLICT (level, idx) DO NOTHING");
         q.query().execute(&mut *conn).await.map_err(|e| map(e, NODE))?;
     }
     if let Some(c) = &i.checkpoint {

@@ -31,6 +31,10 @@ pub struct Dialect {
     /// Writer connections: SQLite has one writer at a time anyway; PostgreSQL takes a few.
     pub writers: u32,
     pub read_connections: u32,
+    /// An audit record's stored JSON as bytes: a record whose text was altered into invalid
+    /// UTF-8 is then read, and reported as modified by verification, instead of failing the
+    /// whole read in the driver.
+    pub audit_body_bytes: &'static str,
 }
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -73,6 +77,16 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "node_bans",
         sql: include_str!("../migrations/sqlite/0008_node_bans.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "builtin_policy_version",
+        sql: include_str!("../migrations/sqlite/0009_builtin_policy_version.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "user_token_cutoff",
+        sql: include_str!("../migrations/sqlite/0010_user_token_cutoff.sql"),
     },
 ];
 
@@ -117,6 +131,16 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "node_bans",
         sql: include_str!("../migrations/postgres/0008_node_bans.sql"),
     },
+    Migration {
+        version: 9,
+        name: "builtin_policy_version",
+        sql: include_str!("../migrations/postgres/0009_builtin_policy_version.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "user_token_cutoff",
+        sql: include_str!("../migrations/postgres/0010_user_token_cutoff.sql"),
+    },
 ];
 
 static SQLITE: Dialect = Dialect {
@@ -126,6 +150,7 @@ static SQLITE: Dialect = Dialect {
     migrations: SQLITE_MIGRATIONS,
     writers: 1,
     read_connections: 4,
+    audit_body_bytes: "CAST(body AS BLOB) AS body",
 };
 
 static POSTGRES: Dialect = Dialect {
@@ -135,6 +160,7 @@ static POSTGRES: Dialect = Dialect {
     migrations: POSTGRES_MIGRATIONS,
     writers: 4,
     read_connections: 8,
+    audit_body_bytes: "convert_to(body, 'UTF8') AS body",
 };
 
 impl Backend {

@@ -10,6 +10,7 @@ mod apply;
 mod dialect;
 mod errors;
 mod migrate;
+mod notices;
 mod read;
 mod rows;
 mod sql;
@@ -104,9 +105,19 @@ pub struct SqlStore {
     backend: Backend,
     writer: Arc<writer::Writer>,
     epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// PostgreSQL: other replicas' registry changes move `epoch` too.
+    _notices: Option<Arc<notices::Listening>>,
 }
 
 static DRIVERS: std::sync::Once = std::sync::Once::new();
+
+/// Tells the other replicas to drop their cached registry reads. A notice that cannot be sent
+/// leaves them at their caches' age bound, so it is logged, not an error of the commit.
+async fn announce_registry_change(pool: &AnyPool) {
+    if let Err(e) = sqlx::raw_sql(notices::ANNOUNCE).execute(pool).await {
+        tracing::warn!(error = %e, "could not announce a registry change to other replicas");
+    }
+}
 
 impl SqlStore {
     /// Connects, applies migrations if asked, and starts the writer.
@@ -121,11 +132,15 @@ impl SqlStore {
         }
         let write_pool = pool_sized(&url, backend, d.writers, opts).await?;
         let writer = Arc::new(writer::Writer::start(write_pool, backend, opts.max_batch));
+        let epoch = Arc::<std::sync::atomic::AtomicU64>::default();
+        let notices =
+            (backend == Backend::Postgres).then(|| Arc::new(notices::listen(url.clone(), Arc::clone(&epoch))));
         Ok(Self {
             pool,
             backend,
             writer,
-            epoch: Arc::default(),
+            epoch,
+            _notices: notices,
         })
     }
 
@@ -226,13 +241,13 @@ impl AdminStore for SqlStore {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAudit>> {
-        read::list_audit(&self.pool, after, limit).await
+        read::list_audit(&self.pool, self.backend.dialect(), after, limit).await
     }
     async fn list_leaves(&self, from: u64, limit: u32) -> StoreResult<Vec<sigil_core::store::StoredLeaf>> {
-        read::list_leaves(&self.pool, from, limit).await
+        read::list_leaves(&self.pool, self.backend.dialect(), from, limit).await
     }
     async fn search_audit(&self, q: &AuditQuery) -> StoreResult<Page<StoredAudit>> {
-        read::search_audit(&self.pool, q).await
+        read::search_audit(&self.pool, self.backend.dialect(), q).await
     }
     async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, String)>> {
         read::pending_audit(&self.pool, limit).await
@@ -348,6 +363,9 @@ impl Store for SqlStore {
         if touches {
             // Bumped after the commit (and on failure too: it costs a cache refill, nothing more).
             self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if result.is_ok() && self.backend == Backend::Postgres {
+                announce_registry_change(&self.pool).await;
+            }
         }
         result
     }
@@ -357,11 +375,20 @@ impl Store for SqlStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        // A database that answers but lost its schema (dropped and created again) serves
+        // nothing: readiness asks for the schema this binary runs on, not just a connection.
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM sigil_migrations")
+            .fetch_one(&self.pool)
             .await
-            .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let version: i64 = sqlx::Row::try_get(&row, "v").map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if version < migrate::latest_version(self.backend) {
+            return Err(StoreError::Unavailable(format!(
+                "the database schema is at version {version}, not {}",
+                migrate::latest_version(self.backend)
+            )));
+        }
+        Ok(())
     }
 
     async fn close(&self) {

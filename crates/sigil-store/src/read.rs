@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use sigil_core::audit::{AuditQuery, Checkpoint};
 use sigil_core::store::{StoreError, StoredAudit, StoredLeaf};
-use sigil_types::{IdentityId, IdentityKind, UserId};
+use sigil_types::{IdentityId, IdentityKind, IdentityStatus, UserId};
 use sqlx::AnyPool;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::dialect::Dialect;
 use crate::errors::{corrupt, unavailable};
 use crate::rows::{self, AUDIT_COLS, IDENTITY_COLS, KEY_COLS, LEAF_COLS, RESOURCE_COLS, USER_COLS};
 use crate::sql::{Sql, stmt};
@@ -112,8 +113,30 @@ pub async fn list_identities(pool: &AnyPool, f: &IdentityQuery) -> R<Page<Identi
     if let Some(o) = &f.owner {
         q.push(" AND owner_id = ").bind(o.as_str());
     }
-    if let Some(s) = f.status {
-        q.push(" AND status = ").bind(s.as_str());
+    if let Some((status, now)) = f.status {
+        // Effective status: active but past expires_at counts as suspended.
+        let active = IdentityStatus::Active.as_str();
+        match status {
+            IdentityStatus::Active => {
+                q.push(" AND status = ")
+                    .bind(active)
+                    .push(" AND (expires_at IS NULL OR expires_at > ")
+                    .bind(now.unix_micros())
+                    .push(")");
+            }
+            IdentityStatus::Suspended => {
+                q.push(" AND (status = ")
+                    .bind(status.as_str())
+                    .push(" OR (status = ")
+                    .bind(active)
+                    .push(" AND expires_at <= ")
+                    .bind(now.unix_micros())
+                    .push("))");
+            }
+            _ => {
+                q.push(" AND status = ").bind(status.as_str());
+            }
+        }
     }
     if let Some(t) = &f.team {
         q.push(" AND team = ").bind(t.as_str());
@@ -216,14 +239,18 @@ async fn audit_rows(pool: &AnyPool, q: Sql) -> R<Vec<StoredAudit>> {
     rows.iter().map(rows::audit).collect()
 }
 
-pub async fn list_audit(pool: &AnyPool, after: i64, limit: u32) -> R<Vec<StoredAudit>> {
-    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > "));
+pub async fn list_audit(pool: &AnyPool, d: &Dialect, after: i64, limit: u32) -> R<Vec<StoredAudit>> {
+    let body = d.audit_body_bytes;
+    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS}, {body} FROM audit_events WHERE seq > "));
     q.bind(after).push(" ORDER BY seq LIMIT ").bind(i64::from(limit));
     audit_rows(pool, q).await
 }
 
-pub async fn list_leaves(pool: &AnyPool, from: u64, limit: u32) -> R<Vec<StoredLeaf>> {
-    let mut q = Sql::new(&format!("SELECT {LEAF_COLS} FROM audit_events WHERE leaf_index >= "));
+pub async fn list_leaves(pool: &AnyPool, d: &Dialect, from: u64, limit: u32) -> R<Vec<StoredLeaf>> {
+    let body = d.audit_body_bytes;
+    let mut q = Sql::new(&format!(
+        "SELECT {LEAF_COLS}, {body} FROM audit_events WHERE leaf_index >= "
+    ));
     q.bind(u(from))
         .push(" ORDER BY leaf_index LIMIT ")
         .bind(i64::from(limit));
@@ -231,8 +258,9 @@ pub async fn list_leaves(pool: &AnyPool, from: u64, limit: u32) -> R<Vec<StoredL
     rows.iter().map(rows::leaf).collect()
 }
 
-pub async fn search_audit(pool: &AnyPool, f: &AuditQuery) -> R<Page<StoredAudit>> {
-    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE 1 = 1"));
+pub async fn search_audit(pool: &AnyPool, d: &Dialect, f: &AuditQuery) -> R<Page<StoredAudit>> {
+    let body = d.audit_body_bytes;
+    let mut q = Sql::new(&format!("SELECT {AUDIT_COLS}, {body} FROM audit_events WHERE 1 = 1"));
     if let Some(t) = f.event_type {
         q.push(" AND event_type = ").bind(t.as_str());
     }

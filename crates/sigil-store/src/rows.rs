@@ -17,8 +17,7 @@ use sqlx::any::AnyRow;
 
 use crate::errors::corrupt;
 
-pub const USER_COLS: &str =
-    "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version";
+pub const USER_COLS: &str = "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version, tokens_not_before";
 pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before, token_ttl_seconds, dpop_required";
 pub const RESOURCE_COLS: &str =
     "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version";
@@ -74,6 +73,7 @@ pub fn user(row: &AnyRow) -> Result<User, StoreError> {
         display_name: opt_parse(row, "display_name", DisplayName::parse)?,
         groups: json::<BTreeSet<Group>>(row, "groups_json")?,
         status: parse("status", UserStatus::parse(&get::<String>(row, "status")?))?,
+        tokens_not_before: opt_ts(row, "tokens_not_before")?,
         meta: meta(row)?,
     })
 }
@@ -135,12 +135,23 @@ pub fn admin_credential(row: &AnyRow) -> Result<AdminCredential, StoreError> {
     })
 }
 
-pub const AUDIT_COLS: &str = "seq, leaf_index, leaf_hash, body";
-/// An integrated record with the columns it is indexed by, for verification.
-pub const LEAF_COLS: &str = "seq, leaf_index, leaf_hash, body, time, event_type, outcome, request_id, subject, actor, client_id, target_id, jti";
+/// The audit columns besides the body, which is selected as bytes ([`Dialect::audit_body_bytes`]).
+///
+/// [`Dialect::audit_body_bytes`]: crate::dialect::Dialect::audit_body_bytes
+pub const AUDIT_COLS: &str = "seq, leaf_index, leaf_hash";
+/// An integrated record with the columns it is indexed by, for verification (and the body).
+pub const LEAF_COLS: &str =
+    "seq, leaf_index, leaf_hash, time, event_type, outcome, request_id, subject, actor, client_id, target_id, jti";
+
+/// The stored body as text. Bytes that are not UTF-8 (only an edit behind the server's back
+/// makes them) become U+FFFD, so the record no longer matches its leaf hash and is named.
+fn audit_body(row: &AnyRow) -> Result<String, StoreError> {
+    let bytes: Vec<u8> = get(row, "body")?;
+    Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
 
 pub fn audit(row: &AnyRow) -> Result<StoredAudit, StoreError> {
-    let body: String = get(row, "body")?;
+    let body = audit_body(row)?;
     let leaf_hash = get::<Option<Vec<u8>>>(row, "leaf_hash")?
         .map(|h| <[u8; 32]>::try_from(h.as_slice()).map_err(|_| corrupt("leaf_hash", "not 32 bytes")))
         .transpose()?;
@@ -162,7 +173,7 @@ pub fn leaf(row: &AnyRow) -> Result<StoredLeaf, StoreError> {
             .as_slice()
             .try_into()
             .map_err(|_| corrupt("leaf_hash", "not 32 bytes"))?,
-        body: get(row, "body")?,
+        body: audit_body(row)?,
         index: sigil_core::audit::AuditIndex {
             time: get(row, "time")?,
             event_type: get(row, "event_type")?,

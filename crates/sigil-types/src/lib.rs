@@ -16,7 +16,9 @@ mod time;
 pub use ceiling::Ceiling;
 pub use error::ParseError;
 pub use ids::{IdentityId, ResourceId, UserId, encode_ulid};
-pub use names::{Description, DisplayName, Email, Group, LabelKey, LabelValue, Labels, Name, TeamName, Username};
+pub use names::{
+    Description, DisplayName, Email, Group, LabelKey, LabelValue, Labels, Name, Reason, TeamName, Username,
+};
 pub use resource::ResourceUri;
 pub use scope::{Scope, ScopeSet};
 pub use spiffe::{SpiffeId, TrustDomain};

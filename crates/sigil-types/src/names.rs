@@ -126,6 +126,11 @@ parsed_string!(
 );
 
 parsed_string!(
+    /// Why an operator changed an identity's status (at most 1024 characters, like a description).
+    Reason, "reason", |s| check_text(s, 1024)
+);
+
+parsed_string!(
     /// A person's display name (at most 256 characters).
     DisplayName, "display name", |s| check_text(s, 256)
 );

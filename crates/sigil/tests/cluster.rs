@@ -162,3 +162,33 @@ async fn a_node_banned_through_one_replica_is_refused_by_the_other() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A suspension through one replica ends the agent's token on the other within milliseconds:
+/// the committing replica announces the change (PostgreSQL `NOTIFY`) and the other drops its
+/// cached registry reads, instead of waiting out their one-second age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_through_one_replica_ends_tokens_on_the_other_at_once() {
+    let Some((a, b, token)) = sigil_testkit::replica_pair().await else {
+        eprintln!("!!! SKIPPING two-replica test: it needs PostgreSQL");
+        return;
+    };
+    let ca = Client::new(&a.url, Some(token.clone())).unwrap();
+    let cb = Client::new(&b.url, Some(token)).unwrap();
+    let client = sigil_testkit::oauth::agent_with_secret_client(&ca).await;
+    let token = sigil_testkit::oauth::client_credentials_token(&b.url, &client).await;
+    let access_token = token["access_token"].as_str().expect("a token").to_owned();
+    // Replica b has the agent in its read cache now.
+    assert_eq!(cb.introspect_token(&access_token).await.unwrap()["active"], true);
+
+    ca.change_status(Family::Agents, "bot", "suspend", &Default::default())
+        .await
+        .unwrap();
+    let suspended_at = Instant::now();
+    while cb.introspect_token(&access_token).await.unwrap()["active"] == true {
+        assert!(
+            suspended_at.elapsed() < Duration::from_millis(400),
+            "replica b still calls the token active"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -118,6 +118,12 @@ impl Registry {
                 changed.push("labels");
             }
             if let Some(v) = &patch.expires_at {
+                if let Some(exp) = v
+                    && *exp <= self.clock.now()
+                {
+                    // As at creation: to end an identity now, suspend, revoke or decommission it.
+                    return Err(RegistryError::invalid("expires_at", "expires_at must be in the future"));
+                }
                 new.expires_at = *v;
                 changed.push("expires_at");
             }
@@ -256,7 +262,7 @@ impl Registry {
 /// identity's tokens were cut off in is dead (it may predate the cut). A resume in that same
 /// second therefore waits for the next one, or the tokens issued right after it would be dead
 /// on arrival.
-async fn wait_out_cutoff_second(cut_off: Option<sigil_types::Timestamp>, now: sigil_types::Timestamp) {
+pub(super) async fn wait_out_cutoff_second(cut_off: Option<sigil_types::Timestamp>, now: sigil_types::Timestamp) {
     let Some(cut_off) = cut_off else { return };
     let next_second = (cut_off.unix_seconds() + 1).saturating_mul(1_000_000);
     let wait = next_second.saturating_sub(now.unix_micros());

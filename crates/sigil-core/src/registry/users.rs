@@ -19,6 +19,7 @@ impl Registry {
             display_name: req.display_name,
             groups: req.groups,
             status: req.status.unwrap_or(UserStatus::Active),
+            tokens_not_before: None,
             meta: Meta::new(now, &ctx.principal),
         };
         let audit = self.user_event(ctx, EventType::UserCreated, &user);
@@ -64,7 +65,15 @@ impl Registry {
             if new == old {
                 return Ok(old);
             }
-            new.meta = old.meta.touched(self.clock.now(), &ctx.principal);
+            if new.status != old.status && new.status == UserStatus::Active {
+                super::identities::wait_out_cutoff_second(old.tokens_not_before, self.clock.now()).await;
+            }
+            let now = self.clock.now();
+            if new.status != old.status && new.status != UserStatus::Active {
+                // Every token and grant issued for her so far dies with this change.
+                new.tokens_not_before = Some(now);
+            }
+            new.meta = old.meta.touched(now, &ctx.principal);
             let audit = self
                 .user_event(ctx, EventType::UserUpdated, &new)
                 .detail("changed", changed);

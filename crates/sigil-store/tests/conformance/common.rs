@@ -54,6 +54,7 @@ pub(crate) fn user(name: &str, groups: &[&str]) -> User {
         display_name: None,
         groups: groups.iter().map(|g| Group::parse(g).unwrap()).collect(),
         status: UserStatus::Active,
+        tokens_not_before: None,
         meta: meta(),
     }
 }

@@ -20,7 +20,15 @@ fn version(n: u64, policies: &str) -> PolicyVersion {
 
 pub(crate) async fn policy_versions_and_activations(db: Db) {
     let s = &db.store;
-    assert!(s.list_policy_versions().await.unwrap().is_empty());
+    // A new store holds version 0, the built-in policies alone, and no activation.
+    let builtin = s.list_policy_versions().await.unwrap();
+    assert_eq!(
+        builtin
+            .iter()
+            .map(|v| (v.version, v.policies.as_str()))
+            .collect::<Vec<_>>(),
+        [(0, "")]
+    );
     assert!(s.policy_activations(5).await.unwrap().is_empty());
     let (v1, v2) = (version(1, "permit (principal, action, resource);"), version(2, ""));
     put(s, Change::InsertPolicyVersion(v1.clone())).await.unwrap();
@@ -30,7 +38,10 @@ pub(crate) async fn policy_versions_and_activations(db: Db) {
         put(s, Change::InsertPolicyVersion(version(2, "other"))).await,
         Err(StoreError::Duplicate { .. })
     ));
-    assert_eq!(s.list_policy_versions().await.unwrap(), vec![v2.clone(), v1.clone()]);
+    assert_eq!(
+        s.list_policy_versions().await.unwrap(),
+        vec![v2.clone(), v1.clone(), builtin[0].clone()]
+    );
     assert_eq!(s.get_policy_version(1).await.unwrap(), Some(v1));
     assert_eq!(s.get_policy_version(9).await.unwrap(), None);
 

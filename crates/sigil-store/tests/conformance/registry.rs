@@ -33,6 +33,7 @@ pub(crate) async fn user_crud(db: Db) {
     let mut changed = alice.clone();
     changed.display_name = Some(DisplayName::parse("Alice A.").unwrap());
     changed.groups = BTreeSet::from([Group::parse("eng").unwrap()]);
+    changed.tokens_not_before = Some(T0);
     changed.meta = alice.meta.touched(T0, &Principal::admin("test"));
     put(
         s,
@@ -334,14 +335,20 @@ pub(crate) async fn filters_combine(db: Db) {
         .await,
         Vec::<String>::new()
     );
-    assert_eq!(
-        q(IdentityQuery {
-            status: Some(IdentityStatus::Suspended),
-            ..Default::default()
-        })
-        .await,
-        Vec::<String>::new()
-    );
+    let at = |status, t| IdentityQuery {
+        status: Some((status, Timestamp::from_unix_seconds(t))),
+        ..Default::default()
+    };
+    assert_eq!(q(at(IdentityStatus::Suspended, 1_000)).await, Vec::<String>::new());
+    // An active identity past its expires_at is suspended in effect, and listed so.
+    let mut expiring = identity("a3", &alice, IdentityKind::Agent, &[]);
+    expiring.expires_at = Some(Timestamp::from_unix_seconds(2_000));
+    put(s, Change::InsertIdentity(expiring)).await.unwrap();
+    assert_eq!(q(at(IdentityStatus::Active, 1_999)).await, ["a1", "a2", "a3", "w1"]);
+    assert_eq!(q(at(IdentityStatus::Suspended, 1_999)).await, Vec::<String>::new());
+    assert_eq!(q(at(IdentityStatus::Active, 2_000)).await, ["a1", "a2", "w1"]);
+    assert_eq!(q(at(IdentityStatus::Suspended, 2_000)).await, ["a3"]);
+    assert_eq!(q(at(IdentityStatus::Revoked, 2_000)).await, Vec::<String>::new());
 }
 
 pub(crate) async fn foreign_keys_protect_owners(db: Db) {
