@@ -55,6 +55,7 @@ fn user(k: usize, now: Timestamp) -> Result<User, String> {
         display_name: None,
         groups: [Group::parse(&format!("g{k}")).map_err(|e| e.to_string())?].into(),
         status: UserStatus::Active,
+        tokens_not_before: None,
         meta: Meta::new(now, &Principal::system()),
     })
 }

@@ -44,6 +44,9 @@ pub struct PublicJwk {
     pub alg: Option<String>,
     #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
+    /// RFC 7517 §4.3: what the key may be used for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crv: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,7 +78,7 @@ pub enum JwkError {
     Unsupported,
     #[error("malformed key")]
     Malformed,
-    #[error("an RSA key must have 2048 to 8192 bits (RFC 7518 §3.3)")]
+    #[error("an RSA key must have 2048 to 8192 bits (RFC 7518 section 3.3)")]
     RsaSize,
     #[error("the key names an alg Sigil does not verify with its key type")]
     AlgMismatch,
@@ -86,6 +89,11 @@ impl PublicJwk {
     pub fn check(&self) -> Result<(), JwkError> {
         if self.d.is_some() || self.p.is_some() {
             return Err(JwkError::Private);
+        }
+        if !self.for_signatures() {
+            // An encryption key may sit in a client's or an IdP's JWK Set; it is kept and never
+            // used to verify anything.
+            return Ok(());
         }
         let bytes = |v: &Option<String>| v.as_deref().and_then(|v| b64url_decode(v).ok());
         let fits = match (self.kty.as_str(), self.crv.as_deref()) {
@@ -124,7 +132,23 @@ impl PublicJwk {
                 | (ClientAlg::EdDsa, "OKP", Some("Ed25519"))
         );
         let named = self.alg.as_deref().is_none_or(|a| ClientAlg::parse(a) == Some(alg));
-        kind && named && self.use_.as_deref().is_none_or(|u| u == "sig")
+        kind && named && self.for_signatures()
+    }
+
+    /// Whether the key is for verifying signatures: `use` (if given) is `sig`, `key_ops` (if
+    /// given) allow `verify` (RFC 7517 §4.2, §4.3), and `alg` (if given) is no encryption
+    /// algorithm (RFC 7518 §4.1).
+    pub fn for_signatures(&self) -> bool {
+        const ENCRYPTION: [&str; 7] = ["RSA1_5", "RSA-OAEP", "ECDH-ES", "A128", "A192", "A256", "dir"];
+        self.use_.as_deref().is_none_or(|u| u == "sig")
+            && self
+                .key_ops
+                .as_ref()
+                .is_none_or(|ops| ops.iter().any(|o| o == "verify"))
+            && self
+                .alg
+                .as_deref()
+                .is_none_or(|a| !ENCRYPTION.iter().any(|e| a.starts_with(e)))
     }
 
     /// Verifies `sig` over `msg` with `alg`.
@@ -186,6 +210,7 @@ impl From<&crate::Jwk> for PublicJwk {
             kid: Some(j.kid.clone()),
             alg: Some(j.alg.clone()),
             use_: Some(j.use_.clone()),
+            key_ops: None,
             crv: j.crv.clone(),
             x: j.x.clone(),
             y: j.y.clone(),
@@ -221,6 +246,7 @@ mod tests {
             kid: None,
             alg: None,
             use_: None,
+            key_ops: None,
             crv: None,
             x: None,
             y: None,
@@ -245,6 +271,26 @@ mod tests {
             ..ed
         };
         assert_eq!(short_x.check(), Err(JwkError::Malformed));
+        let for_encryption: PublicJwk = serde_json::from_str(
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","key_ops":["encrypt"]}"#,
+        )
+        .unwrap();
+        // Kept in a set (a client or an IdP may publish encryption keys), never used to verify.
+        assert_eq!(for_encryption.check(), Ok(()));
+        assert!(!for_encryption.supports(ClientAlg::EdDsa));
+        let enc_use = PublicJwk {
+            key_ops: None,
+            use_: Some("enc".into()),
+            ..for_encryption.clone()
+        };
+        assert!(!enc_use.supports(ClientAlg::EdDsa));
+        let oaep = PublicJwk {
+            key_ops: None,
+            alg: Some("RSA-OAEP-256".into()),
+            ..for_encryption
+        };
+        assert_eq!(oaep.check(), Ok(()));
+        assert!(!oaep.for_signatures());
     }
 
     #[test]

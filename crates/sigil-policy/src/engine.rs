@@ -17,6 +17,8 @@ use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
 const BUILTIN_PREFIX: &str = "sigil.";
 /// Most entity sets an engine keeps; past it the cache starts over (it refills in a moment).
 const MAX_CACHED_ENTITY_SETS: usize = 4096;
+/// Most decisions an engine remembers; past it the memory starts over.
+const MAX_REMEMBERED_DECISIONS: usize = 4096;
 
 /// One compiled policy set version. Cheap to share (`Arc`); immutable.
 #[derive(Debug)]
@@ -264,7 +266,7 @@ impl Engine {
         }
         let decision = self.evaluate_chain(p, q, c)?;
         let mut decisions = self.decisions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if decisions.len() >= MAX_CACHED_ENTITY_SETS {
+        if decisions.len() >= MAX_REMEMBERED_DECISIONS {
             decisions.clear();
         }
         decisions.insert(key, decision.clone());

@@ -87,9 +87,6 @@ impl PolicyService {
     }
 
     async fn compile_stored(&self, version: u64) -> Result<Engine, PolicyAdminError> {
-        if version == 0 {
-            return Ok(Engine::compile(0, "", None)?);
-        }
         let v = self
             .store
             .get_policy_version(version)
@@ -155,9 +152,6 @@ impl PolicyService {
         by: &Principal,
         request_id: Option<&str>,
     ) -> Result<Activated, PolicyAdminError> {
-        if version == 0 {
-            return Err(PolicyAdminError::NotFound(0));
-        }
         let engine = self.compile_stored(version).await?;
         let previous = self.active_version().await?;
         let now = self.clock.now();
@@ -183,15 +177,17 @@ impl PolicyService {
         Ok(Activated { version, previous })
     }
 
-    /// Activates again the version that was active before the current one.
+    /// Activates again the version that was active before the current one: before the first
+    /// activation, that is version 0, the built-in policies alone.
     pub async fn rollback(&self, by: &Principal, request_id: Option<&str>) -> Result<Activated, PolicyAdminError> {
         let history = self.store.policy_activations(2).await?;
-        let Some(before) = history.get(1) else {
+        if history.is_empty() {
             return Err(PolicyAdminError::Conflict(
-                "there is no earlier activation to roll back to".into(),
+                "no version was ever activated: the built-in policies (version 0) are active".into(),
             ));
-        };
-        self.activate(before.version, by, request_id).await
+        }
+        let before = history.get(1).map_or(0, |a| a.version);
+        self.activate(before, by, request_id).await
     }
 
     pub async fn list(&self) -> Result<Vec<PolicyVersion>, StoreError> {

@@ -62,6 +62,7 @@ fn user(name: &str, groups: &[&str]) -> User {
         display_name: None,
         groups: groups.iter().map(|g| Group::parse(g).unwrap()).collect(),
         status: UserStatus::Active,
+        tokens_not_before: None,
         meta: meta(),
     }
 }

@@ -1,7 +1,10 @@
 //! Fetching client JWKS from registered `jwks_uri`s: size- and time-limited, no redirects,
-//! cached for five minutes.
+//! cached for five minutes, one fetch per URI at a time, failures remembered for half a minute
+//! (a client id is no secret: requests naming it must not turn into as many outbound fetches),
+//! and fetched again for a key id the cached set lacks, at most every half minute.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,6 +13,8 @@ use sigil_crypto::PublicJwks;
 use tokio::sync::Mutex;
 
 const TTL: Duration = Duration::from_secs(300);
+/// How long a failed fetch is the answer, and the least age of a set fetched again for a kid.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 const MAX_BYTES: usize = 64 * 1024;
 const MAX_CACHED: usize = 10_000;
 
@@ -34,9 +39,19 @@ async fn read_limited(mut resp: reqwest::Response, max_bytes: usize) -> Result<V
 }
 
 #[derive(Debug)]
+enum Fetched {
+    Keys(Instant, PublicJwks),
+    Failed(Instant, String),
+}
+
+#[derive(Debug)]
 pub struct HttpJwksFetcher {
     http: Option<reqwest::Client>,
-    cache: Mutex<HashMap<String, (Instant, PublicJwks)>>,
+    /// [`RETRY_AFTER`], shorter in tests.
+    retry_after: Duration,
+    cache: Mutex<HashMap<String, Fetched>>,
+    /// One lock per URI: concurrent requests wait for the one fetch and take its answer.
+    fetching: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl HttpJwksFetcher {
@@ -49,8 +64,32 @@ impl HttpJwksFetcher {
             .ok();
         Self {
             http,
+            retry_after: RETRY_AFTER,
             cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The remembered answer for `uri`, unless it is stale or lacks `kid` and may be refreshed.
+    async fn remembered(&self, uri: &str, kid: Option<&str>) -> Option<Result<PublicJwks, String>> {
+        match self.cache.lock().await.get(uri)? {
+            Fetched::Keys(at, set) if at.elapsed() < TTL => {
+                let knows_kid = kid.is_none_or(|k| set.keys.iter().any(|key| key.kid.as_deref() == Some(k)));
+                (knows_kid || at.elapsed() < self.retry_after).then(|| Ok(set.clone()))
+            }
+            Fetched::Failed(at, why) if at.elapsed() < self.retry_after => Some(Err(why.clone())),
+            _ => None,
+        }
+    }
+
+    async fn download(&self, uri: &str) -> Result<PublicJwks, String> {
+        let http = self.http.as_ref().ok_or("no HTTP client")?;
+        let resp = http.get(uri).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("{uri} answered {}", resp.status()));
+        }
+        let bytes = read_limited(resp, MAX_BYTES).await?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -62,27 +101,38 @@ impl Default for HttpJwksFetcher {
 
 #[async_trait]
 impl JwksFetcher for HttpJwksFetcher {
-    async fn fetch(&self, uri: &str) -> Result<PublicJwks, String> {
-        if let Some((at, set)) = self.cache.lock().await.get(uri)
-            && at.elapsed() < TTL
-        {
-            return Ok(set.clone());
+    async fn fetch(&self, uri: &str, kid: Option<&str>) -> Result<PublicJwks, String> {
+        if let Some(answer) = self.remembered(uri, kid).await {
+            return answer;
         }
-        let http = self.http.as_ref().ok_or("no HTTP client")?;
-        let resp = http.get(uri).send().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("{uri} answered {}", resp.status()));
+        let gate = {
+            let mut fetching = self.fetching.lock().await;
+            if fetching.len() >= MAX_CACHED {
+                fetching.retain(|_, g| Arc::strong_count(g) > 1);
+            }
+            Arc::clone(fetching.entry(uri.to_owned()).or_default())
+        };
+        let _turn = gate.lock().await;
+        // Whoever held the turn before may have fetched it already.
+        if let Some(answer) = self.remembered(uri, kid).await {
+            return answer;
         }
-        let bytes = read_limited(resp, MAX_BYTES).await?;
-        let set: PublicJwks = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let result = self.download(uri).await;
+        let entry = match &result {
+            Ok(set) => Fetched::Keys(Instant::now(), set.clone()),
+            Err(why) => Fetched::Failed(Instant::now(), why.clone()),
+        };
         let mut cache = self.cache.lock().await;
         if cache.len() >= MAX_CACHED {
-            cache.retain(|_, (at, _)| at.elapsed() < TTL);
+            cache.retain(|_, f| match f {
+                Fetched::Keys(at, _) => at.elapsed() < TTL,
+                Fetched::Failed(at, _) => at.elapsed() < self.retry_after,
+            });
         }
         if cache.len() < MAX_CACHED {
-            cache.insert(uri.to_owned(), (Instant::now(), set.clone()));
+            cache.insert(uri.to_owned(), entry);
         }
-        Ok(set)
+        result
     }
 }
 
@@ -266,6 +316,90 @@ mod tests {
         for ip in ["93.184.216.34", "2606:4700::1111"] {
             assert!(!special_use(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    /// A JWKS endpoint that counts its requests and answers with whatever `body` holds then
+    /// (`None`: 500), after `delay`.
+    async fn jwks_endpoint(
+        body: Arc<std::sync::Mutex<Option<String>>>,
+        delay: Duration,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&hits);
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let (body, hits) = (Arc::clone(&body), Arc::clone(&counted));
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    let answer = body.lock().unwrap().clone();
+                    let reply = match answer {
+                        Some(b) => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}",
+                            b.len()
+                        ),
+                        None => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .into(),
+                    };
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    fn jwks_with(kid: &str) -> Option<String> {
+        Some(format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"{kid}"}}]}}"#
+        ))
+    }
+
+    /// One fetch serves concurrent requests; a failure is remembered; a kid the cached set lacks
+    /// is fetched again, but not more often than `retry_after`.
+    #[tokio::test]
+    async fn jwks_fetches_are_shared_remembered_and_renewed_for_new_kids() {
+        let body = Arc::new(std::sync::Mutex::new(jwks_with("k1")));
+        let (url, hits) = jwks_endpoint(Arc::clone(&body), Duration::from_millis(200)).await;
+        let fetcher = Arc::new(HttpJwksFetcher {
+            retry_after: Duration::from_millis(400),
+            ..HttpJwksFetcher::new()
+        });
+        let count = || hits.load(std::sync::atomic::Ordering::SeqCst);
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (f, u) = (Arc::clone(&fetcher), url.clone());
+                tokio::spawn(async move { f.fetch(&u, Some("k1")).await })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap().unwrap().keys.len(), 1);
+        }
+        assert_eq!(count(), 1, "twenty requests, one fetch");
+        // The client rotates to k2: not fetched again at once, then once the set is old enough.
+        *body.lock().unwrap() = jwks_with("k2");
+        let set = fetcher.fetch(&url, Some("k2")).await.unwrap();
+        assert_eq!((count(), set.keys[0].kid.as_deref()), (1, Some("k1")));
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let set = fetcher.fetch(&url, Some("k2")).await.unwrap();
+        assert_eq!((count(), set.keys[0].kid.as_deref()), (2, Some("k2")));
+        assert_eq!(
+            fetcher.fetch(&url, None).await.unwrap().keys[0].kid.as_deref(),
+            Some("k2")
+        );
+        assert_eq!(count(), 2);
+
+        // A failing endpoint is asked once per retry period, whatever the traffic.
+        let (broken, broken_hits) = jwks_endpoint(Arc::new(std::sync::Mutex::new(None)), Duration::ZERO).await;
+        for _ in 0..5 {
+            assert!(fetcher.fetch(&broken, Some("k1")).await.is_err());
+        }
+        assert_eq!(broken_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

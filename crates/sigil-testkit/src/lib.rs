@@ -12,6 +12,7 @@ use sigil_types::Timestamp;
 
 pub use sigil_client::{Client, Family};
 
+pub mod oauth;
 pub mod workload;
 
 /// Which database the test server uses.

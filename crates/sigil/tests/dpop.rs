@@ -97,6 +97,14 @@ async fn dpop_binds_tokens_and_rejects_bad_proofs() {
                 None,
             ),
         ),
+        (
+            "critical header extension",
+            jwt(
+                &json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": PublicJwk::from(&key.public_jwk()), "crit": ["urn:example:x"], "urn:example:x": 1}),
+                &json!({"jti": "crit", "htm": "POST", "htu": url, "iat": now()}),
+                Some(&key),
+            ),
+        ),
         ("garbage", "not-a-jwt".into()),
     ];
     for (what, p) in bad {

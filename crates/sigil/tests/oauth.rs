@@ -211,6 +211,26 @@ async fn bad_assertions_are_invalid_client_and_change_nothing() {
             "wrong aud",
             f.assertion(&with("aud", json!("https://elsewhere.example/token"))),
         ),
+        (
+            "an aud also naming another party",
+            f.assertion(&with("aud", json!([f.token_url(), "https://elsewhere.example"]))),
+        ),
+        (
+            "critical header extension",
+            jwt(
+                &json!({"alg": "EdDSA", "kid": "k1", "crit": ["urn:example:x"], "urn:example:x": true}),
+                &base,
+                Some(&f.key),
+            ),
+        ),
+        (
+            "another kind of JWT",
+            jwt(
+                &json!({"alg": "EdDSA", "kid": "k1", "typ": "dpop+jwt"}),
+                &base,
+                Some(&f.key),
+            ),
+        ),
         ("no jti", {
             let mut c = base.clone();
             c.as_object_mut().unwrap().remove("jti");
@@ -247,7 +267,7 @@ async fn bad_assertions_are_invalid_client_and_change_nothing() {
             .unwrap()
             .items
             .len();
-    assert!(refused >= 12, "every refusal is audited ({refused})");
+    assert!(refused >= 15, "every refusal is audited ({refused})");
 }
 
 fn aws_lc_rs_hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {

@@ -147,7 +147,13 @@ async fn invalid_policy_sets_are_rejected_and_change_nothing() {
         .await;
     assert_eq!(status, 400, "{body}");
     let (_, list) = h.get("/admin/v1/policies").await;
-    assert!(list["items"].as_array().unwrap().is_empty(), "nothing stored: {list}");
+    let versions: Vec<&Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["version"])
+        .collect();
+    assert_eq!(versions, [&json!(0)], "nothing stored but the built-in version: {list}");
     let (status, _) = h.post("/admin/v1/policies/7/activate", &json!({})).await;
     assert_eq!(status, 404);
     let (status, _) = h.post("/admin/v1/policies/rollback", &json!({})).await;
@@ -498,19 +504,25 @@ async fn the_token_endpoint_asks_the_policy() {
     let (_, d) = h.post("/access/v1/evaluation", &ask).await;
     assert_eq!(d["decision"], false);
     assert_eq!(d["context"]["error"]["status"], 401, "{d}");
-    // Rolling back to the built-in policies (version 0 is not stored, so upload an empty set).
-    let (_, v2) = h
-        .post("/admin/v1/policies", &json!({"policies": "", "activate": true}))
-        .await;
-    assert_eq!(v2["version"], 2);
+    // Rolling back past the first activation restores version 0, the built-in policies alone;
+    // rolling back again returns to the operator's version.
+    let (status, r) = h.post("/admin/v1/policies/rollback", &json!({})).await;
+    assert_eq!(
+        (status, &r["version"], &r["previous"]),
+        (200, &json!(0), &json!(1)),
+        "{r}"
+    );
     assert_eq!(token("admin").await.0, 200);
     let (status, r) = h.post("/admin/v1/policies/rollback", &json!({})).await;
     assert_eq!(
         (status, &r["version"], &r["previous"]),
-        (200, &json!(1), &json!(2)),
+        (200, &json!(1), &json!(0)),
         "{r}"
     );
     assert_eq!(token("admin").await.0, 400);
+    let (status, r) = h.post("/admin/v1/policies/0/activate", &json!({})).await;
+    assert_eq!((status, &r["version"]), (200, &json!(0)), "{r}");
+    assert_eq!(token("admin").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,11 @@ use crate::store::{Change, ChangeSet};
 
 /// The OpenID Connect scope (Core §3.1.2.1).
 pub const OPENID: &str = "openid";
+/// The other scope values OpenID Connect defines (Core §5.4, §11). In an OpenID request, those
+/// the resource does not define itself are ignored, as Core §3.1.2.1 says of scope values not
+/// understood: relying-party libraries send `openid profile email` by default, and the ID
+/// token's claims do not depend on them.
+const OIDC_SCOPES: [&str; 5] = ["profile", "email", "address", "phone", "offline_access"];
 
 /// Failed sign-ins per username within [`SIGN_IN_WINDOW`] after which the username is locked
 /// for the rest of the window (online guessing; the lock is per process).
@@ -137,27 +142,48 @@ impl AuthorizeFailure {
     }
 }
 
-/// Exact match (OAuth 2.1 §2.3.1), except that a loopback IP redirect URI matches on any port
-/// (RFC 8252 §7.3: native apps listen on an ephemeral port).
+/// The values of a request's `scope` that are the resource's: all but `openid` and, in an
+/// OpenID request, the OpenID Connect values `defined` (the resource's scopes) does not hold.
+pub(super) fn resource_scope_values<'a>(raw: &'a str, defined: &ScopeSet) -> Vec<&'a str> {
+    let openid = raw.split(' ').any(|s| s == OPENID);
+    let defines = |s: &str| defined.iter().any(|d| d.as_str() == s);
+    raw.split(' ')
+        .filter(|s| !s.is_empty() && *s != OPENID)
+        .filter(|s| !(openid && OIDC_SCOPES.contains(s) && !defines(s)))
+        .collect()
+}
+
+/// Exact string match (OAuth 2.1 §2.3.1, RFC 9700 §2.1), except the port of a loopback IP
+/// redirect URI (RFC 8252 §7.3: native apps listen on an ephemeral port). Compared as text, not
+/// as parsed URLs, so `127.1`, `..` segments or userinfo never pass for the registered URI.
 fn redirect_matches(registered: &str, requested: &str) -> bool {
-    if registered == requested {
-        return true;
+    registered == requested
+        || matches!(
+            (without_loopback_port(registered), without_loopback_port(requested)),
+            (Some(a), Some(b)) if a == b
+        )
+}
+
+/// `http://127.0.0.1:PORT/rest` (or `[::1]`) as `http://127.0.0.1/rest`; `None` for anything
+/// else, including a port that is not a plain 1–65535.
+fn without_loopback_port(uri: &str) -> Option<String> {
+    let host = ["http://127.0.0.1", "http://[::1]"]
+        .into_iter()
+        .find(|h| uri.starts_with(h))?;
+    let mut rest = uri.get(host.len()..)?;
+    if let Some(after_colon) = rest.strip_prefix(':') {
+        let digits = after_colon.bytes().take_while(u8::is_ascii_digit).count();
+        let port = after_colon.get(..digits)?;
+        if port.starts_with('0') || port.parse::<u16>().is_err() {
+            return None;
+        }
+        rest = after_colon.get(digits..)?;
     }
-    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
-        return false;
-    };
-    let loopback = matches!(a.host_str(), Some("127.0.0.1" | "[::1]"));
-    loopback
-        && a.scheme() == "http"
-        && b.scheme() == "http"
-        && a.host_str() == b.host_str()
-        && a.path() == b.path()
-        && a.query() == b.query()
-        && b.fragment().is_none()
+    (rest.is_empty() || rest.starts_with(['/', '?'])).then(|| format!("{host}{rest}"))
 }
 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.
-fn valid_verifier(v: &str) -> bool {
+pub(super) fn valid_verifier(v: &str) -> bool {
     (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
@@ -256,10 +282,11 @@ impl OAuthService {
         if r.request_uri {
             return Err(fail(ErrorCode::RequestUriNotSupported, "request_uri is not supported"));
         }
-        let max_age = match r.max_age.as_deref().map(str::parse::<u64>) {
+        // A non-negative integer (Core §3.1.2.1): digits only; one too large for u64 is no limit.
+        let max_age = match r.max_age.as_deref() {
             None => None,
-            Some(Ok(m)) => Some(m),
-            Some(Err(_)) => return Err(fail(ErrorCode::InvalidRequest, "max_age must be a number of seconds")),
+            Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) => Some(m.parse().unwrap_or(u64::MAX)),
+            Some(_) => return Err(fail(ErrorCode::InvalidRequest, "max_age must be a number of seconds")),
         };
         let hinted_user = match r.id_token_hint.as_deref() {
             None => None,
@@ -337,7 +364,7 @@ impl OAuthService {
                 ),
             ));
         }
-        let resource_scopes: Vec<&str> = raw_scope.split(' ').filter(|s| !s.is_empty() && *s != OPENID).collect();
+        let resource_scopes = resource_scope_values(raw_scope, &resource.scopes);
         let requested = ScopeSet::parse_oauth(&resource_scopes.join(" "))
             .map_err(|e| fail(ErrorCode::InvalidScope, &e.to_string()))?;
         if r.nonce.as_ref().is_some_and(|n| n.len() > 256) {
@@ -766,4 +793,50 @@ pub(super) fn resource_target(r: &Resource) -> Target {
 /// A base64url SHA-256 digest without padding: a PKCE S256 challenge or a JWK thumbprint.
 fn is_sha256_b64url(s: &str) -> bool {
     s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_matches;
+
+    /// Loopback redirect URIs match on any port and on nothing else: the rest is compared as
+    /// the string it is (RFC 8252 §7.3, RFC 9700 §2.1).
+    #[test]
+    fn loopback_redirect_uris_differ_only_in_the_port() {
+        let registered = "http://127.0.0.1:18611/cb";
+        for same in [
+            registered,
+            "http://127.0.0.1:5/cb",
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:65535/cb",
+        ] {
+            assert!(redirect_matches(registered, same), "{same}");
+        }
+        assert!(redirect_matches("http://[::1]/cb?x=1", "http://[::1]:8080/cb?x=1"));
+        for other in [
+            "http://evil@127.0.0.1:18611/cb",
+            "http://127.0.0.1:18611/x/../cb",
+            "http://127.1:18611/cb",
+            "http://0x7f000001:18611/cb",
+            "http://127.0.0.1.:18611/cb",
+            "HTTP://127.0.0.1:18611/cb",
+            " http://127.0.0.1:18611/cb",
+            "http://127.0.0.1:0/cb",
+            "http://127.0.0.1:018611/cb",
+            "http://127.0.0.1:99999/cb",
+            "http://127.0.0.1:18611\\cb",
+            "http://127.0.0.1:18611/cb#f",
+            "http://127.0.0.1:18611/cb/",
+            "http://127.0.0.1:18611/cb?x",
+            "http://127.0.0.10:18611/cb",
+        ] {
+            assert!(!redirect_matches(registered, other), "{other}");
+        }
+        // Other redirect URIs match exactly, the port included.
+        assert!(!redirect_matches(
+            "https://app.example.com/cb",
+            "https://app.example.com:443/cb"
+        ));
+        assert!(!redirect_matches("http://localhost:1/cb", "http://localhost:2/cb"));
+    }
 }

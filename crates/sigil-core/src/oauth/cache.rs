@@ -1,7 +1,8 @@
 //! A read cache for the token path. Entries live at most [`MAX_AGE`] — the bound on how
 //! stale security state may be on a replica — and are dropped at once when this process commits
 //! any registry change (the store's epoch moves), so a suspension made through this replica takes
-//! effect on its next request; other replicas see it within a second.
+//! effect on its next request. With PostgreSQL, other replicas' commits move the epoch too (their
+//! `NOTIFY` arrives within milliseconds); the age bound is what holds if a notice is lost.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -154,7 +154,12 @@ pub fn check_key_source(jwks: Option<&PublicJwks>, jwks_uri: Option<&str>, allow
             }
             set.keys
                 .iter()
-                .try_for_each(|k| k.check().map_err(|e| format!("jwks: {e}")))
+                .try_for_each(|k| k.check().map_err(|e| format!("jwks: {e}")))?;
+            if set.keys.iter().any(sigil_crypto::PublicJwk::for_signatures) {
+                Ok(())
+            } else {
+                Err("jwks holds no key for verifying signatures".into())
+            }
         }
         (None, Some(uri)) => {
             let u = url::Url::parse(uri).map_err(|e| format!("jwks_uri: {e}"))?;
@@ -184,6 +189,14 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
     let u = url::Url::parse(uri).map_err(|e| format!("redirect URI {uri}: {e}"))?;
     if u.fragment().is_some() {
         return Err(format!("redirect URI {uri} must not have a fragment"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(format!("redirect URI {uri} must not carry user information"));
+    }
+    if u.host_str().is_some_and(|h| h.contains('*')) {
+        return Err(format!(
+            "redirect URI {uri}: wildcards are not allowed (redirect URIs are matched exactly)"
+        ));
     }
     let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     match u.scheme() {
@@ -285,5 +298,27 @@ mod tests {
         let confidential = client("cli_y", ClientAuthMethod::ClientSecretBasic, false);
         assert!(confidential.ensure_grant("client_credentials").is_ok());
         assert!(confidential.ensure_grant("authorization_code").is_err());
+    }
+
+    #[test]
+    fn redirect_uris_are_checked_at_registration() {
+        for ok in [
+            "https://app.example.com/cb",
+            "http://127.0.0.1/cb",
+            "com.example.app:/cb",
+        ] {
+            assert!(check_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://user:pw@app.example.com/cb",
+            "https://user@app.example.com/cb",
+            "https://*.example.com/cb",
+            "http://app.example.com/cb",
+            "https://app.example.com/cb#x",
+            " https://app.example.com/cb",
+            "javascript:alert(1)",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -38,10 +38,21 @@ impl std::fmt::Debug for PresentedCredentials {
     }
 }
 
-/// Fetches a client's JWKS from its registered `jwks_uri` (an adapter does the HTTP).
+/// Fetches a party's JWKS from its registered `jwks_uri` (an adapter does the HTTP and the
+/// caching). `kid`: the key id the JWS to verify names; a cached set without it may be fetched
+/// again, since the party may have rotated its keys (OIDC Core §10.1.1).
 #[async_trait]
 pub trait JwksFetcher: Send + Sync + std::fmt::Debug {
-    async fn fetch(&self, uri: &str) -> Result<PublicJwks, String>;
+    async fn fetch(&self, uri: &str, kid: Option<&str>) -> Result<PublicJwks, String>;
+}
+
+/// The `kid` in a compact JWS's header, if it has one.
+pub fn header_kid(jws: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Kid {
+        kid: Option<String>,
+    }
+    decode_part::<Kid>(jws, 0).ok()?.kid
 }
 
 /// A client that proved itself, with the evidence for the audit trail and, for an assertion, its
@@ -61,6 +72,11 @@ struct AssertionHeader {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    /// RFC 7515 §4.1.11: Sigil understands no extension, so any `crit` makes the JWS invalid.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +204,19 @@ pub fn verify_assertion(
     now: i64,
 ) -> Result<(AuthEvidence, (String, i64)), OAuthError> {
     let header: AssertionHeader = decode_part(assertion, 0)?;
+    if header.crit.is_some() {
+        return Err(OAuthError::invalid_client(
+            "the client assertion lists critical header extensions, which are not supported (RFC 7515 section 4.1.11)",
+        ));
+    }
+    // Explicit typing (RFC 8725 section 3.11): another kind of JWT is no client assertion.
+    if header.typ.as_deref().is_some_and(|t| {
+        !sigil_crypto::typ_is(Some(t), "JWT") && !sigil_crypto::typ_is(Some(t), "client-authentication+jwt")
+    }) {
+        return Err(OAuthError::invalid_client(
+            "the client assertion's typ must be JWT or client-authentication+jwt",
+        ));
+    }
     let alg = ClientAlg::parse(&header.alg).ok_or_else(|| {
         OAuthError::invalid_client(format!(
             "client assertion algorithm {:?} is not accepted; use one of {:?}",
@@ -224,12 +253,16 @@ pub fn verify_assertion(
     }
     let aud_ok = match &c.aud {
         Some(serde_json::Value::String(a)) => audiences.contains(&a.as_str()),
-        Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str().is_some_and(|a| audiences.contains(&a))),
+        // Every audience must be this server: an assertion also meant for another party could be
+        // replayed here by it (draft-ietf-oauth-rfc7523bis).
+        Some(serde_json::Value::Array(list)) => {
+            !list.is_empty() && list.iter().all(|a| a.as_str().is_some_and(|a| audiences.contains(&a)))
+        }
         _ => false,
     };
     if !aud_ok {
         return Err(OAuthError::invalid_client(
-            "the client assertion's aud must be the issuer or the endpoint URL",
+            "the client assertion's aud must be the issuer or the endpoint URL, and nothing else",
         ));
     }
     let exp = c

@@ -5,7 +5,7 @@
 
 use sigil_types::{IdentityId, IdentityStatus, ResourceUri, ScopeSet, Timestamp, UserId, UserStatus};
 
-use super::authorize::{pkce_matches, resource_target};
+use super::authorize::{pkce_matches, resource_target, valid_verifier};
 use super::client::{ClientAuthMethod, OAuthClient};
 use super::client_auth::{Authenticated, PresentedCredentials};
 use super::error::{ErrorCode, OAuthError};
@@ -16,9 +16,6 @@ use super::token::{self, AccessClaims, Actor, Confirmation};
 use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome, PolicyEvidence};
 use crate::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
 use crate::store::{Change, ChangeSet};
-
-/// How long Sigil's ID tokens live.
-const ID_TOKEN_TTL_SECS: i64 = 300;
 
 /// RFC 8693 §3 token type identifiers.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -113,6 +110,13 @@ impl OAuthService {
         let code = form
             .code
             .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+        // A verifier no client could have made is a malformed request (RFC 7636 §4.1), told
+        // apart from one that does not match, and it does not spend the code.
+        if form.code_verifier.is_some_and(|v| !valid_verifier(v)) {
+            return Err(OAuthError::invalid_request(
+                "code_verifier must be 43 to 128 characters of A-Z, a-z, 0-9, -, ., _ and ~ (RFC 7636 section 4.1)",
+            ));
+        }
         let grant = self.live_grant(code, GrantKind::Code, &auth.client, request_id).await?;
         if grant
             .redirect_uri
@@ -167,15 +171,16 @@ impl OAuthService {
             .await?;
         let narrowed = match scope {
             Some(s) => {
-                // Clients usually resend the original scope, `openid` included.
-                let resource_scopes: Vec<&str> = s.split(' ').filter(|x| *x != super::authorize::OPENID).collect();
+                // Clients usually resend the original scope, `openid` (and `profile`, …) included;
+                // `openid` alone asks for nothing narrower than the grant (RFC 6749 §6).
+                let held = ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+                let resource_scopes = super::authorize::resource_scope_values(s, &held);
                 let asked = ScopeSet::parse_oauth(&resource_scopes.join(" "))
                     .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-                let held = ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 if !asked.is_subset(&held) {
                     return Err(OAuthError::invalid_scope("a refresh may not widen the scope"));
                 }
-                Some(asked)
+                (!asked.is_empty()).then_some(asked)
             }
             None => None,
         };
@@ -283,6 +288,10 @@ impl OAuthService {
             }
         }
         let user = self.active_user_for_grant(&grant.user_id).await?;
+        // Suspending the user cuts off what she granted before, like the agent's suspension.
+        if user.tokens_not_before.is_some_and(|t| grant.issued_at <= t) {
+            return Err(OAuthError::invalid_grant("the grant predates the user's suspension"));
+        }
         let agent = self.active_identity(&auth.client.identity_id, now).await?;
         // Suspending the agent cuts off what was granted before, refresh tokens included.
         if agent.tokens_not_before.is_some_and(|t| grant.issued_at <= t) {
@@ -790,40 +799,6 @@ impl OAuthService {
         let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
         let token = token::mint(&key, &claims).map_err(|_| OAuthError::unavailable())?;
         Ok((token, claims, u64::try_from(exp - now).unwrap_or(0)))
-    }
-
-    /// An OpenID Connect ID token (Core §2) about the user, for the client.
-    fn mint_id_token(
-        &self,
-        user: &User,
-        client: &OAuthClient,
-        grant: &Grant,
-        now: Timestamp,
-    ) -> Result<String, OAuthError> {
-        let mut c = serde_json::Map::new();
-        c.insert("iss".into(), self.cfg.issuer.clone().into());
-        c.insert("sub".into(), user.id.to_string().into());
-        c.insert("aud".into(), client.client_id.clone().into());
-        c.insert("iat".into(), now.unix_seconds().into());
-        c.insert("exp".into(), (now.unix_seconds() + ID_TOKEN_TTL_SECS).into());
-        c.insert("auth_time".into(), grant.auth_time.unix_seconds().into());
-        if let Some(n) = &grant.nonce {
-            c.insert("nonce".into(), n.clone().into());
-        }
-        c.insert("preferred_username".into(), user.username.to_string().into());
-        if let Some(e) = &user.email {
-            c.insert("email".into(), e.to_string().into());
-        }
-        // The algorithm the client registered is checked then against what Sigil signs with;
-        // should that key have been rotated to another algorithm since, say so plainly.
-        let key = self.keys.id_token_key(client.id_token_alg()).ok_or_else(|| {
-            OAuthError::new(
-                ErrorCode::ServerError,
-                "no active key signs ID tokens with the client's id_token_signed_response_alg",
-            )
-        })?;
-        let payload = serde_json::to_vec(&c).map_err(|_| OAuthError::unavailable())?;
-        sigil_crypto::sign_compact(&key, "JWT", &payload).map_err(|_| OAuthError::unavailable())
     }
 
     /// The audit record of a delegated issuance: the user as subject, the actors outermost first.

@@ -14,6 +14,9 @@ struct Header {
     typ: Option<String>,
     alg: String,
     jwk: Option<PublicJwk>,
+    /// RFC 7515 §4.1.11: no extension is understood, so any `crit` invalidates the proof.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -43,13 +46,42 @@ fn bad(why: impl Into<String>) -> OAuthError {
 fn same_uri(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(x), Ok(y)) => {
-            x.scheme() == y.scheme()
+            // http(s) URIs carry no userinfo (RFC 9110 §4.2.4).
+            x.username().is_empty()
+                && x.password().is_none()
+                && x.scheme() == y.scheme()
                 && x.host_str() == y.host_str()
                 && x.port_or_known_default() == y.port_or_known_default()
-                && x.path() == y.path()
+                && decode_unreserved(x.path()) == decode_unreserved(y.path())
         }
         _ => false,
     }
+}
+
+/// RFC 3986 §6.2.2.2: percent-encoded unreserved characters are the characters themselves, so
+/// `/%74oken` is `/token` (RFC 9449 §4.3 compares after syntax-based normalisation).
+fn decode_unreserved(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let decoded = rest
+            .get(at + 1..at + 3)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match decoded {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[at + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[at + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Checks a proof for a request (`htm`, `htu`) at `now`. `nonce_ok` is `None` when the server
@@ -70,6 +102,11 @@ pub fn verify(
     };
     let header: Header = serde_json::from_slice(&b64url_decode(h).map_err(|_| bad("malformed DPoP header"))?)
         .map_err(|_| bad("malformed DPoP header"))?;
+    if header.crit.is_some() {
+        return Err(bad(
+            "the DPoP proof lists critical header extensions, which are not supported",
+        ));
+    }
     if !sigil_crypto::typ_is(header.typ.as_deref(), "dpop+jwt") {
         return Err(bad("the DPoP proof's typ must be dpop+jwt"));
     }
@@ -88,11 +125,15 @@ pub fn verify(
         .jti
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or_else(|| bad("the DPoP proof has no jti"))?;
-    if c.htm.as_deref() != Some(htm) {
-        return Err(bad("the DPoP proof is for another HTTP method"));
+    match c.htm.as_deref() {
+        None => return Err(bad("the DPoP proof has no htm")),
+        Some(m) if m != htm => return Err(bad("the DPoP proof is for another HTTP method")),
+        Some(_) => {}
     }
-    if !c.htu.as_deref().is_some_and(|u| same_uri(u, htu)) {
-        return Err(bad("the DPoP proof is for another URL"));
+    match c.htu.as_deref() {
+        None => return Err(bad("the DPoP proof has no htu")),
+        Some(u) if !same_uri(u, htu) => return Err(bad("the DPoP proof is for another URL")),
+        Some(_) => {}
     }
     let iat = c.iat.ok_or_else(|| bad("the DPoP proof has no iat"))?;
     if (iat - now).abs() > WINDOW_SECS {
@@ -108,4 +149,31 @@ pub fn verify(
     }
     let jkt = jwk.thumbprint().map_err(|e| bad(e.to_string()))?;
     Ok(Proof { jkt, jti, iat })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_uri;
+
+    #[test]
+    fn htu_is_compared_after_normalisation_and_without_userinfo() {
+        let token = "http://127.0.0.1:8080/token";
+        for same in [
+            token,
+            "http://127.0.0.1:8080/%74oken",
+            "HTTP://127.0.0.1:8080/token?x#y",
+            "http://127.0.0.1:8080/toke%6E",
+        ] {
+            assert!(same_uri(same, token), "{same}");
+        }
+        for other in [
+            "http://user:pw@127.0.0.1:8080/token",
+            "http://127.0.0.1:8080/token/",
+            "http://127.0.0.1:8080/%2Ftoken",
+            "https://127.0.0.1:8080/token",
+            "http://127.0.0.1:8081/token",
+        ] {
+            assert!(!same_uri(other, token), "{other}");
+        }
+    }
 }

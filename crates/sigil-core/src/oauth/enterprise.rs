@@ -120,10 +120,14 @@ impl OAuthService {
             .ok_or_else(|| OAuthError::invalid_grant(format!("{iss} is not a trusted issuer")))?;
         let keys = match (&issuer.jwks, &issuer.jwks_uri) {
             (Some(k), _) => k.clone(),
-            (None, Some(uri)) => self.fetcher.fetch(uri).await.map_err(|e| {
-                tracing::warn!(issuer = iss, error = e, "cannot fetch a trusted issuer's JWKS");
-                OAuthError::invalid_grant("the issuer's keys could not be fetched")
-            })?,
+            (None, Some(uri)) => self
+                .fetcher
+                .fetch(uri, super::client_auth::header_kid(jwt).as_deref())
+                .await
+                .map_err(|e| {
+                    tracing::warn!(issuer = iss, error = e, "cannot fetch a trusted issuer's JWKS");
+                    OAuthError::invalid_grant("the issuer's keys could not be fetched")
+                })?,
             (None, None) => return Err(OAuthError::invalid_grant("the issuer has no keys")),
         };
         let v = verify_jwt(jwt, &keys, self.clock.now().unix_seconds())

@@ -316,11 +316,9 @@ impl OAuthService {
             return Ok(false);
         }
         if let Ok(user) = UserId::parse(&claims.sub) {
-            let user_ok = self
-                .reads
-                .user(&UserRef::Id(user))
-                .await?
-                .is_some_and(|u| u.status == UserStatus::Active);
+            let user_ok = self.reads.user(&UserRef::Id(user)).await?.is_some_and(|u| {
+                u.status == UserStatus::Active && u.tokens_not_before.is_none_or(|t| claims.iat > t.unix_seconds())
+            });
             if !user_ok {
                 return Ok(false);
             }

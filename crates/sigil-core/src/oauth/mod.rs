@@ -12,6 +12,7 @@ pub mod dpop;
 pub mod enterprise;
 pub mod error;
 pub mod grant;
+mod id_token;
 pub mod introspection;
 pub mod metadata_doc;
 pub mod numeric_date;

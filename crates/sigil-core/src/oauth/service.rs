@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sigil_crypto::{KeyedHasher, MasterKey, constant_time_eq};
-use sigil_types::{IdentityStatus, ResourceUri, ScopeSet};
+use sigil_types::{IdentityStatus, ResourceUri, ScopeSet, Timestamp};
 use zeroize::Zeroizing;
 
 use super::client::{CLIENT_SECRET_PREFIX, ClientAuthMethod, ClientSpec, OAuthClient};
@@ -15,7 +15,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::token::{self, AccessClaims};
 use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome, Target};
 use crate::keys::KeyManager;
-use crate::model::{IdentityRef, Page, PageRequest, Principal, ResourceRef};
+use crate::model::{Identity, IdentityFamily, IdentityRef, Page, PageRequest, Principal, ResourceRef};
 use crate::registry::{Ctx, RegistryError};
 use crate::store::{Change, ChangeSet, Store, StoreError};
 use crate::{Clock, Rng};
@@ -281,9 +281,7 @@ impl OAuthService {
             created_by: ctx.principal.as_str().to_owned(),
             version: 1,
         };
-        let audit = AuditRecord::new(now, EventType::ClientCreated, &ctx.principal, ctx.request_id.as_deref())
-            .target("client", &client_id, identity.name.as_str())
-            .detail("identity", identity.id.as_str())
+        let audit = client_event(ctx, now, EventType::ClientCreated, &client_id, &identity)
             .detail("token_endpoint_auth_method", method.as_str());
         self.store
             .commit(
@@ -324,13 +322,12 @@ impl OAuthService {
 
     pub async fn delete_client(&self, ctx: &Ctx, client_id: &str) -> Result<(), RegistryError> {
         let c = self.get_client(client_id).await?;
-        let audit = AuditRecord::new(
-            self.clock.now(),
-            EventType::ClientDeleted,
-            &ctx.principal,
-            ctx.request_id.as_deref(),
-        )
-        .target("client", client_id, client_id);
+        let identity = self
+            .store
+            .get_identity(&IdentityRef::Id(c.identity_id.clone()))
+            .await?
+            .ok_or_else(|| RegistryError::not_found("identity", c.identity_id.as_str()))?;
+        let audit = client_event(ctx, self.clock.now(), EventType::ClientDeleted, client_id, &identity);
         self.store
             .commit(
                 ChangeSet::new()
@@ -380,10 +377,14 @@ impl OAuthService {
                 }
                 let keys = match (&client.jwks, &client.jwks_uri) {
                     (Some(k), _) => k.clone(),
-                    (None, Some(uri)) => self.fetcher.fetch(uri).await.map_err(|e| {
-                        tracing::warn!(client_id = client.client_id, error = e, "cannot fetch client JWKS");
-                        OAuthError::invalid_client("the client's jwks_uri could not be fetched")
-                    })?,
+                    (None, Some(uri)) => self
+                        .fetcher
+                        .fetch(uri, client_auth::header_kid(a).as_deref())
+                        .await
+                        .map_err(|e| {
+                            tracing::warn!(client_id = client.client_id, error = e, "cannot fetch client JWKS");
+                            OAuthError::invalid_client("the client's jwks_uri could not be fetched")
+                        })?,
                     (None, None) => return Err(OAuthError::invalid_client("the client has no registered keys")),
                 };
                 // RFC 7523 §3: the issuer identifies us; the token endpoint URL is widely used
@@ -795,4 +796,16 @@ impl OAuthService {
             tracing::error!(error = ?err, "could not record a refused token request");
         }
     }
+}
+
+/// A client's creation or deletion is an event of the identity it belongs to (so the identity's
+/// trace and `audit search --agent` find it), about that client (`--client` finds it too).
+fn client_event(ctx: &Ctx, now: Timestamp, t: EventType, client_id: &str, identity: &Identity) -> AuditRecord {
+    let mut record = AuditRecord::new(now, t, &ctx.principal, ctx.request_id.as_deref()).target(
+        IdentityFamily::of(identity.kind).noun(),
+        identity.id.as_str(),
+        identity.name.as_str(),
+    );
+    record.client_id = Some(client_id.to_owned());
+    record
 }

@@ -73,6 +73,9 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     typ: Option<String>,
+    /// RFC 7515 §4.1.11: no extension is understood.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 fn part<T: serde::de::DeserializeOwned>(jwt: &str, index: usize) -> Result<T, String> {
@@ -100,6 +103,9 @@ pub fn verify_jwt(jwt: &str, keys: &PublicJwks, now: i64) -> Result<VerifiedJwt,
         return Err("not a compact JWS".into());
     }
     let header: Header = part(jwt, 0)?;
+    if header.crit.is_some() {
+        return Err("the JWT lists critical header extensions, which are not supported".into());
+    }
     let alg = ClientAlg::parse(&header.alg).ok_or_else(|| format!("algorithm {} is not accepted", header.alg))?;
     let (signing_input, sig) = jwt.rsplit_once('.').ok_or("not a compact JWS")?;
     let sig = sigil_crypto::b64url_decode(sig).map_err(|_| "bad signature encoding")?;

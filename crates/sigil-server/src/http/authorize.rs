@@ -84,10 +84,9 @@ pub async fn login(AxState(app): State, headers: HeaderMap, ext: axum::http::Ext
             }
             Err(f) => failure(&app, f),
         },
-        Err(e) => page(
-            StatusCode::UNAUTHORIZED,
-            &login_page(&a, &query, &csrf, Some(&e.description)),
-        ),
+        // The form again with the reason: a 200, since a 401 would have to name an HTTP
+        // authentication scheme (RFC 9110 §15.5.2), and this is a page, not a challenge.
+        Err(e) => page(StatusCode::OK, &login_page(&a, &query, &csrf, Some(&e.description))),
     }
 }
 
@@ -312,7 +311,9 @@ fn error_page(status: StatusCode, message: &str) -> Response {
 
 /// Who asks for what, shown on both pages. A client described by a metadata document is named
 /// with the host its document came from (draft-ietf-oauth-client-id-metadata-document §6.4).
-fn request_summary(a: &Authorization) -> String {
+/// What the request asks. `signed_in`: the consent page, which also names the agent's owner
+/// (the sign-in page does not: anyone who knows a client id can open it).
+fn request_summary(a: &Authorization, signed_in: bool) -> String {
     let scopes: String = a
         .scopes
         .iter()
@@ -338,14 +339,24 @@ fn request_summary(a: &Authorization) -> String {
     } else {
         String::new()
     };
+    // The host of a web redirect; a native app's private-use scheme (`com.example.app:/cb`)
+    // has none, and is named instead so the user still sees where the code goes.
     let redirect_host = url::Url::parse(&a.redirect_uri)
         .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
+        .map(|u| match u.host_str() {
+            Some(host) => host.to_owned(),
+            None => format!("the app {}:", u.scheme()),
+        })
         .unwrap_or_default();
+    let owner = if signed_in {
+        format!(" (owned by {})", esc(&a.agent_owner))
+    } else {
+        String::new()
+    };
     format!(
-        "<p>The agent <strong>{}</strong> (owned by {}){} asks to act for you at <strong>{}</strong> <code>{}</code> with:</p><ul>{}</ul><p>You will be sent back to <strong>{}</strong>.</p>",
+        "<p>The agent <strong>{}</strong>{}{} asks to act for you at <strong>{}</strong> <code>{}</code> with:</p><ul>{}</ul><p>You will be sent back to <strong>{}</strong>.</p>",
         esc(a.agent.name.as_str()),
-        esc(&a.agent_owner),
+        owner,
         via,
         esc(a.resource.name.as_str()),
         esc(a.resource.uri.as_str()),
@@ -360,7 +371,7 @@ fn login_page(a: &Authorization, query: &str, csrf: &str, error: Option<&str>) -
         .unwrap_or_default();
     format!(
         "<h1>Sign in</h1>{}{}<form method=\"post\" action=\"/authorize/login\"><input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>Username <input name=\"username\" autocomplete=\"username\" required></label><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label><button type=\"submit\">Sign in</button></form>",
-        request_summary(a),
+        request_summary(a, false),
         error,
         esc(query),
         esc(csrf)
@@ -371,7 +382,7 @@ fn consent_page(a: &Authorization, query: &str, csrf: &str, ticket: &str, userna
     format!(
         "<h1>Allow access?</h1><p>Signed in as <strong>{}</strong>.</p>{}<p>The agent will act as itself, on your behalf; you can revoke this at any time.</p><form method=\"post\" action=\"/authorize/consent\"><input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"ticket\" value=\"{}\"><button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
         esc(username),
-        request_summary(a),
+        request_summary(a, true),
         esc(query),
         esc(csrf),
         esc(ticket)

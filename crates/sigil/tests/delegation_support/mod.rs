@@ -245,12 +245,13 @@ impl Fx {
             ));
         }
         let html = resp.text().await.unwrap();
-        if status != 200 {
+        // A refused sign-in is the form again (200), without a consent ticket.
+        let Some(ticket) = hidden(&html, "ticket").filter(|_| status == 200) else {
             return Err(Outcome::Page(status, html));
-        }
+        };
         assert!(html.contains("assistant") && html.contains("hr.example.com"), "{html}");
         Ok(Consent {
-            ticket: hidden(&html, "ticket").unwrap(),
+            ticket,
             cookie,
             request,
             csrf,
