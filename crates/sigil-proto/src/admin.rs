@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sigil_types::{
-    Ceiling, Description, DisplayName, Email, Group, IdentityKind, IdentityStatus, Labels, Name, ResourceUri, ScopeSet,
-    TeamName, Timestamp, UserStatus, Username,
+    Ceiling, Description, DisplayName, Email, Group, IdentityKind, IdentityStatus, Labels, Name, Reason, ResourceUri,
+    ScopeSet, TeamName, Timestamp, UserStatus, Username,
 };
 
 use crate::{Patch, patch};
@@ -110,7 +110,7 @@ pub struct UpdateIdentity {
 #[serde(deny_unknown_fields)]
 pub struct StatusChangeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Description>,
+    pub reason: Option<Reason>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

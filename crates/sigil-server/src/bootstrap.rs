@@ -16,6 +16,10 @@ pub enum BootstrapError {
     Write { path: String, source: std::io::Error },
     #[error("invalid master key ({origin}): it must be 32 bytes, base64-encoded")]
     BadKey { origin: String },
+    #[error(
+        "the master key file {path} is missing, but the database was sealed with a master key: restore the file or set SIGIL_MASTER_KEY"
+    )]
+    MissingKey { path: String },
     #[error("the random generator failed")]
     Random,
 }
@@ -38,8 +42,9 @@ pub enum KeyOrigin {
     CreatedFile,
 }
 
-/// Loads the master key from `SIGIL_MASTER_KEY` (base64), else from `file`, else creates `file`
-/// (0600) with a new random key.
+/// Loads the master key from `SIGIL_MASTER_KEY` (base64), else from `file`, else makes a new
+/// random key ([`KeyOrigin::CreatedFile`]), which the caller writes to `file` only once the
+/// database has accepted it: a missing file on an existing database must not be replaced.
 pub fn master_key(env_value: Option<Zeroizing<String>>, file: &Path) -> Result<(MasterKey, KeyOrigin), BootstrapError> {
     if let Some(v) = env_value {
         let k = MasterKey::from_base64(&v).map_err(|_| BootstrapError::BadKey {
@@ -57,7 +62,6 @@ pub fn master_key(env_value: Option<Zeroizing<String>>, file: &Path) -> Result<(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k = MasterKey::generate().map_err(|_| BootstrapError::Random)?;
-            write_secret_file(file, k.to_base64().as_bytes())?;
             Ok((k, KeyOrigin::CreatedFile))
         }
         Err(source) => Err(BootstrapError::ReadKey {

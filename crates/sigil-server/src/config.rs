@@ -527,6 +527,14 @@ fn parse_issuer(s: &str) -> Result<url::Url, ConfigError> {
     if u.query().is_some() || u.fragment().is_some() {
         return Err(invalid("issuer", "must not have a query or fragment (RFC 8414 §2)"));
     }
+    // Sigil serves its endpoints and metadata at the root of its origin; an issuer with a path
+    // would advertise endpoints nothing serves (and RFC 8414 §3.1 metadata under another URL).
+    if u.path() != "/" {
+        return Err(invalid(
+            "issuer",
+            "must be an origin without a path (Sigil serves its endpoints at the root)",
+        ));
+    }
     Ok(u)
 }
 
@@ -564,8 +572,18 @@ pub fn parse_duration(key: &'static str, s: &str) -> Result<Duration, ConfigErro
             return Err(invalid(key, format!("{s:?} is not a duration like 30s, 10m, 1h or 7d")));
         }
     };
+    // Beyond ten years no setting makes sense, and timestamps computed from it would overflow.
+    if secs > MAX_DURATION_SECS {
+        return Err(invalid(
+            key,
+            format!("{s:?} is longer than the 3650d any duration may be"),
+        ));
+    }
     Ok(Duration::from_secs(secs))
 }
+
+/// Ten years: the longest duration any setting takes.
+const MAX_DURATION_SECS: u64 = 3650 * 86_400;
 
 /// A commented example (`sigil config example`).
 pub const EXAMPLE: &str = r#"# sigil.toml — every key is optional; these are the defaults.
@@ -697,8 +715,20 @@ mod tests {
         );
         std::fs::write(&p, "[keys]\nretire_after = \"soon\"\n").unwrap();
         assert!(Config::load(Some(&p), &none, &Flags::default()).is_err());
+        std::fs::write(&p, "[keys]\npublish_ahead = \"99999999999999999d\"\n").unwrap();
+        let err = Config::load(Some(&p), &none, &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keys.publish_ahead") && err.contains("3650d"), "{err}");
         std::fs::write(&p, "issuer = \"http://example.com\"\n").unwrap();
         assert!(Config::load(Some(&p), &none, &Flags::default()).is_err());
+        std::fs::write(&p, "issuer = \"https://sigil.example.com/tenant1\"\n").unwrap();
+        let err = Config::load(Some(&p), &none, &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without a path"), "{err}");
+        std::fs::write(&p, "issuer = \"https://sigil.example.com/\"\n").unwrap();
+        assert!(Config::load(Some(&p), &none, &Flags::default()).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod gate;
 pub mod http;
+mod idle;
 mod jwks_fetch;
 pub mod serve;
 mod sinks;

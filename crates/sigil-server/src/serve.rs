@@ -10,6 +10,8 @@ use sigil_core::store::{Store, StoreError};
 use sigil_core::{Clock, SystemRng};
 use sigil_store::{Location, SqlStore, StoreOptions};
 use tokio::net::TcpListener;
+
+use crate::idle::{IDLE_LIMIT, IdleTimeout};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -84,7 +86,18 @@ pub async fn start(
     let master = Arc::new(master);
     let location = Location::from_url_or_file(config.database_url.as_deref(), config.data_dir.join("sigil.db"))?;
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&location, &StoreOptions::default()).await?);
-    check_master_key(store.as_ref(), &master).await?;
+    match check_master_key(store.as_ref(), &master).await {
+        Err(KeyError::WrongMasterKey) if master_key_origin == bootstrap::KeyOrigin::CreatedFile => {
+            return Err(bootstrap::BootstrapError::MissingKey {
+                path: config.master_key_file.display().to_string(),
+            }
+            .into());
+        }
+        other => other?,
+    }
+    if master_key_origin == bootstrap::KeyOrigin::CreatedFile {
+        bootstrap::write_secret_file(&config.master_key_file, master.to_base64().as_bytes())?;
+    }
 
     let tcp = TcpListener::bind(config.listen)
         .await
@@ -137,10 +150,16 @@ pub async fn start(
     let router = crate::http::router(Arc::clone(&app));
     let service = router.into_make_service_with_connect_info::<PeerAddr>();
     let task = match &config.tls {
-        None => tokio::spawn(serve(tcp, service, stop_rx, Arc::clone(&store), maintenance)),
+        None => {
+            let listener = IdleTimeout::new(tcp, IDLE_LIMIT);
+            tokio::spawn(serve(listener, service, stop_rx, Arc::clone(&store), maintenance))
+        }
         Some((cert, key)) => {
             let tls = crate::tls::server_config(cert, key).map_err(ServeError::Tls)?;
-            let listener = crate::tls::TlsListener::new(tcp, tls).map_err(ServeError::Serve)?;
+            let listener = IdleTimeout::new(
+                crate::tls::TlsListener::new(tcp, tls).map_err(ServeError::Serve)?,
+                IDLE_LIMIT,
+            );
             tokio::spawn(serve(listener, service, stop_rx, Arc::clone(&store), maintenance))
         }
     };
@@ -154,6 +173,9 @@ pub async fn start(
     })
 }
 
+/// How long a shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 async fn serve<L>(
     listener: L,
     service: IntoMakeServiceWithConnectInfo<axum::Router, PeerAddr>,
@@ -165,12 +187,24 @@ where
     L: axum::serve::Listener<Addr = SocketAddr>,
     PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    let result = axum::serve(listener, service)
+    let mut deadline = stop.clone();
+    let serving = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
-        .await
-        .map_err(ServeError::Serve);
+        .into_future();
+    // A client that never finishes its request must not hold the shutdown forever: after the
+    // grace period the connections left are dropped (every acknowledged write is committed).
+    let result = tokio::select! {
+        r = serving => r.map_err(ServeError::Serve),
+        () = async {
+            let _ = deadline.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still unfinished at shutdown; closing their connections");
+            Ok(())
+        }
+    };
     maintenance.abort();
     // Every acknowledged write is already committed; this drains anything queued and closes.
     store.close().await;
@@ -182,16 +216,19 @@ where
 #[derive(Debug, Clone)]
 pub struct PeerAddr(pub SocketAddr, pub Option<Arc<[u8]>>);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, IdleTimeout<TcpListener>>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, IdleTimeout<TcpListener>>) -> Self {
         Self(*stream.remote_addr(), None)
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, IdleTimeout<crate::tls::TlsListener>>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, IdleTimeout<crate::tls::TlsListener>>) -> Self {
         let cert = stream
             .io()
+            .inner()
             .get_ref()
             .1
             .peer_certificates()

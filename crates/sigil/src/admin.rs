@@ -306,7 +306,7 @@ async fn status(
     a: crate::cli::StatusArgs,
 ) -> Result<(), Failure> {
     let req = StatusChangeRequest {
-        reason: opt(a.reason.as_ref(), Description::parse)?,
+        reason: opt(a.reason.as_ref(), Reason::parse)?,
     };
     let view = api.change_status(family, &a.name, action, &req).await?;
     match g.output {

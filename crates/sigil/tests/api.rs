@@ -219,6 +219,30 @@ async fn lifecycle_transitions_are_checked() {
     let v = get(&s, "/admin/v1/agents/temp").await.1;
     assert_eq!(v["status"], "active");
     assert_eq!(v["effective_status"], "suspended");
+    // Listing by status goes by the status in effect, as shown.
+    let names = |v: Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(names(get(&s, "/admin/v1/agents?status=suspended").await.1).contains(&"temp".to_owned()));
+    assert!(!names(get(&s, "/admin/v1/agents?status=active").await.1).contains(&"temp".to_owned()));
+    // A past expires_at is refused on update as on create.
+    let (st, _, _) = raw(
+        &s,
+        "PATCH",
+        "/admin/v1/agents/temp",
+        Some(&s.admin_token),
+        Some((
+            "application/json",
+            br#"{"expires_at": "2001-01-01T00:00:00Z"}"#.to_vec(),
+        )),
+    )
+    .await;
+    assert_eq!(st, 400);
     assert_eq!(post(&s, "/admin/v1/agents/temp/suspend", json!({})).await.0, 200);
     assert_eq!(post(&s, "/admin/v1/agents/temp/resume", json!({})).await.0, 409);
 }
@@ -279,7 +303,12 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
             "unknown field",
         ),
         ("/admin/v1/users", json!({"username": "has space"}), 400, "username"),
-        ("/admin/v1/users", json!({"username": "alice"}), 409, "already exists"),
+        (
+            "/admin/v1/users",
+            json!({"username": "alice"}),
+            409,
+            "a user with this username already exists",
+        ),
         (
             "/admin/v1/users",
             json!({"username": "x", "email": "not-an-email"}),
@@ -359,6 +388,10 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         Some(("application/json", b"{\"username\":".to_vec())),
     )
     .await;
+    assert_eq!(st, 400, "{p}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    // A path segment that is not UTF-8 is a problem too, not axum's plain text.
+    let (st, p, h) = raw(&s, "GET", "/admin/v1/agents/%FF", Some(&s.admin_token), None).await;
     assert_eq!(st, 400, "{p}");
     assert_eq!(h["content-type"], "application/problem+json");
     // A struct's fields as an array are not an API body.
@@ -524,6 +557,38 @@ async fn metrics_and_request_ids() {
             .unwrap();
         assert_eq!(&resp.headers()["x-request-id"], v);
     }
+    // A caller's id never becomes the id audit records go by: a refused request that names an
+    // admin request's id does not join that request's trace.
+    let (st, _, h) = raw(
+        &s,
+        "POST",
+        "/admin/v1/users",
+        Some(&s.admin_token),
+        Some(("application/json", br#"{"username": "traced"}"#.to_vec())),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let rid = h["x-request-id"].to_str().unwrap().to_owned();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/token", s.url))
+        .header("x-request-id", &rid)
+        .basic_auth("cli_nobody", Some("wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let found = s.client().audit_search(&[("request", rid.clone())]).await.unwrap();
+    assert_eq!(found.items.len(), 1, "{rid} belongs to the admin's request only");
+    // Methods outside RFC 9110 are one metrics label, not one per name.
+    for n in 0..3 {
+        let odd = reqwest::Method::from_bytes(format!("ODD{n}").as_bytes()).unwrap();
+        reqwest::Client::new()
+            .request(odd, format!("{}/healthz", s.url))
+            .send()
+            .await
+            .unwrap();
+    }
     let text = reqwest::get(format!("{}/metrics", s.url))
         .await
         .unwrap()
@@ -533,6 +598,27 @@ async fn metrics_and_request_ids() {
     assert!(text.contains("sigil_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/healthz\""), "{text}");
     assert!(text.contains("sigil_http_request_duration_seconds"), "{text}");
+    assert!(!text.contains("ODD0") && text.contains("method=\"OTHER\""), "{text}");
+    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is a 400.
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    for head in ["", "Host: a\r\nHost: b\r\n"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let req = format!("GET /healthz HTTP/1.1\r\n{head}Connection: close\r\n\r\n");
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+    }
+    // Every answer says nosniff; admin answers are not stored by caches.
+    let (_, _, h) = raw(&s, "GET", "/admin/v1/users", Some(&s.admin_token), None).await;
+    assert_eq!(
+        (&h["x-content-type-options"], &h["cache-control"]),
+        (
+            &"nosniff".parse::<reqwest::header::HeaderValue>().unwrap(),
+            &"no-store".parse::<reqwest::header::HeaderValue>().unwrap()
+        )
+    );
 }
 
 /// Concurrent updates of one identity each re-read and re-apply their patch: all succeed, and

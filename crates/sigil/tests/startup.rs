@@ -137,10 +137,21 @@ async fn wrong_master_key_is_refused() {
     )
     .unwrap();
     let other = sigil_crypto::MasterKey::generate().unwrap().to_base64();
-    let err = sigil_server::start(config, std::sync::Arc::new(sigil_core::SystemClock), Some(other))
+    let err = sigil_server::start(
+        config.clone(),
+        std::sync::Arc::new(sigil_core::SystemClock),
+        Some(other),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("master key"), "{err}");
+    // A lost key file is named as lost, and no new key file takes its place.
+    std::fs::remove_file(&config.master_key_file).unwrap();
+    let err = sigil_server::start(config.clone(), std::sync::Arc::new(sigil_core::SystemClock), None)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("master key"), "{err}");
+    assert!(err.to_string().contains("is missing"), "{err}");
+    assert!(!config.master_key_file.exists(), "no stray key file was written");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! `/admin/v1/clients` and `/admin/v1/tokens/*`: OAuth clients and token administration.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::model::IdentityRef;
@@ -12,6 +12,7 @@ use sigil_proto::admin::{ClientView, CreateClient, ListResponse, TokenRequest};
 
 use super::State;
 use super::error::ApiError;
+use super::extract::Path;
 use super::extract::{Admin, ApiJson};
 use super::query::Params;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::spiffe::entries::{EntrySpec, RegistrationEntry};
@@ -11,6 +11,7 @@ use sigil_proto::admin::{EntryRequest, EntryView, ListResponse};
 
 use super::State;
 use super::error::ApiError;
+use super::extract::Path;
 use super::extract::{Admin, ApiJson};
 use super::query::Params;
 

@@ -1,7 +1,7 @@
 //! `/admin/v1/agents` and `/admin/v1/workloads`: the same resource shape, two families.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::model::{IdentityFamily, IdentityQuery, IdentityRef, UserRef};
@@ -11,6 +11,7 @@ use sigil_types::{IdentityKind, IdentityStatus, Labels, StatusChange, TeamName};
 
 use super::State;
 use super::error::ApiError;
+use super::extract::Path;
 use super::extract::{Admin, ApiJson, OptionalJson, tagged};
 use super::query::Params;
 
@@ -52,7 +53,7 @@ async fn list(app: State, family: IdentityFamily, raw: Option<String>) -> Result
         family: Some(family),
         kind: p.parsed("kind", IdentityKind::parse)?,
         owner,
-        status: p.parsed("status", IdentityStatus::parse)?,
+        status: p.parsed("status", IdentityStatus::parse)?.map(|s| (s, app.clock.now())),
         team: p.parsed("team", TeamName::parse)?,
         labels,
         page: p.page()?,

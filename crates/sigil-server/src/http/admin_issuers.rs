@@ -1,7 +1,6 @@
 //! `/admin/v1/trusted-issuers`: enterprise identity providers whose tokens Sigil accepts.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::oauth::enterprise::NewTrustedIssuer;
@@ -11,6 +10,7 @@ use sigil_proto::admin::{CreateTrustedIssuer, ListResponse, TrustedIssuerView};
 
 use super::State;
 use super::error::ApiError;
+use super::extract::Path;
 use super::extract::{Admin, ApiJson};
 
 type Result<T> = std::result::Result<T, ApiError>;

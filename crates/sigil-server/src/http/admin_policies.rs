@@ -2,7 +2,6 @@
 //! explain one decision against a version.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::policy::PolicyVersion;
@@ -11,6 +10,7 @@ use sigil_proto::policy::{ActivationView, ExplainRequest, PolicyVersionView, Upl
 
 use super::State;
 use super::error::ApiError;
+use super::extract::Path;
 use super::extract::{Admin, ApiJson};
 use crate::authz::{EvalError, evaluate};
 

@@ -1,7 +1,7 @@
 //! `/admin/v1/resources`
 
 use axum::Json;
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::model::{ResourceQuery, ResourceRef, UserRef};
@@ -10,6 +10,7 @@ use sigil_proto::admin::{CreateResource, ListResponse, UpdateResource};
 
 use super::State;
 use super::error::ApiError;
+use super::extract::Path;
 use super::extract::{Admin, ApiJson, tagged};
 use super::query::Params;
 

@@ -1,7 +1,7 @@
 //! `/admin/v1/users`
 
 use axum::Json;
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::model::{UserQuery, UserRef};
@@ -11,6 +11,7 @@ use sigil_types::{Group, UserStatus};
 
 use super::State;
 use super::error::ApiError;
+use super::extract::Path;
 use super::extract::{Admin, ApiJson, tagged};
 use super::query::Params;
 

@@ -125,3 +125,22 @@ pub fn tagged(body: impl serde::Serialize, version: i64) -> Response {
     }
     resp
 }
+
+/// Path parameters, refused as a problem (400) when a segment does not decode (not UTF-8, say)
+/// instead of axum's plain-text rejection.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| ApiError::Invalid {
+                field: None,
+                message: format!("the request path: {}", e.body_text()),
+            })
+    }
+}

@@ -36,6 +36,7 @@ pub type State = axum::extract::State<Arc<App>>;
 /// Builds the whole HTTP API. Tests call this directly (no socket needed).
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body_bytes;
+    let tls = app.config.tls.is_some();
     let admin = Router::new()
         .route("/users", get(admin_users::list).post(admin_users::create))
         .route(
@@ -146,6 +147,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(tls, middleware::hygiene))
         .layer(axum::middleware::from_fn(middleware::observe))
         .with_state(app)
 }
