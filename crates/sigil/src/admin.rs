@@ -39,7 +39,13 @@ pub fn client(g: &Global) -> Result<Client, Failure> {
         }
     }
     let token = match g.token.clone().or_else(|| env("SIGIL_ADMIN_TOKEN")) {
-        Some(t) => Some(t),
+        // `$(cat admin-token)` keeps no newline, but a variable filled another way may.
+        Some(t) if t.trim().chars().any(char::is_control) => {
+            return Err(Failure::invalid(
+                "--token (or SIGIL_ADMIN_TOKEN) holds control characters: it is not an admin token",
+            ));
+        }
+        Some(t) => Some(t.trim().to_owned()),
         None => {
             let dir = env("SIGIL_DATA_DIR").map_or_else(|| PathBuf::from("./sigil-data"), PathBuf::from);
             std::fs::read_to_string(dir.join("admin-token"))
@@ -94,7 +100,7 @@ pub fn page_query(p: &PageArgs, q: &mut Vec<(&'static str, String)>) {
 pub async fn list_pages<T, F, Fut>(
     g: &Global,
     p: &PageArgs,
-    mut query: Vec<(&'static str, String)>,
+    query: Vec<(&'static str, String)>,
     columns: &[&str],
     fetch: F,
 ) -> Result<(), Failure>
@@ -103,11 +109,28 @@ where
     F: Fn(Vec<(&'static str, String)>) -> Fut,
     Fut: std::future::Future<Output = Result<ListResponse<T>, sigil_client::ClientError>>,
 {
+    list_rows(g, p, query, columns, fetch, |i| serde_json::to_value(i).ok()).await
+}
+
+/// [`list_pages`] with each item turned into its row by `row` (for lists whose text table
+/// flattens nested fields).
+pub async fn list_rows<T, F, Fut>(
+    g: &Global,
+    p: &PageArgs,
+    mut query: Vec<(&'static str, String)>,
+    columns: &[&str],
+    fetch: F,
+    row: impl Fn(&T) -> Option<Value>,
+) -> Result<(), Failure>
+where
+    F: Fn(Vec<(&'static str, String)>) -> Fut,
+    Fut: std::future::Future<Output = Result<ListResponse<T>, sigil_client::ClientError>>,
+{
     page_query(p, &mut query);
     let mut rows: Vec<Value> = Vec::new();
     loop {
         let page = fetch(query.clone()).await?;
-        rows.extend(page.items.iter().filter_map(|i| serde_json::to_value(i).ok()));
+        rows.extend(page.items.iter().filter_map(&row));
         match (p.all, page.next_cursor) {
             (true, Some(c)) => {
                 query.retain(|(k, _)| *k != "cursor");
@@ -190,19 +213,18 @@ pub async fn user(g: &Global, c: UserCommand) -> Result<(), Failure> {
                 .map_err(|e| Failure::invalid(format!("cannot read the password from standard input: {e}")))?;
             let password = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
             api.set_password(&user, &password).await?;
-            done(g, "password set for", &user);
+            output::report(
+                g.output,
+                serde_json::json!({ "result": "password set", "name": user }),
+                &format!("password set for {user}"),
+            );
         }
     }
     Ok(())
 }
 
 fn done(g: &Global, what: &str, name: &str) {
-    match g.output {
-        crate::cli::Output::Json => {
-            println!("{}", serde_json::json!({ "result": what, "name": name }))
-        }
-        crate::cli::Output::Text => println!("{what} {name}"),
-    }
+    output::done(g.output, what, name);
 }
 
 pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<(), Failure> {

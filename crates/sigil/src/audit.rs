@@ -47,37 +47,27 @@ pub async fn audit(g: &Global, c: AuditCommand) -> Result<(), Failure> {
                     q.push((k, v));
                 }
             }
+            let fetch = |q: Vec<(&'static str, String)>| {
+                let api = api.clone();
+                async move { api.audit_search(&q).await }
+            };
             if g.output == Output::Json {
-                return list_pages(g, &page, q, AUDIT_COLUMNS, |q| {
-                    let api = api.clone();
-                    async move { api.audit_search(&q).await }
-                })
-                .await;
+                return list_pages(g, &page, q, AUDIT_COLUMNS, fetch).await;
             }
             // Text: flatten the interesting fields into columns.
-            crate::admin::page_query(&page, &mut q);
-            let found = api.audit_search(&q).await?;
-            let rows: Vec<Value> = found
-                .items
-                .iter()
-                .map(|e| {
-                    let r = &e.record;
-                    serde_json::json!({
-                        "seq": e.seq,
-                        "leaf_index": e.leaf_index,
-                        "time": r.get("time"),
-                        "event_type": r.get("event_type"),
-                        "outcome": r.get("outcome"),
-                        "actor": r.get("actors").and_then(|a| a.get(0)),
-                        "target": r.get("target").and_then(|t| t.get("name").or_else(|| t.get("id"))),
-                    })
-                })
-                .collect();
-            output::table(g.output, &rows, AUDIT_COLUMNS);
-            if let Some(c) = found.next_cursor {
-                eprintln!("(more: --cursor {c})");
-            }
-            Ok(())
+            crate::admin::list_rows(g, &page, q, AUDIT_COLUMNS, fetch, |e| {
+                let r = &e.record;
+                Some(serde_json::json!({
+                    "seq": e.seq,
+                    "leaf_index": e.leaf_index,
+                    "time": r.get("time"),
+                    "event_type": r.get("event_type"),
+                    "outcome": r.get("outcome"),
+                    "actor": r.get("actors").and_then(|a| a.get(0)),
+                    "target": r.get("target").and_then(|t| t.get("name").or_else(|| t.get("id"))),
+                }))
+            })
+            .await
         }
         AuditCommand::Checkpoint => {
             let api = client(g)?;
@@ -172,10 +162,7 @@ pub async fn audit(g: &Global, c: AuditCommand) -> Result<(), Failure> {
 }
 
 fn report(g: &Global, json: Value, text: &str) {
-    match g.output {
-        Output::Json => println!("{json}"),
-        Output::Text => println!("{text}"),
-    }
+    output::report(g.output, json, text);
 }
 
 /// Checkpoints first, then records: any record integrated meanwhile is an unsigned tail, never a
@@ -287,14 +274,18 @@ fn read_jwks(path: &Path) -> Result<Jwks, Failure> {
 
 /// `sigil trace ID`: human → agent → sub-agent → action, with outcomes.
 pub async fn trace(g: &Global, id: &str) -> Result<(), Failure> {
+    if id.trim().is_empty() {
+        return Err(Failure::invalid("give a request id, a token id (jti) or an agent name"));
+    }
     let api = client(g)?;
     let found = api.audit_trace(id).await?;
+    // Nothing found is an error in every format, so a script sees the same exit code.
+    if found.items.is_empty() {
+        return Err(Failure::error(format!("no audit records for {id:?}")));
+    }
     if g.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&found.items).unwrap_or_default());
         return Ok(());
-    }
-    if found.items.is_empty() {
-        return Err(Failure::error(format!("no audit records for {id:?}")));
     }
     // subject → actor chain in delegation order (the agent the user delegated to first, the
     // sub-agents it delegated to below it) → actions. Records list actors outermost first.
@@ -339,7 +330,8 @@ pub async fn trace(g: &Global, id: &str) -> Result<(), Failure> {
         );
         tree.entry(subject).or_default().entry(actors).or_default().push(line);
     }
-    println!("trace for {id}: {} records", found.items.len());
+    let n = found.items.len();
+    println!("trace for {id}: {n} record{}", if n == 1 { "" } else { "s" });
     for (subject, chains) in &tree {
         println!("{subject}");
         for (chain, actions) in chains {

@@ -94,7 +94,7 @@ pub enum Command {
     #[command(subcommand)]
     Federation(FederationCommand),
     /// The node agent: `sigil node --server URL --join-token T --socket PATH` attests this host
-    /// and serves the SPIFFE Workload API; `sigil node token create|list|ban` manage nodes.
+    /// and serves the SPIFFE Workload API; `sigil node token create`, `sigil node list` and `sigil node ban` manage nodes.
     Node(NodeArgs),
 }
 
@@ -275,15 +275,16 @@ pub enum EntryCommand {
 #[derive(Debug, Subcommand)]
 pub enum IssuerCommand {
     /// Trust an identity provider.
+    #[command(group(clap::ArgGroup::new("keys").required(true).args(["jwks_file", "jwks_uri"])))]
     Add {
         /// Its issuer identifier (the `iss` of its tokens).
         #[arg(long)]
         issuer: String,
         /// A JWK Set file with its public keys.
-        #[arg(long, group = "keys", required = true)]
+        #[arg(long)]
         jwks_file: Option<PathBuf>,
         /// Where it publishes its JWK Set.
-        #[arg(long, group = "keys")]
+        #[arg(long)]
         jwks_uri: Option<String>,
         /// The claim holding the Sigil username: sub (default, the only one OIDC guarantees
         /// unique), preferred_username, email, upn.
@@ -383,8 +384,9 @@ pub enum TokenCommand {
         /// The client's private key (PKCS#8 PEM) for private_key_jwt.
         #[arg(long, group = "credential")]
         key_file: Option<PathBuf>,
-        /// The client secret (client_secret_basic).
-        #[arg(long, group = "credential")]
+        /// The client secret (client_secret_basic). Better from the environment than on the
+        /// command line, where other local users can read it.
+        #[arg(long, group = "credential", env = "SIGIL_CLIENT_SECRET", hide_env_values = true)]
         secret: Option<String>,
         /// The resource (RFC 8707) the token is for.
         #[arg(long)]

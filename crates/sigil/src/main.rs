@@ -117,8 +117,8 @@ async fn run(cli: cli::Cli) -> Result<(), Failure> {
     use cli::Command;
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
-        Command::Db(cli::DbCommand::Migrate(opts)) => serve::migrate(opts).await,
-        Command::Config(c) => serve::config(c),
+        Command::Db(cli::DbCommand::Migrate(opts)) => serve::migrate(cli.global.output, opts).await,
+        Command::Config(c) => serve::config(cli.global.output, c),
         Command::User(c) => admin::user(&cli.global, c).await,
         Command::Agent(c) => admin::identity(&cli.global, sigil_client::Family::Agents, c).await,
         Command::Workload(c) => admin::identity(&cli.global, sigil_client::Family::Workloads, c).await,

@@ -39,7 +39,7 @@ pub async fn node(g: &Global, args: NodeArgs) -> Result<(), Failure> {
         }
         Some(NodeCommand::Ban { spiffe_id }) => {
             api.ban_node(&spiffe_id).await?;
-            println!("banned {spiffe_id}");
+            output::done(g.output, "banned", &spiffe_id);
         }
         None => {}
     }
@@ -79,7 +79,7 @@ pub async fn federation(g: &Global, c: crate::cli::FederationCommand) -> Result<
         }
         FederationCommand::Delete { trust_domain } => {
             api.delete_federation(&trust_domain).await?;
-            println!("deleted {trust_domain}");
+            output::done(g.output, "deleted", &trust_domain);
         }
     }
     Ok(())
@@ -110,6 +110,7 @@ async fn run_agent(a: crate::cli::NodeAgentArgs) -> Result<(), Failure> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let config = sigil_node::NodeConfig {
         server,

@@ -80,9 +80,9 @@ pub async fn client(g: &Global, c: ClientCommand) -> Result<(), Failure> {
         ClientCommand::Show { client_id } => output::item(g.output, &api_client(g)?.get_client(&client_id).await?),
         ClientCommand::Delete { client_id } => {
             api_client(g)?.delete_client(&client_id).await?;
-            println!("deleted {client_id}");
+            output::done(g.output, "deleted", &client_id);
         }
-        ClientCommand::Keygen { private_key, jwks, alg } => keygen(&private_key, &jwks, &alg)?,
+        ClientCommand::Keygen { private_key, jwks, alg } => keygen(g.output, &private_key, &jwks, &alg)?,
     }
     Ok(())
 }
@@ -92,8 +92,18 @@ fn read_json(p: &Path) -> Result<Value, Failure> {
     serde_json::from_str(&text).map_err(|e| Failure::invalid(format!("{} is not JSON: {e}", p.display())))
 }
 
-fn keygen(private_key: &Path, jwks_path: &Path, alg: &str) -> Result<(), Failure> {
+fn keygen(out: Output, private_key: &Path, jwks_path: &Path, alg: &str) -> Result<(), Failure> {
     let alg = Algorithm::parse(alg).ok_or_else(|| Failure::invalid("--alg must be EdDSA, ES256 or RS256"))?;
+    // A second run must not replace a key a client is registered with (nor write through a
+    // symbolic link someone left at the path).
+    for path in [private_key, jwks_path] {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(Failure::invalid(format!(
+                "{} already exists: remove it or choose another path",
+                path.display()
+            )));
+        }
+    }
     let (key, pkcs8) = SigningKey::generate(alg).map_err(|e| Failure::error(e.to_string()))?;
     let mut jwk = PublicJwk::from(&key.public_jwk());
     jwk.kid = Some(jwk.thumbprint().map_err(|e| Failure::error(e.to_string()))?);
@@ -109,11 +119,15 @@ fn keygen(private_key: &Path, jwks_path: &Path, alg: &str) -> Result<(), Failure
     let set = json!({ "keys": [jwk] });
     std::fs::write(jwks_path, serde_json::to_string_pretty(&set).unwrap_or_default())
         .map_err(|e| Failure::error(format!("cannot write {}: {e}", jwks_path.display())))?;
-    println!(
-        "wrote {} (private, 0600) and {} (register it with: sigil client create --identity NAME --jwks-file {})",
-        private_key.display(),
-        jwks_path.display(),
-        jwks_path.display()
+    output::report(
+        out,
+        json!({ "private_key": private_key.display().to_string(), "jwks": jwks_path.display().to_string(), "kid": jwk.kid }),
+        &format!(
+            "wrote {} (private, 0600) and {} (register it with: sigil client create --identity NAME --jwks-file {})",
+            private_key.display(),
+            jwks_path.display(),
+            jwks_path.display()
+        ),
     );
     Ok(())
 }
@@ -161,6 +175,9 @@ pub async fn token(g: &Global, c: TokenCommand) -> Result<(), Failure> {
             resource,
             scopes,
         } => {
+            for s in &scopes {
+                sigil_types::Scope::parse(s)?;
+            }
             let meta = api.metadata().await?;
             let endpoint = meta
                 .get("token_endpoint")
@@ -198,7 +215,12 @@ pub async fn token(g: &Global, c: TokenCommand) -> Result<(), Failure> {
         }
         TokenCommand::Revoke { access_token } => {
             api.revoke_token(&access_token).await?;
-            println!("revoked");
+            // RFC 7009 §2.2: the server answers the same whether or not the token was active.
+            output::report(
+                g.output,
+                serde_json::json!({ "result": "revoked" }),
+                "revoked (if it was an active token)",
+            );
         }
         TokenCommand::Introspect { access_token } => {
             let v = api.introspect_token(&access_token).await?;
@@ -279,7 +301,7 @@ pub async fn issuer(g: &Global, c: crate::cli::IssuerCommand) -> Result<(), Fail
         }
         IssuerCommand::Delete { id } => {
             api.delete_trusted_issuer(&id).await?;
-            println!("deleted {id}");
+            output::done(g.output, "deleted", &id);
         }
     }
     Ok(())
@@ -338,7 +360,7 @@ pub async fn entry(g: &Global, c: crate::cli::EntryCommand) -> Result<(), Failur
         EntryCommand::Show { id } => output::item(g.output, &api.get_entry(&id).await?),
         EntryCommand::Delete { id } => {
             api.delete_entry(&id).await?;
-            println!("deleted {id}");
+            output::done(g.output, "deleted", &id);
         }
     }
     Ok(())

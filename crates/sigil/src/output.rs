@@ -23,6 +23,24 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, line: bool) {
     }
 }
 
+/// Prints the outcome of a command that returns no object: `json` with `--output json`, `text`
+/// otherwise.
+pub fn report(out: Output, json: Value, text: &str) {
+    match out {
+        Output::Json => println!("{json}"),
+        Output::Text => println!("{text}"),
+    }
+}
+
+/// Reports that `what` happened to `name` (`deleted alice`, `{"result":"deleted","name":"alice"}`).
+pub fn done(out: Output, what: &str, name: &str) {
+    report(
+        out,
+        serde_json::json!({ "result": what, "name": name }),
+        &format!("{what} {name}"),
+    );
+}
+
 /// Prints one object.
 pub fn item(out: Output, v: &impl Serialize) {
     let value = serde_json::to_value(v).unwrap_or(Value::Null);

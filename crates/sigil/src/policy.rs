@@ -46,26 +46,29 @@ pub async fn policy(g: &Global, c: PolicyCommand) -> Result<(), Failure> {
             let v = api.get_policy(version).await?;
             match g.output {
                 Output::Json => output::item(g.output, &v),
+                Output::Text if v.policies.as_deref().unwrap_or_default().is_empty() && v.schema.is_none() => {
+                    println!("// version {version}: no operator policies (only the built-in ones)");
+                }
                 Output::Text => {
-                    print!("{}", v.policies.unwrap_or_default());
-                    if let Some(s) = v.schema {
-                        println!("\n// schema fragment\n{s}");
+                    let text = version_text(&v);
+                    print!("{text}");
+                    if !text.ends_with('\n') {
+                        println!();
                     }
                 }
             }
         }
         PolicyCommand::Diff { from, to } => {
             let (a, b) = (api.get_policy(from).await?, api.get_policy(to).await?);
-            let text = |v: &sigil_proto::policy::PolicyVersionView| {
-                format!(
-                    "{}\n// schema fragment\n{}",
-                    v.policies.as_deref().unwrap_or_default(),
-                    v.schema.as_deref().unwrap_or_default()
-                )
-            };
-            println!("--- version {from}\n+++ version {to}");
-            for line in diff_lines(&text(&a), &text(&b)) {
-                println!("{line}");
+            let lines = diff_lines(&version_text(&a), &version_text(&b));
+            match g.output {
+                Output::Json => output::item(g.output, &serde_json::json!({ "from": from, "to": to, "lines": lines })),
+                Output::Text => {
+                    println!("--- version {from}\n+++ version {to}");
+                    for line in lines {
+                        println!("{line}");
+                    }
+                }
             }
         }
         PolicyCommand::Activate { version } => output::item(g.output, &api.activate_policy(version).await?),
@@ -82,6 +85,20 @@ pub async fn policy(g: &Global, c: PolicyCommand) -> Result<(), Failure> {
         PolicyCommand::Test { file, version } => return run_tests(g, &api, &file, version).await,
     }
     Ok(())
+}
+
+/// A version's policies and schema fragment as one text, for `show` and `diff` (nothing for an
+/// empty part, so an empty version is an empty text).
+fn version_text(v: &sigil_proto::policy::PolicyVersionView) -> String {
+    let mut text = v.policies.clone().unwrap_or_default();
+    if let Some(s) = v.schema.as_deref().filter(|s| !s.is_empty()) {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("// schema fragment\n");
+        text.push_str(s);
+    }
+    text
 }
 
 fn read(path: &Path) -> Result<String, Failure> {
@@ -191,9 +208,10 @@ async fn run_tests(g: &Global, api: &sigil_client::Client, file: &Path, version:
             .await;
         let d = match explained {
             Ok(d) => d,
-            // A case the server cannot evaluate is the file's error: say so and go on, so one
-            // bad case does not hide how the others fare.
-            Err(sigil_client::ClientError::Api { status, problem }) if status.as_u16() == 400 => {
+            // A case the server cannot evaluate (malformed, or naming a user or agent that does
+            // not exist) is the file's error: say so and go on, so one bad case does not hide how
+            // the others fare.
+            Err(sigil_client::ClientError::Api { status, problem }) if matches!(status.as_u16(), 400 | 404) => {
                 let e = sigil_client::ClientError::Api { status, problem };
                 unusable += 1;
                 if g.output == Output::Text {

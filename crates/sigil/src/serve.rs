@@ -5,8 +5,9 @@ use std::sync::Arc;
 use sigil_server::config::{self, Config, Flags};
 use zeroize::Zeroizing;
 
-use crate::Failure;
+use crate::cli::Output;
 use crate::cli::{ConfigCommand, ServeArgs, ServerOptions};
+use crate::{Failure, output};
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
@@ -110,7 +111,7 @@ pub async fn wait_for_signal() {
     }
 }
 
-pub async fn migrate(opts: ServerOptions) -> Result<(), Failure> {
+pub async fn migrate(out: Output, opts: ServerOptions) -> Result<(), Failure> {
     let config = load(&opts, Flags::default())?;
     sigil_server::bootstrap::ensure_data_dir(&config.data_dir).map_err(|e| Failure::error(e.to_string()))?;
     let location =
@@ -119,18 +120,23 @@ pub async fn migrate(opts: ServerOptions) -> Result<(), Failure> {
     let report = sigil_store::SqlStore::migrate_only(&location)
         .await
         .map_err(|e| Failure::error(format!("{e}: {e:?}")))?;
-    if report.applied.is_empty() {
-        println!("database schema is up to date (version {})", report.current);
+    let text = if report.applied.is_empty() {
+        format!("database schema is up to date (version {})", report.current)
     } else {
-        println!(
+        format!(
             "applied migrations {:?}; schema is at version {}",
             report.applied, report.current
-        );
-    }
+        )
+    };
+    output::report(
+        out,
+        serde_json::json!({ "applied": report.applied, "version": report.current }),
+        &text,
+    );
     Ok(())
 }
 
-pub fn config(c: ConfigCommand) -> Result<(), Failure> {
+pub fn config(out: Output, c: ConfigCommand) -> Result<(), Failure> {
     match c {
         ConfigCommand::Example => {
             print!("{}", config::EXAMPLE);
@@ -139,16 +145,26 @@ pub fn config(c: ConfigCommand) -> Result<(), Failure> {
         ConfigCommand::Check { file } => {
             let cfg =
                 Config::load(Some(&file), &env, &Flags::default()).map_err(|e| Failure::invalid(e.to_string()))?;
-            println!(
-                "{}: ok (listen {}, data dir {}, store {})",
-                file.display(),
-                cfg.listen,
-                cfg.data_dir.display(),
-                if cfg.database_url.is_some() {
-                    "postgres"
-                } else {
-                    "sqlite"
-                }
+            let store = if cfg.database_url.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            };
+            output::report(
+                out,
+                serde_json::json!({
+                    "file": file.display().to_string(),
+                    "result": "ok",
+                    "listen": cfg.listen.to_string(),
+                    "data_dir": cfg.data_dir.display().to_string(),
+                    "store": store,
+                }),
+                &format!(
+                    "{}: ok (listen {}, data dir {}, store {store})",
+                    file.display(),
+                    cfg.listen,
+                    cfg.data_dir.display(),
+                ),
             );
             Ok(())
         }

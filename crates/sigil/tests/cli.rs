@@ -170,6 +170,123 @@ async fn pagination_with_all() {
     let o = sigil(&s, None, &["user", "list", "--limit", "2", "--output", "json"]).await;
     assert_eq!(json(&o).as_array().unwrap().len(), 2);
     assert!(o.stderr.contains("--cursor"), "{}", o.stderr);
+    // The audit search table follows --all too (five user.created records at least).
+    let o = sigil(
+        &s,
+        None,
+        &["audit", "search", "--type", "user.created", "--limit", "2", "--all"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stdout.lines().filter(|l| l.contains("user.created")).count(),
+        5,
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stderr.contains("--cursor"), "{}", o.stderr);
+}
+
+/// Commands that return no object still answer `--output json` with one JSON document.
+#[tokio::test]
+async fn every_command_answers_json() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem").to_string_lossy().into_owned();
+    let jwks = dir.path().join("k.jwks").to_string_lossy().into_owned();
+    for args in [
+        &["user", "create", "--username", "alice"][..],
+        &["agent", "create", "--name", "bot", "--owner", "alice"][..],
+    ] {
+        assert_eq!(sigil(&s, None, args).await.code, 0);
+    }
+    let o = json(
+        &sigil(
+            &s,
+            None,
+            &[
+                "--output",
+                "json",
+                "client",
+                "keygen",
+                "--private-key",
+                &key,
+                "--jwks",
+                &jwks,
+            ],
+        )
+        .await,
+    );
+    assert_eq!(o["private_key"], key.as_str());
+    // A second keygen must not replace the key a client may be registered with.
+    let o = sigil(&s, None, &["client", "keygen", "--private-key", &key, "--jwks", &jwks]).await;
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains("already exists"), "{}", o.stderr);
+    let client = json(
+        &sigil(
+            &s,
+            None,
+            &[
+                "--output",
+                "json",
+                "client",
+                "create",
+                "--identity",
+                "bot",
+                "--jwks-file",
+                &jwks,
+            ],
+        )
+        .await,
+    );
+    let id = client["client_id"].as_str().unwrap();
+    let o = json(&sigil(&s, None, &["--output", "json", "client", "delete", id]).await);
+    assert_eq!((o["result"].as_str(), o["name"].as_str()), (Some("deleted"), Some(id)));
+    let o = json(&sigil(&s, None, &["--output", "json", "token", "revoke", "not-a-token"]).await);
+    assert_eq!(o["result"], "revoked");
+    let config = dir.path().join("sigil.toml");
+    std::fs::write(&config, "").unwrap();
+    let o = json(
+        &sigil(
+            &s,
+            None,
+            &["--output", "json", "config", "check", &config.to_string_lossy()],
+        )
+        .await,
+    );
+    assert_eq!(
+        (o["result"].as_str(), o["store"].as_str()),
+        (Some("ok"), Some("sqlite"))
+    );
+}
+
+/// Revoked and decommissioned are final: nothing new is made for such an identity.
+#[tokio::test]
+async fn final_identities_get_no_new_credentials() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    for args in [
+        &["user", "create", "--username", "alice"][..],
+        &["agent", "create", "--name", "old", "--owner", "alice"][..],
+        &["agent", "decommission", "old"][..],
+    ] {
+        assert_eq!(sigil(&s, None, args).await.code, 0, "{args:?}");
+    }
+    for args in [
+        &["client", "create", "--identity", "old", "--secret"][..],
+        &["registration-token", "create", "--owner", "alice", "--identity", "old"][..],
+        &["agent", "update", "old", "--ceiling", "employees:write"][..],
+    ] {
+        let o = sigil(&s, None, args).await;
+        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains("final"), "{args:?}: {}", o.stderr);
+    }
+    // Its description may still be kept up to date.
+    let o = sigil(&s, None, &["agent", "update", "old", "--description", "retired 2026"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
 }
 
 #[tokio::test]
@@ -226,6 +343,15 @@ async fn exit_codes() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    // An admin token read from a variable with its newline still works; control characters
+    // inside one are invalid input, not an unreachable server.
+    let with_newline = format!("{}\n", s.admin_token);
+    assert_eq!(sigil(&s, Some(&with_newline), &["user", "list"]).await.code, 0);
+    assert_eq!(sigil(&s, Some("bad\u{1}token"), &["user", "list"]).await.code, 3);
+    // Nothing to trace is the same error in both formats.
+    assert_eq!(sigil(&s, None, &["trace", "nosuch"]).await.code, 1);
+    assert_eq!(sigil(&s, None, &["trace", "nosuch", "--output", "json"]).await.code, 1);
+    assert_eq!(sigil(&s, None, &["trace", ""]).await.code, 3);
     // 0: help.
     assert_eq!(sigil(&s, None, &["--help"]).await.code, 0);
 }
@@ -344,11 +470,27 @@ async fn policy_commands() {
         0,
         serde_json::json!({"name": "no such action", "request": {"subject": {"type": "user", "id": "alice"}, "action": {"name": "fly"}, "resource": {"type": "Employee", "id": "e1"}}, "expect": "deny"}),
     );
+    with_bad_case["cases"].as_array_mut().unwrap().insert(
+        1,
+        serde_json::json!({"name": "no such user", "request": request("nobody", "alice"), "expect": "deny"}),
+    );
     let mixed = path("mixed.json", &with_bad_case.to_string());
     let o = sigil(&s, None, &["policy", "test", &mixed]).await;
     assert_eq!(o.code, 3, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("ERR  no such action"), "{}", o.stdout);
+    assert!(o.stdout.contains("ERR  no such user"), "{}", o.stdout);
     assert!(o.stdout.contains("FAIL her own report"), "{}", o.stdout);
+    let o = json(&sigil(&s, None, &["--output", "json", "policy", "diff", "1", "2"]).await);
+    assert!(
+        o["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "- @id(\"managers\")"),
+        "{o}"
+    );
+    let o = sigil(&s, None, &["policy", "show", "0"]).await;
+    assert!(o.stdout.contains("built-in"), "{}", o.stdout);
 
     let o = sigil(&s, None, &["policy", "activate", "2"]).await;
     assert_eq!(o.code, 0);
