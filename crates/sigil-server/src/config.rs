@@ -640,7 +640,7 @@ dpop_nonce = false       # require server-provided nonces in DPoP proofs (RFC 94
 refresh_token_ttl = "30d"  # refresh tokens rotate on each use; reuse revokes the grant family
 max_delegation_depth = 4   # most actors in a delegated token's act chain
 # client_metadata_identity = "mcp-clients"  # accept Client ID Metadata Documents, acting as this agent
-# client_metadata_allow_loopback = false    # also accept http://127.0.0.1 documents (development only)
+# client_metadata_allow_loopback = false    # also fetch documents from loopback hosts (development only)
 
 [audit]
 # retain = "365d"        # prune records older than this (only at a signed checkpoint); unset: keep all

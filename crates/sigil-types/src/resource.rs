@@ -19,8 +19,12 @@ impl ResourceUri {
         if url.fragment().is_some() || s.contains('#') {
             return Err(ParseError::new("resource uri", "must not include a fragment"));
         }
-        if url.cannot_be_a_base() && !matches!(url.scheme(), "urn") {
-            return Err(ParseError::new("resource uri", "must be a hierarchical uri or a urn"));
+        if url.cannot_be_a_base() {
+            if url.scheme() != "urn" {
+                return Err(ParseError::new("resource uri", "must be a hierarchical uri or a urn"));
+            }
+        } else {
+            check_url_spelling(s, &url)?;
         }
         Ok(Self(s.to_owned()))
     }
@@ -49,6 +53,32 @@ impl ResourceUri {
     }
 }
 
+/// A resource URL is compared byte for byte (as `aud`, and by clients that match RFC 9728
+/// metadata), so it must be spelled the one way a URL parser would: no credentials, a lowercase
+/// scheme and host, no `.` or `..` segments.
+fn check_url_spelling(s: &str, url: &url::Url) -> Result<(), ParseError> {
+    let bad = |why: &str| Err(ParseError::new("resource uri", why.to_owned()));
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("must not carry a user name or password");
+    }
+    let Some(rest) = s.strip_prefix(url.scheme()).and_then(|r| r.strip_prefix("://")) else {
+        return bad("must have a lowercase scheme followed by ://");
+    };
+    if !url.host_str().is_some_and(|h| rest.starts_with(h)) {
+        return bad("must have a lowercase host name, as a URL parser writes it");
+    }
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let path = path.split(['?']).next().unwrap_or_default();
+    let dot = |seg: &str| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    };
+    if path.split('/').any(dot) {
+        return bad("must not have . or .. path segments");
+    }
+    Ok(())
+}
+
 impl std::fmt::Display for ResourceUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -73,6 +103,25 @@ mod tests {
         assert!(ResourceUri::parse("https://api.example.com/#frag").is_err());
         assert!(ResourceUri::parse("/relative").is_err());
         assert!(ResourceUri::parse("not a uri").is_err());
+        assert!(ResourceUri::parse("https://api.example.com").is_ok());
+        assert!(ResourceUri::parse("https://api.example.com:8443/v1?tenant=1").is_ok());
+        assert!(ResourceUri::parse("http://[::1]:8080/mcp").is_ok());
+    }
+
+    #[test]
+    fn one_spelling_per_resource_url() {
+        for s in [
+            "https://user:pw@api.example.com/mcp",
+            "https://user@api.example.com/mcp",
+            "HTTPS://api.example.com/mcp",
+            "https://API.example.com/mcp",
+            "https://api.example.com/a/../mcp",
+            "https://api.example.com/./mcp",
+            "https://api.example.com/a/%2E%2e/mcp",
+            "https://api.example.com/mcp/..",
+        ] {
+            assert!(ResourceUri::parse(s).is_err(), "{s} should be refused");
+        }
     }
 
     #[test]

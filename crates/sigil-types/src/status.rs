@@ -59,6 +59,14 @@ string_enum!(
     }
 );
 
+impl IdentityStatus {
+    /// Revoked or decommissioned: nothing brings the identity back, so nothing new (a client, a
+    /// registration token, a SPIFFE entry, a wider ceiling) is made for it either.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Revoked | Self::Decommissioned)
+    }
+}
+
 string_enum!(
     /// A human user's state.
     UserStatus, "status" {

@@ -148,6 +148,9 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
     // RFC 7592: read, update, delete with the registration access token only. Each read and
     // update answers with a new token (§3 requires one in the response; Sigil keeps only
     // hashes), and the old one stops working (§2.1).
+    // A HEAD has no body to carry a new token, so it leaves the current one in force.
+    let r = http.head(uri).bearer_auth(rat).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     let r = http.get(uri).bearer_auth(rat).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let read: Value = r.json().await.unwrap();
@@ -181,7 +184,8 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
     let r = http
         .put(uri)
         .bearer_auth(&rat)
-        .json(&json!({"client_id": id, "client_secret": secret, "client_name": "Renamed"}))
+        // null is "delete it", like a member left out (RFC 7592 §2.2).
+        .json(&json!({"client_id": id, "client_secret": secret, "client_name": "Renamed", "client_uri": null}))
         .send()
         .await
         .unwrap();
@@ -231,4 +235,42 @@ async fn deleting_a_client_ends_its_access_tokens() {
     // RFC 7592 §2.3: the server SHOULD invalidate the deleted client's active access tokens.
     c.delete_client(&f.secret_client).await.unwrap();
     assert_eq!(c.introspect_token(token).await.unwrap()["active"], false);
+}
+
+/// An initial access token speaks for its owner: it is refused for someone else's identity,
+/// and it stops working for good once the owner is suspended (like her access tokens).
+#[tokio::test]
+async fn initial_access_tokens_end_with_their_owner() {
+    let Some(f) = fixture().await else { return };
+    let c = f.s.client();
+    c.create_user(&serde_json::from_value(json!({"username": "bob"})).unwrap())
+        .await
+        .unwrap();
+    let token = |owner: &str, identity: Option<&str>| sigil_proto::admin::CreateRegistrationToken {
+        owner: owner.into(),
+        identity: identity.map(Into::into),
+        ttl_seconds: Some(600),
+    };
+    let e = c
+        .create_registration_token(&token("bob", Some("bot")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(400), "{e}");
+    let iat = c.create_registration_token(&token("bob", None)).await.unwrap();
+    let register = || async {
+        reqwest::Client::new()
+            .post(format!("{}/register", f.s.url))
+            .bearer_auth(&iat.token)
+            .json(&json!({"grant_types": ["client_credentials"]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(register().await, 201);
+    let status = |s: &str| serde_json::from_value::<sigil_proto::admin::UpdateUser>(json!({"status": s})).unwrap();
+    c.update_user("bob", &status("suspended")).await.unwrap();
+    assert_eq!(register().await, 401, "a suspended owner's token registers nothing");
+    c.update_user("bob", &status("active")).await.unwrap();
+    assert_eq!(register().await, 401, "resuming her does not revive it");
 }

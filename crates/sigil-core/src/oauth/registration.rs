@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use sigil_crypto::PublicJwks;
 use sigil_proto::admin::CreateIdentity;
-use sigil_types::{Ceiling, Labels, Name, Timestamp};
+use sigil_types::{Ceiling, Labels, Name, Timestamp, UserStatus};
 use zeroize::Zeroizing;
 
 use super::client::{
@@ -121,6 +121,12 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
     let obj = body
         .as_object()
         .ok_or_else(|| metadata_error("the body must be a JSON object"))?;
+    // A member set to null is a member left out (RFC 7592 §2.2 treats both as "delete it").
+    let obj: &Map<String, Value> = &obj
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     super::client::check_id_token_alg(obj, id_token_algs).map_err(metadata_error)?;
     let method = match obj.get("token_endpoint_auth_method") {
         None => ClientAuthMethod::ClientSecretBasic,
@@ -229,13 +235,20 @@ impl OAuthService {
             .await?
             .ok_or_else(|| RegistryError::invalid("owner", format!("{owner} is not a registered user")))?;
         let identity = match identity {
-            Some(r) => Some(
-                store
+            Some(r) => {
+                let identity = store
                     .get_identity(r)
                     .await?
-                    .ok_or_else(|| RegistryError::invalid("identity", format!("{r} does not exist")))?
-                    .id,
-            ),
+                    .ok_or_else(|| RegistryError::invalid("identity", format!("{r} does not exist")))?;
+                crate::registry::refuse_final(&identity, "registration tokens")?;
+                if identity.owner != owner.id {
+                    return Err(RegistryError::invalid(
+                        "identity",
+                        format!("{r} belongs to another owner than {}", owner.username),
+                    ));
+                }
+                Some(identity.id)
+            }
             None => None,
         };
         let token = sigil_crypto::random_token(REGISTRATION_TOKEN_PREFIX)
@@ -282,6 +295,7 @@ impl OAuthService {
             None => None,
         };
         let token = token.filter(|t| t.expires_at > now).ok_or_else(invalid_token)?;
+        self.check_registration_token_in_force(&token).await?;
         let req = parse_metadata(body, &self.keys.id_token_algorithms())?;
         let principal = Principal::from_stored(format!("registration:{}", token.id));
         let ctx = Ctx::new(principal.clone(), request_id.map(str::to_owned));
@@ -425,6 +439,27 @@ impl OAuthService {
         next.dpop_required = req.dpop;
         next.metadata = Some(Value::Object(req.echo));
         self.save_with_new_access_token(next, client.version).await
+    }
+
+    /// An initial access token speaks for its owner (and identity): it stops working while the
+    /// owner is not active, and for good once the identity is revoked or decommissioned.
+    async fn check_registration_token_in_force(&self, token: &RegistrationToken) -> Result<(), OAuthError> {
+        let store = self.store();
+        let owner = store.get_user(&UserRef::Id(token.owner.clone())).await?;
+        // A suspension ends what she had handed out, as it ends her access tokens.
+        let in_force = |u: &crate::model::User| {
+            u.status == UserStatus::Active && u.tokens_not_before.is_none_or(|t| token.created_at >= t)
+        };
+        if !owner.as_ref().is_some_and(in_force) {
+            return Err(invalid_token());
+        }
+        if let Some(id) = &token.identity {
+            let identity = store.get_identity(&IdentityRef::Id(id.clone())).await?;
+            if identity.is_none_or(|i| i.status.is_final()) {
+                return Err(invalid_token());
+            }
+        }
+        Ok(())
     }
 
     /// RFC 7592 §2.1: the client's current registration, with a new registration access token.

@@ -224,6 +224,7 @@ impl OAuthService {
             .get_identity(identity)
             .await?
             .ok_or_else(|| RegistryError::invalid("identity", format!("identity {identity} does not exist")))?;
+        crate::registry::refuse_final(&identity, "clients")?;
         if redirect_uris.len() > 20 {
             return Err(RegistryError::invalid("redirect_uris", "at most 20 redirect URIs"));
         }
@@ -236,7 +237,7 @@ impl OAuthService {
         if id_jag_audiences.len() > 20 || id_jag_audiences.iter().any(bad_target) {
             return Err(RegistryError::invalid(
                 "id_jag_audiences",
-                "give at most 20 authorization server issuer URLs",
+                "each must be an authorization server's issuer URL (at most 20)",
             ));
         }
         if method == ClientAuthMethod::None && redirect_uris.is_empty() {

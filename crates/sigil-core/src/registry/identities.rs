@@ -99,6 +99,12 @@ impl Registry {
         self.retrying(&format!("identity:{r}"), || async {
             let old = self.get_identity(family, r).await?;
             ctx.precondition(old.meta.version)?;
+            if old.status.is_final() && (patch.ceiling.is_some() || patch.expires_at.is_some()) {
+                return Err(RegistryError::Conflict(format!(
+                    "the identity is {}, which is final: its ceiling and expiry no longer change",
+                    old.status
+                )));
+            }
             let mut new = old.clone();
             let mut changed = Vec::new();
             if let Some(v) = &patch.description {
@@ -269,4 +275,15 @@ pub(super) async fn wait_out_cutoff_second(cut_off: Option<sigil_types::Timestam
     if let Ok(micros @ 1..=1_000_000) = u64::try_from(wait) {
         tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
     }
+}
+
+/// Refuses to make new credentials or registrations (`what`) for an identity in a final state.
+pub(crate) fn refuse_final(identity: &Identity, what: &str) -> Result<(), RegistryError> {
+    if identity.status.is_final() {
+        return Err(RegistryError::Conflict(format!(
+            "{} is {}, which is final: no new {what} for it",
+            identity.name, identity.status
+        )));
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ mod views;
 use std::sync::Arc;
 
 pub use error::RegistryError;
+pub(crate) use identities::refuse_final;
 pub use views::{identity_view, key_view, resource_view, user_view};
 
 use crate::model::Principal;

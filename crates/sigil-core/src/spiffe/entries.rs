@@ -184,13 +184,13 @@ impl Entries {
         let identity_id = match &spec.identity {
             Some(r) => {
                 let r = IdentityRef::parse(r).map_err(|e| invalid("identity", e.to_string()))?;
-                Some(
-                    self.store
-                        .get_identity(&r)
-                        .await?
-                        .ok_or_else(|| invalid("identity", format!("identity {r} does not exist")))?
-                        .id,
-                )
+                let identity = self
+                    .store
+                    .get_identity(&r)
+                    .await?
+                    .ok_or_else(|| invalid("identity", format!("identity {r} does not exist")))?;
+                crate::registry::refuse_final(&identity, "SPIFFE entries")?;
+                Some(identity.id)
             }
             None => None,
         };

@@ -140,7 +140,10 @@ pub async fn create_registration_token(
         .map_err(|e| ApiError::invalid("identity", e.to_string()))?;
     let ttl = req.ttl_seconds.unwrap_or(3600);
     if !(60..=30 * 86_400).contains(&ttl) {
-        return Err(ApiError::invalid("ttl_seconds", "must be between 60 and 2592000"));
+        return Err(ApiError::invalid(
+            "ttl_seconds",
+            "must be between 60 seconds (1m) and 2592000 seconds (30d)",
+        ));
     }
     let (t, token) = app
         .oauth

@@ -72,10 +72,21 @@ pub async fn register(
     }
 }
 
-/// `GET /register/{client_id}`
-pub async fn read(AxState(app): State, headers: HeaderMap, Path(id): Path<String>) -> Response {
+/// `GET /register/{client_id}` (and `HEAD`, which axum routes here).
+pub async fn read(
+    AxState(app): State,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let result = async {
         let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
+        if method == axum::http::Method::HEAD {
+            // A read answers with a new registration access token and retires the old one; a
+            // HEAD response has no body to carry it, so it must not rotate (the client would be
+            // locked out of its registration).
+            return Ok(serde_json::Value::Null);
+        }
         app.oauth.read_registration(c).await
     }
     .await;
