@@ -713,3 +713,88 @@ async fn if_match_guards_changes_with_the_version_as_entity_tag() {
     assert_eq!(resp.status().as_u16(), 412);
     assert_eq!(get(&s, "/admin/v1/users/temp").await.0, 200);
 }
+
+/// Browser-based OAuth clients (an MCP client in a web page) may call discovery, keys, token,
+/// revocation and registration across origins; the admin API and introspection stay closed.
+#[tokio::test]
+async fn cors_opens_only_the_browser_client_endpoints() {
+    let Some(s) = TestServer::start().await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let origin = "https://app.example.net";
+    let preflight = |path: &str, method: &str| {
+        http.request(reqwest::Method::OPTIONS, format!("{}{path}", s.url))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "authorization,dpop,content-type")
+            .send()
+    };
+    for (path, method) in [
+        ("/token", "POST"),
+        ("/register", "POST"),
+        ("/register/cli_x", "PUT"),
+        ("/revoke", "POST"),
+        ("/.well-known/oauth-authorization-server", "GET"),
+    ] {
+        let r = preflight(path, method).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], "*", "{path}");
+        let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+        assert!(
+            allowed.contains("authorization") && allowed.contains("dpop"),
+            "{path}: {allowed}"
+        );
+        assert!(
+            h["access-control-allow-methods"].to_str().unwrap().contains(method),
+            "{path}"
+        );
+    }
+    let r = http
+        .get(format!("{}/.well-known/openid-configuration", s.url))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = http
+        .post(format!("{}/token", s.url))
+        .header("origin", origin)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(
+        h["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("www-authenticate")
+    );
+    // A wrong method is still the JSON 405 with Allow.
+    let r = http.get(format!("{}/token", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().contains_key("allow"));
+    // Server-to-server endpoints send no CORS headers.
+    for (path, method) in [
+        ("/admin/v1/users", "GET"),
+        ("/introspect", "POST"),
+        ("/access/v1/evaluation", "POST"),
+    ] {
+        let r = preflight(path, method).await.unwrap();
+        assert!(!r.headers().contains_key("access-control-allow-origin"), "{path}");
+    }
+    let r = http
+        .get(format!("{}/admin/v1/users", s.url))
+        .bearer_auth(&s.admin_token)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+}

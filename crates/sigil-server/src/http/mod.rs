@@ -11,6 +11,7 @@ mod admin_resources;
 mod admin_users;
 mod authorize;
 mod authzen;
+mod cors;
 mod error;
 mod extract;
 mod health;
@@ -115,12 +116,28 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/audit/proof/consistency", get(admin_audit::consistency))
         .route("/audit/trace/{id}", get(admin_audit::trace));
 
+    // What a browser-based client fetches itself (see `cors`).
+    let browser = Router::new()
+        .route("/.well-known/jwks.json", get(health::jwks))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route("/.well-known/openid-configuration", get(oauth::metadata))
+        .route("/token", post(oauth::token))
+        .route("/revoke", post(oauth::revoke))
+        .route("/register", post(register::register))
+        .route(
+            "/register/{client_id}",
+            get(register::read).put(register::update).delete(register::delete),
+        )
+        // Set before the layer so that a preflight (OPTIONS) reaches CORS instead of the 405.
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(cors::browser_clients());
+
     Router::new()
         .nest("/admin/v1", admin)
+        .merge(browser)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/.well-known/jwks.json", get(health::jwks))
         .route("/spiffe/bundle", get(health::spiffe_bundle))
         .route("/spiffe/v1/node/attest", post(node_api::attest))
         .route("/spiffe/v1/node/renew", post(node_api::renew))
@@ -128,22 +145,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/spiffe/v1/node/x509-svids", post(node_api::x509_svids))
         .route("/spiffe/v1/node/jwt-svids", post(node_api::jwt_svid))
         .route("/spiffe/v1/node/denials", post(node_api::denial))
-        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
-        .route("/.well-known/openid-configuration", get(oauth::metadata))
         .route("/.well-known/authzen-configuration", get(authzen::metadata))
         .route("/access/v1/evaluation", post(authzen::evaluation))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/authorize", get(authorize::start).post(authorize::start_posted))
         .route("/authorize/login", post(authorize::login))
         .route("/authorize/consent", post(authorize::consent))
-        .route("/token", post(oauth::token))
         .route("/introspect", post(oauth::introspect))
-        .route("/revoke", post(oauth::revoke))
-        .route("/register", post(register::register))
-        .route(
-            "/register/{client_id}",
-            get(register::read).put(register::update).delete(register::delete),
-        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
