@@ -347,6 +347,19 @@ impl Client {
         self.call(Method::POST, "/admin/v1/registration-tokens", Some(req))
             .await
     }
+    pub async fn list_registration_tokens(
+        &self,
+    ) -> Result<ListResponse<sigil_proto::admin::RegistrationTokenSummary>, ClientError> {
+        self.get("/admin/v1/registration-tokens").await
+    }
+    pub async fn revoke_registration_token(&self, id: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/admin/v1/registration-tokens/{}", enc(id)),
+            None::<&()>,
+        )
+        .await
+    }
     pub async fn create_entry(
         &self,
         req: &sigil_proto::admin::EntryRequest,

@@ -112,6 +112,10 @@ pub enum Change {
         expected_version: i64,
     },
     InsertRegistrationToken(crate::oauth::client::RegistrationToken),
+    /// Revokes an initial access token; `Stale` if there is none with this id.
+    DeleteRegistrationToken {
+        id: String,
+    },
     DeleteClient {
         client_id: String,
         expected_version: i64,
@@ -226,6 +230,10 @@ pub enum Change {
         token_hash: String,
         at: sigil_types::Timestamp,
     },
+    /// Withdraws every unspent join token for a node ID; `Stale` if there is none.
+    RevokeJoinTokens {
+        spiffe_id: String,
+    },
     /// Records an attested node, or its renewed SVID.
     UpsertNode(crate::spiffe::nodes::AttestedNode),
     /// Bans a node; `Stale` if there is no such node.
@@ -272,6 +280,7 @@ impl ChangeSet {
                     | Change::InsertSetting { .. }
                     | Change::InsertAdminCredential(_)
                     | Change::InsertRegistrationToken(_)
+                    | Change::DeleteRegistrationToken { .. }
                     | Change::InsertGrant(_)
                     | Change::SetUserPassword { .. }
                     | Change::InsertTrustedIssuer(_)
@@ -283,6 +292,7 @@ impl ChangeSet {
                     | Change::SetFederatedBundle { .. }
                     | Change::ActivateAuthorities { .. }
                     | Change::UseJoinToken { .. }
+                    | Change::RevokeJoinTokens { .. }
                     | Change::UpsertNode(_)
                     | Change::BanNode { .. }
                     | Change::DeleteTrustedIssuer { .. }
@@ -401,6 +411,11 @@ pub trait OAuthStore: Send + Sync {
         &self,
         token_hash: &str,
     ) -> StoreResult<Option<crate::oauth::client::RegistrationToken>>;
+    /// The initial access tokens not yet expired at `now`, newest first.
+    async fn list_registration_tokens(
+        &self,
+        now: sigil_types::Timestamp,
+    ) -> StoreResult<Vec<crate::oauth::client::RegistrationToken>>;
 }
 
 /// Reads for delegation: users' passwords and delegated grants.

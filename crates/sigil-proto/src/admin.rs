@@ -465,6 +465,20 @@ pub struct CreateRegistrationToken {
     pub ttl_seconds: Option<u64>,
 }
 
+/// An initial access token in a list: everything but the token itself, which is shown only
+/// when it is created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationTokenSummary {
+    pub id: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationTokenView {

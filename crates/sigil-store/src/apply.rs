@@ -54,6 +54,12 @@ const CLIENT: Op = Op {
     is_delete: false,
     references: "identity",
 };
+const REGISTRATION_TOKEN: Op = Op {
+    entity: "registration token",
+    unique_fields: &["id", "token_hash"],
+    is_delete: false,
+    references: "registration token",
+};
 const POLICY: Op = Op {
     entity: "policy version",
     unique_fields: &["version"],
@@ -263,10 +269,13 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
                 t.created_at.unix_micros().into(),
                 t.created_by.clone().into(),
             ],
-            CLIENT,
+            REGISTRATION_TOKEN,
         )
         .await
         .map(|_| ()),
+        Change::DeleteRegistrationToken { id } => {
+            exec_versioned(conn, "DELETE FROM registration_tokens WHERE id = $1", vec![id.clone().into()], deleting(REGISTRATION_TOKEN)).await
+        }
         Change::DeleteClient { client_id, expected_version } => {
             exec_versioned(conn, "DELETE FROM oauth_clients WHERE client_id = $1 AND version = $2", vec![client_id.clone().into(), (*expected_version).into()], deleting(CLIENT)).await
         }
@@ -387,6 +396,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         | Change::InsertJwtAuthority(_)
         | Change::InsertJoinToken(_)
         | Change::UseJoinToken { .. }
+        | Change::RevokeJoinTokens { .. }
         | Change::UpsertNode(_)
         | Change::BanNode { .. }
         | Change::InsertEntry(_)

@@ -296,6 +296,12 @@ impl sigil_core::store::OAuthStore for SqlStore {
     ) -> StoreResult<Option<sigil_core::oauth::client::RegistrationToken>> {
         read::find_registration_token(&self.pool, hash).await
     }
+    async fn list_registration_tokens(
+        &self,
+        now: sigil_types::Timestamp,
+    ) -> StoreResult<Vec<sigil_core::oauth::client::RegistrationToken>> {
+        read::list_registration_tokens(&self.pool, now).await
+    }
 }
 
 #[async_trait]

@@ -468,6 +468,17 @@ pub async fn find_registration_token(
     one(pool, q, rows::registration_token).await
 }
 
+pub async fn list_registration_tokens(
+    pool: &AnyPool,
+    now: sigil_types::Timestamp,
+) -> R<Vec<sigil_core::oauth::client::RegistrationToken>> {
+    let mut q = Sql::new(
+        "SELECT id, token_hash, owner_id, identity_id, expires_at, created_at, created_by FROM registration_tokens WHERE expires_at > ",
+    );
+    q.bind(now.unix_micros()).push(" ORDER BY created_at DESC, id DESC");
+    all(pool, q, rows::registration_token).await
+}
+
 pub async fn list_policy_versions(pool: &AnyPool) -> R<Vec<sigil_core::policy::PolicyVersion>> {
     let q = Sql::new(
         "SELECT version, policies, schema_text, description, created_at, created_by FROM policy_versions ORDER BY version DESC",

@@ -317,6 +317,10 @@ pub enum RegistrationTokenCommand {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// The initial access tokens still in force (ids, owners, expiry; never the tokens).
+    List,
+    /// Revoke an initial access token by its id: it registers nothing more.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

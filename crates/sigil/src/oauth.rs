@@ -242,7 +242,25 @@ fn assertion(key: &SigningKey, client_id: &str, aud: &str) -> Result<String, Fai
 }
 
 pub async fn registration_token(g: &Global, c: crate::cli::RegistrationTokenCommand) -> Result<(), Failure> {
-    let crate::cli::RegistrationTokenCommand::Create { owner, identity, ttl } = c;
+    use crate::cli::RegistrationTokenCommand;
+    let (owner, identity, ttl) = match c {
+        RegistrationTokenCommand::Create { owner, identity, ttl } => (owner, identity, ttl),
+        RegistrationTokenCommand::List => {
+            let list = api_client(g)?.list_registration_tokens().await?;
+            let rows: Vec<Value> = list.items.iter().filter_map(|t| serde_json::to_value(t).ok()).collect();
+            output::table(
+                g.output,
+                &rows,
+                &["id", "owner", "identity", "expires_at", "created_by"],
+            );
+            return Ok(());
+        }
+        RegistrationTokenCommand::Revoke { id } => {
+            api_client(g)?.revoke_registration_token(&id).await?;
+            output::done(g.output, "revoked", &id);
+            return Ok(());
+        }
+    };
     let ttl = sigil_server::config::parse_duration("ttl", &ttl).map_err(|e| Failure::invalid(e.to_string()))?;
     let req = sigil_proto::admin::CreateRegistrationToken {
         owner,
@@ -255,8 +273,8 @@ pub async fn registration_token(g: &Global, c: crate::cli::RegistrationTokenComm
         Output::Text => {
             println!("{}", view.token);
             eprintln!(
-                "(initial access token for {}, expires {}; shown once)",
-                view.registration_endpoint, view.expires_at
+                "(initial access token {} for {}, expires {}; shown once; revoke with: sigil registration-token revoke {})",
+                view.id, view.registration_endpoint, view.expires_at, view.id
             );
         }
     }

@@ -294,6 +294,11 @@ async fn join_tokens_are_single_use_and_checked() {
     };
     let (st, v) = attest("sigil_jt_wrong".into(), csr()).await;
     assert_eq!(st, 401, "{v}");
+    // A node that has not attested yet is "banned" by withdrawing its unspent join tokens.
+    let leaked = s.join_token("spiffe://sigil.local/node/not-yet").await;
+    s.client().ban_node("spiffe://sigil.local/node/not-yet").await.unwrap();
+    let (st, v) = attest(leaked, csr()).await;
+    assert_eq!(st, 401, "a withdrawn join token: {v}");
     let (st, v) = attest(token.clone(), "bm90IGEgY3Ny".into()).await;
     assert_eq!(st, 400, "a CSR that does not parse: {v}");
     let (st, v) = attest(token.clone(), csr()).await;
@@ -311,7 +316,11 @@ async fn join_tokens_are_single_use_and_checked() {
         .audit_search(&[("type", "node.attested".into()), ("outcome", "denied".into())])
         .await
         .unwrap();
-    assert_eq!(refused.items.len(), 2, "the unknown and the reused token are audited");
+    assert_eq!(
+        refused.items.len(),
+        3,
+        "the unknown, the withdrawn and the reused token are audited"
+    );
 
     // Join tokens for another trust domain or a malformed ID are refused at creation.
     for bad in [

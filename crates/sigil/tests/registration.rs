@@ -268,6 +268,29 @@ async fn initial_access_tokens_end_with_their_owner() {
             .status()
     };
     assert_eq!(register().await, 201);
+    // A revoked token registers nothing more; revoking it twice is a 404.
+    let spare = c.create_registration_token(&token("alice", None)).await.unwrap();
+    let listed = c.list_registration_tokens().await.unwrap().items;
+    assert!(listed.iter().any(|t| t.id == spare.id) && listed.iter().any(|t| t.id == iat.id));
+    c.revoke_registration_token(&spare.id).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/register", f.s.url))
+        .bearer_auth(&spare.token)
+        .json(&json!({"grant_types": ["client_credentials"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let e = c.revoke_registration_token(&spare.id).await.unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(404));
+    assert!(
+        !c.list_registration_tokens()
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|t| t.id == spare.id)
+    );
     let status = |s: &str| serde_json::from_value::<sigil_proto::admin::UpdateUser>(json!({"status": s})).unwrap();
     c.update_user("bob", &status("suspended")).await.unwrap();
     assert_eq!(register().await, 401, "a suspended owner's token registers nothing");

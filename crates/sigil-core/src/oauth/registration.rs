@@ -441,6 +441,30 @@ impl OAuthService {
         self.save_with_new_access_token(next, client.version).await
     }
 
+    /// The initial access tokens still in force (unexpired), newest first.
+    pub async fn list_registration_tokens(&self) -> Result<Vec<RegistrationToken>, RegistryError> {
+        Ok(self.store().list_registration_tokens(self.now()).await?)
+    }
+
+    /// Revokes an initial access token (a leaked one, or one no longer needed): it registers
+    /// nothing more. Clients it already registered stay.
+    pub async fn revoke_registration_token(&self, ctx: &Ctx, id: &str) -> Result<(), RegistryError> {
+        let audit = AuditRecord::new(
+            self.now(),
+            EventType::RegistrationTokenRevoked,
+            &ctx.principal,
+            ctx.request_id.as_deref(),
+        )
+        .target("registration_token", id, id);
+        let change = ChangeSet::new()
+            .change(Change::DeleteRegistrationToken { id: id.to_owned() })
+            .audit(audit);
+        match self.store().commit(change).await {
+            Err(crate::store::StoreError::Stale { .. }) => Err(RegistryError::not_found("registration token", id)),
+            other => Ok(other?),
+        }
+    }
+
     /// An initial access token speaks for its owner (and identity): it stops working while the
     /// owner is not active, and for good once the identity is revoked or decommissioned.
     async fn check_registration_token_in_force(&self, token: &RegistrationToken) -> Result<(), OAuthError> {

@@ -635,11 +635,15 @@ impl Nodes {
     }
 
     /// Bans a node: it can no longer renew or fetch SVIDs (the SVIDs it holds expire).
+    /// Bans an attested node. A node that has not attested yet has nothing to ban, but its
+    /// unspent join tokens are withdrawn instead (a leaked token must not let it join);
+    /// `Stale` if the ID has neither.
     pub async fn ban(&self, ctx: &Ctx, spiffe_id: &str) -> Result<(), NodeError> {
         let now = self.clock.now();
         let record = AuditRecord::new(now, EventType::NodeBanned, &ctx.principal, ctx.request_id.as_deref())
             .target("node", spiffe_id, spiffe_id);
-        self.store
+        let banned = self
+            .store
             .commit(
                 ChangeSet::new()
                     .change(Change::BanNode {
@@ -648,9 +652,27 @@ impl Nodes {
                     })
                     .audit(record),
             )
-            .await?;
-        self.bans.add(spiffe_id);
-        Ok(())
+            .await;
+        match banned {
+            Ok(()) => {
+                self.bans.add(spiffe_id);
+                Ok(())
+            }
+            Err(StoreError::Stale { .. }) => {
+                let record = AuditRecord::new(
+                    now,
+                    EventType::JoinTokenRevoked,
+                    &ctx.principal,
+                    ctx.request_id.as_deref(),
+                )
+                .target("node", spiffe_id, spiffe_id);
+                let revoke = Change::RevokeJoinTokens {
+                    spiffe_id: spiffe_id.to_owned(),
+                };
+                Ok(self.store.commit(ChangeSet::new().change(revoke).audit(record)).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<AttestedNode>, NodeError> {

@@ -125,6 +125,39 @@ pub async fn introspect(
     Ok(Json(r).into_response())
 }
 
+/// `GET /admin/v1/registration-tokens`: the initial access tokens still in force.
+pub async fn list_registration_tokens(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+    let items = app
+        .oauth
+        .list_registration_tokens()
+        .await?
+        .into_iter()
+        .map(|t| sigil_proto::admin::RegistrationTokenSummary {
+            id: t.id,
+            owner: t.owner.to_string(),
+            identity: t.identity.map(|i| i.to_string()),
+            expires_at: t.expires_at,
+            created_at: t.created_at,
+            created_by: t.created_by,
+        })
+        .collect();
+    Ok(Json(sigil_proto::admin::ListResponse {
+        items,
+        next_cursor: None,
+    })
+    .into_response())
+}
+
+/// `DELETE /admin/v1/registration-tokens/{id}`: revokes an initial access token.
+pub async fn revoke_registration_token(
+    axum::extract::State(app): State,
+    Admin(ctx): Admin,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    app.oauth.revoke_registration_token(&ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `POST /admin/v1/registration-tokens`: an initial access token for RFC 7591 registration.
 pub async fn create_registration_token(
     axum::extract::State(app): State,

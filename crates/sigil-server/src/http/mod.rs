@@ -81,7 +81,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/clients", get(admin_clients::list).post(admin_clients::create))
         .route("/clients/{id}", get(admin_clients::show).delete(admin_clients::delete))
         .route("/tokens/revoke", post(admin_clients::revoke))
-        .route("/registration-tokens", post(admin_clients::create_registration_token))
+        .route(
+            "/registration-tokens",
+            get(admin_clients::list_registration_tokens).post(admin_clients::create_registration_token),
+        )
+        .route(
+            "/registration-tokens/{id}",
+            axum::routing::delete(admin_clients::revoke_registration_token),
+        )
         .route("/trusted-issuers", get(admin_issuers::list).post(admin_issuers::create))
         .route("/trusted-issuers/{id}", axum::routing::delete(admin_issuers::delete))
         .route("/entries", get(admin_entries::list).post(admin_entries::create))

@@ -381,7 +381,7 @@ pub async fn ban(axum::extract::State(app): State, Admin(ctx): Admin, RawQuery(q
         .ok_or_else(|| ApiError::invalid("spiffe_id", "spiffe_id is required"))?;
     app.nodes.ban(&ctx, id).await.map_err(|e| match e {
         NodeError::Store(sigil_core::store::StoreError::Stale { .. }) => {
-            ApiError::NotFound(format!("node {id} does not exist"))
+            ApiError::NotFound(format!("node {id} has not attested and has no unspent join token"))
         }
         other => other.into(),
     })?;

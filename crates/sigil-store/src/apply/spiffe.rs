@@ -132,6 +132,13 @@ pub(super) async fn apply(conn: &mut AnyConnection, c: &Change) -> R {
             JOIN_TOKEN,
         )
         .await,
+        Change::RevokeJoinTokens { spiffe_id } => exec_versioned(
+            conn,
+            "DELETE FROM join_tokens WHERE spiffe_id = $1 AND used_at IS NULL",
+            vec![spiffe_id.clone().into()],
+            JOIN_TOKEN,
+        )
+        .await,
         Change::UpsertNode(n) => exec(
             conn,
             "INSERT INTO attested_nodes (spiffe_id, method, attested_at, svid_serial, svid_expires_at, banned_at) VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT (spiffe_id) DO UPDATE SET svid_serial = excluded.svid_serial, svid_expires_at = excluded.svid_expires_at",

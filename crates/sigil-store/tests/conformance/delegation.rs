@@ -142,3 +142,43 @@ pub(crate) async fn passwords_and_grant_families(db: Db) {
     assert_eq!(s.user_password_hash(&alice.id).await.unwrap(), None);
     assert_eq!(s.get_grant("h-b").await.unwrap(), None);
 }
+
+/// Initial access tokens (RFC 7591 §3): found by hash, listed while unexpired, revoked by id.
+pub(crate) async fn registration_tokens_list_and_revoke(db: Db) {
+    use sigil_core::oauth::client::RegistrationToken;
+    let s = &db.store;
+    let alice = user("alice", &[]);
+    put(s, Change::InsertUser(alice.clone())).await.unwrap();
+    let token = |id: &str, hash: &str, life: u64| RegistrationToken {
+        id: id.to_owned(),
+        token_hash: hash.to_owned(),
+        owner: alice.id.clone(),
+        identity: None,
+        expires_at: T0.plus(Duration::from_secs(life)),
+        created_at: T0,
+        created_by: "admin:test".into(),
+    };
+    put(s, Change::InsertRegistrationToken(token("iat_a", "h-a", 600)))
+        .await
+        .unwrap();
+    put(s, Change::InsertRegistrationToken(token("iat_b", "h-b", 60)))
+        .await
+        .unwrap();
+    let ids = |v: Vec<RegistrationToken>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let now = T0.plus(Duration::from_secs(30));
+    assert_eq!(ids(s.list_registration_tokens(now).await.unwrap()), ["iat_b", "iat_a"]);
+    let later = T0.plus(Duration::from_secs(120));
+    assert_eq!(
+        ids(s.list_registration_tokens(later).await.unwrap()),
+        ["iat_a"],
+        "expired ones are not listed"
+    );
+
+    put(s, Change::DeleteRegistrationToken { id: "iat_a".into() })
+        .await
+        .unwrap();
+    assert_eq!(s.find_registration_token("h-a").await.unwrap(), None);
+    assert!(s.find_registration_token("h-b").await.unwrap().is_some());
+    let again = put(s, Change::DeleteRegistrationToken { id: "iat_a".into() }).await;
+    assert!(matches!(again, Err(StoreError::Stale { .. })), "{again:?}");
+}

@@ -44,6 +44,7 @@ conformance!(
     audit_log::audit_search_filters,
     policy::policy_versions_and_activations,
     delegation::passwords_and_grant_families,
+    delegation::registration_tokens_list_and_revoke,
     spiffe::x509_authorities_and_entries,
     spiffe::jwt_authorities_join_tokens_and_nodes,
     spiffe::federations,
