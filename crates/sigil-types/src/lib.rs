@@ -7,6 +7,7 @@ mod ceiling;
 mod error;
 mod ids;
 mod names;
+mod net;
 mod resource;
 mod scope;
 mod spiffe;
@@ -19,6 +20,7 @@ pub use ids::{IdentityId, ResourceId, UserId, encode_ulid};
 pub use names::{
     Description, DisplayName, Email, Group, LabelKey, LabelValue, Labels, Name, Reason, TeamName, Username,
 };
+pub use net::{has_dot_segment, special_use_address};
 pub use resource::ResourceUri;
 pub use scope::{Scope, ScopeSet};
 pub use spiffe::{SpiffeId, TrustDomain};

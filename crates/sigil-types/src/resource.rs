@@ -67,13 +67,7 @@ fn check_url_spelling(s: &str, url: &url::Url) -> Result<(), ParseError> {
     if !url.host_str().is_some_and(|h| rest.starts_with(h)) {
         return bad("must have a lowercase host name, as a URL parser writes it");
     }
-    let path = rest.find('/').map_or("", |i| &rest[i..]);
-    let path = path.split(['?']).next().unwrap_or_default();
-    let dot = |seg: &str| {
-        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
-        seg == "." || seg == ".."
-    };
-    if path.split('/').any(dot) {
+    if crate::has_dot_segment(s) {
         return bad("must not have . or .. path segments");
     }
     Ok(())

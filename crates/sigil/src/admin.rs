@@ -61,7 +61,14 @@ fn set<T: Ord>(items: &[String], f: impl Fn(&str) -> Result<T, ParseError>) -> R
 }
 
 fn labels(items: &[String]) -> Result<Labels, Failure> {
-    let map: BTreeMap<_, _> = items.iter().map(|s| Labels::parse_pair(s)).collect::<Result<_, _>>()?;
+    let mut map = BTreeMap::new();
+    for item in items {
+        let (k, v) = Labels::parse_pair(item)?;
+        if map.contains_key(&k) {
+            return Err(Failure::invalid(format!("--label {k} is given twice")));
+        }
+        map.insert(k, v);
+    }
     Ok(Labels::new(map)?)
 }
 

@@ -103,11 +103,21 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::Error as u8);
         }
     };
+    let json = cli.global.output == cli::Output::Json;
     let result = runtime.block_on(run(cli));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            // On stderr in both formats (stdout holds only results); with --output json, as one
+            // JSON object a script can parse.
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({ "error": f.message, "exit_code": f.exit as u8 })
+                );
+            } else {
+                eprintln!("error: {}", f.message);
+            }
             ExitCode::from(f.exit as u8)
         }
     }

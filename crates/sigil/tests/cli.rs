@@ -348,6 +348,11 @@ async fn exit_codes() {
     let with_newline = format!("{}\n", s.admin_token);
     assert_eq!(sigil(&s, Some(&with_newline), &["user", "list"]).await.code, 0);
     assert_eq!(sigil(&s, Some("bad\u{1}token"), &["user", "list"]).await.code, 3);
+    // With --output json an error is one JSON object on stderr.
+    let o = sigil(&s, None, &["agent", "show", "ghost", "--output", "json"]).await;
+    let e: Value = serde_json::from_str(o.stderr.trim()).unwrap_or_else(|e| panic!("{e}: {}", o.stderr));
+    assert_eq!((e["exit_code"].as_u64(), o.code), (Some(1), 1));
+    assert!(e["error"].as_str().unwrap().contains("ghost"), "{e}");
     // Nothing to trace is the same error in both formats.
     assert_eq!(sigil(&s, None, &["trace", "nosuch"]).await.code, 1);
     assert_eq!(sigil(&s, None, &["trace", "nosuch", "--output", "json"]).await.code, 1);

@@ -357,6 +357,16 @@ async fn one_spiffe_id_one_identity_and_nodes_kept_apart() {
         .await
         .unwrap_err();
     assert_eq!(status(e), Some(409));
+    // The very same entry twice (a retried create) is a conflict, not a copy.
+    let e = c
+        .create_entry(&entry(
+            "spiffe://sigil.local/billing",
+            "spiffe://sigil.local/host/b",
+            Some("billing"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status(e), Some(409));
     // Parents name a node: not the trust domain, not the entry itself.
     for parent in ["spiffe://sigil.local", "spiffe://sigil.local/self"] {
         let e = c

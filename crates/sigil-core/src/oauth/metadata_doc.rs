@@ -69,19 +69,21 @@ fn check_url(id: &str, allow_loopback: bool) -> Result<(), String> {
     if u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
         return Err("a client_id URL has no fragment or user info".into());
     }
-    // `Url` normalises dot segments away, so look for them in the raw path too.
-    let raw_path = id
-        .split_once("://")
-        .map(|(_, rest)| rest.split(['?', '#']).next().unwrap_or_default())
-        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
-        .unwrap_or_default();
-    // `%2E` is a dot too (RFC 3986 §6.2.2.2), so `%2E%2E` is a dot segment as well.
-    let is_dot_segment = |seg: &str| {
-        let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    };
-    if u.path().len() <= 1 || raw_path.split('/').any(is_dot_segment) {
+    if u.path().len() <= 1 || sigil_types::has_dot_segment(id) {
         return Err("a client_id URL needs a path without dot segments".into());
+    }
+    // An address written in the URL can be refused openly (the caller wrote it); what a name
+    // resolves to is checked at fetch time and reported only in the log.
+    let literal = match u.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && sigil_types::special_use_address(ip)
+        && !(allow_loopback && ip.is_loopback())
+    {
+        return Err(format!("{ip} is a private or special-use address"));
     }
     Ok(())
 }
@@ -208,7 +210,19 @@ impl OAuthService {
             .documents
             .fetch_document(id, MAX_DOCUMENT_BYTES, self.cfg.metadata_documents.allow_loopback)
             .await
-            .map_err(fail)?;
+            .map_err(|why| {
+                // The details (name resolution, address class, connection errors, status) go to
+                // the log only: told to whoever names a URL, they would make /authorize a probe of
+                // which hosts resolve and answer.
+                tracing::info!(
+                    client_id = id,
+                    reason = why,
+                    "client metadata document could not be fetched"
+                );
+                OAuthError::invalid_client(
+                    "client metadata document: it could not be fetched (the server log says why)",
+                )
+            })?;
         let client = client_from_document(id, &body, &identity, &self.keys.id_token_algorithms(), self.clock.now())
             .map_err(fail)?;
         let ttl = max_age.map_or(DEFAULT_CACHE, |a| a.clamp(Duration::ZERO, MAX_CACHE));

@@ -194,7 +194,7 @@ impl Entries {
             }
             None => None,
         };
-        self.check_unambiguous(&spiffe_id, identity_id.as_ref(), replacing)
+        self.check_unambiguous(&spiffe_id, &parent_id, &selectors, identity_id.as_ref(), replacing)
             .await?;
         Ok(Validated {
             spiffe_id,
@@ -213,10 +213,22 @@ impl Entries {
     async fn check_unambiguous(
         &self,
         spiffe_id: &SpiffeId,
+        parent_id: &SpiffeId,
+        selectors: &[Selector],
         identity: Option<&IdentityId>,
         replacing: Option<&str>,
     ) -> Result<(), RegistryError> {
         let others = self.store.list_entries(None, Some(spiffe_id.as_str())).await?;
+        // The same ID, node and selectors twice is one entry registered twice (a retried
+        // create): refused, so that retries do not pile up copies (SPIRE does the same).
+        if let Some(same) = others.iter().find(|e| {
+            Some(e.id.as_str()) != replacing && &e.parent_id == parent_id && e.selectors.as_slice() == selectors
+        }) {
+            return Err(RegistryError::Conflict(format!(
+                "entry {} already registers {spiffe_id} for these selectors on {parent_id}",
+                same.id
+            )));
+        }
         if others
             .iter()
             .any(|e| Some(e.id.as_str()) != replacing && e.identity_id.as_ref() != identity)
