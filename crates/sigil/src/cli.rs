@@ -732,8 +732,8 @@ pub enum ResourceCommand {
         resource: String,
     },
     /// Print the RFC 9728 Protected Resource Metadata document the resource server (e.g. an
-    /// MCP server) serves at /.well-known/oauth-protected-resource, naming Sigil as its
-    /// authorization server.
+    /// MCP server) serves at /.well-known/oauth-protected-resource (followed by the resource
+    /// URL's path, if it has one: RFC 9728 §3.1), naming Sigil as its authorization server.
     Metadata {
         resource: String,
     },

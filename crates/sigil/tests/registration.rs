@@ -78,6 +78,13 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
             "invalid_client_metadata",
         ),
         (json!({"client_name": 7}), "invalid_client_metadata"),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"], "jwks": {"keys": [
+                {"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+                {"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            ]}}),
+            "invalid_client_metadata",
+        ),
         // Descriptive metadata is what RFC 7591 §2 says it is, or it is refused.
         (json!({"contacts": "ops@example.com"}), "invalid_client_metadata"),
         (json!({"logo_uri": "javascript:alert(1)"}), "invalid_client_metadata"),
@@ -204,6 +211,15 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
     assert_eq!(r.status(), 400);
     assert_eq!(http.delete(uri).bearer_auth(rat).send().await.unwrap().status(), 204);
     assert_eq!(http.get(uri).bearer_auth(rat).send().await.unwrap().status(), 401);
+    // The agent registration made for it alone goes with it: decommissioned, not left active.
+    let agents = c.list_identities(Family::Agents, &[]).await.unwrap().items;
+    let made = agents.iter().find(|a| a.name.as_str().starts_with("dcr-")).unwrap();
+    assert_eq!(made.status.as_str(), "decommissioned");
+    assert!(
+        agents
+            .iter()
+            .any(|a| a.name.as_str() == "bot" && a.status.as_str() == "active")
+    );
     let (st, _, _) = f
         .post(
             "/token",

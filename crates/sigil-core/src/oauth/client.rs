@@ -155,6 +155,16 @@ pub fn check_key_source(jwks: Option<&PublicJwks>, jwks_uri: Option<&str>, allow
             set.keys
                 .iter()
                 .try_for_each(|k| k.check().map_err(|e| format!("jwks: {e}")))?;
+            // An assertion names its key by kid; two keys under one kid leave that ambiguous.
+            let mut kids = std::collections::BTreeSet::new();
+            if let Some(kid) = set
+                .keys
+                .iter()
+                .filter_map(|k| k.kid.as_deref())
+                .find(|kid| !kids.insert(*kid))
+            {
+                return Err(format!("jwks: two keys have the kid {kid:?}"));
+            }
             if set.keys.iter().any(sigil_crypto::PublicJwk::for_signatures) {
                 Ok(())
             } else {
@@ -172,6 +182,13 @@ pub fn check_key_source(jwks: Option<&PublicJwks>, jwks_uri: Option<&str>, allow
         }
         _ => Err("give exactly one of jwks or jwks_uri".into()),
     }
+}
+
+/// `uris` in their order, each once (a repeated redirect URI matches nothing more).
+pub fn without_repeats(mut uris: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    uris.retain(|u| seen.insert(u.clone()));
+    uris
 }
 
 /// Checks a redirect URI as OAuth 2.1 §2.3 and RFC 8252 §7 want it: absolute, no fragment, and

@@ -121,7 +121,7 @@ fn client_from_document(
         .and_then(Value::as_str)
         .is_none_or(|n| n.is_empty() || n.chars().count() > 256)
     {
-        return Err("the document needs a client_name".into());
+        return Err("the document needs a client_name of 1 to 256 characters".into());
     }
     if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
         return Err("a metadata document carries no client_secret".into());

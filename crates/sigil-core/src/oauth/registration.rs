@@ -133,7 +133,7 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
         Some(Value::String(m)) => ClientAuthMethod::parse(m).map_err(|e| metadata_error(e.to_string()))?,
         Some(_) => return Err(metadata_error("token_endpoint_auth_method must be a string")),
     };
-    let redirect_uris = strings(obj, "redirect_uris")?;
+    let redirect_uris = super::client::without_repeats(strings(obj, "redirect_uris")?);
     for u in &redirect_uris {
         super::client::check_redirect_uri(u).map_err(|e| OAuthError::new(ErrorCode::InvalidRedirectUri, e))?;
     }
@@ -517,14 +517,44 @@ impl OAuthService {
         Ok(out)
     }
 
-    /// RFC 7592 §2.3: deletes the client.
-    pub async fn delete_registration(&self, client: OAuthClient, request_id: Option<&str>) -> Result<(), OAuthError> {
+    /// RFC 7592 §2.3: deletes the client. An agent that registration made for this client
+    /// alone (an identity-less initial access token) has no use left once its last client is
+    /// gone, so it is decommissioned with it (kept, for the audit trail, but final).
+    pub async fn delete_registration(
+        &self,
+        registry: &Registry,
+        client: OAuthClient,
+        request_id: Option<&str>,
+    ) -> Result<(), OAuthError> {
         let principal = Principal::from_stored(format!("client:{}", client.client_id));
         let ctx = Ctx::new(principal, request_id.map(str::to_owned));
-        self.delete_client(&ctx, &client.client_id).await.map_err(|e| match e {
+        let store_error = |e: RegistryError| match e {
             RegistryError::Store(s) => OAuthError::from(s),
             _ => invalid_token(),
-        })
+        };
+        self.delete_client(&ctx, &client.client_id).await.map_err(store_error)?;
+        let identity = IdentityRef::Id(client.identity_id.clone());
+        let Some(agent) = self.store().get_identity(&identity).await? else {
+            return Ok(());
+        };
+        let made_for_registration = agent.meta.created_by.as_str().starts_with("registration:");
+        let others = self
+            .store()
+            .list_clients(Some(&agent.id), &crate::model::PageRequest::default())
+            .await?;
+        if made_for_registration && others.items.is_empty() && !agent.status.is_final() {
+            registry
+                .change_status(
+                    &ctx,
+                    Some(IdentityFamily::Agents),
+                    &identity,
+                    sigil_types::StatusChange::Decommission,
+                    Some("its only client's registration was deleted (RFC 7592)".into()),
+                )
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
     }
 
     fn now(&self) -> Timestamp {

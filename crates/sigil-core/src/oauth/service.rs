@@ -231,6 +231,7 @@ impl OAuthService {
         for u in &redirect_uris {
             super::client::check_redirect_uri(u).map_err(|e| RegistryError::invalid("redirect_uris", e))?;
         }
+        let redirect_uris = super::client::without_repeats(redirect_uris);
         let bad_target = |a: &super::client::IdJagAudience| {
             url::Url::parse(&a.audience).is_err() || a.client_id.as_ref().is_some_and(|c| c.is_empty() || c.len() > 512)
         };

@@ -74,16 +74,21 @@ pub async fn metadata(axum::extract::State(app): State, Admin(_): Admin, Path(r)
             ),
         ));
     }
-    let scopes: Vec<&str> = r.scopes.iter().map(|s| s.as_str()).collect();
-    Ok(Json(serde_json::json!({
+    let mut doc = serde_json::json!({
         "resource": r.uri.as_str(),
         "authorization_servers": [app.issuer],
-        "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
         "resource_name": r.name.as_str(),
         "dpop_signing_alg_values_supported": sigil_crypto::ClientAlg::ALL,
-    }))
-    .into_response())
+    });
+    // RFC 9728 §2: scopes_supported is OPTIONAL; an empty list would say "no scope exists".
+    if !r.scopes.is_empty()
+        && let Some(o) = doc.as_object_mut()
+    {
+        let scopes: Vec<&str> = r.scopes.iter().map(|s| s.as_str()).collect();
+        o.insert("scopes_supported".into(), scopes.into());
+    }
+    Ok(Json(doc).into_response())
 }
 
 pub async fn update(

@@ -125,7 +125,7 @@ pub async fn delete(
     let rid = ext.get::<RequestId>().map(|r| r.0.clone());
     let result = async {
         let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
-        app.oauth.delete_registration(c, rid.as_deref()).await
+        app.oauth.delete_registration(&app.registry, c, rid.as_deref()).await
     }
     .await;
     match result {
