@@ -176,7 +176,8 @@ pub struct JoinTokenRequest {
 pub struct JoinTokenView {
     pub token: String,
     pub spiffe_id: String,
-    pub expires_at: i64,
+    /// RFC 3339, like every time in the admin API.
+    pub expires_at: sigil_types::Timestamp,
 }
 
 /// A trust domain authority, for `sigil ca list`.
@@ -189,7 +190,7 @@ pub struct AuthorityView {
     /// `active`, `prepared` or `retired`.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<i64>,
+    pub not_after: Option<sigil_types::Timestamp>,
 }
 
 /// An attested node, for `sigil node list`.
@@ -198,8 +199,8 @@ pub struct AuthorityView {
 pub struct NodeView {
     pub spiffe_id: String,
     pub method: String,
-    pub attested_at: i64,
+    pub attested_at: sigil_types::Timestamp,
     pub svid_serial: String,
-    pub svid_expires_at: i64,
+    pub svid_expires_at: sigil_types::Timestamp,
     pub banned: bool,
 }

@@ -256,7 +256,7 @@ pub async fn create_join_token(
         Json(JoinTokenView {
             token,
             spiffe_id: spiffe_id.to_string(),
-            expires_at: expires_at.unix_seconds(),
+            expires_at,
         }),
     )
         .into_response())
@@ -283,7 +283,7 @@ pub async fn authorities(axum::extract::State(app): State, Admin(_): Admin) -> R
                 kind,
                 id,
                 status,
-                not_after: not_after.map(|t| t.unix_seconds()),
+                not_after,
             })
             .collect(),
         next_cursor: None,
@@ -362,9 +362,9 @@ pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<R
             .map(|n| NodeView {
                 spiffe_id: n.spiffe_id.to_string(),
                 method: n.method.clone(),
-                attested_at: n.attested_at.unix_seconds(),
+                attested_at: n.attested_at,
                 svid_serial: n.svid_serial.clone(),
-                svid_expires_at: n.svid_expires_at.unix_seconds(),
+                svid_expires_at: n.svid_expires_at,
                 banned: n.banned_at.is_some(),
             })
             .collect(),
