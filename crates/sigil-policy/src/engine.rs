@@ -5,8 +5,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Decision as CedarDecision, Entities, Entity, EntityTypeName, EntityUid, Policy,
-    PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
+    ActionConstraint, AuthorizationError, Authorizer, Decision as CedarDecision, Entities, Entity, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use serde::Serialize;
 
@@ -84,7 +84,8 @@ pub struct Step {
     /// The policies that determined this outcome (the permits that allowed it, or the forbids
     /// that denied it; empty for a deny because nothing permits).
     pub policies: Vec<String>,
-    /// Evaluation errors; a policy that errors is skipped, so it can never allow.
+    /// Evaluation errors. Any error makes the step a deny (Cedar alone would skip the policy,
+    /// which for a `forbid` would widen access); `policies` then names the policies that erred.
     pub errors: Vec<String>,
 }
 
@@ -92,7 +93,13 @@ impl Decision {
     /// Why the chain was denied, naming the principal (dual attribution: agent or user).
     pub fn deny_reason(&self) -> Option<String> {
         let step = self.steps.iter().find(|s| !s.allowed)?;
-        Some(if step.policies.is_empty() {
+        Some(if !step.errors.is_empty() {
+            format!(
+                "{} is denied: evaluating {} failed (an error is never an allow)",
+                step.principal,
+                step.policies.join(", ")
+            )
+        } else if step.policies.is_empty() {
             format!("no policy permits {}", step.principal)
         } else {
             format!("{} is forbidden by {}", step.principal, step.policies.join(", "))
@@ -313,11 +320,29 @@ impl Engine {
             .map_err(|e| RequestError(e.to_string()))?;
         let response = self.authorizer.is_authorized(&request, &info.slice, entities);
         let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        // Cedar skips a policy that errors, so an erroring `forbid` would let a `permit` through.
+        // Here any evaluation error is a deny, determined by the policies that errored.
+        if !errors.is_empty() {
+            let mut failed: Vec<String> = diagnostics
+                .errors()
+                .map(|e| match e {
+                    AuthorizationError::PolicyEvaluationError(p) => p.policy_id().to_string(),
+                })
+                .collect();
+            failed.dedup();
+            return Ok(Step {
+                principal: principal.to_string(),
+                allowed: false,
+                policies: failed,
+                errors,
+            });
+        }
         Ok(Step {
             principal: principal.to_string(),
             allowed: response.decision() == CedarDecision::Allow,
             policies: diagnostics.reason().map(ToString::to_string).collect(),
-            errors: diagnostics.errors().map(ToString::to_string).collect(),
+            errors,
         })
     }
 }

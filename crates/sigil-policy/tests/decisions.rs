@@ -525,3 +525,20 @@ fn evaluation_errors_deny_and_are_reported() {
     assert_eq!(d.steps[0].errors.len(), 1, "{d:?}");
     assert!(d.steps[0].errors[0].contains("overflows"), "{d:?}");
 }
+
+#[test]
+fn an_erroring_forbid_denies_instead_of_being_skipped() {
+    // Cedar alone skips a policy that errors, so this forbid would let the permit through.
+    let e = Engine::compile(
+        4,
+        r#"@id("all-deploys") permit (principal, action == Sigil::Action::"deploy", resource);
+@id("overflowing-forbid") forbid (principal, action == Sigil::Action::"deploy", resource) when { context.time * 100000000000 > 0 };"#,
+        Some(HR_SCHEMA),
+    )
+    .unwrap();
+    let bot = agent("fleet", "deploy");
+    let d = alone(&e, &bot, "deploy", &resource("api"), ctx());
+    assert!(!d.allowed, "an error is never an allow: {d:?}");
+    assert_eq!(d.steps[0].policies, vec!["overflowing-forbid"]);
+    assert!(d.deny_reason().unwrap().contains("overflowing-forbid"), "{d:?}");
+}
