@@ -239,6 +239,17 @@ async fn code_misuse_is_refused_and_a_reused_code_revokes_its_tokens() {
     let (wrong, _) = pkce();
     let (s, v) = fx.redeem(&code, &wrong).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    // A PKCE mismatch (a sign of an intercepted code) is in the trail, as every refusal is.
+    let refused =
+        fx.s.client()
+            .audit_search(&[("type", "token.refused".into())])
+            .await
+            .unwrap()
+            .items;
+    assert!(
+        refused.iter().any(|e| e.record["action"] == "authorization_code"),
+        "{refused:?}"
+    );
     // A verifier no client could have made (RFC 7636 §4.1) is a malformed request.
     for malformed in ["a".repeat(42), "a".repeat(129), format!("{}+/", "a".repeat(43))] {
         let (s, v) = fx.redeem(&code, &malformed).await;

@@ -444,11 +444,7 @@ impl OAuthService {
         dpop: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let result = self.issue(creds, scope, resources, dpop, request_id).await;
-        if let Err(e) = &result {
-            self.refused(creds, e, request_id).await;
-        }
-        result
+        self.issue(creds, scope, resources, dpop, request_id).await
     }
 
     async fn issue(
@@ -761,21 +757,32 @@ impl OAuthService {
             .flatten()
     }
 
-    async fn refused(&self, creds: &PresentedCredentials, e: &OAuthError, request_id: Option<&str>) {
+    /// Records a refused token request (`token.refused`), whatever its grant: a replayed
+    /// ID-JAG, a PKCE mismatch or an untrusted issuer belong in the trail as much as a bad client
+    /// assertion. `grant_type` is the request's, if it had one; `creds`, if they could be read.
+    pub async fn record_refused_token_request(
+        &self,
+        grant_type: Option<&str>,
+        creds: Option<&PresentedCredentials>,
+        e: &OAuthError,
+        request_id: Option<&str>,
+    ) {
         if e.code == ErrorCode::TemporarilyUnavailable {
             return; // the store is down: nothing to record into
         }
-        let claimed = creds
-            .basic
-            .as_ref()
-            .map(|(id, _)| id.clone())
-            .or_else(|| creds.client_id.clone())
-            .or_else(|| {
-                creds
-                    .assertion
-                    .as_deref()
-                    .and_then(|a| client_auth::assertion_client_id(a).ok())
-            });
+        let claimed = creds.and_then(|creds| {
+            creds
+                .basic
+                .as_ref()
+                .map(|(id, _)| id.clone())
+                .or_else(|| creds.client_id.clone())
+                .or_else(|| {
+                    creds
+                        .assertion
+                        .as_deref()
+                        .and_then(|a| client_auth::assertion_client_id(a).ok())
+                })
+        });
         let mut record = AuditRecord::new(
             self.clock.now(),
             EventType::TokenRefused,
@@ -784,7 +791,8 @@ impl OAuthService {
         )
         .outcome(Outcome::Denied, &e.to_string());
         record.client_id = claimed.map(|c| c.chars().take(64).collect());
-        record.action = Some("client_credentials".into());
+        // The grant as asked for, bounded: the value is the caller's.
+        record.action = Some(grant_type.map_or_else(|| "(none)".to_owned(), |g| g.chars().take(80).collect()));
         // Name the identity behind the client, so the attempt shows in its trace (a suspended
         // agent still trying is exactly what an investigator looks for).
         if let Some(identity) = self.identity_of_client(record.client_id.as_deref()).await {

@@ -191,9 +191,14 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
         Ok(OAuthBody(b)) => b,
         Err(r) => return r,
     };
+    // What the request turned out to be, for the audit record of a refusal.
+    let mut grant_type: Option<String> = None;
+    let mut presented: Option<PresentedCredentials> = None;
     let result = async {
         let form = Form::parse(&parts.headers, &bytes, &["resource", "audience"])?;
+        grant_type = form.get("grant_type").map(str::to_owned);
         let creds = credentials(&parts.headers, &parts.extensions, &form)?;
+        presented = Some(creds.clone());
         let dpop = single_dpop(&parts.headers)?;
         match form.get("grant_type") {
             Some("client_credentials") => {
@@ -267,7 +272,12 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
     .await;
     let mut resp = match result {
         Ok(t) => ok_json(t),
-        Err(e) => error_response(&e),
+        Err(e) => {
+            app.oauth
+                .record_refused_token_request(grant_type.as_deref(), presented.as_ref(), &e, request_id.as_deref())
+                .await;
+            error_response(&e)
+        }
     };
     if let Some(n) = app.oauth.dpop_nonce().and_then(|n| HeaderValue::from_str(&n).ok()) {
         resp.headers_mut().insert("dpop-nonce", n);
