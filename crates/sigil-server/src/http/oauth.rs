@@ -191,20 +191,26 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
         Ok(OAuthBody(b)) => b,
         Err(r) => return r,
     };
-    // What the request turned out to be, for the audit record of a refusal.
-    let mut grant_type: Option<String> = None;
-    let mut presented: Option<PresentedCredentials> = None;
+    // Parsed before the grant runs, so that a refusal's audit record can name the grant and
+    // the claimed client (borrowed, not copied: this is every token request's path).
+    let form = Form::parse(&parts.headers, &bytes, &["resource", "audience"]);
+    let creds = form
+        .as_ref()
+        .ok()
+        .map(|f| credentials(&parts.headers, &parts.extensions, f));
     let result = async {
-        let form = Form::parse(&parts.headers, &bytes, &["resource", "audience"])?;
-        grant_type = form.get("grant_type").map(str::to_owned);
-        let creds = credentials(&parts.headers, &parts.extensions, &form)?;
-        presented = Some(creds.clone());
+        let form = form.as_ref().map_err(Clone::clone)?;
+        let creds = match &creds {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(OAuthError::invalid_request("the form could not be read")),
+        };
         let dpop = single_dpop(&parts.headers)?;
         match form.get("grant_type") {
             Some("client_credentials") => {
                 app.oauth
                     .client_credentials(
-                        &creds,
+                        creds,
                         form.get("scope"),
                         &form.all("resource"),
                         dpop,
@@ -220,13 +226,13 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
                     resources: &form.all("resource"),
                 };
                 app.oauth
-                    .authorization_code(&creds, &redemption, dpop, request_id.as_deref())
+                    .authorization_code(creds, &redemption, dpop, request_id.as_deref())
                     .await
             }
             Some("refresh_token") => {
                 app.oauth
                     .refresh(
-                        &creds,
+                        creds,
                         form.get("refresh_token"),
                         form.get("scope"),
                         &form.all("resource"),
@@ -247,13 +253,13 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
                     scope: form.get("scope"),
                 };
                 app.oauth
-                    .token_exchange(&creds, &exchange, dpop, request_id.as_deref())
+                    .token_exchange(creds, &exchange, dpop, request_id.as_deref())
                     .await
             }
             Some(JWT_BEARER_GRANT) => {
                 app.oauth
                     .jwt_bearer(
-                        &creds,
+                        creds,
                         form.get("assertion"),
                         form.get("scope"),
                         &form.all("resource"),
@@ -274,7 +280,12 @@ pub async fn token(AxState(app): State, req: axum::extract::Request) -> Response
         Ok(t) => ok_json(t),
         Err(e) => {
             app.oauth
-                .record_refused_token_request(grant_type.as_deref(), presented.as_ref(), &e, request_id.as_deref())
+                .record_refused_token_request(
+                    form.as_ref().ok().and_then(|f| f.get("grant_type")),
+                    creds.as_ref().and_then(|c| c.as_ref().ok()),
+                    &e,
+                    request_id.as_deref(),
+                )
                 .await;
             error_response(&e)
         }
