@@ -537,12 +537,14 @@ impl OAuthService {
         let Some(agent) = self.store().get_identity(&identity).await? else {
             return Ok(());
         };
-        let made_for_registration = agent.meta.created_by.as_str().starts_with("registration:");
+        if !agent.meta.created_by.as_str().starts_with("registration:") || agent.status.is_final() {
+            return Ok(());
+        }
         let others = self
             .store()
             .list_clients(Some(&agent.id), &crate::model::PageRequest::default())
             .await?;
-        if made_for_registration && others.items.is_empty() && !agent.status.is_final() {
+        if others.items.is_empty() {
             registry
                 .change_status(
                     &ctx,

@@ -634,8 +634,7 @@ impl Nodes {
         Ok(())
     }
 
-    /// Bans a node: it can no longer renew or fetch SVIDs (the SVIDs it holds expire).
-    /// Bans an attested node. A node that has not attested yet has nothing to ban, but its
+    /// Bans an attested node: it can no longer renew or fetch SVIDs (the SVIDs it holds expire). A node that has not attested yet has nothing to ban, but its
     /// unspent join tokens are withdrawn instead (a leaked token must not let it join);
     /// `Stale` if the ID has neither.
     pub async fn ban(&self, ctx: &Ctx, spiffe_id: &str) -> Result<(), NodeError> {
