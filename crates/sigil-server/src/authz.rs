@@ -85,7 +85,7 @@ pub async fn evaluate(
         .as_ref()
         .ok_or_else(|| EvalError::bad("resource is required"))?;
     let mut r = resolve_subject(app, subject).await?;
-    apply_context(&mut r.context, ev.context.as_ref());
+    apply_context(&mut r.context, ev.context.as_ref())?;
     if resource.kind == "resource" {
         r.resource = Some(registered_resource(app, &resource.id).await?);
     }
@@ -185,10 +185,17 @@ async fn resolve_subject(app: &App, s: &Entity) -> Result<Resolved, EvalError> {
     Ok(r)
 }
 
-fn apply_context(c: &mut RequestContext, ctx: Option<&Map<String, Value>>) {
-    let get = |k: &str| ctx.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_owned);
-    c.environment = get("environment");
-    c.purpose = get("purpose");
+/// Takes the context members the model defines. One present with another type is a 400, not
+/// left out: a policy that forbids a purpose must not be passed by sending it as a number.
+fn apply_context(c: &mut RequestContext, ctx: Option<&Map<String, Value>>) -> Result<(), EvalError> {
+    let get = |k: &str| match ctx.and_then(|m| m.get(k)) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(EvalError::bad(format!("context.{k} must be a string"))),
+    };
+    c.environment = get("environment")?;
+    c.purpose = get("purpose")?;
+    Ok(())
 }
 
 async fn user(app: &App, id: &str) -> Result<User, EvalError> {

@@ -34,6 +34,9 @@ when { resource.manager == principal.username };
 permit (principal == Sigil::Agent::"fleet", action == Sigil::Action::"deploy", resource);
 @id("ops-deploy")
 permit (principal in Sigil::Group::"ops", action == Sigil::Action::"deploy", resource);
+@id("no-marketing-reads")
+forbid (principal, action == Sigil::Action::"employee.read", resource)
+when { context has purpose && context.purpose == "marketing" };
 @id("no-admin-tokens")
 forbid (principal, action == Sigil::Action::"token.issue", resource)
 when { context has scope && context.scope == "admin" };
@@ -209,6 +212,17 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
         )
         .await;
     assert_eq!(d["decision"], true, "the agent alone may: {d}");
+    // A forbidden purpose denies; the same purpose in another type is refused, not left out.
+    let mut marketing = eval(json!({"type": "agent", "id": "hr-bot"}), "employee.read", employee("dan"));
+    marketing["context"] = json!({"purpose": "marketing"});
+    let (_, d) = h.post("/access/v1/evaluation", &marketing).await;
+    assert_eq!(d["decision"], false, "{d}");
+    for wrong in [json!(["marketing"]), json!(7), json!(null)] {
+        marketing["context"] = json!({"purpose": wrong});
+        let (status, d) = h.post("/access/v1/evaluation", &marketing).await;
+        assert_eq!(status, 400, "{d}");
+        assert!(d.to_string().contains("context.purpose"), "{d}");
+    }
     // DevOps: olga (ops) through an agent without the right is denied, attributed to the agent.
     let deployer = json!({"type": "resource", "id": "deployer"});
     let (_, d) = h
@@ -408,6 +422,12 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
             .as_array()
             .unwrap()
             .contains(&json!("fleet-deploys"))
+    );
+    // A request refused as malformed is in the trail too, with why.
+    assert!(
+        records.iter().map(|r| &r["record"]).any(|r| r["outcome"] == "denied"
+            && r["reason"].as_str().unwrap_or_default().contains("context.purpose must be a string")),
+        "the refused purpose is recorded"
     );
 
     // Explain names the steps; metadata names the endpoints.

@@ -90,15 +90,34 @@ pub async fn evaluation(AxState(app): State, req: axum::extract::Request) -> Res
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    let ev: Evaluation = match parse(&bytes) {
+        Ok(ev) => ev,
+        Err(e) => return refused(&app, &Evaluation::default(), e, &caller, &request_id).await,
+    };
     let result = async {
-        let ev: Evaluation = parse(&bytes)?;
         let engine = app.policy.current();
         let (view, record) = decide_one(&app, &engine, &ev, &caller, request_id.as_deref()).await?;
         app.store.commit(ChangeSet::new().audit(record)).await?;
         Ok::<_, ApiError>(Json(view).into_response())
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    match result {
+        Ok(resp) => resp,
+        Err(e) => refused(&app, &ev, e, &caller, &request_id).await,
+    }
+}
+
+/// The answer to a request that could not be decided. One the model cannot express (400) is
+/// also an audit record, a denied evaluation naming the caller, so a resource server that keeps
+/// asking malformed questions shows in the trail and not only in the log.
+async fn refused(app: &App, ev: &Evaluation, e: ApiError, caller: &str, request_id: &Option<String>) -> Response {
+    if let ApiError::Invalid { message, .. } = &e {
+        let (_, record) = item_error(ev, 400, message, caller, app, request_id);
+        if let Err(store) = app.store.commit(ChangeSet::new().audit(record)).await {
+            return ApiError::from(store).into_response();
+        }
+    }
+    e.into_response()
 }
 
 pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Response {
@@ -113,8 +132,11 @@ pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Re
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    let req: Evaluations = match parse(&bytes) {
+        Ok(req) => req,
+        Err(e) => return refused(&app, &Evaluation::default(), e, &caller, &request_id).await,
+    };
     let result = async {
-        let req: Evaluations = parse(&bytes)?;
         let semantic = Semantic::parse(req.options.as_ref())?;
         let engine = app.policy.current();
         let items = req.evaluations.clone().unwrap_or_default();
@@ -168,7 +190,10 @@ pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Re
         Ok(Json(EvaluationsView { evaluations: views }).into_response())
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    match result {
+        Ok(resp) => resp,
+        Err(e) => refused(&app, &req.defaults, e, &caller, &request_id).await,
+    }
 }
 
 /// §7.2: how a batch is evaluated.
