@@ -213,7 +213,11 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
         .await;
     assert_eq!(d["decision"], true, "the agent alone may: {d}");
     // A forbidden purpose denies; the same purpose in another type is refused, not left out.
-    let mut marketing = eval(json!({"type": "agent", "id": "hr-bot"}), "employee.read", employee("dan"));
+    let mut marketing = eval(
+        json!({"type": "agent", "id": "hr-bot"}),
+        "employee.read",
+        employee("dan"),
+    );
     marketing["context"] = json!({"purpose": "marketing"});
     let (_, d) = h.post("/access/v1/evaluation", &marketing).await;
     assert_eq!(d["decision"], false, "{d}");
@@ -426,7 +430,10 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     // A request refused as malformed is in the trail too, with why.
     assert!(
         records.iter().map(|r| &r["record"]).any(|r| r["outcome"] == "denied"
-            && r["reason"].as_str().unwrap_or_default().contains("context.purpose must be a string")),
+            && r["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("context.purpose must be a string")),
         "the refused purpose is recorded"
     );
 

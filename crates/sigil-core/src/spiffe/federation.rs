@@ -245,7 +245,8 @@ fn refresh_interval(bundle: Option<&str>) -> Duration {
 /// certificates name `td` if they name a trust domain at all. Returns the bundle, with only its
 /// usable entries ([`bundle_entries`]) and no private key members, as compact JSON. A bundle
 /// with no usable entry is an empty bundle: the trust domain's keys are revoked, and its SVIDs
-/// are no longer trusted (Trust Domain and Bundle §4.1.3).
+/// are no longer trusted (Trust Domain and Bundle §4.1.3). A malformed JWT authority is an
+/// error instead ([`malformed_jwt_authority`]): the caller keeps the last good bundle.
 pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
     if bytes.len() > 64 * 1024 {
         return Err("the bundle is larger than 64 KB".into());
@@ -256,6 +257,9 @@ pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
         .get("keys")
         .and_then(Value::as_array)
         .ok_or("not a SPIFFE bundle: no keys array")?;
+    for (n, key) in keys.iter().enumerate() {
+        malformed_jwt_authority(key).map_err(|why| format!("keys[{n}] is a malformed JWT authority: {why}"))?;
+    }
     let mut usable = Vec::with_capacity(keys.len());
     for entry in bundle_entries(keys) {
         if let BundleEntry::X509 { der, .. } = &entry {
@@ -271,7 +275,7 @@ pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
         let mut key = entry.key().clone();
         if let Some(members) = key.as_object_mut() {
             // A publisher's mistake must not hand its private key on to every workload.
-            for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+            for private in PRIVATE_MEMBERS {
                 members.remove(private);
             }
         }
@@ -282,6 +286,48 @@ pub fn check_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<String, String> {
     }
     serde_json::to_string(&doc).map_err(|e| e.to_string())
 }
+
+/// Whether `key`, of a type and use a relying party knows (so not one to ignore), is broken: a
+/// `jwt-svid` key without the `kid` JWT-SVID §6 requires, or whose key material does not decode.
+/// Such a bundle is a publisher's mistake, not a statement that the keys are gone, so it is
+/// refused as a whole and the last good bundle stays, as go-spiffe and SPIRE do.
+fn malformed_jwt_authority(key: &Value) -> Result<(), String> {
+    let known_type = matches!(key.get("kty").and_then(Value::as_str), Some("EC" | "RSA" | "OKP"));
+    if !known_type || key.get("use").and_then(Value::as_str) != Some("jwt-svid") {
+        return Ok(());
+    }
+    if !key
+        .get("kid")
+        .and_then(Value::as_str)
+        .is_some_and(|kid| !kid.is_empty())
+    {
+        return Err("no kid".into());
+    }
+    let mut public = key.clone();
+    if let Some(members) = public.as_object_mut() {
+        for private in PRIVATE_MEMBERS {
+            members.remove(private);
+        }
+        members.remove("use"); // `jwt-svid` means signatures; the check knows only `sig`
+    }
+    let jwk: sigil_crypto::PublicJwk = serde_json::from_value(public).map_err(|e| e.to_string())?;
+    let checked_curve = match jwk.kty.as_str() {
+        "EC" => jwk.crv.as_deref() == Some("P-256"),
+        "OKP" => jwk.crv.as_deref() == Some("Ed25519"),
+        _ => true,
+    };
+    if !checked_curve {
+        return Ok(()); // another curve: passed on to workloads, never used here
+    }
+    match jwk.check() {
+        Err(sigil_crypto::JwkError::Malformed) => Err("its key material does not decode".into()),
+        // Another curve or a weak RSA size is a key Sigil cannot use, ignored like an unknown type.
+        _ => Ok(()),
+    }
+}
+
+/// JWK members that hold private key material (RFC 7518 §6).
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// A usable entry of a SPIFFE bundle's `keys`.
 #[derive(Debug, Clone)]
@@ -333,6 +379,10 @@ fn first_certificate(k: &Value) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// The coordinates of a P-256 key, as far as a JWK check can tell (32 bytes each).
+    const P256_X: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA";
+    const P256_Y: &str = "ISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0-P0A";
+
     /// Entries a relying party cannot use are dropped one by one; the rest of the bundle (a new
     /// JWT key, say) still arrives.
     #[test]
@@ -340,11 +390,11 @@ mod tests {
         let td = TrustDomain::parse("other.test").unwrap();
         let bundle = serde_json::json!({
             "keys": [
-                {"kty": "EC", "use": "jwt-svid", "kid": "good", "crv": "P-256", "x": "AA", "y": "AA"},
+                {"kty": "EC", "use": "jwt-svid", "kid": "good", "crv": "P-256", "x": P256_X, "y": P256_Y},
                 {"kty": "EC", "use": "x509-svid", "crv": "P-256", "x": "AA", "y": "AA", "x5c": []},
                 {"kty": "EC", "use": "x509-svid", "crv": "P-256", "x": "AA", "y": "AA"},
                 {"kty": "FOO", "use": "jwt-svid", "kid": "unknown-type"},
-                {"kty": "EC", "use": "jwt-svid", "crv": "P-256", "x": "AA", "y": "AA"},
+                {"kty": "EC", "use": "jwt-svid", "kid": "p384", "crv": "P-384", "x": "AA", "y": "AA"},
                 {"kty": "EC", "use": "enc", "kid": "other-use"}
             ],
             "spiffe_sequence": 7
@@ -356,7 +406,7 @@ mod tests {
             .iter()
             .map(|k| k["kid"].as_str().unwrap_or("-"))
             .collect();
-        assert_eq!(kids, ["good"]);
+        assert_eq!(kids, ["good", "p384"]);
         assert_eq!(kept["spiffe_sequence"], 7);
         // Nothing usable is an empty bundle (every key revoked), not an error that keeps the old one.
         let nothing = serde_json::json!({"keys": [{"kty": "FOO", "use": "jwt-svid", "kid": "x"}]});
@@ -366,8 +416,18 @@ mod tests {
             check_bundle(&td, b"{}").is_err(),
             "no keys array at all is not a bundle"
         );
+        // A JWT authority without kid or with broken key material makes the bundle malformed:
+        // refused as a whole (the caller keeps the last good one), not emptied.
+        for broken in [
+            serde_json::json!({"kty": "EC", "use": "jwt-svid", "crv": "P-256", "x": P256_X, "y": P256_Y}),
+            serde_json::json!({"kty": "EC", "use": "jwt-svid", "kid": "k", "crv": "P-256", "x": "AA", "y": "AA"}),
+            serde_json::json!({"kty": "RSA", "use": "jwt-svid", "kid": "k"}),
+        ] {
+            let doc = serde_json::json!({"keys": [broken]});
+            assert!(check_bundle(&td, doc.to_string().as_bytes()).is_err(), "{doc}");
+        }
         // Private members never travel on.
-        let leaky = serde_json::json!({"keys": [{"kty": "EC", "use": "jwt-svid", "kid": "k", "crv": "P-256", "x": "AA", "y": "AA", "d": "secret"}]});
+        let leaky = serde_json::json!({"keys": [{"kty": "EC", "use": "jwt-svid", "kid": "k", "crv": "P-256", "x": P256_X, "y": P256_Y, "d": "secret"}]});
         let kept = check_bundle(&td, leaky.to_string().as_bytes()).unwrap();
         assert!(!kept.contains("secret"), "{kept}");
     }

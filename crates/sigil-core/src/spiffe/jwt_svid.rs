@@ -72,6 +72,7 @@ pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(S
     if token.len() > 16 * 1024 {
         return Err(JwtSvidError::Malformed("too long".into()));
     }
+    only_spiffe_header_members(token)?;
     let v = sigil_crypto::verify_compact(token, keys).map_err(|_| JwtSvidError::BadSignature)?;
     // JWT-SVID §3: `typ`, when present, is `JWT` or `JOSE` — media types (RFC 7515 §4.1.9).
     let typ = v.typ.as_deref();
@@ -111,6 +112,22 @@ pub fn validate(token: &str, keys: &Jwks, audience: &str, now: i64) -> Result<(S
         return Err(JwtSvidError::WrongAudience);
     }
     Ok((id, claims))
+}
+
+/// JWT-SVID §2: a header member other than `alg`, `kid` and `typ`, registered or private, must
+/// not be there. One that is (`jku`, `x5u`, `jwk`…) would tell a more lenient JOSE library where
+/// to fetch another key, so the token is refused before its signature is looked at.
+fn only_spiffe_header_members(token: &str) -> Result<(), JwtSvidError> {
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = sigil_crypto::b64url_decode(header).map_err(|_| JwtSvidError::Malformed("header".into()))?;
+    let members: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| JwtSvidError::Malformed("header is not a JSON object".into()))?;
+    match members.keys().find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ")) {
+        Some(extra) => Err(JwtSvidError::Malformed(format!(
+            "header member `{extra}` is not allowed in a JWT-SVID"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +185,38 @@ mod tests {
                     Err(JwtSvidError::Malformed(_))
                 ),
                 "{typ}"
+            );
+        }
+    }
+
+    /// A header member JWT-SVID §2 does not describe makes the token invalid, even signed.
+    #[test]
+    fn header_members_other_than_alg_kid_typ_are_refused() {
+        let (key, _) = SigningKey::generate(Algorithm::Es256).unwrap();
+        let keys = Jwks {
+            keys: vec![key.public_jwk()],
+        };
+        let claims = serde_json::json!({"sub": "spiffe://example.org/web", "aud": "api", "exp": 1300});
+        let with_header = |header: serde_json::Value| {
+            let input = format!(
+                "{}.{}",
+                sigil_crypto::b64url(header.to_string().as_bytes()),
+                sigil_crypto::b64url(claims.to_string().as_bytes())
+            );
+            format!("{input}.{}", sigil_crypto::b64url(&key.sign(input.as_bytes()).unwrap()))
+        };
+        let plain = serde_json::json!({"alg": "ES256", "kid": key.kid()});
+        assert!(validate(&with_header(plain.clone()), &keys, "api", 1100).is_ok());
+        for (extra, value) in [
+            ("jku", "https://evil.test/jwks"),
+            ("x5u", "https://evil.test/c"),
+            ("cty", "JWT"),
+        ] {
+            let mut h = plain.clone();
+            h[extra] = serde_json::json!(value);
+            assert!(
+                matches!(validate(&with_header(h), &keys, "api", 1100), Err(JwtSvidError::Malformed(m)) if m.contains(extra)),
+                "{extra}"
             );
         }
     }
