@@ -399,6 +399,22 @@ async fn node_api_calls_need_a_valid_node_proof_and_banned_nodes_are_refused() {
     s.client().ban_node(other_id).await.unwrap();
     assert!(api.entries(&by_hand).await.unwrap_err().is_auth());
     assert!(s.client().list_nodes().await.unwrap().items.iter().all(|n| n.banned));
+    // Every refused proof is in the audit trail; the banned node's is named as its own.
+    let failed = s
+        .client()
+        .audit_search(&[("type", "node.auth_failed".into())])
+        .await
+        .unwrap();
+    assert!(failed.items.len() >= 3, "{:?}", failed.items);
+    assert!(
+        failed
+            .items
+            .iter()
+            .any(|e| e.record["actors"][0] == format!("node:{other_id}")
+                && e.record["reason"].as_str().unwrap_or_default().contains("banned")),
+        "{:?}",
+        failed.items
+    );
     let err = s.client().ban_node("spiffe://sigil.local/node/nope").await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
 }

@@ -83,6 +83,7 @@ event_types! {
     JoinTokenRevoked => "join_token.revoked",
     NodeAttested => "node.attested",
     NodeBanned => "node.banned",
+    NodeAuthFailed => "node.auth_failed",
     SvidIssued => "svid.issued",
     WorkloadDenied => "workload.denied",
 }

@@ -401,20 +401,54 @@ impl Nodes {
     /// Authenticates a node API call by its node proof: a JWS signed with the node's current
     /// SVID key, SVID in `x5c`, `aud` the node API, short-lived. The node must be attested and
     /// not banned.
-    pub async fn authenticate(&self, proof: &str) -> Result<AttestedNode, NodeError> {
-        let now = self.clock.now().unix_seconds();
-        let (svid, payload) = verify_node_proof_with(proof, |leaf, _| self.check_node_svid(leaf, now))
-            .map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
-        self.check_proof_claims(&payload, now)?;
-        let id = SpiffeId::parse(&svid.spiffe_id).map_err(|e| NodeError::Unauthenticated(e.to_string()))?;
-        let node = self
-            .attested_node(id.as_str())
-            .await?
-            .ok_or_else(|| NodeError::Unauthenticated(format!("{id} is not an attested node")))?;
-        if node.banned_at.is_some() || self.bans.is_banned(&*self.store, id.as_str()).await? {
-            return Err(NodeError::Banned);
+    /// A refusal is also a `node.auth_failed` audit record, naming the node when its SVID
+    /// verified: a banned or stolen node still calling is what an investigator looks for.
+    pub async fn authenticate(&self, proof: &str, request_id: Option<&str>) -> Result<AttestedNode, NodeError> {
+        let (claimed, result) = self.check_node_proof(proof).await;
+        if let Err(e) = &result
+            && !matches!(e, NodeError::Store(_))
+        {
+            let by = Principal::from_stored(
+                claimed
+                    .as_ref()
+                    .map_or_else(|| "anonymous:node_api".to_owned(), |id| format!("node:{id}")),
+            );
+            let mut record = AuditRecord::new(self.clock.now(), EventType::NodeAuthFailed, &by, request_id)
+                .outcome(Outcome::Denied, &e.to_string());
+            if let Some(id) = &claimed {
+                record = record.target("node", id.as_str(), id.as_str());
+            }
+            if let Err(store) = self.store.commit(ChangeSet::new().audit(record)).await {
+                tracing::warn!(error = %store, "could not audit a refused node proof");
+            }
         }
-        Ok(node)
+        result
+    }
+
+    /// The node a proof authenticates, and the SPIFFE ID it claims once its SVID verified.
+    async fn check_node_proof(&self, proof: &str) -> (Option<SpiffeId>, Result<AttestedNode, NodeError>) {
+        let now = self.clock.now().unix_seconds();
+        let (svid, payload) = match verify_node_proof_with(proof, |leaf, _| self.check_node_svid(leaf, now)) {
+            Ok(verified) => verified,
+            Err(e) => return (None, Err(NodeError::Unauthenticated(e.to_string()))),
+        };
+        let id = match SpiffeId::parse(&svid.spiffe_id) {
+            Ok(id) => id,
+            Err(e) => return (None, Err(NodeError::Unauthenticated(e.to_string()))),
+        };
+        let result = async {
+            self.check_proof_claims(&payload, now)?;
+            let node = self
+                .attested_node(id.as_str())
+                .await?
+                .ok_or_else(|| NodeError::Unauthenticated(format!("{id} is not an attested node")))?;
+            if node.banned_at.is_some() || self.bans.is_banned(&*self.store, id.as_str()).await? {
+                return Err(NodeError::Banned);
+            }
+            Ok(node)
+        }
+        .await;
+        (Some(id), result)
     }
 
     /// The attested node: remembered once found (see `known`).

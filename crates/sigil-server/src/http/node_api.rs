@@ -76,12 +76,17 @@ impl FromRequestParts<std::sync::Arc<App>> for Node {
             .and_then(|v| v.strip_prefix(' '))
             .map(str::trim)
             .ok_or_else(|| ApiError::NodeUnauthenticated(format!("a {NODE_AUTH_SCHEME} node proof is required")))?;
-        let node = app.nodes.authenticate(proof).await.inspect_err(|e| {
-            tracing::info!(error = %e, "node proof refused");
-        })?;
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let node = app
+            .nodes
+            .authenticate(proof, request_id.as_deref())
+            .await
+            .inspect_err(|e| {
+                tracing::info!(error = %e, "node proof refused");
+            })?;
         Ok(Self {
             node,
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            request_id,
             _turn: turn,
         })
     }
