@@ -290,7 +290,8 @@ pub enum IssuerCommand {
         /// unique), preferred_username, email, upn.
         #[arg(long)]
         username_claim: Option<String>,
-        /// An accepted `aud` of its tokens (repeatable; default: Sigil's issuer).
+        /// An `aud` its subject tokens may carry besides the exchanging client's own
+        /// `client_id` (repeatable): the client ids Sigil's clients have at that provider.
         #[arg(long = "audience")]
         audiences: Vec<String>,
         /// Redeem its Identity Assertion JWT Authorization Grants (ID-JAG).
