@@ -40,7 +40,25 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe();
             Some(handle)
         })
         .as_ref()
+}
+
+/// The `# HELP` line of each metric, so a scraper's UI says what it counts.
+fn describe() {
+    metrics::describe_counter!(
+        "sigil_http_requests_total",
+        "HTTP requests answered, by method, route and status"
+    );
+    metrics::describe_histogram!(
+        "sigil_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request, by method and route"
+    );
+    metrics::describe_counter!(
+        "sigil_node_api_shed_total",
+        "Node API calls refused with 503 because the admission gate was full"
+    );
 }

@@ -596,6 +596,7 @@ async fn metrics_and_request_ids() {
         .await
         .unwrap();
     assert!(text.contains("sigil_http_requests_total"), "{text}");
+    assert!(text.contains("# HELP sigil_http_requests_total "), "{text}");
     assert!(text.contains("route=\"/healthz\""), "{text}");
     assert!(text.contains("sigil_http_request_duration_seconds"), "{text}");
     assert!(!text.contains("ODD0") && text.contains("method=\"OTHER\""), "{text}");
