@@ -151,6 +151,28 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         )
         .await;
     assert_eq!((st, e["error"].as_str()), (400, Some("invalid_scope")), "{e}");
+    // A client registered for sign-ins gets that grant (and its refresh tokens), not others.
+    let r = http
+        .post(&reg)
+        .bearer_auth(&iat.token)
+        .json(&json!({"grant_types": ["authorization_code"], "redirect_uris": ["https://app.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let code_only: Value = r.json().await.unwrap();
+    assert_eq!(code_only["grant_types"], json!(["authorization_code", "refresh_token"]));
+    let (st, e, _) = f
+        .post(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", API)],
+            Some((
+                code_only["client_id"].as_str().unwrap(),
+                code_only["client_secret"].as_str().unwrap(),
+            )),
+        )
+        .await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("unauthorized_client")), "{e}");
 
     // RFC 7592: read, update, delete with the registration access token only. Each read and
     // update answers with a new token (§3 requires one in the response; Sigil keeps only

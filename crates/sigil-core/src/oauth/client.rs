@@ -89,7 +89,14 @@ impl OAuthClient {
     /// redirect URIs; the others need a confidential client the operator registered. A public
     /// client, or one described by a metadata document (unknown to the operator), acts only for
     /// users who sign in and consent, never on its own.
+    /// A client that registered `grant_types` (RFC 7591 §2) gets those only, with
+    /// `refresh_token` going with `authorization_code`.
     pub fn allows(&self, grant: &str) -> bool {
+        self.can_use(grant) && self.registered_for(grant)
+    }
+
+    /// Whether the client's kind can use `grant` at all.
+    fn can_use(&self, grant: &str) -> bool {
         match grant {
             "authorization_code" | "refresh_token" => !self.redirect_uris.is_empty(),
             "client_credentials" | TOKEN_EXCHANGE_GRANT | JWT_BEARER_GRANT => {
@@ -97,6 +104,20 @@ impl OAuthClient {
             }
             _ => false,
         }
+    }
+
+    /// Whether the registered metadata leaves `grant` in: all grants when it names none.
+    fn registered_for(&self, grant: &str) -> bool {
+        let Some(registered) = self
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("grant_types"))
+            .and_then(serde_json::Value::as_array)
+        else {
+            return true;
+        };
+        let named = |g: &str| registered.iter().any(|v| v.as_str() == Some(g));
+        named(grant) || (grant == "refresh_token" && named("authorization_code"))
     }
 
     /// The grants this client may use (RFC 7591 `grant_types`).

@@ -206,10 +206,15 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
         }
     }
     check_descriptive(obj)?;
-    let echo = ECHOED
+    let mut echo: Map<String, Value> = ECHOED
         .iter()
         .filter_map(|k| obj.get(*k).map(|v| ((*k).to_owned(), v.clone())))
         .collect();
+    // Kept so the client gets the grants it asked for and no more (least privilege: a client
+    // registered for sign-ins does not also act on its own with client_credentials).
+    if !grants.is_empty() {
+        echo.insert("grant_types".into(), json!(grants));
+    }
     Ok(Requested {
         method,
         redirect_uris,
