@@ -248,6 +248,8 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         // ... or the same sub as another issuer's (RFC 8693 §4.1: iss and sub name a party).
         id_token(json!({"may_act": {"sub": agent, "iss": "https://elsewhere.example.com"}})),
         id_token(json!({"may_act": "anyone"})),
+        // Already delegated at the other issuer: its chain cannot be continued here.
+        id_token(json!({"act": {"sub": "idp-agent-7"}})),
     ] {
         let (st, v) = exchange(bad).await;
         assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");

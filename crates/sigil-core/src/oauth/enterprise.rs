@@ -328,6 +328,14 @@ impl OAuthService {
                 "the subject token's aud is not this client nor an audience registered for its issuer",
             ));
         }
+        // RFC 8693 §4.1: a token that already says someone acts for the user. Its actors are
+        // the other issuer's principals, which Sigil can neither check nor decide for, and
+        // dropping them would credit the whole chain to this client: refused, not flattened.
+        if v.claims.contains_key("act") {
+            return Err(OAuthError::invalid_grant(
+                "the subject token is already delegated (act): another issuer's actor chain cannot be continued here",
+            ));
+        }
         let may_act = v.may_act().map_err(OAuthError::invalid_grant)?;
         let user = self.mapped_user(&issuer, &v).await?;
         Ok(Subject {
