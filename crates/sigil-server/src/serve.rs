@@ -304,6 +304,10 @@ async fn integrate_pending(app: &App) {
         match app.audit.integrate_once(&app.keys).await {
             Ok(n) if n as u32 == sigil_core::audit::log::MAX_INTEGRATION_BATCH => continue,
             Ok(_) => return,
+            Err(e @ sigil_core::audit::log::AuditError::Inconsistent(_)) => {
+                tracing::error!(error = %e, "audit integration stopped: the stored log is inconsistent");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "audit integration failed");
                 return;

@@ -630,9 +630,9 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
                 .bind(hash.to_vec())
                 .push(")");
         }
-        // A node already stored is the same hash (nodes are derived from the leaves): rebuilt
-        // nodes may overlap the ones that survived.
-        q.push(" ON CONFLICT (level, idx) DO NOTHING");
+        // Rebuilt nodes overlap the ones that survived, and replace any that were corrupted:
+        // they were derived from leaf hashes that match the last signed checkpoint.
+        q.push(" ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash");
         q.query().execute(&mut *conn).await.map_err(|e| map(e, NODE))?;
     }
     if let Some(c) = &i.checkpoint {

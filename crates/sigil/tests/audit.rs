@@ -453,7 +453,9 @@ async fn lost_tree_nodes_are_rebuilt_from_the_leaves() {
         return; // a restart on the same data is a SQLite data directory
     }
     let Some(s) = populated(9).await else { return };
-    exec(&s, "DELETE FROM audit_tree_nodes").await;
+    // One frontier node corrupted (a wrong root unless repaired), the rest lost.
+    exec(&s, "DELETE FROM audit_tree_nodes WHERE level <> 3").await;
+    exec(&s, "UPDATE audit_tree_nodes SET hash = zeroblob(32)").await;
     let data = s.data_dir.clone();
     let _keep = s.stop().await;
     let s = TestServer::start_exact(sigil_testkit::Options {
@@ -476,6 +478,47 @@ async fn lost_tree_nodes_are_rebuilt_from_the_leaves() {
     assert_eq!(report["verified_size"], report["records"], "{report}");
     let proof = s.client().inclusion_proof(3, None).await.unwrap();
     assert_eq!(proof.root_hash, s.client().audit_checkpoint().await.unwrap().root_hash);
+}
+
+/// Integrated records whose checkpoints were removed are not signed again: the integrator
+/// would otherwise vouch for whatever the records now say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_stripped_of_its_checkpoints_is_not_signed_again() {
+    if std::env::var("SIGIL_TEST_BACKEND").as_deref() == Ok("postgres") {
+        return; // a restart on the same data is a SQLite data directory
+    }
+    let Some(s) = populated(9).await else { return };
+    exec(&s, "DELETE FROM audit_checkpoints").await;
+    exec(&s, "DELETE FROM audit_tree_nodes").await;
+    let data = s.data_dir.clone();
+    let _keep = s.stop().await;
+    let s = TestServer::start_exact(sigil_testkit::Options {
+        data_dir: Some(data),
+        ..Default::default()
+    })
+    .await;
+    s.client()
+        .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
+        .await
+        .unwrap();
+    let app = s.app();
+    // The stopped server's lease runs out first (Ok(0) until then).
+    let refused = loop {
+        match app.audit.integrate_once(&app.keys).await {
+            Ok(n) => assert_eq!(n, 0, "nothing is integrated"),
+            Err(e) => break e,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(refused.to_string().contains("no signed checkpoint"), "{refused}");
+    assert!(
+        app.store.latest_checkpoint().await.unwrap().is_none(),
+        "nothing was signed"
+    );
+    assert!(
+        !app.store.pending_audit(1).await.unwrap().is_empty(),
+        "the new record waits"
+    );
 }
 
 /// Following `next_cursor` as `cursor` walks the leaves and checkpoints to their end, each

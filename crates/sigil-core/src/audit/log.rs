@@ -152,7 +152,7 @@ impl AuditLog {
         }
         let (mut frontier, mut nodes) = match guard.take() {
             Some(f) => (f, Vec::with_capacity(pending.len() * 2)),
-            None => self.load_frontier().await?,
+            None => self.load_frontier(keys).await?,
         };
         let start = frontier.clone();
         let mut leaves = Vec::with_capacity(pending.len());
@@ -193,14 +193,72 @@ impl AuditLog {
     }
 
     /// The stored tree's frontier, and the nodes to store again when they had to be recomputed.
-    async fn load_frontier(&self) -> Result<(Frontier, Vec<(u32, u64, Hash)>), AuditError> {
+    /// The tree must end where the last signed checkpoint says: the integrator signs only on
+    /// top of a history it signed before. Stored nodes that disagree are rebuilt from the leaf
+    /// hashes (they are a cache); leaves that disagree, or integrated leaves without any
+    /// checkpoint, stop integration — signing them would vouch for a rewritten history.
+    async fn load_frontier(&self, keys: &KeyManager) -> Result<(Frontier, Vec<(u32, u64, Hash)>), AuditError> {
         let size = self.store.audit_tree_size().await?;
+        let signed = self.last_signed_root(keys, size).await?;
         let coords = Frontier::coordinates(size);
         let nodes = self.store.audit_nodes(&coords).await?;
-        if let Some(frontier) = Frontier::load(size, &nodes) {
+        if let Some(frontier) = Frontier::load(size, &nodes)
+            && signed.is_none_or(|root| root == frontier.root())
+        {
             return Ok((frontier, Vec::new()));
         }
-        self.rebuild_tree(size).await
+        let (frontier, nodes) = self.rebuild_tree(size).await?;
+        if signed.is_some_and(|root| root != frontier.root()) {
+            return Err(AuditError::Inconsistent(format!(
+                "the audit records' leaf hashes do not match the last signed checkpoint (size {size}): \
+                 records were changed outside Sigil; integration stops until `sigil audit verify` is run and the store restored"
+            )));
+        }
+        Ok((frontier, nodes))
+    }
+
+    /// The root the last checkpoint signed for a tree of `size` leaves (`None` for an empty
+    /// tree). Read from the JWS, not from the `root_hash` column, which is a cache.
+    async fn last_signed_root(&self, keys: &KeyManager, size: u64) -> Result<Option<Hash>, AuditError> {
+        let tampered = |why: String| AuditError::Inconsistent(format!("{why}; integration stops"));
+        let Some(checkpoint) = self.store.latest_checkpoint().await? else {
+            return match size {
+                0 => Ok(None),
+                _ => Err(tampered(format!(
+                    "{size} audit records are integrated but no signed checkpoint covers them (the checkpoints were removed)"
+                ))),
+            };
+        };
+        if checkpoint.tree_size != size {
+            return Err(tampered(format!(
+                "the last signed checkpoint is for {} leaves but {size} are integrated",
+                checkpoint.tree_size
+            )));
+        }
+        let payload = match sigil_crypto::verify_compact(&checkpoint.jws, &keys.jwks()) {
+            Ok(v) => v.payload,
+            // Signed by a key this replica has not loaded yet (or long removed): its claims
+            // still say which root was signed.
+            Err(sigil_crypto::JwsError::UnknownKey) => checkpoint
+                .jws
+                .split('.')
+                .nth(1)
+                .and_then(|p| sigil_crypto::b64url_decode(p).ok())
+                .unwrap_or_default(),
+            Err(e) => {
+                return Err(tampered(format!(
+                    "the last checkpoint's signature does not verify: {e}"
+                )));
+            }
+        };
+        let claims: CheckpointClaims = serde_json::from_slice(&payload)
+            .map_err(|_| tampered("the last checkpoint's claims are unreadable".into()))?;
+        let root = sigil_crypto::b64url_decode(&claims.root_hash)
+            .ok()
+            .and_then(|r| Hash::try_from(r.as_slice()).ok())
+            .filter(|_| claims.tree_size == size)
+            .ok_or_else(|| tampered("the last checkpoint's claims do not name this tree".into()))?;
+        Ok(Some(root))
     }
 
     /// The tree nodes are derived data: when stored ones are missing, they are recomputed from

@@ -296,11 +296,7 @@ fn malformed_jwt_authority(key: &Value) -> Result<(), String> {
     if !known_type || key.get("use").and_then(Value::as_str) != Some("jwt-svid") {
         return Ok(());
     }
-    if !key
-        .get("kid")
-        .and_then(Value::as_str)
-        .is_some_and(|kid| !kid.is_empty())
-    {
+    if key.get("kid").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err("no kid".into());
     }
     let mut public = key.clone();
