@@ -55,6 +55,19 @@ async fn populated(n: usize) -> Option<TestServer> {
     Some(s)
 }
 
+/// The same data directory served by a new process; the second value keeps the old one's
+/// files alive.
+async fn restarted(s: TestServer) -> (TestServer, impl Sized) {
+    let data = s.data_dir.clone();
+    let keep = s.stop().await;
+    let s = TestServer::start_exact(sigil_testkit::Options {
+        data_dir: Some(data),
+        ..Default::default()
+    })
+    .await;
+    (s, keep)
+}
+
 async fn integrate(s: &TestServer) {
     let app = s.app();
     while !app.store.pending_audit(1).await.unwrap().is_empty() {
@@ -456,13 +469,7 @@ async fn lost_tree_nodes_are_rebuilt_from_the_leaves() {
     // One frontier node corrupted (a wrong root unless repaired), the rest lost.
     exec(&s, "DELETE FROM audit_tree_nodes WHERE level <> 3").await;
     exec(&s, "UPDATE audit_tree_nodes SET hash = zeroblob(32)").await;
-    let data = s.data_dir.clone();
-    let _keep = s.stop().await;
-    let s = TestServer::start_exact(sigil_testkit::Options {
-        data_dir: Some(data),
-        ..Default::default()
-    })
-    .await;
+    let (s, _keep) = restarted(s).await;
     s.client()
         .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
         .await
@@ -490,13 +497,7 @@ async fn a_log_stripped_of_its_checkpoints_is_not_signed_again() {
     let Some(s) = populated(9).await else { return };
     exec(&s, "DELETE FROM audit_checkpoints").await;
     exec(&s, "DELETE FROM audit_tree_nodes").await;
-    let data = s.data_dir.clone();
-    let _keep = s.stop().await;
-    let s = TestServer::start_exact(sigil_testkit::Options {
-        data_dir: Some(data),
-        ..Default::default()
-    })
-    .await;
+    let (s, _keep) = restarted(s).await;
     s.client()
         .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
         .await
