@@ -223,6 +223,38 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
     assert_eq!(updated["client_name"], "Renamed");
     let rat = updated["registration_access_token"].as_str().unwrap().to_owned();
     let rat = rat.as_str();
+    let changes = c
+        .audit_search(&[("type", "client.updated".into())])
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(changes.len(), 1, "an RFC 7592 update is audited");
+    assert_eq!(changes[0].record["actors"][0], format!("client:{id}"));
+    assert_eq!(changes[0].record["client_id"], id);
+    // A suspended agent is quarantined: its registration access token neither reads, changes
+    // nor deletes the registration (and is not rotated by trying); resumed, it works again.
+    let agent = c.get_client(id).await.unwrap().identity;
+    c.change_status(Family::Agents, &agent, "suspend", &Default::default())
+        .await
+        .unwrap();
+    for r in [
+        http.get(uri).bearer_auth(rat).send().await.unwrap(),
+        http.put(uri)
+            .bearer_auth(rat)
+            .json(&json!({"client_id": id, "redirect_uris": ["https://evil.example/cb"], "grant_types": ["authorization_code"]}))
+            .send()
+            .await
+            .unwrap(),
+        http.delete(uri).bearer_auth(rat).send().await.unwrap(),
+    ] {
+        assert_eq!(r.status(), 401);
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    }
+    c.change_status(Family::Agents, &agent, "resume", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(c.get_client(id).await.unwrap().redirect_uris, Vec::<String>::new());
     let r = http
         .put(uri)
         .bearer_auth(rat)

@@ -52,6 +52,7 @@ event_types! {
     AdminAuthFailed => "admin.auth_failed",
     AuditPruned => "audit.pruned",
     ClientCreated => "client.created",
+    ClientUpdated => "client.updated",
     ClientDeleted => "client.deleted",
     RegistrationTokenCreated => "registration_token.created",
     RegistrationTokenRevoked => "registration_token.revoked",

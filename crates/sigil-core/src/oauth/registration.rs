@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use sigil_crypto::PublicJwks;
 use sigil_proto::admin::CreateIdentity;
-use sigil_types::{Ceiling, Labels, Name, Timestamp, UserStatus};
+use sigil_types::{Ceiling, IdentityStatus, Labels, Name, Timestamp, UserStatus};
 use zeroize::Zeroizing;
 
 use super::client::{
@@ -48,6 +48,14 @@ const ECHOED: &[&str] = &[
     "policy_uri",
     super::client::ID_TOKEN_ALG_FIELD,
 ];
+
+/// A client whose registration access token was presented, with the active identity it
+/// belongs to.
+#[derive(Debug)]
+pub struct ManagedClient {
+    pub client: OAuthClient,
+    identity: crate::model::Identity,
+}
 
 /// The parsed parts of a registration request that matter to the server.
 struct Requested {
@@ -350,7 +358,7 @@ impl OAuthService {
             })?;
         let expected = client.version;
         client.metadata = Some(Value::Object(req.echo));
-        let mut out = self.save_with_new_access_token(client, expected).await?;
+        let mut out = self.save_with_new_access_token(client, expected, None).await?;
         if let (Some(o), Some(s)) = (out.as_object_mut(), secret) {
             o.insert("client_secret".into(), json!(s.as_str()));
             o.insert("client_secret_expires_at".into(), json!(0));
@@ -388,18 +396,41 @@ impl OAuthService {
         Value::Object(m)
     }
 
-    /// RFC 7592 §2: the client named in the URL, if the registration access token is its own.
-    pub async fn managed_client(&self, client_id: &str, rat: Option<&str>) -> Result<OAuthClient, OAuthError> {
+    /// RFC 7592 §2: the client named in the URL, if the registration access token is its own
+    /// and the identity the client belongs to is active. A suspended (or expired) agent is
+    /// quarantined: its registration access token neither reads, changes nor deletes its
+    /// registration, just as its client gets no token; a revoked or decommissioned one has
+    /// nothing left to manage.
+    pub async fn managed_client(&self, client_id: &str, rat: Option<&str>) -> Result<ManagedClient, OAuthError> {
         let client = self.store().get_client(client_id).await?.ok_or_else(invalid_token)?;
         let presented = self.secret_hash(rat.unwrap_or_default());
         match &client.registration_token_hash {
-            Some(h) if sigil_crypto::constant_time_eq(h.as_bytes(), presented.as_bytes()) => Ok(client),
-            _ => Err(invalid_token()),
+            Some(h) if sigil_crypto::constant_time_eq(h.as_bytes(), presented.as_bytes()) => {}
+            _ => return Err(invalid_token()),
+        }
+        let identity = self
+            .store()
+            .get_identity(&IdentityRef::Id(client.identity_id.clone()))
+            .await?
+            .ok_or_else(invalid_token)?;
+        match identity.effective_status(self.now()) {
+            IdentityStatus::Active => Ok(ManagedClient { client, identity }),
+            s => Err(OAuthError::new(
+                ErrorCode::InvalidToken,
+                format!("the client's identity is {s}"),
+            )),
         }
     }
 
-    /// RFC 7592 §2.2: replaces the client's metadata.
-    pub async fn update_registration(&self, client: OAuthClient, body: &Value) -> Result<Value, OAuthError> {
+    /// RFC 7592 §2.2: replaces the client's metadata; a `client.updated` audit record, acted by
+    /// the client, goes with the change.
+    pub async fn update_registration(
+        &self,
+        managed: ManagedClient,
+        body: &Value,
+        request_id: Option<&str>,
+    ) -> Result<Value, OAuthError> {
+        let client = &managed.client;
         if body.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
             return Err(metadata_error("the body's client_id must match the client"));
         }
@@ -443,7 +474,18 @@ impl OAuthService {
         }
         next.dpop_required = req.dpop;
         next.metadata = Some(Value::Object(req.echo));
-        self.save_with_new_access_token(next, client.version).await
+        let ctx = Ctx::new(
+            Principal::from_stored(format!("client:{}", client.client_id)),
+            request_id.map(str::to_owned),
+        );
+        let audit = super::service::client_event(
+            &ctx,
+            self.now(),
+            EventType::ClientUpdated,
+            &client.client_id,
+            &managed.identity,
+        );
+        self.save_with_new_access_token(next, client.version, Some(audit)).await
     }
 
     /// The initial access tokens still in force (unexpired), newest first.
@@ -492,9 +534,9 @@ impl OAuthService {
     }
 
     /// RFC 7592 §2.1: the client's current registration, with a new registration access token.
-    pub async fn read_registration(&self, client: OAuthClient) -> Result<Value, OAuthError> {
-        let version = client.version;
-        self.save_with_new_access_token(client, version).await
+    pub async fn read_registration(&self, managed: ManagedClient) -> Result<Value, OAuthError> {
+        let version = managed.client.version;
+        self.save_with_new_access_token(managed.client, version, None).await
     }
 
     /// Saves `next` with a new registration access token and answers with the RFC 7592 §3
@@ -505,16 +547,19 @@ impl OAuthService {
         &self,
         mut next: OAuthClient,
         expected_version: i64,
+        audit: Option<AuditRecord>,
     ) -> Result<Value, OAuthError> {
         let rat = sigil_crypto::random_token(REGISTRATION_ACCESS_PREFIX).map_err(|_| OAuthError::unavailable())?;
         next.registration_token_hash = Some(self.secret_hash(&rat));
         next.version = expected_version + 1;
-        self.store()
-            .commit(ChangeSet::new().change(Change::UpdateClient {
-                client: next.clone(),
-                expected_version,
-            }))
-            .await?;
+        let mut change = ChangeSet::new().change(Change::UpdateClient {
+            client: next.clone(),
+            expected_version,
+        });
+        if let Some(a) = audit {
+            change = change.audit(a);
+        }
+        self.store().commit(change).await?;
         let mut out = self.client_metadata(&next);
         if let Some(o) = out.as_object_mut() {
             o.insert("registration_access_token".into(), json!(rat.as_str()));
@@ -528,9 +573,13 @@ impl OAuthService {
     pub async fn delete_registration(
         &self,
         registry: &Registry,
-        client: OAuthClient,
+        managed: ManagedClient,
         request_id: Option<&str>,
     ) -> Result<(), OAuthError> {
+        let ManagedClient {
+            client,
+            identity: agent,
+        } = managed;
         let principal = Principal::from_stored(format!("client:{}", client.client_id));
         let ctx = Ctx::new(principal, request_id.map(str::to_owned));
         let store_error = |e: RegistryError| match e {
@@ -539,10 +588,7 @@ impl OAuthService {
         };
         self.delete_client(&ctx, &client.client_id).await.map_err(store_error)?;
         let identity = IdentityRef::Id(client.identity_id.clone());
-        let Some(agent) = self.store().get_identity(&identity).await? else {
-            return Ok(());
-        };
-        if !agent.meta.created_by.as_str().starts_with("registration:") || agent.status.is_final() {
+        if !agent.meta.created_by.as_str().starts_with("registration:") {
             return Ok(());
         }
         let others = self

@@ -810,7 +810,13 @@ impl OAuthService {
 
 /// A client's creation or deletion is an event of the identity it belongs to (so the identity's
 /// trace and `audit search --agent` find it), about that client (`--client` finds it too).
-fn client_event(ctx: &Ctx, now: Timestamp, t: EventType, client_id: &str, identity: &Identity) -> AuditRecord {
+pub(super) fn client_event(
+    ctx: &Ctx,
+    now: Timestamp,
+    t: EventType,
+    client_id: &str,
+    identity: &Identity,
+) -> AuditRecord {
     let mut record = AuditRecord::new(now, t, &ctx.principal, ctx.request_id.as_deref()).target(
         IdentityFamily::of(identity.kind).noun(),
         identity.id.as_str(),

@@ -100,13 +100,15 @@ pub async fn read(
 pub async fn update(
     AxState(app): State,
     headers: HeaderMap,
+    ext: axum::http::Extensions,
     Path(id): Path<String>,
     OAuthBody(body): OAuthBody,
 ) -> Response {
+    let rid = ext.get::<RequestId>().map(|r| r.0.clone());
     let result = async {
         let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
         let v = json_body(&headers, &body)?;
-        app.oauth.update_registration(c, &v).await
+        app.oauth.update_registration(c, &v, rid.as_deref()).await
     }
     .await;
     match result {
