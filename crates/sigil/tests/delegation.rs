@@ -219,6 +219,19 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
     c.change_status(Family::Agents, "assistant", "suspend", &Default::default())
         .await
         .unwrap();
+    // While it is suspended, its client's sign-ins are refused (access_denied) and recorded
+    // in the agent's trail.
+    let (_, challenge) = pkce();
+    match fx.sign_in(&fx.standard(&challenge), PASSWORD).await {
+        Err(Outcome::Redirect(l)) => assert_eq!(param(&l, "error").as_deref(), Some("access_denied"), "{l}"),
+        _ => panic!("a suspended agent's client got the sign-in page"),
+    }
+    let denied = c
+        .audit_search(&[("type", "authorization.denied".into()), ("agent", "assistant".into())])
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(denied.len(), 1, "{denied:?}");
     c.change_status(Family::Agents, "assistant", "resume", &Default::default())
         .await
         .unwrap();

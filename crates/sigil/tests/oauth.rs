@@ -157,10 +157,27 @@ async fn suspension_kills_tokens_and_refuses_new_ones() {
         .await
         .unwrap();
     assert_eq!(refused.items.len(), 1, "{:?}", refused.items);
-    let (_, i, _) = f
-        .post("/introspect", &[("token", &token)], Some((&f.secret_client, &f.secret)))
-        .await;
-    assert_eq!(i["active"], false);
+    assert_eq!(c.introspect_token(&token).await.unwrap()["active"], false);
+    // Its clients are quarantined at every endpoint: introspection and revocation refuse
+    // them (and record the attempt in the agent's trail); nothing is revoked.
+    for (endpoint, event) in [("/introspect", "token.introspected"), ("/revoke", "token.revoked")] {
+        let (st, e, _) = f
+            .post(endpoint, &[("token", &token)], Some((&f.secret_client, &f.secret)))
+            .await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{endpoint}: {e}"
+        );
+        let records = c
+            .audit_search(&[("type", event.into()), ("agent", "bot".into())])
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(records.len(), 1, "{endpoint}: {records:?}");
+        assert_eq!(records[0].record["outcome"], "denied");
+        assert_eq!(records[0].record["action"], &endpoint[1..]);
+    }
     // Resumed at once, in the second of the suspension: tokens issued after it still work.
     c.change_status(Family::Agents, "bot", "resume", &Default::default())
         .await
@@ -176,6 +193,24 @@ async fn suspension_kills_tokens_and_refuses_new_ones() {
         .post("/introspect", &[("token", fresh)], Some((&f.secret_client, &f.secret)))
         .await;
     assert_eq!(i["active"], true, "a token issued after the resume is alive: {i}");
+    // A failed client authentication at introspection is in the trail too.
+    let (st, _, _) = f
+        .post(
+            "/introspect",
+            &[("token", fresh)],
+            Some((&f.secret_client, "sigil_cs_wrong")),
+        )
+        .await;
+    assert_eq!(st, 401);
+    let denied = c
+        .audit_search(&[("type", "token.introspected".into()), ("agent", "bot".into())])
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|r| r.record["outcome"] == "denied")
+        .count();
+    assert_eq!(denied, 2);
 }
 
 #[tokio::test]

@@ -729,6 +729,15 @@ impl OAuthService {
             .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))
     }
 
+    /// A client speaks for its identity at every endpoint, not only at `/token`: while the
+    /// identity is not active (a quarantined agent), its client is refused at introspection,
+    /// revocation and the AuthZEN API as well.
+    pub async fn require_active_identity(&self, auth: &Authenticated) -> Result<(), OAuthError> {
+        self.active_identity(&auth.client.identity_id, self.clock.now())
+            .await
+            .map(drop)
+    }
+
     pub(super) async fn active_identity(&self, id: &IdentityId, now: Timestamp) -> Result<Identity, OAuthError> {
         let identity = self
             .reads

@@ -767,6 +767,22 @@ impl OAuthService {
         e: &OAuthError,
         request_id: Option<&str>,
     ) {
+        let action = grant_type.unwrap_or("(none)");
+        self.record_refused_client_request(EventType::TokenRefused, action, creds, e, request_id)
+            .await;
+    }
+
+    /// Records a refused request of a client at an OAuth endpoint as a denied `event` (at
+    /// `/introspect` a `token.introspected`, at `/revoke` a `token.revoked`): failed client
+    /// authentication, a quarantined agent's client still calling, another client's token.
+    pub async fn record_refused_client_request(
+        &self,
+        event: EventType,
+        action: &str,
+        creds: Option<&PresentedCredentials>,
+        e: &OAuthError,
+        request_id: Option<&str>,
+    ) {
         if e.code == ErrorCode::TemporarilyUnavailable {
             return; // the store is down: nothing to record into
         }
@@ -785,14 +801,14 @@ impl OAuthService {
         });
         let mut record = AuditRecord::new(
             self.clock.now(),
-            EventType::TokenRefused,
+            event,
             &Principal::from_stored("client".into()),
             request_id,
         )
         .outcome(Outcome::Denied, &e.to_string());
         record.client_id = claimed.map(|c| c.chars().take(64).collect());
-        // The grant as asked for, bounded: the value is the caller's.
-        record.action = Some(grant_type.map_or_else(|| "(none)".to_owned(), |g| g.chars().take(80).collect()));
+        // The action (a grant) as asked for, bounded: the value is the caller's.
+        record.action = Some(action.chars().take(80).collect());
         // Name the identity behind the client, so the attempt shows in its trace (a suspended
         // agent still trying is exactly what an investigator looks for).
         if let Some(identity) = self.identity_of_client(record.client_id.as_deref()).await {
@@ -803,7 +819,7 @@ impl OAuthService {
             );
         }
         if let Err(err) = self.store.commit(ChangeSet::new().audit(record)).await {
-            tracing::error!(error = ?err, "could not record a refused token request");
+            tracing::error!(error = ?err, "could not record a refused client request");
         }
     }
 }

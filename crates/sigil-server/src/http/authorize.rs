@@ -17,13 +17,23 @@ const CSRF_COOKIE: &str = "sigil_csrf";
 const MAX_REQUEST: usize = 4096;
 
 /// `GET /authorize`
-pub async fn start(AxState(app): State, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    begin(&app, &headers, q.unwrap_or_default()).await
+pub async fn start(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    RawQuery(q): RawQuery,
+) -> Response {
+    begin(&app, &headers, q.unwrap_or_default(), rid(&ext).as_deref()).await
 }
 
 /// `POST /authorize`: OpenID Connect Core §3.1.2.1 requires the form-encoded POST too, with
 /// the same parameters as the query of a GET.
-pub async fn start_posted(AxState(app): State, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn start_posted(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    body: Bytes,
+) -> Response {
     let form_encoded = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -38,14 +48,14 @@ pub async fn start_posted(AxState(app): State, headers: HeaderMap, body: Bytes) 
     let Ok(query) = String::from_utf8(body.to_vec()) else {
         return error_page(StatusCode::BAD_REQUEST, "the authorization request is not UTF-8");
     };
-    begin(&app, &headers, query).await
+    begin(&app, &headers, query, rid(&ext).as_deref()).await
 }
 
 /// Checks an authorization request and shows the sign-in page for it. The request travels on
 /// in the page's forms as a query string, however it arrived.
-async fn begin(app: &crate::App, headers: &HeaderMap, query: String) -> Response {
+async fn begin(app: &crate::App, headers: &HeaderMap, query: String, request_id: Option<&str>) -> Response {
     let checked = match parse_request(&query) {
-        Ok(r) => app.oauth.check_authorization(&r).await,
+        Ok(r) => app.oauth.check_authorization(&r, request_id).await,
         Err(e) => Err(AuthorizeFailure::Show(e)),
     };
     match checked {
@@ -65,7 +75,7 @@ async fn begin(app: &crate::App, headers: &HeaderMap, query: String) -> Response
 /// `POST /authorize/login`
 pub async fn login(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
     let request_id = rid(&ext);
-    let (form, nonce, query, a) = match accept_form(&app, &headers, &body).await {
+    let (form, nonce, query, a) = match accept_form(&app, &headers, &body, request_id.as_deref()).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -93,7 +103,7 @@ pub async fn login(AxState(app): State, headers: HeaderMap, ext: axum::http::Ext
 /// `POST /authorize/consent`
 pub async fn consent(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
     let request_id = rid(&ext);
-    let (form, nonce, query, a) = match accept_form(&app, &headers, &body).await {
+    let (form, nonce, query, a) = match accept_form(&app, &headers, &body, request_id.as_deref()).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -138,6 +148,7 @@ async fn accept_form(
     app: &crate::App,
     headers: &HeaderMap,
     body: &[u8],
+    request_id: Option<&str>,
 ) -> Result<(Form, String, String, Authorization), Response> {
     let form = Form::parse(headers, body, &[]).map_err(|e| error_page(StatusCode::BAD_REQUEST, &e.description))?;
     let nonce = cookie(headers).unwrap_or_default().to_owned();
@@ -150,7 +161,11 @@ async fn accept_form(
     }
     let query = form.get("request").unwrap_or_default().to_owned();
     let req = parse_request(&query).map_err(|e| failure(app, AuthorizeFailure::Show(e)))?;
-    let a = app.oauth.check_authorization(&req).await.map_err(|f| failure(app, f))?;
+    let a = app
+        .oauth
+        .check_authorization(&req, request_id)
+        .await
+        .map_err(|f| failure(app, f))?;
     Ok((form, nonce, query, a))
 }
 

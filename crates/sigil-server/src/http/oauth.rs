@@ -6,6 +6,7 @@ use axum::extract::State as AxState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use sigil_core::audit::EventType;
 use sigil_core::oauth::client::TOKEN_EXCHANGE_GRANT;
 use sigil_core::oauth::client_auth::PresentedCredentials;
 use sigil_core::oauth::delegation::{CodeRedemption, ExchangeRequest};
@@ -320,6 +321,7 @@ async fn caller(
     } else {
         app.oauth.authenticate(&creds, endpoint).await?
     };
+    app.oauth.require_active_identity(&auth).await?;
     app.oauth.spend_assertion(&auth).await?;
     Ok((
         Some(auth.client.client_id.clone()),
@@ -352,6 +354,7 @@ pub(super) async fn json_caller(
         .oauth
         .authenticate(&credentials(headers, ext, &form)?, endpoint)
         .await?;
+    app.oauth.require_active_identity(&auth).await?;
     Ok(JsonCaller {
         who: format!("client:{}", auth.client.client_id),
         identity: Some(auth.client.identity_id),
@@ -386,8 +389,46 @@ pub async fn introspect(
     .await;
     match result {
         Ok(r) => ok_json(r),
-        Err(e) => error_response(&e),
+        Err(e) => {
+            record_refusal(
+                &app,
+                EventType::TokenIntrospected,
+                &headers,
+                &ext,
+                &body,
+                &e,
+                &request_id,
+            )
+            .await;
+            error_response(&e)
+        }
     }
+}
+
+/// Audits a refused introspection or revocation by a client, named as far as it could be read.
+/// (A bad administrator token is already an `admin.auth_failed` record.)
+async fn record_refusal(
+    app: &crate::App,
+    event: EventType,
+    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
+    body: &[u8],
+    e: &OAuthError,
+    request_id: &Option<String>,
+) {
+    if bearer_token(headers).is_some() {
+        return;
+    }
+    let creds = Form::parse(headers, body, &[])
+        .ok()
+        .and_then(|form| credentials(headers, ext, &form).ok());
+    let action = match event {
+        EventType::TokenRevoked => "revoke",
+        _ => "introspect",
+    };
+    app.oauth
+        .record_refused_client_request(event, action, creds.as_ref(), e, request_id.as_deref())
+        .await;
 }
 
 /// `POST /revoke` (RFC 7009)
@@ -421,7 +462,10 @@ pub async fn revoke(
     .await;
     match result {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
-        Err(e) => error_response(&e),
+        Err(e) => {
+            record_refusal(&app, EventType::TokenRevoked, &headers, &ext, &body, &e, &request_id).await;
+            error_response(&e)
+        }
     }
 }
 
