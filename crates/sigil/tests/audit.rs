@@ -289,6 +289,25 @@ async fn removed_record_is_named() {
     assert!(err.contains("record 4 was removed"), "{err}");
 }
 
+/// Integration signs every record it adds, so records past the newest checkpoint mean
+/// checkpoints were removed (to hide an edit): verification fails instead of calling them a tail.
+#[tokio::test]
+async fn records_whose_checkpoints_were_removed_do_not_verify() {
+    let Some(s) = populated(3).await else { return };
+    s.client()
+        .create_user(&serde_json::from_value(json!({"username": "late"})).unwrap())
+        .await
+        .unwrap();
+    integrate(&s).await;
+    exec(
+        &s,
+        "DELETE FROM audit_checkpoints WHERE tree_size = (SELECT MAX(tree_size) FROM audit_checkpoints)",
+    )
+    .await;
+    let err = online_failure(&s).await;
+    assert!(err.contains("no signed checkpoint covers them"), "{err}");
+}
+
 #[tokio::test]
 async fn reordered_records_are_named() {
     let Some(s) = populated(5).await else { return };

@@ -61,8 +61,6 @@ pub struct Report {
     pub checkpoints: u64,
     /// Leaves covered by the newest valid checkpoint.
     pub verified_size: u64,
-    /// Records after the newest checkpoint (not yet signed; checked for order and hashes only).
-    pub unsigned_tail: u64,
     /// Checkpoints signed by a key neither published nor recorded in the log (removed by a
     /// rotation before keys were logged), left unchecked because a later checkpoint by a
     /// published key vouches for the records they cover.
@@ -159,11 +157,22 @@ pub fn verify(lines: &[ExportLine], jwks: &Jwks, issuer: Option<&str>) -> Result
             ),
         ));
     }
+    // Integration signs a checkpoint in the same transaction as the records it adds, and an
+    // export fetches the checkpoints of records integrated while it ran: a record past the
+    // newest checkpoint is one whose checkpoints were removed (to hide that it was altered).
+    if frontier.size > last_verified {
+        return Err(tampered(
+            Some(last_verified),
+            format!(
+                "records {last_verified}..{} are integrated but no signed checkpoint covers them: checkpoints were removed",
+                frontier.size - 1
+            ),
+        ));
+    }
     Ok(Report {
         records: frontier.size - start,
         checkpoints: checkpoints.len() as u64,
         verified_size: last_verified,
-        unsigned_tail: frontier.size - last_verified,
         skipped_checkpoints,
     })
 }
