@@ -273,8 +273,9 @@ fn record(
     if !d.allowed {
         rec = rec.outcome(Outcome::Denied, &d.deny_reason().unwrap_or_default());
     }
-    rec.subject = r.user.as_ref().map(|u| u.username.to_string());
-    rec.actors = r.actors.iter().rev().map(|(i, _)| i.name.to_string()).collect();
+    // Ids, as in every other record, so search and trace find one person under one key.
+    rec.subject = r.user.as_ref().map(|u| u.id.to_string());
+    rec.actors = r.actors.iter().rev().map(|(i, _)| i.id.to_string()).collect();
     rec.action = Some(action.to_owned());
     rec.target = Some(Target {
         kind: resource.kind.clone(),

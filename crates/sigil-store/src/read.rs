@@ -280,8 +280,17 @@ pub async fn search_audit(pool: &AnyPool, d: &Dialect, f: &AuditQuery) -> R<Page
         }
         q.push(")");
     }
+    if !f.user.is_empty() {
+        q.push(" AND (");
+        for (n, u) in f.user.iter().enumerate() {
+            if n > 0 {
+                q.push(" OR ");
+            }
+            q.push("subject = ").bind(u.as_str());
+        }
+        q.push(")");
+    }
     for (col, v) in [
-        ("subject", &f.user),
         ("client_id", &f.client_id),
         ("request_id", &f.request_id),
         ("jti", &f.jti),

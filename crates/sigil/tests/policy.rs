@@ -407,19 +407,39 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     // Every decision is in the audit trail with its evidence.
     let (_, records) = h.get("/admin/v1/audit/records?type=access.evaluated&limit=500").await;
     let records = records["items"].as_array().unwrap();
-    let denied = records
-        .iter()
-        .map(|r| &r["record"])
-        .find(|r| r["outcome"] == "denied" && r["subject"] == "alice")
-        .expect("the denied HR decision is recorded");
-    assert_eq!(denied["actors"], json!(["hr-bot"]));
+    // Records name people by id, as every other record does; search takes the name too.
+    let (_, alice) = h.get("/admin/v1/users/alice").await;
+    let (_, hr_bot) = h.get("/admin/v1/agents/hr-bot").await;
+    let (_, by_name) = h
+        .get("/admin/v1/audit/records?type=access.evaluated&outcome=denied&user=alice")
+        .await;
+    let denied = &by_name["items"][0]["record"];
+    assert_eq!(
+        denied["subject"], alice["id"],
+        "the denied HR decision is recorded: {by_name}"
+    );
+    assert_eq!(denied["actors"], json!([hr_bot["id"]]));
+    let (_, trace) = h.get("/admin/v1/audit/trace/alice").await;
+    assert!(
+        trace["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["record"]["subject"] == alice["id"]),
+        "a user's trace holds the decisions made for her"
+    );
     assert_eq!(denied["action"], "employee.read");
     assert_eq!(denied["policy"]["version"], "1");
     assert!(denied["reason"].as_str().unwrap().contains("alice"));
-    let allowed = records
+    let (_, olgas) = h
+        .get("/admin/v1/audit/records?type=access.evaluated&outcome=success&user=olga")
+        .await;
+    let allowed = olgas["items"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|r| &r["record"])
-        .find(|r| r["outcome"] == "success" && r["subject"] == "olga")
+        .find(|r| r["action"] == "deploy")
         .expect("the allowed deploy is recorded");
     assert!(
         allowed["policy"]["determining"]

@@ -12,8 +12,8 @@ pub struct AuditQuery {
     pub outcome: Option<Outcome>,
     /// Matches records whose acting principal or target is any of these (an agent's id and name).
     pub agent: Vec<String>,
-    /// The human principal (subject).
-    pub user: Option<String>,
+    /// Matches records whose human principal (subject) is any of these (a user's id and name).
+    pub user: Vec<String>,
     pub client_id: Option<String>,
     pub request_id: Option<String>,
     pub jti: Option<String>,

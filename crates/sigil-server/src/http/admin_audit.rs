@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::RawQuery;
 use axum::response::{IntoResponse, Response};
 use sigil_core::audit::{AuditError, AuditQuery, Checkpoint, EventType, Outcome};
-use sigil_core::model::IdentityRef;
+use sigil_core::model::{IdentityRef, UserRef};
 use sigil_core::store::StoredAudit;
 use sigil_proto::admin::{
     AuditEntryView, CheckpointView, ConsistencyProofView, InclusionProofView, LeafView, ListResponse,
@@ -70,6 +70,18 @@ async fn agent_keys(app: &crate::App, agent: &str) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// Resolves a username to the user's id (records name the subject by id) so both forms match.
+async fn user_keys(app: &crate::App, user: &str) -> Result<Vec<String>> {
+    let mut keys = vec![user.to_owned()];
+    if let Ok(r) = UserRef::parse(user)
+        && let Some(u) = app.store.get_user(&r).await?
+    {
+        keys.push(u.id.to_string());
+        keys.push(u.username.to_string());
+    }
+    Ok(keys)
+}
+
 /// `GET /admin/v1/audit/records?type=&outcome=&agent=&user=&client=&request=&jti=&since=&until=`
 pub async fn search(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(
@@ -99,7 +111,10 @@ pub async fn search(axum::extract::State(app): State, Admin(_): Admin, RawQuery(
         event_type: p.parsed("type", EventType::parse)?,
         outcome: p.parsed("outcome", Outcome::parse)?,
         agent,
-        user: p.get("user").map(str::to_owned),
+        user: match p.get("user") {
+            Some(u) => user_keys(&app, u).await?,
+            None => Vec::new(),
+        },
         client_id: p.get("client").map(str::to_owned),
         request_id: p.get("request").map(str::to_owned),
         jti: p.get("jti").map(str::to_owned),
@@ -225,8 +240,8 @@ pub async fn consistency(axum::extract::State(app): State, Admin(_): Admin, RawQ
     .into_response())
 }
 
-/// `GET /admin/v1/audit/trace/{id}`: every record tied to a request id, a token id (`jti`) or an
-/// agent (name or id), oldest first, for `sigil trace` to draw.
+/// `GET /admin/v1/audit/trace/{id}`: every record tied to a request id, a token id (`jti`), an
+/// agent or a user (name or id), oldest first, for `sigil trace` to draw.
 pub async fn trace(axum::extract::State(app): State, Admin(_): Admin, Path(id): Path<String>) -> Result<Response> {
     if id.is_empty() || id.len() > 256 {
         return Err(ApiError::invalid("id", "must be 1 to 256 characters"));
@@ -243,6 +258,10 @@ pub async fn trace(axum::extract::State(app): State, Admin(_): Admin, Path(id): 
         },
         AuditQuery {
             agent: agent_keys(&app, &id).await?,
+            ..Default::default()
+        },
+        AuditQuery {
+            user: user_keys(&app, &id).await?,
             ..Default::default()
         },
     ];

@@ -140,7 +140,7 @@ pub(crate) async fn audit_search_filters(db: Db) {
     );
     assert_eq!(
         q(AuditQuery {
-            user: Some("alice".into()),
+            user: vec!["alice".into()],
             ..Default::default()
         })
         .await,
