@@ -64,7 +64,7 @@ pub enum Command {
     /// The tamper-evident audit log: search, export, verify, proofs.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Show who directed what, as a tree, for a request id, a token id (jti) or an agent.
+    /// Show who directed what, as a tree, for a request id, a token id (jti), an agent or a user.
     Trace { id: String },
     /// OAuth clients of agents and workloads.
     #[command(subcommand)]
