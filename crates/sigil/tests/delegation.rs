@@ -154,6 +154,30 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
     assert_eq!((s, full["scope"].as_str()), (200, Some("read write")), "{full}");
     let r2 = full["refresh_token"].as_str().unwrap().to_owned();
     let t2 = full;
+    // A scope the agent's ceiling has lost since the consent: asked for by name it is
+    // invalid_scope (RFC 6749 §5.2), not a dead grant.
+    let ceiling = |scopes: Value| {
+        serde_json::from_value::<sigil_proto::admin::UpdateIdentity>(json!({"ceiling": {"scopes": scopes}})).unwrap()
+    };
+    let c = fx.s.client();
+    c.update_identity(Family::Agents, "assistant", &ceiling(json!(["read"])))
+        .await
+        .unwrap();
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r2),
+                ("client_id", &fx.public),
+                ("scope", "write"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
+    c.update_identity(Family::Agents, "assistant", &ceiling(json!(["read", "write"])))
+        .await
+        .unwrap();
 
     // Reusing the spent r1 revokes the family: r2 and the tokens issued so far die.
     let access2 = t2["access_token"].as_str().unwrap().to_owned();

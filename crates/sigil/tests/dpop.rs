@@ -105,6 +105,22 @@ async fn dpop_binds_tokens_and_rejects_bad_proofs() {
                 Some(&key),
             ),
         ),
+        (
+            "empty jti",
+            jwt(
+                &json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": PublicJwk::from(&key.public_jwk())}),
+                &json!({"jti": " ", "htm": "POST", "htu": url, "iat": now()}),
+                Some(&key),
+            ),
+        ),
+        (
+            "jti longer than the replay cache keeps",
+            jwt(
+                &json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": PublicJwk::from(&key.public_jwk())}),
+                &json!({"jti": "j".repeat(257), "htm": "POST", "htu": url, "iat": now()}),
+                Some(&key),
+            ),
+        ),
         ("garbage", "not-a-jwt".into()),
     ];
     for (what, p) in bad {

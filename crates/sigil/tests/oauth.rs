@@ -12,6 +12,7 @@
 
 mod oauth_support;
 
+use base64::Engine as _;
 use oauth_support::*;
 use serde_json::{Value, json};
 use sigil_crypto::{Algorithm, SigningKey, b64url};
@@ -443,6 +444,21 @@ async fn bad_requests_get_precise_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    // Two Authorization headers (a good one first): ambiguous, so malformed.
+    let good = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", f.secret_client, f.secret))
+    );
+    let r = http
+        .post(f.token_url())
+        .header("authorization", &good)
+        .header("authorization", "Basic Ym9ndXM6Ym9ndXM=")
+        .form(&[("grant_type", "client_credentials"), ("resource", API)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
     assert_eq!(f.issued().await, before, "no bad request issued a token");
 }

@@ -307,6 +307,7 @@ impl OAuthService {
         }
         let resource = self.resource_by_uri(&grant.resource).await?;
         let owner = self.reads.username(&agent.owner).await?;
+        let asked_for_scope = narrowed.is_some();
         let requested = match narrowed {
             Some(s) => s,
             None => ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
@@ -331,6 +332,12 @@ impl OAuthService {
             .await?;
         let scope = ScopeSet::new(requested.iter().filter(|s| permitted.contains(s)).cloned())
             .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        if scope.is_empty() && asked_for_scope {
+            // RFC 6749 §5.2: the scope asked for exceeds what may be granted now.
+            return Err(OAuthError::invalid_scope(
+                "the policy no longer permits the requested scope",
+            ));
+        }
         if scope.is_empty() {
             return Err(OAuthError::invalid_grant(
                 "the policy no longer permits any of the granted scopes",

@@ -45,6 +45,9 @@ pub fn error_response(e: &OAuthError) -> Response {
 
 /// The token of an `Authorization: Bearer` header; the scheme is case-insensitive (RFC 7235 §2.1).
 pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    if repeated_authorization(headers) {
+        return None; // not a bearer credential: client authentication refuses the request
+    }
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -99,11 +102,20 @@ impl Form {
 }
 
 /// Client credentials from the Authorization header and the form.
+/// Two `Authorization` headers are two credentials at once: which one counts is ambiguous, so
+/// the request is malformed rather than authenticated by whichever comes first.
+fn repeated_authorization(headers: &HeaderMap) -> bool {
+    headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some()
+}
+
 fn credentials(
     headers: &HeaderMap,
     ext: &axum::http::Extensions,
     form: &Form,
 ) -> Result<PresentedCredentials, OAuthError> {
+    if repeated_authorization(headers) {
+        return Err(OAuthError::invalid_request("more than one Authorization header"));
+    }
     let basic = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => Some(parse_basic(&v[6..])?),
         Some(_) => {
