@@ -124,6 +124,29 @@ impl Client {
         self.call(Method::GET, path, None::<&()>).await
     }
 
+    /// Every page of a short list (keys, policy versions, entries…), following `next_cursor`.
+    async fn get_all<T: DeserializeOwned>(&self, path: &str) -> Result<ListResponse<T>, ClientError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let after = cursor
+                .as_deref()
+                .map(|c| format!("&cursor={}", enc(c)))
+                .unwrap_or_default();
+            let page: ListResponse<T> = self.get(&format!("{path}{sep}limit=500{after}")).await?;
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(ListResponse {
+            items,
+            next_cursor: None,
+        })
+    }
+
     // Users
 
     pub async fn create_user(&self, req: &CreateUser) -> Result<UserView, ClientError> {
@@ -235,7 +258,7 @@ impl Client {
     // Keys
 
     pub async fn list_keys(&self) -> Result<ListResponse<KeyView>, ClientError> {
-        self.get("/admin/v1/keys").await
+        self.get_all("/admin/v1/keys").await
     }
     pub async fn rotate_key(&self, req: &RotateKeyRequest) -> Result<KeyView, ClientError> {
         self.call(Method::POST, "/admin/v1/keys/rotate", Some(req)).await
@@ -252,7 +275,7 @@ impl Client {
         self.call(Method::POST, "/admin/v1/policies", Some(req)).await
     }
     pub async fn list_policies(&self) -> Result<ListResponse<sigil_proto::policy::PolicyVersionView>, ClientError> {
-        self.get("/admin/v1/policies").await
+        self.get_all("/admin/v1/policies").await
     }
     pub async fn get_policy(&self, version: u64) -> Result<sigil_proto::policy::PolicyVersionView, ClientError> {
         self.get(&format!("/admin/v1/policies/{version}")).await
@@ -350,7 +373,7 @@ impl Client {
     pub async fn list_registration_tokens(
         &self,
     ) -> Result<ListResponse<sigil_proto::admin::RegistrationTokenSummary>, ClientError> {
-        self.get("/admin/v1/registration-tokens").await
+        self.get_all("/admin/v1/registration-tokens").await
     }
     pub async fn revoke_registration_token(&self, id: &str) -> Result<(), ClientError> {
         self.call(
@@ -378,7 +401,7 @@ impl Client {
         &self,
         query: &[(&str, String)],
     ) -> Result<ListResponse<sigil_proto::admin::EntryView>, ClientError> {
-        self.get(&format!("/admin/v1/entries{}", qs(query))).await
+        self.get_all(&format!("/admin/v1/entries{}", qs(query))).await
     }
     pub async fn get_entry(&self, id: &str) -> Result<sigil_proto::admin::EntryView, ClientError> {
         self.get(&format!("/admin/v1/entries/{}", enc(id))).await
@@ -394,7 +417,7 @@ impl Client {
         self.call(Method::POST, "/admin/v1/nodes/join-tokens", Some(req)).await
     }
     pub async fn list_authorities(&self) -> Result<ListResponse<sigil_proto::node::AuthorityView>, ClientError> {
-        self.get("/admin/v1/authorities").await
+        self.get_all("/admin/v1/authorities").await
     }
     /// `step` is `prepare` or `activate`.
     pub async fn rotate_authorities(
@@ -415,7 +438,7 @@ impl Client {
         self.call(Method::POST, "/admin/v1/federations", Some(req)).await
     }
     pub async fn list_federations(&self) -> Result<ListResponse<sigil_proto::node::FederationView>, ClientError> {
-        self.get("/admin/v1/federations").await
+        self.get_all("/admin/v1/federations").await
     }
     pub async fn delete_federation(&self, trust_domain: &str) -> Result<(), ClientError> {
         self.call(
@@ -426,7 +449,7 @@ impl Client {
         .await
     }
     pub async fn list_nodes(&self) -> Result<ListResponse<sigil_proto::node::NodeView>, ClientError> {
-        self.get("/admin/v1/nodes").await
+        self.get_all("/admin/v1/nodes").await
     }
     pub async fn ban_node(&self, spiffe_id: &str) -> Result<(), ClientError> {
         self.call(
@@ -445,7 +468,7 @@ impl Client {
     pub async fn list_trusted_issuers(
         &self,
     ) -> Result<ListResponse<sigil_proto::admin::TrustedIssuerView>, ClientError> {
-        self.get("/admin/v1/trusted-issuers").await
+        self.get_all("/admin/v1/trusted-issuers").await
     }
     pub async fn delete_trusted_issuer(&self, id: &str) -> Result<(), ClientError> {
         self.call(

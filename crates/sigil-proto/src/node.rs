@@ -75,7 +75,7 @@ pub struct FederationView {
     /// Whether a good bundle is held.
     pub has_bundle: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refreshed_at: Option<i64>,
+    pub refreshed_at: Option<sigil_types::Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

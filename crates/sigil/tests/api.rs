@@ -165,6 +165,45 @@ async fn registry_round_trip() {
     assert_eq!(v["version"], 2);
 }
 
+/// Short lists read whole (here initial access tokens) page like every other list: `limit`
+/// and the `cursor` they return, a cursor they never returned or an unknown parameter is a 400.
+#[tokio::test]
+async fn short_lists_page_and_refuse_unknown_parameters() {
+    let s = server!();
+    seed(&s).await;
+    for _ in 0..3 {
+        let (st, v) = post(&s, "/admin/v1/registration-tokens", json!({"owner": "alice"})).await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let (st, first) = get(&s, "/admin/v1/registration-tokens?limit=2").await;
+    assert_eq!((st, first["items"].as_array().unwrap().len()), (200, 2), "{first}");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (st, rest) = get(&s, &format!("/admin/v1/registration-tokens?limit=2&cursor={cursor}")).await;
+    assert_eq!((st, rest["items"].as_array().unwrap().len()), (200, 1), "{rest}");
+    assert!(rest.get("next_cursor").is_none(), "{rest}");
+    assert_ne!(first["items"][0]["id"], rest["items"][0]["id"]);
+    for bad in [
+        "cursor=99",
+        "cursor=0",
+        "cursor=abc",
+        "limit=0",
+        "owner=alice",
+        "bogus=1",
+    ] {
+        let (st, v) = get(&s, &format!("/admin/v1/registration-tokens?{bad}")).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    for path in [
+        "/admin/v1/keys",
+        "/admin/v1/policies",
+        "/admin/v1/nodes",
+        "/admin/v1/trusted-issuers",
+    ] {
+        assert_eq!(get(&s, &format!("{path}?bogus=1")).await.0, 400, "{path}");
+        assert_eq!(get(&s, &format!("{path}?limit=1")).await.0, 200, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn lifecycle_transitions_are_checked() {
     let s = server!();

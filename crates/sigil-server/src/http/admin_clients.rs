@@ -126,7 +126,12 @@ pub async fn introspect(
 }
 
 /// `GET /admin/v1/registration-tokens`: the initial access tokens still in force.
-pub async fn list_registration_tokens(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+pub async fn list_registration_tokens(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
+    let p = Params::parse(q.as_deref(), &[])?;
     let items = app
         .oauth
         .list_registration_tokens()
@@ -141,11 +146,7 @@ pub async fn list_registration_tokens(axum::extract::State(app): State, Admin(_)
             created_by: t.created_by,
         })
         .collect();
-    Ok(Json(sigil_proto::admin::ListResponse {
-        items,
-        next_cursor: None,
-    })
-    .into_response())
+    Ok(Json(p.page_of(items)?).into_response())
 }
 
 /// `DELETE /admin/v1/registration-tokens/{id}`: revokes an initial access token.

@@ -7,7 +7,7 @@ use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::spiffe::entries::{EntrySpec, RegistrationEntry};
-use sigil_proto::admin::{EntryRequest, EntryView, ListResponse};
+use sigil_proto::admin::{EntryRequest, EntryView};
 
 use super::State;
 use super::error::ApiError;
@@ -57,11 +57,7 @@ pub async fn create(
 pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
     let p = Params::parse(q.as_deref(), &["parent_id", "spiffe_id"])?;
     let items = app.entries.list(p.get("parent_id"), p.get("spiffe_id")).await?;
-    Ok(Json(ListResponse {
-        items: items.iter().map(view).collect(),
-        next_cursor: None,
-    })
-    .into_response())
+    Ok(Json(p.page_of(items.iter().map(view).collect())?).into_response())
 }
 
 pub async fn show(axum::extract::State(app): State, Admin(_): Admin, Path(id): Path<String>) -> Result<Response> {

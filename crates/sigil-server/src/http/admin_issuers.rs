@@ -6,12 +6,13 @@ use axum::response::{IntoResponse, Response};
 use sigil_core::oauth::enterprise::NewTrustedIssuer;
 use sigil_core::oauth::trusted::TrustedIssuer;
 use sigil_crypto::PublicJwks;
-use sigil_proto::admin::{CreateTrustedIssuer, ListResponse, TrustedIssuerView};
+use sigil_proto::admin::{CreateTrustedIssuer, TrustedIssuerView};
 
 use super::State;
 use super::error::ApiError;
 use super::extract::Path;
 use super::extract::{Admin, ApiJson};
+use super::query::Params;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -56,13 +57,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&t))).into_response())
 }
 
-pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+pub async fn list(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Result<Response> {
+    let p = Params::parse(q.as_deref(), &[])?;
     let items = app.oauth.list_trusted_issuers().await?.iter().map(view).collect();
-    Ok(Json(ListResponse {
-        items,
-        next_cursor: None,
-    })
-    .into_response())
+    Ok(Json(p.page_of(items)?).into_response())
 }
 
 pub async fn delete(axum::extract::State(app): State, Admin(ctx): Admin, Path(id): Path<String>) -> Result<Response> {

@@ -5,20 +5,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::registry::key_view;
 use sigil_crypto::Algorithm;
-use sigil_proto::admin::{ListResponse, RotateKeyRequest};
+use sigil_proto::admin::RotateKeyRequest;
 
 use super::State;
 use super::error::ApiError;
 use super::extract::{Admin, OptionalJson};
+use super::query::Params;
 
-pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response, ApiError> {
+pub async fn list(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), &[])?;
     app.keys.refresh().await?;
     let items = app.keys.stored_keys().iter().map(key_view).collect();
-    Ok(Json(ListResponse {
-        items,
-        next_cursor: None,
-    })
-    .into_response())
+    Ok(Json(p.page_of(items)?).into_response())
 }
 
 pub async fn rotate(

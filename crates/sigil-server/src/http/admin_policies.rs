@@ -5,13 +5,13 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sigil_core::policy::PolicyVersion;
-use sigil_proto::admin::ListResponse;
 use sigil_proto::policy::{ActivationView, ExplainRequest, PolicyVersionView, UploadPolicyRequest};
 
 use super::State;
 use super::error::ApiError;
 use super::extract::Path;
 use super::extract::{Admin, ApiJson};
+use super::query::Params;
 use crate::authz::{EvalError, evaluate};
 
 fn view(v: PolicyVersion, active: u64, with_text: bool) -> PolicyVersionView {
@@ -48,7 +48,12 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(view(stored, active, true))).into_response())
 }
 
-pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response, ApiError> {
+pub async fn list(
+    axum::extract::State(app): State,
+    Admin(_): Admin,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(q.as_deref(), &[])?;
     let active = app.policy.activations(1).await?.first().map_or(0, |a| a.version);
     let items = app
         .policy
@@ -57,11 +62,7 @@ pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<R
         .into_iter()
         .map(|v| view(v, active, false))
         .collect();
-    Ok(Json(ListResponse {
-        items,
-        next_cursor: None,
-    })
-    .into_response())
+    Ok(Json(p.page_of(items)?).into_response())
 }
 
 pub async fn show(

@@ -12,7 +12,6 @@ use axum::extract::{FromRequestParts, RawQuery};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use sigil_core::spiffe::nodes::{AttestedNode, NodeError, WorkloadEvidence};
-use sigil_proto::admin::ListResponse;
 use sigil_proto::node::{
     AttestRequest, DenialReport, EntriesResponse, JoinTokenRequest, JoinTokenView, JwtSvidRequest, JwtSvidResponse,
     NODE_AUTH_SCHEME, NodeEntry, NodeView, RenewRequest, SignedSvid, WorkloadInfo, X509SvidView, X509SvidsRequest,
@@ -279,21 +278,19 @@ fn spiffe_error(e: sigil_core::spiffe::SpiffeError) -> ApiError {
 }
 
 /// `GET /admin/v1/authorities`
-pub async fn authorities(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+pub async fn authorities(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
+    let p = Params::parse(q.as_deref(), &[])?;
     let list = app.spiffe.list().await.map_err(spiffe_error)?;
-    Ok(Json(ListResponse {
-        items: list
-            .into_iter()
-            .map(|(kind, id, status, not_after)| sigil_proto::node::AuthorityView {
-                kind,
-                id,
-                status,
-                not_after,
-            })
-            .collect(),
-        next_cursor: None,
-    })
-    .into_response())
+    let items = list
+        .into_iter()
+        .map(|(kind, id, status, not_after)| sigil_proto::node::AuthorityView {
+            kind,
+            id,
+            status,
+            not_after,
+        })
+        .collect();
+    Ok(Json(p.page_of(items)?).into_response())
 }
 
 /// `POST /admin/v1/authorities/prepare` and `/activate`: CA rotation in two steps.
@@ -312,7 +309,7 @@ pub async fn rotate(
         }
     }
     .map_err(spiffe_error)?;
-    authorities(axum::extract::State(app), Admin(ctx)).await
+    authorities(axum::extract::State(app), Admin(ctx), RawQuery(None)).await
 }
 
 fn federation_view(f: sigil_core::spiffe::federation::Federation) -> sigil_proto::node::FederationView {
@@ -320,19 +317,16 @@ fn federation_view(f: sigil_core::spiffe::federation::Federation) -> sigil_proto
         trust_domain: f.trust_domain.to_string(),
         bundle_endpoint: f.bundle_endpoint,
         has_bundle: f.bundle_json.is_some(),
-        refreshed_at: f.refreshed_at.map(|t| t.unix_seconds()),
+        refreshed_at: f.refreshed_at,
         last_error: f.last_error,
     }
 }
 
 /// `GET /admin/v1/federations`
-pub async fn federations(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+pub async fn federations(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
+    let p = Params::parse(q.as_deref(), &[])?;
     let list = app.federations.list().await?;
-    Ok(Json(ListResponse {
-        items: list.into_iter().map(federation_view).collect(),
-        next_cursor: None,
-    })
-    .into_response())
+    Ok(Json(p.page_of(list.into_iter().map(federation_view).collect())?).into_response())
 }
 
 /// `POST /admin/v1/federations`
@@ -359,23 +353,21 @@ pub async fn unfederate(
 }
 
 /// `GET /admin/v1/nodes`
-pub async fn list(axum::extract::State(app): State, Admin(_): Admin) -> Result<Response> {
+pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
+    let p = Params::parse(q.as_deref(), &[])?;
     let nodes = app.nodes.list().await?;
-    Ok(Json(ListResponse {
-        items: nodes
-            .iter()
-            .map(|n| NodeView {
-                spiffe_id: n.spiffe_id.to_string(),
-                method: n.method.clone(),
-                attested_at: n.attested_at,
-                svid_serial: n.svid_serial.clone(),
-                svid_expires_at: n.svid_expires_at,
-                banned: n.banned_at.is_some(),
-            })
-            .collect(),
-        next_cursor: None,
-    })
-    .into_response())
+    let items = nodes
+        .iter()
+        .map(|n| NodeView {
+            spiffe_id: n.spiffe_id.to_string(),
+            method: n.method.clone(),
+            attested_at: n.attested_at,
+            svid_serial: n.svid_serial.clone(),
+            svid_expires_at: n.svid_expires_at,
+            banned: n.banned_at.is_some(),
+        })
+        .collect();
+    Ok(Json(p.page_of(items)?).into_response())
 }
 
 /// `POST /admin/v1/nodes/ban?spiffe_id=ID`

@@ -1,6 +1,7 @@
 //! Query-string parsing for list endpoints: known keys only, `label` may repeat, nothing else may.
 
 use sigil_core::model::PageRequest;
+use sigil_proto::admin::ListResponse;
 
 use super::error::ApiError;
 
@@ -57,6 +58,28 @@ impl Params {
         self.get(key)
             .map(|v| f(v).map_err(|e| ApiError::invalid(key, e.to_string())))
             .transpose()
+    }
+
+    /// One page of a list that is read whole (keys, policy versions, registration tokens,
+    /// issuers, nodes: a handful each), paged by `limit` and `cursor` like every other list.
+    /// The cursor is the count of items already returned, so only one this server could have
+    /// handed out (a position inside the list) is accepted.
+    pub fn page_of<T>(&self, items: Vec<T>) -> Result<ListResponse<T>, ApiError> {
+        let page = self.page()?;
+        let start = match page.after.as_deref() {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..items.len()).contains(n))
+                .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this server returned"))?,
+        };
+        let end = start.saturating_add(page.limit as usize).min(items.len());
+        let next_cursor = (end < items.len()).then(|| end.to_string());
+        Ok(ListResponse {
+            items: items.into_iter().skip(start).take(end - start).collect(),
+            next_cursor,
+        })
     }
 
     pub fn page(&self) -> Result<PageRequest, ApiError> {
