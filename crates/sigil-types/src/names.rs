@@ -117,7 +117,17 @@ fn check_text(s: &str, max: usize) -> Result<String, String> {
     if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err("must not contain control characters".into());
     }
+    if s.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional text controls".into());
+    }
     Ok(s.to_owned())
+}
+
+/// Unicode bidirectional overrides, embeddings, isolates and marks: in text an operator reads
+/// (the CLI, the consent page, the audit trail) they reorder what is shown, so a description
+/// could display as something other than what it says ("Trojan Source", CVE-2021-42574).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 parsed_string!(
@@ -247,6 +257,19 @@ mod tests {
         assert!(Labels::parse_pair("env=prod").is_ok());
         assert!(Labels::parse_pair("env").is_err());
         assert!(Labels::parse_pair("Env=prod").is_err());
+    }
+
+    #[test]
+    fn free_text_refuses_controls_and_bidi_overrides() {
+        assert!(Description::parse("line one\n\tline two, café ✓").is_ok());
+        assert!(
+            Description::parse("family 👨\u{200D}👩\u{200D}👧").is_ok(),
+            "a joiner is not a control"
+        );
+        for bad in ["bell\u{7}", "read \u{202E}etirw", "x\u{2066}y", "mark\u{200F}"] {
+            assert!(Description::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(DisplayName::parse("\u{202E}nimda").is_err());
     }
 
     #[test]

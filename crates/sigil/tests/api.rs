@@ -473,6 +473,20 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
     assert_eq!(get(&s, "/admin/v1/agents?limit=9999").await.0, 400);
     assert_eq!(get(&s, "/admin/v1/agents?cursor=';drop").await.0, 400);
     assert_eq!(get(&s, "/admin/v1/users/has%20space").await.0, 400);
+    // A user's id under /agents is well formed and names no agent: 404, not malformed.
+    let alice = get(&s, "/admin/v1/users/alice").await.1;
+    let alice_id = alice["id"].as_str().unwrap();
+    assert_eq!(get(&s, &format!("/admin/v1/agents/{alice_id}")).await.0, 404);
+    // A body on an action must be JSON like every other body; an empty one is fine.
+    let (st, _, _) = raw(
+        &s,
+        "POST",
+        "/admin/v1/agents/hr-assistant/suspend",
+        Some(&s.admin_token),
+        Some(("text/plain", b"reason=x".to_vec())),
+    )
+    .await;
+    assert_eq!(st, 415);
     assert_eq!(get(&s, "/admin/v1/nothing-here").await.0, 404);
     let (st, _, _) = raw(&s, "PUT", "/admin/v1/users", Some(&s.admin_token), None).await;
     assert_eq!(st, 405);

@@ -18,7 +18,7 @@ use super::query::Params;
 type Result<T> = std::result::Result<T, ApiError>;
 
 fn identity_ref(s: &str) -> Result<IdentityRef> {
-    IdentityRef::parse(s).map_err(|e| ApiError::invalid("name", e.to_string()))
+    IdentityRef::parse(s).map_err(|e| super::extract::bad_path_name("identity", s, e))
 }
 
 async fn create(app: State, ctx: Admin, family: IdentityFamily, req: CreateIdentity) -> Result<Response> {

@@ -17,7 +17,7 @@ use super::query::Params;
 type Result<T> = std::result::Result<T, ApiError>;
 
 fn resource_ref(s: &str) -> Result<ResourceRef> {
-    ResourceRef::parse(s).map_err(|e| ApiError::invalid("resource", e.to_string()))
+    ResourceRef::parse(s).map_err(|e| super::extract::bad_path_name("resource", s, e))
 }
 
 pub async fn create(

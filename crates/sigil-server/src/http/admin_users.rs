@@ -18,7 +18,7 @@ use super::query::Params;
 type Result<T> = std::result::Result<T, ApiError>;
 
 fn user_ref(s: &str) -> Result<UserRef> {
-    UserRef::parse(s).map_err(|e| ApiError::invalid("user", e.to_string()))
+    UserRef::parse(s).map_err(|e| super::extract::bad_path_name("user", s, e))
 }
 
 pub async fn create(

@@ -21,16 +21,7 @@ impl<T: DeserializeOwned> FromRequest<std::sync::Arc<App>> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &std::sync::Arc<App>) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| {
-                let m = m.trim().to_ascii_lowercase();
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            });
-        if !is_json {
+        if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
         let limit = state.config.max_body_bytes;
@@ -41,7 +32,31 @@ impl<T: DeserializeOwned> FromRequest<std::sync::Arc<App>> for ApiJson<T> {
     }
 }
 
-/// A body that may be empty (treated as `{}`), for action endpoints with optional options.
+/// The error for a path segment that names no user, identity or resource: a Sigil id of
+/// another kind (`usr_…` under `/agents`) is well formed but names nothing there (404);
+/// anything else that does not parse is malformed (400).
+pub fn bad_path_name(what: &str, s: &str, e: impl std::fmt::Display) -> ApiError {
+    use sigil_types::{IdentityId, ResourceId, UserId};
+    if UserId::looks_like(s) || IdentityId::looks_like(s) || ResourceId::looks_like(s) {
+        ApiError::NotFound(format!("no {what} {s}"))
+    } else {
+        ApiError::invalid(what, e.to_string())
+    }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+/// A body that may be empty (treated as `{}`), for action endpoints with optional options; one
+/// that is not empty must be `application/json`, as for [`ApiJson`].
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub T);
 
@@ -49,12 +64,16 @@ impl<T: DeserializeOwned + Default> FromRequest<std::sync::Arc<App>> for Optiona
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &std::sync::Arc<App>) -> Result<Self, ApiError> {
+        let json = is_json(req.headers());
         let limit = state.config.max_body_bytes;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::TooLarge(limit))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
         }
         parse_json(&bytes).map(OptionalJson)
     }
