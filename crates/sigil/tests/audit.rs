@@ -541,6 +541,42 @@ async fn a_log_stripped_of_its_checkpoints_is_not_signed_again() {
     );
 }
 
+/// A last checkpoint re-signed by a key the server never had (to make it vouch for an edited
+/// tree) is not trusted for its claims: integration stops instead of signing on top of it.
+#[tokio::test]
+async fn a_checkpoint_by_an_unknown_key_is_not_signed_on_top_of() {
+    if std::env::var("SIGIL_TEST_BACKEND").as_deref() == Ok("postgres") {
+        return; // a restart on the same data is a SQLite data directory
+    }
+    let Some(s) = populated(4).await else { return };
+    let latest = s.app().store.latest_checkpoint().await.unwrap().unwrap();
+    let payload = sigil_crypto::b64url_decode(latest.jws.split('.').nth(1).unwrap()).unwrap();
+    let (forger, _) = sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa).unwrap();
+    let forged = sigil_crypto::sign_compact(&forger, "sigil-audit-checkpoint+jwt", &payload).unwrap();
+    exec(
+        &s,
+        &format!(
+            "UPDATE audit_checkpoints SET jws = '{forged}' WHERE tree_size = {}",
+            latest.tree_size
+        ),
+    )
+    .await;
+    let (s, _keep) = restarted(s).await;
+    s.client()
+        .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
+        .await
+        .unwrap();
+    let app = s.app();
+    let refused = loop {
+        match app.audit.integrate_once(&app.keys).await {
+            Ok(n) => assert_eq!(n, 0, "nothing is integrated"),
+            Err(e) => break e,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(refused.to_string().contains("does not verify"), "{refused}");
+}
+
 /// Following `next_cursor` as `cursor` walks the leaves and checkpoints to their end, each
 /// item once, like every other list of the admin API.
 #[tokio::test]

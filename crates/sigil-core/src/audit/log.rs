@@ -235,16 +235,16 @@ impl AuditLog {
                 checkpoint.tree_size
             )));
         }
-        let payload = match sigil_crypto::verify_compact(&checkpoint.jws, &keys.jwks()) {
+        let mut verified = sigil_crypto::verify_compact(&checkpoint.jws, &keys.jwks());
+        if matches!(verified, Err(sigil_crypto::JwsError::UnknownKey)) {
+            // Signed by a key another replica activated that this one has not loaded yet. (A
+            // key is removed only by a change whose own checkpoint a later key signs, so the
+            // last checkpoint's key is always published.)
+            keys.refresh().await?;
+            verified = sigil_crypto::verify_compact(&checkpoint.jws, &keys.jwks());
+        }
+        let payload = match verified {
             Ok(v) => v.payload,
-            // Signed by a key this replica has not loaded yet (or long removed): its claims
-            // still say which root was signed.
-            Err(sigil_crypto::JwsError::UnknownKey) => checkpoint
-                .jws
-                .split('.')
-                .nth(1)
-                .and_then(|p| sigil_crypto::b64url_decode(p).ok())
-                .unwrap_or_default(),
             Err(e) => {
                 return Err(tampered(format!(
                     "the last checkpoint's signature does not verify: {e}"
