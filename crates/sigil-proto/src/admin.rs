@@ -263,6 +263,10 @@ pub struct AuditIndex {
     pub target_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The agents the actor acts for (the record's actors after the first), space-delimited with
+    /// a space at each end, so a sub-agent's action is found under every agent of its chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting_for: Option<String>,
 }
 
 /// A signed tree head.

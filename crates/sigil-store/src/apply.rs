@@ -524,7 +524,7 @@ async fn insert_audit(conn: &mut AnyConnection, rec: &AuditRecord) -> R {
     let i = rec.index();
     exec(
         conn,
-        "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti, acting_for) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         vec![
             i.time.into(),
             i.event_type.into(),
@@ -536,6 +536,7 @@ async fn insert_audit(conn: &mut AnyConnection, rec: &AuditRecord) -> R {
             i.target_id.into(),
             rec.canonical_json().into(),
             i.jti.into(),
+            i.acting_for.into(),
         ],
         AUDIT,
     )
@@ -681,7 +682,7 @@ pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord
     const ROWS: usize = 16;
     for chunk in records.chunks(ROWS) {
         let mut q = Sql::new(
-            "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti) VALUES ",
+            "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti, acting_for) VALUES ",
         );
         for (n, rec) in chunk.iter().enumerate() {
             let i = rec.index();
@@ -695,7 +696,8 @@ pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord
             q.bind(i.client_id).push(", ");
             q.bind(i.target_id).push(", ");
             q.bind(rec.canonical_json()).push(", ");
-            q.bind(i.jti).push(")");
+            q.bind(i.jti).push(", ");
+            q.bind(i.acting_for).push(")");
         }
         q.query().execute(&mut *conn).await.map_err(|e| map(e, AUDIT))?;
     }

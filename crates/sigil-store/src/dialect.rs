@@ -88,6 +88,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "user_token_cutoff",
         sql: include_str!("../migrations/sqlite/0010_user_token_cutoff.sql"),
     },
+    Migration {
+        version: 11,
+        name: "audit_acting_for",
+        sql: include_str!("../migrations/sqlite/0011_audit_acting_for.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -140,6 +145,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "user_token_cutoff",
         sql: include_str!("../migrations/postgres/0010_user_token_cutoff.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "audit_acting_for",
+        sql: include_str!("../migrations/postgres/0011_audit_acting_for.sql"),
     },
 ];
 

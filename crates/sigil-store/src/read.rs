@@ -258,6 +258,11 @@ pub async fn list_leaves(pool: &AnyPool, d: &Dialect, from: u64, limit: u32) -> 
     rows.iter().map(rows::leaf).collect()
 }
 
+/// `s` matched literally inside a LIKE pattern (escape character `\`).
+fn like_escaped(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
 pub async fn search_audit(pool: &AnyPool, d: &Dialect, f: &AuditQuery) -> R<Page<StoredAudit>> {
     let body = d.audit_body_bytes;
     let mut q = Sql::new(&format!("SELECT {AUDIT_COLS}, {body} FROM audit_events WHERE 1 = 1"));
@@ -273,10 +278,15 @@ pub async fn search_audit(pool: &AnyPool, d: &Dialect, f: &AuditQuery) -> R<Page
             if n > 0 {
                 q.push(" OR ");
             }
+            // A sub-agent's records name the agents it acts for in `acting_for`: few rows
+            // have one, and the partial index holds just those.
             q.push("actor = ")
                 .bind(a.as_str())
                 .push(" OR target_id = ")
-                .bind(a.as_str());
+                .bind(a.as_str())
+                .push(" OR seq IN (SELECT seq FROM audit_events WHERE acting_for IS NOT NULL AND acting_for LIKE ")
+                .bind(format!("% {} %", like_escaped(a)))
+                .push(" ESCAPE '\\')");
         }
         q.push(")");
     }

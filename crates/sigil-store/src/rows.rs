@@ -140,8 +140,7 @@ pub fn admin_credential(row: &AnyRow) -> Result<AdminCredential, StoreError> {
 /// [`Dialect::audit_body_bytes`]: crate::dialect::Dialect::audit_body_bytes
 pub const AUDIT_COLS: &str = "seq, leaf_index, leaf_hash";
 /// An integrated record with the columns it is indexed by, for verification (and the body).
-pub const LEAF_COLS: &str =
-    "seq, leaf_index, leaf_hash, time, event_type, outcome, request_id, subject, actor, client_id, target_id, jti";
+pub const LEAF_COLS: &str = "seq, leaf_index, leaf_hash, time, event_type, outcome, request_id, subject, actor, client_id, target_id, jti, acting_for";
 
 /// The stored body as text. Bytes that are not UTF-8 (only an edit behind the server's back
 /// makes them) become U+FFFD, so the record no longer matches its leaf hash and is named.
@@ -184,6 +183,7 @@ pub fn leaf(row: &AnyRow) -> Result<StoredLeaf, StoreError> {
             client_id: get(row, "client_id")?,
             target_id: get(row, "target_id")?,
             jti: get(row, "jti")?,
+            acting_for: get(row, "acting_for")?,
         },
     })
 }

@@ -64,6 +64,15 @@ async fn token_exchange_builds_an_act_chain_that_shows_everywhere() {
     let record = &exchanged.items.iter().max_by_key(|e| e.seq).unwrap().record;
     assert_eq!(record["actors"], json!([intern, helper, assistant]), "{record}");
     assert_eq!(record["subject"], c["sub"]);
+    // Search finds a sub-agent's action under every agent of its chain, by name or by id.
+    for (agent, expected) in [("assistant", 2), ("helper", 2), (assistant.as_str(), 2), ("intern", 1)] {
+        let found =
+            fx.s.client()
+                .audit_search(&[("type", "token.exchanged".into()), ("agent", agent.into())])
+                .await
+                .unwrap();
+        assert_eq!(found.items.len(), expected, "{agent}");
+    }
 
     // `sigil trace` shows the chain as a tree, in delegation order under the user.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))

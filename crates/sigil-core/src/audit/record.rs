@@ -220,6 +220,10 @@ impl AuditRecord {
             client_id: self.client_id.clone(),
             target_id: self.target.as_ref().and_then(|t| t.id.clone()),
             jti: self.auth.as_ref().and_then(|a| a.jti.clone()),
+            acting_for: match self.actors.as_slice() {
+                [_, rest @ ..] if !rest.is_empty() => Some(format!(" {} ", rest.join(" "))),
+                _ => None,
+            },
         }
     }
 

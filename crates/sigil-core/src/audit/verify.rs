@@ -301,6 +301,7 @@ fn check_index(index: u64, body: &str, stored: &AuditIndex) -> Result<(), Tamper
         ("client_id", expected.client_id != stored.client_id),
         ("target_id", expected.target_id != stored.target_id),
         ("jti", expected.jti != stored.jti),
+        ("acting_for", expected.acting_for != stored.acting_for),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

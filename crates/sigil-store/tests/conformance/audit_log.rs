@@ -195,3 +195,70 @@ pub(crate) async fn audit_search_filters(db: Db) {
         .unwrap();
     assert_eq!(second.items[0].record.event_type, EventType::AdminAuthFailed);
 }
+
+/// A sub-agent's record is found under every agent of its chain, not only the acting one, and
+/// records written before the `acting_for` column (migration 11) are found the same way once
+/// the migration filled it from their bodies; an id's `_` is no wildcard.
+pub(crate) async fn search_finds_every_agent_of_a_chain(db: Db) {
+    use sigil_core::audit::AuditQuery;
+    let chained = |actors: &[&str]| {
+        let mut r = audit(EventType::TokenExchanged);
+        r.actors = actors.iter().map(|a| (*a).to_owned()).collect();
+        r
+    };
+    let s = &db.store;
+    s.commit(ChangeSet::new().audit(chained(&["idn_intern", "idn_helper", "idn_assistant"])))
+        .await
+        .unwrap();
+    s.commit(ChangeSet::new().audit(chained(&["idn_helper", "idn_assistant"])))
+        .await
+        .unwrap();
+    s.commit(ChangeSet::new().audit(chained(&["idnXhelper"])))
+        .await
+        .unwrap();
+    let found = |store: std::sync::Arc<sigil_store::SqlStore>, agent: &'static str| async move {
+        store
+            .search_audit(&AuditQuery {
+                agent: vec![agent.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    let expected = [
+        ("idn_assistant", 2),
+        ("idn_helper", 2),
+        ("idn_intern", 1),
+        ("idnXhelper", 1),
+    ];
+    for (agent, n) in expected {
+        assert_eq!(found(db.store.clone(), agent).await, n, "{agent}");
+    }
+
+    // As if the records predated the column: drop it, forget migration 11, start again.
+    let url = match &db.location {
+        sigil_store::Location::Sqlite(p) => format!("sqlite://{}", p.display()),
+        sigil_store::Location::Postgres(u) => u.clone(),
+    };
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for sql in [
+            "DROP INDEX audit_events_acting_for",
+            "ALTER TABLE audit_events DROP COLUMN acting_for",
+            "DELETE FROM sigil_migrations WHERE version = 11",
+        ] {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+    let reopened = std::sync::Arc::new(
+        sigil_store::SqlStore::connect(&db.location, &sigil_store::StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    for (agent, n) in expected {
+        assert_eq!(found(reopened.clone(), agent).await, n, "after the migration: {agent}");
+    }
+}

@@ -42,6 +42,7 @@ conformance!(
     audit_log::leases_are_exclusive_until_they_expire,
     audit_log::integration_places_each_record_once,
     audit_log::audit_search_filters,
+    audit_log::search_finds_every_agent_of_a_chain,
     policy::policy_versions_and_activations,
     delegation::passwords_and_grant_families,
     delegation::registration_tokens_list_and_revoke,
