@@ -194,7 +194,7 @@ async fn export(api: &Client) -> Result<Vec<ExportLine>, Failure> {
                 leaf_index: l.leaf_index,
                 leaf_hash: l.leaf_hash,
                 body: l.body,
-                index: l.index,
+                index: l.index.map(Box::new),
             });
         }
         if page.next_cursor.is_none() {

@@ -41,7 +41,7 @@ pub enum ExportLine {
         body: String,
         /// The columns the record was stored under, when exported from a live log.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        index: Option<AuditIndex>,
+        index: Option<Box<AuditIndex>>,
     },
 }
 
