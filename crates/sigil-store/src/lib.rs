@@ -70,10 +70,41 @@ impl Location {
     fn open(&self) -> (Backend, String) {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         match self {
-            Self::Sqlite(path) => (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display())),
+            Self::Sqlite(path) => {
+                owner_only(path);
+                (Backend::Sqlite, format!("sqlite://{}?mode=rwc", path.display()))
+            }
             Self::Postgres(url) => (Backend::Postgres, url.clone()),
         }
     }
+}
+
+/// The SQLite file holds sealed keys, hashed secrets and the audit trail: readable by its owner
+/// only (0600), like the master key beside it. Created that way if missing (SQLite gives its
+/// `-wal` and `-shm` files the database file's mode), and tightened if an older build left it
+/// wider. Best effort: a path that cannot be opened fails with SQLite's own error next.
+fn owner_only(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = std::path::Path::new(&file);
+            if let Ok(meta) = std::fs::metadata(file)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Tuning for a store; the defaults suit one `sigil serve` process.

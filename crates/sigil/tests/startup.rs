@@ -87,6 +87,18 @@ async fn restart_keeps_state_and_shows_the_token_once() {
         .create_user(&serde_json::from_value(serde_json::json!({"username": "alice"})).unwrap())
         .await
         .unwrap();
+    // Everything in the data directory is its owner's alone: the database (and its WAL) holds
+    // sealed keys, hashed secrets and the audit trail.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data_dir), 0o700);
+        for entry in std::fs::read_dir(&data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path) & 0o077, 0, "{} is open to others", path.display());
+        }
+    }
     // Same data directory (and database) again: same key, same credential, no new token shown.
     let config = sigil_server::Config::load(
         None,
