@@ -68,6 +68,25 @@ async fn restarted(s: TestServer) -> (TestServer, impl Sized) {
     (s, keep)
 }
 
+/// Restarts on the same data, records one more change and waits for the integrator to refuse
+/// it (the stopped server's lease runs out first: `Ok(0)` until then).
+async fn refused_after_restart(s: TestServer) -> (TestServer, impl Sized, sigil_core::audit::AuditError) {
+    let (s, keep) = restarted(s).await;
+    s.client()
+        .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
+        .await
+        .unwrap();
+    let app = s.app();
+    let refused = loop {
+        match app.audit.integrate_once(&app.keys).await {
+            Ok(n) => assert_eq!(n, 0, "nothing is integrated"),
+            Err(e) => break e,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    (s, keep, refused)
+}
+
 async fn integrate(s: &TestServer) {
     let app = s.app();
     while !app.store.pending_audit(1).await.unwrap().is_empty() {
@@ -516,20 +535,8 @@ async fn a_log_stripped_of_its_checkpoints_is_not_signed_again() {
     let Some(s) = populated(9).await else { return };
     exec(&s, "DELETE FROM audit_checkpoints").await;
     exec(&s, "DELETE FROM audit_tree_nodes").await;
-    let (s, _keep) = restarted(s).await;
-    s.client()
-        .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
-        .await
-        .unwrap();
+    let (s, _keep, refused) = refused_after_restart(s).await;
     let app = s.app();
-    // The stopped server's lease runs out first (Ok(0) until then).
-    let refused = loop {
-        match app.audit.integrate_once(&app.keys).await {
-            Ok(n) => assert_eq!(n, 0, "nothing is integrated"),
-            Err(e) => break e,
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
     assert!(refused.to_string().contains("no signed checkpoint"), "{refused}");
     assert!(
         app.store.latest_checkpoint().await.unwrap().is_none(),
@@ -561,19 +568,7 @@ async fn a_checkpoint_by_an_unknown_key_is_not_signed_on_top_of() {
         ),
     )
     .await;
-    let (s, _keep) = restarted(s).await;
-    s.client()
-        .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
-        .await
-        .unwrap();
-    let app = s.app();
-    let refused = loop {
-        match app.audit.integrate_once(&app.keys).await {
-            Ok(n) => assert_eq!(n, 0, "nothing is integrated"),
-            Err(e) => break e,
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let (_s, _keep, refused) = refused_after_restart(s).await;
     assert!(refused.to_string().contains("does not verify"), "{refused}");
 }
 

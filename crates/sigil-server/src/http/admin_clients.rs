@@ -14,7 +14,7 @@ use super::State;
 use super::error::ApiError;
 use super::extract::Path;
 use super::extract::{Admin, ApiJson};
-use super::query::Params;
+use super::query::{PageOnly, Params};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -129,9 +129,8 @@ pub async fn introspect(
 pub async fn list_registration_tokens(
     axum::extract::State(app): State,
     Admin(_): Admin,
-    RawQuery(q): RawQuery,
+    PageOnly(p): PageOnly,
 ) -> Result<Response> {
-    let p = Params::parse(q.as_deref(), &[])?;
     let items = app
         .oauth
         .list_registration_tokens()

@@ -12,7 +12,7 @@ use super::State;
 use super::error::ApiError;
 use super::extract::Path;
 use super::extract::{Admin, ApiJson};
-use super::query::Params;
+use super::query::PageOnly;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -57,12 +57,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&t))).into_response())
 }
 
-pub async fn list(
-    axum::extract::State(app): State,
-    Admin(_): Admin,
-    axum::extract::RawQuery(q): axum::extract::RawQuery,
-) -> Result<Response> {
-    let p = Params::parse(q.as_deref(), &[])?;
+pub async fn list(axum::extract::State(app): State, Admin(_): Admin, PageOnly(p): PageOnly) -> Result<Response> {
     let items = app.oauth.list_trusted_issuers().await?.iter().map(view).collect();
     Ok(Json(p.page_of(items)?).into_response())
 }

@@ -10,14 +10,13 @@ use sigil_proto::admin::RotateKeyRequest;
 use super::State;
 use super::error::ApiError;
 use super::extract::{Admin, OptionalJson};
-use super::query::Params;
+use super::query::PageOnly;
 
 pub async fn list(
     axum::extract::State(app): State,
     Admin(_): Admin,
-    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    PageOnly(p): PageOnly,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref(), &[])?;
     app.keys.refresh().await?;
     let items = app.keys.stored_keys().iter().map(key_view).collect();
     Ok(Json(p.page_of(items)?).into_response())

@@ -11,7 +11,7 @@ use super::State;
 use super::error::ApiError;
 use super::extract::Path;
 use super::extract::{Admin, ApiJson};
-use super::query::Params;
+use super::query::PageOnly;
 use crate::authz::{EvalError, evaluate};
 
 fn view(v: PolicyVersion, active: u64, with_text: bool) -> PolicyVersionView {
@@ -51,9 +51,8 @@ pub async fn upload(
 pub async fn list(
     axum::extract::State(app): State,
     Admin(_): Admin,
-    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    PageOnly(p): PageOnly,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref(), &[])?;
     let active = app.policy.activations(1).await?.first().map_or(0, |a| a.version);
     let items = app
         .policy

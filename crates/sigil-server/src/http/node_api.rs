@@ -22,7 +22,7 @@ use super::State;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson};
 use super::middleware::RequestId;
-use super::query::Params;
+use super::query::{PageOnly, Params};
 use crate::app::App;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -278,8 +278,7 @@ fn spiffe_error(e: sigil_core::spiffe::SpiffeError) -> ApiError {
 }
 
 /// `GET /admin/v1/authorities`
-pub async fn authorities(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
-    let p = Params::parse(q.as_deref(), &[])?;
+pub async fn authorities(axum::extract::State(app): State, Admin(_): Admin, PageOnly(p): PageOnly) -> Result<Response> {
     let list = app.spiffe.list().await.map_err(spiffe_error)?;
     let items = list
         .into_iter()
@@ -309,7 +308,7 @@ pub async fn rotate(
         }
     }
     .map_err(spiffe_error)?;
-    authorities(axum::extract::State(app), Admin(ctx), RawQuery(None)).await
+    authorities(axum::extract::State(app), Admin(ctx), PageOnly(Default::default())).await
 }
 
 fn federation_view(f: sigil_core::spiffe::federation::Federation) -> sigil_proto::node::FederationView {
@@ -323,8 +322,7 @@ fn federation_view(f: sigil_core::spiffe::federation::Federation) -> sigil_proto
 }
 
 /// `GET /admin/v1/federations`
-pub async fn federations(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
-    let p = Params::parse(q.as_deref(), &[])?;
+pub async fn federations(axum::extract::State(app): State, Admin(_): Admin, PageOnly(p): PageOnly) -> Result<Response> {
     let list = app.federations.list().await?;
     Ok(Json(p.page_of(list.into_iter().map(federation_view).collect())?).into_response())
 }
@@ -353,8 +351,7 @@ pub async fn unfederate(
 }
 
 /// `GET /admin/v1/nodes`
-pub async fn list(axum::extract::State(app): State, Admin(_): Admin, RawQuery(q): RawQuery) -> Result<Response> {
-    let p = Params::parse(q.as_deref(), &[])?;
+pub async fn list(axum::extract::State(app): State, Admin(_): Admin, PageOnly(p): PageOnly) -> Result<Response> {
     let nodes = app.nodes.list().await?;
     let items = nodes
         .iter()

@@ -1,5 +1,7 @@
 //! Query-string parsing for list endpoints: known keys only, `label` may repeat, nothing else may.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use sigil_core::model::PageRequest;
 use sigil_proto::admin::ListResponse;
 
@@ -86,5 +88,16 @@ impl Params {
         let limit = self.parsed("limit", |v| v.parse::<u32>().map_err(|_| "must be a positive integer"))?;
         PageRequest::new(self.get("cursor").map(str::to_owned), limit)
             .map_err(|e| ApiError::invalid(e.what, e.to_string()))
+    }
+}
+
+/// The query of a list that takes no filter: only `limit` and `cursor`, anything else a 400.
+pub struct PageOnly(pub Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for PageOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Params::parse(parts.uri.query(), &[]).map(PageOnly)
     }
 }
