@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sigil_core::oauth::client_auth::JwksFetcher;
+use sigil_core::oauth::client_auth::{FetchFrom, JwksFetcher};
 use sigil_crypto::PublicJwks;
 use tokio::sync::Mutex;
 
@@ -82,8 +82,15 @@ impl HttpJwksFetcher {
         }
     }
 
-    async fn download(&self, uri: &str) -> Result<PublicJwks, String> {
-        let http = self.http.as_ref().ok_or("no HTTP client")?;
+    async fn download(&self, uri: &str, from: FetchFrom) -> Result<PublicJwks, String> {
+        let pinned;
+        let http = match from {
+            FetchFrom::AnyHost => self.http.as_ref().ok_or("no HTTP client")?,
+            FetchFrom::PublicHosts { allow_loopback } => {
+                pinned = public_client(uri, allow_loopback).await?;
+                &pinned
+            }
+        };
         let resp = http.get(uri).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("{uri} answered {}", resp.status()));
@@ -101,8 +108,14 @@ impl Default for HttpJwksFetcher {
 
 #[async_trait]
 impl JwksFetcher for HttpJwksFetcher {
-    async fn fetch(&self, uri: &str, kid: Option<&str>) -> Result<PublicJwks, String> {
-        if let Some(answer) = self.remembered(uri, kid).await {
+    async fn fetch(&self, uri: &str, kid: Option<&str>, from: FetchFrom) -> Result<PublicJwks, String> {
+        // What one party may fetch is no answer for another: the policy is part of the key.
+        let key = match from {
+            FetchFrom::AnyHost => uri.to_owned(),
+            FetchFrom::PublicHosts { .. } => format!("public {uri}"),
+        };
+        let key = key.as_str();
+        if let Some(answer) = self.remembered(key, kid).await {
             return answer;
         }
         let gate = {
@@ -110,14 +123,14 @@ impl JwksFetcher for HttpJwksFetcher {
             if fetching.len() >= MAX_CACHED {
                 fetching.retain(|_, g| Arc::strong_count(g) > 1);
             }
-            Arc::clone(fetching.entry(uri.to_owned()).or_default())
+            Arc::clone(fetching.entry(key.to_owned()).or_default())
         };
         let _turn = gate.lock().await;
         // Whoever held the turn before may have fetched it already.
-        if let Some(answer) = self.remembered(uri, kid).await {
+        if let Some(answer) = self.remembered(key, kid).await {
             return answer;
         }
-        let result = self.download(uri).await;
+        let result = self.download(uri, from).await;
         let entry = match &result {
             Ok(set) => Fetched::Keys(Instant::now(), set.clone()),
             Err(why) => Fetched::Failed(Instant::now(), why.clone()),
@@ -130,7 +143,7 @@ impl JwksFetcher for HttpJwksFetcher {
             });
         }
         if cache.len() < MAX_CACHED {
-            cache.insert(uri.to_owned(), entry);
+            cache.insert(key.to_owned(), entry);
         }
         result
     }
@@ -164,10 +177,7 @@ impl sigil_core::spiffe::federation::BundleFetcher for HttpBundleFetcher {
     }
 }
 
-/// Fetches client metadata documents: the host must resolve only to public addresses (no
-/// private, loopback, link-local or other special-use ones, RFC 6890), and the connection is
-/// pinned to the checked address so DNS cannot change it in between. No redirects, at most
-/// `max_bytes`, five seconds.
+/// Fetches client metadata documents through [`public_client`], at most `max_bytes`.
 #[derive(Debug, Default)]
 pub struct HttpDocumentFetcher;
 
@@ -179,32 +189,7 @@ impl sigil_core::oauth::metadata_doc::DocumentFetcher for HttpDocumentFetcher {
         max_bytes: usize,
         allow_loopback: bool,
     ) -> Result<(Vec<u8>, Option<Duration>), String> {
-        let u = url::Url::parse(url).map_err(|e| e.to_string())?;
-        let host = u.host_str().ok_or("no host")?.trim_matches(['[', ']']).to_owned();
-        let port = u.port_or_known_default().ok_or("no port")?;
-        let addrs: Vec<std::net::SocketAddr> =
-            tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((host.as_str(), port)))
-                .await
-                .map_err(|_| "name resolution timed out".to_owned())?
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .collect();
-        let first = *addrs.first().ok_or("the host has no address")?;
-        if let Some(bad) = addrs
-            .iter()
-            .find(|a| sigil_types::special_use_address(a.ip()) && !(allow_loopback && a.ip().is_loopback()))
-        {
-            return Err(format!(
-                "{host} resolves to a private or special-use address ({})",
-                bad.ip()
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .resolve(&host, first)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = public_client(url, allow_loopback).await?;
         let resp = http
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
@@ -228,6 +213,38 @@ impl sigil_core::oauth::metadata_doc::DocumentFetcher for HttpDocumentFetcher {
         let body = read_limited(resp, max_bytes).await?;
         Ok((body, max_age.flatten()))
     }
+}
+
+/// An HTTP client for `url` that connects only to a public address of its host (no private,
+/// loopback, link-local or other special-use one, RFC 6890; loopback if allowed), pinned to the
+/// checked address so DNS cannot change it in between. No redirects, no proxy, five seconds.
+async fn public_client(url: &str, allow_loopback: bool) -> Result<reqwest::Client, String> {
+    let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = u.host_str().ok_or("no host")?.trim_matches(['[', ']']).to_owned();
+    let port = u.port_or_known_default().ok_or("no port")?;
+    let addrs: Vec<std::net::SocketAddr> =
+        tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| "name resolution timed out".to_owned())?
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect();
+    let first = *addrs.first().ok_or("the host has no address")?;
+    if let Some(bad) = addrs
+        .iter()
+        .find(|a| sigil_types::special_use_address(a.ip()) && !(allow_loopback && a.ip().is_loopback()))
+    {
+        return Err(format!(
+            "{host} resolves to a private or special-use address ({})",
+            bad.ip()
+        ));
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .resolve(&host, first)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// `Cache-Control` → how long a response may be reused: `no-store`/`no-cache` → zero,
@@ -307,7 +324,7 @@ mod tests {
         let calls: Vec<_> = (0..20)
             .map(|_| {
                 let (f, u) = (Arc::clone(&fetcher), url.clone());
-                tokio::spawn(async move { f.fetch(&u, Some("k1")).await })
+                tokio::spawn(async move { f.fetch(&u, Some("k1"), FetchFrom::AnyHost).await })
             })
             .collect();
         for c in calls {
@@ -316,13 +333,15 @@ mod tests {
         assert_eq!(count(), 1, "twenty requests, one fetch");
         // The client rotates to k2: not fetched again at once, then once the set is old enough.
         *body.lock().unwrap() = jwks_with("k2");
-        let set = fetcher.fetch(&url, Some("k2")).await.unwrap();
+        let set = fetcher.fetch(&url, Some("k2"), FetchFrom::AnyHost).await.unwrap();
         assert_eq!((count(), set.keys[0].kid.as_deref()), (1, Some("k1")));
         tokio::time::sleep(Duration::from_millis(450)).await;
-        let set = fetcher.fetch(&url, Some("k2")).await.unwrap();
+        let set = fetcher.fetch(&url, Some("k2"), FetchFrom::AnyHost).await.unwrap();
         assert_eq!((count(), set.keys[0].kid.as_deref()), (2, Some("k2")));
         assert_eq!(
-            fetcher.fetch(&url, None).await.unwrap().keys[0].kid.as_deref(),
+            fetcher.fetch(&url, None, FetchFrom::AnyHost).await.unwrap().keys[0]
+                .kid
+                .as_deref(),
             Some("k2")
         );
         assert_eq!(count(), 2);
@@ -330,9 +349,27 @@ mod tests {
         // A failing endpoint is asked once per retry period, whatever the traffic.
         let (broken, broken_hits) = jwks_endpoint(Arc::new(std::sync::Mutex::new(None)), Duration::ZERO).await;
         for _ in 0..5 {
-            assert!(fetcher.fetch(&broken, Some("k1")).await.is_err());
+            assert!(fetcher.fetch(&broken, Some("k1"), FetchFrom::AnyHost).await.is_err());
         }
         assert_eq!(broken_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A registrant's jwks_uri on an internal address is never connected to, and the refusal
+    /// is not an answer for the operator's own clients of the same URI.
+    #[tokio::test]
+    async fn registrants_jwks_uris_reach_public_hosts_only() {
+        let body = Arc::new(std::sync::Mutex::new(jwks_with("k1")));
+        let (url, hits) = jwks_endpoint(body, Duration::ZERO).await;
+        let fetcher = HttpJwksFetcher::new();
+        let public = FetchFrom::PublicHosts { allow_loopback: false };
+        let refused = fetcher.fetch(&url, Some("k1"), public).await.unwrap_err();
+        assert!(refused.contains("special-use"), "{refused}");
+        let localhost = url.replace("127.0.0.1", "localhost");
+        assert!(fetcher.fetch(&localhost, Some("k1"), public).await.is_err());
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "never connected");
+        assert!(fetcher.fetch(&url, Some("k1"), FetchFrom::AnyHost).await.is_ok());
+        let dev = FetchFrom::PublicHosts { allow_loopback: true };
+        assert!(HttpJwksFetcher::new().fetch(&url, Some("k1"), dev).await.is_ok());
     }
 
     #[test]

@@ -238,8 +238,12 @@ async fn client_metadata_documents_on_private_addresses_are_refused() {
         (format!("{docs}/ok.json"), "must be https"),
         ("https://127.0.0.1/ok.json".to_owned(), "special-use"),
         ("https://10.0.0.1/c.json".to_owned(), "special-use"),
+        ("https://localhost/c.json".to_owned(), "loopback name"),
         // What a name resolves to is not told to whoever named it (the log says it).
-        ("https://localhost/c.json".to_owned(), "could not be fetched"),
+        (
+            "https://localhost.localdomain/c.json".to_owned(),
+            "could not be fetched",
+        ),
     ] {
         fx.public = id.clone();
         match fx.browse(&fx.standard(&challenge), PASSWORD, "allow").await {

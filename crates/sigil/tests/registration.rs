@@ -78,6 +78,19 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
             "invalid_client_metadata",
         ),
         (json!({"client_name": 7}), "invalid_client_metadata"),
+        // A registrant's jwks_uri is fetched from public hosts only.
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://127.1:9/jwks"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://LocalHost/jwks"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://[::ffff:10.0.0.1]/jwks"}),
+            "invalid_client_metadata",
+        ),
         (
             json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"], "jwks": {"keys": [
                 {"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},

@@ -38,12 +38,24 @@ impl std::fmt::Debug for PresentedCredentials {
     }
 }
 
+/// Which hosts a `jwks_uri` may be fetched from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchFrom {
+    /// One the operator registered (a client or trusted issuer made through the admin API):
+    /// internal hosts are the operator's choice.
+    AnyHost,
+    /// One a registrant wrote (dynamic client registration): public addresses only, as for
+    /// client metadata documents (loopback when those allow it), or Sigil would connect to
+    /// internal hosts on anyone's behalf.
+    PublicHosts { allow_loopback: bool },
+}
+
 /// Fetches a party's JWKS from its registered `jwks_uri` (an adapter does the HTTP and the
 /// caching). `kid`: the key id the JWS to verify names; a cached set without it may be fetched
 /// again, since the party may have rotated its keys (OIDC Core §10.1.1).
 #[async_trait]
 pub trait JwksFetcher: Send + Sync + std::fmt::Debug {
-    async fn fetch(&self, uri: &str, kid: Option<&str>) -> Result<PublicJwks, String>;
+    async fn fetch(&self, uri: &str, kid: Option<&str>, from: FetchFrom) -> Result<PublicJwks, String>;
 }
 
 /// The `kid` in a compact JWS's header, if it has one.

@@ -122,7 +122,11 @@ impl OAuthService {
             (Some(k), _) => k.clone(),
             (None, Some(uri)) => self
                 .fetcher
-                .fetch(uri, super::client_auth::header_kid(jwt).as_deref())
+                .fetch(
+                    uri,
+                    super::client_auth::header_kid(jwt).as_deref(),
+                    super::client_auth::FetchFrom::AnyHost,
+                )
                 .await
                 .map_err(|e| {
                     tracing::warn!(issuer = iss, error = e, "cannot fetch a trusted issuer's JWKS");

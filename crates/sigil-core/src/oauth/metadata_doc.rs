@@ -72,11 +72,19 @@ fn check_url(id: &str, allow_loopback: bool) -> Result<(), String> {
     if u.path().len() <= 1 || sigil_types::has_dot_segment(id) {
         return Err("a client_id URL needs a path without dot segments".into());
     }
-    // An address written in the URL can be refused openly (the caller wrote it); what a name
-    // resolves to is checked at fetch time and reported only in the log.
+    refuse_internal_literal(&u, allow_loopback)
+}
+
+/// An address written in a URL someone else gave (a metadata document's, a registrant's
+/// `jwks_uri`) can be refused openly, since the caller wrote it; what a name resolves to is
+/// checked at fetch time and reported only in the log.
+pub(super) fn refuse_internal_literal(u: &url::Url, allow_loopback: bool) -> Result<(), String> {
     let literal = match u.host() {
         Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        Some(url::Host::Domain(d)) if !allow_loopback && d.eq_ignore_ascii_case("localhost") => {
+            return Err("localhost is a loopback name".into());
+        }
         _ => None,
     };
     if let Some(ip) = literal

@@ -310,6 +310,7 @@ impl OAuthService {
         let token = token.filter(|t| t.expires_at > now).ok_or_else(invalid_token)?;
         self.check_registration_token_in_force(&token).await?;
         let req = parse_metadata(body, &self.keys.id_token_algorithms())?;
+        self.check_jwks_uri_host(&req)?;
         let principal = Principal::from_stored(format!("registration:{}", token.id));
         let ctx = Ctx::new(principal.clone(), request_id.map(str::to_owned));
         let identity = match &token.identity {
@@ -453,6 +454,7 @@ impl OAuthService {
             }
         }
         let req = parse_metadata(body, &self.keys.id_token_algorithms())?;
+        self.check_jwks_uri_host(&req)?;
         if req.method != client.auth_method {
             return Err(metadata_error(
                 "token_endpoint_auth_method cannot be changed; register a new client",
@@ -608,6 +610,15 @@ impl OAuthService {
                 .map_err(store_error)?;
         }
         Ok(())
+    }
+
+    /// A registrant's `jwks_uri` is fetched from public hosts only (see `FetchFrom`); one that
+    /// names an internal address outright is refused when registered.
+    fn check_jwks_uri_host(&self, req: &Requested) -> Result<(), OAuthError> {
+        let Some(uri) = &req.jwks_uri else { return Ok(()) };
+        let u = url::Url::parse(uri).map_err(|e| metadata_error(format!("jwks_uri: {e}")))?;
+        super::metadata_doc::refuse_internal_literal(&u, self.config().metadata_documents.allow_loopback)
+            .map_err(|e| metadata_error(format!("jwks_uri: {e}")))
     }
 
     fn now(&self) -> Timestamp {

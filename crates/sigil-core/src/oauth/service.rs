@@ -381,7 +381,7 @@ impl OAuthService {
                     (Some(k), _) => k.clone(),
                     (None, Some(uri)) => self
                         .fetcher
-                        .fetch(uri, client_auth::header_kid(a).as_deref())
+                        .fetch(uri, client_auth::header_kid(a).as_deref(), self.fetch_from(&client))
                         .await
                         .map_err(|e| {
                             tracing::warn!(client_id = client.client_id, error = e, "cannot fetch client JWKS");
@@ -746,6 +746,18 @@ impl OAuthService {
                 determining,
             },
         ))
+    }
+
+    /// Where a client's `jwks_uri` may be fetched from: a client dynamic registration made
+    /// named it itself.
+    fn fetch_from(&self, client: &OAuthClient) -> client_auth::FetchFrom {
+        if client.created_by.starts_with("registration:") {
+            client_auth::FetchFrom::PublicHosts {
+                allow_loopback: self.cfg.metadata_documents.allow_loopback,
+            }
+        } else {
+            client_auth::FetchFrom::AnyHost
+        }
     }
 
     async fn identity_of_client(&self, client_id: Option<&str>) -> Option<crate::model::Identity> {
