@@ -178,6 +178,19 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
     c.update_identity(Family::Agents, "assistant", &ceiling(json!(["read", "write"])))
         .await
         .unwrap();
+    // openid was not asked for at sign-in: asking for it at refresh widens the grant.
+    let (s, v) = fx
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &r2),
+                ("client_id", &fx.public),
+                ("scope", "openid"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
 
     // Reusing the spent r1 revokes the family: r2 and the tokens issued so far die.
     let access2 = t2["access_token"].as_str().unwrap().to_owned();
@@ -262,8 +275,19 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the read cache's second
     let (s, v) = fx.refresh(t["refresh_token"].as_str().unwrap()).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
-    // A fresh sign-in works again.
-    fx.user_token().await;
+    // A fresh sign-in works again; the agent's own token lifetime bounds the tokens it holds
+    // for users too.
+    c.update_identity(
+        Family::Agents,
+        "assistant",
+        &serde_json::from_value(json!({"token_ttl_seconds": 60})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let t = fx.user_token().await;
+    assert_eq!(t["expires_in"], 60, "{t}");
+    let (s, v) = fx.refresh(t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!((s, v["expires_in"].as_u64()), (200, Some(60)), "{v}");
 }
 
 #[tokio::test]
@@ -540,11 +564,13 @@ async fn consent_shows_only_what_policy_permits_and_is_given_once() {
         panic!("no redirect")
     };
     assert!(param(&first, "code").is_some());
-    // Posting the same consent form again yields no second code.
-    match fx.decide(&consent, "allow").await {
-        Outcome::Page(400, html) => assert!(html.contains("already given"), "{html}"),
-        Outcome::Page(s, h) => panic!("{s} {h}"),
-        Outcome::Redirect(l) => panic!("second code: {l}"),
+    // Posting the same consent form again yields no second answer, either way.
+    for decision in ["allow", "deny"] {
+        match fx.decide(&consent, decision).await {
+            Outcome::Page(400, html) => assert!(html.contains("already given"), "{html}"),
+            Outcome::Page(s, h) => panic!("{s} {h}"),
+            Outcome::Redirect(l) => panic!("second answer to a {decision}: {l}"),
+        }
     }
 }
 

@@ -196,6 +196,14 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
         )
 }
 
+/// A consent form submitted again after its decision (its ticket is spent): shown, since the
+/// client already had its one answer.
+fn decided_already() -> AuthorizeFailure {
+    AuthorizeFailure::Show(OAuthError::invalid_request(
+        "this consent was already given; start again from the application",
+    ))
+}
+
 /// Appends the response parameters to a redirect URI, keeping its own query (RFC 6749 §3.1.2).
 pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     match url::Url::parse(redirect_uri) {
@@ -610,11 +618,7 @@ impl OAuthService {
             .audit(record);
         match self.store.commit(cs).await {
             Ok(()) => {}
-            Err(crate::store::StoreError::Duplicate { .. }) => {
-                return Err(AuthorizeFailure::Show(OAuthError::invalid_request(
-                    "this consent was already given; start again from the application",
-                )));
-            }
+            Err(crate::store::StoreError::Duplicate { .. }) => return Err(decided_already()),
             Err(e) => return Err(AuthorizeFailure::redirect(a, e.into())),
         }
         let mut params = vec![("code", code.as_str())];
@@ -651,14 +655,15 @@ impl OAuthService {
         }
     }
 
-    /// The user declined: recorded, and the client told `access_denied`.
+    /// The user declined: recorded, and the client told `access_denied`. The ticket is spent
+    /// with the decision, so a resubmitted form (either way) gets no second answer.
     pub async fn deny_authorization(
         &self,
         a: &Authorization,
         user: &User,
         ticket: &str,
         request_id: Option<&str>,
-    ) -> String {
+    ) -> Result<String, AuthorizeFailure> {
         let mut record = AuditRecord::new(
             self.clock.now(),
             EventType::AuthorizationDenied,
@@ -670,22 +675,19 @@ impl OAuthService {
         record.actors = vec![a.agent.id.to_string()];
         record.client_id = Some(a.client.client_id.clone());
         record.target = Some(resource_target(&a.resource));
-        if let Err(e) = self
-            .store
-            .commit(
-                ChangeSet::new()
-                    .change(spend_ticket(ticket, self.clock.now()))
-                    .audit(record),
-            )
-            .await
-        {
-            tracing::error!(error = ?e, "could not record a declined authorization");
+        let cs = ChangeSet::new()
+            .change(spend_ticket(ticket, self.clock.now()))
+            .audit(record);
+        match self.store.commit(cs).await {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Duplicate { .. }) => return Err(decided_already()),
+            Err(e) => return Err(AuthorizeFailure::Show(e.into())),
         }
-        self.error_redirect(
+        Ok(self.error_redirect(
             a.redirect_uri.as_str(),
             a.state.as_deref(),
             &OAuthError::new(ErrorCode::AccessDenied, "the user declined"),
-        )
+        ))
     }
 
     /// An error response to the client through the browser (RFC 6749 §4.1.2.1, RFC 9207 `iss`).

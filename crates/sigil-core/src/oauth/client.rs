@@ -212,6 +212,9 @@ pub fn without_repeats(mut uris: Vec<String>) -> Vec<String> {
     uris
 }
 
+/// The parameters an authorization response appends to the redirect URI.
+const RESPONSE_PARAMETERS: &[&str] = &["code", "state", "iss", "error", "error_description", "error_uri"];
+
 /// Checks a redirect URI as OAuth 2.1 §2.3 and RFC 8252 §7 want it: absolute, no fragment, and
 /// https unless it is a loopback address (native apps) or a private-use scheme.
 pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
@@ -225,8 +228,23 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
         ));
     }
     let u = url::Url::parse(uri).map_err(|e| format!("redirect URI {uri}: {e}"))?;
+    // The browser is sent to the parsed form: one that differs (characters RFC 3986 does not
+    // allow, an upper-case host, `..` segments) would redirect elsewhere than what is matched.
+    if u.as_str() != uri && u.as_str() != format!("{uri}/") {
+        return Err(format!(
+            "redirect URI {uri} is not in normal form (it would be sent as {})",
+            u.as_str()
+        ));
+    }
     if u.fragment().is_some() {
         return Err(format!("redirect URI {uri} must not have a fragment"));
+    }
+    // The authorization response adds these (RFC 6749 §4.1.2, RFC 9207): already in the URI,
+    // they would make it ambiguous.
+    if let Some((k, _)) = u.query_pairs().find(|(k, _)| RESPONSE_PARAMETERS.contains(&k.as_ref())) {
+        return Err(format!(
+            "redirect URI {uri} must not carry the response parameter {k} in its query"
+        ));
     }
     if !u.username().is_empty() || u.password().is_some() {
         return Err(format!("redirect URI {uri} must not carry user information"));
@@ -343,6 +361,9 @@ mod tests {
         for ok in [
             "https://app.example.com/cb",
             "http://127.0.0.1/cb",
+            "http://127.0.0.1:8765/callback",
+            "http://localhost:3000/oauth/callback?app=1",
+            "https://app.example.com",
             "com.example.app:/cb",
         ] {
             assert!(check_redirect_uri(ok).is_ok(), "{ok}");
@@ -355,6 +376,12 @@ mod tests {
             "https://app.example.com/cb#x",
             " https://app.example.com/cb",
             "javascript:alert(1)",
+            "https://app.example.com/\"x",
+            "https://App.Example.com/cb",
+            "https://app.example.com/a/../cb",
+            "https://app.example.com/cb?code=evil",
+            "https://app.example.com/cb?x=1&state=evil",
+            "https://app.example.com/cb?iss=https://evil.example",
         ] {
             assert!(check_redirect_uri(bad).is_err(), "{bad}");
         }

@@ -45,6 +45,9 @@ pub(super) struct Delegated<'a> {
     pub(super) scope: &'a ScopeSet,
     /// The token may not outlive this (the subject token's expiry, for an exchange).
     pub(super) not_after: Option<i64>,
+    /// The acting agent's own token lifetime, if the operator set one: it bounds the tokens
+    /// the agent holds for users as much as those it gets for itself.
+    pub(super) agent_token_ttl: Option<u32>,
     pub(super) proof: Option<&'a super::dpop::Proof>,
     /// The client certificate the client authenticated with (mutual TLS), if any.
     pub(super) cert_thumbprint: Option<&'a str>,
@@ -172,7 +175,13 @@ impl OAuthService {
         let narrowed = match scope {
             Some(s) => {
                 // Clients usually resend the original scope, `openid` (and `profile`, …) included;
-                // `openid` alone asks for nothing narrower than the grant (RFC 6749 §6).
+                // `openid` alone asks for nothing narrower than the grant (RFC 6749 §6). A grant
+                // made without `openid` was never granted it: asking for it now widens the scope.
+                if !grant.openid && s.split(' ').any(|v| v == super::authorize::OPENID) {
+                    return Err(OAuthError::invalid_scope(
+                        "openid was not granted: a refresh may not widen the scope",
+                    ));
+                }
                 let held = ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 let resource_scopes = super::authorize::resource_scope_values(s, &held);
                 let asked = ScopeSet::parse_oauth(&resource_scopes.join(" "))
@@ -351,6 +360,7 @@ impl OAuthService {
             resource: &resource,
             scope: &scope,
             not_after: None,
+            agent_token_ttl: agent.token_ttl_seconds,
             proof,
             cert_thumbprint: auth.cert_thumbprint.as_deref(),
             now,
@@ -563,6 +573,7 @@ impl OAuthService {
             resource: &resource,
             scope: &scope,
             not_after: Some(subject.exp),
+            agent_token_ttl: agent.token_ttl_seconds,
             proof: proof.as_ref(),
             cert_thumbprint: auth.cert_thumbprint.as_deref(),
             now,
@@ -794,10 +805,12 @@ impl OAuthService {
         let mut jti = [0u8; 16];
         self.rng.fill(&mut jti);
         let now = d.now.unix_seconds();
-        let ttl = i64::try_from(self.cfg.access_token_ttl.min(self.cfg.max_access_token_ttl).as_secs()).unwrap_or(300);
+        let ttl = i64::try_from(self.token_lifetime(d.agent_token_ttl).as_secs()).unwrap_or(300);
         let exp = d.not_after.map_or(now + ttl, |n| n.min(now + ttl));
         if exp <= now {
-            return Err(OAuthError::invalid_grant("the subject token is about to expire"));
+            // Only a subject token bounds it so: one accepted within the clock-skew allowance
+            // that has in fact expired (RFC 8693 §2.2.2: an invalid subject_token).
+            return Err(OAuthError::invalid_request("the subject token has expired"));
         }
         let claims = AccessClaims {
             iss: self.cfg.issuer.clone(),

@@ -653,6 +653,7 @@ impl OAuthService {
             resource: &resource,
             scope: &scope,
             not_after: None,
+            agent_token_ttl: agent.token_ttl_seconds,
             proof: proof.as_ref(),
             cert_thumbprint: auth.cert_thumbprint.as_deref(),
             now,

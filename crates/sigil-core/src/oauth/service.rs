@@ -519,10 +519,7 @@ impl OAuthService {
 
         let mut jti_bytes = [0u8; 16];
         self.rng.fill(&mut jti_bytes);
-        let ttl = identity
-            .token_ttl_seconds
-            .map_or(self.cfg.access_token_ttl, |s| Duration::from_secs(u64::from(s)))
-            .min(self.cfg.max_access_token_ttl);
+        let ttl = self.token_lifetime(identity.token_ttl_seconds);
         let claims = AccessClaims {
             iss: self.cfg.issuer.clone(),
             sub: identity.id.to_string(),
@@ -746,6 +743,14 @@ impl OAuthService {
                 determining,
             },
         ))
+    }
+
+    /// An access token's lifetime: the identity's own if the operator set one, else the
+    /// default, never past the configured maximum.
+    pub(super) fn token_lifetime(&self, identity_ttl_seconds: Option<u32>) -> Duration {
+        identity_ttl_seconds
+            .map_or(self.cfg.access_token_ttl, |s| Duration::from_secs(u64::from(s)))
+            .min(self.cfg.max_access_token_ttl)
     }
 
     /// Where a client's `jwks_uri` may be fetched from: a client dynamic registration made

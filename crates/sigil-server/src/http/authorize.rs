@@ -135,9 +135,14 @@ pub async fn consent(AxState(app): State, headers: HeaderMap, ext: axum::http::E
             Err(f) => return failure(&app, f),
         }
     } else {
-        app.oauth
+        match app
+            .oauth
             .deny_authorization(&a, &user, ticket, request_id.as_deref())
             .await
+        {
+            Ok(l) => l,
+            Err(f) => return failure(&app, f),
+        }
     };
     see_other(&location)
 }
