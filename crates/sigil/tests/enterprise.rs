@@ -135,7 +135,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         c.as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
         jwt(&idp_key, "JWT", &c)
     };
-    let exchange = |subject: String| {
+    let exchange_as = |subject: String, subject_type: &'static str| {
         let s = &s;
         let client = client.clone();
         async move {
@@ -144,7 +144,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
                 &[
                     ("grant_type", EXCHANGE),
                     ("subject_token", &subject),
-                    ("subject_token_type", ID_TOKEN),
+                    ("subject_token_type", subject_type),
                     ("resource", API),
                     ("scope", "read"),
                 ],
@@ -153,6 +153,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
             .await
         }
     };
+    let exchange = |subject: String| exchange_as(subject, ID_TOKEN);
     let (st, v) = exchange(id_token(json!({}))).await;
     assert_eq!(st, 200, "{v}");
     let c = claims(v["access_token"].as_str().unwrap());
@@ -250,6 +251,10 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         id_token(json!({"may_act": "anyone"})),
         // Already delegated at the other issuer: its chain cannot be continued here.
         id_token(json!({"act": {"sub": "idp-agent-7"}})),
+        // Issued to another party (OIDC Core §3.1.3.7): several audiences without azp, or
+        // an azp that is not this client.
+        id_token(json!({"aud": [client.0, "other-rp"]})),
+        id_token(json!({"aud": [client.0, "other-rp"], "azp": "other-rp"})),
     ] {
         let (st, v) = exchange(bad).await;
         assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
@@ -260,6 +265,25 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         .await
         .unwrap();
     assert_eq!(exchanged.items.len(), 3);
+    // As a generic JWT or access token, only a plain JWT or an RFC 9068 access token passes:
+    // a logout token, a security event, a DPoP proof or an ID-JAG is another kind of JWT.
+    let typed = |typ: &str| {
+        let c = json!({"iss": IDP, "sub": "00u1", "aud": client.0, "iat": now(), "exp": now() + 300, "preferred_username": "alice"});
+        jwt(&idp_key, typ, &c)
+    };
+    for subject_type in [
+        "urn:ietf:params:oauth:token-type:jwt",
+        "urn:ietf:params:oauth:token-type:access_token",
+    ] {
+        for typ in ["logout+jwt", "secevent+jwt", "dpop+jwt", "oauth-id-jag+jwt; charset=x"] {
+            let (st, v) = exchange_as(typed(typ), subject_type).await;
+            assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{typ}: {v}");
+        }
+        for typ in ["JWT", "at+jwt", "application/at+jwt"] {
+            let (st, v) = exchange_as(typed(typ), subject_type).await;
+            assert_eq!(st, 200, "{typ}: {v}");
+        }
+    }
     // may_act binds an ID-JAG exchange too (RFC 8693 §4.4), and so do the actor token's rules.
     let id_jag = |subject: String, extra: Vec<(&'static str, &'static str)>| {
         let s = &s;
@@ -577,4 +601,37 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
         (400, Some("invalid_grant")),
         "not an ID-JAG: {v}"
     );
+}
+
+/// An ID-JAG that says someone already acts for the user is refused, as such a subject token is
+/// at token exchange: the other issuer's actor chain can be neither checked nor continued.
+#[tokio::test]
+async fn an_id_jag_carrying_act_is_refused() {
+    let Some(s) = TestServer::start().await else { return };
+    let client = seed(&s, json!({})).await;
+    let (idp_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let mut jwk = PublicJwk::from(&idp_key.public_jwk());
+    jwk.kid = Some("idp-1".into());
+    s.client()
+        .add_trusted_issuer(
+            &serde_json::from_value(json!({"issuer": IDP, "jwks": {"keys": [jwk]}, "username_claim": "preferred_username", "accept_id_jag": true}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let id_jag = |over: Value| {
+        let mut c = json!({"iss": IDP, "sub": "00u1", "aud": s.url, "client_id": client.0, "resource": API,
+            "scope": "read", "iat": now(), "exp": now() + 120, "preferred_username": "alice",
+            "jti": b64url(&sigil_crypto::random_bytes::<8>().unwrap())});
+        c.as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
+        jwt(&idp_key, "oauth-id-jag+jwt", &c)
+    };
+    let redeem = |assertion: String| {
+        let (s, client) = (&s, client.clone());
+        async move { token(s, &[("grant_type", JWT_BEARER), ("assertion", &assertion)], &client).await }
+    };
+    let (st, v) = redeem(id_jag(json!({"act": {"sub": "idp-agent-7"}}))).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (st, v) = redeem(id_jag(json!({}))).await;
+    assert_eq!(st, 200, "the same ID-JAG without act is redeemed: {v}");
 }

@@ -311,10 +311,15 @@ impl OAuthService {
             });
         }
         let (issuer, v) = self.verify_trusted(token).await?;
-        // An assertion grant or another server's access token is not an identity assertion.
+        // Explicit typing (RFC 8725 §3.11) is an allow list: an ID token is a plain JWT; an
+        // access token or generic JWT may also be an RFC 9068 `at+jwt`. Anything else — an
+        // ID-JAG, a logout token, a security event, a DPoP proof, a client assertion — is
+        // another kind of JWT that must not pass for a user's token.
+        let typ = v.typ.as_deref();
+        let plain = typ.is_none_or(|t| t.eq_ignore_ascii_case("JWT"));
         let typ_ok = match kind {
-            ID_TOKEN_TYPE => v.typ.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("JWT")),
-            _ => !sigil_crypto::typ_is(v.typ.as_deref(), ID_JAG_TYP),
+            ID_TOKEN_TYPE => plain,
+            _ => plain || sigil_crypto::typ_is(typ, "at+jwt"),
         };
         if !typ_ok {
             return Err(OAuthError::invalid_grant(format!(
@@ -331,6 +336,27 @@ impl OAuthService {
             return Err(OAuthError::invalid_grant(
                 "the subject token's aud is not this client nor an audience registered for its issuer",
             ));
+        }
+        // OIDC Core §3.1.3.7 (4, 5): a token with several audiences names the party it was
+        // issued to in `azp`; one issued to another party is not this client's to redeem.
+        let several_audiences = v
+            .claims
+            .get("aud")
+            .and_then(|a| a.as_array())
+            .is_some_and(|a| a.len() > 1);
+        match v.claims.get("azp") {
+            Some(serde_json::Value::String(azp)) if audiences.contains(&azp.as_str()) => {}
+            Some(_) => {
+                return Err(OAuthError::invalid_grant(
+                    "the subject token was issued to another party (azp)",
+                ));
+            }
+            None if kind == ID_TOKEN_TYPE && several_audiences => {
+                return Err(OAuthError::invalid_grant(
+                    "an ID token with several audiences must name the party it was issued to (azp)",
+                ));
+            }
+            None => {}
         }
         // RFC 8693 §4.1: a token that already says someone acts for the user. Its actors are
         // the other issuer's principals, which Sigil can neither check nor decide for, and
@@ -564,6 +590,13 @@ impl OAuthService {
         }
         if v.str("client_id") != Some(auth.client.client_id.as_str()) {
             return Err(OAuthError::invalid_grant("the ID-JAG was issued for another client"));
+        }
+        // As for a trusted issuer's subject token (RFC 8693 §4.1): another issuer's actor chain
+        // can be neither checked nor continued, and dropping it would credit it to this client.
+        if v.claims.contains_key("act") {
+            return Err(OAuthError::invalid_grant(
+                "the ID-JAG is already delegated (act): another issuer's actor chain cannot be continued here",
+            ));
         }
         let jti = v
             .str("jti")
