@@ -401,6 +401,23 @@ async fn bad_authorization_requests_get_the_standard_answer() {
             Outcome::Redirect(l) => panic!("redirected to {l}"),
         }
     }
+    // Each refusal is in the trail, with the client asked for; the known client's under its
+    // agent.
+    let refused =
+        fx.s.client()
+            .audit_search(&[("type", "authorization.denied".into())])
+            .await
+            .unwrap()
+            .items;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().any(|r| r.record["client_id"] == "cli_unknown"));
+    let agent_denials =
+        fx.s.client()
+            .audit_search(&[("type", "authorization.denied".into()), ("agent", "assistant".into())])
+            .await
+            .unwrap()
+            .items;
+    assert_eq!(agent_denials.len(), 1, "{agent_denials:?}");
     // After it, they go back to the client with state and iss.
     for (p, error) in [
         (with("code_challenge", None), "invalid_request"),

@@ -222,13 +222,7 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
 
 impl OAuthService {
     /// Validates an authorization request against the client's registration.
-    /// A request for a quarantined agent's client is refused and recorded
-    /// (`authorization.denied`), so an agent still trying shows in its trace.
-    pub async fn check_authorization(
-        &self,
-        r: &AuthorizeRequest,
-        request_id: Option<&str>,
-    ) -> Result<Authorization, AuthorizeFailure> {
+    pub async fn check_authorization(&self, r: &AuthorizeRequest) -> Result<Authorization, AuthorizeFailure> {
         let show = |d: &str| AuthorizeFailure::Show(OAuthError::invalid_request(d));
         let client_id = r.client_id.as_deref().ok_or_else(|| show("client_id is required"))?;
         let client = self
@@ -338,10 +332,10 @@ impl OAuthService {
         }
         let status = agent.effective_status(self.clock.now());
         if status != IdentityStatus::Active {
-            let reason = format!("the agent behind this client is {status}");
-            self.record_inactive_agent_request(&agent, &client.client_id, &reason, request_id)
-                .await;
-            return Err(fail(ErrorCode::AccessDenied, &reason));
+            return Err(fail(
+                ErrorCode::AccessDenied,
+                &format!("the agent behind this client is {status}"),
+            ));
         }
         let uri = match r.resource.as_slice() {
             [one] => ResourceUri::parse(one).map_err(|e| fail(ErrorCode::InvalidTarget, &e.to_string()))?,
@@ -627,32 +621,6 @@ impl OAuthService {
         }
         params.push(("iss", &self.cfg.issuer)); // RFC 9207
         Ok(redirect_with(&a.redirect_uri, &params))
-    }
-
-    async fn record_inactive_agent_request(
-        &self,
-        agent: &crate::model::Identity,
-        client_id: &str,
-        reason: &str,
-        request_id: Option<&str>,
-    ) {
-        let mut record = AuditRecord::new(
-            self.clock.now(),
-            EventType::AuthorizationDenied,
-            &Principal::from_stored(format!("client:{client_id}")),
-            request_id,
-        )
-        .outcome(Outcome::Denied, reason)
-        .target(
-            crate::model::IdentityFamily::of(agent.kind).noun(),
-            agent.id.as_str(),
-            agent.name.as_str(),
-        );
-        record.actors = vec![agent.id.to_string()];
-        record.client_id = Some(client_id.to_owned());
-        if let Err(e) = self.store.commit(ChangeSet::new().audit(record)).await {
-            tracing::error!(error = ?e, "could not record a refused authorization request");
-        }
     }
 
     /// The user declined: recorded, and the client told `access_denied`. The ticket is spent

@@ -55,8 +55,8 @@ pub async fn start_posted(
 /// in the page's forms as a query string, however it arrived.
 async fn begin(app: &crate::App, headers: &HeaderMap, query: String, request_id: Option<&str>) -> Response {
     let checked = match parse_request(&query) {
-        Ok(r) => app.oauth.check_authorization(&r, request_id).await,
-        Err(e) => Err(AuthorizeFailure::Show(e)),
+        Ok(r) => app.oauth.check_authorization(&r).await.map_err(|f| (f, r.client_id)),
+        Err(e) => Err((AuthorizeFailure::Show(e), None)),
     };
     match checked {
         Ok(a) => {
@@ -68,7 +68,7 @@ async fn begin(app: &crate::App, headers: &HeaderMap, query: String, request_id:
             set_cookie(&mut resp, &nonce, app.issuer.starts_with("https://"));
             resp
         }
-        Err(f) => failure(app, f),
+        Err((f, client_id)) => refused(app, f, client_id.as_deref(), request_id).await,
     }
 }
 
@@ -165,12 +165,14 @@ async fn accept_form(
         ));
     }
     let query = form.get("request").unwrap_or_default().to_owned();
-    let req = parse_request(&query).map_err(|e| failure(app, AuthorizeFailure::Show(e)))?;
-    let a = app
-        .oauth
-        .check_authorization(&req, request_id)
-        .await
-        .map_err(|f| failure(app, f))?;
+    let req = match parse_request(&query) {
+        Ok(r) => r,
+        Err(e) => return Err(refused(app, AuthorizeFailure::Show(e), None, request_id).await),
+    };
+    let a = match app.oauth.check_authorization(&req).await {
+        Ok(a) => a,
+        Err(f) => return Err(refused(app, f, req.client_id.as_deref(), request_id).await),
+    };
     Ok((form, nonce, query, a))
 }
 
@@ -217,6 +219,27 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
         }
     }
     Ok(r)
+}
+
+/// An authorization request refused as it stands (malformed, an unknown client or redirect
+/// URI, a metadata document that failed, a quarantined agent): the answer, and a denied
+/// `authorization.denied` record naming the client asked for (and its agent, if it exists).
+async fn refused(app: &crate::App, f: AuthorizeFailure, client_id: Option<&str>, request_id: Option<&str>) -> Response {
+    let (AuthorizeFailure::Show(error) | AuthorizeFailure::Redirect { error, .. }) = &f;
+    let claimed = sigil_core::oauth::client_auth::PresentedCredentials {
+        client_id: client_id.map(str::to_owned),
+        ..Default::default()
+    };
+    app.oauth
+        .record_refused_client_request(
+            sigil_core::audit::EventType::AuthorizationDenied,
+            "authorize",
+            Some(&claimed),
+            error,
+            request_id,
+        )
+        .await;
+    failure(app, f)
 }
 
 fn failure(app: &crate::App, f: AuthorizeFailure) -> Response {
