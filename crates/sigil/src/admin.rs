@@ -299,9 +299,20 @@ pub async fn identity(g: &Global, family: Family, c: IdentityCommand) -> Result<
             token_ttl,
             dpop_required,
         } => {
+            // Each flag replaces its own half of the ceiling; the other half stays as it is.
             let ceiling = match (cs, ceiling_resources) {
                 (None, None) => None,
-                (cs, rs) => Some(ceiling(&cs.unwrap_or_default(), &rs.unwrap_or_default())?),
+                (Some(cs), Some(rs)) => Some(ceiling(&cs, &rs)?),
+                (cs, rs) => {
+                    let current = api.get_identity(family, &name).await?.ceiling;
+                    Some(Ceiling {
+                        scopes: cs.map_or(Ok(current.scopes), |c| scopes(&c))?,
+                        resources: match rs {
+                            Some(r) => Some(set(&r, ResourceUri::parse)?),
+                            None => current.resources,
+                        },
+                    })
+                }
             };
             let req = UpdateIdentity {
                 description: opt(description.as_ref(), Description::parse)?.map(Some),

@@ -661,9 +661,10 @@ pub enum IdentityCommand {
         /// Replace the labels with these key=value pairs.
         #[arg(long = "label")]
         labels: Option<Vec<String>>,
-        /// Replace the ceiling's scopes with these.
+        /// Replace the ceiling's scopes with these (its resources stay).
         #[arg(long = "ceiling")]
         ceiling: Option<Vec<String>>,
+        /// Replace the resources the ceiling is restricted to (its scopes stay).
         #[arg(long = "ceiling-resource")]
         ceiling_resources: Option<Vec<String>>,
         #[arg(long, conflicts_with = "no_expiry")]

@@ -82,6 +82,25 @@ async fn readme_tour_works() {
     let agent = json(&o);
     assert_eq!(agent["name"], "hr-assistant");
     assert_eq!(agent["ceiling"]["scopes"][0], "employees:read");
+    // Each ceiling flag of an update replaces its own half; the other half stays.
+    let update = |flag: &'static str, value: &'static str| {
+        let s = &s;
+        async move {
+            let o = sigil(
+                s,
+                None,
+                &["agent", "update", "hr-assistant", flag, value, "--output", "json"],
+            )
+            .await;
+            assert_eq!(o.code, 0, "{}", o.stderr);
+            json(&o)["ceiling"].clone()
+        }
+    };
+    let c = update("--ceiling-resource", "https://hr.example.com/api").await;
+    assert_eq!(c["scopes"], serde_json::json!(["employees:read"]), "{c}");
+    let c = update("--ceiling", "employees:write").await;
+    assert_eq!(c["resources"], serde_json::json!(["https://hr.example.com/api"]), "{c}");
+    assert_eq!(c["scopes"], serde_json::json!(["employees:write"]), "{c}");
 
     let o = sigil(&s, None, &["agent", "list"]).await;
     assert_eq!(o.code, 0);
