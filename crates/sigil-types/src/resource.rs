@@ -26,6 +26,7 @@ impl ResourceUri {
         } else {
             check_url_spelling(s, &url)?;
         }
+        check_uri_characters(s, &url)?;
         Ok(Self(s.to_owned()))
     }
 
@@ -51,6 +52,39 @@ impl ResourceUri {
             _ => false,
         }
     }
+}
+
+/// Only characters RFC 3986 §2 allows, each `%` starting a two-digit escape, and (for a
+/// URL) a host of DNS labels: written any other way, a client that parses the URI would send
+/// and compare another string than the one registered (a space as `%20`, `\` as `/`).
+fn check_uri_characters(s: &str, url: &url::Url) -> Result<(), ParseError> {
+    let bad = |why: String| Err(ParseError::new("resource uri", why));
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
+    if let Some(c) = s.chars().find(|c| !allowed(*c)) {
+        return bad(format!("must not contain {c:?} (RFC 3986 §2: percent-encode it)"));
+    }
+    let bytes = s.as_bytes();
+    let escapes_ok = bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
+        bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return bad("has a % that does not start a two-digit escape".into());
+    }
+    if let Some(url::Host::Domain(host)) = url.host() {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if !host.split('.').all(label_ok) {
+            return bad(format!("{host} is not a host name of DNS labels"));
+        }
+    }
+    Ok(())
 }
 
 /// A resource URL is compared byte for byte (as `aud`, and by clients that match RFC 9728
@@ -100,6 +134,8 @@ mod tests {
         assert!(ResourceUri::parse("https://api.example.com").is_ok());
         assert!(ResourceUri::parse("https://api.example.com:8443/v1?tenant=1").is_ok());
         assert!(ResourceUri::parse("http://[::1]:8080/mcp").is_ok());
+        assert!(ResourceUri::parse("https://api.example.com/a%20b?x=%2F&y=~1").is_ok());
+        assert!(ResourceUri::parse("http://127.0.0.1:9/mcp").is_ok());
     }
 
     #[test]
@@ -113,6 +149,17 @@ mod tests {
             "https://api.example.com/./mcp",
             "https://api.example.com/a/%2E%2e/mcp",
             "https://api.example.com/mcp/..",
+            "https://api.example.com/a b",
+            "https://api.example.com/a\tb",
+            "https://api.example.com/\"x\"",
+            "https://api.example.com/a\\b",
+            "https://api.example.com/{x}",
+            "https://api.example.com/café",
+            "https://api.example.com/%zz",
+            "https://api.example.com/%4",
+            "https://-bad-.example/api",
+            "https://a..b/api",
+            "urn:example:a b",
         ] {
             assert!(ResourceUri::parse(s).is_err(), "{s} should be refused");
         }
