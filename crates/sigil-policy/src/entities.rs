@@ -57,6 +57,12 @@ pub struct Query<'a> {
     pub context: RequestContext,
 }
 
+/// Whether `name` is one of the schema's own entity types (`User`, `Agent`, `Resource`, …),
+/// whose entities Sigil builds from its registry and no request may describe.
+pub fn is_builtin_type(name: &str) -> bool {
+    builtin_type_names().iter().any(|(n, _)| *n == name)
+}
+
 pub(crate) fn type_name(name: &str) -> Result<EntityTypeName, RequestError> {
     if let Some((_, parsed)) = builtin_type_names().iter().find(|(n, _)| *n == name) {
         return Ok(parsed.clone());

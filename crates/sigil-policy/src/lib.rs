@@ -10,7 +10,7 @@ mod error;
 mod service;
 
 pub use engine::{Decision, Engine, Step};
-pub use entities::{ChainMember, Query, RequestContext, ResourceInput};
+pub use entities::{ChainMember, Query, RequestContext, ResourceInput, is_builtin_type};
 pub use error::{PolicyError, RequestError};
 pub use service::{Activated, MAX_POLICY_BYTES, PolicyAdminError, PolicyService};
 

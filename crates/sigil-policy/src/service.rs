@@ -154,6 +154,12 @@ impl PolicyService {
     ) -> Result<Activated, PolicyAdminError> {
         let engine = self.compile_stored(version).await?;
         let previous = self.active_version().await?;
+        if version == previous {
+            // Already active: nothing changes and nothing is recorded, so the activation history
+            // (which rollback reads) holds each switch once, not a version after itself.
+            self.install(engine);
+            return Ok(Activated { version, previous });
+        }
         let now = self.clock.now();
         let mut record =
             AuditRecord::new(now, EventType::PolicyActivated, by, request_id).detail("previous_version", previous);

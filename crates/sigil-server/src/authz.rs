@@ -88,6 +88,13 @@ pub async fn evaluate(
     apply_context(&mut r.context, ev.context.as_ref())?;
     if resource.kind == "resource" {
         r.resource = Some(registered_resource(app, &resource.id).await?);
+    } else if sigil_policy::is_builtin_type(&resource.kind) {
+        // Its attributes (owner, status, ceiling) are the registry's: taken from the request,
+        // they would let the caller describe a registered resource or agent as it is not.
+        return Err(EvalError::bad(format!(
+            "resource type {} is Sigil's own: name a registered resource as type \"resource\", or use a type of your schema",
+            resource.kind
+        )));
     }
     let mut chain = Vec::with_capacity(1 + r.actors.len());
     if let Some(u) = &r.user {
@@ -276,6 +283,10 @@ fn record(
     // Ids, as in every other record, so search and trace find one person under one key.
     rec.subject = r.user.as_ref().map(|u| u.id.to_string());
     rec.actors = r.actors.iter().rev().map(|(i, _)| i.id.to_string()).collect();
+    // Who asked (the actors are whom the decision is about): a resource server's client, or an
+    // administrator.
+    rec.client_id = caller.strip_prefix("client:").map(str::to_owned);
+    let mut rec = rec.detail("caller", caller);
     rec.action = Some(action.to_owned());
     rec.target = Some(Target {
         kind: resource.kind.clone(),

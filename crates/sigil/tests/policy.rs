@@ -384,6 +384,7 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     .await
     .unwrap();
     let ask = eval(json!({"type": "agent", "id": "hr-bot"}), "employee.read", employee("x"));
+    let mut callers = Vec::new();
     for (identity, want) in [("hr-api", 200), ("hr-bot", 403)] {
         let cl = c
             .create_client(
@@ -402,6 +403,37 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), want, "{identity}");
+        callers.push(cl);
+    }
+    // The records name who asked; the refused agent client's attempt is one too.
+    for (cl, outcome) in callers.iter().zip(["success", "denied"]) {
+        let (_, found) = h
+            .get(&format!(
+                "/admin/v1/audit/records?type=access.evaluated&client={}",
+                cl.client_id
+            ))
+            .await;
+        assert_eq!(found["items"][0]["record"]["outcome"], outcome, "{found}");
+    }
+    // The request is what every JSON parser reads the same way: objects (not arrays of their
+    // fields), no member twice; and Sigil's own types are the registry's, not the caller's.
+    let rs = &callers[0];
+    let raw = |body: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/access/v1/evaluation", s.url))
+            .basic_auth(&rs.client_id, rs.client_secret.as_deref())
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    for body in [
+        r#"[["agent","hr-bot"],["employee.read"],["Employee","x"]]"#,
+        r#"{"subject": ["agent", "hr-bot"], "action": {"name": "employee.read"}, "resource": {"type": "Employee", "id": "x"}}"#,
+        r#"{"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"}, "resource": {"type": "Employee", "id": "x"}, "context": {"purpose": "marketing", "purpose": "research"}}"#,
+        r#"{"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"}, "resource": {"type": "Resource", "id": "x", "properties": {"owner": "olga"}}}"#,
+        r#"{"subject": {"type": "agent", "id": "hr-bot"}, "action": {"name": "employee.read"}, "resource": {"type": "Agent", "id": "hr-bot"}}"#,
+    ] {
+        let resp = raw(body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
     }
 
     // Every decision is in the audit trail with its evidence.
@@ -567,6 +599,17 @@ async fn the_token_endpoint_asks_the_policy() {
         "{r}"
     );
     assert_eq!(token("admin").await.0, 400);
+    // Activating the active version again changes nothing, so a rollback still goes back.
+    let (status, r) = h.post("/admin/v1/policies/1/activate", &json!({})).await;
+    assert_eq!(
+        (status, &r["version"], &r["previous"]),
+        (200, &json!(1), &json!(1)),
+        "{r}"
+    );
+    let (_, r) = h.post("/admin/v1/policies/rollback", &json!({})).await;
+    assert_eq!(r["version"], 0, "{r}");
+    let (_, r) = h.post("/admin/v1/policies/1/activate", &json!({})).await;
+    assert_eq!(r["version"], 1, "{r}");
     let (status, r) = h.post("/admin/v1/policies/0/activate", &json!({})).await;
     assert_eq!((status, &r["version"]), (200, &json!(0)), "{r}");
     assert_eq!(token("admin").await.0, 200);

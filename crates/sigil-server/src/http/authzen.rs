@@ -44,11 +44,39 @@ pub async fn metadata(AxState(app): State) -> Response {
     .into_response()
 }
 
+/// The request: strict JSON (no member twice, see `strict_json`) whose request and whose
+/// subject, action, resource and each evaluation are objects (AuthZEN §5: "JSON objects"; serde
+/// alone would also read a struct from an array of its fields).
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Invalid {
+    let invalid = |m: String| ApiError::Invalid {
         field: None,
-        message: format!("the body is not a valid AuthZEN request: {e}"),
-    })
+        message: format!("the body is not a valid AuthZEN request: {m}"),
+    };
+    let value = super::strict_json::parse(body).map_err(|e| invalid(e.to_string()))?;
+    objects_where_the_spec_says(&value).map_err(invalid)?;
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+}
+
+fn objects_where_the_spec_says(request: &serde_json::Value) -> Result<(), String> {
+    let members = |v: &serde_json::Value, prefix: &str| -> Result<(), String> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{prefix}: a JSON object is expected"))?;
+        for key in ["subject", "action", "resource", "context"] {
+            match obj.get(key) {
+                None | Some(serde_json::Value::Null | serde_json::Value::Object(_)) => {}
+                Some(_) => return Err(format!("{prefix}.{key} must be a JSON object")),
+            }
+        }
+        Ok(())
+    };
+    members(request, "the request")?;
+    if let Some(items) = request.get("evaluations").and_then(|e| e.as_array()) {
+        for (n, item) in items.iter().enumerate() {
+            members(item, &format!("evaluations[{n}]"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The caller's principal, or the error response: 401 (RFC 6749 error body, `WWW-Authenticate`)
@@ -61,18 +89,33 @@ async fn authenticate(
     request_id: Option<&str>,
 ) -> Result<String, Response> {
     let endpoint = format!("{}/access/v1/evaluation", app.issuer);
-    let caller = json_caller(app, headers, ext, &endpoint, request_id)
-        .await
-        .map_err(|e| error_response(&e))?;
+    let rid = request_id.map(str::to_owned);
+    let no_form = super::oauth::Form::default();
+    let caller = match json_caller(app, headers, ext, &endpoint, request_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            super::oauth::record_refusal(app, EventType::AccessEvaluated, headers, ext, Some(&no_form), &e, &rid).await;
+            return Err(error_response(&e));
+        }
+    };
     if let Some(id) = &caller.identity {
         let is_workload = crate::authz::is_workload(app, id)
             .await
             .map_err(|_| ApiError::Unavailable.into_response())?;
         if !is_workload {
-            return Err(ApiError::Forbidden(
-                "only resource servers (workload clients) and administrators may ask for access decisions".into(),
+            let why = "only resource servers (workload clients) and administrators may ask for access decisions";
+            let refusal = sigil_core::oauth::OAuthError::new(sigil_core::oauth::ErrorCode::UnauthorizedClient, why);
+            super::oauth::record_refusal(
+                app,
+                EventType::AccessEvaluated,
+                headers,
+                ext,
+                Some(&no_form),
+                &refusal,
+                &rid,
             )
-            .into_response());
+            .await;
+            return Err(ApiError::Forbidden(why.into()).into_response());
         }
     }
     Ok(caller.who)

@@ -20,6 +20,7 @@ mod node_api;
 mod oauth;
 mod query;
 mod register;
+mod strict_json;
 
 use std::sync::Arc;
 

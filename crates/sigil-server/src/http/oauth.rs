@@ -63,6 +63,7 @@ fn ok_json(body: impl serde::Serialize) -> Response {
 
 /// A form body: every parameter at most once (RFC 6749 §3.2), except those listed as repeatable;
 /// one sent without a value counts as omitted (§3.1, §3.2).
+#[derive(Default)]
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
@@ -402,12 +403,13 @@ pub async fn introspect(
     match result {
         Ok(r) => ok_json(r),
         Err(e) => {
+            let form = Form::parse(&headers, &body, &[]).ok();
             record_refusal(
                 &app,
                 EventType::TokenIntrospected,
                 &headers,
                 &ext,
-                &body,
+                form.as_ref(),
                 &e,
                 &request_id,
             )
@@ -419,23 +421,22 @@ pub async fn introspect(
 
 /// Audits a refused introspection or revocation by a client, named as far as it could be read.
 /// (A bad administrator token is already an `admin.auth_failed` record.)
-async fn record_refusal(
+pub(super) async fn record_refusal(
     app: &crate::App,
     event: EventType,
     headers: &HeaderMap,
     ext: &axum::http::Extensions,
-    body: &[u8],
+    form: Option<&Form>,
     e: &OAuthError,
     request_id: &Option<String>,
 ) {
     if bearer_token(headers).is_some() {
         return;
     }
-    let creds = Form::parse(headers, body, &[])
-        .ok()
-        .and_then(|form| credentials(headers, ext, &form).ok());
+    let creds = form.and_then(|form| credentials(headers, ext, form).ok());
     let action = match event {
         EventType::TokenRevoked => "revoke",
+        EventType::AccessEvaluated => "evaluate",
         _ => "introspect",
     };
     app.oauth
@@ -475,7 +476,17 @@ pub async fn revoke(
     match result {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
         Err(e) => {
-            record_refusal(&app, EventType::TokenRevoked, &headers, &ext, &body, &e, &request_id).await;
+            let form = Form::parse(&headers, &body, &[]).ok();
+            record_refusal(
+                &app,
+                EventType::TokenRevoked,
+                &headers,
+                &ext,
+                form.as_ref(),
+                &e,
+                &request_id,
+            )
+            .await;
             error_response(&e)
         }
     }
