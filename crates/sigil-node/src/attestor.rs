@@ -12,11 +12,18 @@ use std::time::SystemTime;
 use sigil_proto::node::{NodeEntry, WorkloadInfo};
 
 /// What the kernel says about the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCredentials {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    /// The program the process ran when it connected (read as the connection was accepted).
+    pub exe_at_connect: Option<PathBuf>,
+}
+
+/// The program process `pid` runs now.
+pub fn exe_of(pid: Option<i32>) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{}/exe", pid?)).ok()
 }
 
 /// An attested caller: its selectors and the evidence for the audit trail.
@@ -40,13 +47,15 @@ impl Attestor {
     }
 
     /// Attests a caller. The `unix:sha256` selector is computed only if some entry uses one.
-    pub fn attest(&self, peer: PeerCredentials, entries: &[NodeEntry]) -> Workload {
+    pub fn attest(&self, peer: &PeerCredentials, entries: &[NodeEntry]) -> Workload {
         let mut selectors = BTreeSet::new();
         selectors.insert(format!("unix:uid:{}", peer.uid));
         selectors.insert(format!("unix:gid:{}", peer.gid));
-        let exe = peer
-            .pid
-            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok());
+        // A process keeps its pid and credentials across exec: one that connected and then
+        // exec'd another program would be attested as that program. Path and hash selectors
+        // are only given while the program is still the one that connected, checked before
+        // and after reading them.
+        let exe = exe_of(peer.pid).filter(|now| Some(now) == peer.exe_at_connect.as_ref());
         if let Some(path) = &exe {
             selectors.insert(format!("unix:path:{}", path.display()));
         }
@@ -65,6 +74,11 @@ impl Attestor {
             .any(|e| e.selectors.iter().any(|s| s.starts_with("unix:sha256:")));
         if wants_hash && let Some(h) = self.hash_exe(&w, peer.pid) {
             w.selectors.insert(format!("unix:sha256:{h}"));
+        }
+        if w.exe.is_some() && exe_of(peer.pid) != w.exe {
+            w.selectors
+                .retain(|s| !s.starts_with("unix:path:") && !s.starts_with("unix:sha256:"));
+            w.exe = None;
         }
         w
     }
@@ -123,10 +137,12 @@ mod tests {
 
     #[test]
     fn every_selector_of_an_entry_must_match() {
+        let pid = Some(i32::try_from(std::process::id()).unwrap());
         let me = PeerCredentials {
             uid: nix_uid(),
             gid: 4242,
-            pid: Some(i32::try_from(std::process::id()).unwrap()),
+            pid,
+            exe_at_connect: exe_of(pid),
         };
         let exe = std::env::current_exe().unwrap();
         let hash: String = sigil_crypto::sha256(&std::fs::read(&exe).unwrap())
@@ -142,9 +158,18 @@ mod tests {
             entry("c", &[&uid, "unix:gid:1"]),
             entry("d", &["unix:sha256:00"]),
         ];
-        let w = Attestor::new().attest(me, &entries);
+        let w = Attestor::new().attest(&me, &entries);
         let ids: Vec<&str> = w.matching(&entries).iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, vec!["a", "b"]);
+        // A process that connected running another program (and exec'd this one since) keeps
+        // its uid and gid selectors, not this program's path or hash.
+        let execd = PeerCredentials {
+            exe_at_connect: Some(PathBuf::from("/usr/bin/python3")),
+            ..me
+        };
+        let w = Attestor::new().attest(&execd, &entries);
+        let ids: Vec<&str> = w.matching(&entries).iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, vec!["a"]);
     }
 
     fn nix_uid() -> u32 {

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod attestor;
 pub mod cache;
 pub mod client;
+pub mod connection;
 pub mod identity;
 mod run;
 pub mod workload_api;

@@ -92,6 +92,14 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener, NodeError> {
 }
 
 /// Runs the agent until `shutdown` completes.
+/// The Workload API's connections, each with the peer's program read as it is accepted.
+fn accepted(
+    listener: tokio::net::UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::connection::AttestedStream>> {
+    use tokio_stream::StreamExt;
+    UnixListenerStream::new(listener).map(|s| s.map(crate::connection::AttestedStream::accepted))
+}
+
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     let client = NodeClient::new(&config.server)?;
     let id = identity(&client, &config).await?;
@@ -117,7 +125,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(WorkloadApi::new(agent)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(accepted(listener), async move {
             let _ = stop.await;
         });
     tokio::pin!(server);

@@ -6,10 +6,10 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::connection::CallerAtConnect;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
@@ -42,22 +42,26 @@ fn caller<T>(req: &Request<T>) -> Result<PeerCredentials, Status> {
     if req.metadata().get(SECURITY_HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
         return Err(Status::invalid_argument("security header missing from request"));
     }
-    let cred = req
+    let caller = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|c| c.peer_cred)
+        .get::<CallerAtConnect>()
+        .ok_or_else(|| Status::permission_denied("the caller's credentials are unavailable"))?;
+    let cred = caller
+        .uds
+        .peer_cred
         .ok_or_else(|| Status::permission_denied("the caller's credentials are unavailable"))?;
     Ok(PeerCredentials {
         uid: cred.uid(),
         gid: cred.gid(),
         pid: cred.pid(),
+        exe_at_connect: caller.exe.clone(),
     })
 }
 
 impl WorkloadApi {
     /// Attests the caller against `snap`; an attested caller that matches nothing is refused
     /// (and the refusal reported to the server for the audit trail).
-    fn entitled(&self, peer: PeerCredentials, snap: &Snapshot) -> Result<(Workload, Vec<String>), Status> {
+    fn entitled(&self, peer: &PeerCredentials, snap: &Snapshot) -> Result<(Workload, Vec<String>), Status> {
         let w = self.agent.attestor.attest(peer, &snap.entries);
         let mut ids: Vec<String> = w.matching(&snap.entries).iter().map(|e| e.id.clone()).collect();
         if ids.is_empty() {
@@ -151,7 +155,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let peer = caller(&req)?;
         let snap = self.agent.cache.current();
         if snap.ready {
-            self.entitled(peer, &snap)?;
+            self.entitled(&peer, &snap)?;
         }
         let api = self.clone();
         // What was last sent: the SVIDs (by identity of the cached value) and every bundle.
@@ -160,7 +164,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             if !snap.ready {
                 return Step::Skip;
             }
-            let ids = match api.entitled(peer, snap) {
+            let ids = match api.entitled(&peer, snap) {
                 Ok((_, ids)) => ids,
                 Err(status) => return Step::End(status),
             };
@@ -247,7 +251,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if !snap.ready {
             return Err(Status::unavailable("the node agent has not synced with the server yet"));
         }
-        let (workload, ids) = self.entitled(peer, &snap)?;
+        let (workload, ids) = self.entitled(&peer, &snap)?;
         let wanted: Vec<&String> = ids
             .iter()
             .filter(|id| {
