@@ -122,31 +122,11 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
     assert_eq!(fx.introspect(&r1).await, json!({"active": false}), "spent");
     assert_eq!(fx.introspect(&r2).await["active"], true);
     // Narrowing on refresh is allowed, widening is not.
-    let (s, v) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &r2),
-                ("client_id", &fx.public),
-                ("scope", "read admin"),
-            ],
-            None,
-        )
-        .await;
+    let (s, v) = fx.refresh_with_scope(&r2, "read admin").await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")));
     // A narrowed refresh narrows that access token only: the new refresh token keeps the
     // consented scope (RFC 6749 §6), so the next refresh without a scope gets all of it back.
-    let (s, narrow) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &r2),
-                ("client_id", &fx.public),
-                ("scope", "read"),
-            ],
-            None,
-        )
-        .await;
+    let (s, narrow) = fx.refresh_with_scope(&r2, "read").await;
     assert_eq!((s, narrow["scope"].as_str()), (200, Some("read")), "{narrow}");
     let r3 = narrow["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(fx.introspect(&r3).await["scope"], "read write");
@@ -163,33 +143,13 @@ async fn code_flow_with_pkce_issues_a_delegated_token_and_rotating_refresh_token
     c.update_identity(Family::Agents, "assistant", &ceiling(json!(["read"])))
         .await
         .unwrap();
-    let (s, v) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &r2),
-                ("client_id", &fx.public),
-                ("scope", "write"),
-            ],
-            None,
-        )
-        .await;
+    let (s, v) = fx.refresh_with_scope(&r2, "write").await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
     c.update_identity(Family::Agents, "assistant", &ceiling(json!(["read", "write"])))
         .await
         .unwrap();
     // openid was not asked for at sign-in: asking for it at refresh widens the grant.
-    let (s, v) = fx
-        .token(
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &r2),
-                ("client_id", &fx.public),
-                ("scope", "openid"),
-            ],
-            None,
-        )
-        .await;
+    let (s, v) = fx.refresh_with_scope(&r2, "openid").await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
 
     // Reusing the spent r1 revokes the family: r2 and the tokens issued so far die.

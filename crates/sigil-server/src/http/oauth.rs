@@ -403,24 +403,37 @@ pub async fn introspect(
     match result {
         Ok(r) => ok_json(r),
         Err(e) => {
-            let form = Form::parse(&headers, &body, &[]).ok();
-            record_refusal(
+            refused_form_request(
                 &app,
                 EventType::TokenIntrospected,
                 &headers,
                 &ext,
-                form.as_ref(),
+                &body,
                 &e,
                 &request_id,
             )
-            .await;
-            error_response(&e)
+            .await
         }
     }
 }
 
 /// Audits a refused introspection or revocation by a client, named as far as it could be read.
 /// (A bad administrator token is already an `admin.auth_failed` record.)
+/// The answer to a refused introspection or revocation, recorded first.
+async fn refused_form_request(
+    app: &crate::App,
+    event: EventType,
+    headers: &HeaderMap,
+    ext: &axum::http::Extensions,
+    body: &[u8],
+    e: &OAuthError,
+    request_id: &Option<String>,
+) -> Response {
+    let form = Form::parse(headers, body, &[]).ok();
+    record_refusal(app, event, headers, ext, form.as_ref(), e, request_id).await;
+    error_response(e)
+}
+
 pub(super) async fn record_refusal(
     app: &crate::App,
     event: EventType,
@@ -475,20 +488,7 @@ pub async fn revoke(
     .await;
     match result {
         Ok(()) => (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response(),
-        Err(e) => {
-            let form = Form::parse(&headers, &body, &[]).ok();
-            record_refusal(
-                &app,
-                EventType::TokenRevoked,
-                &headers,
-                &ext,
-                form.as_ref(),
-                &e,
-                &request_id,
-            )
-            .await;
-            error_response(&e)
-        }
+        Err(e) => refused_form_request(&app, EventType::TokenRevoked, &headers, &ext, &body, &e, &request_id).await,
     }
 }
 

@@ -312,6 +312,20 @@ impl Fx {
         .await
     }
 
+    /// A refresh that names a scope (narrowing, or asking for more than the grant).
+    pub async fn refresh_with_scope(&self, refresh_token: &str, scope: &str) -> (u16, Value) {
+        self.token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", &self.public),
+                ("scope", scope),
+            ],
+            None,
+        )
+        .await
+    }
+
     pub async fn redeem(&self, code: &str, verifier: &str) -> (u16, Value) {
         self.token(
             &[
