@@ -5,15 +5,16 @@
 
 use sigil_types::{IdentityId, IdentityStatus, ResourceUri, ScopeSet, Timestamp, UserId, UserStatus};
 
-use super::authorize::{pkce_matches, resource_target, valid_verifier};
+use super::authorize::{pkce_matches, valid_verifier};
 use super::client::{ClientAuthMethod, OAuthClient};
 use super::client_auth::{Authenticated, PresentedCredentials};
+use super::delegated_token::Delegated;
 use super::error::{ErrorCode, OAuthError};
 use super::grant::{Grant, GrantKind, REFRESH_PREFIX};
 use super::policy::ChainPrincipal;
 use super::service::{OAuthService, TokenResponse};
-use super::token::{self, AccessClaims, Actor, Confirmation};
-use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome, PolicyEvidence};
+use super::token::Actor;
+use crate::audit::{AuditRecord, AuthEvidence, EventType, Outcome};
 use crate::model::{Identity, IdentityRef, Principal, Resource, ResourceRef, User, UserRef};
 use crate::store::{Change, ChangeSet};
 
@@ -33,25 +34,6 @@ pub struct ExchangeRequest<'a> {
     pub resources: &'a [String],
     pub audiences: &'a [String],
     pub scope: Option<&'a str>,
-}
-
-/// Everything a delegated access token is minted from.
-pub(super) struct Delegated<'a> {
-    pub(super) user: &'a User,
-    /// The chain, the current actor outermost.
-    pub(super) act: Actor,
-    pub(super) client: &'a OAuthClient,
-    pub(super) resource: &'a Resource,
-    pub(super) scope: &'a ScopeSet,
-    /// The token may not outlive this (the subject token's expiry, for an exchange).
-    pub(super) not_after: Option<i64>,
-    /// The acting agent's own token lifetime, if the operator set one: it bounds the tokens
-    /// the agent holds for users as much as those it gets for itself.
-    pub(super) agent_token_ttl: Option<u32>,
-    pub(super) proof: Option<&'a super::dpop::Proof>,
-    /// The client certificate the client authenticated with (mutual TLS), if any.
-    pub(super) cert_thumbprint: Option<&'a str>,
-    pub(super) now: Timestamp,
 }
 
 impl OAuthService {
@@ -799,74 +781,6 @@ impl OAuthService {
             out.push(self.reads.username(&i.owner).await?);
         }
         Ok(out)
-    }
-
-    pub(super) fn mint_delegated(&self, d: &Delegated<'_>) -> Result<(String, AccessClaims, u64), OAuthError> {
-        let mut jti = [0u8; 16];
-        self.rng.fill(&mut jti);
-        let now = d.now.unix_seconds();
-        let ttl = i64::try_from(self.token_lifetime(d.agent_token_ttl).as_secs()).unwrap_or(300);
-        let exp = d.not_after.map_or(now + ttl, |n| n.min(now + ttl));
-        if exp <= now {
-            // Only a subject token bounds it so: one accepted within the clock-skew allowance
-            // that has in fact expired (RFC 8693 §2.2.2: an invalid subject_token).
-            return Err(OAuthError::invalid_request("the subject token has expired"));
-        }
-        let claims = AccessClaims {
-            iss: self.cfg.issuer.clone(),
-            sub: d.user.id.to_string(),
-            aud: d.resource.uri.to_string(),
-            exp,
-            iat: now,
-            jti: sigil_crypto::b64url(&jti),
-            client_id: d.client.client_id.clone(),
-            scope: d.scope.to_oauth_string(),
-            cnf: Confirmation::of(d.proof.map(|p| p.jkt.clone()), d.cert_thumbprint.map(str::to_owned)),
-            act: Some(d.act.clone()),
-            may_act: None,
-        };
-        let key = self.keys.active().ok_or_else(OAuthError::unavailable)?;
-        let token = token::mint(&key, &claims).map_err(|_| OAuthError::unavailable())?;
-        Ok((token, claims, u64::try_from(exp - now).unwrap_or(0)))
-    }
-
-    /// The audit record of a delegated issuance: the user as subject, the actors outermost first.
-    #[allow(clippy::too_many_arguments, reason = "all parts of one record")]
-    pub(super) fn delegated_record(
-        &self,
-        event: EventType,
-        claims: &AccessClaims,
-        auth: &Authenticated,
-        resource: &Resource,
-        evidence: PolicyEvidence,
-        action: &str,
-        request_id: Option<&str>,
-        now: Timestamp,
-    ) -> AuditRecord {
-        let actors: Vec<String> = claims
-            .act
-            .as_ref()
-            .map(|a| a.chain_from_user().iter().rev().map(|m| m.sub.clone()).collect())
-            .unwrap_or_default();
-        let by = actors.first().cloned().unwrap_or_else(|| claims.client_id.clone());
-        let mut record = AuditRecord::new(now, event, &Principal::from_stored(by), request_id);
-        record.subject = Some(claims.sub.clone());
-        record.actors = actors;
-        record.client_id = Some(claims.client_id.clone());
-        record.auth = Some(AuthEvidence {
-            jti: Some(claims.jti.clone()),
-            ..auth.evidence.clone()
-        });
-        record.target = Some(resource_target(resource));
-        record.scopes = claims
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        record.action = Some(action.into());
-        record.policy = Some(evidence);
-        record
     }
 }
 

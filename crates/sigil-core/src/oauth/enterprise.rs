@@ -679,7 +679,7 @@ impl OAuthService {
             )
             .await?;
         let act = super::token::Actor::wrap(agent.id.to_string(), auth.client.client_id.clone(), None);
-        let (access_token, claims, ttl) = self.mint_delegated(&super::delegation::Delegated {
+        let (access_token, claims, ttl) = self.mint_delegated(&super::delegated_token::Delegated {
             user: &user,
             act,
             client: &auth.client,

@@ -7,6 +7,7 @@ pub mod authorize;
 mod cache;
 pub mod client;
 pub mod client_auth;
+mod delegated_token;
 pub mod delegation;
 pub mod dpop;
 pub mod enterprise;
