@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use sigil_core::audit::{AuditRecord, EventType, Outcome};
 use sigil_core::model::Principal;
+use sigil_core::oauth::{ErrorCode, OAuthError};
 use sigil_core::store::ChangeSet;
 use sigil_proto::policy::{DecisionView, Evaluation, Evaluations, EvaluationsView};
 
@@ -89,36 +90,41 @@ async fn authenticate(
     request_id: Option<&str>,
 ) -> Result<String, Response> {
     let endpoint = format!("{}/access/v1/evaluation", app.issuer);
-    let rid = request_id.map(str::to_owned);
-    let no_form = super::oauth::Form::default();
-    let caller = match json_caller(app, headers, ext, &endpoint, request_id).await {
-        Ok(c) => c,
+    let (refusal, response) = match json_caller(app, headers, ext, &endpoint, request_id).await {
         Err(e) => {
-            super::oauth::record_refusal(app, EventType::AccessEvaluated, headers, ext, Some(&no_form), &e, &rid).await;
-            return Err(error_response(&e));
+            let response = error_response(&e);
+            (e, response)
+        }
+        Ok(caller) => {
+            let Some(id) = &caller.identity else {
+                return Ok(caller.who);
+            };
+            let is_workload = crate::authz::is_workload(app, id)
+                .await
+                .map_err(|_| ApiError::Unavailable.into_response())?;
+            if is_workload {
+                return Ok(caller.who);
+            }
+            let why = "only resource servers (workload clients) and administrators may ask for access decisions";
+            (
+                OAuthError::new(ErrorCode::UnauthorizedClient, why),
+                ApiError::Forbidden(why.into()).into_response(),
+            )
         }
     };
-    if let Some(id) = &caller.identity {
-        let is_workload = crate::authz::is_workload(app, id)
-            .await
-            .map_err(|_| ApiError::Unavailable.into_response())?;
-        if !is_workload {
-            let why = "only resource servers (workload clients) and administrators may ask for access decisions";
-            let refusal = sigil_core::oauth::OAuthError::new(sigil_core::oauth::ErrorCode::UnauthorizedClient, why);
-            super::oauth::record_refusal(
-                app,
-                EventType::AccessEvaluated,
-                headers,
-                ext,
-                Some(&no_form),
-                &refusal,
-                &rid,
-            )
-            .await;
-            return Err(ApiError::Forbidden(why.into()).into_response());
-        }
-    }
-    Ok(caller.who)
+    let rid = request_id.map(str::to_owned);
+    let no_form = super::oauth::Form::default();
+    super::oauth::record_refusal(
+        app,
+        EventType::AccessEvaluated,
+        headers,
+        ext,
+        Some(&no_form),
+        &refusal,
+        &rid,
+    )
+    .await;
+    Err(response)
 }
 
 pub async fn evaluation(AxState(app): State, req: axum::extract::Request) -> Response {

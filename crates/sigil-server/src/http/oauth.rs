@@ -102,13 +102,13 @@ impl Form {
     }
 }
 
-/// Client credentials from the Authorization header and the form.
 /// Two `Authorization` headers are two credentials at once: which one counts is ambiguous, so
 /// the request is malformed rather than authenticated by whichever comes first.
 fn repeated_authorization(headers: &HeaderMap) -> bool {
     headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some()
 }
 
+/// Client credentials from the Authorization header and the form.
 fn credentials(
     headers: &HeaderMap,
     ext: &axum::http::Extensions,
@@ -417,8 +417,6 @@ pub async fn introspect(
     }
 }
 
-/// Audits a refused introspection or revocation by a client, named as far as it could be read.
-/// (A bad administrator token is already an `admin.auth_failed` record.)
 /// The answer to a refused introspection or revocation, recorded first.
 async fn refused_form_request(
     app: &crate::App,
@@ -434,6 +432,9 @@ async fn refused_form_request(
     error_response(e)
 }
 
+/// Audits a refused request of a client (introspection, revocation, AuthZEN), naming the client
+/// as far as its credentials could be read. A bad administrator token is already an
+/// `admin.auth_failed` record.
 pub(super) async fn record_refusal(
     app: &crate::App,
     event: EventType,
