@@ -793,8 +793,8 @@ impl OAuthService {
             .await;
     }
 
-    /// Records a refused request of a client at an OAuth endpoint as a denied `event` (at
-    /// `/introspect` a `token.introspected`, at `/revoke` a `token.revoked`): failed client
+    /// Records a refused request of a client as a denied `event` (`token.introspected`,
+    /// `token.revoked`, `authorization.denied`, `access.evaluated`): failed client
     /// authentication, a quarantined agent's client still calling, another client's token.
     pub async fn record_refused_client_request(
         &self,
