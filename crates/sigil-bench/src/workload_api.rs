@@ -113,6 +113,7 @@ pub async fn bench(sigil: &std::path::Path, duration: Duration, conns: usize) ->
             socket: socket.clone(),
             data_dir: dir.path().join("node"),
             sync_interval: Duration::from_secs(5),
+            allow_unauthenticated_verifiers: false,
         },
         async move {
             let _ = stop_rx.await;

@@ -143,6 +143,18 @@ impl Snapshot {
     pub fn all_bundles(&self) -> impl Iterator<Item = &Bundle> {
         std::iter::once(&self.bundle).chain(&self.federated)
     }
+
+    /// The X509-SVIDs of these entries that may still be handed out at `now`: one the agent
+    /// could not renew in time is left out once it has expired, so the workload waits for a
+    /// fresh one instead of presenting a certificate every peer refuses.
+    pub fn servable_svids(&self, entry_ids: &[String], now: i64) -> Vec<Arc<WorkloadSvid>> {
+        entry_ids
+            .iter()
+            .filter_map(|id| self.svids.get(id))
+            .filter(|s| s.expires_at > now)
+            .cloned()
+            .collect()
+    }
 }
 
 /// The published snapshot.
@@ -179,8 +191,32 @@ impl Cache {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
-    use super::jwk_for_validation;
+    use super::{Snapshot, WorkloadSvid, jwk_for_validation};
     use serde_json::json;
+    use std::sync::Arc;
+
+    #[test]
+    fn expired_svids_are_not_served() {
+        let svid = |expires_at| {
+            Arc::new(WorkloadSvid {
+                spiffe_id: "spiffe://sigil.local/app".into(),
+                authority: "a".into(),
+                cert_der: vec![1],
+                chain: Vec::new(),
+                key_pkcs8: zeroize::Zeroizing::new(vec![2]),
+                issued_at: 0,
+                expires_at,
+            })
+        };
+        let mut snap = Snapshot::default();
+        snap.svids.insert("live".into(), svid(200));
+        snap.svids.insert("expired".into(), svid(100));
+        let ids = ["live".to_owned(), "expired".to_owned(), "unknown".to_owned()];
+        let served = snap.servable_svids(&ids, 100);
+        assert_eq!(served.len(), 1);
+        assert_eq!(served[0].expires_at, 200);
+        assert!(snap.servable_svids(&ids, 200).is_empty(), "expiry is exclusive");
+    }
 
     /// Only JWT-SVID algorithms (JWT-SVID §3) that Sigil verifies: ES256 and RS256 keys.
     #[test]

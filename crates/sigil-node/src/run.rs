@@ -28,6 +28,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// How often to sync with the server.
     pub sync_interval: Duration,
+    /// Hand our trust bundle to callers no entry selects (SPIRE's
+    /// `allow_unauthenticated_verifiers`); off, they get `PermissionDenied`.
+    pub allow_unauthenticated_verifiers: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +127,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     tracing::info!(socket = %config.socket.display(), "Workload API listening");
     let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        .add_service(SpiffeWorkloadApiServer::new(WorkloadApi::new(agent)))
+        .add_service(SpiffeWorkloadApiServer::new(WorkloadApi::new(
+            agent,
+            config.allow_unauthenticated_verifiers,
+        )))
         .serve_with_incoming_shutdown(accepted(listener), async move {
             let _ = stop.await;
         });

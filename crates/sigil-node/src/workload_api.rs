@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
 use crate::attestor::{PeerCredentials, Workload};
-use crate::cache::{Snapshot, WorkloadSvid};
+use crate::cache::{Bundle, Snapshot, WorkloadSvid};
 use crate::client::unix_now;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::{
@@ -29,11 +29,19 @@ type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static
 #[derive(Debug, Clone)]
 pub struct WorkloadApi {
     agent: Arc<Agent>,
+    /// Whether callers no entry selects may still fetch our trust bundle (to verify others
+    /// without an identity of their own). Off by default, as in SPIRE's agent: a bundle names
+    /// the trust domain's authorities and federations, which is no business of an unknown
+    /// process.
+    unauthenticated_verifiers: bool,
 }
 
 impl WorkloadApi {
-    pub fn new(agent: Arc<Agent>) -> Self {
-        Self { agent }
+    pub fn new(agent: Arc<Agent>, unauthenticated_verifiers: bool) -> Self {
+        Self {
+            agent,
+            unauthenticated_verifiers,
+        }
     }
 }
 
@@ -65,18 +73,54 @@ impl WorkloadApi {
         let w = self.agent.attestor.attest(peer, &snap.entries);
         let mut ids: Vec<String> = w.matching(&snap.entries).iter().map(|e| e.id.clone()).collect();
         if ids.is_empty() {
-            tracing::info!(uid = peer.uid, pid = ?peer.pid, path = ?w.info.path, "workload matches no entry");
-            self.agent.report_denial(w.info.clone());
-            return Err(Status::permission_denied("no identity issued"));
+            return Err(self.refuse(peer, &w));
         }
         ids.sort();
         Ok((w, ids))
     }
 
-    fn x509_response(snap: &Snapshot, entry_ids: &[String]) -> Option<X509svidResponse> {
-        let svids: Vec<X509svid> = entry_ids
+    fn refuse(&self, peer: &PeerCredentials, w: &Workload) -> Status {
+        tracing::info!(uid = peer.uid, pid = ?peer.pid, path = ?w.info.path, "workload matches no entry");
+        self.agent.report_denial(w.info.clone());
+        Status::permission_denied("no identity issued")
+    }
+
+    /// The bundles a caller is handed: all of them (ours and the federated ones) when an entry
+    /// selects it; only ours to an unregistered verifier when those are allowed; otherwise
+    /// `PermissionDenied`, as for its SVIDs.
+    fn visible_bundles<'s>(&self, peer: &PeerCredentials, snap: &'s Snapshot) -> Result<Vec<&'s Bundle>, Status> {
+        let w = self.agent.attestor.attest(peer, &snap.entries);
+        if !w.matching(&snap.entries).is_empty() {
+            return Ok(snap.all_bundles().collect());
+        }
+        if self.unauthenticated_verifiers {
+            return Ok(vec![&snap.bundle]);
+        }
+        Err(self.refuse(peer, &w))
+    }
+
+    /// The bundle that may vouch for a JWT-SVID of `trust_domain_id`: ours for anyone, a
+    /// federated one only for a caller some entry selects (its federations are what it was
+    /// registered into). Refusing nothing itself, it reports no denial.
+    fn validating_bundle<'s>(
+        &self,
+        peer: &PeerCredentials,
+        snap: &'s Snapshot,
+        trust_domain_id: &str,
+    ) -> Option<&'s Bundle> {
+        if snap.bundle.trust_domain_id == trust_domain_id {
+            return Some(&snap.bundle);
+        }
+        let w = self.agent.attestor.attest(peer, &snap.entries);
+        if w.matching(&snap.entries).is_empty() {
+            return None;
+        }
+        snap.bundle_for(trust_domain_id)
+    }
+
+    fn x509_response(snap: &Snapshot, current: &[Arc<WorkloadSvid>]) -> Option<X509svidResponse> {
+        let svids: Vec<X509svid> = current
             .iter()
-            .filter_map(|id| snap.svids.get(id))
             .map(|s| X509svid {
                 spiffe_id: s.spiffe_id.clone(),
                 // The leaf first, then any intermediates, concatenated DER.
@@ -168,7 +212,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 Ok((_, ids)) => ids,
                 Err(status) => return Step::End(status),
             };
-            let current: Vec<Arc<WorkloadSvid>> = ids.iter().filter_map(|id| snap.svids.get(id).cloned()).collect();
+            let current = snap.servable_svids(&ids, unix_now());
             let bundles: Vec<(String, Vec<u8>)> = snap
                 .all_bundles()
                 .map(|b| (b.trust_domain_id.clone(), b.x509.clone()))
@@ -181,8 +225,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
             if unchanged {
                 return Step::Skip;
             }
+            let response = WorkloadApi::x509_response(snap, &current);
             let key = (current, bundles);
-            match WorkloadApi::x509_response(snap, &ids) {
+            match response {
                 Some(r) => {
                     last = Some(key);
                     Step::Send(r)
@@ -196,15 +241,26 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        caller(&req)?;
+        let peer = caller(&req)?;
+        let snap = self.agent.cache.current();
+        if snap.ready {
+            self.visible_bundles(&peer, &snap)?;
+        }
+        let api = self.clone();
         let mut last = None;
         Ok(Response::new(watch_stream(&self.agent, move |snap| {
-            let bundles: std::collections::HashMap<String, Vec<u8>> = snap
-                .all_bundles()
-                .filter(|b| !b.x509.is_empty())
-                .map(|b| (b.trust_domain_id.clone(), b.x509.clone()))
-                .collect();
-            if !snap.ready || last.as_ref() == Some(&bundles) {
+            if !snap.ready {
+                return Step::Skip;
+            }
+            let bundles: std::collections::HashMap<String, Vec<u8>> = match api.visible_bundles(&peer, snap) {
+                Ok(visible) => visible
+                    .into_iter()
+                    .filter(|b| !b.x509.is_empty())
+                    .map(|b| (b.trust_domain_id.clone(), b.x509.clone()))
+                    .collect(),
+                Err(status) => return Step::End(status),
+            };
+            if last.as_ref() == Some(&bundles) {
                 return Step::Skip;
             }
             last = Some(bundles.clone());
@@ -219,14 +275,25 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        caller(&req)?;
+        let peer = caller(&req)?;
+        let snap = self.agent.cache.current();
+        if snap.ready {
+            self.visible_bundles(&peer, &snap)?;
+        }
+        let api = self.clone();
         let mut last = None;
         Ok(Response::new(watch_stream(&self.agent, move |snap| {
-            let bundles: std::collections::HashMap<String, Vec<u8>> = snap
-                .all_bundles()
-                .map(|b| (b.trust_domain_id.clone(), b.jwt_jwks.clone()))
-                .collect();
-            if !snap.ready || last.as_ref() == Some(&bundles) {
+            if !snap.ready {
+                return Step::Skip;
+            }
+            let bundles: std::collections::HashMap<String, Vec<u8>> = match api.visible_bundles(&peer, snap) {
+                Ok(visible) => visible
+                    .into_iter()
+                    .map(|b| (b.trust_domain_id.clone(), b.jwt_jwks.clone()))
+                    .collect(),
+                Err(status) => return Step::End(status),
+            };
+            if last.as_ref() == Some(&bundles) {
                 return Step::Skip;
             }
             last = Some(bundles.clone());
@@ -287,7 +354,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        caller(&req)?;
+        let peer = caller(&req)?;
         let body = req.into_inner();
         if body.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -300,8 +367,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         // trust domain never vouches for another's SPIFFE IDs.
         let td =
             claimed_trust_domain(&body.svid).ok_or_else(|| Status::invalid_argument("the JWT-SVID is malformed"))?;
-        let bundle = snap
-            .bundle_for(&td)
+        let bundle = self
+            .validating_bundle(&peer, &snap, &td)
             .ok_or_else(|| Status::invalid_argument(format!("no bundle for the trust domain {td}")))?;
         let (id, claims) =
             sigil_core::spiffe::jwt_svid::validate(&body.svid, &bundle.jwt_keys, &body.audience, unix_now())

@@ -62,6 +62,11 @@ pub struct NodeAgent {
 impl NodeAgent {
     /// Starts an agent against `server` (syncing every 200 ms) and waits for its socket.
     pub async fn start(server: &str, join_token: Option<String>) -> Self {
+        Self::start_with(server, join_token, false).await
+    }
+
+    /// [`NodeAgent::start`], choosing whether callers no entry selects get the trust bundle.
+    pub async fn start_with(server: &str, join_token: Option<String>, allow_unauthenticated_verifiers: bool) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&e.to_string()));
         // A temporary directory keeps the socket path short (unix paths are ~108 bytes).
         let socket = dir.path().join("api.sock");
@@ -72,6 +77,7 @@ impl NodeAgent {
             socket: socket.clone(),
             data_dir: dir.path().join("data"),
             sync_interval: Duration::from_millis(200),
+            allow_unauthenticated_verifiers,
         };
         let task = tokio::spawn(sigil_node::run(config, async move {
             let _ = stopped.await;

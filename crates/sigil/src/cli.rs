@@ -149,6 +149,10 @@ pub struct NodeAgentArgs {
     /// How often to sync entries, SVIDs and the bundle with the server, e.g. 5s.
     #[arg(long, default_value = "5s")]
     pub sync_interval: String,
+    /// Hand the trust bundle to processes no entry selects, so they can verify others' SVIDs
+    /// without an identity of their own (otherwise they get PermissionDenied).
+    #[arg(long)]
+    pub allow_unauthenticated_verifiers: bool,
 }
 
 #[derive(Debug, Subcommand)]

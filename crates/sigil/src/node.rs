@@ -118,6 +118,7 @@ async fn run_agent(a: crate::cli::NodeAgentArgs) -> Result<(), Failure> {
         socket: a.socket,
         data_dir: a.data_dir,
         sync_interval,
+        allow_unauthenticated_verifiers: a.allow_unauthenticated_verifiers,
     };
     sigil_node::run(config, crate::serve::wait_for_signal())
         .await

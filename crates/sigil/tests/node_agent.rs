@@ -255,6 +255,26 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     let err = api.fetch_x509svid(with_header(X509svidRequest {})).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    // Nor any bundle (as SPIRE's agent without `allow_unauthenticated_verifiers`); our own
+    // domain's JWT-SVIDs still validate.
+    assert_eq!(
+        first_x509_bundles(&mut api).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let err = api
+        .fetch_jwt_bundles(with_header(JwtBundlesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let ok = api
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: token_endpoint.clone(),
+            svid: token.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.spiffe_id, "spiffe://sigil.local/billing");
     let mut denied = Vec::new();
     for _ in 0..50 {
         denied = c
@@ -270,6 +290,48 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
     assert_eq!(denied[0].record["details"]["workload"]["uid"], my_uid());
 
     node.stop().await;
+}
+
+/// The first X.509 bundles message of a fresh stream, or the status the call or the stream
+/// ended with (before the agent's first sync the refusal comes on the stream).
+async fn first_x509_bundles(
+    api: &mut sigil_node::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel>,
+) -> Result<std::collections::HashMap<String, Vec<u8>>, tonic::Status> {
+    let mut stream = api
+        .fetch_x509_bundles(with_header(X509BundlesRequest {}))
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an answer within 10 s")?;
+    first
+        .map(|m| m.bundles)
+        .ok_or_else(|| tonic::Status::unknown("the stream ended without a status"))
+}
+
+#[tokio::test]
+async fn processes_no_entry_selects_get_the_bundle_only_from_an_agent_that_allows_verifiers() {
+    let Some(s) = TestServer::start().await else { return };
+    let strict = NodeAgent::start(&s.url, Some(s.join_token(NODE_ID).await)).await;
+    let refused = first_x509_bundles(&mut strict.client().await).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    strict.stop().await;
+
+    let open = NodeAgent::start_with(
+        &s.url,
+        Some(s.join_token("spiffe://sigil.local/node/host-2").await),
+        true,
+    )
+    .await;
+    let bundles = first_x509_bundles(&mut open.client().await).await.unwrap();
+    let ours = s.app().spiffe.authorities().unwrap().concat();
+    assert_eq!(
+        bundles.len(),
+        1,
+        "ours only: federated bundles are for registered workloads"
+    );
+    assert_eq!(bundles["spiffe://sigil.local"], ours);
+    open.stop().await;
 }
 
 #[tokio::test]

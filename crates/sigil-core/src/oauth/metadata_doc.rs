@@ -5,6 +5,7 @@
 //! operator configures, whose ceiling bounds what any of them can get.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,6 +22,9 @@ const MIN_CACHE: Duration = Duration::from_secs(60);
 const MAX_CACHE: Duration = Duration::from_secs(3600);
 const DEFAULT_CACHE: Duration = Duration::from_secs(300);
 const MAX_CACHED: usize = 10_000;
+/// Documents fetched at once. Anyone can name any URL at `/authorize`; beyond this many
+/// fetches in flight a new URL is refused at once rather than opening yet more connections.
+const MAX_FETCHES_IN_FLIGHT: usize = 16;
 
 /// Fetches a document over HTTP: no redirects, bounded size and time, and never from a
 /// private or special-use address (§6.5) unless loopback is allowed (local development).
@@ -44,9 +48,71 @@ pub struct MetadataDocuments {
     pub allow_loopback: bool,
 }
 
-/// Recently fetched clients.
-#[derive(Debug, Default)]
-pub(super) struct DocumentCache(std::sync::Mutex<HashMap<String, (Instant, OAuthClient)>>);
+type Fetched = Result<(Vec<u8>, Option<Duration>), String>;
+
+/// Recently fetched clients, and the fetches under way: requests naming a URL that is being
+/// fetched wait for that fetch instead of starting their own, so a burst of sign-ins by one new
+/// client costs its host one request.
+#[derive(Debug)]
+pub(super) struct DocumentCache {
+    clients: Mutex<HashMap<String, (Instant, OAuthClient)>>,
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Fetched>>>>,
+    fetches: tokio::sync::Semaphore,
+}
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        Self {
+            clients: Mutex::default(),
+            in_flight: Mutex::default(),
+            fetches: tokio::sync::Semaphore::new(MAX_FETCHES_IN_FLIGHT),
+        }
+    }
+}
+
+impl DocumentCache {
+    fn cached(&self, id: &str) -> Option<OAuthClient> {
+        let cache = self.clients.lock().ok()?;
+        let (until, client) = cache.get(id)?;
+        (*until > Instant::now()).then(|| client.clone())
+    }
+
+    fn remember(&self, id: &str, client: &OAuthClient, ttl: Duration) {
+        let Ok(mut cache) = self.clients.lock() else { return };
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, (until, _)| *until > Instant::now());
+        }
+        if cache.len() < MAX_CACHED {
+            cache.insert(id.to_owned(), (Instant::now() + ttl, client.clone()));
+        }
+    }
+
+    /// Fetches `url` once for everyone asking at the same time; refused while
+    /// [`MAX_FETCHES_IN_FLIGHT`] other documents are being fetched.
+    async fn fetch(&self, fetcher: &dyn DocumentFetcher, url: &str, allow_loopback: bool) -> Fetched {
+        let shared = match self.in_flight.lock() {
+            Ok(mut m) => Arc::clone(m.entry(url.to_owned()).or_default()),
+            Err(_) => Arc::default(),
+        };
+        let fetched = shared
+            .get_or_init(|| async {
+                let Ok(_permit) = self.fetches.try_acquire() else {
+                    return Err(format!(
+                        "{MAX_FETCHES_IN_FLIGHT} other documents are being fetched; try again shortly"
+                    ));
+                };
+                fetcher.fetch_document(url, MAX_DOCUMENT_BYTES, allow_loopback).await
+            })
+            .await
+            .clone();
+        if let Ok(mut m) = self.in_flight.lock()
+            && m.get(url).is_some_and(|f| Arc::ptr_eq(f, &shared))
+        {
+            m.remove(url);
+        }
+        fetched
+    }
+}
 
 /// Whether a client_id names a metadata document (rather than a registered client).
 pub fn is_document_url(client_id: &str) -> bool {
@@ -202,11 +268,8 @@ impl OAuthService {
             .as_deref()
             .ok_or_else(|| fail("this server does not accept client metadata documents".into()))?;
         check_url(id, self.cfg.metadata_documents.allow_loopback).map_err(fail)?;
-        if let Ok(cache) = self.documents_cache.0.lock()
-            && let Some((until, c)) = cache.get(id)
-            && *until > Instant::now()
-        {
-            return Ok(c.clone());
+        if let Some(client) = self.documents_cache.cached(id) {
+            return Ok(client);
         }
         let identity_ref = IdentityRef::parse(identity_name).map_err(|e| fail(e.to_string()))?;
         let identity = self
@@ -215,8 +278,8 @@ impl OAuthService {
             .await?
             .ok_or_else(|| fail(format!("the configured agent {identity_name} does not exist")))?;
         let (body, max_age) = self
-            .documents
-            .fetch_document(id, MAX_DOCUMENT_BYTES, self.cfg.metadata_documents.allow_loopback)
+            .documents_cache
+            .fetch(self.documents.as_ref(), id, self.cfg.metadata_documents.allow_loopback)
             .await
             .map_err(|why| {
                 // The details (name resolution, address class, connection errors, status) go to
@@ -234,15 +297,8 @@ impl OAuthService {
         let client = client_from_document(id, &body, &identity, &self.keys.id_token_algorithms(), self.clock.now())
             .map_err(fail)?;
         let ttl = max_age.map_or(DEFAULT_CACHE, |a| a.clamp(Duration::ZERO, MAX_CACHE));
-        if ttl >= MIN_CACHE
-            && let Ok(mut cache) = self.documents_cache.0.lock()
-        {
-            if cache.len() >= MAX_CACHED {
-                cache.retain(|_, (until, _)| *until > Instant::now());
-            }
-            if cache.len() < MAX_CACHED {
-                cache.insert(id.to_owned(), (Instant::now() + ttl, client.clone()));
-            }
+        if ttl >= MIN_CACHE {
+            self.documents_cache.remember(id, &client, ttl);
         }
         Ok(client)
     }
@@ -272,5 +328,51 @@ mod tests {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }
         assert!(check_url("http://127.0.0.1:9/c", true).is_ok());
+    }
+
+    /// Answers after `release` is notified, counting the fetches it was asked for.
+    #[derive(Debug, Default)]
+    struct HeldFetcher {
+        calls: std::sync::atomic::AtomicUsize,
+        release: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl DocumentFetcher for HeldFetcher {
+        async fn fetch_document(&self, url: &str, _: usize, _: bool) -> Fetched {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.release.notified().await;
+            Ok((url.as_bytes().to_vec(), None))
+        }
+    }
+
+    #[tokio::test]
+    async fn one_fetch_serves_every_request_for_the_same_document_and_fetches_are_capped() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let cache = Arc::new(DocumentCache::default());
+        let fetcher = Arc::new(HeldFetcher::default());
+        let urls = std::iter::repeat_n("https://a.example/c".to_owned(), 8)
+            .chain((1..MAX_FETCHES_IN_FLIGHT).map(|i| format!("https://a.example/{i}")));
+        let mut tasks = tokio::task::JoinSet::new();
+        for url in urls {
+            let (cache, fetcher) = (Arc::clone(&cache), Arc::clone(&fetcher));
+            tasks.spawn(async move { cache.fetch(fetcher.as_ref(), &url, false).await });
+        }
+        // One fetch per distinct URL, all held: the cap is reached.
+        while fetcher.calls.load(SeqCst) < MAX_FETCHES_IN_FLIGHT {
+            tokio::task::yield_now().await;
+        }
+        let refused = cache
+            .fetch(fetcher.as_ref(), "https://a.example/one-too-many", false)
+            .await;
+        assert!(refused.unwrap_err().contains("being fetched"));
+        fetcher.release.notify_waiters();
+        let results = tasks.join_all().await;
+        assert_eq!(fetcher.calls.load(SeqCst), MAX_FETCHES_IN_FLIGHT, "one fetch per URL");
+        assert!(results.iter().all(Result::is_ok));
+        assert!(
+            cache.in_flight.lock().unwrap().is_empty(),
+            "finished fetches are forgotten"
+        );
     }
 }

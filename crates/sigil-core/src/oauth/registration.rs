@@ -233,6 +233,15 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
     })
 }
 
+/// Who a dynamic registration acts as: `registration:<initial access token id>`.
+const REGISTRANT_PREFIX: &str = "registration:";
+
+/// Whether a client or agent was created by dynamic registration (its `created_by` is the
+/// registrant), rather than by an administrator.
+pub(super) fn made_by_registration(created_by: &str) -> bool {
+    created_by.starts_with(REGISTRANT_PREFIX)
+}
+
 impl OAuthService {
     /// Issues an initial access token for `owner` (and optionally an existing identity).
     pub async fn create_registration_token(
@@ -311,7 +320,7 @@ impl OAuthService {
         self.check_registration_token_in_force(&token).await?;
         let req = parse_metadata(body, &self.keys.id_token_algorithms())?;
         self.check_jwks_uri_host(&req)?;
-        let principal = Principal::from_stored(format!("registration:{}", token.id));
+        let principal = Principal::from_stored(format!("{REGISTRANT_PREFIX}{}", token.id));
         let ctx = Ctx::new(principal.clone(), request_id.map(str::to_owned));
         let identity = match &token.identity {
             Some(id) => IdentityRef::Id(id.clone()),
@@ -590,7 +599,7 @@ impl OAuthService {
         };
         self.delete_client(&ctx, &client.client_id).await.map_err(store_error)?;
         let identity = IdentityRef::Id(client.identity_id.clone());
-        if !agent.meta.created_by.as_str().starts_with("registration:") {
+        if !made_by_registration(agent.meta.created_by.as_str()) {
             return Ok(());
         }
         let others = self

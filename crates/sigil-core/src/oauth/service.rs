@@ -756,7 +756,7 @@ impl OAuthService {
     /// Where a client's `jwks_uri` may be fetched from: a client dynamic registration made
     /// named it itself.
     fn fetch_from(&self, client: &OAuthClient) -> client_auth::FetchFrom {
-        if client.created_by.starts_with("registration:") {
+        if super::registration::made_by_registration(&client.created_by) {
             client_auth::FetchFrom::PublicHosts {
                 allow_loopback: self.cfg.metadata_documents.allow_loopback,
             }
