@@ -148,21 +148,10 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
     assert_eq!(jwt.svids.len(), 1);
     assert_eq!(jwt.svids[0].spiffe_id, "spiffe://sigil.local/billing");
     let token = jwt.svids[0].svid.clone();
-    let ok = api
-        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
-            audience: token_endpoint.clone(),
-            svid: token.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = validate_jwt_svid(&mut api, &token_endpoint, &token).await.unwrap();
     assert_eq!(ok.spiffe_id, "spiffe://sigil.local/billing");
     assert!(ok.claims.unwrap().fields.contains_key("exp"));
-    let wrong = api
-        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
-            audience: "https://elsewhere.example.com".into(),
-            svid: token.clone(),
-        }))
+    let wrong = validate_jwt_svid(&mut api, "https://elsewhere.example.com", &token)
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), Code::InvalidArgument);
@@ -266,14 +255,7 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let ok = api
-        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
-            audience: token_endpoint.clone(),
-            svid: token.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = validate_jwt_svid(&mut api, &token_endpoint, &token).await.unwrap();
     assert_eq!(ok.spiffe_id, "spiffe://sigil.local/billing");
     let mut denied = Vec::new();
     for _ in 0..50 {
@@ -292,10 +274,24 @@ async fn a_workload_gets_its_svids_through_the_workload_api() {
     node.stop().await;
 }
 
+type WorkloadClient = sigil_node::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel>;
+
+async fn validate_jwt_svid(
+    api: &mut WorkloadClient,
+    audience: &str,
+    svid: &str,
+) -> Result<sigil_node::proto::ValidateJwtsvidResponse, tonic::Status> {
+    let request = ValidateJwtsvidRequest {
+        audience: audience.to_owned(),
+        svid: svid.to_owned(),
+    };
+    Ok(api.validate_jwtsvid(with_header(request)).await?.into_inner())
+}
+
 /// The first X.509 bundles message of a fresh stream, or the status the call or the stream
 /// ended with (before the agent's first sync the refusal comes on the stream).
 async fn first_x509_bundles(
-    api: &mut sigil_node::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel>,
+    api: &mut WorkloadClient,
 ) -> Result<std::collections::HashMap<String, Vec<u8>>, tonic::Status> {
     let mut stream = api
         .fetch_x509_bundles(with_header(X509BundlesRequest {}))
