@@ -22,6 +22,7 @@ const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 const REFRESH: &str = "urn:ietf:params:oauth:token-type:refresh_token";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const JWT_BEARER_CLIENT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -224,6 +225,41 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
     }
 
+    // The agent's client authenticates with an assertion that is also its actor token: one
+    // proof, spent once, by the exchange.
+    let both = actor_assertion(json!({}));
+    let subject = id_token(json!({"aud": keyed}));
+    let self_acting = |assertion: String| {
+        let form = [
+            ("grant_type", EXCHANGE.to_owned()),
+            ("subject_token", subject.clone()),
+            ("subject_token_type", ID_TOKEN.to_owned()),
+            ("actor_token", assertion.clone()),
+            ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()),
+            ("resource", API.to_owned()),
+            ("scope", "read".to_owned()),
+            ("client_id", keyed.clone()),
+            ("client_assertion_type", JWT_BEARER_CLIENT.to_owned()),
+            ("client_assertion", assertion),
+        ];
+        let url = format!("{}/token", s.url);
+        async move {
+            let resp = reqwest::Client::new().post(url).form(&form).send().await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (st, v) = self_acting(both.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        claims(v["access_token"].as_str().unwrap())["act"]["sub"],
+        agent.as_str()
+    );
+    let (st, v) = self_acting(both).await;
+    assert_eq!((st, v["error"].as_str()), (401, Some("invalid_client")), "spent: {v}");
+
     // Bad subjects: another audience, expired, unknown user, a forged signature, an issuer
     // nobody trusts. Each is invalid_request (RFC 8693 §2.2.2), and nothing is issued.
     let (other_key, _) = SigningKey::generate(Algorithm::EdDsa).unwrap();
@@ -264,7 +300,7 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         .audit_search(&[("type", "token.exchanged".into())])
         .await
         .unwrap();
-    assert_eq!(exchanged.items.len(), 3);
+    assert_eq!(exchanged.items.len(), 4, "the four exchanges that succeeded above");
     // As a generic JWT or access token, only a plain JWT or an RFC 9068 access token passes:
     // a logout token, a security event, a DPoP proof or an ID-JAG is another kind of JWT.
     let typed = |typ: &str| {

@@ -713,6 +713,16 @@ impl OAuthService {
                 if actor.client.identity_id != auth.client.identity_id {
                     return Err(not_the_agent());
                 }
+                // The client's own assertion may be its actor token too. It is spent once, with
+                // the exchange: spending it here would make the exchange's own spend look like a
+                // replay of itself.
+                let jti = |a: &Authenticated| a.assertion_jti.as_ref().map(|(jti, _)| jti.clone());
+                if actor.assertion_jti.is_some()
+                    && actor.client.client_id == auth.client.client_id
+                    && jti(&actor) == jti(auth)
+                {
+                    return Ok(());
+                }
                 self.spend_assertion(&actor).await.map_err(invalid)
             }
             _ => Err(OAuthError::invalid_request(format!(
