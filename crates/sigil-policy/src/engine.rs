@@ -406,9 +406,61 @@ fn build_schema(extension: Option<&str>) -> Result<Schema, PolicyError> {
     };
     let mut fragments = vec![parse(BUILTIN_SCHEMA)?];
     if let Some(ext) = extension.filter(|s| !s.trim().is_empty()) {
-        fragments.push(parse(ext)?);
+        let fragment = parse(ext)?;
+        check_extension(&fragment)?;
+        fragments.push(fragment);
     }
     Schema::from_schema_fragments(fragments).map_err(|e| PolicyError::one(format!("schema: {e}")))
+}
+
+/// An operator's fragment extends Sigil's own namespace, and its actions take Sigil's one
+/// `Context`. A type or action elsewhere could never be named in a request (AuthZEN's types
+/// and actions are read as `Sigil::…`), and a request could never satisfy another context (it
+/// is always the one Sigil builds), so either is refused at upload rather than failing every
+/// request later.
+fn check_extension(fragment: &SchemaFragment) -> Result<(), PolicyError> {
+    let refuse = |why: String| Err(PolicyError::one(format!("schema: {why}")));
+    for ns in fragment.namespaces() {
+        match ns.map(|n| n.to_string()) {
+            Some(n) if n == "Sigil" => {}
+            Some(n) => return refuse(format!("declare types and actions in namespace Sigil, not {n}")),
+            None => return refuse("declare types and actions inside `namespace Sigil { … }`".into()),
+        }
+    }
+    let json: serde_json::Value = fragment
+        .to_json_string()
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let actions = json
+        .pointer("/Sigil/actions")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flatten();
+    for (name, action) in actions {
+        // An action that applies to no principal or resource (a group of actions) takes no
+        // context.
+        let types = |a: &serde_json::Value, k: &str| a.get(k).and_then(|t| t.as_array()).is_some_and(|t| !t.is_empty());
+        let Some(applies) = action
+            .get("appliesTo")
+            .filter(|a| types(a, "principalTypes") || types(a, "resourceTypes"))
+        else {
+            continue;
+        };
+        let context = applies.get("context");
+        let named = |t: &serde_json::Value| matches!(t.as_str(), Some("Context" | "Sigil::Context"));
+        let is_sigils = context.is_some_and(|c| {
+            c.get("type").is_some_and(named)
+                || (c.get("type").and_then(|t| t.as_str()) == Some("EntityOrCommon")
+                    && c.get("name").is_some_and(named))
+        });
+        if !is_sigils {
+            return refuse(format!(
+                "action \"{name}\" must declare `context: Context` (Sigil builds every request's context)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses the built-in and operator policies into one set. A policy's id is its `@id`
@@ -508,6 +560,27 @@ mod tests {
 
     fn reads_time(src: &str) -> bool {
         super::reads_time(&Policy::from_str(src).unwrap())
+    }
+
+    #[test]
+    fn operator_schemas_extend_the_sigil_namespace_with_sigils_context() {
+        let ok = r#"namespace Sigil { entity Doc; action "read" appliesTo { principal: [User], resource: [Doc], context: Context }; action "write" appliesTo { principal: [User], resource: [Doc], context: Sigil::Context }; action "all"; }"#;
+        super::build_schema(Some(ok)).unwrap();
+        for (bad, says) in [
+            (r#"entity Doc;"#, "inside `namespace Sigil"),
+            (r#"namespace Other { entity Doc; }"#, "not Other"),
+            (
+                r#"namespace Sigil { entity Doc; action "read" appliesTo { principal: [User], resource: [Doc] }; }"#,
+                "action \"read\" must declare `context: Context`",
+            ),
+            (
+                r#"namespace Sigil { entity Doc; action "read" appliesTo { principal: [User], resource: [Doc], context: { why: String } }; }"#,
+                "action \"read\"",
+            ),
+        ] {
+            let err = super::build_schema(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]
