@@ -445,6 +445,22 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
     assert_eq!(st, 400, "{p}");
     assert!(p.to_string().contains("expected a JSON object"), "{p}");
     assert_eq!(get(&s, "/admin/v1/users/arrayuser").await.0, 404);
+    // Nor is an object that names a member twice (which value would count?).
+    let (st, p, _) = raw(
+        &s,
+        "POST",
+        "/admin/v1/users",
+        Some(&s.admin_token),
+        Some((
+            "application/json",
+            br#"{"username": "twice", "username": "other"}"#.to_vec(),
+        )),
+    )
+    .await;
+    assert_eq!(st, 400, "{p}");
+    assert!(p.to_string().contains("appears twice"), "{p}");
+    assert_eq!(get(&s, "/admin/v1/users/twice").await.0, 404);
+    assert_eq!(get(&s, "/admin/v1/users/other").await.0, 404);
     let (st, _, _) = raw(
         &s,
         "POST",

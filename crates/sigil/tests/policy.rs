@@ -493,12 +493,21 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     let (status, x) = h
         .post(
             "/admin/v1/policies/explain",
-            &json!({"request": eval(agent_for("dan", "fleet"), "deploy", deployer)}),
+            &json!({"request": eval(agent_for("dan", "fleet"), "deploy", deployer.clone())}),
         )
         .await;
     assert_eq!(status, 200, "{x}");
     assert_eq!(x["allowed"], false);
     assert_eq!(x["steps"][0]["principal"], "Sigil::User::\"dan\"");
+    // As at the AuthZEN endpoints, the parts are JSON objects, not arrays of their fields.
+    let (status, x) = h
+        .post(
+            "/admin/v1/policies/explain",
+            &json!({"request": {"subject": ["user", "dan"], "action": {"name": "deploy"}, "resource": deployer}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{x}");
+    assert!(x.to_string().contains("subject must be a JSON object"), "{x}");
     let (_, meta) = h.get("/.well-known/authzen-configuration").await;
     assert_eq!(meta["policy_decision_point"], s.url);
     assert_eq!(

@@ -110,8 +110,17 @@ pub async fn rollback(axum::extract::State(app): State, Admin(ctx): Admin) -> Re
 pub async fn explain(
     axum::extract::State(app): State,
     Admin(ctx): Admin,
-    ApiJson(req): ApiJson<ExplainRequest>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
+    // The request is held to AuthZEN's shapes, as at the AuthZEN endpoints.
+    let invalid = |message: String| ApiError::Invalid {
+        field: Some("request".into()),
+        message,
+    };
+    if let Some(request) = body.get("request") {
+        super::authzen::objects_where_the_spec_says(request).map_err(invalid)?;
+    }
+    let req: ExplainRequest = serde_json::from_value(body).map_err(|e| invalid(e.to_string()))?;
     let engine = app.policy.engine_for(req.version).await?;
     let caller = ctx.principal.as_str().to_owned();
     match evaluate(&app, &engine, &req.request, &caller, ctx.request_id.as_deref()).await {

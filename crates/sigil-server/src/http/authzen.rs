@@ -58,7 +58,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
 }
 
-fn objects_where_the_spec_says(request: &serde_json::Value) -> Result<(), String> {
+pub(super) fn objects_where_the_spec_says(request: &serde_json::Value) -> Result<(), String> {
     let members = |v: &serde_json::Value, prefix: &str| -> Result<(), String> {
         let obj = v
             .as_object()

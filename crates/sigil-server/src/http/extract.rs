@@ -88,10 +88,13 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             message: "invalid JSON body: expected a JSON object".into(),
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::Invalid {
+    // Strict: a member given twice is refused rather than silently taking the last value.
+    let invalid = |e: serde_json::Error| ApiError::Invalid {
         field: None,
         message: format!("invalid JSON body: {e}"),
-    })
+    };
+    let value = super::strict_json::parse(bytes).map_err(invalid)?;
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// An authenticated admin caller, with the request id, ready for the registry.
