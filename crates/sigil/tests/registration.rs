@@ -78,6 +78,31 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
             "invalid_client_metadata",
         ),
         (json!({"client_name": 7}), "invalid_client_metadata"),
+        (json!({"client_name": "pay\u{202E}lanigiro"}), "invalid_client_metadata"),
+        (json!({"client_name": "a\u{0}b"}), "invalid_client_metadata"),
+        (json!({"grant_types": []}), "invalid_client_metadata"),
+        (json!({"grant_types": ["refresh_token"]}), "invalid_client_metadata"),
+        // RFC 7591 §2.1: response types and grant types must agree.
+        (
+            json!({"grant_types": ["client_credentials"], "response_types": ["code"], "redirect_uris": ["https://x.example/cb"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"grant_types": ["authorization_code"], "response_types": [], "redirect_uris": ["https://x.example/cb"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "none", "jwks_uri": "https://keys.example.com/jwks"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "HS256", "jwks_uri": "https://keys.example.com/jwks"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://keys.example.com/jwks#k1"}),
+            "invalid_client_metadata",
+        ),
         // A registrant's jwks_uri is fetched from public hosts only.
         (
             json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://127.1:9/jwks"}),
@@ -123,6 +148,17 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         assert_eq!(r.status(), 400, "{bad}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{bad}");
     }
+    // Metadata naming a member twice: which one would count?
+    let r = http
+        .post(&reg)
+        .bearer_auth(&iat.token)
+        .header("content-type", "application/json")
+        .body(r#"{"client_name": "a", "client_name": "b"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client_metadata");
     let before = c.list_identities(Family::Agents, &[]).await.unwrap().items.len();
     assert_eq!(before, 1, "refused registrations created no identity");
     // An oversized body is refused like any other request to the OAuth endpoints: JSON.
@@ -379,4 +415,102 @@ async fn initial_access_tokens_end_with_their_owner() {
     assert_eq!(register().await, 401, "a suspended owner's token registers nothing");
     c.update_user("bob", &status("active")).await.unwrap();
     assert_eq!(register().await, 401, "resuming her does not revive it");
+}
+
+/// RFC 7591 §2 `scope` is what the client "can use when requesting access tokens": a registered
+/// scope bounds every token; racing requests with one registration access token get 401, not
+/// 503; a client without the code grant is refused at /authorize before anyone signs in.
+#[tokio::test]
+async fn registered_metadata_is_what_the_client_gets() {
+    let Some(f) = fixture().await else { return };
+    let iat =
+        f.s.client()
+            .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
+                owner: "alice".into(),
+                identity: Some("bot".into()),
+                ttl_seconds: Some(600),
+            })
+            .await
+            .unwrap();
+    let http = reqwest::Client::new();
+    let reg = format!("{}/register", f.s.url);
+    let registered: Value = http
+        .post(&reg)
+        .bearer_auth(&iat.token)
+        .json(&json!({"client_name": "reader", "scope": "read", "grant_types": ["client_credentials"], "redirect_uris": ["https://app.example.com/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = registered["client_id"].as_str().unwrap().to_owned();
+    let secret = registered["client_secret"].as_str().unwrap().to_owned();
+    let token = |scope: &'static str| {
+        let (http, url, id, secret) = (http.clone(), format!("{}/token", f.s.url), id.clone(), secret.clone());
+        async move {
+            let mut form = vec![("grant_type", "client_credentials"), ("resource", API)];
+            if !scope.is_empty() {
+                form.push(("scope", scope));
+            }
+            let r = http
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(token("read").await.1["scope"], "read");
+    assert_eq!(
+        token("").await.1["scope"],
+        "read",
+        "the registered scope, not all the ceiling allows"
+    );
+    for outside in ["write", "read write"] {
+        let (st, v) = token(outside).await;
+        assert_eq!((st, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
+    }
+
+    // Eight reads at once with one registration access token: one wins and rotates it, the
+    // others are told the token is no longer good (never a 503).
+    let uri = registered["registration_client_uri"].as_str().unwrap().to_owned();
+    let rat = registered["registration_access_token"].as_str().unwrap().to_owned();
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let read = http.get(&uri).bearer_auth(&rat).send();
+        reads.spawn(async move { read.await.unwrap().status().as_u16() });
+    }
+    let statuses = reads.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 401), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+
+    // Not registered for the code grant: /authorize says so to the client at once.
+    let challenge = sigil_crypto::b64url(&sigil_crypto::sha256(
+        b"a-verifier-of-at-least-forty-three-characters-long",
+    ));
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/authorize", f.s.url))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", id.as_str()),
+            ("redirect_uri", "https://app.example.com/cb"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("resource", API),
+            ("state", "s1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("https://app.example.com/cb?"), "{location}");
+    assert!(location.contains("error=unauthorized_client"), "{location}");
+    assert!(location.contains("state=s1"), "{location}");
 }

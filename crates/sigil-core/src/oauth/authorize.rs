@@ -330,6 +330,11 @@ impl OAuthService {
                 "code_challenge is not a base64url SHA-256",
             ));
         }
+        // RFC 6749 §4.1.2.1: a client that may not redeem a code is told so here, before the
+        // user is asked to sign in and consent to something that could never be used.
+        if let Err(e) = client.ensure_grant("authorization_code") {
+            return Err(fail(e.code, &e.description));
+        }
         let status = agent.effective_status(self.clock.now());
         if status != IdentityStatus::Active {
             return Err(fail(
@@ -519,6 +524,7 @@ impl OAuthService {
         let (scopes, evidence) = self
             .permitted_scopes(
                 &chain,
+                &a.client,
                 &a.resource,
                 &ScopeSet::default(),
                 "authorization_code",

@@ -74,6 +74,13 @@ pub fn check_id_token_alg(
 }
 
 impl OAuthClient {
+    /// The scope the client registered (RFC 7591 §2 `scope`: what it "can use when requesting
+    /// access tokens"), if it registered one: no token it gets holds anything else.
+    pub fn registered_scope(&self) -> Option<sigil_types::ScopeSet> {
+        let scope = self.metadata.as_ref()?.get("scope")?.as_str()?;
+        sigil_types::ScopeSet::parse_oauth(scope).ok()
+    }
+
     /// The algorithm this client's ID tokens are signed with: the one it registered, else RS256,
     /// OpenID Connect's default.
     pub fn id_token_alg(&self) -> Algorithm {
@@ -194,6 +201,9 @@ pub fn check_key_source(jwks: Option<&PublicJwks>, jwks_uri: Option<&str>, allow
         }
         (None, Some(uri)) => {
             let u = url::Url::parse(uri).map_err(|e| format!("jwks_uri: {e}"))?;
+            if u.fragment().is_some() {
+                return Err("jwks_uri must not have a fragment".into());
+            }
             let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
             if u.scheme() == "https" || (allow_loopback && loopback && u.scheme() == "http") {
                 Ok(())

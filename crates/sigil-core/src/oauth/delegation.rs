@@ -314,6 +314,7 @@ impl OAuthService {
         let (permitted, evidence) = self
             .permitted_scopes(
                 &chain,
+                &auth.client,
                 &resource,
                 &ScopeSet::default(),
                 &auth.evidence.method,
@@ -522,6 +523,7 @@ impl OAuthService {
         let (scope, evidence) = self
             .permitted_scopes(
                 &chain,
+                &auth.client,
                 &resource,
                 &requested,
                 &auth.evidence.method,

@@ -671,6 +671,7 @@ impl OAuthService {
         let (scope, evidence) = self
             .permitted_scopes(
                 &chain,
+                &auth.client,
                 &resource,
                 &requested,
                 &auth.evidence.method,

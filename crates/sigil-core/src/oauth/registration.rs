@@ -147,6 +147,9 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
     }
     // RFC 7591 §2: grant_types defaults to authorization_code when redirect URIs are given.
     let grants = strings(obj, "grant_types")?;
+    if obj.contains_key("grant_types") && grants.is_empty() {
+        return Err(metadata_error("grant_types must name at least one grant"));
+    }
     for g in &grants {
         let known = [
             "client_credentials",
@@ -169,8 +172,26 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
             "the authorization_code grant needs redirect_uris",
         ));
     }
-    if strings(obj, "response_types")?.iter().any(|r| r != "code") {
+    let response_types = strings(obj, "response_types")?;
+    if response_types.iter().any(|r| r != "code") {
         return Err(metadata_error("the only response type is code"));
+    }
+    // RFC 7591 §2.1: the two must agree. A refresh token only ever comes with a code.
+    let names = |g: &str| grants.iter().any(|x| x == g);
+    if !grants.is_empty() && !names("authorization_code") {
+        if !response_types.is_empty() {
+            return Err(metadata_error(
+                "response_types code needs the authorization_code grant in grant_types",
+            ));
+        }
+        if names("refresh_token") {
+            return Err(metadata_error("refresh_token needs the authorization_code grant"));
+        }
+    }
+    if names("authorization_code") && obj.contains_key("response_types") && response_types.is_empty() {
+        return Err(metadata_error(
+            "the authorization_code grant needs the response type code",
+        ));
     }
     let code_only = grants.iter().all(|g| g == "authorization_code" || g == "refresh_token");
     if method == ClientAuthMethod::None && (!wants_code || !code_only) {
@@ -199,6 +220,25 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
         && !n.as_str().is_some_and(|n| !n.is_empty() && n.chars().count() <= 256)
     {
         return Err(metadata_error("client_name must be a string of 1 to 256 characters"));
+    }
+    // A name shown to people (consent pages, lists, the audit trail) must read as what it says
+    // (RFC 7591 §5): no control characters, no bidirectional overrides.
+    if let Some(n) = obj.get("client_name").and_then(Value::as_str)
+        && (n.contains(['\n', '\t']) || sigil_types::Description::parse(n).is_err())
+    {
+        return Err(metadata_error(
+            "client_name must not contain control characters or bidirectional text controls",
+        ));
+    }
+    // Client assertions are verified by the key's own algorithm; a registered signing
+    // algorithm must be one of those, and never `none` (OIDC Registration §2).
+    if let Some(alg) = obj.get("token_endpoint_auth_signing_alg") {
+        let usable = alg.as_str().and_then(sigil_crypto::ClientAlg::parse).is_some();
+        if !usable {
+            return Err(metadata_error(
+                "token_endpoint_auth_signing_alg must be one this server verifies: EdDSA (Ed25519), ES256 or RS256",
+            ));
+        }
     }
     // Everything that could make the client's creation fail is checked here, before anything
     // (such as a new agent) is created for it.
@@ -570,7 +610,12 @@ impl OAuthService {
         if let Some(a) = audit {
             change = change.audit(a);
         }
-        self.store().commit(change).await?;
+        match self.store().commit(change).await {
+            Ok(()) => {}
+            // Another request with the same token won the race and retired it.
+            Err(crate::store::StoreError::Stale { .. }) => return Err(invalid_token()),
+            Err(e) => return Err(e.into()),
+        }
         let mut out = self.client_metadata(&next);
         if let Some(o) = out.as_object_mut() {
             o.insert("registration_access_token".into(), json!(rat.as_str()));

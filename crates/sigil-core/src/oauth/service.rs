@@ -509,6 +509,7 @@ impl OAuthService {
         let (granted, evidence) = self
             .permitted_scopes(
                 &chain,
+                &auth.client,
                 &resource,
                 &requested,
                 &auth.evidence.method,
@@ -684,9 +685,14 @@ impl OAuthService {
     /// Asks the policy about each candidate scope: the requested ones, or every scope the
     /// resource defines when none were requested (the answer then narrows to what is permitted).
     /// A requested scope that is not permitted refuses the request (`invalid_scope`).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one question: who, through which client, what, how"
+    )]
     pub(super) async fn permitted_scopes(
         &self,
         chain: &[super::policy::ChainPrincipal<'_>],
+        client: &OAuthClient,
         resource: &crate::model::Resource,
         requested: &ScopeSet,
         auth_method: &str,
@@ -694,10 +700,21 @@ impl OAuthService {
         now: sigil_types::Timestamp,
     ) -> Result<(ScopeSet, crate::audit::PolicyEvidence), OAuthError> {
         let resource_owner = self.reads.username(&resource.owner).await?;
-        let candidates = if requested.is_empty() {
-            &resource.scopes
-        } else {
-            requested
+        let registered = client.registered_scope();
+        if let (Some(registered), false) = (&registered, requested.is_empty())
+            && let Some(outside) = requested.iter().find(|s| !registered.contains(s))
+        {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope {outside} is outside the scope the client registered"
+            )));
+        }
+        let candidates = match (requested.is_empty(), &registered) {
+            (false, _) => requested.clone(),
+            (true, None) => resource.scopes.clone(),
+            (true, Some(registered)) => {
+                ScopeSet::new(resource.scopes.iter().filter(|s| registered.contains(s)).cloned())
+                    .map_err(|e| OAuthError::invalid_scope(e.to_string()))?
+            }
         };
         let scopes: Vec<&str> = candidates.iter().map(|s| s.as_str()).collect();
         let q = super::policy::ScopeQuestion {

@@ -38,7 +38,8 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, OAut
     {
         return Err(OAuthError::invalid_request("the body must be application/json"));
     }
-    serde_json::from_slice(body)
+    // Strict: metadata naming a member twice is refused, not read as its last value.
+    super::strict_json::parse(body)
         .map_err(|e| OAuthError::new(ErrorCode::InvalidClientMetadata, format!("invalid JSON: {e}")))
 }
 
