@@ -1,6 +1,11 @@
 //! Connections that go quiet are closed: a client that opens a connection and sends nothing, or
 //! half a request and then nothing more (slowloris), would otherwise hold it — and a shutdown —
 //! for ever. A read that waits longer than the limit fails, which ends the connection.
+//!
+//! Trickling is not quiet: a client that sends one byte every few seconds never waits long
+//! for a read. So a request must also be complete within [`REQUEST_LIMIT`]: from the first byte
+//! the server has not answered yet to the first byte of its answer. Thousands of connections
+//! held open that way would otherwise exhaust the server's file descriptors.
 
 use std::future::Future;
 use std::io;
@@ -13,6 +18,10 @@ use tokio::time::{Instant, Sleep};
 
 /// How long a connection may wait for its client's next bytes.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a client may take to send a request (headers and body, at most the body limit)
+/// before the server answers; about 3 KB/s for the largest body.
+pub const REQUEST_LIMIT: Duration = Duration::from_secs(20);
 
 /// A listener whose connections are [`IdleIo`].
 #[derive(Debug)]
@@ -46,15 +55,31 @@ impl<L: axum::serve::Listener> axum::serve::Listener for IdleTimeout<L> {
 pub struct IdleIo<T> {
     io: T,
     limit: Duration,
+    request_limit: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// When the client sent the first byte the server has not answered yet.
+    unanswered_since: Option<Instant>,
 }
 
 impl<T> IdleIo<T> {
     fn new(io: T, limit: Duration) -> Self {
+        Self::with_request_limit(io, limit, REQUEST_LIMIT)
+    }
+
+    fn with_request_limit(io: T, limit: Duration, request_limit: Duration) -> Self {
         Self {
             io,
             limit,
+            request_limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
+            unanswered_since: None,
+        }
+    }
+
+    /// The server wrote: whatever the client had sent is being answered.
+    fn answered(&mut self, written: &io::Result<usize>) {
+        if written.as_ref().is_ok_and(|n| *n > 0) {
+            self.unanswered_since = None;
         }
     }
 
@@ -67,16 +92,30 @@ impl<T> IdleIo<T> {
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                let next = Instant::now() + this.limit;
-                this.deadline.as_mut().reset(next);
+                let now = Instant::now();
+                if buf.filled().len() > before && this.unanswered_since.is_none() {
+                    this.unanswered_since = Some(now);
+                }
+                let request_deadline = this.unanswered_since.map(|t| t + this.request_limit);
+                if request_deadline.is_some_and(|d| now >= d) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took too long to send its request",
+                    )));
+                }
+                let idle = now + this.limit;
+                this.deadline
+                    .as_mut()
+                    .reset(request_deadline.map_or(idle, |d| d.min(idle)));
                 Poll::Ready(r)
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the client sent nothing for too long",
+                    "the client sent nothing, or not a whole request, for too long",
                 ))),
                 Poll::Pending => Poll::Pending,
             },
@@ -86,7 +125,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(w) = &written {
+            self.answered(w);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -102,7 +145,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(w) = &written {
+            self.answered(w);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -133,5 +180,40 @@ mod tests {
             client.write_all(b"x").await.unwrap();
             assert_eq!(io.read(&mut buf).await.unwrap(), 1);
         }
+    }
+
+    /// A client trickling a request byte by byte is cut off once the request limit has passed
+    /// since its first unanswered byte; an answer starts the clock again.
+    #[tokio::test]
+    async fn a_request_must_arrive_within_the_request_limit() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut io = IdleIo::with_request_limit(server, Duration::from_millis(200), Duration::from_millis(150));
+        let mut buf = [0u8; 8];
+        for _ in 0..2 {
+            client.write_all(b"G").await.unwrap();
+            assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        // Answered: the next request has a limit of its own.
+        io.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        for _ in 0..2 {
+            client.write_all(b"G").await.unwrap();
+            assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        client.write_all(b"G").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        client.write_all(b"G").await.unwrap();
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // A client that stops halfway waits no longer than the request limit either.
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut io = IdleIo::with_request_limit(server, Duration::from_secs(5), Duration::from_millis(100));
+        client.write_all(b"GET /").await.unwrap();
+        io.read(&mut buf).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(io.read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

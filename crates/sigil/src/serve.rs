@@ -33,6 +33,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     let config = load(&args.server, flags)?;
     sigil_server::telemetry::init_logging(&config);
+    raise_open_file_limit();
     let master_env = std::env::var("SIGIL_MASTER_KEY").ok().map(Zeroizing::new);
     let running = sigil_server::start(config, Arc::new(sigil_core::SystemClock), master_env)
         .await
@@ -43,6 +44,24 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     running.shutdown().await.map_err(|e| Failure::error(e.to_string()))?;
     eprintln!("sigil: stopped");
     Ok(())
+}
+
+/// Every connection is a file descriptor, and a common default soft limit (1,024) is reached
+/// by a modest crowd of slow clients, after which even health checks cannot connect. The soft
+/// limit is raised to the hard one the operator allows, as Go's and nginx's servers do.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open file limit"),
+            Err(e) => tracing::warn!(error = %e, soft = ?limit.current, "could not raise the open file limit"),
+        }
+    }
 }
 
 fn banner(r: &sigil_server::Running) {

@@ -35,6 +35,40 @@ fn plain_http_off_loopback_is_refused_with_a_clear_message() {
     );
 }
 
+/// Each connection is a file descriptor: started under a low soft limit, the server raises it
+/// to the hard limit, so a crowd of slow clients cannot lock out everyone else at 1,024.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 256 && exec '{}' serve --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_sigil")
+        ))
+        .current_dir(dir.path())
+        .env_remove("SIGIL_DATABASE_URL")
+        .env_remove("SIGIL_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(banner.contains("listening on"), "{banner}");
+    let row = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_ne!(fields[3], "256", "still the low soft limit: {row}");
+    assert_eq!(fields[3], fields[4], "soft = hard: {row}");
+}
+
 #[test]
 fn malformed_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
