@@ -680,6 +680,27 @@ async fn metrics_and_request_ids() {
         conn.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
     }
+    // A broken chunked body is a framing error (RFC 9112 §7.1): 400, not "too large", at the
+    // OAuth, AuthZEN, admin and sign-in endpoints alike.
+    for (path, auth) in [
+        ("/token", String::new()),
+        (
+            "/admin/v1/users",
+            format!("Authorization: Bearer {}\r\n", s.admin_token),
+        ),
+        ("/authorize/login", String::new()),
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+        );
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(!answer.contains("text/plain"), "{path}: {answer}");
+    }
     // Every answer says nosniff; admin answers are not stored by caches.
     let (_, _, h) = raw(&s, "GET", "/admin/v1/users", Some(&s.admin_token), None).await;
     assert_eq!(

@@ -190,6 +190,17 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
         .await;
     assert_eq!((status, &d["decision"]), (200, &json!(true)), "{d}");
     assert!(d.get("context").is_none(), "a permit carries no context: {d}");
+    // AuthZEN requests are JSON; a text/plain body (a browser's cross-site simple request) is 415.
+    let plain = h
+        .http
+        .post(format!("{}/access/v1/evaluation", h.url))
+        .bearer_auth(&h.token)
+        .header("content-type", "text/plain")
+        .body(eval(agent_for("alice", "hr-bot"), "employee.read", employee("alice")).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 415);
     let (_, d) = h
         .post(
             "/access/v1/evaluation",

@@ -32,8 +32,12 @@ pub async fn start_posted(
     AxState(app): State,
     headers: HeaderMap,
     ext: axum::http::Extensions,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match read_form_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let form_encoded = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -73,7 +77,16 @@ async fn begin(app: &crate::App, headers: &HeaderMap, query: String, request_id:
 }
 
 /// `POST /authorize/login`
-pub async fn login(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+pub async fn login(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    body: axum::body::Body,
+) -> Response {
+    let body = match read_form_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let request_id = rid(&ext);
     let (form, nonce, query, a) = match accept_form(&app, &headers, &body, request_id.as_deref()).await {
         Ok(x) => x,
@@ -101,7 +114,16 @@ pub async fn login(AxState(app): State, headers: HeaderMap, ext: axum::http::Ext
 }
 
 /// `POST /authorize/consent`
-pub async fn consent(AxState(app): State, headers: HeaderMap, ext: axum::http::Extensions, body: Bytes) -> Response {
+pub async fn consent(
+    AxState(app): State,
+    headers: HeaderMap,
+    ext: axum::http::Extensions,
+    body: axum::body::Body,
+) -> Response {
+    let body = match read_form_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let request_id = rid(&ext);
     let (form, nonce, query, a) = match accept_form(&app, &headers, &body, request_id.as_deref()).await {
         Ok(x) => x,
@@ -343,6 +365,18 @@ fn page(status: StatusCode, body: &str) -> Response {
     );
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     r
+}
+
+/// The form body, or the sign-in error page (413 too large, 400 unreadable) instead of the
+/// framework's plain-text answer.
+async fn read_form_body(app: &crate::App, body: axum::body::Body) -> Result<Bytes, Response> {
+    use super::extract::BodyError;
+    super::extract::read_body(body, app.config.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form sent was too large."),
+            BodyError::Malformed => error_page(StatusCode::BAD_REQUEST, "The form sent could not be read."),
+        })
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {

@@ -29,10 +29,15 @@ pub const MAX_BATCH: usize = 100;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// The request body, up to `limit` bytes; larger is a JSON 413 like every other refusal here.
-async fn body(body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, limit)
+/// AuthZEN requests are `application/json`; anything else is 415, which also keeps a
+/// browser's cross-site "simple request" (`text/plain`) from reaching the decision point.
+async fn body(headers: &HeaderMap, body: axum::body::Body, limit: usize) -> Result<Bytes, Response> {
+    if !super::extract::is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType.into_response());
+    }
+    super::extract::read_body(body, limit)
         .await
-        .map_err(|_| ApiError::TooLarge(limit).into_response())
+        .map_err(|e| e.api_error(limit).into_response())
 }
 
 pub async fn metadata(AxState(app): State) -> Response {
@@ -135,7 +140,7 @@ pub async fn evaluation(AxState(app): State, req: axum::extract::Request) -> Res
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let bytes = match body(raw, app.config.max_body_bytes).await {
+    let bytes = match body(headers, raw, app.config.max_body_bytes).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -177,7 +182,7 @@ pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Re
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let bytes = match body(raw, MAX_BATCH_BYTES.max(app.config.max_body_bytes)).await {
+    let bytes = match body(headers, raw, MAX_BATCH_BYTES.max(app.config.max_body_bytes)).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

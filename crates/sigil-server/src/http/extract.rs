@@ -25,11 +25,50 @@ impl<T: DeserializeOwned> FromRequest<std::sync::Arc<App>> for ApiJson<T> {
             return Err(ApiError::UnsupportedMediaType);
         }
         let limit = state.config.max_body_bytes;
-        let bytes = Bytes::from_request(req, state)
+        let bytes = read_body(req.into_body(), limit)
             .await
-            .map_err(|_| ApiError::TooLarge(limit))?;
+            .map_err(|e| e.api_error(limit))?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the limit (413).
+    TooLarge,
+    /// Not a well-formed body: a broken chunked encoding, or a connection that failed while it
+    /// was read (400: RFC 9112 §7.1 makes it a framing error, not a size).
+    Malformed,
+}
+
+impl BodyError {
+    pub const MALFORMED: &str = "the request body could not be read (malformed chunked encoding?)";
+
+    pub fn api_error(self, limit: usize) -> ApiError {
+        match self {
+            Self::TooLarge => ApiError::TooLarge(limit),
+            Self::Malformed => ApiError::Invalid {
+                field: None,
+                message: Self::MALFORMED.into(),
+            },
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(err) = cause {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return BodyError::TooLarge;
+            }
+            cause = err.source();
+        }
+        BodyError::Malformed
+    })
 }
 
 /// The error for a path segment that names no user, identity or resource: a Sigil id of
@@ -44,7 +83,7 @@ pub fn bad_path_name(what: &str, s: &str, e: impl std::fmt::Display) -> ApiError
     }
 }
 
-fn is_json(headers: &axum::http::HeaderMap) -> bool {
+pub(super) fn is_json(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -66,9 +105,9 @@ impl<T: DeserializeOwned + Default> FromRequest<std::sync::Arc<App>> for Optiona
     async fn from_request(req: Request, state: &std::sync::Arc<App>) -> Result<Self, ApiError> {
         let json = is_json(req.headers());
         let limit = state.config.max_body_bytes;
-        let bytes = Bytes::from_request(req, state)
+        let bytes = read_body(req.into_body(), limit)
             .await
-            .map_err(|_| ApiError::TooLarge(limit))?;
+            .map_err(|e| e.api_error(limit))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }

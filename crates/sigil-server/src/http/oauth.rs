@@ -189,11 +189,18 @@ impl axum::extract::FromRequest<std::sync::Arc<crate::app::App>> for OAuthBody {
 
 impl OAuthBody {
     async fn read(body: axum::body::Body, limit: usize) -> Result<Self, Response> {
-        axum::body::to_bytes(body, limit).await.map(Self).map_err(|_| {
-            let mut r = error_response(&OAuthError::invalid_request("the request body is too large"));
-            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            r
-        })
+        use super::extract::BodyError;
+        super::extract::read_body(body, limit)
+            .await
+            .map(Self)
+            .map_err(|e| match e {
+                BodyError::TooLarge => {
+                    let mut r = error_response(&OAuthError::invalid_request("the request body is too large"));
+                    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                    r
+                }
+                BodyError::Malformed => error_response(&OAuthError::invalid_request(BodyError::MALFORMED)),
+            })
     }
 }
 
