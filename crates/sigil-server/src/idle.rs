@@ -211,7 +211,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         let mut io = IdleIo::with_request_limit(server, Duration::from_secs(5), Duration::from_millis(100));
         client.write_all(b"GET /").await.unwrap();
-        io.read(&mut buf).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 5);
         let started = std::time::Instant::now();
         assert_eq!(io.read(&mut buf).await.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(1));
