@@ -32,12 +32,8 @@ pub async fn start_posted(
     AxState(app): State,
     headers: HeaderMap,
     ext: axum::http::Extensions,
-    body: axum::body::Body,
+    FormBody(body): FormBody,
 ) -> Response {
-    let body = match read_form_body(&app, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     let form_encoded = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -81,12 +77,8 @@ pub async fn login(
     AxState(app): State,
     headers: HeaderMap,
     ext: axum::http::Extensions,
-    body: axum::body::Body,
+    FormBody(body): FormBody,
 ) -> Response {
-    let body = match read_form_body(&app, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     let request_id = rid(&ext);
     let (form, nonce, query, a) = match accept_form(&app, &headers, &body, request_id.as_deref()).await {
         Ok(x) => x,
@@ -118,12 +110,8 @@ pub async fn consent(
     AxState(app): State,
     headers: HeaderMap,
     ext: axum::http::Extensions,
-    body: axum::body::Body,
+    FormBody(body): FormBody,
 ) -> Response {
-    let body = match read_form_body(&app, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
     let request_id = rid(&ext);
     let (form, nonce, query, a) = match accept_form(&app, &headers, &body, request_id.as_deref()).await {
         Ok(x) => x,
@@ -367,16 +355,23 @@ fn page(status: StatusCode, body: &str) -> Response {
     r
 }
 
-/// The form body, or the sign-in error page (413 too large, 400 unreadable) instead of the
-/// framework's plain-text answer.
-async fn read_form_body(app: &crate::App, body: axum::body::Body) -> Result<Bytes, Response> {
-    use super::extract::BodyError;
-    super::extract::read_body(body, app.config.max_body_bytes)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form sent was too large."),
-            BodyError::Malformed => error_page(StatusCode::BAD_REQUEST, "The form sent could not be read."),
-        })
+/// A sign-in form's body; one too large (413) or unreadable (400) gets the sign-in error page
+/// instead of the framework's plain-text answer.
+pub struct FormBody(Bytes);
+
+impl axum::extract::FromRequest<std::sync::Arc<crate::App>> for FormBody {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, app: &std::sync::Arc<crate::App>) -> Result<Self, Response> {
+        use super::extract::BodyError;
+        super::extract::read_body(req.into_body(), app.config.max_body_bytes)
+            .await
+            .map(FormBody)
+            .map_err(|e| match e {
+                BodyError::TooLarge => error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form sent was too large."),
+                BodyError::Malformed => error_page(StatusCode::BAD_REQUEST, "The form sent could not be read."),
+            })
+    }
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {
