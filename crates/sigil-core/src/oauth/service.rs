@@ -708,13 +708,14 @@ impl OAuthService {
                 "scope {outside} is outside the scope the client registered"
             )));
         }
-        let candidates = match (requested.is_empty(), &registered) {
-            (false, _) => requested.clone(),
-            (true, None) => resource.scopes.clone(),
-            (true, Some(registered)) => {
+        // Borrowed on the common paths: the token endpoint copies no scope set per request.
+        let candidates: std::borrow::Cow<'_, ScopeSet> = match (requested.is_empty(), &registered) {
+            (false, _) => std::borrow::Cow::Borrowed(requested),
+            (true, None) => std::borrow::Cow::Borrowed(&resource.scopes),
+            (true, Some(registered)) => std::borrow::Cow::Owned(
                 ScopeSet::new(resource.scopes.iter().filter(|s| registered.contains(s)).cloned())
-                    .map_err(|e| OAuthError::invalid_scope(e.to_string()))?
-            }
+                    .map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
+            ),
         };
         let scopes: Vec<&str> = candidates.iter().map(|s| s.as_str()).collect();
         let q = super::policy::ScopeQuestion {
