@@ -305,7 +305,14 @@ async fn token_bench(
     rows.push(("raw Ed25519 verify, one core".into(), format!("{verify:.0}/s")));
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let server = proc::Server::start(sigil, dir.path(), None).await?;
-    let (secret_id, secret, key_id, key) = tokens::seed(&server.addr, &server.token).await?;
+    let tokens::Seeded {
+        secret_id,
+        secret,
+        key_id,
+        key,
+        server_id,
+        server_secret,
+    } = tokens::seed(&server.addr, &server.token).await?;
     let hello = load(&server.addr, Req::Get("/healthz".into()), conns, d).await;
     let hello_rate = hello.ok as f64 / hello.elapsed.as_secs_f64();
     rows.push((
@@ -381,14 +388,14 @@ async fn token_bench(
         Req::Form {
             path: "/introspect".into(),
             body: format!("token={tok}"),
-            basic: Some(basic(&secret_id, &secret)),
+            basic: Some(basic(&server_id, &server_secret)),
         },
         conns,
         d,
     )
     .await;
     rows.push((
-        "Sigil introspections/s (client_secret_basic caller)".into(),
+        "Sigil introspections/s (the API's own client_secret_basic client)".into(),
         run.summary(),
     ));
     rows.push(("Sigil RSS after the runs".into(), fmt_mb(server.rss_kb())));

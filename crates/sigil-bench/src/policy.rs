@@ -199,6 +199,7 @@ fn issuance(
         description: None,
         owner: UserId::parse("usr_01J00000000000000000000000").map_err(|e| e.to_string())?,
         scopes: ScopeSet::parse_oauth("read write admin").map_err(|e| e.to_string())?,
+        servers: Vec::new(),
         meta: Meta::new(now, &Principal::system()),
     };
     let base = RequestContext {

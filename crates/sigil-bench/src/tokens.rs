@@ -141,7 +141,18 @@ async fn form(
 }
 
 /// Creates the user, agent, resource and two clients the token load uses.
-pub async fn seed(addr: &str, admin: &str) -> Result<(String, String, String, Arc<SigningKey>), String> {
+/// What [`seed`] registered: the agent's secret client and key client, and the client of the
+/// workload that serves the API (the introspection caller).
+pub struct Seeded {
+    pub secret_id: String,
+    pub secret: String,
+    pub key_id: String,
+    pub key: Arc<SigningKey>,
+    pub server_id: String,
+    pub server_secret: String,
+}
+
+pub async fn seed(addr: &str, admin: &str) -> Result<Seeded, String> {
     let mut s = connect(addr).await?;
     let calls: Vec<(&str, Value)> = vec![
         ("/admin/v1/users", json!({"username": "bench-owner"})),
@@ -150,8 +161,12 @@ pub async fn seed(addr: &str, admin: &str) -> Result<(String, String, String, Ar
             json!({"name": "bench-agent", "owner": "bench-owner", "ceiling": {"scopes": ["read", "write"]}}),
         ),
         (
+            "/admin/v1/workloads",
+            json!({"name": "bench-api-server", "owner": "bench-owner"}),
+        ),
+        (
             "/admin/v1/resources",
-            json!({"uri": API, "name": "bench-api", "owner": "bench-owner", "scopes": ["read", "write"]}),
+            json!({"uri": API, "name": "bench-api", "owner": "bench-owner", "scopes": ["read", "write"], "servers": ["bench-api-server"]}),
         ),
     ];
     for (path, body) in calls {
@@ -160,29 +175,8 @@ pub async fn seed(addr: &str, admin: &str) -> Result<(String, String, String, Ar
             return Err(format!("{path}: {st} {}", String::from_utf8_lossy(&b)));
         }
     }
-    let (st, b) = send(
-        &mut s,
-        Method::POST,
-        addr,
-        "/admin/v1/clients",
-        Some(admin),
-        Some(json!({"identity": "bench-agent", "token_endpoint_auth_method": "client_secret_basic"}).to_string()),
-    )
-    .await?;
-    if st != 201 {
-        return Err(format!("client: {st}"));
-    }
-    let v: Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
-    let (secret_id, secret) = (
-        v.get("client_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        v.get("client_secret")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-    );
+    let (secret_id, secret) = secret_client(&mut s, addr, admin, "bench-agent").await?;
+    let (server_id, server_secret) = secret_client(&mut s, addr, admin, "bench-api-server").await?;
     let (key, _) = SigningKey::generate(Algorithm::EdDsa).map_err(|e| e.to_string())?;
     let mut jwk = PublicJwk::from(&key.public_jwk());
     jwk.kid = Some(key.kid().to_owned());
@@ -191,15 +185,43 @@ pub async fn seed(addr: &str, admin: &str) -> Result<(String, String, String, Ar
         return Err(format!("key client: {st} {}", String::from_utf8_lossy(&b)));
     }
     let v: Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
-    Ok((
+    Ok(Seeded {
         secret_id,
         secret,
-        v.get("client_id")
+        key_id: v
+            .get("client_id")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
-        Arc::new(key),
-    ))
+        key: Arc::new(key),
+        server_id,
+        server_secret,
+    })
+}
+
+/// A client_secret_basic client of `identity`: its id and secret.
+async fn secret_client(
+    s: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    addr: &str,
+    admin: &str,
+    identity: &str,
+) -> Result<(String, String), String> {
+    let body = json!({"identity": identity, "token_endpoint_auth_method": "client_secret_basic"});
+    let (st, b) = send(
+        s,
+        Method::POST,
+        addr,
+        "/admin/v1/clients",
+        Some(admin),
+        Some(body.to_string()),
+    )
+    .await?;
+    if st != 201 {
+        return Err(format!("client of {identity}: {st}"));
+    }
+    let v: Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Ok((field("client_id"), field("client_secret")))
 }
 
 /// Raw Ed25519 signatures and verifications per second on one core, same message size as a token.

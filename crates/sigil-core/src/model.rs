@@ -127,6 +127,9 @@ pub struct Resource {
     pub description: Option<Description>,
     pub owner: UserId,
     pub scopes: ScopeSet,
+    /// The identities (the API's own workloads or agents) that serve this resource: their
+    /// clients may introspect its tokens (RFC 7662 §4).
+    pub servers: Vec<IdentityId>,
     pub meta: Meta,
 }
 

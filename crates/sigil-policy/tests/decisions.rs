@@ -98,6 +98,7 @@ fn resource(name: &str) -> Resource {
         description: None,
         owner: UserId::parse("usr_01J00000000000000000000000").unwrap(),
         scopes: ScopeSet::parse_oauth("read write").unwrap(),
+        servers: Vec::new(),
         meta: meta(),
     }
 }

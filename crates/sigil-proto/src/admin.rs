@@ -153,6 +153,10 @@ pub struct CreateResource {
     pub description: Option<Description>,
     #[serde(default)]
     pub scopes: ScopeSet,
+    /// Identities (names or ids) that serve the resource: their clients may introspect its
+    /// tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -166,6 +170,9 @@ pub struct UpdateResource {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<ScopeSet>,
+    /// Replaces the serving identities (an empty list clears them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +185,9 @@ pub struct ResourceView {
     pub description: Option<Description>,
     pub owner: String,
     pub scopes: ScopeSet,
+    /// Ids of the identities that serve the resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub created_by: String,

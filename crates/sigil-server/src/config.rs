@@ -162,6 +162,7 @@ pub struct LimitsFile {
     pub max_body_bytes: Option<usize>,
     pub node_api_in_flight: Option<usize>,
     pub node_api_queue: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -199,6 +200,9 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
+    /// Client connections open at once (TLS handshakes in progress count separately); past it
+    /// the listener stops accepting until one closes.
+    pub max_connections: usize,
     /// The upstream CA's certificate and key files, when the trust domain's CA is an
     /// intermediate under it.
     pub upstream_ca: Option<(PathBuf, PathBuf)>,
@@ -218,6 +222,9 @@ pub struct Config {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./sigil-data";
+/// About 100 MB of connection state at most, and far below the open-file limit `sigil serve`
+/// raises itself to.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Config {
     /// Reads `file` (if any), overlays `env` (`SIGIL_*` variables) and `flags`, and validates.
@@ -313,6 +320,14 @@ impl Config {
         if node_api_queue > 1_000_000 {
             return Err(invalid("limits.node_api_queue", "must be at most 1000000"));
         }
+        let max_connections = f
+            .limits
+            .as_ref()
+            .and_then(|l| l.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(16..=1_000_000).contains(&max_connections) {
+            return Err(invalid("limits.max_connections", "must be between 16 and 1000000"));
+        }
         let max_body_bytes = f.limits.and_then(|l| l.max_body_bytes).unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return Err(invalid("limits.max_body_bytes", "must be between 1024 and 16777216"));
@@ -407,6 +422,7 @@ impl Config {
             log_level,
             log_format,
             max_body_bytes,
+            max_connections,
             node_api_in_flight,
             node_api_queue,
             upstream_ca,
@@ -430,6 +446,7 @@ impl Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             max_body_bytes: 64 * 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             node_api_in_flight: 64,
             node_api_queue: 4096,
             upstream_ca: None,
@@ -626,6 +643,7 @@ format = "text"          # or "json" (SIGIL_LOG_FORMAT)
 
 [limits]
 max_body_bytes = 65536   # request bodies above this get 413
+max_connections = 4096   # client connections open at once; more wait in the backlog until one closes
 node_api_in_flight = 64  # node API calls served at once
 node_api_queue = 4096    # more may wait up to 1s for a turn; beyond that 503 + Retry-After
 

@@ -6,14 +6,21 @@
 //! for a read. So a request must also be complete within [`REQUEST_LIMIT`]: from the first byte
 //! the server has not answered yet to the first byte of its answer. Thousands of connections
 //! held open that way would otherwise exhaust the server's file descriptors.
+//!
+//! And there is a ceiling on how many connections are open at once: past it the listener stops
+//! accepting (new clients wait in the kernel's backlog) until one closes, so a crowd of clients
+//! costs a bounded amount of memory and cannot take the file descriptors the database needs.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// How long a connection may wait for its client's next bytes.
@@ -23,17 +30,41 @@ pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// before the server answers; about 3 KB/s for the largest body.
 pub const REQUEST_LIMIT: Duration = Duration::from_secs(20);
 
-/// A listener whose connections are [`IdleIo`].
+/// A listener whose connections are [`IdleIo`], at most `max_connections` of them at once.
 #[derive(Debug)]
 pub struct IdleTimeout<L> {
     inner: L,
     limit: Duration,
+    slots: Arc<Semaphore>,
+    /// The ceiling was reached and not yet left: logged once per episode, not per connection.
+    full: AtomicBool,
 }
 
 impl<L> IdleTimeout<L> {
-    pub fn new(inner: L, limit: Duration) -> Self {
-        Self { inner, limit }
+    pub fn new(inner: L, limit: Duration, max_connections: usize) -> Self {
+        Self {
+            inner,
+            limit,
+            slots: Arc::new(Semaphore::new(max_connections.clamp(1, Semaphore::MAX_PERMITS))),
+            full: AtomicBool::new(false),
+        }
     }
+}
+
+/// Waits for a free connection slot. (A free function over the two fields: the listener itself
+/// need not be `Sync`, and `accept`'s future must be `Send`.)
+async fn free_slot(slots: &Arc<Semaphore>, full: &AtomicBool) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = Arc::clone(slots).try_acquire_owned() {
+        if full.swap(false, Ordering::Relaxed) {
+            tracing::info!("below the connection ceiling again; accepting");
+        }
+        return Some(p);
+    }
+    if !full.swap(true, Ordering::Relaxed) {
+        tracing::warn!("connection ceiling reached (limits.max_connections); new clients wait until one closes");
+    }
+    // The semaphore is never closed, so this only ends with a permit.
+    Arc::clone(slots).acquire_owned().await.ok()
 }
 
 impl<L: axum::serve::Listener> axum::serve::Listener for IdleTimeout<L> {
@@ -41,8 +72,11 @@ impl<L: axum::serve::Listener> axum::serve::Listener for IdleTimeout<L> {
     type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let slot = free_slot(&self.slots, &self.full).await;
         let (io, addr) = self.inner.accept().await;
-        (IdleIo::new(io, self.limit), addr)
+        let mut io = IdleIo::new(io, self.limit);
+        io.slot = slot;
+        (io, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -59,6 +93,8 @@ pub struct IdleIo<T> {
     deadline: Pin<Box<Sleep>>,
     /// When the client sent the first byte the server has not answered yet.
     unanswered_since: Option<Instant>,
+    /// The listener's connection slot, given back when the connection is dropped.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<T> IdleIo<T> {
@@ -73,6 +109,7 @@ impl<T> IdleIo<T> {
             request_limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
             unanswered_since: None,
+            slot: None,
         }
     }
 
@@ -180,6 +217,49 @@ mod tests {
             client.write_all(b"x").await.unwrap();
             assert_eq!(io.read(&mut buf).await.unwrap(), 1);
         }
+    }
+
+    /// A listener yielding in-memory connections, for the ceiling test.
+    struct Duplexes(tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>);
+
+    impl axum::serve::Listener for Duplexes {
+        type Io = tokio::io::DuplexStream;
+        type Addr = ();
+
+        async fn accept(&mut self) -> (Self::Io, ()) {
+            match self.0.recv().await {
+                Some(io) => (io, ()),
+                None => std::future::pending().await,
+            }
+        }
+
+        fn local_addr(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// At the ceiling the listener accepts nothing more until a connection is dropped.
+    #[tokio::test]
+    async fn the_listener_holds_new_connections_at_the_ceiling() {
+        use axum::serve::Listener;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut listener = IdleTimeout::new(Duplexes(rx), Duration::from_secs(5), 2);
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (client, server) = tokio::io::duplex(64);
+            tx.send(server).unwrap();
+            peers.push(client);
+        }
+        let first = listener.accept().await.0;
+        let _second = listener.accept().await.0;
+        let third = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(third.is_err(), "a third connection was accepted over a ceiling of two");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(1), listener.accept()).await;
+        assert!(
+            third.is_ok(),
+            "a slot was freed but the waiting connection was not accepted"
+        );
     }
 
     /// A client trickling a request byte by byte is cut off once the request limit has passed

@@ -151,14 +151,15 @@ pub async fn start(
     let service = router.into_make_service_with_connect_info::<PeerAddr>();
     let task = match &config.tls {
         None => {
-            let listener = IdleTimeout::new(tcp, IDLE_LIMIT);
+            let listener = IdleTimeout::new(tcp, IDLE_LIMIT, config.max_connections);
             tokio::spawn(serve(listener, service, stop_rx, Arc::clone(&store), maintenance))
         }
         Some((cert, key)) => {
             let tls = crate::tls::server_config(cert, key).map_err(ServeError::Tls)?;
             let listener = IdleTimeout::new(
-                crate::tls::TlsListener::new(tcp, tls).map_err(ServeError::Serve)?,
+                crate::tls::TlsListener::new(tcp, tls, config.max_connections).map_err(ServeError::Serve)?,
                 IDLE_LIMIT,
+                config.max_connections,
             );
             tokio::spawn(serve(listener, service, stop_rx, Arc::clone(&store), maintenance))
         }

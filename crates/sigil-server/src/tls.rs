@@ -95,7 +95,8 @@ impl rustls::server::danger::ClientCertVerifier for OptionalClientCert {
 }
 
 /// Accepts TCP connections and hands over those whose handshake completed in time, so one slow
-/// client cannot stall the accept loop.
+/// client cannot stall the accept loop. At most `max_handshakes` are in progress at once; past
+/// that, new clients wait in the kernel's backlog.
 #[derive(Debug)]
 pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -103,12 +104,17 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>, max_handshakes: usize) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(256);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
         tokio::spawn(async move {
             loop {
+                // Never closed, so this only ends with a permit.
+                let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else {
+                    return;
+                };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -120,6 +126,7 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let handoff = tx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = handoff.send((tls, peer)).await;

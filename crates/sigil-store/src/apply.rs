@@ -213,14 +213,14 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             Ok(())
         }
         Change::InsertResource(r) => {
-            exec(conn, "INSERT INTO resources (id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", resource_values(r), RESOURCE).await.map(|_| ())
+            exec(conn, "INSERT INTO resources (id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version, servers_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", resource_values(r), RESOURCE).await.map(|_| ())
         }
         Change::UpdateResource { resource: r, expected_version } => {
             let mut v = resource_values(r);
             v.remove(0);
             v.push(r.id.as_str().into());
             v.push((*expected_version).into());
-            exec_versioned(conn, "UPDATE resources SET uri = $1, name = $2, description = $3, owner_id = $4, scopes_json = $5, created_at = $6, updated_at = $7, created_by = $8, updated_by = $9, version = $10 WHERE id = $11 AND version = $12", v, RESOURCE).await
+            exec_versioned(conn, "UPDATE resources SET uri = $1, name = $2, description = $3, owner_id = $4, scopes_json = $5, created_at = $6, updated_at = $7, created_by = $8, updated_by = $9, version = $10, servers_json = $11 WHERE id = $12 AND version = $13", v, RESOURCE).await
         }
         Change::DeleteResource { id, expected_version } => {
             exec_versioned(conn, "DELETE FROM resources WHERE id = $1 AND version = $2", vec![id.as_str().into(), (*expected_version).into()], deleting(RESOURCE)).await
@@ -502,6 +502,7 @@ fn resource_values(r: &Resource) -> Vec<Value> {
         json(&r.scopes),
     ];
     v.extend(meta_values(&r.meta));
+    v.push(json(&r.servers));
     v
 }
 

@@ -93,6 +93,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "audit_acting_for",
         sql: include_str!("../migrations/sqlite/0011_audit_acting_for.sql"),
     },
+    Migration {
+        version: 12,
+        name: "resource_servers",
+        sql: include_str!("../migrations/sqlite/0012_resource_servers.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -150,6 +155,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 11,
         name: "audit_acting_for",
         sql: include_str!("../migrations/postgres/0011_audit_acting_for.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "resource_servers",
+        sql: include_str!("../migrations/postgres/0012_resource_servers.sql"),
     },
 ];
 

@@ -19,8 +19,7 @@ use crate::errors::corrupt;
 
 pub const USER_COLS: &str = "id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version, tokens_not_before";
 pub const IDENTITY_COLS: &str = "id, name, kind, description, owner_id, team, labels_json, status, expires_at, ceiling_json, last_used_at, created_at, updated_at, created_by, updated_by, version, tokens_not_before, token_ttl_seconds, dpop_required";
-pub const RESOURCE_COLS: &str =
-    "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version";
+pub const RESOURCE_COLS: &str = "id, uri, name, description, owner_id, scopes_json, created_at, updated_at, created_by, updated_by, version, servers_json";
 pub const KEY_COLS: &str =
     "kid, alg, state, public_jwk, sealed_private, created_at, activate_at, retired_at, remove_after, version";
 
@@ -106,6 +105,7 @@ pub fn resource(row: &AnyRow) -> Result<Resource, StoreError> {
         description: opt_parse(row, "description", Description::parse)?,
         owner: parse("owner_id", UserId::parse(&get::<String>(row, "owner_id")?))?,
         scopes: json::<ScopeSet>(row, "scopes_json")?,
+        servers: json::<Vec<IdentityId>>(row, "servers_json")?,
         meta: meta(row)?,
     })
 }

@@ -365,6 +365,7 @@ pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
             owner,
             scopes: s,
             description,
+            servers,
         } => {
             let req = CreateResource {
                 uri: ResourceUri::parse(&uri)?,
@@ -372,6 +373,7 @@ pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
                 owner,
                 description: opt(description.as_ref(), Description::parse)?,
                 scopes: scopes(&s)?,
+                servers,
             };
             output::item(g.output, &api.create_resource(&req).await?);
         }
@@ -394,12 +396,15 @@ pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
             description,
             owner,
             scopes: s,
+            servers,
+            no_servers,
         } => {
             let req = UpdateResource {
                 name: opt(name.as_ref(), Name::parse)?,
                 description: opt(description.as_ref(), Description::parse)?.map(Some),
                 owner,
                 scopes: s.map(|s| scopes(&s)).transpose()?,
+                servers: if no_servers { Some(Vec::new()) } else { servers },
             };
             output::item(g.output, &api.update_resource(&resource, &req).await?);
         }

@@ -322,13 +322,13 @@ pub async fn trace(g: &Global, id: &str) -> Result<(), Failure> {
                     .or_else(|| t.get("id"))
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                format!(" {kind} {name}")
+                format!(" {kind} {}", crate::output::printable(name))
             })
             .unwrap_or_default();
         let reason = r
             .get("reason")
             .and_then(Value::as_str)
-            .map(|x| format!(" ({x})"))
+            .map(|x| format!(" ({})", crate::output::printable(x)))
             .unwrap_or_default();
         let line = format!(
             "{} {}{} → {}{} [seq {}]",

@@ -713,6 +713,10 @@ pub enum ResourceCommand {
         scopes: Vec<String>,
         #[arg(long)]
         description: Option<String>,
+        /// An agent or workload that serves this resource (repeat for several): its clients
+        /// may introspect the resource's tokens.
+        #[arg(long = "server")]
+        servers: Vec<String>,
     },
     List {
         #[arg(long)]
@@ -733,6 +737,12 @@ pub enum ResourceCommand {
         owner: Option<String>,
         #[arg(long = "scope")]
         scopes: Option<Vec<String>>,
+        /// Replace the identities that serve the resource (repeat for several).
+        #[arg(long = "server", conflicts_with = "no_servers")]
+        servers: Option<Vec<String>>,
+        /// No identity serves the resource any more.
+        #[arg(long)]
+        no_servers: bool,
     },
     Delete {
         resource: String,

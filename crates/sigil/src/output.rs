@@ -97,16 +97,47 @@ pub fn table(out: Output, rows: &[Value], columns: &[&str]) {
 
 fn scalar(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s),
         Value::Null => String::new(),
         Value::Array(a) if a.iter().all(Value::is_string) => {
-            a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+            printable(&a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
         }
-        Value::Object(m) if m.values().all(Value::is_string) => m
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Object(m) if m.values().all(Value::is_string) => printable(
+            &m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         other => other.to_string(),
+    }
+}
+
+/// `s` with its control characters escaped (`\n`, `\t`, `\u{1b}`): text output is one line per
+/// row or field, so a description holding a newline cannot forge a row or field of its own,
+/// and stored text cannot send escape sequences to the operator's terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_output_escapes_control_characters() {
+        assert_eq!(printable("plain ü text"), "plain ü text");
+        assert_eq!(printable("two\nlines\tand\u{1b}[31m"), "two\\nlines\\tand\\u{1b}[31m");
+        assert_eq!(scalar(&serde_json::json!(["a\nb", "c"])), "a\\nb,c");
     }
 }

@@ -146,10 +146,23 @@ async fn readme_tour_works() {
             "alice",
             "--scope",
             "employees:read",
+            "--server",
+            "etl",
+            "--output",
+            "json",
         ],
     )
     .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
+    let etl = sigil(&s, None, &["workload", "show", "etl", "--output", "json"]).await;
+    assert_eq!(json(&o)["servers"], serde_json::json!([json(&etl)["id"]]));
+    let o = sigil(
+        &s,
+        None,
+        &["resource", "update", "hr-api", "--no-servers", "--output", "json"],
+    )
+    .await;
+    assert!(json(&o).get("servers").is_none(), "{}", o.stdout);
     let o = sigil(&s, None, &["keys", "list", "--output", "json"]).await;
     let mut algs: Vec<String> = json(&o)
         .as_array()

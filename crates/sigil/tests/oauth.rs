@@ -18,6 +18,84 @@ use serde_json::{Value, json};
 use sigil_crypto::{Algorithm, SigningKey, b64url};
 use sigil_testkit::Family;
 
+/// RFC 7662 §4: a client learns about a token only if its identity holds the token or serves
+/// the token's audience; to any other client the token is inactive (§2.2), and the refusal is
+/// in the audit trail.
+#[tokio::test]
+async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
+    let Some(f) = fixture().await else { return };
+    let c = f.s.client();
+    let (st, body) = f.with_assertion(&f.assertion(&f.claims()), &[("scope", "read")]).await;
+    assert_eq!(st, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    c.create_identity(
+        Family::Workloads,
+        &serde_json::from_value(json!({"name": "api-server", "owner": "alice"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let rs = c
+        .create_client(
+            &serde_json::from_value(
+                json!({"identity": "api-server", "token_endpoint_auth_method": "client_secret_basic"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let rs_secret = rs.client_secret.unwrap();
+    let introspect = |who: (&'static str, String, String)| {
+        let f = &f;
+        async move {
+            let (st, i, _) = f.post("/introspect", &[("token", token)], Some((&who.1, &who.2))).await;
+            assert_eq!(st, 200, "{}: {i}", who.0);
+            i
+        }
+    };
+    let rs_caller = || ("resource server", rs.client_id.clone(), rs_secret.clone());
+    assert_eq!(
+        introspect(rs_caller()).await,
+        json!({"active": false}),
+        "not yet a server of the audience"
+    );
+    let records = c.audit_search(&[("type", "token.introspected".into())]).await.unwrap();
+    assert!(
+        records.items.iter().any(|r| r.record["details"]["refused"].is_string()
+            && r.record["details"]["active"] == false
+            && r.record["actors"].to_string().contains(&rs.client_id)),
+        "the refusal is audited: {:?}",
+        records.items
+    );
+    let update = serde_json::from_value(json!({"servers": ["api-server"]})).unwrap();
+    let api = c.update_resource("api", &update).await.unwrap();
+    assert_eq!(api.servers.len(), 1, "{api:?}");
+    let i = introspect(rs_caller()).await;
+    assert_eq!(
+        (i["active"].clone(), i["aud"].clone()),
+        (json!(true), json!(API)),
+        "{i}"
+    );
+    // Another client of the holder's own identity learns about it too.
+    let holder = ("holder's other client", f.secret_client.clone(), f.secret.clone());
+    assert_eq!(introspect(holder).await["active"], true);
+    // A server of some other API does not.
+    c.create_resource(
+        &serde_json::from_value(
+            json!({"uri": "https://other.example.com", "name": "other", "owner": "alice", "servers": ["api-server"]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let update = serde_json::from_value(json!({"servers": []})).unwrap();
+    c.update_resource("api", &update).await.unwrap();
+    assert_eq!(introspect(rs_caller()).await, json!({"active": false}));
+    // A server must be a registered identity.
+    let bad = serde_json::from_value(json!({"servers": ["nobody"]})).unwrap();
+    let e = c.update_resource("api", &bad).await.unwrap_err();
+    assert!(e.to_string().contains("not a registered"), "{e}");
+}
+
 #[tokio::test]
 async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
     let Some(f) = fixture().await else { return };

@@ -170,6 +170,17 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     let Some(s) = TestServer::start().await else { return };
     registry(&s).await;
     let h = Http::new(&s);
+    // A description follows the rules of every other one: no control characters (they would
+    // reach an operator's terminal from `policy list`), at most 1,024 characters.
+    for bad in ["red\u{1b}[31m".to_owned(), "x".repeat(1025)] {
+        let (status, v) = h
+            .post(
+                "/admin/v1/policies",
+                &json!({"policies": POLICIES, "schema": SCHEMA, "description": bad}),
+            )
+            .await;
+        assert_eq!(status, 400, "{v}");
+    }
     let (status, v) = h
         .post(
             "/admin/v1/policies",
@@ -463,6 +474,18 @@ async fn authzen_decides_the_hr_and_devops_examples_and_audits_each_decision() {
     );
     assert_eq!(denied["actors"], json!([hr_bot["id"]]));
     let (_, trace) = h.get("/admin/v1/audit/trace/alice").await;
+    let (_, by_id) = h
+        .get(&format!("/admin/v1/audit/trace/{}", alice["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(trace, by_id, "a user's trace is the same by name and by id");
+    assert!(
+        trace["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["record"]["event_type"] == "user.created"),
+        "a user's trace holds the records about her: {trace}"
+    );
     assert!(
         trace["items"]
             .as_array()

@@ -77,7 +77,11 @@ impl OAuthService {
         {
             return Ok(Introspection::default());
         }
-        let active = self.is_active_now(&claims, now).await?;
+        let permitted = match caller.strip_prefix("client:") {
+            Some(c) => self.may_introspect(c, &claims).await?,
+            None => true,
+        };
+        let active = permitted && self.is_active_now(&claims, now).await?;
         let mut record = AuditRecord::new(
             now,
             EventType::TokenIntrospected,
@@ -85,6 +89,9 @@ impl OAuthService {
             request_id,
         )
         .detail("active", active);
+        if !permitted {
+            record = record.detail("refused", "the caller neither holds the token nor serves its audience");
+        }
         record.client_id = Some(claims.client_id.clone());
         record.auth = Some(AuthEvidence {
             method: "introspection".into(),
@@ -116,6 +123,31 @@ impl OAuthService {
             }),
             refresh: None,
         })
+    }
+
+    /// RFC 7662 §4: the server must decide whether the token can be used at the resource
+    /// server asking. A client learns about a token if it holds it (it, or another client of
+    /// the same identity, was issued the token), or if its identity serves the token's audience
+    /// (`sigil resource create --server`). To any other client the token is inactive (§2.2).
+    async fn may_introspect(&self, caller: &str, claims: &AccessClaims) -> Result<bool, OAuthError> {
+        if caller == claims.client_id {
+            return Ok(true);
+        }
+        let Some(caller) = self.client(caller).await? else {
+            return Ok(false);
+        };
+        if let Some(holder) = self.client(&claims.client_id).await?
+            && holder.identity_id == caller.identity_id
+        {
+            return Ok(true);
+        }
+        let Ok(audience) = sigil_types::ResourceUri::parse(&claims.aud) else {
+            return Ok(false);
+        };
+        Ok(self
+            .resource(&audience)
+            .await?
+            .is_some_and(|r| r.servers.contains(&caller.identity_id)))
     }
 
     /// A refresh token is active while it is unspent, unexpired, its family unrevoked, and

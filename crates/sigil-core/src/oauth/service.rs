@@ -162,7 +162,7 @@ impl OAuthService {
         self.reads.identity(&IdentityRef::Id(id.clone())).await
     }
 
-    async fn resource(&self, uri: &ResourceUri) -> Result<Option<crate::model::Resource>, StoreError> {
+    pub(super) async fn resource(&self, uri: &ResourceUri) -> Result<Option<crate::model::Resource>, StoreError> {
         self.reads.resource(&ResourceRef::Uri(uri.clone())).await
     }
 

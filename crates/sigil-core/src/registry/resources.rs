@@ -1,16 +1,17 @@
 //! Resources: the APIs and MCP servers that accept Sigil tokens (RFC 8707 resource indicators).
 
 use sigil_proto::admin::{CreateResource, UpdateResource};
-use sigil_types::ResourceId;
+use sigil_types::{IdentityId, ResourceId};
 
 use super::{Ctx, Registry, RegistryError};
 use crate::audit::{AuditRecord, EventType};
-use crate::model::{Meta, Page, Resource, ResourceQuery, ResourceRef};
+use crate::model::{IdentityRef, Meta, Page, Resource, ResourceQuery, ResourceRef};
 use crate::store::{Change, ChangeSet};
 
 impl Registry {
     pub async fn create_resource(&self, ctx: &Ctx, req: CreateResource) -> Result<Resource, RegistryError> {
         let owner = self.resolve_owner(&req.owner).await?;
+        let servers = self.resolve_servers(&req.servers).await?;
         let now = self.clock.now();
         let (ms, rnd) = self.id_parts();
         let resource = Resource {
@@ -20,6 +21,7 @@ impl Registry {
             description: req.description,
             owner,
             scopes: req.scopes,
+            servers,
             meta: Meta::new(now, &ctx.principal),
         };
         let audit = self
@@ -56,6 +58,10 @@ impl Registry {
             Some(o) => Some(self.resolve_owner(o).await?),
             None => None,
         };
+        let new_servers = match &patch.servers {
+            Some(s) => Some(self.resolve_servers(s).await?),
+            None => None,
+        };
         self.retrying(&format!("resource:{r}"), || async {
             let old = self.get_resource(r).await?;
             ctx.precondition(old.meta.version)?;
@@ -76,6 +82,10 @@ impl Registry {
             if let Some(v) = &patch.scopes {
                 new.scopes = v.clone();
                 changed.push("scopes");
+            }
+            if let Some(v) = &new_servers {
+                new.servers = v.clone();
+                changed.push("servers");
             }
             if new == old {
                 return Ok(old);
@@ -117,6 +127,28 @@ impl Registry {
             Ok(())
         })
         .await
+    }
+
+    /// The serving identities, by name or id, as ids: each must be a registered identity.
+    async fn resolve_servers(&self, servers: &[String]) -> Result<Vec<IdentityId>, RegistryError> {
+        const MAX_SERVERS: usize = 64;
+        if servers.len() > MAX_SERVERS {
+            return Err(RegistryError::invalid("servers", format!("at most {MAX_SERVERS}")));
+        }
+        let mut ids: Vec<IdentityId> = Vec::with_capacity(servers.len());
+        for s in servers {
+            let r = IdentityRef::parse(s).map_err(|e| RegistryError::invalid("servers", e.to_string()))?;
+            let Some(identity) = self.store.get_identity(&r).await? else {
+                return Err(RegistryError::invalid(
+                    "servers",
+                    format!("{s:?} is not a registered agent or workload"),
+                ));
+            };
+            if !ids.contains(&identity.id) {
+                ids.push(identity.id);
+            }
+        }
+        Ok(ids)
     }
 
     fn resource_event(&self, ctx: &Ctx, t: EventType, r: &Resource) -> AuditRecord {

@@ -54,6 +54,7 @@ pub fn resource_view(r: &Resource) -> ResourceView {
         description: r.description.clone(),
         owner: r.owner.to_string(),
         scopes: r.scopes.clone(),
+        servers: r.servers.iter().map(ToString::to_string).collect(),
         created_at: r.meta.created_at,
         updated_at: r.meta.updated_at,
         created_by: r.meta.created_by.as_str().to_owned(),

@@ -247,6 +247,17 @@ pub async fn trace(axum::extract::State(app): State, Admin(_): Admin, Path(id): 
         return Err(ApiError::invalid("id", "must be 1 to 256 characters"));
     }
     let mut found: Vec<StoredAudit> = Vec::new();
+    // A user's trace is the same by name or by id: records about the user (as target, by id)
+    // and those the user directed (as subject) both belong to it.
+    let users = user_keys(&app, &id).await?;
+    let mut actors = agent_keys(&app, &id).await?;
+    actors.extend(
+        users
+            .iter()
+            .filter(|u| !actors.contains(u))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let queries = [
         AuditQuery {
             request_id: Some(id.clone()),
@@ -257,11 +268,11 @@ pub async fn trace(axum::extract::State(app): State, Admin(_): Admin, Path(id): 
             ..Default::default()
         },
         AuditQuery {
-            agent: agent_keys(&app, &id).await?,
+            agent: actors,
             ..Default::default()
         },
         AuditQuery {
-            user: user_keys(&app, &id).await?,
+            user: users,
             ..Default::default()
         },
     ];

@@ -37,9 +37,15 @@ pub async fn upload(
     ApiJson(req): ApiJson<UploadPolicyRequest>,
 ) -> Result<Response, ApiError> {
     let rid = ctx.request_id.as_deref();
+    // The same rules as every other description: it is shown in `policy list` and the trail.
+    let description = req
+        .description
+        .map(|d| sigil_types::Description::parse(&d).map(|d| d.to_string()))
+        .transpose()
+        .map_err(|e| ApiError::invalid("description", e.to_string()))?;
     let stored = app
         .policy
-        .upload(req.policies, req.schema, req.description, &ctx.principal, rid)
+        .upload(req.policies, req.schema, description, &ctx.principal, rid)
         .await?;
     if req.activate {
         app.policy.activate(stored.version, &ctx.principal, rid).await?;

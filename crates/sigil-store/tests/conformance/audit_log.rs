@@ -237,7 +237,8 @@ pub(crate) async fn search_finds_every_agent_of_a_chain(db: Db) {
         assert_eq!(found(db.store.clone(), agent).await, n, "{agent}");
     }
 
-    // As if the records predated the column: drop it, forget migration 11, start again.
+    // As if the records predated the column: drop it, forget migration 11 (and those after it,
+    // undone too: migrations run in order), start again.
     let url = match &db.location {
         sigil_store::Location::Sqlite(p) => format!("sqlite://{}", p.display()),
         sigil_store::Location::Postgres(u) => u.clone(),
@@ -248,7 +249,8 @@ pub(crate) async fn search_finds_every_agent_of_a_chain(db: Db) {
         for sql in [
             "DROP INDEX audit_events_acting_for",
             "ALTER TABLE audit_events DROP COLUMN acting_for",
-            "DELETE FROM sigil_migrations WHERE version = 11",
+            "ALTER TABLE resources DROP COLUMN servers_json",
+            "DELETE FROM sigil_migrations WHERE version >= 11",
         ] {
             sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
         }

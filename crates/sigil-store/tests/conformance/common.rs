@@ -94,6 +94,7 @@ pub(crate) fn resource(name: &str, uri: &str, owner: &User) -> Resource {
         description: None,
         owner: owner.id.clone(),
         scopes: ScopeSet::parse_oauth("read").unwrap(),
+        servers: vec![IdentityId::generate(1, rand10())],
         meta: meta(),
     }
 }
