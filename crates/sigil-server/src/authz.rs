@@ -72,7 +72,7 @@ pub async fn evaluate(
     app: &App,
     engine: &Engine,
     ev: &Evaluation,
-    caller: &str,
+    (caller, caller_identity): (&str, Option<&IdentityId>),
     request_id: Option<&str>,
 ) -> Result<Evaluated, EvalError> {
     let subject = ev
@@ -84,7 +84,7 @@ pub async fn evaluate(
         .resource
         .as_ref()
         .ok_or_else(|| EvalError::bad("resource is required"))?;
-    let mut r = resolve_subject(app, subject).await?;
+    let mut r = resolve_subject(app, subject, (caller, caller_identity)).await?;
     apply_context(&mut r.context, ev.context.as_ref())?;
     if resource.kind == "resource" {
         r.resource = Some(registered_resource(app, &resource.id).await?);
@@ -122,7 +122,21 @@ pub async fn evaluate(
     Ok(Evaluated { decision, record })
 }
 
-async fn resolve_subject(app: &App, s: &Entity) -> Result<Resolved, EvalError> {
+fn inactive() -> EvalError {
+    EvalError {
+        status: 401,
+        message: "the access token is not active".into(),
+    }
+}
+
+/// The subject as a principal and context. A token subject tells the caller about the token,
+/// so a client caller must be one that introspection would answer (RFC 7662 §4): it serves
+/// the token's audience or holds the token; to any other the token is not active.
+async fn resolve_subject(
+    app: &App,
+    s: &Entity,
+    (caller, caller_identity): (&str, Option<&IdentityId>),
+) -> Result<Resolved, EvalError> {
     let mut r = Resolved {
         user: None,
         actors: Vec::new(),
@@ -146,10 +160,16 @@ async fn resolve_subject(app: &App, s: &Entity) -> Result<Resolved, EvalError> {
                 .active_claims(&s.id)
                 .await
                 .map_err(|_| EvalError::from(StoreError::Unavailable("token check".into())))?
-                .ok_or_else(|| EvalError {
-                    status: 401,
-                    message: "the access token is not active".into(),
-                })?;
+                .ok_or_else(inactive)?;
+            if let Some(client) = caller.strip_prefix("client:")
+                && !app
+                    .oauth
+                    .may_learn_about(client, caller_identity, &claims)
+                    .await
+                    .map_err(|_| EvalError::from(StoreError::Unavailable("token check".into())))?
+            {
+                return Err(inactive());
+            }
             // A delegated token: its user, then its actors from the one closest to the user.
             if let Some(act) = &claims.act {
                 r.user = Some(user(app, &claims.sub).await?);

@@ -111,11 +111,20 @@ impl TlsListener {
         let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
         tokio::spawn(async move {
             loop {
-                // Never closed, so this only ends with a permit.
-                let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else {
-                    return;
+                // Waits for a handshake slot and a client, and ends (closing the socket) once
+                // the server has dropped the listener.
+                let next = async {
+                    let slot = Arc::clone(&handshakes).acquire_owned().await.ok()?;
+                    Some((slot, tcp.accept().await))
                 };
-                let (stream, peer) = match tcp.accept().await {
+                let (slot, accepted) = tokio::select! {
+                    () = tx.closed() => return,
+                    n = next => match n {
+                        Some(n) => n,
+                        None => return,
+                    },
+                };
+                let (stream, peer) = match accepted {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -127,17 +136,20 @@ impl TlsListener {
                 let handoff = tx.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = handoff.send((tls, peer)).await;
-                        }
+                    // The handshake and the wait for the server to take the connection (it may
+                    // be at its connection ceiling) share one deadline, so a slot is never
+                    // held for longer.
+                    let handshake = async {
+                        let tls = acceptor.accept(stream).await?;
+                        let _ = handoff.send((tls, peer)).await;
+                        Ok::<(), std::io::Error>(())
+                    };
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                        Ok(Ok(())) => {}
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake (or the hand-off) timed out"),
                     }
                 });
-                if tx.is_closed() {
-                    return;
-                }
             }
         });
         Ok(Self { rx, local })

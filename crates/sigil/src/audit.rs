@@ -113,7 +113,7 @@ pub async fn audit(g: &Global, c: AuditCommand) -> Result<(), Failure> {
                         g,
                         serde_json::to_value(&r).unwrap_or_default(),
                         &format!(
-                            "ok: {} records, {} checkpoints; leaves 0..{} match the signed tree head{}",
+                            "ok: {} records, {} checkpoints; the first {} leaves match the signed tree head{}",
                             r.records,
                             r.checkpoints,
                             r.verified_size,
@@ -344,11 +344,11 @@ pub async fn trace(g: &Global, id: &str) -> Result<(), Failure> {
     let n = found.items.len();
     println!("trace for {id}: {n} record{}", if n == 1 { "" } else { "s" });
     for (subject, chains) in &tree {
-        println!("{subject}");
+        println!("{}", crate::output::printable(subject));
         for (chain, actions) in chains {
             let mut depth = 1;
             for actor in chain.iter().rev() {
-                println!("{}└─ {actor}", "   ".repeat(depth - 1));
+                println!("{}└─ {}", "   ".repeat(depth - 1), crate::output::printable(actor));
                 depth += 1;
             }
             for (n, a) in actions.iter().enumerate() {

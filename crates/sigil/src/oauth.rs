@@ -156,12 +156,24 @@ fn oauth_failure(status: u16, body: &Value) -> Failure {
         .unwrap_or_default();
     let exit = match code {
         "invalid_client" | "unauthorized_client" => Exit::Denied,
-        "invalid_request" | "invalid_scope" | "invalid_target" | "unsupported_grant_type" => Exit::Invalid,
+        "invalid_request"
+        | "invalid_scope"
+        | "invalid_target"
+        | "unsupported_grant_type"
+        | "invalid_dpop_proof"
+        | "use_dpop_nonce" => Exit::Invalid,
         _ => Exit::Error,
+    };
+    // `token get` sends no DPoP proof, so a DPoP refusal means the client (or its identity) is
+    // required to use DPoP: say what to do instead of leaving the reader with the bare code.
+    let hint = if code == "invalid_dpop_proof" || code == "use_dpop_nonce" {
+        " (this client must prove possession of a key with DPoP, RFC 9449; `sigil token get` sends no DPoP proof, so use a DPoP-capable OAuth library)"
+    } else {
+        ""
     };
     Failure {
         exit,
-        message: format!("{code} ({status}): {desc}"),
+        message: format!("{code} ({status}): {desc}{hint}"),
     }
 }
 

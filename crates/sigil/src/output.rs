@@ -116,18 +116,25 @@ fn scalar(v: &Value) -> String {
 /// row or field, so a description holding a newline cannot forge a row or field of its own,
 /// and stored text cannot send escape sequences to the operator's terminal.
 pub fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(unprintable) {
         return s.to_owned();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if unprintable(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// Control characters, line and paragraph separators, and the bidirectional controls that
+/// reorder what a terminal shows ("Trojan Source").
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -139,5 +146,6 @@ mod tests {
         assert_eq!(printable("plain ü text"), "plain ü text");
         assert_eq!(printable("two\nlines\tand\u{1b}[31m"), "two\\nlines\\tand\\u{1b}[31m");
         assert_eq!(scalar(&serde_json::json!(["a\nb", "c"])), "a\\nb,c");
+        assert_eq!(printable("a\u{202E}b"), "a\\u{202e}b");
     }
 }

@@ -91,6 +91,11 @@ fn banner(r: &sigil_server::Running) {
     if url != "http://127.0.0.1:8080" {
         println!("  export SIGIL_URL={url}");
     }
+    // The CLI reads the admin token from ./sigil-data unless told where the data is.
+    if c.data_dir != std::path::Path::new(sigil_server::config::DEFAULT_DATA_DIR) {
+        let dir = std::fs::canonicalize(&c.data_dir).unwrap_or_else(|_| c.data_dir.clone());
+        println!("  export SIGIL_DATA_DIR={}", dir.display());
+    }
     println!("  sigil user create --username alice --email alice@example.com");
     println!("  sigil agent create --name hr-assistant --owner alice --ceiling employees:read");
     println!("  sigil agent list");

@@ -278,6 +278,45 @@ async fn every_command_answers_json() {
     assert_eq!((o["result"].as_str(), o["name"].as_str()), (Some("deleted"), Some(id)));
     let o = json(&sigil(&s, None, &["--output", "json", "token", "revoke", "not-a-token"]).await);
     assert_eq!(o["result"], "revoked");
+    // `token get` sends no DPoP proof: a client that must use DPoP is told so, as invalid input.
+    let dpop = json(
+        &sigil(
+            &s,
+            None,
+            &[
+                "--output",
+                "json",
+                "client",
+                "create",
+                "--identity",
+                "bot",
+                "--secret",
+                "--dpop-required",
+            ],
+        )
+        .await,
+    );
+    let o = sigil(
+        &s,
+        None,
+        &[
+            "token",
+            "get",
+            "--client-id",
+            dpop["client_id"].as_str().unwrap(),
+            "--secret",
+            dpop["client_secret"].as_str().unwrap(),
+            "--resource",
+            "https://nowhere.example.com",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("invalid_dpop_proof") && o.stderr.contains("DPoP-capable"),
+        "{}",
+        o.stderr
+    );
     let config = dir.path().join("sigil.toml");
     std::fs::write(&config, "").unwrap();
     let o = json(

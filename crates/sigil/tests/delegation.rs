@@ -590,6 +590,18 @@ async fn openid_scope_adds_an_id_token_about_the_user() {
     assert_eq!(discovery["id_token_signing_alg_values_supported"][0], "RS256");
     // The access token is still for the resource only.
     assert_eq!(claims(t["access_token"].as_str().unwrap())["scope"], "read");
+    // A refresh that leaves `openid` out of its scope gets no ID token, and its scope says so
+    // (RFC 6749 §5.1); one that keeps it, or names no scope, gets a fresh one.
+    let (s, r) = fx
+        .refresh_with_scope(t["refresh_token"].as_str().unwrap(), "read")
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["scope"], "read");
+    assert!(r.get("id_token").is_none(), "{r}");
+    let (s, r) = fx.refresh(r["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["scope"], "openid read");
+    assert!(r["id_token"].is_string(), "{r}");
     // Without openid there is no ID token.
     let plain = fx.user_token().await;
     assert!(plain.get("id_token").is_none());

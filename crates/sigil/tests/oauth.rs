@@ -60,7 +60,8 @@ async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
     );
     let records = c.audit_search(&[("type", "token.introspected".into())]).await.unwrap();
     assert!(
-        records.items.iter().any(|r| r.record["details"]["refused"].is_string()
+        records.items.iter().any(|r| r.record["outcome"] == "denied"
+            && r.record["reason"].as_str().is_some_and(|x| x.contains("audience"))
             && r.record["details"]["active"] == false
             && r.record["actors"].to_string().contains(&rs.client_id)),
         "the refusal is audited: {:?}",

@@ -621,6 +621,41 @@ async fn the_token_endpoint_asks_the_policy() {
     let (_, records) = h.get("/admin/v1/audit/records?type=access.evaluated&limit=10").await;
     let rec = &records["items"].as_array().unwrap()[0]["record"];
     assert_eq!(rec["scopes"], json!(["read"]), "the token's scopes are evidence: {rec}");
+    // A resource server asking about a token learns no more than introspection would tell it
+    // (RFC 7662 §4): a token for an API it does not serve is not active to it.
+    c.create_identity(
+        Family::Workloads,
+        &serde_json::from_value(json!({"name": "deploy-gate", "owner": "olga"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let gate = c
+        .create_client(
+            &serde_json::from_value(
+                json!({"identity": "deploy-gate", "token_endpoint_auth_method": "client_secret_basic"}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let gate_secret = gate.client_secret.clone().unwrap();
+    let as_gate = || {
+        reqwest::Client::new()
+            .post(format!("{}/access/v1/evaluation", s.url))
+            .basic_auth(&gate.client_id, Some(&gate_secret))
+            .json(&ask)
+            .send()
+    };
+    let d: Value = as_gate().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (&d["decision"], &d["context"]["error"]["status"]),
+        (&json!(false), &json!(401)),
+        "{d}"
+    );
+    let serves = serde_json::from_value(json!({"servers": ["deploy-gate"]})).unwrap();
+    c.update_resource("deployer", &serves).await.unwrap();
+    let d: Value = as_gate().await.unwrap().json().await.unwrap();
+    assert_eq!(d["decision"], true, "the API's own server may ask: {d}");
     // A revoked token is no subject.
     c.revoke_token(access_token).await.unwrap();
     let (_, d) = h.post("/access/v1/evaluation", &ask).await;

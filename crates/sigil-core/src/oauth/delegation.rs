@@ -36,6 +36,13 @@ pub struct ExchangeRequest<'a> {
     pub scope: Option<&'a str>,
 }
 
+/// What a code or refresh request asks of its grant: a narrower scope (RFC 6749 §6), and
+/// whether it wants an ID token with it.
+struct Asked {
+    scope: Option<ScopeSet>,
+    openid: bool,
+}
+
 impl OAuthService {
     async fn is_public_client(&self, client_id: Option<&str>) -> Result<bool, OAuthError> {
         let Some(id) = client_id else { return Ok(false) };
@@ -128,7 +135,10 @@ impl OAuthService {
             &auth,
             &grant,
             form.resources,
-            None,
+            Asked {
+                scope: None,
+                openid: true,
+            },
             proof.as_ref(),
             "authorization_code",
             request_id,
@@ -175,11 +185,17 @@ impl OAuthService {
             }
             None => None,
         };
+        // OpenID Connect Core §12.2: the response "might not contain an id_token"; one whose
+        // scope leaves `openid` out asked for none, and its `scope` says so (RFC 6749 §5.1).
+        let openid = scope.is_none_or(|s| s.split(' ').any(|v| v == super::authorize::OPENID));
         self.redeem(
             &auth,
             &grant,
             resources,
-            narrowed,
+            Asked {
+                scope: narrowed,
+                openid,
+            },
             proof.as_ref(),
             "refresh_token",
             request_id,
@@ -263,7 +279,7 @@ impl OAuthService {
         auth: &Authenticated,
         grant: &Grant,
         resources: &[String],
-        narrowed: Option<ScopeSet>,
+        asked: Asked,
         proof: Option<&super::dpop::Proof>,
         grant_type: &str,
         request_id: Option<&str>,
@@ -298,8 +314,9 @@ impl OAuthService {
         }
         let resource = self.resource_by_uri(&grant.resource).await?;
         let owner = self.reads.username(&agent.owner).await?;
-        let asked_for_scope = narrowed.is_some();
-        let requested = match narrowed {
+        let asked_for_scope = asked.scope.is_some();
+        let with_openid = grant.openid && asked.openid;
+        let requested = match asked.scope {
             Some(s) => s,
             None => ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
         };
@@ -398,7 +415,7 @@ impl OAuthService {
                 expires_at: claims.exp,
             })
             .audit(record);
-        let id_token = if grant.openid {
+        let id_token = if with_openid {
             Some(self.mint_id_token(&user, &auth.client, grant, now)?)
         } else {
             None
@@ -411,7 +428,7 @@ impl OAuthService {
             }
             return Err(e);
         }
-        let scope = if grant.openid {
+        let scope = if with_openid {
             format!("{} {}", super::authorize::OPENID, claims.scope)
         } else {
             claims.scope

@@ -55,10 +55,12 @@ pub struct IntrospectedClaims {
 impl OAuthService {
     /// RFC 7662: active only if the signature, issuer and expiry check out, the token was not
     /// revoked, and its identity is still active and has not had its tokens cut off since.
+    /// `caller_identity` is the identity of a client caller (none for an administrator).
     pub async fn introspect(
         &self,
         token: &str,
         caller: &str,
+        caller_identity: Option<&IdentityId>,
         request_id: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
         let now = self.clock.now();
@@ -78,7 +80,7 @@ impl OAuthService {
             return Ok(Introspection::default());
         }
         let permitted = match caller.strip_prefix("client:") {
-            Some(c) => self.may_introspect(c, &claims).await?,
+            Some(c) => self.may_learn_about(c, caller_identity, &claims).await?,
             None => true,
         };
         let active = permitted && self.is_active_now(&claims, now).await?;
@@ -90,7 +92,10 @@ impl OAuthService {
         )
         .detail("active", active);
         if !permitted {
-            record = record.detail("refused", "the caller neither holds the token nor serves its audience");
+            record = record.outcome(
+                crate::audit::Outcome::Denied,
+                "the caller neither holds the token nor serves its audience",
+            );
         }
         record.client_id = Some(claims.client_id.clone());
         record.auth = Some(AuthEvidence {
@@ -126,28 +131,38 @@ impl OAuthService {
     }
 
     /// RFC 7662 §4: the server must decide whether the token can be used at the resource
-    /// server asking. A client learns about a token if it holds it (it, or another client of
-    /// the same identity, was issued the token), or if its identity serves the token's audience
-    /// (`sigil resource create --server`). To any other client the token is inactive (§2.2).
-    async fn may_introspect(&self, caller: &str, claims: &AccessClaims) -> Result<bool, OAuthError> {
+    /// server asking. A client (`caller`, of `identity`) learns about a token if its identity
+    /// serves the token's audience (`sigil resource create --server`) or holds the token (the
+    /// client, or another registered client of the same identity, was issued it). To any other
+    /// client the token is inactive (§2.2). The AuthZEN API asks the same of a token subject.
+    pub async fn may_learn_about(
+        &self,
+        caller: &str,
+        identity: Option<&IdentityId>,
+        claims: &AccessClaims,
+    ) -> Result<bool, OAuthError> {
         if caller == claims.client_id {
             return Ok(true);
         }
-        let Some(caller) = self.client(caller).await? else {
+        let Some(identity) = identity else {
             return Ok(false);
         };
-        if let Some(holder) = self.client(&claims.client_id).await?
-            && holder.identity_id == caller.identity_id
+        if let Ok(audience) = sigil_types::ResourceUri::parse(&claims.aud)
+            && self
+                .resource(&audience)
+                .await?
+                .is_some_and(|r| r.servers.contains(identity))
         {
             return Ok(true);
         }
-        let Ok(audience) = sigil_types::ResourceUri::parse(&claims.aud) else {
+        // Clients described by metadata documents all share one configured identity, yet are
+        // strangers to each other: a document client is its own holder only (and looking it up
+        // would fetch its document).
+        if super::metadata_doc::is_document_url(&claims.client_id) {
             return Ok(false);
-        };
-        Ok(self
-            .resource(&audience)
-            .await?
-            .is_some_and(|r| r.servers.contains(&caller.identity_id)))
+        }
+        let holder = self.reads.client(&claims.client_id).await.ok().flatten();
+        Ok(holder.is_some_and(|h| h.identity_id == *identity))
     }
 
     /// A refresh token is active while it is unspent, unexpired, its family unrevoked, and

@@ -26,7 +26,8 @@ impl Registry {
         };
         let audit = self
             .resource_event(ctx, EventType::ResourceCreated, &resource)
-            .detail("scopes", resource.scopes.to_oauth_string());
+            .detail("scopes", resource.scopes.to_oauth_string())
+            .detail("servers", servers_detail(&resource));
         self.store
             .commit(
                 ChangeSet::new()
@@ -93,7 +94,8 @@ impl Registry {
             new.meta = old.meta.touched(self.clock.now(), &ctx.principal);
             let audit = self
                 .resource_event(ctx, EventType::ResourceUpdated, &new)
-                .detail("changed", changed);
+                .detail("changed", changed)
+                .detail("servers", servers_detail(&new));
             self.store
                 .commit(
                     ChangeSet::new()
@@ -144,6 +146,12 @@ impl Registry {
                     format!("{s:?} is not a registered agent or workload"),
                 ));
             };
+            if identity.status.is_final() {
+                return Err(RegistryError::invalid(
+                    "servers",
+                    format!("{s:?} is {}: it serves nothing any more", identity.status.as_str()),
+                ));
+            }
             if !ids.contains(&identity.id) {
                 ids.push(identity.id);
             }
@@ -162,4 +170,10 @@ impl Registry {
         }
         rec
     }
+}
+
+/// The identities serving a resource, for its audit records: who may introspect its tokens
+/// is a grant the trail must show.
+fn servers_detail(r: &Resource) -> Vec<String> {
+    r.servers.iter().map(ToString::to_string).collect()
 }

@@ -119,7 +119,7 @@ pub async fn introspect(
 ) -> Result<Response> {
     let r = app
         .oauth
-        .introspect(&req.token, ctx.principal.as_str(), ctx.request_id.as_deref())
+        .introspect(&req.token, ctx.principal.as_str(), None, ctx.request_id.as_deref())
         .await
         .map_err(|_| ApiError::Unavailable)?;
     Ok(Json(r).into_response())

@@ -129,7 +129,7 @@ pub async fn explain(
     let req: ExplainRequest = serde_json::from_value(body).map_err(|e| invalid(e.to_string()))?;
     let engine = app.policy.engine_for(req.version).await?;
     let caller = ctx.principal.as_str().to_owned();
-    match evaluate(&app, &engine, &req.request, &caller, ctx.request_id.as_deref()).await {
+    match evaluate(&app, &engine, &req.request, (&caller, None), ctx.request_id.as_deref()).await {
         Ok(e) => {
             let reason = e.decision.deny_reason();
             let mut body = serde_json::to_value(&e.decision).unwrap_or_default();

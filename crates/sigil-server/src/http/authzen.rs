@@ -93,7 +93,7 @@ async fn authenticate(
     headers: &HeaderMap,
     ext: &axum::http::Extensions,
     request_id: Option<&str>,
-) -> Result<String, Response> {
+) -> Result<super::oauth::JsonCaller, Response> {
     let endpoint = format!("{}/access/v1/evaluation", app.issuer);
     let (refusal, response) = match json_caller(app, headers, ext, &endpoint, request_id).await {
         Err(e) => {
@@ -102,13 +102,13 @@ async fn authenticate(
         }
         Ok(caller) => {
             let Some(id) = &caller.identity else {
-                return Ok(caller.who);
+                return Ok(caller);
             };
             let is_workload = crate::authz::is_workload(app, id)
                 .await
                 .map_err(|_| ApiError::Unavailable.into_response())?;
             if is_workload {
-                return Ok(caller.who);
+                return Ok(caller);
             }
             let why = "only resource servers (workload clients) and administrators may ask for access decisions";
             (
@@ -136,10 +136,11 @@ pub async fn evaluation(AxState(app): State, req: axum::extract::Request) -> Res
     let (parts, raw) = req.into_parts();
     let (headers, ext) = (&parts.headers, &parts.extensions);
     let request_id = rid(ext);
-    let caller = match authenticate(&app, headers, ext, request_id.as_deref()).await {
-        Ok(c) => c,
+    let (caller, caller_identity) = match authenticate(&app, headers, ext, request_id.as_deref()).await {
+        Ok(c) => (c.who, c.identity),
         Err(resp) => return resp,
     };
+    let identity = caller_identity.as_ref();
     let bytes = match body(headers, raw, app.config.max_body_bytes).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -150,7 +151,7 @@ pub async fn evaluation(AxState(app): State, req: axum::extract::Request) -> Res
     };
     let result = async {
         let engine = app.policy.current();
-        let (view, record) = decide_one(&app, &engine, &ev, &caller, request_id.as_deref()).await?;
+        let (view, record) = decide_one(&app, &engine, &ev, (&caller, identity), request_id.as_deref()).await?;
         app.store.commit(ChangeSet::new().audit(record)).await?;
         Ok::<_, ApiError>(Json(view).into_response())
     }
@@ -178,10 +179,11 @@ pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Re
     let (parts, raw) = req.into_parts();
     let (headers, ext) = (&parts.headers, &parts.extensions);
     let request_id = rid(ext);
-    let caller = match authenticate(&app, headers, ext, request_id.as_deref()).await {
-        Ok(c) => c,
+    let (caller, caller_identity) = match authenticate(&app, headers, ext, request_id.as_deref()).await {
+        Ok(c) => (c.who, c.identity),
         Err(resp) => return resp,
     };
+    let identity = caller_identity.as_ref();
     let bytes = match body(headers, raw, MAX_BATCH_BYTES.max(app.config.max_body_bytes)).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -202,7 +204,8 @@ pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Re
         }
         if items.is_empty() {
             // §7.1: without evaluations the request is a single evaluation, answered as one.
-            let (view, record) = decide_one(&app, &engine, &req.defaults, &caller, request_id.as_deref()).await?;
+            let (view, record) =
+                decide_one(&app, &engine, &req.defaults, (&caller, identity), request_id.as_deref()).await?;
             app.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(Json(view).into_response());
         }
@@ -225,14 +228,15 @@ pub async fn evaluations(AxState(app): State, req: axum::extract::Request) -> Re
         let mut views = Vec::with_capacity(items.len());
         let mut cs = ChangeSet::new();
         for merged in merged {
-            let (view, record) = match decide_one(&app, &engine, &merged, &caller, request_id.as_deref()).await {
-                Ok(v) => v,
-                // §7.3: an item that cannot be evaluated is a deny carrying its error.
-                Err(ApiError::Invalid { message, .. }) => {
-                    item_error(&merged, 400, &message, &caller, &app, &request_id)
-                }
-                Err(e) => return Err(e),
-            };
+            let (view, record) =
+                match decide_one(&app, &engine, &merged, (&caller, identity), request_id.as_deref()).await {
+                    Ok(v) => v,
+                    // §7.3: an item that cannot be evaluated is a deny carrying its error.
+                    Err(ApiError::Invalid { message, .. }) => {
+                        item_error(&merged, 400, &message, &caller, &app, &request_id)
+                    }
+                    Err(e) => return Err(e),
+                };
             cs = cs.audit(record);
             let decision = view.decision;
             views.push(view);
@@ -299,10 +303,10 @@ async fn decide_one(
     app: &App,
     engine: &sigil_policy::Engine,
     ev: &Evaluation,
-    caller: &str,
+    (caller, identity): (&str, Option<&sigil_types::IdentityId>),
     request_id: Option<&str>,
 ) -> Result<(DecisionView, AuditRecord), ApiError> {
-    match evaluate(app, engine, ev, caller, request_id).await {
+    match evaluate(app, engine, ev, (caller, identity), request_id).await {
         Ok(Evaluated { decision, record }) => {
             let context = (!decision.allowed).then(|| {
                 json!({

@@ -326,7 +326,7 @@ async fn caller(
     endpoint: &str,
     allow_public: bool,
     request_id: Option<&str>,
-) -> Result<(Option<String>, String), OAuthError> {
+) -> Result<(Option<(String, sigil_types::IdentityId)>, String), OAuthError> {
     if let Some(t) = bearer_token(headers) {
         // RFC 7662 §2.3: a bad bearer credential is answered as RFC 6750 §3 says.
         return match app.admin.authenticate(Some(t), request_id, "oauth").await {
@@ -343,10 +343,8 @@ async fn caller(
     };
     app.oauth.require_active_identity(&auth).await?;
     app.oauth.spend_assertion(&auth).await?;
-    Ok((
-        Some(auth.client.client_id.clone()),
-        format!("client:{}", auth.client.client_id),
-    ))
+    let who = format!("client:{}", auth.client.client_id);
+    Ok((Some((auth.client.client_id, auth.client.identity_id)), who))
 }
 
 /// The authenticated caller of a JSON endpoint (AuthZEN): the principal for audit records and,
@@ -391,7 +389,7 @@ pub async fn introspect(
     let request_id = rid(&ext);
     let result = async {
         let form = Form::parse(&headers, &body, &[])?;
-        let (_, who) = caller(
+        let (client, who) = caller(
             &app,
             &headers,
             &ext,
@@ -404,7 +402,8 @@ pub async fn introspect(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        app.oauth.introspect(token, &who, request_id.as_deref()).await
+        let identity = client.as_ref().map(|(_, identity)| identity);
+        app.oauth.introspect(token, &who, identity, request_id.as_deref()).await
     }
     .await;
     match result {
@@ -490,7 +489,12 @@ pub async fn revoke(
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         let by = sigil_core::model::Principal::from_stored(who);
         app.oauth
-            .revoke(token, client.as_deref(), &by, request_id.as_deref())
+            .revoke(
+                token,
+                client.as_ref().map(|(id, _)| id.as_str()),
+                &by,
+                request_id.as_deref(),
+            )
             .await
     }
     .await;
