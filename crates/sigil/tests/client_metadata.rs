@@ -197,6 +197,13 @@ async fn client_metadata_documents_identify_clients_by_url() {
     let others = t["access_token"].as_str().unwrap().to_owned();
     assert_eq!(fx.introspect(&others).await["active"], true);
     assert_eq!(introspect_as_document(others).await["active"], false);
+    // The refusal is in the trail, as every refused introspection is.
+    let denied =
+        fx.s.client()
+            .audit_search(&[("type", "token.introspected".into()), ("outcome", "denied".into())])
+            .await
+            .unwrap();
+    assert_eq!(denied.items.len(), 1, "{:?}", denied.items);
 
     // Errors of a document client are shown, never redirected to a URI it chose itself.
     let mut token_flow = fx.standard(&challenge);

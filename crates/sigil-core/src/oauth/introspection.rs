@@ -71,14 +71,6 @@ impl OAuthService {
             Ok(c) => c,
             Err(_) => return Ok(Introspection::default()),
         };
-        // A client described by a metadata document is whoever hosts one: it learns about its
-        // own tokens only, so it cannot scan others' (RFC 7662 §2.1).
-        if let Some(c) = caller.strip_prefix("client:")
-            && super::metadata_doc::is_document_url(c)
-            && c != claims.client_id
-        {
-            return Ok(Introspection::default());
-        }
         let permitted = match caller.strip_prefix("client:") {
             Some(c) => self.may_learn_about(c, caller_identity, &claims).await?,
             None => true,
@@ -131,10 +123,11 @@ impl OAuthService {
     }
 
     /// RFC 7662 §4: the server must decide whether the token can be used at the resource
-    /// server asking. A client (`caller`, of `identity`) learns about a token if its identity
-    /// serves the token's audience (`sigil resource create --server`) or holds the token (the
-    /// client, or another registered client of the same identity, was issued it). To any other
-    /// client the token is inactive (§2.2). The AuthZEN API asks the same of a token subject.
+    /// server asking. A client (`caller`, of `identity`) learns about a token if it is the
+    /// token's client, or its identity serves the token's audience (`sigil resource create
+    /// --server`) or holds the token (was issued it, by whichever of its clients or SVIDs). To
+    /// any other client the token is inactive (§2.2). The AuthZEN API asks the same of a token
+    /// subject.
     pub async fn may_learn_about(
         &self,
         caller: &str,
@@ -143,6 +136,12 @@ impl OAuthService {
     ) -> Result<bool, OAuthError> {
         if caller == claims.client_id {
             return Ok(true);
+        }
+        // A client described by a metadata document is whoever hosts one, and all such clients
+        // share one configured identity: each learns about its own tokens only, so none can
+        // scan others' (RFC 7662 §2.1).
+        if super::metadata_doc::is_document_url(caller) {
+            return Ok(false);
         }
         let Some(identity) = identity else {
             return Ok(false);
@@ -155,14 +154,15 @@ impl OAuthService {
         {
             return Ok(true);
         }
-        // Clients described by metadata documents all share one configured identity, yet are
-        // strangers to each other: a document client is its own holder only (and looking it up
-        // would fetch its document).
+        // Clients described by metadata documents share one identity yet are strangers to each
+        // other: a document client's token is known to that client only.
         if super::metadata_doc::is_document_url(&claims.client_id) {
             return Ok(false);
         }
-        let holder = self.reads.client(&claims.client_id).await.ok().flatten();
-        Ok(holder.is_some_and(|h| h.identity_id == *identity))
+        // The identity holding the token: the outermost actor of a delegated token, otherwise
+        // the subject (however its client authenticated: a registered client or an SVID).
+        let holder = claims.act.as_ref().map_or(claims.sub.as_str(), |a| a.sub.as_str());
+        Ok(holder == identity.as_str())
     }
 
     /// A refresh token is active while it is unspent, unexpired, its family unrevoked, and
@@ -177,11 +177,10 @@ impl OAuthService {
         let Some(grant) = self.refresh_grant(token).await? else {
             return Ok(Introspection::default());
         };
-        if caller.strip_prefix("client:").is_some_and(|c| c != grant.client_id) {
-            return Ok(Introspection::default());
-        }
+        // Only the client a refresh token was issued to learns about it (nobody else can use it).
+        let permitted = caller.strip_prefix("client:").is_none_or(|c| c == grant.client_id);
         let now = self.clock.now();
-        let active = self.refresh_grant_is_active(&grant, now).await?;
+        let active = permitted && self.refresh_grant_is_active(&grant, now).await?;
         let mut record = AuditRecord::new(
             now,
             EventType::TokenIntrospected,
@@ -191,6 +190,12 @@ impl OAuthService {
         .detail("active", active)
         .detail("family", grant.family_id.as_str())
         .detail("token_type", "refresh_token");
+        if !permitted {
+            record = record.outcome(
+                crate::audit::Outcome::Denied,
+                "a refresh token is known only to the client it was issued to",
+            );
+        }
         record.client_id = Some(grant.client_id.clone());
         record.subject = Some(grant.user_id.to_string());
         self.store.commit(ChangeSet::new().audit(record)).await?;
