@@ -95,6 +95,21 @@ async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
     let bad = serde_json::from_value(json!({"servers": ["nobody"]})).unwrap();
     let e = c.update_resource("api", &bad).await.unwrap_err();
     assert!(e.to_string().contains("not a registered"), "{e}");
+    // A token for an API that is gone is for none, even once the URI is registered again.
+    assert_eq!(c.introspect_token(token).await.unwrap()["active"], true);
+    c.delete_resource("api").await.unwrap();
+    assert_eq!(c.introspect_token(token).await.unwrap()["active"], false);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    c.create_resource(
+        &serde_json::from_value(
+            json!({"uri": API, "name": "api", "owner": "alice", "scopes": ["read"], "servers": ["api-server"]}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.introspect_token(token).await.unwrap()["active"], false);
+    assert_eq!(introspect(rs_caller()).await, json!({"active": false}));
 }
 
 #[tokio::test]

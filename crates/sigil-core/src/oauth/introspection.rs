@@ -367,6 +367,18 @@ impl OAuthService {
         if registered && self.reads.client(&claims.client_id).await?.is_none() {
             return Ok(false);
         }
+        // The audience must still be the API the token was issued for: once it is deleted (or
+        // deleted and registered again, perhaps with other servers) the token is for none.
+        let audience_in_force = match sigil_types::ResourceUri::parse(&claims.aud) {
+            Ok(uri) => self
+                .resource(&uri)
+                .await?
+                .is_some_and(|r| r.meta.created_at.unix_seconds() <= claims.iat),
+            Err(_) => false,
+        };
+        if !audience_in_force {
+            return Ok(false);
+        }
         if let Ok(user) = UserId::parse(&claims.sub) {
             let user_ok = self.reads.user(&UserRef::Id(user)).await?.is_some_and(|u| {
                 u.status == UserStatus::Active && u.tokens_not_before.is_none_or(|t| claims.iat > t.unix_seconds())

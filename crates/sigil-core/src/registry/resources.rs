@@ -139,6 +139,12 @@ impl Registry {
         }
         let mut ids: Vec<IdentityId> = Vec::with_capacity(servers.len());
         for s in servers {
+            if sigil_types::UserId::looks_like(s) {
+                return Err(RegistryError::invalid(
+                    "servers",
+                    format!("{s:?} is a user: a resource is served by agents or workloads"),
+                ));
+            }
             let r = IdentityRef::parse(s).map_err(|e| RegistryError::invalid("servers", e.to_string()))?;
             let Some(identity) = self.store.get_identity(&r).await? else {
                 return Err(RegistryError::invalid(

@@ -350,7 +350,10 @@ fn item_error(
         &Principal::from_stored(caller.to_owned()),
         request_id.as_deref(),
     )
-    .outcome(Outcome::Denied, message);
+    .outcome(Outcome::Denied, message)
+    .detail("caller", caller);
+    // Like every decision's record: the resource server's client is named.
+    record.client_id = caller.strip_prefix("client:").map(str::to_owned);
     record.action = ev.action.as_ref().map(|a| a.name.clone());
     let view = DecisionView {
         decision: false,
