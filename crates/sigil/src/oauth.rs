@@ -135,7 +135,12 @@ fn keygen(out: Output, private_key: &Path, jwks_path: &Path, alg: &str) -> Resul
 /// Loads a PKCS#8 PEM private key (Ed25519, P-256 or RSA) and its RFC 7638 thumbprint as `kid`.
 fn load_key(path: &Path) -> Result<(SigningKey, String), Failure> {
     let der = PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| Failure::invalid(format!("cannot read private key {}: {e}", path.display())))?;
+        .map_err(|e| {
+            Failure::invalid(format!(
+                "cannot read private key {}: {e} (give the PKCS#8 PEM private key, e.g. the --private-key file of `sigil client keygen`, not the JWKS)",
+                path.display()
+            ))
+        })?;
     let bytes = der.secret_der();
     let key = SigningKey::from_pkcs8(String::new(), Algorithm::EdDsa, bytes)
         .or_else(|_| SigningKey::from_pkcs8(String::new(), Algorithm::Es256, bytes))
