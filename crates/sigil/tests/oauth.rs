@@ -19,8 +19,8 @@ use sigil_crypto::{Algorithm, SigningKey, b64url};
 use sigil_testkit::Family;
 
 /// RFC 7662 §4: a client learns about a token only if its identity holds the token or serves
-/// the token's audience; to any other client the token is inactive (§2.2), and the refusal is
-/// in the audit trail.
+/// the token's audience (any workload while the resource names no servers); to any other
+/// client the token is inactive (§2.2), and the refusal is in the audit trail.
 #[tokio::test]
 async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
     let Some(f) = fixture().await else { return };
@@ -53,19 +53,49 @@ async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
         }
     };
     let rs_caller = || ("resource server", rs.client_id.clone(), rs_secret.clone());
-    assert_eq!(
-        introspect(rs_caller()).await,
-        json!({"active": false}),
-        "not yet a server of the audience"
+    // An agent that neither holds the token nor serves its audience learns nothing, and the
+    // refusal is in the trail.
+    c.create_identity(
+        Family::Agents,
+        &serde_json::from_value(json!({"name": "snoop", "owner": "alice"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let snoop = c
+        .create_client(
+            &serde_json::from_value(json!({"identity": "snoop", "token_endpoint_auth_method": "client_secret_basic"}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let snoop_caller = (
+        "another agent",
+        snoop.client_id.clone(),
+        snoop.client_secret.clone().unwrap(),
     );
+    assert_eq!(introspect(snoop_caller).await, json!({"active": false}));
     let records = c.audit_search(&[("type", "token.introspected".into())]).await.unwrap();
     assert!(
         records.items.iter().any(|r| r.record["outcome"] == "denied"
             && r.record["reason"].as_str().is_some_and(|x| x.contains("audience"))
             && r.record["details"]["active"] == false
-            && r.record["actors"].to_string().contains(&rs.client_id)),
+            && r.record["actors"].to_string().contains(&snoop.client_id)),
         "the refusal is audited: {:?}",
         records.items
+    );
+    // While the resource names no servers, any workload may ask.
+    assert_eq!(
+        introspect(rs_caller()).await["active"],
+        true,
+        "open until servers are named"
+    );
+    // Naming servers narrows it to them.
+    let update = serde_json::from_value(json!({"servers": ["bot"]})).unwrap();
+    c.update_resource("api", &update).await.unwrap();
+    assert_eq!(
+        introspect(rs_caller()).await,
+        json!({"active": false}),
+        "not a named server"
     );
     let update = serde_json::from_value(json!({"servers": ["api-server"]})).unwrap();
     let api = c.update_resource("api", &update).await.unwrap();
@@ -79,7 +109,7 @@ async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
     // Another client of the holder's own identity learns about it too.
     let holder = ("holder's other client", f.secret_client.clone(), f.secret.clone());
     assert_eq!(introspect(holder).await["active"], true);
-    // A server of some other API does not.
+    // Serving some other API does not count.
     c.create_resource(
         &serde_json::from_value(
             json!({"uri": "https://other.example.com", "name": "other", "owner": "alice", "servers": ["api-server"]}),
@@ -88,7 +118,7 @@ async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
     )
     .await
     .unwrap();
-    let update = serde_json::from_value(json!({"servers": []})).unwrap();
+    let update = serde_json::from_value(json!({"servers": ["bot"]})).unwrap();
     c.update_resource("api", &update).await.unwrap();
     assert_eq!(introspect(rs_caller()).await, json!({"active": false}));
     // A server must be a registered identity.

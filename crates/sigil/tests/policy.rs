@@ -622,7 +622,8 @@ async fn the_token_endpoint_asks_the_policy() {
     let rec = &records["items"].as_array().unwrap()[0]["record"];
     assert_eq!(rec["scopes"], json!(["read"]), "the token's scopes are evidence: {rec}");
     // A resource server asking about a token learns no more than introspection would tell it
-    // (RFC 7662 §4): a token for an API it does not serve is not active to it.
+    // (RFC 7662 §4): a token for an API that names its servers, not this one, is not active to
+    // it.
     c.create_identity(
         Family::Workloads,
         &serde_json::from_value(json!({"name": "deploy-gate", "owner": "olga"})).unwrap(),
@@ -646,6 +647,8 @@ async fn the_token_endpoint_asks_the_policy() {
             .json(&ask)
             .send()
     };
+    let others = serde_json::from_value(json!({"servers": ["fleet"]})).unwrap();
+    c.update_resource("deployer", &others).await.unwrap();
     let d: Value = as_gate().await.unwrap().json().await.unwrap();
     assert_eq!(
         (&d["decision"], &d["context"]["error"]["status"]),

@@ -110,6 +110,7 @@ def test_pyjwt_verifies_every_rfc9068_claim(sigil):
 def test_authlib_introspection_and_revocation(sigil):
     # The resource server is a workload of its own, named as a server of the API: RFC 7662 §4
     # has the authorization server tell a resource server only about tokens meant for it.
+    # (Until an API names its servers, any workload may introspect its tokens.)
     sigil.admin("POST", "/admin/v1/workloads", {"name": "api-server", "owner": "alice"})
     rs = sigil.client("api-server", "client_secret_basic")
     agent = sigil.client("bot", "client_secret_basic")
@@ -117,6 +118,8 @@ def test_authlib_introspection_and_revocation(sigil):
     agent_session = OAuth2Session(agent["client_id"], agent["client_secret"], token_endpoint_auth_method="client_secret_basic")
     access = agent_session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", resource=API)["access_token"]
     rs_session = OAuth2Session(rs["client_id"], rs["client_secret"], token_endpoint_auth_method="client_secret_basic")
+    # Once the API names its servers, another identity learns nothing about its tokens.
+    sigil.admin("PATCH", "/admin/v1/resources/api", {"servers": ["bot"]})
     assert rs_session.introspect_token(meta["introspection_endpoint"], token=access).json() == {"active": False}
     sigil.admin("PATCH", "/admin/v1/resources/api", {"servers": ["api-server"]})
     info = rs_session.introspect_token(meta["introspection_endpoint"], token=access).json()

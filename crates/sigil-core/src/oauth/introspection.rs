@@ -125,9 +125,9 @@ impl OAuthService {
     /// RFC 7662 §4: the server must decide whether the token can be used at the resource
     /// server asking. A client (`caller`, of `identity`) learns about a token if it is the
     /// token's client, or its identity serves the token's audience (`sigil resource create
-    /// --server`) or holds the token (was issued it, by whichever of its clients or SVIDs). To
-    /// any other client the token is inactive (§2.2). The AuthZEN API asks the same of a token
-    /// subject.
+    /// --server`; while a resource names none, any workload) or holds the token (was issued
+    /// it, by whichever of its clients or SVIDs). To any other client the token is inactive
+    /// (§2.2). The AuthZEN API asks the same of a token subject.
     pub async fn may_learn_about(
         &self,
         caller: &str,
@@ -147,12 +147,21 @@ impl OAuthService {
             return Ok(false);
         };
         if let Ok(audience) = sigil_types::ResourceUri::parse(&claims.aud)
-            && self
-                .resource(&audience)
-                .await?
-                .is_some_and(|r| r.servers.contains(identity))
+            && let Some(resource) = self.resource(&audience).await?
         {
-            return Ok(true);
+            if resource.servers.contains(identity) {
+                return Ok(true);
+            }
+            // A resource that names no servers has not said who serves it: any workload (the
+            // kind of identity a resource server is) may ask, agents may not. Naming servers
+            // narrows it to them.
+            if resource.servers.is_empty()
+                && self.identity(identity).await?.is_some_and(|i| {
+                    crate::model::IdentityFamily::of(i.kind) == crate::model::IdentityFamily::Workloads
+                })
+            {
+                return Ok(true);
+            }
         }
         // Clients described by metadata documents share one identity yet are strangers to each
         // other: a document client's token is known to that client only.

@@ -158,7 +158,10 @@ impl OAuthService {
         Ok(self.reads.client(id).await?)
     }
 
-    async fn identity(&self, id: &sigil_types::IdentityId) -> Result<Option<crate::model::Identity>, StoreError> {
+    pub(super) async fn identity(
+        &self,
+        id: &sigil_types::IdentityId,
+    ) -> Result<Option<crate::model::Identity>, StoreError> {
         self.reads.identity(&IdentityRef::Id(id.clone())).await
     }
 
