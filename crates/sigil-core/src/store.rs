@@ -178,8 +178,15 @@ pub enum Change {
         jti: String,
         expires_at: i64,
     },
+    /// Remembers an access token issued by token exchange from the access token `parent_jti`:
+    /// revoking the parent (or its grant family) revokes it, and what was derived from it.
+    RecordDerivedToken {
+        parent_jti: String,
+        jti: String,
+        expires_at: i64,
+    },
     /// Revokes a grant family: its codes and refresh tokens stop working and the access tokens
-    /// recorded for it are revoked.
+    /// recorded for it (and every token exchanged from them) are revoked.
     RevokeFamily {
         family_id: String,
         at: sigil_types::Timestamp,
@@ -298,6 +305,7 @@ impl ChangeSet {
                     | Change::DeleteTrustedIssuer { .. }
                     | Change::UseGrant { .. }
                     | Change::RecordFamilyToken { .. }
+                    | Change::RecordDerivedToken { .. }
                     | Change::RevokeFamily { .. }
             )
         })

@@ -334,10 +334,20 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await
         .map(|_| ()),
-        Change::RevokeToken { jti, expires_at, revoked_at } => exec(
+        Change::RevokeToken { jti, expires_at, revoked_at } => {
+            exec(
+                conn,
+                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+                vec![jti.clone().into(), (*expires_at).into(), revoked_at.unix_micros().into()],
+                REVOKED,
+            )
+            .await?;
+            revoke_derived(conn, REVOKE_DERIVED_FROM_TOKEN, jti, *revoked_at).await
+        }
+        Change::RecordDerivedToken { parent_jti, jti, expires_at } => exec(
             conn,
-            "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
-            vec![jti.clone().into(), (*expires_at).into(), revoked_at.unix_micros().into()],
+            "INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (parent_jti, jti) DO NOTHING",
+            vec![parent_jti.clone().into(), jti.clone().into(), (*expires_at).into()],
             REVOKED,
         )
         .await
@@ -755,8 +765,30 @@ async fn revoke_family(conn: &mut AnyConnection, family_id: &str, at: sigil_type
         vec![at.unix_micros().into(), family_id.into()],
         REVOKED,
     )
-    .await
-    .map(|_| ())
+    .await?;
+    revoke_derived(conn, REVOKE_DERIVED_FROM_FAMILY, family_id, at).await
+}
+
+/// Revokes (at `$1`) every token exchanged, at any depth, from the token `$2`.
+const REVOKE_DERIVED_FROM_TOKEN: &str = "WITH RECURSIVE derived (jti, expires_at) AS (\
+    SELECT d.jti, d.expires_at FROM derived_tokens d WHERE d.parent_jti = $2 \
+    UNION SELECT d.jti, d.expires_at FROM derived_tokens d JOIN derived ON d.parent_jti = derived.jti) \
+    INSERT INTO revoked_tokens (jti, expires_at, revoked_at) SELECT jti, expires_at, $1 FROM derived WHERE true \
+    ON CONFLICT (jti) DO NOTHING";
+
+/// Revokes (at `$1`) every token exchanged, at any depth, from a token of the grant family `$2`.
+const REVOKE_DERIVED_FROM_FAMILY: &str = "WITH RECURSIVE derived (jti, expires_at) AS (\
+    SELECT d.jti, d.expires_at FROM derived_tokens d JOIN family_tokens f ON d.parent_jti = f.jti WHERE f.family_id = $2 \
+    UNION SELECT d.jti, d.expires_at FROM derived_tokens d JOIN derived ON d.parent_jti = derived.jti) \
+    INSERT INTO revoked_tokens (jti, expires_at, revoked_at) SELECT jti, expires_at, $1 FROM derived WHERE true \
+    ON CONFLICT (jti) DO NOTHING";
+
+/// A delegation chain ends where the token it was built on was revoked: runs `sql` (one of the
+/// two above) for `key`.
+async fn revoke_derived(conn: &mut AnyConnection, sql: &'static str, key: &str, at: sigil_types::Timestamp) -> R {
+    exec(conn, sql, vec![at.unix_micros().into(), key.into()], REVOKED)
+        .await
+        .map(|_| ())
 }
 
 fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {

@@ -98,6 +98,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "resource_servers",
         sql: include_str!("../migrations/sqlite/0012_resource_servers.sql"),
     },
+    Migration {
+        version: 13,
+        name: "derived_tokens",
+        sql: include_str!("../migrations/sqlite/0013_derived_tokens.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -160,6 +165,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "resource_servers",
         sql: include_str!("../migrations/postgres/0012_resource_servers.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "derived_tokens",
+        sql: include_str!("../migrations/postgres/0013_derived_tokens.sql"),
     },
 ];
 

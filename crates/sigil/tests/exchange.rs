@@ -18,6 +18,45 @@ use delegation_support::*;
 use serde_json::{Value, json};
 use sigil_testkit::Family;
 
+/// Revoking the token a chain was built on revokes every token exchanged from it, at any
+/// depth; revoking the grant family (a reused refresh token) does too.
+#[tokio::test]
+async fn revoking_the_base_of_a_chain_revokes_the_chain() {
+    let Some(fx) = fixture().await else { return };
+    let user = fx.user_token().await;
+    let subject = user["access_token"].as_str().unwrap();
+    let exchanged = |v: Value| v["access_token"].as_str().unwrap().to_owned();
+    let (s, v) = fx.exchange(&fx.helper, subject, Some("read")).await;
+    assert_eq!(s, 200, "{v}");
+    let t2 = exchanged(v);
+    let (s, v) = fx.exchange(&fx.intern, &t2, None).await;
+    assert_eq!(s, 200, "{v}");
+    let t3 = exchanged(v);
+    // The middle of the chain is revoked: what was built on it ends, what it was built on not.
+    fx.s.client().revoke_token(&t2).await.unwrap();
+    assert_eq!(fx.introspect(&t2).await["active"], false);
+    assert_eq!(
+        fx.introspect(&t3).await["active"],
+        false,
+        "derived from a revoked token"
+    );
+    assert_eq!(fx.introspect(subject).await["active"], true);
+    // A reused refresh token revokes its family, and the chains built on the family's tokens.
+    let (s, v) = fx.exchange(&fx.helper, subject, Some("read")).await;
+    assert_eq!(s, 200, "{v}");
+    let t4 = exchanged(v);
+    let refresh = user["refresh_token"].as_str().unwrap();
+    assert_eq!(fx.refresh(refresh).await.0, 200);
+    let (s, v) = fx.refresh(refresh).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    assert_eq!(fx.introspect(subject).await["active"], false);
+    assert_eq!(
+        fx.introspect(&t4).await["active"],
+        false,
+        "derived from the revoked family"
+    );
+}
+
 #[tokio::test]
 async fn token_exchange_builds_an_act_chain_that_shows_everywhere() {
     let Some(fx) = fixture().await else { return };

@@ -591,8 +591,17 @@ impl OAuthService {
                 now,
             )
             .detail("subject_token", subject.reference.as_str());
-        self.commit_issuance(ChangeSet::new().audit(record), &auth, proof.as_ref())
-            .await?;
+        let mut cs = ChangeSet::new().audit(record);
+        // Revoking the token this one was exchanged from revokes this one too (and what is
+        // exchanged from it in turn): the chain ends where its base was withdrawn.
+        if let Some(parent_jti) = &subject.derived_from {
+            cs = cs.change(Change::RecordDerivedToken {
+                parent_jti: parent_jti.clone(),
+                jti: claims.jti.clone(),
+                expires_at: claims.exp,
+            });
+        }
+        self.commit_issuance(cs, &auth, proof.as_ref()).await?;
         Ok(TokenResponse {
             access_token,
             issued_token_type: Some(ACCESS_TOKEN_TYPE),

@@ -192,6 +192,8 @@ pub struct Subject {
     /// to, which bound an ID-JAG made from it.
     pub aud: Option<String>,
     pub scope: Option<String>,
+    /// A Sigil access token's `jti`: a token exchanged from it is revoked with it.
+    pub derived_from: Option<String>,
     /// What the audit record names the subject token by (its jti, or the issuer and jti).
     pub reference: String,
 }
@@ -272,6 +274,7 @@ impl OAuthService {
                 exp: grant.expires_at.unix_seconds(),
                 aud: Some(grant.resource.clone()),
                 scope: Some(grant.scope.clone()),
+                derived_from: None,
                 reference: format!("refresh family {}", grant.family_id),
             });
         }
@@ -307,6 +310,7 @@ impl OAuthService {
                 exp: claims.exp,
                 aud: Some(claims.aud),
                 scope: Some(claims.scope),
+                derived_from: Some(claims.jti.clone()),
                 reference: claims.jti,
             });
         }
@@ -377,6 +381,7 @@ impl OAuthService {
             exp: v.date("exp").unwrap_or_default(),
             aud: None,
             scope: None,
+            derived_from: None,
             reference: format!("{} {}", issuer.issuer, v.str("jti").unwrap_or_default()),
         })
     }
@@ -418,6 +423,7 @@ impl OAuthService {
             exp: verified.date("exp").unwrap_or_default(),
             aud: None,
             scope: None,
+            derived_from: None,
             reference: format!("id token of {}", verified.str("sub").unwrap_or_default()),
         })
     }

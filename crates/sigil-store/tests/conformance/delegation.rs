@@ -143,6 +143,69 @@ pub(crate) async fn passwords_and_grant_families(db: Db) {
     assert_eq!(s.get_grant("h-b").await.unwrap(), None);
 }
 
+/// A token exchanged from another is revoked with it, at any depth of the chain, and with the
+/// grant family of the token at the chain's base; tokens outside the chain are untouched.
+pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
+    let s = &*db.store;
+    let derive = |parent: &str, jti: &str| Change::RecordDerivedToken {
+        parent_jti: parent.into(),
+        jti: jti.into(),
+        expires_at: 1_900_000_000,
+    };
+    for (parent, jti) in [("base", "child"), ("child", "grandchild"), ("other", "unrelated")] {
+        put(s, derive(parent, jti)).await.unwrap();
+    }
+    // Recording the same derivation twice is harmless.
+    put(s, derive("base", "child")).await.unwrap();
+    let revoke = |jti: &str| Change::RevokeToken {
+        jti: jti.into(),
+        expires_at: 1_900_000_000,
+        revoked_at: T0,
+    };
+    put(s, revoke("child")).await.unwrap();
+    for (jti, revoked) in [
+        ("base", false),
+        ("child", true),
+        ("grandchild", true),
+        ("unrelated", false),
+    ] {
+        assert_eq!(s.is_token_revoked(jti).await.unwrap(), revoked, "{jti}");
+    }
+    put(s, revoke("base")).await.unwrap();
+    assert!(s.is_token_revoked("base").await.unwrap());
+
+    // Through a family: the family's token and everything exchanged from it.
+    let alice = user("dora", &[]);
+    put(s, Change::InsertUser(alice.clone())).await.unwrap();
+    let g = grant("h-fam", GrantKind::Refresh, "fam_d", &alice);
+    put(s, Change::InsertGrant(g)).await.unwrap();
+    put(
+        s,
+        Change::RecordFamilyToken {
+            family_id: "fam_d".into(),
+            jti: "fam-at".into(),
+            expires_at: 1_900_000_000,
+        },
+    )
+    .await
+    .unwrap();
+    put(s, derive("fam-at", "fam-child")).await.unwrap();
+    put(s, derive("fam-child", "fam-grandchild")).await.unwrap();
+    put(
+        s,
+        Change::RevokeFamily {
+            family_id: "fam_d".into(),
+            at: T0,
+        },
+    )
+    .await
+    .unwrap();
+    for jti in ["fam-at", "fam-child", "fam-grandchild"] {
+        assert!(s.is_token_revoked(jti).await.unwrap(), "{jti}");
+    }
+    assert!(!s.is_token_revoked("unrelated").await.unwrap());
+}
+
 /// Initial access tokens (RFC 7591 §3): found by hash, listed while unexpired, revoked by id.
 pub(crate) async fn registration_tokens_list_and_revoke(db: Db) {
     use sigil_core::oauth::client::RegistrationToken;

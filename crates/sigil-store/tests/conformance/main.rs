@@ -45,6 +45,7 @@ conformance!(
     audit_log::search_finds_every_agent_of_a_chain,
     policy::policy_versions_and_activations,
     delegation::passwords_and_grant_families,
+    delegation::revoking_a_token_revokes_what_was_derived_from_it,
     delegation::registration_tokens_list_and_revoke,
     spiffe::x509_authorities_and_entries,
     spiffe::jwt_authorities_join_tokens_and_nodes,
