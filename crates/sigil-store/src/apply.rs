@@ -715,6 +715,35 @@ pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord
     Ok(())
 }
 
+/// Records many derivations (`Change::RecordDerivedToken`) with multi-row statements: the
+/// group committer's fast path for token exchanges, whose only change is that record.
+pub async fn insert_derived_many(conn: &mut AnyConnection, changes: &[&Change]) -> R {
+    const ROWS: usize = 32;
+    let rows: Vec<(&String, &String, i64)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::RecordDerivedToken {
+                parent_jti,
+                jti,
+                expires_at,
+            } => Some((parent_jti, jti, *expires_at)),
+            _ => None,
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS) {
+        let mut q = Sql::new("INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ");
+        for (n, (parent, jti, expires_at)) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "(" } else { ", (" });
+            q.bind(parent.as_str()).push(", ");
+            q.bind(jti.as_str()).push(", ");
+            q.bind(*expires_at).push(")");
+        }
+        q.push(" ON CONFLICT (parent_jti, jti) DO NOTHING");
+        q.query().execute(&mut *conn).await.map_err(|e| map(e, REVOKED))?;
+    }
+    Ok(())
+}
+
 async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Grant) -> R {
     exec(
         conn,

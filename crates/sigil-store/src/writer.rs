@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use sigil_core::store::{ChangeSet, StoreError};
+use sigil_core::store::{Change, ChangeSet, StoreError};
 use sqlx::{AnyConnection, AnyPool};
 use sqlx::{Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::apply::{apply, apply_changes, insert_audit_many};
+use crate::apply::{apply, apply_changes, insert_audit_many, insert_derived_many};
 use crate::dialect::Backend;
 
 /// Most change sets in one transaction: large enough to amortise the fsync, small enough that
@@ -189,8 +189,17 @@ async fn run_batch(
     }
     let mut results = Vec::with_capacity(jobs.len());
     let mut deferred: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
+    let mut derived: Vec<&Change> = Vec::new();
     for job in jobs {
-        if defer_audit && job.changes.is_empty() {
+        // Audit records, and derivation records (which cannot conflict), are written at the
+        // end in multi-row statements instead of one savepoint per change set.
+        if defer_audit
+            && job
+                .changes
+                .iter()
+                .all(|c| matches!(c, Change::RecordDerivedToken { .. }))
+        {
+            derived.extend(job.changes.iter());
             deferred.extend(job.audit.iter());
             results.push(Ok(()));
             continue;
@@ -216,7 +225,10 @@ async fn run_batch(
             }
         }
     }
-    if defer_audit && insert_audit_many(&mut tx, &deferred).await.is_err() {
+    if defer_audit
+        && (insert_derived_many(&mut tx, &derived).await.is_err()
+            || insert_audit_many(&mut tx, &deferred).await.is_err())
+    {
         return Ok(None); // dropping `tx` rolls the attempt back
     }
     tx.commit().await?;

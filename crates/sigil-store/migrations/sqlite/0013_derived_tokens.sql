@@ -6,4 +6,4 @@ CREATE TABLE derived_tokens (
     jti         TEXT NOT NULL,
     expires_at  BIGINT NOT NULL,
     PRIMARY KEY (parent_jti, jti)
-);
+) WITHOUT ROWID;

@@ -173,6 +173,24 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
     }
     put(s, revoke("base")).await.unwrap();
     assert!(s.is_token_revoked("base").await.unwrap());
+    // Exchanges committed at once (the writer batches them, derivations and audit records in
+    // multi-row statements) are each recorded.
+    let tasks: Vec<_> = (0..12)
+        .map(|n| {
+            let store = db.store.clone();
+            let cs = ChangeSet::new()
+                .change(derive("batch-base", &format!("batch-{n}")))
+                .audit(crate::common::audit(sigil_core::audit::EventType::TokenExchanged));
+            tokio::spawn(async move { store.commit(cs).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    put(s, revoke("batch-base")).await.unwrap();
+    for n in 0..12 {
+        assert!(s.is_token_revoked(&format!("batch-{n}")).await.unwrap(), "batch-{n}");
+    }
 
     // Through a family: the family's token and everything exchanged from it.
     let alice = user("dora", &[]);
