@@ -178,6 +178,13 @@ pub enum Change {
         jti: String,
         expires_at: i64,
     },
+    /// Forgets the single-use marks (client assertions, DPoP proofs, sign-in tickets), the
+    /// revocations and the token lineage of whatever expired before `before` (Unix seconds): an
+    /// expired token, assertion or proof is refused for its expiry alone, so these rows only
+    /// grow the tables. Idempotent; every replica may run it.
+    PurgeExpired {
+        before: i64,
+    },
     /// Remembers an access token issued by token exchange from the access token `parent_jti`:
     /// revoking the parent (or its grant family) revokes it, and what was derived from it.
     RecordDerivedToken {
@@ -306,6 +313,7 @@ impl ChangeSet {
                     | Change::UseGrant { .. }
                     | Change::RecordFamilyToken { .. }
                     | Change::RecordDerivedToken { .. }
+                    | Change::PurgeExpired { .. }
                     | Change::RevokeFamily { .. }
             )
         })

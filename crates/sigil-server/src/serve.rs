@@ -270,6 +270,7 @@ async fn background(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 integrate_pending(&app).await;
                 if ticks.is_multiple_of(300) {
                     prune(&app).await;
+                    purge_expired(&app).await;
                 }
             }
             _ = stop.changed() => {
@@ -296,6 +297,18 @@ async fn prune(app: &App) {
         Ok(Some(before)) => tracing::info!(before_leaf = before, "pruned audit records past retention"),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+    }
+}
+
+/// Once a minute: forgets the single-use marks, revocations and token lineage of what has
+/// expired, ten minutes past its expiry (beyond any clock-skew leeway), so those tables hold
+/// only what can still matter.
+async fn purge_expired(app: &App) {
+    const MARGIN_SECS: i64 = 600;
+    let before = app.clock.now().unix_seconds() - MARGIN_SECS;
+    let purge = sigil_core::store::ChangeSet::new().change(sigil_core::store::Change::PurgeExpired { before });
+    if let Err(e) = app.store.commit(purge).await {
+        tracing::warn!(error = %e, "purging expired single-use marks and revocations failed");
     }
 }
 

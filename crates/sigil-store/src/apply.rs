@@ -344,6 +344,18 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             .await?;
             revoke_derived(conn, REVOKE_DERIVED_FROM_TOKEN, jti, *revoked_at).await
         }
+        Change::PurgeExpired { before } => {
+            for sql in [
+                "DELETE FROM used_assertions WHERE expires_at < $1",
+                "DELETE FROM used_dpop_proofs WHERE expires_at < $1",
+                "DELETE FROM revoked_tokens WHERE expires_at < $1",
+                "DELETE FROM family_tokens WHERE expires_at < $1",
+                "DELETE FROM derived_tokens WHERE expires_at < $1",
+            ] {
+                exec(conn, sql, vec![(*before).into()], REVOKED).await?;
+            }
+            Ok(())
+        }
         Change::RecordDerivedToken { parent_jti, jti, expires_at } => exec(
             conn,
             "INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (parent_jti, jti) DO NOTHING",

@@ -222,6 +222,38 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
         assert!(s.is_token_revoked(jti).await.unwrap(), "{jti}");
     }
     assert!(!s.is_token_revoked("unrelated").await.unwrap());
+
+    // Purging what expired forgets old marks and revocations, and keeps the live ones.
+    let assertion = |jti: &str, expires_at: i64| Change::RecordAssertion {
+        client_id: "cli_purge".into(),
+        jti: jti.into(),
+        expires_at,
+    };
+    put(s, assertion("old", 1_000)).await.unwrap();
+    put(s, assertion("live", 1_900_000_000)).await.unwrap();
+    put(
+        s,
+        Change::RevokeToken {
+            jti: "expired-token".into(),
+            expires_at: 1_000,
+            revoked_at: T0,
+        },
+    )
+    .await
+    .unwrap();
+    put(s, Change::PurgeExpired { before: 2_000 }).await.unwrap();
+    assert!(!s.is_token_revoked("expired-token").await.unwrap());
+    assert!(s.is_token_revoked("base").await.unwrap(), "a live revocation stays");
+    put(s, assertion("old", 1_000))
+        .await
+        .expect("a purged mark can be recorded again");
+    assert!(
+        matches!(
+            put(s, assertion("live", 1_900_000_000)).await,
+            Err(StoreError::Duplicate { .. })
+        ),
+        "a live mark stays"
+    );
 }
 
 /// Initial access tokens (RFC 7591 §3): found by hash, listed while unexpired, revoked by id.
