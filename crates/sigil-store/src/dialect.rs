@@ -27,6 +27,9 @@ pub struct Dialect {
     pub begin_write: &'static str,
     /// Serialises migrations across processes (PostgreSQL replicas start at once).
     pub migration_lock: Option<&'static str>,
+    /// Orders revocations and token derivations across concurrent write transactions (see
+    /// [`LineageLock`]); SQLite's one writer already runs transactions one after the other.
+    pub lineage_lock: Option<LineageLock>,
     pub migrations: &'static [Migration],
     /// Writer connections: SQLite has one writer at a time anyway; PostgreSQL takes a few.
     pub writers: u32,
@@ -35,6 +38,18 @@ pub struct Dialect {
     /// UTF-8 is then read, and reported as modified by verification, instead of failing the
     /// whole read in the driver.
     pub audit_body_bytes: &'static str,
+}
+
+/// A revocation reaches the tokens derived from the revoked one through `derived_tokens`, and a
+/// derivation is refused when its parent is found revoked. Under PostgreSQL's read-committed
+/// isolation two concurrent transactions could each miss the other's uncommitted row (the
+/// revocation not seeing the new derivation, the derivation not seeing the revocation); a
+/// transaction-scoped advisory lock, taken first, shared by derivations and exclusive for
+/// revocations, makes one of them see the other.
+#[derive(Debug, Clone, Copy)]
+pub struct LineageLock {
+    pub shared: &'static str,
+    pub exclusive: &'static str,
 }
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -177,6 +192,7 @@ static SQLITE: Dialect = Dialect {
     name: "sqlite",
     begin_write: "BEGIN IMMEDIATE",
     migration_lock: None,
+    lineage_lock: None,
     migrations: SQLITE_MIGRATIONS,
     writers: 1,
     read_connections: 4,
@@ -187,6 +203,10 @@ static POSTGRES: Dialect = Dialect {
     name: "postgres",
     begin_write: "BEGIN",
     migration_lock: Some("SELECT pg_advisory_xact_lock(7316617)"),
+    lineage_lock: Some(LineageLock {
+        shared: "SELECT pg_advisory_xact_lock_shared(7316618)",
+        exclusive: "SELECT pg_advisory_xact_lock(7316618)",
+    }),
     migrations: POSTGRES_MIGRATIONS,
     writers: 4,
     read_connections: 8,
@@ -211,7 +231,7 @@ impl Backend {
 pub async fn prepare_connection(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     if conn.backend_name().eq_ignore_ascii_case("sqlite") {
         conn.execute(sqlx::raw_sql(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
         ))
         .await?;
     }

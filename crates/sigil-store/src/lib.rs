@@ -7,6 +7,7 @@
 //! one transaction and one fsync, each isolated in its own savepoint.
 
 mod apply;
+mod checkpointer;
 mod dialect;
 mod errors;
 mod migrate;
@@ -138,6 +139,8 @@ pub struct SqlStore {
     epoch: Arc<std::sync::atomic::AtomicU64>,
     /// PostgreSQL: other replicas' registry changes move `epoch` too.
     _notices: Option<Arc<notices::Listening>>,
+    /// SQLite: the WAL checkpointer runs while any clone of the store is alive.
+    _checkpointing: Arc<()>,
 }
 
 static DRIVERS: std::sync::Once = std::sync::Once::new();
@@ -166,12 +169,17 @@ impl SqlStore {
         let epoch = Arc::<std::sync::atomic::AtomicU64>::default();
         let notices =
             (backend == Backend::Postgres).then(|| Arc::new(notices::listen(url.clone(), Arc::clone(&epoch))));
+        let checkpointing = Arc::new(());
+        if backend == Backend::Sqlite {
+            checkpointer::start(pool.clone(), &checkpointing);
+        }
         Ok(Self {
             pool,
             backend,
             writer,
             epoch,
             _notices: notices,
+            _checkpointing: checkpointing,
         })
     }
 
