@@ -2,8 +2,10 @@
 
 use sigil_core::audit::{AuditRecord, Integration, LeaseClaim};
 use sigil_core::model::{Identity, Resource, User};
+use std::collections::HashSet;
+
 use sigil_core::store::{Change, ChangeSet, StoreError};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
 use crate::errors::{Op, map};
 use crate::sql::{Sql, Value, stmt};
@@ -95,6 +97,18 @@ const GRANT: Op = Op {
     unique_fields: &["handle_hash", "jti"],
     is_delete: false,
     references: "user",
+};
+/// A grant family found revoked when a token of it is recorded.
+const FAMILY: Op = Op {
+    entity: "grant family",
+    unique_fields: &[],
+    is_delete: false,
+    references: "grant",
+};
+/// A token exchanged from one found revoked when the derivation is recorded.
+const SUBJECT: Op = Op {
+    entity: "subject token",
+    ..REVOKED
 };
 const ISSUER: Op = Op {
     entity: "trusted issuer",
@@ -356,14 +370,21 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             }
             Ok(())
         }
-        Change::RecordDerivedToken { parent_jti, jti, expires_at } => exec(
-            conn,
-            "INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (parent_jti, jti) DO NOTHING",
-            vec![parent_jti.clone().into(), jti.clone().into(), (*expires_at).into()],
-            REVOKED,
-        )
-        .await
-        .map(|_| ()),
+        // Refused when the parent was revoked after the exchange checked it: the revocation's
+        // cascade ran before this record existed, so the new token would outlive its parent.
+        Change::RecordDerivedToken { parent_jti, jti, expires_at } => {
+            if !revoked_among(conn, &[parent_jti.as_str()]).await?.is_empty() {
+                return Err(StoreError::Stale { entity: SUBJECT.entity });
+            }
+            exec(
+                conn,
+                "INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (parent_jti, jti) DO NOTHING",
+                vec![parent_jti.clone().into(), jti.clone().into(), (*expires_at).into()],
+                REVOKED,
+            )
+            .await
+            .map(|_| ())
+        }
         Change::SetUserPassword { user_id, hash, at } => exec(
             conn,
             "INSERT INTO user_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
@@ -380,14 +401,28 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             GRANT,
         )
         .await,
-        Change::RecordFamilyToken { family_id, jti, expires_at } => exec(
-            conn,
-            "INSERT INTO family_tokens (family_id, jti, expires_at) VALUES ($1, $2, $3)",
-            vec![family_id.clone().into(), jti.clone().into(), (*expires_at).into()],
-            GRANT,
-        )
-        .await
-        .map(|_| ()),
+        Change::RecordFamilyToken { family_id, jti, expires_at } => {
+            // The family must still be in force when its new token is recorded: a revocation
+            // that committed after the grant was checked would otherwise miss this token. The
+            // no-op update also locks the family's row on PostgreSQL, so a revocation running
+            // now either waits for this commit (and then revokes the token) or wins (and this
+            // change set fails).
+            exec_versioned(
+                conn,
+                "UPDATE grant_families SET revoked_at = NULL WHERE family_id = $1 AND revoked_at IS NULL",
+                vec![family_id.clone().into()],
+                FAMILY,
+            )
+            .await?;
+            exec(
+                conn,
+                "INSERT INTO family_tokens (family_id, jti, expires_at) VALUES ($1, $2, $3)",
+                vec![family_id.clone().into(), jti.clone().into(), (*expires_at).into()],
+                GRANT,
+            )
+            .await
+            .map(|_| ())
+        }
         Change::RevokeFamily { family_id, at } => revoke_family(conn, family_id, *at).await,
         Change::InsertTrustedIssuer(t) => exec(
             conn,
@@ -754,6 +789,25 @@ pub async fn insert_derived_many(conn: &mut AnyConnection, changes: &[&Change]) 
         q.query().execute(&mut *conn).await.map_err(|e| map(e, REVOKED))?;
     }
     Ok(())
+}
+
+/// Which of `jtis` are revoked: the writer's check, for a whole batch of derivations at once,
+/// that no token is derived from a parent revoked since the exchange checked it.
+pub async fn revoked_among(conn: &mut AnyConnection, jtis: &[&str]) -> Result<HashSet<String>, StoreError> {
+    const ROWS: usize = 64;
+    let mut revoked = HashSet::new();
+    for chunk in jtis.chunks(ROWS) {
+        let mut q = Sql::new("SELECT jti FROM revoked_tokens WHERE jti IN (");
+        for (n, jti) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "" } else { ", " }).bind(*jti);
+        }
+        q.push(")");
+        let rows = q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, REVOKED))?;
+        for row in rows {
+            revoked.insert(row.try_get::<String, _>("jti").map_err(|e| map(e, REVOKED))?);
+        }
+    }
+    Ok(revoked)
 }
 
 async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Grant) -> R {

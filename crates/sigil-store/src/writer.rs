@@ -13,8 +13,8 @@ use sqlx::{AnyConnection, AnyPool};
 use sqlx::{Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::apply::{apply, apply_changes, insert_audit_many, insert_derived_many};
-use crate::dialect::Backend;
+use crate::apply::{apply, apply_changes, insert_audit_many, insert_derived_many, revoked_among};
+use crate::dialect::{Backend, Dialect};
 
 /// Most change sets in one transaction: large enough to amortise the fsync, small enough that
 /// one batch's latency stays low.
@@ -43,7 +43,7 @@ impl Writer {
         let done = (0..d.writers)
             .map(|_| {
                 let (finished, done) = oneshot::channel();
-                let work = run(pool.clone(), Arc::clone(&rx), d.begin_write, max_batch.max(1));
+                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1));
                 spawn_writer(work, finished);
                 done
             })
@@ -108,7 +108,7 @@ fn spawn_writer(work: impl Future<Output = ()> + Send + 'static, finished: onesh
     }
 }
 
-async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, begin: &'static str, max_batch: usize) {
+async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, d: &'static Dialect, max_batch: usize) {
     loop {
         let batch = {
             let mut rx = rx.lock().await;
@@ -122,17 +122,17 @@ async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, begin: &'static
             }
             batch
         };
-        commit_batch(&pool, batch, begin).await;
+        commit_batch(&pool, batch, d).await;
     }
 }
 
-async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, begin: &'static str) {
+async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect) {
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => return fail_all(batch, &e.to_string()),
     };
     let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
-    match run_transaction(&mut conn, &jobs, begin).await {
+    match run_transaction(&mut conn, &jobs, d).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
@@ -155,14 +155,14 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, begin: &'static str) {
 async fn run_transaction(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],
-    begin: &'static str,
+    d: &'static Dialect,
 ) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
     if jobs.len() > 1
-        && let Some(results) = run_batch(conn, jobs, begin, true).await?
+        && let Some(results) = run_batch(conn, jobs, d, true).await?
     {
         return Ok(results);
     }
-    Ok(run_batch(conn, jobs, begin, false).await?.unwrap_or_default())
+    Ok(run_batch(conn, jobs, d, false).await?.unwrap_or_default())
 }
 
 /// One transaction over the batch; each change set's entity changes run in a savepoint. With
@@ -173,10 +173,13 @@ async fn run_transaction(
 async fn run_batch(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],
-    begin: &'static str,
+    d: &'static Dialect,
     defer_audit: bool,
 ) -> Result<Option<Vec<Result<(), StoreError>>>, sqlx::Error> {
-    let mut tx = conn.begin_with(begin).await?;
+    let mut tx = conn.begin_with(d.begin_write).await?;
+    if let Some(lock) = lineage_lock(d, jobs) {
+        tx.execute(lock).await?;
+    }
     if let [job] = jobs {
         // Alone in its transaction, a change set needs no savepoint: if it fails, rolling the
         // whole transaction back undoes exactly its own changes.
@@ -189,18 +192,18 @@ async fn run_batch(
     }
     let mut results = Vec::with_capacity(jobs.len());
     let mut deferred: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
-    let mut derived: Vec<&Change> = Vec::new();
-    for job in jobs {
-        // Audit records, and derivation records (which cannot conflict), are written at the
-        // end in multi-row statements instead of one savepoint per change set.
+    let mut derivations: Vec<(usize, &ChangeSet)> = Vec::new();
+    for (n, job) in jobs.iter().enumerate() {
+        // Audit records, and derivation records (whose one possible refusal, a revoked
+        // parent, is checked for all of them at once), are written at the end in multi-row
+        // statements instead of one savepoint per change set.
         if defer_audit
             && job
                 .changes
                 .iter()
                 .all(|c| matches!(c, Change::RecordDerivedToken { .. }))
         {
-            derived.extend(job.changes.iter());
-            deferred.extend(job.audit.iter());
+            derivations.push((n, job));
             results.push(Ok(()));
             continue;
         }
@@ -225,6 +228,25 @@ async fn run_batch(
             }
         }
     }
+    let mut derived: Vec<&Change> = Vec::new();
+    if !derivations.is_empty() {
+        let parents: Vec<&str> = derivations.iter().flat_map(|(_, job)| parents_of(job)).collect();
+        let Ok(revoked) = revoked_among(&mut tx, &parents).await else {
+            return Ok(None); // dropping `tx` rolls the attempt back
+        };
+        for (n, job) in derivations {
+            if parents_of(job).any(|p| revoked.contains(p)) {
+                if let Some(result) = results.get_mut(n) {
+                    *result = Err(StoreError::Stale {
+                        entity: "subject token",
+                    });
+                }
+                continue;
+            }
+            derived.extend(job.changes.iter());
+            deferred.extend(job.audit.iter());
+        }
+    }
     if defer_audit
         && (insert_derived_many(&mut tx, &derived).await.is_err()
             || insert_audit_many(&mut tx, &deferred).await.is_err())
@@ -233,6 +255,28 @@ async fn run_batch(
     }
     tx.commit().await?;
     Ok(Some(results))
+}
+
+/// The tokens a change set's derivation records were exchanged from.
+fn parents_of(job: &ChangeSet) -> impl Iterator<Item = &str> {
+    job.changes.iter().filter_map(|c| match c {
+        Change::RecordDerivedToken { parent_jti, .. } => Some(parent_jti.as_str()),
+        _ => None,
+    })
+}
+
+/// The [`crate::dialect::LineageLock`] statement a transaction over `jobs` takes first, if any:
+/// exclusive when it revokes tokens, shared when it only records derivations.
+fn lineage_lock(d: &Dialect, jobs: &[ChangeSet]) -> Option<&'static str> {
+    let lock = d.lineage_lock?;
+    let changes = || jobs.iter().flat_map(|j| j.changes.iter());
+    if changes().any(|c| matches!(c, Change::RevokeToken { .. } | Change::RevokeFamily { .. })) {
+        Some(lock.exclusive)
+    } else if changes().any(|c| matches!(c, Change::RecordDerivedToken { .. })) {
+        Some(lock.shared)
+    } else {
+        None
+    }
 }
 
 fn fail_all(batch: Vec<Job>, why: &str) {

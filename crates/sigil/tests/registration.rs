@@ -514,3 +514,59 @@ async fn registered_metadata_is_what_the_client_gets() {
     assert!(location.contains("error=unauthorized_client"), "{location}");
     assert!(location.contains("state=s1"), "{location}");
 }
+
+/// RFC 7592: of requests racing with one registration access token, one wins. A read rotates
+/// the token, so a deletion authorised by the token the read retired must fail (401
+/// `invalid_token`), never succeed beside it or answer 503.
+#[tokio::test]
+async fn reads_and_deletes_racing_with_one_registration_access_token_have_one_winner() {
+    let Some(f) = fixture().await else { return };
+    let iat =
+        f.s.client()
+            .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
+                owner: "alice".into(),
+                identity: None,
+                ttl_seconds: Some(600),
+            })
+            .await
+            .unwrap();
+    let http = reqwest::Client::new();
+    const ROUNDS: usize = 12;
+    const EACH: usize = 4;
+    let mut losers = 0;
+    for round in 0..ROUNDS {
+        let body: Value = http
+            .post(format!("{}/register", f.s.url))
+            .bearer_auth(&iat.token)
+            .json(&json!({"client_name": format!("racer {round}"), "grant_types": ["client_credentials"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let uri = body["registration_client_uri"].as_str().unwrap().to_owned();
+        let rat = body["registration_access_token"].as_str().unwrap().to_owned();
+        let mut requests = tokio::task::JoinSet::new();
+        for n in 0..2 * EACH {
+            let req = if n % 2 == 0 { http.get(&uri) } else { http.delete(&uri) };
+            let sent = req.bearer_auth(&rat).send();
+            requests.spawn(async move { sent.await.unwrap().status().as_u16() });
+        }
+        let statuses = requests.join_all().await;
+        let winners = statuses.iter().filter(|s| matches!(s, 200 | 204)).count();
+        assert!(
+            winners == 1 && statuses.iter().all(|s| matches!(s, 200 | 204 | 401)),
+            "round {round}: {statuses:?}"
+        );
+        losers += statuses.len() - 1;
+    }
+    // Each loser is in the trail, denied, under the client it asked about.
+    let refused =
+        f.s.client()
+            .audit_search(&[("type", "registration.refused".into()), ("limit", "500".into())])
+            .await
+            .unwrap()
+            .items;
+    assert_eq!(refused.len(), losers);
+}

@@ -56,6 +56,7 @@ event_types! {
     ClientDeleted => "client.deleted",
     RegistrationTokenCreated => "registration_token.created",
     RegistrationTokenRevoked => "registration_token.revoked",
+    RegistrationRefused => "registration.refused",
     TokenIssued => "token.issued",
     TokenRefused => "token.refused",
     TokenIntrospected => "token.introspected",

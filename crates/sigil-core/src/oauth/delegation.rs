@@ -287,7 +287,7 @@ impl OAuthService {
         let now = self.clock.now();
         match resources {
             [] => {}
-            [one] if *one == grant.resource => {}
+            [one] if ResourceUri::parse(one).is_ok_and(|u| u.is_same_url(&grant.resource)) => {}
             _ => {
                 return Err(OAuthError::invalid_target(
                     "the resource must be the one the user authorized",
@@ -415,15 +415,24 @@ impl OAuthService {
                 expires_at: claims.exp,
             })
             .audit(record);
-        let id_token = if with_openid {
-            Some(self.mint_id_token(&user, &auth.client, grant, now)?)
-        } else {
-            None
+        let id_token = match with_openid.then(|| self.mint_id_token(&user, &auth.client, grant, now)) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            // The client registered an ID token algorithm that no active key signs any more (the
+            // token key was rotated to another algorithm). A refresh response may omit the ID
+            // token (OpenID Connect Core §12.2): the client keeps its access, and its `scope`
+            // says no ID token came. The code grant cannot do without one.
+            Some(Err(e)) if grant.kind == GrantKind::Refresh && e.code == ErrorCode::UnauthorizedClient => {
+                tracing::warn!(client_id = auth.client.client_id, error = %e, "refresh answered without an ID token");
+                None
+            }
+            Some(Err(e)) => return Err(e),
         };
+        let with_openid = id_token.is_some();
         if let Err(e) = self.commit_issuance(cs, auth, proof).await {
             // Lost the race to spend it: someone else presented the same value at the same time,
-            // which is reuse too (RFC 9700 §4.14.2).
-            if e.code == ErrorCode::InvalidGrant {
+            // which is reuse too (RFC 9700 §4.14.2). A family revoked meanwhile is already so.
+            if e.code == ErrorCode::InvalidGrant && e.description != super::service::GRANT_REVOKED {
                 self.revoke_family(grant, request_id).await?;
             }
             return Err(e);

@@ -427,7 +427,12 @@ impl OAuthService {
         m.insert("client_id_issued_at".into(), json!(c.created_at.unix_seconds()));
         m.insert("token_endpoint_auth_method".into(), json!(c.auth_method.as_str()));
         m.insert("grant_types".into(), json!(c.grant_types()));
-        let response_types: &[&str] = if c.redirect_uris.is_empty() { &[] } else { &["code"] };
+        // RFC 7591 §2.1: response types and grant types agree; `code` only with its grant.
+        let response_types: &[&str] = if c.redirect_uris.is_empty() || !c.allows("authorization_code") {
+            &[]
+        } else {
+            &["code"]
+        };
         m.insert("response_types".into(), json!(response_types));
         if !c.redirect_uris.is_empty() {
             m.insert("redirect_uris".into(), json!(c.redirect_uris));
@@ -639,11 +644,14 @@ impl OAuthService {
         let principal = Principal::from_stored(format!("client:{}", client.client_id));
         let ctx = Ctx::new(principal, request_id.map(str::to_owned));
         let store_error = |e: RegistryError| match e {
+            // Another request with the same registration access token changed the client
+            // first (a read rotates the token): that token is retired, as for an update.
+            RegistryError::Store(crate::store::StoreError::Stale { .. }) => invalid_token(),
             RegistryError::Store(s) => OAuthError::from(s),
             _ => invalid_token(),
         };
-        self.delete_client(&ctx, &client.client_id).await.map_err(store_error)?;
         let identity = IdentityRef::Id(client.identity_id.clone());
+        self.delete_client_as_read(&ctx, client).await.map_err(store_error)?;
         if !made_by_registration(agent.meta.created_by.as_str()) {
             return Ok(());
         }
@@ -664,6 +672,25 @@ impl OAuthService {
                 .map_err(store_error)?;
         }
         Ok(())
+    }
+
+    /// Records a refused registration request (`registration.refused`, denied): a missing or
+    /// wrong initial or registration access token, metadata that is refused, a request that
+    /// lost a race for its registration access token. `action` is `register`, `read`,
+    /// `update` or `delete`; `client_id` the one in the URL (RFC 7592), if any.
+    pub async fn record_refused_registration(
+        &self,
+        action: &str,
+        client_id: Option<&str>,
+        e: &OAuthError,
+        request_id: Option<&str>,
+    ) {
+        let named = super::client_auth::PresentedCredentials {
+            client_id: client_id.map(str::to_owned),
+            ..Default::default()
+        };
+        self.record_refused_client_request(EventType::RegistrationRefused, action, Some(&named), e, request_id)
+            .await;
     }
 
     /// A registrant's `jwks_uri` is fetched from public hosts only (see `FetchFrom`); one that

@@ -88,6 +88,9 @@ pub struct OAuthService {
 }
 
 /// How fresh an identity's `last_used_at` is kept.
+/// The description of a refusal because the grant was revoked while the request ran.
+pub(super) const GRANT_REVOKED: &str = "the grant was revoked";
+
 const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// What the token service works with.
@@ -327,6 +330,14 @@ impl OAuthService {
 
     pub async fn delete_client(&self, ctx: &Ctx, client_id: &str) -> Result<(), RegistryError> {
         let c = self.get_client(client_id).await?;
+        self.delete_client_as_read(ctx, c).await
+    }
+
+    /// Deletes the client if it is still as it was read (its version): a deletion that raced
+    /// with a change to it (RFC 7592: a read that rotated the registration access token the
+    /// deletion was authorised by) fails with `StoreError::Stale` instead.
+    pub(super) async fn delete_client_as_read(&self, ctx: &Ctx, c: OAuthClient) -> Result<(), RegistryError> {
+        let client_id = c.client_id.as_str();
         let identity = self
             .store
             .get_identity(&IdentityRef::Id(c.identity_id.clone()))
@@ -337,7 +348,7 @@ impl OAuthService {
             .commit(
                 ChangeSet::new()
                     .change(Change::DeleteClient {
-                        client_id: c.client_id,
+                        client_id: c.client_id.clone(),
                         expected_version: c.version,
                     })
                     .audit(audit),
@@ -492,6 +503,9 @@ impl OAuthService {
             .resource(&uri)
             .await?
             .ok_or_else(|| OAuthError::invalid_target("the resource is not registered"))?;
+        // From here on, the resource as registered: a root URL may have been asked for with
+        // or without its trailing slash, and the token's audience is the registered spelling.
+        let uri = resource.uri.clone();
         if identity
             .ceiling
             .resources
@@ -649,6 +663,12 @@ impl OAuthService {
                 "the assertion grant was already used (replay)",
             )),
             Err(StoreError::Stale { entity: "grant" }) => Err(OAuthError::invalid_grant("the grant was already used")),
+            // Revoked after this request checked it and before its commit (a revocation or
+            // reuse detection that ran concurrently): nothing is issued.
+            Err(StoreError::Stale { entity: "grant family" }) => Err(OAuthError::invalid_grant(GRANT_REVOKED)),
+            Err(StoreError::Stale {
+                entity: "subject token",
+            }) => Err(OAuthError::invalid_grant("the subject token was revoked")),
             Err(e) => Err(e.into()),
         }
     }

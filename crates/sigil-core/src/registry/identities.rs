@@ -208,7 +208,7 @@ impl Registry {
             new.status = target;
             if target != sigil_types::IdentityStatus::Active {
                 // Every token issued so far dies with this change, on every replica.
-                new.tokens_not_before = Some(now);
+                new.tokens_not_before = Some(cutoff_after(now));
             }
             new.meta = old.meta.touched(now, &ctx.principal);
             let mut audit = self
@@ -264,15 +264,30 @@ impl Registry {
     }
 }
 
+/// How far past a suspension its cut-off lies. An issuance checks the principal's status, then
+/// commits: one that read "active" just before the suspension committed lands just after it,
+/// stamped with its own (earlier or later) clock reading, and the cut-off must still cover it —
+/// also on a replica whose cached read (at most a second old) predates the suspension. Nothing
+/// legitimate is issued inside the margin: the principal is not active then.
+pub(crate) const CUTOFF_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The cut-off for a suspension (or revocation, decommissioning) made at `now`.
+pub(crate) fn cutoff_after(now: sigil_types::Timestamp) -> sigil_types::Timestamp {
+    now.plus(CUTOFF_MARGIN)
+}
+
 /// Tokens carry `iat` in whole seconds, and a token whose `iat` is not after the second its
-/// identity's tokens were cut off in is dead (it may predate the cut). A resume in that same
-/// second therefore waits for the next one, or the tokens issued right after it would be dead
-/// on arrival.
+/// identity's tokens were cut off in is dead (it may predate the cut). A resume before the end
+/// of that second (the cut-off lies [`CUTOFF_MARGIN`] past the suspension) therefore waits for
+/// the next one, or the tokens issued right after it would be dead on arrival.
 pub(super) async fn wait_out_cutoff_second(cut_off: Option<sigil_types::Timestamp>, now: sigil_types::Timestamp) {
     let Some(cut_off) = cut_off else { return };
     let next_second = (cut_off.unix_seconds() + 1).saturating_mul(1_000_000);
     let wait = next_second.saturating_sub(now.unix_micros());
-    if let Ok(micros @ 1..=1_000_000) = u64::try_from(wait) {
+    let longest = u64::try_from(CUTOFF_MARGIN.as_micros()).unwrap_or(u64::MAX) + 1_000_000;
+    if let Ok(micros @ 1..) = u64::try_from(wait)
+        && micros <= longest
+    {
         tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
     }
 }

@@ -71,7 +71,7 @@ impl Registry {
             let now = self.clock.now();
             if new.status != old.status && new.status != UserStatus::Active {
                 // Every token and grant issued for her so far dies with this change.
-                new.tokens_not_before = Some(now);
+                new.tokens_not_before = Some(super::identities::cutoff_after(now));
             }
             new.meta = old.meta.touched(now, &ctx.principal);
             let audit = self

@@ -26,6 +26,20 @@ fn refusal(headers: &HeaderMap, e: &OAuthError) -> Response {
     resp
 }
 
+/// Records the refusal in the audit trail, then answers it.
+async fn refused(
+    app: &crate::app::App,
+    action: &str,
+    client_id: Option<&str>,
+    headers: &HeaderMap,
+    e: &OAuthError,
+    rid: Option<&str>,
+) -> Response {
+    tracing::info!(action, error = %e, "registration request refused");
+    app.oauth.record_refused_registration(action, client_id, e, rid).await;
+    refusal(headers, e)
+}
+
 fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, OAuthError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -69,7 +83,7 @@ pub async fn register(
     .await;
     match result {
         Ok(v) => no_store(StatusCode::CREATED, v),
-        Err(e) => refusal(&headers, &e),
+        Err(e) => refused(&app, "register", None, &headers, &e, rid.as_deref()).await,
     }
 }
 
@@ -78,8 +92,10 @@ pub async fn read(
     AxState(app): State,
     method: axum::http::Method,
     headers: HeaderMap,
+    ext: axum::http::Extensions,
     Path(id): Path<String>,
 ) -> Response {
+    let rid = ext.get::<RequestId>().map(|r| r.0.clone());
     let result = async {
         let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
         if method == axum::http::Method::HEAD {
@@ -93,7 +109,7 @@ pub async fn read(
     .await;
     match result {
         Ok(v) => no_store(StatusCode::OK, v),
-        Err(e) => refusal(&headers, &e),
+        Err(e) => refused(&app, "read", Some(&id), &headers, &e, rid.as_deref()).await,
     }
 }
 
@@ -114,7 +130,7 @@ pub async fn update(
     .await;
     match result {
         Ok(v) => no_store(StatusCode::OK, v),
-        Err(e) => refusal(&headers, &e),
+        Err(e) => refused(&app, "update", Some(&id), &headers, &e, rid.as_deref()).await,
     }
 }
 
@@ -133,6 +149,6 @@ pub async fn delete(
     .await;
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => refusal(&headers, &e),
+        Err(e) => refused(&app, "delete", Some(&id), &headers, &e, rid.as_deref()).await,
     }
 }

@@ -223,6 +223,66 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
     }
     assert!(!s.is_token_revoked("unrelated").await.unwrap());
 
+    // A request that checked its grant or subject token before a revocation committed, and
+    // commits after it, issues nothing: the revocation's cascade could not have reached it.
+    let late_family_token = ChangeSet::new()
+        .change(Change::RecordFamilyToken {
+            family_id: "fam_d".into(),
+            jti: "fam-late".into(),
+            expires_at: 1_900_000_000,
+        })
+        .audit(crate::common::audit(sigil_core::audit::EventType::TokenIssued));
+    assert!(
+        matches!(
+            s.commit(late_family_token).await,
+            Err(StoreError::Stale { entity: "grant family" })
+        ),
+        "a token recorded for a revoked family"
+    );
+    assert!(
+        matches!(
+            put(s, derive("fam-child", "late-child")).await,
+            Err(StoreError::Stale {
+                entity: "subject token"
+            })
+        ),
+        "a derivation from a revoked token, alone"
+    );
+    // And in a batch: the writer checks all of its derivations at once; only those from a
+    // revoked parent fail, and their audit records are not written.
+    let audit_before = s.list_audit(0, 100_000).await.unwrap().len();
+    let tasks: Vec<_> = (0..12)
+        .map(|n| {
+            let store = db.store.clone();
+            let parent = if n % 3 == 0 { "base" } else { "live-base" };
+            let cs = ChangeSet::new()
+                .change(derive(parent, &format!("late-{n}")))
+                .audit(crate::common::audit(sigil_core::audit::EventType::TokenExchanged));
+            tokio::spawn(async move { store.commit(cs).await })
+        })
+        .collect();
+    for (n, t) in tasks.into_iter().enumerate() {
+        let result = t.await.unwrap();
+        if n % 3 == 0 {
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::Stale {
+                        entity: "subject token"
+                    })
+                ),
+                "late-{n}: {result:?}"
+            );
+        } else {
+            result.unwrap();
+        }
+    }
+    assert_eq!(s.list_audit(0, 100_000).await.unwrap().len(), audit_before + 8);
+    put(s, revoke("live-base")).await.unwrap();
+    for n in (0..12).filter(|n| n % 3 != 0) {
+        assert!(s.is_token_revoked(&format!("late-{n}")).await.unwrap(), "late-{n}");
+    }
+
     // Purging what expired forgets old marks and revocations, and keeps the live ones.
     let assertion = |jti: &str, expires_at: i64| Change::RecordAssertion {
         client_id: "cli_purge".into(),
