@@ -375,7 +375,7 @@ impl Config {
         if retire_after < max_access_token_ttl {
             return Err(invalid(
                 "keys.retire_after",
-                "must be at least oauth.access_token_ttl: retired keys must outlive their tokens",
+                "must be at least oauth.max_access_token_ttl: retired keys must outlive their tokens",
             ));
         }
         let dpop_nonce = f.oauth.as_ref().and_then(|o| o.dpop_nonce).unwrap_or(false);
@@ -543,6 +543,11 @@ fn parse_issuer(s: &str) -> Result<url::Url, ConfigError> {
     }
     if u.query().is_some() || u.fragment().is_some() {
         return Err(invalid("issuer", "must not have a query or fragment (RFC 8414 §2)"));
+    }
+    // Every endpoint URL is built on the issuer, and clients refuse or strip credentials in
+    // URLs (RFC 9110 §4.2.4 deprecates userinfo in http(s) URIs).
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(invalid("issuer", "must not carry a user name or password"));
     }
     // Sigil serves its endpoints and metadata at the root of its origin; an issuer with a path
     // would advertise endpoints nothing serves (and RFC 8414 §3.1 metadata under another URL).

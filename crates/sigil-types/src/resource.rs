@@ -34,6 +34,26 @@ impl ResourceUri {
         &self.0
     }
 
+    /// The same URL written the other way at the root: `https://api.example.com` and
+    /// `https://api.example.com/` are one URL (a parser writes the second, MCP's canonical form
+    /// is the first), so a client that sends one finds a resource registered as the other.
+    /// `None` for URIs with a path or a query, and for URNs.
+    pub fn root_twin(&self) -> Option<Self> {
+        let url = url::Url::parse(&self.0).ok()?;
+        if url.cannot_be_a_base() || url.path() != "/" || url.query().is_some() {
+            return None;
+        }
+        Some(match self.0.strip_suffix('/') {
+            Some(bare) => Self(bare.to_owned()),
+            None => Self(format!("{}/", self.0)),
+        })
+    }
+
+    /// Whether `registered` is this URI, or its [`Self::root_twin`].
+    pub fn is_same_url(&self, registered: &str) -> bool {
+        self.0 == registered || self.root_twin().is_some_and(|t| t.0 == registered)
+    }
+
     /// Whether it can name a protected resource in RFC 9728 metadata, which needs an https URL
     /// (§1.2); http is accepted on a loopback host, for development, as OAuth does for
     /// redirect URIs (RFC 8252 §7.3).
@@ -104,6 +124,11 @@ fn check_url_spelling(s: &str, url: &url::Url) -> Result<(), ParseError> {
     if crate::has_dot_segment(s) {
         return bad("must not have . or .. path segments");
     }
+    let after_host = url.host_str().and_then(|h| rest.strip_prefix(h)).unwrap_or_default();
+    if after_host.starts_with(':') && url.port().is_none() {
+        // A parser drops the scheme's default port: clients would send the URI without it.
+        return bad("must not name the scheme's default port");
+    }
     Ok(())
 }
 
@@ -136,6 +161,32 @@ mod tests {
         assert!(ResourceUri::parse("http://[::1]:8080/mcp").is_ok());
         assert!(ResourceUri::parse("https://api.example.com/a%20b?x=%2F&y=~1").is_ok());
         assert!(ResourceUri::parse("http://127.0.0.1:9/mcp").is_ok());
+    }
+
+    #[test]
+    fn a_root_url_has_one_twin_and_default_ports_are_refused() {
+        let twin = |s: &str| ResourceUri::parse(s).unwrap().root_twin().map(|t| t.0);
+        assert_eq!(
+            twin("https://api.example.com").as_deref(),
+            Some("https://api.example.com/")
+        );
+        assert_eq!(
+            twin("https://api.example.com/").as_deref(),
+            Some("https://api.example.com")
+        );
+        assert_eq!(twin("http://[::1]:8080").as_deref(), Some("http://[::1]:8080/"));
+        assert_eq!(twin("https://api.example.com/mcp"), None);
+        assert_eq!(twin("https://api.example.com/?a=1"), None);
+        assert_eq!(twin("urn:example:hr"), None);
+        for s in [
+            "https://example.com:443/p",
+            "http://localhost:80/api",
+            "https://example.com:443",
+        ] {
+            assert!(ResourceUri::parse(s).is_err(), "{s}");
+        }
+        assert!(ResourceUri::parse("https://example.com:8443/p").is_ok());
+        assert!(ResourceUri::parse("http://[::1]:80/p").is_err());
     }
 
     #[test]

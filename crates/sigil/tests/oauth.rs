@@ -190,6 +190,19 @@ async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
         )
         .await;
     assert_eq!(st, 200);
+    // The root resource asked for the way a URL parser writes it (`…/`, as `URL.href` gives):
+    // the same resource, and the audience is its registered spelling.
+    let (st, b, _) = f
+        .post(
+            "/token",
+            &[("grant_type", "client_credentials"), ("resource", &format!("{API}/"))],
+            Some((&f.secret_client, &f.secret)),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let payload = b["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let twin: Value = serde_json::from_slice(&sigil_crypto::b64url_decode(payload).unwrap()).unwrap();
+    assert_eq!(twin["aud"], API);
 
     // Introspection by the secret client (as a resource server would), then revocation.
     let (st, i, _) = f

@@ -36,10 +36,15 @@ impl OAuthService {
         }
         // The algorithm the client registered is checked then against what Sigil signs with;
         // should that key have been rotated to another algorithm since, say so plainly.
+        // A 4xx, not a server error: the client's registration asks for what is no longer
+        // offered, and updating it (RFC 7592) is the cure.
         let key = self.keys.id_token_key(client.id_token_alg()).ok_or_else(|| {
             OAuthError::new(
-                ErrorCode::ServerError,
-                "no active key signs ID tokens with the client's id_token_signed_response_alg",
+                ErrorCode::UnauthorizedClient,
+                format!(
+                    "no active key signs ID tokens with the client's id_token_signed_response_alg {}; update its registration",
+                    client.id_token_alg()
+                ),
             )
         })?;
         let payload = serde_json::to_vec(&c).map_err(|_| OAuthError::unavailable())?;

@@ -66,7 +66,22 @@ impl RegistryReads {
         .await
     }
 
+    /// A resource by id or URI; a root URL is found whichever way its trailing slash is
+    /// written ([`sigil_types::ResourceUri::root_twin`]).
     pub async fn resource(&self, r: &ResourceRef) -> Result<Option<Resource>, StoreError> {
+        if let Some(found) = self.resource_exactly(r).await? {
+            return Ok(Some(found));
+        }
+        match r {
+            ResourceRef::Uri(uri) => match uri.root_twin() {
+                Some(twin) => self.resource_exactly(&ResourceRef::Uri(twin)).await,
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    async fn resource_exactly(&self, r: &ResourceRef) -> Result<Option<Resource>, StoreError> {
         through(
             &*self.store,
             &self.resources,

@@ -193,22 +193,22 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
     }
     let mut r = AuthorizeRequest::default();
     let mut seen: Vec<String> = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+    for (k, v) in strict_form_pairs(query)? {
         if k != "resource" {
-            if seen.iter().any(|s| *s == k) {
+            if seen.contains(&k) {
                 // With the client or its redirect URI in doubt the error can only be shown;
                 // any other repeated parameter is an error for the client (RFC 6749 §4.1.2.1),
                 // decided once the redirect URI is known to be good. The first value counts.
                 if k == "client_id" || k == "redirect_uri" {
                     return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
                 }
-                r.repeated.get_or_insert_with(|| k.to_string());
+                r.repeated.get_or_insert_with(|| k.clone());
                 continue;
             }
-            seen.push(k.to_string());
+            seen.push(k.clone());
         }
-        let v = Some(v.into_owned()).filter(|v| !v.is_empty());
-        match k.as_ref() {
+        let v = Some(v).filter(|v| !v.is_empty());
+        match k.as_str() {
             "client_id" => r.client_id = v,
             "redirect_uri" => r.redirect_uri = v,
             "response_type" => r.response_type = v,
@@ -229,6 +229,47 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
         }
     }
     Ok(r)
+}
+
+/// The pairs of an `application/x-www-form-urlencoded` query (RFC 6749 Appendix B: `+` is a
+/// space, `%XX` an octet, the octets UTF-8). Unlike a lenient parser, a broken escape or
+/// invalid UTF-8 is refused rather than altered: RFC 6749 §4.1.2 has `state` come back exactly
+/// as received, and a value rewritten with U+FFFD would not.
+fn strict_form_pairs(query: &str) -> Result<Vec<(String, String)>, OAuthError> {
+    let decode = |part: &str, name: &str| -> Result<String, OAuthError> {
+        let bad = |why: &str| OAuthError::invalid_request(format!("parameter {name:?}: {why}"));
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = bytes
+                        .get(i + 1..i + 3)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| bad("malformed percent-encoding"))?;
+                    out.push(hex);
+                    i += 2;
+                }
+                other => out.push(other),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| bad("not UTF-8 once percent-decoded"))
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(k, "(name)")?;
+            let value = decode(v, &name)?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// An authorization request refused as it stands (malformed, an unknown client or redirect
@@ -459,4 +500,30 @@ fn consent_page(a: &Authorization, query: &str, csrf: &str, ticket: &str, userna
         esc(csrf),
         esc(ticket)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use super::*;
+    use sigil_core::oauth::ErrorCode;
+
+    #[test]
+    fn state_comes_back_exactly_or_the_request_is_refused() {
+        let r = parse_request("client_id=c&state=a%2Bb+c%20%C3%A9&state=x").unwrap();
+        assert_eq!(r.state.as_deref(), Some("a+b c é"));
+        assert_eq!(r.repeated.as_deref(), Some("state"));
+        for bad in [
+            "state=%C3%28",
+            "state=%FF%FE",
+            "state=100%",
+            "foo=%ZZ",
+            "state=%+F",
+            "st%E9=1",
+        ] {
+            let e = parse_request(&format!("client_id=c&{bad}")).expect_err(bad);
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad}");
+        }
+    }
 }

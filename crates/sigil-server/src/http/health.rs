@@ -36,12 +36,15 @@ pub async fn metrics() -> Response {
 }
 
 /// The published verification keys (RFC 7517 JWK Set): pending, active and retired keys.
+/// Verifiers may cache the set for a minute, or for `keys.publish_ahead` if that is shorter: a
+/// new key is published that long before it signs, and a verifier must have fetched it by then.
 pub async fn jwks(axum::extract::State(app): State) -> Response {
     let jwks = app.keys.jwks();
+    let max_age = app.config.publish_ahead.as_secs().min(60);
     (
         [
-            (header::CONTENT_TYPE, "application/jwk-set+json"),
-            (header::CACHE_CONTROL, "public, max-age=60"),
+            (header::CONTENT_TYPE, "application/jwk-set+json".to_owned()),
+            (header::CACHE_CONTROL, format!("public, max-age={max_age}")),
         ],
         Json(jwks.as_ref().clone()),
     )
