@@ -14,18 +14,23 @@ use oauth_support::*;
 use serde_json::{Value, json};
 use sigil_testkit::Family;
 
+/// An initial access token of alice's, for ten minutes, for `identity` (or a new agent).
+async fn alices_registration_token(f: &Fixture, identity: Option<&str>) -> sigil_proto::admin::RegistrationTokenView {
+    f.s.client()
+        .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
+            owner: "alice".into(),
+            identity: identity.map(str::to_owned),
+            ttl_seconds: Some(600),
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn dynamic_client_registration_rfc7591_and_7592() {
     let Some(f) = fixture().await else { return };
     let c = f.s.client();
-    let iat = c
-        .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
-            owner: "alice".into(),
-            identity: None,
-            ttl_seconds: Some(600),
-        })
-        .await
-        .unwrap();
+    let iat = alices_registration_token(&f, None).await;
     let http = reqwest::Client::new();
     let reg = format!("{}/register", f.s.url);
     // No initial access token: 401 with a bare challenge (RFC 6750 §3.1: the caller may not
@@ -423,15 +428,7 @@ async fn initial_access_tokens_end_with_their_owner() {
 #[tokio::test]
 async fn registered_metadata_is_what_the_client_gets() {
     let Some(f) = fixture().await else { return };
-    let iat =
-        f.s.client()
-            .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
-                owner: "alice".into(),
-                identity: Some("bot".into()),
-                ttl_seconds: Some(600),
-            })
-            .await
-            .unwrap();
+    let iat = alices_registration_token(&f, Some("bot")).await;
     let http = reqwest::Client::new();
     let reg = format!("{}/register", f.s.url);
     let registered: Value = http
@@ -521,15 +518,7 @@ async fn registered_metadata_is_what_the_client_gets() {
 #[tokio::test]
 async fn reads_and_deletes_racing_with_one_registration_access_token_have_one_winner() {
     let Some(f) = fixture().await else { return };
-    let iat =
-        f.s.client()
-            .create_registration_token(&sigil_proto::admin::CreateRegistrationToken {
-                owner: "alice".into(),
-                identity: None,
-                ttl_seconds: Some(600),
-            })
-            .await
-            .unwrap();
+    let iat = alices_registration_token(&f, None).await;
     let http = reqwest::Client::new();
     const ROUNDS: usize = 12;
     const EACH: usize = 4;
