@@ -666,9 +666,11 @@ impl OAuthService {
             // Revoked after this request checked it and before its commit (a revocation or
             // reuse detection that ran concurrently): nothing is issued.
             Err(StoreError::Stale { entity: "grant family" }) => Err(OAuthError::invalid_grant(GRANT_REVOKED)),
+            // RFC 8693 §2.2.2: an invalid subject token is invalid_request, as when the
+            // exchange found it revoked before committing.
             Err(StoreError::Stale {
                 entity: "subject token",
-            }) => Err(OAuthError::invalid_grant("the subject token was revoked")),
+            }) => Err(OAuthError::invalid_request("the subject token was revoked")),
             Err(e) => Err(e.into()),
         }
     }
