@@ -403,17 +403,12 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         .await,
         Change::RecordFamilyToken { family_id, jti, expires_at } => {
             // The family must still be in force when its new token is recorded: a revocation
-            // that committed after the grant was checked would otherwise miss this token. The
-            // no-op update also locks the family's row on PostgreSQL, so a revocation running
-            // now either waits for this commit (and then revokes the token) or wins (and this
-            // change set fails).
-            exec_versioned(
-                conn,
-                "UPDATE grant_families SET revoked_at = NULL WHERE family_id = $1 AND revoked_at IS NULL",
-                vec![family_id.clone().into()],
-                FAMILY,
-            )
-            .await?;
+            // that committed after the grant was checked would otherwise miss this token. On
+            // PostgreSQL the writer's lineage lock (shared here, exclusive for revocations)
+            // orders this check and any concurrent revocation; SQLite has one writer.
+            if !family_in_force(conn, family_id).await? {
+                return Err(StoreError::Stale { entity: FAMILY.entity });
+            }
             exec(
                 conn,
                 "INSERT INTO family_tokens (family_id, jti, expires_at) VALUES ($1, $2, $3)",
@@ -789,6 +784,14 @@ pub async fn insert_derived_many(conn: &mut AnyConnection, changes: &[&Change]) 
         q.query().execute(&mut *conn).await.map_err(|e| map(e, REVOKED))?;
     }
     Ok(())
+}
+
+/// Whether the grant family exists and is not revoked.
+async fn family_in_force(conn: &mut AnyConnection, family_id: &str) -> Result<bool, StoreError> {
+    let mut q = Sql::new("SELECT family_id FROM grant_families WHERE family_id = ");
+    q.bind(family_id).push(" AND revoked_at IS NULL");
+    let row = q.query().fetch_optional(&mut *conn).await.map_err(|e| map(e, FAMILY))?;
+    Ok(row.is_some())
 }
 
 /// Which of `jtis` are revoked: the writer's check, for a whole batch of derivations at once,

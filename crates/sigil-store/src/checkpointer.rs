@@ -57,6 +57,14 @@ mod tests {
         let store = SqlStore::connect(&Location::Sqlite(file.clone()), &StoreOptions::default())
             .await
             .expect("store");
+        // Commits never checkpoint by themselves.
+        let mut conn = store.pool.acquire().await.expect("connection");
+        let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pragma");
+        assert_eq!(auto, 0);
+        drop(conn);
         tokio::time::sleep(super::EVERY * 3).await;
         let before = database_file_size(&file);
         for n in 0..300 {

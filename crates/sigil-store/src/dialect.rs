@@ -40,12 +40,13 @@ pub struct Dialect {
     pub audit_body_bytes: &'static str,
 }
 
-/// A revocation reaches the tokens derived from the revoked one through `derived_tokens`, and a
-/// derivation is refused when its parent is found revoked. Under PostgreSQL's read-committed
-/// isolation two concurrent transactions could each miss the other's uncommitted row (the
-/// revocation not seeing the new derivation, the derivation not seeing the revocation); a
-/// transaction-scoped advisory lock, taken first, shared by derivations and exclusive for
-/// revocations, makes one of them see the other.
+/// A revocation reaches the tokens derived from the revoked one through `derived_tokens` (and a
+/// family's through `family_tokens`), and recording such a token is refused when its parent (or
+/// family) is found revoked. Under PostgreSQL's read-committed isolation two concurrent
+/// transactions could each miss the other's uncommitted rows (the revocation not seeing the new
+/// token, the recording not seeing the revocation); a transaction-scoped advisory lock, taken
+/// first, shared by recordings and exclusive for revocations, makes one of them see the other.
+/// Taken before anything else, it adds no lock-order cycle with row locks.
 #[derive(Debug, Clone, Copy)]
 pub struct LineageLock {
     pub shared: &'static str,

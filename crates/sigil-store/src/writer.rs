@@ -266,13 +266,14 @@ fn parents_of(job: &ChangeSet) -> impl Iterator<Item = &str> {
 }
 
 /// The [`crate::dialect::LineageLock`] statement a transaction over `jobs` takes first, if any:
-/// exclusive when it revokes tokens, shared when it only records derivations.
+/// exclusive when it revokes tokens, shared when it records tokens derived from others or
+/// issued for a grant family (both are checked against revocations in the same transaction).
 fn lineage_lock(d: &Dialect, jobs: &[ChangeSet]) -> Option<&'static str> {
     let lock = d.lineage_lock?;
     let changes = || jobs.iter().flat_map(|j| j.changes.iter());
     if changes().any(|c| matches!(c, Change::RevokeToken { .. } | Change::RevokeFamily { .. })) {
         Some(lock.exclusive)
-    } else if changes().any(|c| matches!(c, Change::RecordDerivedToken { .. })) {
+    } else if changes().any(|c| matches!(c, Change::RecordDerivedToken { .. } | Change::RecordFamilyToken { .. })) {
         Some(lock.shared)
     } else {
         None
@@ -283,5 +284,76 @@ fn fail_all(batch: Vec<Job>, why: &str) {
     tracing::error!(error = why, "cannot get a write connection");
     for j in batch {
         let _ = j.reply.send(Err(StoreError::Unavailable(why.to_owned())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use sigil_core::audit::{AuditRecord, EventType};
+    use sigil_core::model::Principal;
+
+    use super::*;
+
+    fn exchange(parent: &str, jti: &str) -> ChangeSet {
+        ChangeSet::new()
+            .change(Change::RecordDerivedToken {
+                parent_jti: parent.into(),
+                jti: jti.into(),
+                expires_at: 1_900_000_000,
+            })
+            .audit(AuditRecord::new(
+                sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
+                EventType::TokenExchanged,
+                &Principal::from_stored("client".into()),
+                None,
+            ))
+    }
+
+    /// The batched path: derivations from a revoked parent fail alone, their records unwritten.
+    #[tokio::test]
+    async fn a_batch_refuses_only_the_derivations_from_a_revoked_parent() {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::pool::PoolOptions::<sqlx::Any>::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("memory database");
+        crate::migrate::run(&pool, Backend::Sqlite).await.expect("migrations");
+        let mut conn = pool.acquire().await.expect("connection");
+        let d = Backend::Sqlite.dialect();
+        let revoke = ChangeSet::new().change(Change::RevokeToken {
+            jti: "gone".into(),
+            expires_at: 1_900_000_000,
+            revoked_at: sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
+        });
+        run_transaction(&mut conn, &[revoke], d).await.unwrap()[0]
+            .clone()
+            .unwrap();
+        let jobs = [exchange("gone", "a"), exchange("live", "b"), exchange("gone", "c")];
+        let results = run_transaction(&mut conn, &jobs, d).await.unwrap();
+        let refused = |r: &Result<(), StoreError>| {
+            matches!(
+                r,
+                Err(StoreError::Stale {
+                    entity: "subject token"
+                })
+            )
+        };
+        assert!(
+            refused(&results[0]) && results[1].is_ok() && refused(&results[2]),
+            "{results:?}"
+        );
+        let derived: Vec<String> = sqlx::query_scalar("SELECT jti FROM derived_tokens")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(derived, ["b"]);
+        let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(records, 1);
     }
 }

@@ -49,6 +49,20 @@ impl ResourceUri {
         })
     }
 
+    /// Whether it spells out its scheme's default port (`https://x:443/`), which a URL parser
+    /// drops: clients would send it without the port. Refused when a resource is registered;
+    /// not by [`Self::parse`], which also reads URIs stored before that rule.
+    pub fn names_default_port(&self) -> bool {
+        let Ok(url) = url::Url::parse(&self.0) else {
+            return false;
+        };
+        let after_host = url
+            .host_str()
+            .and_then(|h| self.0.split_once("://").and_then(|(_, rest)| rest.strip_prefix(h)))
+            .unwrap_or_default();
+        after_host.starts_with(':') && url.port().is_none()
+    }
+
     /// Whether `registered` is this URI, or its [`Self::root_twin`].
     pub fn is_same_url(&self, registered: &str) -> bool {
         self.0 == registered || self.root_twin().is_some_and(|t| t.0 == registered)
@@ -124,11 +138,6 @@ fn check_url_spelling(s: &str, url: &url::Url) -> Result<(), ParseError> {
     if crate::has_dot_segment(s) {
         return bad("must not have . or .. path segments");
     }
-    let after_host = url.host_str().and_then(|h| rest.strip_prefix(h)).unwrap_or_default();
-    if after_host.starts_with(':') && url.port().is_none() {
-        // A parser drops the scheme's default port: clients would send the URI without it.
-        return bad("must not name the scheme's default port");
-    }
     Ok(())
 }
 
@@ -164,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn a_root_url_has_one_twin_and_default_ports_are_refused() {
+    fn a_root_url_has_one_twin_and_a_default_port_is_told() {
         let twin = |s: &str| ResourceUri::parse(s).unwrap().root_twin().map(|t| t.0);
         assert_eq!(
             twin("https://api.example.com").as_deref(),
@@ -178,15 +187,23 @@ mod tests {
         assert_eq!(twin("https://api.example.com/mcp"), None);
         assert_eq!(twin("https://api.example.com/?a=1"), None);
         assert_eq!(twin("urn:example:hr"), None);
+        let default_port = |s: &str| ResourceUri::parse(s).unwrap().names_default_port();
         for s in [
             "https://example.com:443/p",
             "http://localhost:80/api",
             "https://example.com:443",
+            "http://[::1]:80/p",
         ] {
-            assert!(ResourceUri::parse(s).is_err(), "{s}");
+            assert!(default_port(s), "{s}");
         }
-        assert!(ResourceUri::parse("https://example.com:8443/p").is_ok());
-        assert!(ResourceUri::parse("http://[::1]:80/p").is_err());
+        for s in [
+            "https://example.com:8443/p",
+            "https://example.com/p",
+            "urn:example:a",
+            "http://[::1]:8080/",
+        ] {
+            assert!(!default_port(s), "{s}");
+        }
     }
 
     #[test]

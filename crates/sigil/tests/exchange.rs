@@ -234,6 +234,18 @@ async fn an_exchange_stays_on_the_resource_the_user_consented_to() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(claims(v["access_token"].as_str().unwrap())["aud"], API);
+    // The root URL written the way a URL parser writes it (`…/`) is the same target, and the
+    // token's audience the registered spelling.
+    const SLASHED: &str = "https://hr.example.com/";
+    assert_eq!(SLASHED, format!("{API}/"));
+    let (s, v) = fx
+        .token(
+            &exchange_for(vec![("resource", SLASHED), ("audience", API)]),
+            Some(&fx.helper),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(claims(v["access_token"].as_str().unwrap())["aud"], API);
     let (s, v) = fx
         .token(
             &exchange_for(vec![("resource", API), ("audience", OTHER)]),

@@ -203,6 +203,22 @@ async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
     let payload = b["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
     let twin: Value = serde_json::from_slice(&sigil_crypto::b64url_decode(payload).unwrap()).unwrap();
     assert_eq!(twin["aud"], API);
+    // So it cannot be registered a second time in its other spelling, and a URI naming its
+    // scheme's default port (which parsers drop) is not registered at all.
+    for (uri, status) in [
+        (format!("{API}/"), 409),
+        ("https://other.example.com:443/p".to_owned(), 400),
+    ] {
+        let e =
+            f.s.client()
+                .create_resource(
+                    &serde_json::from_value(json!({"uri": uri, "name": "twin", "owner": "alice", "scopes": ["read"]}))
+                        .unwrap(),
+                )
+                .await
+                .unwrap_err();
+        assert_eq!(e.status().map(|s| s.as_u16()), Some(status), "{uri}: {e}");
+    }
 
     // Introspection by the secret client (as a resource server would), then revocation.
     let (st, i, _) = f

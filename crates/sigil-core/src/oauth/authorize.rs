@@ -92,6 +92,9 @@ pub struct AuthorizeRequest {
     pub request_uri: bool,
     /// The first parameter other than `client_id` and `redirect_uri` that the request repeats.
     pub repeated: Option<String>,
+    /// Why the first parameter other than `client_id` and `redirect_uri` that could not be
+    /// decoded (a broken escape, not UTF-8) was left out.
+    pub undecodable: Option<String>,
 }
 
 /// A request that passed every check: what the consent page shows and the code records.
@@ -266,6 +269,9 @@ impl OAuthService {
         };
         if let Some(p) = &r.repeated {
             return Err(fail(ErrorCode::InvalidRequest, &format!("parameter {p} is repeated")));
+        }
+        if let Some(why) = &r.undecodable {
+            return Err(fail(ErrorCode::InvalidRequest, why));
         }
         match r.response_type.as_deref() {
             Some("code") => {}

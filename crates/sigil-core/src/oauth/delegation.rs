@@ -287,7 +287,7 @@ impl OAuthService {
         let now = self.clock.now();
         match resources {
             [] => {}
-            [one] if ResourceUri::parse(one).is_ok_and(|u| u.is_same_url(&grant.resource)) => {}
+            [one] if same_url(one, &grant.resource) => {}
             _ => {
                 return Err(OAuthError::invalid_target(
                     "the resource must be the one the user authorized",
@@ -527,7 +527,7 @@ impl OAuthService {
         // so no agent of the chain can carry her consent to an API she never saw on the consent
         // page. Tokens of trusted issuers carry no resource consent; the policy decides those.
         if let Some(consented) = subject.aud.as_deref()
-            && consented != uri
+            && !same_url(uri, consented)
         {
             return Err(OAuthError::invalid_target(format!(
                 "the subject token is for {consented}: a user's token is exchanged only for the resource she consented to"
@@ -846,11 +846,17 @@ fn one_target<'a>(resources: &'a [String], audiences: &'a [String]) -> Result<Op
     let mut named = resources.iter().chain(audiences).map(String::as_str);
     let first = named.next();
     if let Some(f) = first
-        && named.any(|other| other != f)
+        && named.any(|other| !same_url(other, f))
     {
         return Err(OAuthError::invalid_target("name one resource (or audience) per token"));
     }
     Ok(first)
+}
+
+/// Whether two resource URIs name one URL (byte-equal, or a root URL and its trailing-slash
+/// twin, see [`ResourceUri::root_twin`]).
+pub(super) fn same_url(a: &str, b: &str) -> bool {
+    a == b || ResourceUri::parse(a).is_ok_and(|u| u.is_same_url(b))
 }
 
 /// RFC 8693 §2.2.2: when no scope was named and nothing at the resource is permitted, the

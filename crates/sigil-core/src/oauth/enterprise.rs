@@ -210,7 +210,10 @@ fn within_consent(
     let (Some(consented_resource), Some(consented)) = (&subject.aud, &subject.scope) else {
         return Ok((resource, scope.map(str::to_owned)));
     };
-    if resource.as_ref().is_some_and(|r| r != consented_resource) {
+    if resource
+        .as_ref()
+        .is_some_and(|r| !super::delegation::same_url(r, consented_resource))
+    {
         return Err(OAuthError::invalid_target(
             "the resource is not the one the refresh token was granted for",
         ));
@@ -634,7 +637,7 @@ impl OAuthService {
         let user = self.mapped_user(&issuer, &v).await?;
         let resource_uri = match (v.claims.get("resource"), resources) {
             (Some(serde_json::Value::String(r)), []) => r.clone(),
-            (Some(serde_json::Value::String(r)), [asked]) if asked == r => r.clone(),
+            (Some(serde_json::Value::String(r)), [asked]) if super::delegation::same_url(asked, r) => r.clone(),
             // `resource` may be an array (§3.1); with one element it needs no choosing.
             (Some(serde_json::Value::Array(list)), []) if matches!(list.as_slice(), [serde_json::Value::String(_)]) => {
                 list.first()
@@ -642,7 +645,11 @@ impl OAuthService {
                     .unwrap_or_default()
                     .to_owned()
             }
-            (Some(serde_json::Value::Array(list)), [asked]) if list.iter().any(|r| r.as_str() == Some(asked)) => {
+            (Some(serde_json::Value::Array(list)), [asked])
+                if list
+                    .iter()
+                    .any(|r| r.as_str().is_some_and(|r| super::delegation::same_url(asked, r))) =>
+            {
                 asked.clone()
             }
             (None, [asked]) => asked.clone(),

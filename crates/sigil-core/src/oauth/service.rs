@@ -87,10 +87,10 @@ pub struct OAuthService {
     verified: super::verified::VerifiedTokens,
 }
 
-/// How fresh an identity's `last_used_at` is kept.
 /// The description of a refusal because the grant was revoked while the request ran.
 pub(super) const GRANT_REVOKED: &str = "the grant was revoked";
 
+/// How fresh an identity's `last_used_at` is kept.
 const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// What the token service works with.

@@ -284,10 +284,11 @@ pub(super) async fn wait_out_cutoff_second(cut_off: Option<sigil_types::Timestam
     let Some(cut_off) = cut_off else { return };
     let next_second = (cut_off.unix_seconds() + 1).saturating_mul(1_000_000);
     let wait = next_second.saturating_sub(now.unix_micros());
+    // Never longer than the margin and a second: a cut-off further ahead (another replica's
+    // clock running fast) is waited for as far as that bound, not skipped.
     let longest = u64::try_from(CUTOFF_MARGIN.as_micros()).unwrap_or(u64::MAX) + 1_000_000;
-    if let Ok(micros @ 1..) = u64::try_from(wait)
-        && micros <= longest
-    {
+    if let Ok(micros @ 1..) = u64::try_from(wait) {
+        let micros = micros.min(longest);
         tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
     }
 }

@@ -10,6 +10,24 @@ use crate::store::{Change, ChangeSet};
 
 impl Registry {
     pub async fn create_resource(&self, ctx: &Ctx, req: CreateResource) -> Result<Resource, RegistryError> {
+        if req.uri.names_default_port() {
+            return Err(RegistryError::invalid(
+                "uri",
+                "must not name the scheme's default port (a URL parser drops it, so clients would send the URI without it)",
+            ));
+        }
+        // `https://x` and `https://x/` are one URL, and requests find either spelling.
+        if let Some(twin) = req.uri.root_twin()
+            && self
+                .store
+                .get_resource(&ResourceRef::Uri(twin.clone()))
+                .await?
+                .is_some()
+        {
+            return Err(RegistryError::Conflict(format!(
+                "{twin} is already registered, and is the same URL"
+            )));
+        }
         let owner = self.resolve_owner(&req.owner).await?;
         let servers = self.resolve_servers(&req.servers).await?;
         let now = self.clock.now();

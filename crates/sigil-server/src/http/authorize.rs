@@ -193,7 +193,20 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
     }
     let mut r = AuthorizeRequest::default();
     let mut seen: Vec<String> = Vec::new();
-    for (k, v) in strict_form_pairs(query)? {
+    for pair in strict_form_pairs(query) {
+        // With the client or its redirect URI in doubt the error can only be shown; another
+        // parameter that cannot be decoded is an error for the client (RFC 6749 §4.1.2.1),
+        // redirected without it once the redirect URI is known to be good.
+        let (k, v) = match pair {
+            Ok(kv) => kv,
+            Err((name, why)) if name.is_none() || matches!(name.as_deref(), Some("client_id" | "redirect_uri")) => {
+                return Err(OAuthError::invalid_request(why));
+            }
+            Err((_, why)) => {
+                r.undecodable.get_or_insert(why);
+                continue;
+            }
+        };
         if k != "resource" {
             if seen.contains(&k) {
                 // With the client or its redirect URI in doubt the error can only be shown;
@@ -231,13 +244,16 @@ fn parse_request(query: &str) -> Result<AuthorizeRequest, OAuthError> {
     Ok(r)
 }
 
+/// A query parameter that could not be decoded: its name, if that much could be, and why.
+type Undecodable = (Option<String>, String);
+
 /// The pairs of an `application/x-www-form-urlencoded` query (RFC 6749 Appendix B: `+` is a
 /// space, `%XX` an octet, the octets UTF-8). Unlike a lenient parser, a broken escape or
-/// invalid UTF-8 is refused rather than altered: RFC 6749 §4.1.2 has `state` come back exactly
-/// as received, and a value rewritten with U+FFFD would not.
-fn strict_form_pairs(query: &str) -> Result<Vec<(String, String)>, OAuthError> {
-    let decode = |part: &str, name: &str| -> Result<String, OAuthError> {
-        let bad = |why: &str| OAuthError::invalid_request(format!("parameter {name:?}: {why}"));
+/// invalid UTF-8 is reported rather than altered: RFC 6749 §4.1.2 has `state` come back exactly
+/// as received, and a value rewritten with U+FFFD would not. An error carries the parameter's
+/// name, when that much could be decoded, and why.
+fn strict_form_pairs(query: &str) -> Vec<Result<(String, String), Undecodable>> {
+    fn decode(part: &str) -> Result<String, &'static str> {
         let bytes = part.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
@@ -250,7 +266,7 @@ fn strict_form_pairs(query: &str) -> Result<Vec<(String, String)>, OAuthError> {
                         .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                         .and_then(|h| std::str::from_utf8(h).ok())
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| bad("malformed percent-encoding"))?;
+                        .ok_or("malformed percent-encoding")?;
                     out.push(hex);
                     i += 2;
                 }
@@ -258,16 +274,18 @@ fn strict_form_pairs(query: &str) -> Result<Vec<(String, String)>, OAuthError> {
             }
             i += 1;
         }
-        String::from_utf8(out).map_err(|_| bad("not UTF-8 once percent-decoded"))
-    };
+        String::from_utf8(out).map_err(|_| "not UTF-8 once percent-decoded")
+    }
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = decode(k, "(name)")?;
-            let value = decode(v, &name)?;
-            Ok((name, value))
+            let name = decode(k).map_err(|why| (None, format!("a parameter name: {why}")))?;
+            match decode(v) {
+                Ok(value) => Ok((name, value)),
+                Err(why) => Err((Some(name.clone()), format!("parameter {name:?}: {why}"))),
+            }
         })
         .collect()
 }
@@ -514,15 +532,14 @@ mod tests {
         let r = parse_request("client_id=c&state=a%2Bb+c%20%C3%A9&state=x").unwrap();
         assert_eq!(r.state.as_deref(), Some("a+b c é"));
         assert_eq!(r.repeated.as_deref(), Some("state"));
-        for bad in [
-            "state=%C3%28",
-            "state=%FF%FE",
-            "state=100%",
-            "foo=%ZZ",
-            "state=%+F",
-            "st%E9=1",
-        ] {
-            let e = parse_request(&format!("client_id=c&{bad}")).expect_err(bad);
+        // Any other parameter is left out and redirected as invalid_request once the redirect
+        // URI is known to be good; a broken client_id, redirect_uri or name is shown at once.
+        for bad in ["state=%C3%28", "state=%FF%FE", "state=100%", "foo=%ZZ", "state=%+F"] {
+            let r = parse_request(&format!("client_id=c&{bad}")).expect(bad);
+            assert!(r.undecodable.is_some() && r.state.is_none(), "{bad}");
+        }
+        for bad in ["client_id=%ZZ", "redirect_uri=%FF", "st%E9=1"] {
+            let e = parse_request(&format!("state=s&{bad}")).expect_err(bad);
             assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad}");
         }
     }
