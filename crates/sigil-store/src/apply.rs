@@ -2,15 +2,16 @@
 
 use sigil_core::audit::{AuditRecord, Integration, LeaseClaim};
 use sigil_core::model::{Identity, Resource, User};
-use std::collections::HashSet;
-
 use sigil_core::store::{Change, ChangeSet, StoreError};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use crate::errors::{Op, map};
 use crate::sql::{Sql, Value, stmt};
 
+mod lineage;
 mod spiffe;
+
+pub use lineage::{insert_derived_many, revoked_among};
 
 type R = Result<(), StoreError>;
 
@@ -348,16 +349,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await
         .map(|_| ()),
-        Change::RevokeToken { jti, expires_at, revoked_at } => {
-            exec(
-                conn,
-                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
-                vec![jti.clone().into(), (*expires_at).into(), revoked_at.unix_micros().into()],
-                REVOKED,
-            )
-            .await?;
-            revoke_derived(conn, REVOKE_DERIVED_FROM_TOKEN, jti, *revoked_at).await
-        }
+        Change::RevokeToken { jti, expires_at, revoked_at } => lineage::revoke_token(conn, jti, *expires_at, *revoked_at).await,
         Change::PurgeExpired { before } => {
             for sql in [
                 "DELETE FROM used_assertions WHERE expires_at < $1",
@@ -370,20 +362,8 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             }
             Ok(())
         }
-        // Refused when the parent was revoked after the exchange checked it: the revocation's
-        // cascade ran before this record existed, so the new token would outlive its parent.
         Change::RecordDerivedToken { parent_jti, jti, expires_at } => {
-            if !revoked_among(conn, &[parent_jti.as_str()]).await?.is_empty() {
-                return Err(StoreError::Stale { entity: SUBJECT.entity });
-            }
-            exec(
-                conn,
-                "INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (parent_jti, jti) DO NOTHING",
-                vec![parent_jti.clone().into(), jti.clone().into(), (*expires_at).into()],
-                REVOKED,
-            )
-            .await
-            .map(|_| ())
+            lineage::record_derived(conn, parent_jti, jti, *expires_at).await
         }
         Change::SetUserPassword { user_id, hash, at } => exec(
             conn,
@@ -402,23 +382,9 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         )
         .await,
         Change::RecordFamilyToken { family_id, jti, expires_at } => {
-            // The family must still be in force when its new token is recorded: a revocation
-            // that committed after the grant was checked would otherwise miss this token. On
-            // PostgreSQL the writer's lineage lock (shared here, exclusive for revocations)
-            // orders this check and any concurrent revocation; SQLite has one writer.
-            if !family_in_force(conn, family_id).await? {
-                return Err(StoreError::Stale { entity: FAMILY.entity });
-            }
-            exec(
-                conn,
-                "INSERT INTO family_tokens (family_id, jti, expires_at) VALUES ($1, $2, $3)",
-                vec![family_id.clone().into(), jti.clone().into(), (*expires_at).into()],
-                GRANT,
-            )
-            .await
-            .map(|_| ())
+            lineage::record_family_token(conn, family_id, jti, *expires_at).await
         }
-        Change::RevokeFamily { family_id, at } => revoke_family(conn, family_id, *at).await,
+        Change::RevokeFamily { family_id, at } => lineage::revoke_family(conn, family_id, *at).await,
         Change::InsertTrustedIssuer(t) => exec(
             conn,
             "INSERT INTO trusted_issuers (id, issuer, jwks_json, jwks_uri, username_claim, audiences_json, accept_id_jag, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -757,62 +723,6 @@ pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord
     Ok(())
 }
 
-/// Records many derivations (`Change::RecordDerivedToken`) with multi-row statements: the
-/// group committer's fast path for token exchanges, whose only change is that record.
-pub async fn insert_derived_many(conn: &mut AnyConnection, changes: &[&Change]) -> R {
-    const ROWS: usize = 32;
-    let rows: Vec<(&String, &String, i64)> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::RecordDerivedToken {
-                parent_jti,
-                jti,
-                expires_at,
-            } => Some((parent_jti, jti, *expires_at)),
-            _ => None,
-        })
-        .collect();
-    for chunk in rows.chunks(ROWS) {
-        let mut q = Sql::new("INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ");
-        for (n, (parent, jti, expires_at)) in chunk.iter().enumerate() {
-            q.push(if n == 0 { "(" } else { ", (" });
-            q.bind(parent.as_str()).push(", ");
-            q.bind(jti.as_str()).push(", ");
-            q.bind(*expires_at).push(")");
-        }
-        q.push(" ON CONFLICT (parent_jti, jti) DO NOTHING");
-        q.query().execute(&mut *conn).await.map_err(|e| map(e, REVOKED))?;
-    }
-    Ok(())
-}
-
-/// Whether the grant family exists and is not revoked.
-async fn family_in_force(conn: &mut AnyConnection, family_id: &str) -> Result<bool, StoreError> {
-    let mut q = Sql::new("SELECT family_id FROM grant_families WHERE family_id = ");
-    q.bind(family_id).push(" AND revoked_at IS NULL");
-    let row = q.query().fetch_optional(&mut *conn).await.map_err(|e| map(e, FAMILY))?;
-    Ok(row.is_some())
-}
-
-/// Which of `jtis` are revoked: the writer's check, for a whole batch of derivations at once,
-/// that no token is derived from a parent revoked since the exchange checked it.
-pub async fn revoked_among(conn: &mut AnyConnection, jtis: &[&str]) -> Result<HashSet<String>, StoreError> {
-    const ROWS: usize = 64;
-    let mut revoked = HashSet::new();
-    for chunk in jtis.chunks(ROWS) {
-        let mut q = Sql::new("SELECT jti FROM revoked_tokens WHERE jti IN (");
-        for (n, jti) in chunk.iter().enumerate() {
-            q.push(if n == 0 { "" } else { ", " }).bind(*jti);
-        }
-        q.push(")");
-        let rows = q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, REVOKED))?;
-        for row in rows {
-            revoked.insert(row.try_get::<String, _>("jti").map_err(|e| map(e, REVOKED))?);
-        }
-    }
-    Ok(revoked)
-}
-
 async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Grant) -> R {
     exec(
         conn,
@@ -846,47 +756,6 @@ async fn insert_grant(conn: &mut AnyConnection, g: &sigil_core::oauth::grant::Gr
     )
     .await
     .map(|_| ())
-}
-
-/// Marks the family revoked and revokes every access token recorded for it, in one transaction.
-async fn revoke_family(conn: &mut AnyConnection, family_id: &str, at: sigil_types::Timestamp) -> R {
-    exec(
-        conn,
-        "UPDATE grant_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-        vec![at.unix_micros().into(), family_id.into()],
-        GRANT,
-    )
-    .await?;
-    exec(
-        conn,
-        "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) SELECT jti, expires_at, $1 FROM family_tokens WHERE family_id = $2 ON CONFLICT (jti) DO NOTHING",
-        vec![at.unix_micros().into(), family_id.into()],
-        REVOKED,
-    )
-    .await?;
-    revoke_derived(conn, REVOKE_DERIVED_FROM_FAMILY, family_id, at).await
-}
-
-/// Revokes (at `$1`) every token exchanged, at any depth, from the token `$2`.
-const REVOKE_DERIVED_FROM_TOKEN: &str = "WITH RECURSIVE derived (jti, expires_at) AS (\
-    SELECT d.jti, d.expires_at FROM derived_tokens d WHERE d.parent_jti = $2 \
-    UNION SELECT d.jti, d.expires_at FROM derived_tokens d JOIN derived ON d.parent_jti = derived.jti) \
-    INSERT INTO revoked_tokens (jti, expires_at, revoked_at) SELECT jti, expires_at, $1 FROM derived WHERE true \
-    ON CONFLICT (jti) DO NOTHING";
-
-/// Revokes (at `$1`) every token exchanged, at any depth, from a token of the grant family `$2`.
-const REVOKE_DERIVED_FROM_FAMILY: &str = "WITH RECURSIVE derived (jti, expires_at) AS (\
-    SELECT d.jti, d.expires_at FROM derived_tokens d JOIN family_tokens f ON d.parent_jti = f.jti WHERE f.family_id = $2 \
-    UNION SELECT d.jti, d.expires_at FROM derived_tokens d JOIN derived ON d.parent_jti = derived.jti) \
-    INSERT INTO revoked_tokens (jti, expires_at, revoked_at) SELECT jti, expires_at, $1 FROM derived WHERE true \
-    ON CONFLICT (jti) DO NOTHING";
-
-/// A delegation chain ends where the token it was built on was revoked: runs `sql` (one of the
-/// two above) for `key`.
-async fn revoke_derived(conn: &mut AnyConnection, sql: &'static str, key: &str, at: sigil_types::Timestamp) -> R {
-    exec(conn, sql, vec![at.unix_micros().into(), key.into()], REVOKED)
-        .await
-        .map(|_| ())
 }
 
 fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {
@@ -924,15 +793,7 @@ mod tests {
     /// plan, not a timing, is what can be checked.
     #[tokio::test]
     async fn setting_leaves_looks_records_up_by_rowid() {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::pool::PoolOptions::<sqlx::Any>::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("memory database");
-        crate::migrate::run(&pool, crate::dialect::Backend::Sqlite)
-            .await
-            .expect("migrations");
+        let pool = crate::migrate::memory_database().await;
         let leaves: Vec<(i64, u64, [u8; 32])> = (1..=64).map(|n| (n, n as u64 - 1, [0u8; 32])).collect();
         let update = set_leaves(&leaves);
         let explain = Sql {

@@ -92,3 +92,18 @@ fn unix_micros() -> i64 {
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// An SQLite database in memory with every migration applied, on one connection (for unit
+/// tests of the SQL this crate writes).
+#[cfg(test)]
+#[allow(clippy::expect_used, reason = "tests")]
+pub(crate) async fn memory_database() -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::pool::PoolOptions::<sqlx::Any>::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("memory database");
+    run(&pool, crate::dialect::Backend::Sqlite).await.expect("migrations");
+    pool
+}

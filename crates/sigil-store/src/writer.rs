@@ -314,13 +314,7 @@ mod tests {
     /// The batched path: derivations from a revoked parent fail alone, their records unwritten.
     #[tokio::test]
     async fn a_batch_refuses_only_the_derivations_from_a_revoked_parent() {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::pool::PoolOptions::<sqlx::Any>::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("memory database");
-        crate::migrate::run(&pool, Backend::Sqlite).await.expect("migrations");
+        let pool = crate::migrate::memory_database().await;
         let mut conn = pool.acquire().await.expect("connection");
         let d = Backend::Sqlite.dialect();
         let revoke = ChangeSet::new().change(Change::RevokeToken {

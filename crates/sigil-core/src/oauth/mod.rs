@@ -19,6 +19,7 @@ pub mod metadata_doc;
 pub mod numeric_date;
 pub mod policy;
 pub mod reads;
+mod refusals;
 pub mod registration;
 pub mod service;
 pub mod svid_auth;
