@@ -22,7 +22,7 @@ impl KeyedHasher {
 
     /// The hex digest stored in place of the secret.
     pub fn hash_hex(&self, secret: &[u8]) -> String {
-        hex(hmac::sign(&self.0, secret).as_ref())
+        crate::hex(hmac::sign(&self.0, secret).as_ref())
     }
 }
 
@@ -37,8 +37,4 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// Compares two byte strings in time independent of where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

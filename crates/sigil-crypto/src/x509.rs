@@ -311,7 +311,7 @@ pub fn serial_hex(cert_der: &[u8]) -> Result<String, CryptoError> {
     if serial.is_empty() {
         return Err(NOT_A_CERT);
     }
-    Ok(serial.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hex(serial))
 }
 
 /// Splits one DER element with tag `tag` off the front of `der`: (its content, what follows).

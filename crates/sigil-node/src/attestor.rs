@@ -96,10 +96,7 @@ impl Attestor {
             return Some(h.clone());
         }
         let bytes = std::fs::read(&proc_exe).ok()?;
-        let hex: String = sigil_crypto::sha256(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = sigil_crypto::hex(&sigil_crypto::sha256(&bytes));
         if let Ok(mut cache) = self.hashes.lock() {
             if cache.len() > 1024 {
                 cache.clear();
@@ -145,10 +142,7 @@ mod tests {
             exe_at_connect: exe_of(pid),
         };
         let exe = std::env::current_exe().unwrap();
-        let hash: String = sigil_crypto::sha256(&std::fs::read(&exe).unwrap())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = sigil_crypto::hex(&sigil_crypto::sha256(&std::fs::read(&exe).unwrap()));
         let uid = format!("unix:uid:{}", me.uid);
         let path = format!("unix:path:{}", exe.display());
         let sha = format!("unix:sha256:{hash}");

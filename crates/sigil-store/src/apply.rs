@@ -6,9 +6,10 @@ use sigil_core::store::{Change, ChangeSet, StoreError};
 use sqlx::AnyConnection;
 
 use crate::errors::{Op, map};
-use crate::sql::{Sql, Value, stmt};
+use crate::sql::{Placeholders, Sql, Value, stmt};
 
 mod lineage;
+pub mod single_use;
 mod spiffe;
 
 pub use lineage::{insert_derived_many, revoked_among};
@@ -336,7 +337,7 @@ async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         Change::RecordGrantAssertion { issuer, jti, expires_at } => exec(
             conn,
             "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)",
-            vec![format!("grant:{issuer}").into(), jti.clone().into(), (*expires_at).into()],
+            vec![single_use::grant_client(issuer).into(), jti.clone().into(), (*expires_at).into()],
             GRANT_ASSERTION,
         )
         .await
@@ -629,7 +630,7 @@ async fn fence(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
 async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
     fence(conn, &i.lease).await?;
     for chunk in i.leaves.chunks(CHUNK) {
-        let done = set_leaves(chunk)
+        let done = set_leaves(Placeholders::for_connection(conn), chunk)
             .query()
             .execute(&mut *conn)
             .await
@@ -640,7 +641,7 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
         }
     }
     for chunk in i.nodes.chunks(CHUNK) {
-        let mut q = Sql::new("INSERT INTO audit_tree_nodes (level, idx, hash) VALUES ");
+        let mut q = Sql::on(conn, "INSERT INTO audit_tree_nodes (level, idx, hash) VALUES ");
         for (n, (level, idx, hash)) in chunk.iter().enumerate() {
             q.push(if n == 0 { "(" } else { ", (" })
                 .bind(i64::from(*level))
@@ -675,8 +676,11 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
 
 /// Gives pending records their leaf index and hash, in one statement; a record that already
 /// has a leaf is left alone (the caller compares the count of rows changed).
-fn set_leaves(leaves: &[(i64, u64, [u8; 32])]) -> Sql {
-    let mut q = Sql::new("UPDATE audit_events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ");
+fn set_leaves(placeholders: Placeholders, leaves: &[(i64, u64, [u8; 32])]) -> Sql {
+    let mut q = Sql::with(
+        placeholders,
+        "UPDATE audit_events SET leaf_index = v.column2, leaf_hash = v.column3 FROM (VALUES ",
+    );
     for (n, (seq, index, hash)) in leaves.iter().enumerate() {
         q.push(if n == 0 { "(" } else { ", (" })
             .bind(*seq)
@@ -697,10 +701,12 @@ fn set_leaves(leaves: &[(i64, u64, [u8; 32])]) -> Sql {
 /// Inserts many audit records with multi-row statements (the group committer's fast path for
 /// change sets that are only audit records).
 pub async fn insert_audit_many(conn: &mut AnyConnection, records: &[&AuditRecord]) -> R {
-    // Small statements: sqlx resolves each `$n` by name, which is quadratic in the parameter count.
+    // Each row count is a statement text of its own, prepared and cached per connection (sqlx
+    // keeps 100): small chunks keep the variants few.
     const ROWS: usize = 16;
     for chunk in records.chunks(ROWS) {
-        let mut q = Sql::new(
+        let mut q = Sql::on(
+            conn,
             "INSERT INTO audit_events (time, event_type, outcome, request_id, subject, actor, client_id, target_id, body, jti, acting_for) VALUES ",
         );
         for (n, rec) in chunk.iter().enumerate() {
@@ -795,11 +801,9 @@ mod tests {
     async fn setting_leaves_looks_records_up_by_rowid() {
         let pool = crate::migrate::memory_database().await;
         let leaves: Vec<(i64, u64, [u8; 32])> = (1..=64).map(|n| (n, n as u64 - 1, [0u8; 32])).collect();
-        let update = set_leaves(&leaves);
-        let explain = Sql {
-            text: format!("EXPLAIN QUERY PLAN {}", update.text),
-            values: update.values,
-        };
+        let update = set_leaves(Placeholders::Anonymous, &leaves);
+        let mut explain = Sql::with(Placeholders::Anonymous, &format!("EXPLAIN QUERY PLAN {}", update.text));
+        explain.values = update.values;
         let plan: Vec<String> = explain
             .query()
             .fetch_all(&pool)

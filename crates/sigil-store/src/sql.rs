@@ -51,18 +51,54 @@ impl From<Option<Vec<u8>>> for Value {
     }
 }
 
-/// SQL text plus its bind values, numbered `$1…` in order of [`Sql::bind`] calls.
+/// How a statement's placeholders are written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `$1, $2, …`: what PostgreSQL needs, and SQLite accepts.
+    #[default]
+    Numbered,
+    /// `?` in order: SQLite only. sqlx binds each SQLite parameter after asking SQLite for its
+    /// name, a walk of the statement's list of named parameters, so `$n` costs time quadratic
+    /// in the parameter count; anonymous ones are in no list. For the writer's multi-row
+    /// statements.
+    Anonymous,
+}
+
+impl Placeholders {
+    /// The cheapest style `conn`'s backend understands.
+    pub fn for_connection(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Self::Anonymous
+        } else {
+            Self::Numbered
+        }
+    }
+}
+
+/// SQL text plus its bind values, in order of [`Sql::bind`] calls.
 #[derive(Debug, Default)]
 pub struct Sql {
     pub text: String,
     pub values: Vec<Value>,
+    placeholders: Placeholders,
 }
 
 impl Sql {
+    /// A statement with numbered placeholders, for any backend.
     pub fn new(text: &str) -> Self {
+        Self::with(Placeholders::Numbered, text)
+    }
+
+    /// A statement for `conn`'s backend: see [`Placeholders::Anonymous`].
+    pub fn on(conn: &sqlx::AnyConnection, text: &str) -> Self {
+        Self::with(Placeholders::for_connection(conn), text)
+    }
+
+    pub fn with(placeholders: Placeholders, text: &str) -> Self {
         Self {
             text: text.to_owned(),
             values: Vec::new(),
+            placeholders,
         }
     }
 
@@ -75,8 +111,13 @@ impl Sql {
     /// Appends the next placeholder and records its value.
     pub fn bind(&mut self, v: impl Into<Value>) -> &mut Self {
         self.values.push(v.into());
-        self.text.push('$');
-        self.text.push_str(&self.values.len().to_string());
+        match self.placeholders {
+            Placeholders::Numbered => {
+                self.text.push('$');
+                self.text.push_str(&self.values.len().to_string());
+            }
+            Placeholders::Anonymous => self.text.push('?'),
+        }
         self
     }
 

@@ -4,7 +4,9 @@
 //! [`MAX_BATCH`]), runs it in one transaction with a savepoint per change set, commits once, and
 //! only then answers each request. One fsync covers the whole batch, so durability costs little
 //! per write, and a change set that fails (duplicate, stale version) rolls back to its savepoint
-//! without touching the others in its batch.
+//! without touching the others in its batch. The commonest change sets (audit records alone, a
+//! token derivation, the single-use mark of an assertion or DPoP proof) need no savepoint: their
+//! refusals are judged for the whole batch at once ([`fast_path`]).
 
 use std::sync::Arc;
 
@@ -13,8 +15,10 @@ use sqlx::{AnyConnection, AnyPool};
 use sqlx::{Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::apply::{apply, apply_changes, insert_audit_many, insert_derived_many, revoked_among};
+use crate::apply::{apply, apply_changes};
 use crate::dialect::{Backend, Dialect};
+
+mod fast_path;
 
 /// Most change sets in one transaction: large enough to amortise the fsync, small enough that
 /// one batch's latency stays low.
@@ -166,9 +170,9 @@ async fn run_transaction(
 }
 
 /// One transaction over the batch; each change set's entity changes run in a savepoint. With
-/// `defer_audit`, the audit records of every change set that succeeded are inserted at the end,
-/// still in the same transaction (so a change lands only with its record), and `Ok(None)` means
-/// that insert failed and nothing was committed. Without it, each change set's records go in its
+/// `defer_audit`, the fast-path change sets and the audit records of every change set that
+/// succeeded are written at the end, still in the same transaction (so a change lands only with
+/// its record), and `Ok(None)` means that writing failed and nothing was committed. Without it, each change set's records go in its
 /// own savepoint and the answer is always `Some`. `Err`: the transaction as a whole failed.
 async fn run_batch(
     conn: &mut AnyConnection,
@@ -192,18 +196,10 @@ async fn run_batch(
     }
     let mut results = Vec::with_capacity(jobs.len());
     let mut deferred: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
-    let mut derivations: Vec<(usize, &ChangeSet)> = Vec::new();
+    let mut fast: Vec<(usize, &ChangeSet)> = Vec::new();
     for (n, job) in jobs.iter().enumerate() {
-        // Audit records, and derivation records (whose one possible refusal, a revoked
-        // parent, is checked for all of them at once), are written at the end in multi-row
-        // statements instead of one savepoint per change set.
-        if defer_audit
-            && job
-                .changes
-                .iter()
-                .all(|c| matches!(c, Change::RecordDerivedToken { .. }))
-        {
-            derivations.push((n, job));
+        if defer_audit && fast_path::takes(job) {
+            fast.push((n, job));
             results.push(Ok(()));
             continue;
         }
@@ -228,41 +224,11 @@ async fn run_batch(
             }
         }
     }
-    let mut derived: Vec<&Change> = Vec::new();
-    if !derivations.is_empty() {
-        let parents: Vec<&str> = derivations.iter().flat_map(|(_, job)| parents_of(job)).collect();
-        let Ok(revoked) = revoked_among(&mut tx, &parents).await else {
-            return Ok(None); // dropping `tx` rolls the attempt back
-        };
-        for (n, job) in derivations {
-            if parents_of(job).any(|p| revoked.contains(p)) {
-                if let Some(result) = results.get_mut(n) {
-                    *result = Err(StoreError::Stale {
-                        entity: "subject token",
-                    });
-                }
-                continue;
-            }
-            derived.extend(job.changes.iter());
-            deferred.extend(job.audit.iter());
-        }
-    }
-    if defer_audit
-        && (insert_derived_many(&mut tx, &derived).await.is_err()
-            || insert_audit_many(&mut tx, &deferred).await.is_err())
-    {
+    if defer_audit && fast_path::write(&mut tx, &fast, &mut results, deferred).await.is_err() {
         return Ok(None); // dropping `tx` rolls the attempt back
     }
     tx.commit().await?;
     Ok(Some(results))
-}
-
-/// The tokens a change set's derivation records were exchanged from.
-fn parents_of(job: &ChangeSet) -> impl Iterator<Item = &str> {
-    job.changes.iter().filter_map(|c| match c {
-        Change::RecordDerivedToken { parent_jti, .. } => Some(parent_jti.as_str()),
-        _ => None,
-    })
 }
 
 /// The [`crate::dialect::LineageLock`] statement a transaction over `jobs` takes first, if any:
@@ -349,5 +315,94 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(records, 1);
+    }
+
+    fn audited(cs: ChangeSet) -> ChangeSet {
+        cs.audit(AuditRecord::new(
+            sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
+            EventType::TokenIssued,
+            &Principal::from_stored("client".into()),
+            None,
+        ))
+    }
+
+    fn assertion(client_id: &str, jti: &str) -> Change {
+        Change::RecordAssertion {
+            client_id: client_id.into(),
+            jti: jti.into(),
+            expires_at: 1_900_000_000,
+        }
+    }
+
+    fn proof(jti: &str) -> Change {
+        Change::RecordDpopProof {
+            jti: jti.into(),
+            expires_at: 1_900_000_000,
+        }
+    }
+
+    /// Runs `jobs` as one batch on a fresh database that already holds the assertion `old` of
+    /// client `c` and the DPoP proof `p-old`, through the fast path or one savepoint per change
+    /// set; answers the results, the recorded marks and the number of audit records.
+    async fn spend_in_one_batch(jobs: &[ChangeSet], fast: bool) -> (Vec<Result<(), StoreError>>, Vec<String>, i64) {
+        let pool = crate::migrate::memory_database().await;
+        let mut conn = pool.acquire().await.expect("connection");
+        let d = Backend::Sqlite.dialect();
+        let earlier = ChangeSet::new().change(assertion("c", "old")).change(proof("p-old"));
+        run_transaction(&mut conn, &[earlier], d).await.unwrap()[0]
+            .clone()
+            .unwrap();
+        let results = run_batch(&mut conn, jobs, d, fast).await.unwrap().expect("committed");
+        let marks: Vec<String> = sqlx::query_scalar(
+            "SELECT client_id || '/' || jti FROM used_assertions UNION ALL SELECT 'dpop/' || jti FROM used_dpop_proofs ORDER BY 1",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let records: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        (results, marks, records)
+    }
+
+    /// The batched path refuses exactly the change sets that spend a spent mark (before or
+    /// earlier in the same batch), records nothing of them, and agrees with the one-savepoint-
+    /// per-change-set path in every result and row.
+    #[tokio::test]
+    async fn a_batch_refuses_only_the_replayed_marks_as_savepoints_would() {
+        let jobs = || {
+            [
+                audited(ChangeSet::new().change(assertion("c", "a"))),
+                audited(ChangeSet::new().change(assertion("c", "a"))),
+                audited(ChangeSet::new().change(assertion("c", "old"))),
+                audited(ChangeSet::new().change(assertion("c", "b")).change(proof("p-old"))),
+                audited(ChangeSet::new().change(assertion("d", "a")).change(proof("p"))),
+                audited(ChangeSet::new().change(Change::RecordGrantAssertion {
+                    issuer: "https://idp".into(),
+                    jti: "a".into(),
+                    expires_at: 1_900_000_000,
+                })),
+                audited(ChangeSet::new().change(proof("p"))),
+                audited(ChangeSet::new()),
+            ]
+        };
+        let fast = spend_in_one_batch(&jobs(), true).await;
+        let replayed = |entity: &str, r: &Result<(), StoreError>| matches!(r, Err(StoreError::Duplicate { entity: e, field: "jti" }) if *e == entity);
+        let (results, marks, records) = &fast;
+        assert!(results[0].is_ok(), "{results:?}");
+        assert!(replayed("client assertion", &results[1]), "{results:?}");
+        assert!(replayed("client assertion", &results[2]), "{results:?}");
+        assert!(replayed("dpop proof", &results[3]), "{results:?}");
+        assert!(results[4].is_ok() && results[5].is_ok(), "{results:?}");
+        assert!(replayed("dpop proof", &results[6]), "{results:?}");
+        assert!(results[7].is_ok(), "{results:?}");
+        assert_eq!(
+            marks,
+            &["c/a", "c/old", "d/a", "dpop/p", "dpop/p-old", "grant:https://idp/a"]
+        );
+        assert_eq!(*records, 4);
+        let one_by_one = spend_in_one_batch(&jobs(), false).await;
+        assert_eq!(format!("{fast:?}"), format!("{one_by_one:?}"));
     }
 }

@@ -7,7 +7,7 @@
 //! `body` is a string so its exact bytes — which the leaf hash covers — survive the round trip.
 
 use serde::{Deserialize, Serialize};
-use sigil_crypto::Jwks;
+use sigil_crypto::{Jwks, hex};
 use sigil_proto::admin::AuditIndex;
 
 use super::AuditRecord;
@@ -78,10 +78,6 @@ pub struct Tampered {
 
 fn tampered(leaf_index: Option<u64>, message: String) -> Tampered {
     Tampered { leaf_index, message }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Checks records (in file order) and checkpoints against the publisher's keys.

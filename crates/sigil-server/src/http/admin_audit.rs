@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use sigil_core::audit::{AuditError, AuditQuery, Checkpoint, EventType, Outcome};
 use sigil_core::model::{IdentityRef, UserRef};
 use sigil_core::store::StoredAudit;
+use sigil_crypto::hex;
 use sigil_proto::admin::{
     AuditEntryView, CheckpointView, ConsistencyProofView, InclusionProofView, LeafView, ListResponse,
 };
@@ -18,10 +19,6 @@ use super::extract::Path;
 use super::query::Params;
 
 type Result<T> = std::result::Result<T, ApiError>;
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn entry(r: &StoredAudit) -> AuditEntryView {
     AuditEntryView {

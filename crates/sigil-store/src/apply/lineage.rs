@@ -27,7 +27,7 @@ pub async fn insert_derived_many(conn: &mut AnyConnection, changes: &[&Change]) 
         })
         .collect();
     for chunk in rows.chunks(ROWS) {
-        let mut q = Sql::new("INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ");
+        let mut q = Sql::on(conn, "INSERT INTO derived_tokens (parent_jti, jti, expires_at) VALUES ");
         for (n, (parent, jti, expires_at)) in chunk.iter().enumerate() {
             q.push(if n == 0 { "(" } else { ", (" });
             q.bind(parent.as_str()).push(", ");
@@ -54,7 +54,7 @@ pub async fn revoked_among(conn: &mut AnyConnection, jtis: &[&str]) -> Result<Ha
     const ROWS: usize = 64;
     let mut revoked = HashSet::new();
     for chunk in jtis.chunks(ROWS) {
-        let mut q = Sql::new("SELECT jti FROM revoked_tokens WHERE jti IN (");
+        let mut q = Sql::on(conn, "SELECT jti FROM revoked_tokens WHERE jti IN (");
         for (n, jti) in chunk.iter().enumerate() {
             q.push(if n == 0 { "" } else { ", " }).bind(*jti);
         }

@@ -1,0 +1,166 @@
+//! Single-use marks (client assertion, grant assertion and DPoP proof `jti`s) checked and
+//! recorded many at a time: the group committer's fast path for issuances whose only entity
+//! change is the mark of what they spent.
+
+use std::collections::HashSet;
+
+use sigil_core::store::{Change, StoreError};
+use sqlx::{AnyConnection, Row};
+
+use super::{ASSERTION, DPOP, GRANT_ASSERTION, R};
+use crate::errors::{Op, map};
+use crate::sql::Sql;
+
+/// Rows per statement.
+const ROWS: usize = 32;
+
+/// Which table a mark lives in and under which key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MarkKey {
+    /// `used_assertions`, keyed by (client id, jti); a grant assertion's "client" is
+    /// `grant:` and its issuer.
+    Assertion { client_id: String, jti: String },
+    /// `used_dpop_proofs`, keyed by jti.
+    Dpop { jti: String },
+}
+
+/// One single-use mark a change set records.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub key: MarkKey,
+    pub expires_at: i64,
+    /// What a replay of it is called (the same error as the one-statement path gives).
+    op: Op,
+}
+
+impl Mark {
+    /// The mark `c` records, if it is one.
+    pub fn of(c: &Change) -> Option<Self> {
+        let (key, expires_at, op) = match c {
+            Change::RecordAssertion {
+                client_id,
+                jti,
+                expires_at,
+            } => (
+                MarkKey::Assertion {
+                    client_id: client_id.clone(),
+                    jti: jti.clone(),
+                },
+                *expires_at,
+                ASSERTION,
+            ),
+            Change::RecordGrantAssertion {
+                issuer,
+                jti,
+                expires_at,
+            } => (
+                MarkKey::Assertion {
+                    client_id: grant_client(issuer),
+                    jti: jti.clone(),
+                },
+                *expires_at,
+                GRANT_ASSERTION,
+            ),
+            Change::RecordDpopProof { jti, expires_at } => (MarkKey::Dpop { jti: jti.clone() }, *expires_at, DPOP),
+            _ => return None,
+        };
+        Some(Self { key, expires_at, op })
+    }
+
+    /// The refusal of a change set whose mark was already spent.
+    pub const fn replayed(&self) -> StoreError {
+        StoreError::Duplicate {
+            entity: self.op.entity,
+            field: "jti",
+        }
+    }
+}
+
+/// The `client_id` column under which a grant assertion's `jti` is recorded.
+pub fn grant_client(issuer: &str) -> String {
+    format!("grant:{issuer}")
+}
+
+/// Which of `marks` are already recorded.
+pub async fn spent_among(conn: &mut AnyConnection, marks: &[&Mark]) -> Result<HashSet<MarkKey>, StoreError> {
+    let mut spent = HashSet::new();
+    let assertions: Vec<(&str, &str)> = marks
+        .iter()
+        .filter_map(|m| match &m.key {
+            MarkKey::Assertion { client_id, jti } => Some((client_id.as_str(), jti.as_str())),
+            MarkKey::Dpop { .. } => None,
+        })
+        .collect();
+    for chunk in assertions.chunks(ROWS) {
+        // One primary-key probe per pair (an OR of equalities is planned as a union of lookups
+        // on both backends).
+        let mut q = Sql::on(conn, "SELECT client_id, jti FROM used_assertions WHERE ");
+        for (n, (client_id, jti)) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "(client_id = " } else { " OR (client_id = " });
+            q.bind(*client_id).push(" AND jti = ").bind(*jti).push(")");
+        }
+        for row in q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, ASSERTION))? {
+            spent.insert(MarkKey::Assertion {
+                client_id: row.try_get("client_id").map_err(|e| map(e, ASSERTION))?,
+                jti: row.try_get("jti").map_err(|e| map(e, ASSERTION))?,
+            });
+        }
+    }
+    let proofs: Vec<&str> = marks
+        .iter()
+        .filter_map(|m| match &m.key {
+            MarkKey::Dpop { jti } => Some(jti.as_str()),
+            MarkKey::Assertion { .. } => None,
+        })
+        .collect();
+    for chunk in proofs.chunks(ROWS) {
+        let mut q = Sql::on(conn, "SELECT jti FROM used_dpop_proofs WHERE jti IN (");
+        for (n, jti) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "" } else { ", " }).bind(*jti);
+        }
+        q.push(")");
+        for row in q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, DPOP))? {
+            spent.insert(MarkKey::Dpop {
+                jti: row.try_get("jti").map_err(|e| map(e, DPOP))?,
+            });
+        }
+    }
+    Ok(spent)
+}
+
+/// Records `marks` (none of them recorded yet, none twice) with multi-row inserts. A mark
+/// another replica recorded meanwhile fails the insert, and with it the attempt.
+pub async fn insert_marks_many(conn: &mut AnyConnection, marks: &[&Mark]) -> R {
+    let assertions: Vec<&Mark> = marks
+        .iter()
+        .copied()
+        .filter(|m| matches!(m.key, MarkKey::Assertion { .. }))
+        .collect();
+    for chunk in assertions.chunks(ROWS) {
+        let mut q = Sql::on(conn, "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ");
+        for (n, m) in chunk.iter().enumerate() {
+            if let MarkKey::Assertion { client_id, jti } = &m.key {
+                q.push(if n == 0 { "(" } else { ", (" });
+                q.bind(client_id.as_str()).push(", ").bind(jti.as_str()).push(", ");
+                q.bind(m.expires_at).push(")");
+            }
+        }
+        q.query().execute(&mut *conn).await.map_err(|e| map(e, ASSERTION))?;
+    }
+    let proofs: Vec<&Mark> = marks
+        .iter()
+        .copied()
+        .filter(|m| matches!(m.key, MarkKey::Dpop { .. }))
+        .collect();
+    for chunk in proofs.chunks(ROWS) {
+        let mut q = Sql::on(conn, "INSERT INTO used_dpop_proofs (jti, expires_at) VALUES ");
+        for (n, m) in chunk.iter().enumerate() {
+            if let MarkKey::Dpop { jti } = &m.key {
+                q.push(if n == 0 { "(" } else { ", (" });
+                q.bind(jti.as_str()).push(", ").bind(m.expires_at).push(")");
+            }
+        }
+        q.query().execute(&mut *conn).await.map_err(|e| map(e, DPOP))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The group committer's fast path: change sets whose every refusal can be judged for the
+//! whole batch at once — audit records alone, token derivations (refused when the parent is
+//! revoked) and single-use marks (refused when already spent) — are written at the end of
+//! the transaction in multi-row statements instead of one savepoint each.
+
+use std::collections::HashSet;
+
+use sigil_core::audit::AuditRecord;
+use sigil_core::store::{Change, ChangeSet, StoreError};
+use sqlx::AnyConnection;
+
+use crate::apply::single_use::{Mark, MarkKey, insert_marks_many, spent_among};
+use crate::apply::{insert_audit_many, insert_derived_many, revoked_among};
+
+/// Whether `job` can take the fast path.
+pub fn takes(job: &ChangeSet) -> bool {
+    job.changes.iter().all(|c| {
+        matches!(
+            c,
+            Change::RecordDerivedToken { .. }
+                | Change::RecordAssertion { .. }
+                | Change::RecordGrantAssertion { .. }
+                | Change::RecordDpopProof { .. }
+        )
+    })
+}
+
+/// Judges the fast-path `jobs` (each with its index into `results`), refuses in `results` those
+/// built on a revoked parent or spending a spent mark, then writes the rest together with
+/// `audit` (the records of the change sets that already succeeded in savepoints). `Err`: a
+/// statement failed and the attempt must be rolled back.
+pub async fn write(
+    conn: &mut AnyConnection,
+    jobs: &[(usize, &ChangeSet)],
+    results: &mut [Result<(), StoreError>],
+    mut audit: Vec<&AuditRecord>,
+) -> Result<(), StoreError> {
+    let marks: Vec<Vec<Mark>> = jobs
+        .iter()
+        .map(|(_, job)| job.changes.iter().filter_map(Mark::of).collect())
+        .collect();
+    let parents: Vec<&str> = jobs.iter().flat_map(|(_, job)| parents_of(job)).collect();
+    let revoked = revoked_among(conn, &parents).await?;
+    let spent = spent_among(conn, &marks.iter().flatten().collect::<Vec<_>>()).await?;
+
+    let mut claimed: HashSet<&MarkKey> = HashSet::new();
+    let mut derived: Vec<&Change> = Vec::new();
+    let mut recorded: Vec<&Mark> = Vec::new();
+    for ((n, job), job_marks) in jobs.iter().zip(&marks) {
+        if let Err(refusal) = judge(job, job_marks, &revoked, &spent, &mut claimed) {
+            if let Some(result) = results.get_mut(*n) {
+                *result = Err(refusal);
+            }
+            continue;
+        }
+        derived.extend(
+            job.changes
+                .iter()
+                .filter(|c| matches!(c, Change::RecordDerivedToken { .. })),
+        );
+        recorded.extend(job_marks);
+        audit.extend(job.audit.iter());
+    }
+    insert_marks_many(conn, &recorded).await?;
+    insert_derived_many(conn, &derived).await?;
+    insert_audit_many(conn, &audit).await
+}
+
+/// The first refusal of `job`'s changes, in their order, as applying them one by one would
+/// meet it; on success its marks are claimed, so a later change set of the batch spending one
+/// of them is a replay.
+fn judge<'a>(
+    job: &ChangeSet,
+    marks: &'a [Mark],
+    revoked: &HashSet<String>,
+    spent: &HashSet<MarkKey>,
+    claimed: &mut HashSet<&'a MarkKey>,
+) -> Result<(), StoreError> {
+    let mut own: HashSet<&MarkKey> = HashSet::new();
+    let mut marks_in_order = marks.iter();
+    for change in &job.changes {
+        if let Change::RecordDerivedToken { parent_jti, .. } = change {
+            if revoked.contains(parent_jti) {
+                return Err(StoreError::Stale {
+                    entity: "subject token",
+                });
+            }
+            continue;
+        }
+        // Every other fast-path change is a mark, and `marks` holds them in the same order.
+        let Some(mark) = marks_in_order.next() else { continue };
+        if spent.contains(&mark.key) || claimed.contains(&mark.key) || !own.insert(&mark.key) {
+            return Err(mark.replayed());
+        }
+    }
+    claimed.extend(own);
+    Ok(())
+}
+
+/// The tokens a change set's derivation records were exchanged from.
+fn parents_of(job: &ChangeSet) -> impl Iterator<Item = &str> {
+    job.changes.iter().filter_map(|c| match c {
+        Change::RecordDerivedToken { parent_jti, .. } => Some(parent_jti.as_str()),
+        _ => None,
+    })
+}
