@@ -355,3 +355,75 @@ pub(crate) async fn registration_tokens_list_and_revoke(db: Db) {
     let again = put(s, Change::DeleteRegistrationToken { id: "iat_a".into() }).await;
     assert!(matches!(again, Err(StoreError::Stale { .. })), "{again:?}");
 }
+
+/// Single-use marks (client assertions, DPoP proofs) committed concurrently, so the writer
+/// judges many in one batch: each is spent exactly once, a replay is refused as a duplicate
+/// whether its twin is in the database or in the same batch, a refused change set writes no
+/// audit record, and a change set refused for its proof does not spend its assertion.
+pub(crate) async fn single_use_marks_are_spent_once_under_concurrency(db: Db) {
+    let s = &db.store;
+    let assertion = |jti: &str| Change::RecordAssertion {
+        client_id: "cli_marks".into(),
+        jti: jti.into(),
+        expires_at: 1_900_000_000,
+    };
+    let proof = |jti: &str| Change::RecordDpopProof {
+        jti: jti.into(),
+        expires_at: 1_900_000_000,
+    };
+    put(s, assertion("a0")).await.unwrap();
+    put(s, proof("p-spent")).await.unwrap();
+    let audit_before = s.list_audit(0, 100_000).await.unwrap().len();
+
+    let mut batch: Vec<(String, ChangeSet)> = Vec::new();
+    for n in 0..48 {
+        let jti = format!("a{}", n % 12);
+        batch.push((jti.clone(), ChangeSet::new().change(assertion(&jti))));
+    }
+    for n in 0..24 {
+        let jti = format!("p{}", n % 6);
+        batch.push((jti.clone(), ChangeSet::new().change(proof(&jti))));
+    }
+    for n in 0..6 {
+        let cs = ChangeSet::new()
+            .change(assertion(&format!("k{n}")))
+            .change(proof("p-spent"));
+        batch.push(("p-spent".into(), cs));
+    }
+    let tasks: Vec<_> = batch
+        .into_iter()
+        .map(|(jti, cs)| {
+            let store = db.store.clone();
+            let cs = cs.audit(crate::common::audit(sigil_core::audit::EventType::TokenIssued));
+            tokio::spawn(async move { (jti, store.commit(cs).await) })
+        })
+        .collect();
+    let mut won: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (jti, result) = task.await.unwrap();
+        match result {
+            Ok(()) => *won.entry(jti).or_default() += 1,
+            Err(StoreError::Duplicate {
+                entity: "client assertion" | "dpop proof",
+                field: "jti",
+            }) => {}
+            Err(e) => panic!("{jti}: {e:?}"),
+        }
+    }
+    let expected: std::collections::BTreeMap<String, usize> = (1..12)
+        .map(|n| format!("a{n}"))
+        .chain((0..6).map(|n| format!("p{n}")))
+        .map(|jti| (jti, 1))
+        .collect();
+    assert_eq!(won, expected, "each fresh mark spent once, the spent ones never");
+    assert_eq!(
+        s.list_audit(0, 100_000).await.unwrap().len(),
+        audit_before + 17,
+        "one audit record per change set that committed"
+    );
+    for n in 0..6 {
+        put(s, assertion(&format!("k{n}")))
+            .await
+            .expect("an assertion whose request was refused for its proof is still unspent");
+    }
+}
