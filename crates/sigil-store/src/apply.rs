@@ -191,7 +191,7 @@ fn json(v: &impl serde::Serialize) -> Value {
     Value::Text(serde_json::to_string(v).unwrap_or_default())
 }
 
-async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
+pub(crate) async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
     match c {
         Change::InsertUser(u) => {
             exec(conn, "INSERT INTO users (id, username, email, display_name, groups_json, status, created_at, updated_at, created_by, updated_by, version, tokens_not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", user_values(u), USER).await?;

@@ -153,21 +153,30 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect) {
     }
 }
 
-/// Runs the batch: first with audit records deferred to one multi-row insert; if that insert
-/// fails, the attempt is rolled back and the batch runs again with each change set (changes and
-/// audit records together) in its own savepoint, so the failure reaches only its own change set.
+/// Runs the batch: first with the fast path's writes deferred to multi-row statements at the
+/// end. If those fail, the attempt is rolled back and tried again: a failure is usually another
+/// PostgreSQL writer's transaction recording the same single-use mark (a unique violation once
+/// it commits, or a deadlock), and the next attempt sees the mark and refuses the replay. After
+/// [`FAST_TRIES`] the batch runs with each change set (changes and audit records together) in its
+/// own savepoint, so a failure that persists (an audit insert that fails) reaches only its own
+/// change set.
 async fn run_transaction(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],
     d: &'static Dialect,
 ) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
-    if jobs.len() > 1
-        && let Some(results) = run_batch(conn, jobs, d, true).await?
-    {
-        return Ok(results);
+    if jobs.len() > 1 {
+        for _ in 0..FAST_TRIES {
+            if let Some(results) = run_batch(conn, jobs, d, true).await? {
+                return Ok(results);
+            }
+        }
     }
     Ok(run_batch(conn, jobs, d, false).await?.unwrap_or_default())
 }
+
+/// Attempts of a batch's fast path before it falls back to one savepoint per change set.
+const FAST_TRIES: usize = 3;
 
 /// One transaction over the batch; each change set's entity changes run in a savepoint. With
 /// `defer_audit`, the fast-path change sets and the audit records of every change set that
@@ -224,7 +233,8 @@ async fn run_batch(
             }
         }
     }
-    if defer_audit && fast_path::write(&mut tx, &fast, &mut results, deferred).await.is_err() {
+    if defer_audit && let Err(e) = fast_path::write(&mut tx, &fast, &mut results, deferred).await {
+        tracing::debug!(error = %e, "the batch's fast path failed; it runs again");
         return Ok(None); // dropping `tx` rolls the attempt back
     }
     tx.commit().await?;
@@ -385,6 +395,14 @@ mod tests {
                 })),
                 audited(ChangeSet::new().change(proof("p"))),
                 audited(ChangeSet::new()),
+                audited(
+                    ChangeSet::new()
+                        .change(Change::TouchIdentity {
+                            id: sigil_types::IdentityId::generate(1_800_000_000_000, [7; 10]),
+                            at: sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
+                        })
+                        .change(assertion("e", "a")),
+                ),
             ]
         };
         let fast = spend_in_one_batch(&jobs(), true).await;
@@ -396,12 +414,20 @@ mod tests {
         assert!(replayed("dpop proof", &results[3]), "{results:?}");
         assert!(results[4].is_ok() && results[5].is_ok(), "{results:?}");
         assert!(replayed("dpop proof", &results[6]), "{results:?}");
-        assert!(results[7].is_ok(), "{results:?}");
+        assert!(results[7].is_ok() && results[8].is_ok(), "{results:?}");
         assert_eq!(
             marks,
-            &["c/a", "c/old", "d/a", "dpop/p", "dpop/p-old", "grant:https://idp/a"]
+            &[
+                "c/a",
+                "c/old",
+                "d/a",
+                "dpop/p",
+                "dpop/p-old",
+                "e/a",
+                "grant:https://idp/a"
+            ]
         );
-        assert_eq!(*records, 4);
+        assert_eq!(*records, 5);
         let one_by_one = spend_in_one_batch(&jobs(), false).await;
         assert_eq!(format!("{fast:?}"), format!("{one_by_one:?}"));
     }

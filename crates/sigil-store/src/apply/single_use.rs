@@ -14,8 +14,10 @@ use crate::sql::Sql;
 /// Rows per statement.
 const ROWS: usize = 32;
 
-/// Which table a mark lives in and under which key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Which table a mark lives in and under which key. Ordered: writers insert marks in this
+/// order, so two PostgreSQL transactions recording the same marks wait for each other instead
+/// of deadlocking.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MarkKey {
     /// `used_assertions`, keyed by (client id, jti); a grant assertion's "client" is
     /// `grant:` and its issuer.
@@ -128,9 +130,11 @@ pub async fn spent_among(conn: &mut AnyConnection, marks: &[&Mark]) -> Result<Ha
     Ok(spent)
 }
 
-/// Records `marks` (none of them recorded yet, none twice) with multi-row inserts. A mark
-/// another replica recorded meanwhile fails the insert, and with it the attempt.
+/// Records `marks` (none of them recorded yet, none twice) with multi-row inserts, in key order.
+/// A mark another writer recorded meanwhile fails the insert, and with it the attempt.
 pub async fn insert_marks_many(conn: &mut AnyConnection, marks: &[&Mark]) -> R {
+    let mut marks = marks.to_vec();
+    marks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     let assertions: Vec<&Mark> = marks
         .iter()
         .copied()

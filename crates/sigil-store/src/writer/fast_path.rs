@@ -1,7 +1,12 @@
 //! The group committer's fast path: change sets whose every refusal can be judged for the
 //! whole batch at once — audit records alone, token derivations (refused when the parent is
-//! revoked) and single-use marks (refused when already spent) — are written at the end of
-//! the transaction in multi-row statements instead of one savepoint each.
+//! revoked), single-use marks (refused when already spent) and identity touches (never
+//! refused) — are written at the end of the transaction instead of one savepoint each.
+//!
+//! Writes take their row locks in one order in every transaction: identity touches by id, then
+//! marks by key, then derivations — the order of an issuance's own changes, which a change set
+//! alone in its transaction applies as they come. So two PostgreSQL writers recording the same
+//! marks or touching the same identities wait for each other instead of deadlocking.
 
 use std::collections::HashSet;
 
@@ -10,7 +15,7 @@ use sigil_core::store::{Change, ChangeSet, StoreError};
 use sqlx::AnyConnection;
 
 use crate::apply::single_use::{Mark, MarkKey, insert_marks_many, spent_among};
-use crate::apply::{insert_audit_many, insert_derived_many, revoked_among};
+use crate::apply::{apply_one, insert_audit_many, insert_derived_many, revoked_among};
 
 /// Whether `job` can take the fast path.
 pub fn takes(job: &ChangeSet) -> bool {
@@ -21,6 +26,7 @@ pub fn takes(job: &ChangeSet) -> bool {
                 | Change::RecordAssertion { .. }
                 | Change::RecordGrantAssertion { .. }
                 | Change::RecordDpopProof { .. }
+                | Change::TouchIdentity { .. }
         )
     })
 }
@@ -45,6 +51,7 @@ pub async fn write(
 
     let mut claimed: HashSet<&MarkKey> = HashSet::new();
     let mut derived: Vec<&Change> = Vec::new();
+    let mut touches: Vec<&Change> = Vec::new();
     let mut recorded: Vec<&Mark> = Vec::new();
     for ((n, job), job_marks) in jobs.iter().zip(&marks) {
         if let Err(refusal) = judge(job, job_marks, &revoked, &spent, &mut claimed) {
@@ -58,8 +65,16 @@ pub async fn write(
                 .iter()
                 .filter(|c| matches!(c, Change::RecordDerivedToken { .. })),
         );
+        touches.extend(job.changes.iter().filter(|c| matches!(c, Change::TouchIdentity { .. })));
         recorded.extend(job_marks);
         audit.extend(job.audit.iter());
+    }
+    touches.sort_by_key(|c| match c {
+        Change::TouchIdentity { id, .. } => Some(id.as_str()),
+        _ => None,
+    });
+    for touch in touches {
+        apply_one(conn, touch).await?;
     }
     insert_marks_many(conn, &recorded).await?;
     insert_derived_many(conn, &derived).await?;
@@ -85,6 +100,9 @@ fn judge<'a>(
                     entity: "subject token",
                 });
             }
+            continue;
+        }
+        if matches!(change, Change::TouchIdentity { .. }) {
             continue;
         }
         // Every other fast-path change is a mark, and `marks` holds them in the same order.
