@@ -83,6 +83,21 @@ async fn only_the_holder_and_the_audiences_servers_introspect_a_token() {
         "the refusal is audited: {:?}",
         records.items
     );
+    // A value that is no token of ours gets the inactive answer, and the call is still in the
+    // trail (RFC 7662 §2.2, RFC 7009 §2.2: answered like any inactive or unknown token).
+    let (rs_id, rs_pw) = (rs.client_id.clone(), rs_secret.clone());
+    for (endpoint, event) in [("/introspect", "token.introspected"), ("/revoke", "token.revoked")] {
+        let (st, body, _) = f.post(endpoint, &[("token", "x.y.z")], Some((&rs_id, &rs_pw))).await;
+        assert_eq!(st, 200, "{endpoint}: {body}");
+        let records = c.audit_search(&[("type", event.into())]).await.unwrap().items;
+        assert!(
+            records.iter().any(
+                |r| r.record["details"]["token"] == "not a valid access token of this issuer"
+                    && r.record["actors"].to_string().contains(&rs_id)
+            ),
+            "{endpoint}: {records:?}"
+        );
+    }
     // While the resource names no servers, any workload may ask.
     assert_eq!(
         introspect(rs_caller()).await["active"],

@@ -208,21 +208,30 @@ pub struct AuditRecord {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `s` with every NUL replaced by U+FFFD (see [`AuditRecord::index`]).
+fn storable(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
+}
+
 impl AuditRecord {
-    /// The columns this record is stored and found under.
+    /// The columns this record is stored and found under. A NUL in a value (some are the
+    /// caller's, such as a claimed client id) becomes U+FFFD here: PostgreSQL text cannot hold
+    /// it, and a record must never fail to be written for it. The body keeps the exact value
+    /// (JSON escapes it).
     pub fn index(&self) -> sigil_proto::admin::AuditIndex {
+        let column = |v: Option<&String>| v.map(|s| storable(s));
         sigil_proto::admin::AuditIndex {
             time: self.time.unix_micros(),
             event_type: self.event_type.as_str().to_owned(),
             outcome: self.outcome.as_str().to_owned(),
-            request_id: self.request_id.clone(),
-            subject: self.subject.clone(),
-            actor: self.actors.first().cloned(),
-            client_id: self.client_id.clone(),
-            target_id: self.target.as_ref().and_then(|t| t.id.clone()),
-            jti: self.auth.as_ref().and_then(|a| a.jti.clone()),
+            request_id: column(self.request_id.as_ref()),
+            subject: column(self.subject.as_ref()),
+            actor: column(self.actors.first()),
+            client_id: column(self.client_id.as_ref()),
+            target_id: column(self.target.as_ref().and_then(|t| t.id.as_ref())),
+            jti: column(self.auth.as_ref().and_then(|a| a.jti.as_ref())),
             acting_for: match self.actors.as_slice() {
-                [_, rest @ ..] if !rest.is_empty() => Some(format!(" {} ", rest.join(" "))),
+                [_, rest @ ..] if !rest.is_empty() => Some(storable(&format!(" {} ", rest.join(" ")))),
                 _ => None,
             },
         }
@@ -274,5 +283,29 @@ impl AuditRecord {
         // Struct fields serialize in declaration order and maps are sorted (serde_json's default
         // BTreeMap-backed Map), so the output is deterministic for a given record.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller's NUL never reaches an index column (PostgreSQL text cannot hold it); the body
+    /// keeps the exact value, escaped.
+    #[test]
+    fn index_columns_hold_no_nul_and_the_body_keeps_it() {
+        let mut r = AuditRecord::new(
+            Timestamp::from_unix_seconds(1_800_000_000),
+            EventType::TokenRefused,
+            &Principal::from_stored("client".into()),
+            None,
+        );
+        r.client_id = Some("abc\0def".into());
+        assert_eq!(r.index().client_id.as_deref(), Some("abc\u{fffd}def"));
+        assert!(
+            r.canonical_json().contains(r#""client_id":"abc\u0000def""#),
+            "{}",
+            r.canonical_json()
+        );
     }
 }

@@ -291,10 +291,10 @@ pub fn verify_assertion(
     if c.iat.is_some_and(|iat| iat > now + SKEW_SECS) || c.nbf.is_some_and(|nbf| nbf > now + SKEW_SECS) {
         return Err(OAuthError::invalid_client("the client assertion is not valid yet"));
     }
-    let jti = c
-        .jti
-        .filter(|j| !j.is_empty() && j.len() <= 256)
-        .ok_or_else(|| OAuthError::invalid_client("the client assertion has no jti"))?;
+    if let Some(why) = super::jti::unusable(c.jti.as_deref()) {
+        return Err(OAuthError::invalid_client(format!("the client assertion {why}")));
+    }
+    let jti = c.jti.unwrap_or_default();
     let evidence = AuthEvidence {
         method: ClientAuthMethod::PrivateKeyJwt.as_str().into(),
         key_id: key.kid.clone().or_else(|| key.thumbprint().ok()),

@@ -607,11 +607,10 @@ impl OAuthService {
                 "the ID-JAG is already delegated (act): another issuer's actor chain cannot be continued here",
             ));
         }
-        let jti = v
-            .str("jti")
-            .filter(|j| !j.is_empty() && j.len() <= 256)
-            .ok_or_else(|| OAuthError::invalid_grant("the ID-JAG has no jti"))?
-            .to_owned();
+        if let Some(why) = super::jti::unusable(v.str("jti")) {
+            return Err(OAuthError::invalid_grant(format!("the ID-JAG {why}")));
+        }
+        let jti = v.str("jti").unwrap_or_default().to_owned();
         // draft-ietf-oauth-identity-assertion-authz-grant §3.1: iat and sub are required.
         if v.date("iat").is_none() || v.str("sub").is_none_or(str::is_empty) {
             return Err(OAuthError::invalid_grant("the ID-JAG lacks iat or sub"));

@@ -67,9 +67,11 @@ impl OAuthService {
         if token.starts_with(super::grant::REFRESH_PREFIX) {
             return self.introspect_refresh_token(token, caller, request_id).await;
         }
-        let claims = match self.verify_access_token(token, now) {
-            Ok(c) => c,
-            Err(_) => return Ok(Introspection::default()),
+        let Ok(claims) = self.verify_access_token(token, now) else {
+            let by = Principal::from_stored(caller.to_owned());
+            let record = unverifiable(now, EventType::TokenIntrospected, &by, request_id).detail("active", false);
+            self.store.commit(ChangeSet::new().audit(record)).await?;
+            return Ok(Introspection::default());
         };
         let permitted = match caller.strip_prefix("client:") {
             Some(c) => self.may_learn_about(c, caller_identity, &claims).await?,
@@ -184,6 +186,11 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<Introspection, OAuthError> {
         let Some(grant) = self.refresh_grant(token).await? else {
+            let by = Principal::from_stored(caller.to_owned());
+            let record = AuditRecord::new(self.clock.now(), EventType::TokenIntrospected, &by, request_id)
+                .detail("active", false)
+                .detail("token", "not a refresh token of this issuer");
+            self.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(Introspection::default());
         };
         // Only the client a refresh token was issued to learns about it (nobody else can use it).
@@ -290,6 +297,8 @@ impl OAuthService {
             return self.revoke_refresh_token(token, caller_client, by, request_id).await;
         }
         let Ok(claims) = self.verify_access_token(token, now) else {
+            let record = unverifiable(now, EventType::TokenRevoked, by, request_id).detail("revoked", false);
+            self.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(());
         };
         if caller_client.is_some_and(|c| c != claims.client_id) {
@@ -327,6 +336,10 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<(), OAuthError> {
         let Some(grant) = self.refresh_grant(token).await? else {
+            let record = AuditRecord::new(self.clock.now(), EventType::TokenRevoked, by, request_id)
+                .detail("revoked", false)
+                .detail("token", "not a refresh token of this issuer");
+            self.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(());
         };
         if caller_client.is_some_and(|c| c != grant.client_id) {
@@ -419,4 +432,11 @@ impl OAuthService {
             None => false,
         })
     }
+}
+
+/// The record of an introspection or revocation of a value that is no access token of this
+/// issuer (malformed, forged, expired): answered like any inactive token (RFC 7662 §2.2,
+/// RFC 7009 §2.2), and still one record per call.
+fn unverifiable(now: Timestamp, event: EventType, by: &Principal, request_id: Option<&str>) -> AuditRecord {
+    AuditRecord::new(now, event, by, request_id).detail("token", "not a valid access token of this issuer")
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod grant;
 mod id_token;
 pub mod introspection;
+pub mod jti;
 pub mod metadata_doc;
 pub mod numeric_date;
 pub mod policy;

@@ -18,7 +18,7 @@ impl OAuthService {
         let identity = if super::metadata_doc::is_document_url(client_id) {
             IdentityRef::parse(self.cfg.metadata_documents.identity.as_deref()?).ok()?
         } else {
-            IdentityRef::Id(self.reads.client(client_id).await.ok().flatten()?.identity_id)
+            IdentityRef::Id(self.client(client_id).await.ok().flatten()?.identity_id)
         };
         self.reads.identity(&identity).await.ok().flatten()
     }

@@ -155,7 +155,9 @@ impl OAuthService {
         if super::metadata_doc::is_document_url(id) {
             return self.document_client(id).await.map(Some);
         }
-        if id.len() > 64 {
+        // No client id is that long or holds a control character (PostgreSQL text cannot even
+        // hold NUL): such a value names no client, on either backend.
+        if id.len() > 64 || id.chars().any(char::is_control) {
             return Ok(None);
         }
         Ok(self.reads.client(id).await?)

@@ -52,8 +52,8 @@ impl OAuthService {
                 "the JWT-SVID lives too long to be a client assertion",
             ));
         }
-        if claims.jti.is_empty() || claims.jti.len() > 256 {
-            return Err(OAuthError::invalid_client("the JWT-SVID has no jti"));
+        if let Some(why) = super::jti::unusable(Some(&claims.jti)) {
+            return Err(OAuthError::invalid_client(format!("the JWT-SVID {why}")));
         }
         let (client, entry_id) = self.workload_client(&id).await?;
         Ok(Authenticated {
