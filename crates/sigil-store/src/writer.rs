@@ -153,13 +153,11 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect) {
     }
 }
 
-/// Runs the batch: first with the fast path's writes deferred to multi-row statements at the
-/// end. If those fail, the attempt is rolled back and tried again: a failure is usually another
-/// PostgreSQL writer's transaction recording the same single-use mark (a unique violation once
-/// it commits, or a deadlock), and the next attempt sees the mark and refuses the replay. After
-/// [`FAST_TRIES`] the batch runs with each change set (changes and audit records together) in its
-/// own savepoint, so a failure that persists (an audit insert that fails) reaches only its own
-/// change set.
+/// Runs the batch: first with the fast path's writes deferred to statements at the end. If those
+/// fail, the attempt is rolled back and tried again (a transient failure, such as a PostgreSQL
+/// deadlock with a transaction outside the fast path, passes). After [`FAST_TRIES`] the batch
+/// runs with each change set (changes and audit records together) in its own savepoint, so a
+/// failure that persists (an audit insert that fails) reaches only its own change set.
 async fn run_transaction(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],

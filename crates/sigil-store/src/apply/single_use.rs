@@ -130,11 +130,15 @@ pub async fn spent_among(conn: &mut AnyConnection, marks: &[&Mark]) -> Result<Ha
     Ok(spent)
 }
 
-/// Records `marks` (none of them recorded yet, none twice) with multi-row inserts, in key order.
-/// A mark another writer recorded meanwhile fails the insert, and with it the attempt.
-pub async fn insert_marks_many(conn: &mut AnyConnection, marks: &[&Mark]) -> R {
+/// Records `marks` (none of them recorded when the batch looked, none twice) with multi-row
+/// inserts in key order, and answers which were recorded. One that another PostgreSQL writer
+/// recorded meanwhile is skipped, not an error (`ON CONFLICT DO NOTHING`, after waiting for
+/// that writer to commit or roll back): the caller refuses its change set as a replay. Key
+/// order means two writers recording the same marks wait for each other, never in a cycle.
+pub async fn insert_marks_many(conn: &mut AnyConnection, marks: &[&Mark]) -> Result<HashSet<MarkKey>, StoreError> {
     let mut marks = marks.to_vec();
     marks.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let mut recorded = HashSet::new();
     let assertions: Vec<&Mark> = marks
         .iter()
         .copied()
@@ -149,7 +153,13 @@ pub async fn insert_marks_many(conn: &mut AnyConnection, marks: &[&Mark]) -> R {
                 q.bind(m.expires_at).push(")");
             }
         }
-        q.query().execute(&mut *conn).await.map_err(|e| map(e, ASSERTION))?;
+        q.push(" ON CONFLICT (client_id, jti) DO NOTHING RETURNING client_id, jti");
+        for row in q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, ASSERTION))? {
+            recorded.insert(MarkKey::Assertion {
+                client_id: row.try_get("client_id").map_err(|e| map(e, ASSERTION))?,
+                jti: row.try_get("jti").map_err(|e| map(e, ASSERTION))?,
+            });
+        }
     }
     let proofs: Vec<&Mark> = marks
         .iter()
@@ -164,7 +174,33 @@ pub async fn insert_marks_many(conn: &mut AnyConnection, marks: &[&Mark]) -> R {
                 q.bind(jti.as_str()).push(", ").bind(m.expires_at).push(")");
             }
         }
-        q.query().execute(&mut *conn).await.map_err(|e| map(e, DPOP))?;
+        q.push(" ON CONFLICT (jti) DO NOTHING RETURNING jti");
+        for row in q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, DPOP))? {
+            recorded.insert(MarkKey::Dpop {
+                jti: row.try_get("jti").map_err(|e| map(e, DPOP))?,
+            });
+        }
+    }
+    Ok(recorded)
+}
+
+/// Takes back marks recorded in this transaction for a change set refused after all (another
+/// of its marks turned out spent), so a refused request spends nothing.
+pub async fn forget_marks(conn: &mut AnyConnection, keys: &[&MarkKey]) -> R {
+    for key in keys {
+        let q = match key {
+            MarkKey::Assertion { client_id, jti } => {
+                let mut q = Sql::on(conn, "DELETE FROM used_assertions WHERE client_id = ");
+                q.bind(client_id.as_str()).push(" AND jti = ").bind(jti.as_str());
+                q
+            }
+            MarkKey::Dpop { jti } => {
+                let mut q = Sql::on(conn, "DELETE FROM used_dpop_proofs WHERE jti = ");
+                q.bind(jti.as_str());
+                q
+            }
+        };
+        q.query().execute(&mut *conn).await.map_err(|e| map(e, ASSERTION))?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use sigil_core::audit::AuditRecord;
 use sigil_core::store::{Change, ChangeSet, StoreError};
 use sqlx::AnyConnection;
 
-use crate::apply::single_use::{Mark, MarkKey, insert_marks_many, spent_among};
+use crate::apply::single_use::{Mark, MarkKey, forget_marks, insert_marks_many, spent_among};
 use crate::apply::{apply_one, insert_audit_many, insert_derived_many, revoked_among};
 
 /// Whether `job` can take the fast path.
@@ -50,25 +50,18 @@ pub async fn write(
     let spent = spent_among(conn, &marks.iter().flatten().collect::<Vec<_>>()).await?;
 
     let mut claimed: HashSet<&MarkKey> = HashSet::new();
-    let mut derived: Vec<&Change> = Vec::new();
-    let mut touches: Vec<&Change> = Vec::new();
-    let mut recorded: Vec<&Mark> = Vec::new();
+    let mut passed: Vec<(usize, &ChangeSet, &[Mark])> = Vec::new();
     for ((n, job), job_marks) in jobs.iter().zip(&marks) {
-        if let Err(refusal) = judge(job, job_marks, &revoked, &spent, &mut claimed) {
-            if let Some(result) = results.get_mut(*n) {
-                *result = Err(refusal);
-            }
-            continue;
+        match judge(job, job_marks, &revoked, &spent, &mut claimed) {
+            Ok(()) => passed.push((*n, job, job_marks)),
+            Err(refusal) => refuse(results, *n, refusal),
         }
-        derived.extend(
-            job.changes
-                .iter()
-                .filter(|c| matches!(c, Change::RecordDerivedToken { .. })),
-        );
-        touches.extend(job.changes.iter().filter(|c| matches!(c, Change::TouchIdentity { .. })));
-        recorded.extend(job_marks);
-        audit.extend(job.audit.iter());
     }
+    let mut touches: Vec<&Change> = passed
+        .iter()
+        .flat_map(|(_, job, _)| job.changes.iter())
+        .filter(|c| matches!(c, Change::TouchIdentity { .. }))
+        .collect();
     touches.sort_by_key(|c| match c {
         Change::TouchIdentity { id, .. } => Some(id.as_str()),
         _ => None,
@@ -76,9 +69,35 @@ pub async fn write(
     for touch in touches {
         apply_one(conn, touch).await?;
     }
-    insert_marks_many(conn, &recorded).await?;
+    let to_record: Vec<&Mark> = passed.iter().flat_map(|(_, _, m)| m.iter()).collect();
+    let recorded = insert_marks_many(conn, &to_record).await?;
+
+    // A mark another writer recorded since the check makes its change set a replay after all;
+    // the other marks that change set recorded here are taken back.
+    let mut derived: Vec<&Change> = Vec::new();
+    let mut forget: Vec<&MarkKey> = Vec::new();
+    for (n, job, job_marks) in passed {
+        if let Some(lost) = job_marks.iter().find(|m| !recorded.contains(&m.key)) {
+            refuse(results, n, lost.replayed());
+            forget.extend(job_marks.iter().map(|m| &m.key).filter(|k| recorded.contains(*k)));
+            continue;
+        }
+        derived.extend(
+            job.changes
+                .iter()
+                .filter(|c| matches!(c, Change::RecordDerivedToken { .. })),
+        );
+        audit.extend(job.audit.iter());
+    }
+    forget_marks(conn, &forget).await?;
     insert_derived_many(conn, &derived).await?;
     insert_audit_many(conn, &audit).await
+}
+
+fn refuse(results: &mut [Result<(), StoreError>], n: usize, refusal: StoreError) {
+    if let Some(result) = results.get_mut(n) {
+        *result = Err(refusal);
+    }
 }
 
 /// The first refusal of `job`'s changes, in their order, as applying them one by one would
