@@ -83,57 +83,10 @@ pub fn grant_client(issuer: &str) -> String {
     format!("grant:{issuer}")
 }
 
-/// Which of `marks` are already recorded.
-pub async fn spent_among(conn: &mut AnyConnection, marks: &[&Mark]) -> Result<HashSet<MarkKey>, StoreError> {
-    let mut spent = HashSet::new();
-    let assertions: Vec<(&str, &str)> = marks
-        .iter()
-        .filter_map(|m| match &m.key {
-            MarkKey::Assertion { client_id, jti } => Some((client_id.as_str(), jti.as_str())),
-            MarkKey::Dpop { .. } => None,
-        })
-        .collect();
-    for chunk in assertions.chunks(ROWS) {
-        // One primary-key probe per pair (an OR of equalities is planned as a union of lookups
-        // on both backends).
-        let mut q = Sql::on(conn, "SELECT client_id, jti FROM used_assertions WHERE ");
-        for (n, (client_id, jti)) in chunk.iter().enumerate() {
-            q.push(if n == 0 { "(client_id = " } else { " OR (client_id = " });
-            q.bind(*client_id).push(" AND jti = ").bind(*jti).push(")");
-        }
-        for row in q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, ASSERTION))? {
-            spent.insert(MarkKey::Assertion {
-                client_id: row.try_get("client_id").map_err(|e| map(e, ASSERTION))?,
-                jti: row.try_get("jti").map_err(|e| map(e, ASSERTION))?,
-            });
-        }
-    }
-    let proofs: Vec<&str> = marks
-        .iter()
-        .filter_map(|m| match &m.key {
-            MarkKey::Dpop { jti } => Some(jti.as_str()),
-            MarkKey::Assertion { .. } => None,
-        })
-        .collect();
-    for chunk in proofs.chunks(ROWS) {
-        let mut q = Sql::on(conn, "SELECT jti FROM used_dpop_proofs WHERE jti IN (");
-        for (n, jti) in chunk.iter().enumerate() {
-            q.push(if n == 0 { "" } else { ", " }).bind(*jti);
-        }
-        q.push(")");
-        for row in q.query().fetch_all(&mut *conn).await.map_err(|e| map(e, DPOP))? {
-            spent.insert(MarkKey::Dpop {
-                jti: row.try_get("jti").map_err(|e| map(e, DPOP))?,
-            });
-        }
-    }
-    Ok(spent)
-}
-
-/// Records `marks` (none of them recorded when the batch looked, none twice) with multi-row
-/// inserts in key order, and answers which were recorded. One that another PostgreSQL writer
-/// recorded meanwhile is skipped, not an error (`ON CONFLICT DO NOTHING`, after waiting for
-/// that writer to commit or roll back): the caller refuses its change set as a replay. Key
+/// Records `marks` (none twice) with multi-row inserts in key order, and answers which were
+/// recorded. One recorded before — by an earlier batch, or by another PostgreSQL writer
+/// meanwhile (after waiting for it to commit or roll back) — is skipped, not an error
+/// (`ON CONFLICT DO NOTHING`): the caller refuses its change set as a replay. Key
 /// order means two writers recording the same marks wait for each other, never in a cycle.
 pub async fn insert_marks_many(conn: &mut AnyConnection, marks: &[&Mark]) -> Result<HashSet<MarkKey>, StoreError> {
     let mut marks = marks.to_vec();

@@ -14,7 +14,7 @@ use sigil_core::audit::AuditRecord;
 use sigil_core::store::{Change, ChangeSet, StoreError};
 use sqlx::AnyConnection;
 
-use crate::apply::single_use::{Mark, MarkKey, forget_marks, insert_marks_many, spent_among};
+use crate::apply::single_use::{Mark, MarkKey, forget_marks, insert_marks_many};
 use crate::apply::{apply_one, insert_audit_many, insert_derived_many, revoked_among};
 
 /// Whether `job` can take the fast path.
@@ -47,12 +47,11 @@ pub async fn write(
         .collect();
     let parents: Vec<&str> = jobs.iter().flat_map(|(_, job)| parents_of(job)).collect();
     let revoked = revoked_among(conn, &parents).await?;
-    let spent = spent_among(conn, &marks.iter().flatten().collect::<Vec<_>>()).await?;
 
     let mut claimed: HashSet<&MarkKey> = HashSet::new();
     let mut passed: Vec<(usize, &ChangeSet, &[Mark])> = Vec::new();
     for ((n, job), job_marks) in jobs.iter().zip(&marks) {
-        match judge(job, job_marks, &revoked, &spent, &mut claimed) {
+        match judge(job, job_marks, &revoked, &mut claimed) {
             Ok(()) => passed.push((*n, job, job_marks)),
             Err(refusal) => refuse(results, *n, refusal),
         }
@@ -72,8 +71,8 @@ pub async fn write(
     let to_record: Vec<&Mark> = passed.iter().flat_map(|(_, _, m)| m.iter()).collect();
     let recorded = insert_marks_many(conn, &to_record).await?;
 
-    // A mark another writer recorded since the check makes its change set a replay after all;
-    // the other marks that change set recorded here are taken back.
+    // A mark recorded before (by an earlier batch, or by another writer meanwhile) makes its
+    // change set a replay; the other marks that change set recorded here are taken back.
     let mut derived: Vec<&Change> = Vec::new();
     let mut forget: Vec<&MarkKey> = Vec::new();
     for (n, job, job_marks) in passed {
@@ -100,14 +99,14 @@ fn refuse(results: &mut [Result<(), StoreError>], n: usize, refusal: StoreError)
     }
 }
 
-/// The first refusal of `job`'s changes, in their order, as applying them one by one would
-/// meet it; on success its marks are claimed, so a later change set of the batch spending one
-/// of them is a replay.
+/// The first refusal of `job`'s changes that shows before anything is written, in their order:
+/// a derivation from a revoked parent, or a mark spent earlier in the same batch (one stored
+/// before shows when it is inserted). On success its marks are claimed, so a later change set of
+/// the batch spending one of them is a replay.
 fn judge<'a>(
     job: &ChangeSet,
     marks: &'a [Mark],
     revoked: &HashSet<String>,
-    spent: &HashSet<MarkKey>,
     claimed: &mut HashSet<&'a MarkKey>,
 ) -> Result<(), StoreError> {
     let mut own: HashSet<&MarkKey> = HashSet::new();
@@ -126,7 +125,7 @@ fn judge<'a>(
         }
         // Every other fast-path change is a mark, and `marks` holds them in the same order.
         let Some(mark) = marks_in_order.next() else { continue };
-        if spent.contains(&mark.key) || claimed.contains(&mark.key) || !own.insert(&mark.key) {
+        if claimed.contains(&mark.key) || !own.insert(&mark.key) {
             return Err(mark.replayed());
         }
     }
