@@ -69,7 +69,8 @@ impl OAuthService {
         }
         let Ok(claims) = self.verify_access_token(token, now) else {
             let by = Principal::from_stored(caller.to_owned());
-            let record = unverifiable(now, EventType::TokenIntrospected, &by, request_id).detail("active", false);
+            let record = unknown_token(now, EventType::TokenIntrospected, &by, request_id, "access token")
+                .detail("active", false);
             self.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(Introspection::default());
         };
@@ -187,9 +188,14 @@ impl OAuthService {
     ) -> Result<Introspection, OAuthError> {
         let Some(grant) = self.refresh_grant(token).await? else {
             let by = Principal::from_stored(caller.to_owned());
-            let record = AuditRecord::new(self.clock.now(), EventType::TokenIntrospected, &by, request_id)
-                .detail("active", false)
-                .detail("token", "not a refresh token of this issuer");
+            let record = unknown_token(
+                self.clock.now(),
+                EventType::TokenIntrospected,
+                &by,
+                request_id,
+                "refresh token",
+            )
+            .detail("active", false);
             self.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(Introspection::default());
         };
@@ -297,7 +303,8 @@ impl OAuthService {
             return self.revoke_refresh_token(token, caller_client, by, request_id).await;
         }
         let Ok(claims) = self.verify_access_token(token, now) else {
-            let record = unverifiable(now, EventType::TokenRevoked, by, request_id).detail("revoked", false);
+            let record =
+                unknown_token(now, EventType::TokenRevoked, by, request_id, "access token").detail("revoked", false);
             self.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(());
         };
@@ -336,9 +343,14 @@ impl OAuthService {
         request_id: Option<&str>,
     ) -> Result<(), OAuthError> {
         let Some(grant) = self.refresh_grant(token).await? else {
-            let record = AuditRecord::new(self.clock.now(), EventType::TokenRevoked, by, request_id)
-                .detail("revoked", false)
-                .detail("token", "not a refresh token of this issuer");
+            let record = unknown_token(
+                self.clock.now(),
+                EventType::TokenRevoked,
+                by,
+                request_id,
+                "refresh token",
+            )
+            .detail("revoked", false);
             self.store.commit(ChangeSet::new().audit(record)).await?;
             return Ok(());
         };
@@ -434,9 +446,15 @@ impl OAuthService {
     }
 }
 
-/// The record of an introspection or revocation of a value that is no access token of this
-/// issuer (malformed, forged, expired): answered like any inactive token (RFC 7662 §2.2,
+/// The record of an introspection or revocation of a value that is no `kind` of this issuer
+/// (malformed, forged, expired, unknown): answered like any inactive token (RFC 7662 §2.2,
 /// RFC 7009 §2.2), and still one record per call.
-fn unverifiable(now: Timestamp, event: EventType, by: &Principal, request_id: Option<&str>) -> AuditRecord {
-    AuditRecord::new(now, event, by, request_id).detail("token", "not a valid access token of this issuer")
+fn unknown_token(
+    now: Timestamp,
+    event: EventType,
+    by: &Principal,
+    request_id: Option<&str>,
+    kind: &str,
+) -> AuditRecord {
+    AuditRecord::new(now, event, by, request_id).detail("token", format!("not a valid {kind} of this issuer"))
 }
