@@ -10,7 +10,7 @@ use cedar_policy::{
 };
 use serde::Serialize;
 
-use crate::entities::{ChainMember, Query, RequestContext, context, registry_key, uid};
+use crate::entities::{ChainMember, Query, RequestContext, chain_key, context, registry_key, uid};
 use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
 
 /// Prefix reserved for the built-in policies' ids.
@@ -29,9 +29,10 @@ pub struct Engine {
     actions: HashMap<EntityUid, ActionInfo>,
     policy_count: usize,
     authorizer: Authorizer,
-    /// Entity sets of queries made only of registry records, by the record versions they were
-    /// built from: an agent asking for tokens again and again is one entity set, not one per
-    /// request. A changed record has a new version, so its old set is never used again.
+    /// Entity sets made only of registry records, by the record versions they were built from:
+    /// a chain's (its members and the action) and a whole query's when its resource is a
+    /// registered one. An agent asking for tokens again and again is one entity set, not one
+    /// per request. A changed record has a new version, so its old set is never used again.
     entity_sets: Mutex<HashMap<String, Arc<Entities>>>,
     /// Decisions about registry-keyed queries, by entity-set key and context. A decision is a
     /// function of the policies (fixed for an engine), the entities (named by the key) and the
@@ -206,11 +207,13 @@ impl Engine {
                 resource_uid.type_name()
             )));
         }
-        let key = registry_key(q);
+        let chain_key = chain_key(q);
+        let key = registry_key(q, &chain_key);
         let entities = match key.as_ref().and_then(|k| self.cached_entities(k)) {
             Some(set) => set,
             None => {
-                let set = Arc::new(self.entity_set(q, info, resource_uid.clone())?);
+                let chain = self.chain_entities(q, info, chain_key)?;
+                let set = Arc::new(self.with_resource(&chain, q, resource_uid.clone())?);
                 if let Some(k) = &key {
                     self.cache_entities(k.clone(), Arc::clone(&set));
                 }
@@ -226,15 +229,41 @@ impl Engine {
         })
     }
 
-    /// The resource, the action and every principal of the chain.
-    fn entity_set(&self, q: &Query<'_>, info: &ActionInfo, resource_uid: EntityUid) -> Result<Entities, RequestError> {
-        let mut entities = Vec::with_capacity(q.chain.len() + 2);
-        entities.push(q.resource.entity(resource_uid, &self.schema)?);
+    /// The action and every principal of the chain, built once per set of record versions
+    /// (`key`): a resource server asking about many resources for one user and agent builds
+    /// only each resource's entity.
+    fn chain_entities(&self, q: &Query<'_>, info: &ActionInfo, key: String) -> Result<Arc<Entities>, RequestError> {
+        if let Some(set) = self.cached_entities(&key) {
+            return Ok(set);
+        }
+        let mut entities = Vec::with_capacity(q.chain.len() + 1);
         entities.push(info.entity.clone());
         for m in &q.chain {
             entities.push(m.entity(q.context.now)?);
         }
-        Entities::from_entities(entities, None).map_err(|e| RequestError(format!("invalid entities: {e}")))
+        let set = Arc::new(Entities::from_entities(entities, None).map_err(invalid_entities)?);
+        self.cache_entities(key, Arc::clone(&set));
+        Ok(set)
+    }
+
+    /// `chain` with the resource's entity added. Caller properties that are all plain JSON
+    /// values are turned into Cedar values directly and checked against the schema as the
+    /// entity is added; anything else, or properties that do not fit (a string the schema
+    /// reads as an entity or extension value, say), goes through Cedar's schema-driven JSON
+    /// reader, whose answer, or error, is the authoritative one.
+    fn with_resource(
+        &self,
+        chain: &Entities,
+        q: &Query<'_>,
+        resource_uid: EntityUid,
+    ) -> Result<Entities, RequestError> {
+        if let Some(entity) = q.resource.plain_entity(resource_uid.clone())?
+            && let Ok(set) = chain.clone().add_entities([entity], Some(&self.schema))
+        {
+            return Ok(set);
+        }
+        let entity = q.resource.entity(resource_uid, &self.schema)?;
+        chain.clone().add_entities([entity], None).map_err(invalid_entities)
     }
 
     fn cached_entities(&self, key: &str) -> Option<Arc<Entities>> {
@@ -345,6 +374,10 @@ impl Engine {
             errors,
         })
     }
+}
+
+fn invalid_entities(e: impl std::fmt::Display) -> RequestError {
+    RequestError(format!("invalid entities: {e}"))
 }
 
 /// Everything of a request's context that a decision over a registry-keyed entity set can

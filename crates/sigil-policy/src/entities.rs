@@ -188,6 +188,31 @@ impl ResourceInput<'_> {
         }
     }
 
+    /// A custom resource's entity under `id` when every caller property is a JSON boolean,
+    /// integer or string, built without Cedar's JSON reader and not yet checked against the
+    /// schema; `None` for anything else.
+    pub(crate) fn plain_entity(&self, id: EntityUid) -> Result<Option<Entity>, RequestError> {
+        let Self::Custom { properties, .. } = self else {
+            return Ok(None);
+        };
+        let mut attrs = std::collections::HashMap::new();
+        for (name, value) in properties.iter().flat_map(|p| p.iter()) {
+            let value = match value {
+                serde_json::Value::Bool(b) => RestrictedExpression::new_bool(*b),
+                serde_json::Value::String(s) => string(s.as_str()),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(n) => RestrictedExpression::new_long(n),
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            };
+            attrs.insert(name.clone(), value);
+        }
+        Entity::new(id, attrs, std::collections::HashSet::new())
+            .map(Some)
+            .map_err(entity_error)
+    }
+
     /// The resource's entity under `id` (its [`Self::uid`]).
     pub(crate) fn entity(&self, id: EntityUid, schema: &Schema) -> Result<Entity, RequestError> {
         match self {
@@ -220,16 +245,13 @@ impl ResourceInput<'_> {
     }
 }
 
-/// What an entity set built only from registry records depends on, or `None` when the query
-/// carries caller-supplied attributes (a custom resource) and must be built afresh. Record
-/// versions change with every update; the effective status and owner are named too because they
-/// change without one (an identity's expiry passing, its owner being renamed).
-pub(crate) fn registry_key(q: &Query<'_>) -> Option<String> {
+/// What the entity set of a query's action and chain depends on. Record versions change with
+/// every update; the effective status and owner are named too because they change without one
+/// (an identity's expiry passing, its owner being renamed).
+pub(crate) fn chain_key(q: &Query<'_>) -> String {
     use std::fmt::Write;
-    let ResourceInput::Registered { resource, owner } = q.resource else {
-        return None;
-    };
-    let mut key = format!("{}|{}@{}:{owner}", q.action, resource.id, resource.meta.version);
+    let mut key = String::with_capacity(32 + 64 * q.chain.len());
+    key.push_str(q.action);
     for m in &q.chain {
         let _ = match m {
             ChainMember::User(u) => write!(key, "|{}@{}", u.id, u.meta.version),
@@ -242,7 +264,17 @@ pub(crate) fn registry_key(q: &Query<'_>) -> Option<String> {
             ),
         };
     }
-    Some(key)
+    key
+}
+
+/// What a whole query's entity set depends on when it is built only from registry records
+/// (`chain_key` and a registered resource), or `None` when the query carries caller-supplied
+/// attributes (a custom resource) and its resource must be built afresh.
+pub(crate) fn registry_key(q: &Query<'_>, chain_key: &str) -> Option<String> {
+    let ResourceInput::Registered { resource, owner } = q.resource else {
+        return None;
+    };
+    Some(format!("{chain_key}#{}@{}:{owner}", resource.id, resource.meta.version))
 }
 
 /// The Cedar context for a chain: the user, the actors, the depth, and the request's facts.
