@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request, RestrictedExpression};
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Entities, EntityUid, PolicySet, PrincipalConstraint, Request,
+    RestrictedExpression,
+};
 use sigil_core::model::{Identity, Meta, Principal, Resource, User};
 use sigil_policy::{ChainMember, Engine, Query, RequestContext, ResourceInput};
 use sigil_types::{
@@ -134,16 +137,22 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
         };
         let sigil = decide_times(&engine, &query, iterations, None)?;
         let rebuilt = decide_times(&engine, &query, iterations, Some(&bot))?;
-        let whole = policies(n);
-        let bare = bare_cedar(&whole, engine.schema(), iterations, uk, ak)?;
-        // The slice Sigil evaluates for op10: the policies naming that action (the built-ins,
-        // which name none, are in every slice and in both sets here).
-        let slice: String = whole
-            .lines()
-            .filter(|l| l.contains("Sigil::Action::\"op10\""))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let sliced = bare_cedar(&slice, engine.schema(), iterations, uk, ak)?;
+        let whole = PolicySet::from_str(&format!("{}\n{}", sigil_policy::BUILTIN_POLICIES, policies(n)))
+            .map_err(|e| e.to_string())?;
+        let bare = bare_cedar([&whole, &whole], engine.schema(), iterations, uk, ak)?;
+        // The policies Sigil evaluates for each principal: those whose action and principal
+        // scopes can match it (worked out here independently of Sigil's index).
+        let uid = |s: String| EntityUid::from_str(&s).map_err(|e| e.to_string());
+        let op10 = uid("Sigil::Action::\"op10\"".into())?;
+        let for_user = scoped(
+            &whole,
+            &op10,
+            &uid(format!("Sigil::User::\"user{uk}\""))?,
+            Some(&uid(format!("Sigil::Group::\"g{uk}\""))?),
+        )?;
+        let for_agent = scoped(&whole, &op10, &uid(format!("Sigil::Agent::\"agent{ak}\""))?, None)?;
+        let evaluated = for_user.policies().count() + for_agent.policies().count();
+        let sliced = bare_cedar([&for_user, &for_agent], engine.schema(), iterations, uk, ak)?;
         let (s50, s99) = percentiles(sigil);
         let (r50, r99) = percentiles(rebuilt);
         let (b50, b99) = percentiles(bare);
@@ -175,8 +184,7 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
         };
         rows.push((
             format!(
-                "{n} policies: bare Cedar is_authorized ×2, the same slice ({} policies + built-ins), prebuilt entities",
-                slice.lines().count()
+                "{n} policies: bare Cedar is_authorized ×2 on the policies Sigil evaluates ({evaluated} over both principals), prebuilt entities"
             ),
             format!(
                 "p50 {}, p99 {} — Sigil's own overhead at p50: {} with records unchanged, {} with every entity built",
@@ -294,18 +302,46 @@ fn issuance(
     Ok(rows)
 }
 
-/// Bare Cedar: the built-in policies and `operator_policies`, two requests (user, then agent)
-/// against a prebuilt entity store of 1,000 users and agents plus the document.
+/// The policies of `all` whose action scope matches `action` and whose principal scope matches
+/// `principal` (a member of `group`, if given).
+fn scoped(
+    all: &PolicySet,
+    action: &EntityUid,
+    principal: &EntityUid,
+    group: Option<&EntityUid>,
+) -> Result<PolicySet, String> {
+    let within = |e: &EntityUid| e == principal || Some(e) == group;
+    let mut out = PolicySet::new();
+    for p in all.policies() {
+        let action_fits = match p.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(a) => &a == action,
+            ActionConstraint::In(list) => list.contains(action),
+        };
+        let principal_fits = match p.principal_constraint() {
+            PrincipalConstraint::Any => true,
+            PrincipalConstraint::Is(t) => &t == principal.type_name(),
+            PrincipalConstraint::Eq(e) => &e == principal,
+            PrincipalConstraint::In(e) => within(&e),
+            PrincipalConstraint::IsIn(t, e) => &t == principal.type_name() && within(&e),
+        };
+        if action_fits && principal_fits {
+            out.add(p.clone()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(out)
+}
+
+/// Bare Cedar: two requests (user against `sets[0]`, then agent against `sets[1]`) against a
+/// prebuilt entity store of 1,000 users and agents plus the document.
 fn bare_cedar(
-    operator_policies: &str,
+    sets: [&PolicySet; 2],
     schema: &cedar_policy::Schema,
     iterations: usize,
     uk: usize,
     ak: usize,
 ) -> Result<Vec<Duration>, String> {
     let schema = Some(schema);
-    let set = PolicySet::from_str(&format!("{}\n{}", sigil_policy::BUILTIN_POLICIES, operator_policies))
-        .map_err(|e| e.to_string())?;
     let mut json = Vec::with_capacity(ENTITIES + 1);
     for k in 0..ENTITIES / 2 {
         json.push(serde_json::json!({
@@ -369,7 +405,8 @@ fn bare_cedar(
         let t = Instant::now();
         let allowed = requests
             .iter()
-            .all(|r| authorizer.is_authorized(r, &set, &entities).decision() == cedar_policy::Decision::Allow);
+            .zip(sets)
+            .all(|(r, set)| authorizer.is_authorized(r, set, &entities).decision() == cedar_policy::Decision::Allow);
         out.push(t.elapsed());
         if !allowed {
             return Err("bare Cedar denied the benchmark request".into());

@@ -11,6 +11,7 @@ use cedar_policy::{
 use serde::Serialize;
 
 use crate::entities::{ChainMember, Query, RequestContext, chain_key, context, registry_key, uid};
+use crate::principal_slice::PrincipalSlices;
 use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
 
 /// Prefix reserved for the built-in policies' ids.
@@ -54,8 +55,9 @@ struct Prepared<'e> {
 #[derive(Debug)]
 struct ActionInfo {
     /// Only the policies whose action scope can match it, so a decision evaluates a slice of
-    /// the set, not all of it.
-    slice: PolicySet,
+    /// the set, not all of it, and of those only the ones whose principal scope can match
+    /// the principal.
+    slice: PrincipalSlices,
     /// The action's entity (with its groups).
     entity: Entity,
     /// The principal and resource types it applies to. Checked here, so requests need not be
@@ -136,7 +138,7 @@ impl Engine {
             let reads_time = slice.policies().any(reads_time);
             let info = ActionInfo {
                 reads_time,
-                slice,
+                slice: PrincipalSlices::new(&slice),
                 entity: entity.clone(),
                 principals: schema
                     .principals_for_action(&uid)
@@ -347,7 +349,8 @@ impl Engine {
         }
         let request = Request::new(principal.clone(), action.clone(), resource.clone(), ctx, None)
             .map_err(|e| RequestError(e.to_string()))?;
-        let response = self.authorizer.is_authorized(&request, &info.slice, entities);
+        let policies = info.slice.for_principal(&principal, entities)?;
+        let response = self.authorizer.is_authorized(&request, &policies, entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
         // Cedar skips a policy that errors, so an erroring `forbid` would let a `permit` through.

@@ -2,11 +2,13 @@
 //! decides a request for a whole delegation chain.
 //!
 //! A policy set version is compiled once (schema built from fragments, policies parsed and
-//! strictly validated, then sliced by action); deciding never parses a policy or an entity.
+//! strictly validated, then sliced by action and indexed by principal scope); deciding never
+//! parses a policy or an entity.
 
 mod engine;
 mod entities;
 mod error;
+mod principal_slice;
 mod service;
 
 pub use engine::{Decision, Engine, Step};

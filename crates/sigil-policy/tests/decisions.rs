@@ -571,6 +571,59 @@ fn slices_hold_only_the_policies_of_their_action() {
 }
 
 #[test]
+fn a_principal_is_decided_by_every_policy_whose_scope_can_match_it() {
+    // Decisions evaluate only the policies whose principal scope can match the principal; each
+    // form of scope must still reach exactly the principals Cedar's semantics give it.
+    let policies = r#"
+        @id("eq-fleet") permit (principal == Sigil::Agent::"fleet", action == Sigil::Action::"deploy", resource);
+        @id("in-devs") permit (principal in Sigil::Group::"developers", action, resource);
+        @id("user-in-devs") permit (principal is Sigil::User in Sigil::Group::"developers", action == Sigil::Action::"deploy", resource);
+        @id("agents") permit (principal is Sigil::Agent, action == Sigil::Action::"deploy", resource) when { principal.name == "fleet" };
+        @id("anyone") permit (principal, action == Sigil::Action::"deploy", resource) when { context has purpose };
+        @id("no-ops") forbid (principal in Sigil::Group::"ops", action, resource);
+        @id("errs-for-bot") permit (principal == Sigil::Agent::"bot", action == Sigil::Action::"deploy", resource) when { context.time * 100000000000 > 0 };
+    "#;
+    let e = Engine::compile(4, policies, Some(HR_SCHEMA)).unwrap();
+    let api = resource("api");
+    let as_user = |u: &User, context: RequestContext| {
+        e.decide(&Query {
+            chain: vec![ChainMember::User(u)],
+            action: "deploy",
+            resource: ResourceInput::Registered {
+                resource: &api,
+                owner: "o",
+            },
+            context,
+        })
+        .unwrap()
+    };
+    let sorted = |d: &Decision| {
+        let mut p = d.steps[0].policies.clone();
+        p.sort();
+        (d.allowed, p, d.steps[0].errors.len())
+    };
+    let fleet = alone(&e, &agent("fleet", "x"), "deploy", &api, ctx());
+    assert_eq!(sorted(&fleet), (true, vec!["agents".into(), "eq-fleet".into()], 0));
+    let other = alone(&e, &agent("other", "x"), "deploy", &api, ctx());
+    assert_eq!(sorted(&other), (false, vec![], 0));
+    let bot = alone(&e, &agent("bot", "x"), "deploy", &api, ctx());
+    assert_eq!(sorted(&bot), (false, vec!["errs-for-bot".into()], 1));
+    let alice = as_user(&user("alice", &["developers"]), ctx());
+    assert_eq!(sorted(&alice), (true, vec!["in-devs".into(), "user-in-devs".into()], 0));
+    let bob = as_user(&user("bob", &["developers", "ops"]), ctx());
+    assert_eq!(sorted(&bob), (false, vec!["no-ops".into()], 0));
+    let with_purpose = RequestContext {
+        purpose: Some("release".into()),
+        ..ctx()
+    };
+    let carol = as_user(&user("carol", &[]), with_purpose.clone());
+    assert_eq!(sorted(&carol), (true, vec!["anyone".into()], 0));
+    // The same principals again (their policy sets are now cached) decide the same way.
+    assert!(!as_user(&user("bob", &["developers", "ops"]), with_purpose).allowed);
+    assert_eq!(alone(&e, &agent("fleet", "x"), "deploy", &api, ctx()), fleet);
+}
+
+#[test]
 fn evaluation_errors_deny_and_are_reported() {
     // Overflow is a runtime error Cedar's validator cannot rule out: the policy is skipped.
     let e = Engine::compile(
