@@ -131,26 +131,56 @@ async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, d: &'static Dia
 }
 
 async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect) {
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return fail_all(batch, &e.to_string()),
-    };
     let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
-    match run_transaction(&mut conn, &jobs, d).await {
-        Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "write transaction failed");
-            // The connection may be mid-transaction or broken: never hand it back to the pool.
-            let _ = conn.detach();
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+    let results = match commit_jobs(pool, &jobs, d).await {
+        Ok(results) => results,
+        Err(why) => jobs.iter().map(|_| Err(StoreError::Unavailable(why.clone()))).collect(),
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result);
+    }
+}
+
+/// Times a batch runs again after the server aborted its transaction to break a deadlock.
+const ABORTED_RETRIES: usize = 3;
+
+/// Runs the batch's transaction on a pooled connection. When PostgreSQL aborts it to break a
+/// deadlock or a serialization conflict with another writer (two replicas recording the same
+/// single-use marks through savepoints, say), nothing of it was committed and the other
+/// transaction goes on: the batch runs again, on a fresh connection, instead of failing every
+/// request in it. Any other failure fails the batch (it may have been mid-commit).
+async fn commit_jobs(
+    pool: &AnyPool,
+    jobs: &[ChangeSet],
+    d: &'static Dialect,
+) -> Result<Vec<Result<(), StoreError>>, String> {
+    let mut aborted = 0;
+    loop {
+        let mut conn = pool.acquire().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot get a write connection");
+            e.to_string()
+        })?;
+        match run_transaction(&mut conn, jobs, d).await {
+            Ok(results) => return Ok(results),
+            Err(e) => {
+                // The connection may be mid-transaction or broken: never hand it back to the pool.
+                let _ = conn.detach();
+                if aborted_by_the_server(&e) && aborted < ABORTED_RETRIES {
+                    aborted += 1;
+                    tracing::warn!(error = %e, attempt = aborted, "write transaction aborted by the server; running it again");
+                    continue;
+                }
+                tracing::error!(error = %e, "write transaction failed");
+                return Err(e.to_string());
             }
         }
     }
+}
+
+/// PostgreSQL's `deadlock_detected` and `serialization_failure`: the server rolled the
+/// transaction back, so none of it was committed.
+fn aborted_by_the_server(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
 /// Runs the batch: first with the fast path's writes deferred to statements at the end. If those
@@ -254,13 +284,6 @@ fn lineage_lock(d: &Dialect, jobs: &[ChangeSet]) -> Option<&'static str> {
     }
 }
 
-fn fail_all(batch: Vec<Job>, why: &str) {
-    tracing::error!(error = why, "cannot get a write connection");
-    for j in batch {
-        let _ = j.reply.send(Err(StoreError::Unavailable(why.to_owned())));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -283,6 +306,33 @@ mod tests {
                 &Principal::from_stored("client".into()),
                 None,
             ))
+    }
+
+    /// Two transactions waiting for each other's row: PostgreSQL aborts one of them, and the
+    /// writer must recognise that abort (through sqlx's Any driver) as one it may run again,
+    /// and a refused write (a duplicate key) as one it may not.
+    #[tokio::test]
+    async fn a_postgres_deadlock_is_recognised_as_safe_to_run_again() {
+        let Some(url) = crate::testing::fresh_postgres_database().await else {
+            return;
+        };
+        let mut a = AnyConnection::connect(&url).await.expect("connect");
+        let mut b = AnyConnection::connect(&url).await.expect("connect");
+        a.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+        a.execute("INSERT INTO t VALUES (1, 0), (2, 0)").await.unwrap();
+        let duplicate = a.execute("INSERT INTO t VALUES (1, 0)").await.unwrap_err();
+        assert!(!aborted_by_the_server(&duplicate), "{duplicate}");
+        let mut ta = a.begin().await.unwrap();
+        let mut tb = b.begin().await.unwrap();
+        ta.execute("UPDATE t SET v = 1 WHERE id = 1").await.unwrap();
+        tb.execute("UPDATE t SET v = 2 WHERE id = 2").await.unwrap();
+        let (ra, rb) = tokio::join!(
+            ta.execute("UPDATE t SET v = 1 WHERE id = 2"),
+            tb.execute("UPDATE t SET v = 2 WHERE id = 1")
+        );
+        let failed: Vec<sqlx::Error> = [ra.err(), rb.err()].into_iter().flatten().collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed.iter().all(aborted_by_the_server), "{failed:?}");
     }
 
     /// The batched path: derivations from a revoked parent fail alone, their records unwritten.
