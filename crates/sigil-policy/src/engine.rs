@@ -5,12 +5,12 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    ActionConstraint, AuthorizationError, Authorizer, Decision as CedarDecision, Entities, Entity, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
+    ActionConstraint, AuthorizationError, Authorizer, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use serde::Serialize;
 
-use crate::entities::{ChainMember, Query, RequestContext, chain_key, context, registry_key, uid};
+use crate::entities::{ChainMember, Query, RequestContext, ResourceInput, chain_key, context, registry_key, uid};
 use crate::principal_slice::PrincipalSlices;
 use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
 
@@ -30,11 +30,16 @@ pub struct Engine {
     actions: HashMap<EntityUid, ActionInfo>,
     policy_count: usize,
     authorizer: Authorizer,
+    /// The schema's entity types in Sigil's namespace, by their short name, parsed once: a
+    /// request names its resource's type by that name.
+    entity_types: HashMap<String, EntityTypeName>,
     /// Entity sets made only of registry records, by the record versions they were built from:
     /// a chain's (its members and the action) and a whole query's when its resource is a
     /// registered one. An agent asking for tokens again and again is one entity set, not one
     /// per request. A changed record has a new version, so its old set is never used again.
     entity_sets: Mutex<HashMap<String, Arc<Entities>>>,
+    /// Chains' entities and uids, by the record versions they were built from.
+    chains: Mutex<HashMap<String, Arc<Chain>>>,
     /// Decisions about registry-keyed queries, by entity-set key and context. A decision is a
     /// function of the policies (fixed for an engine), the entities (named by the key) and the
     /// request; the context's `time` is part of the key only for actions whose policies read it.
@@ -46,9 +51,21 @@ struct Prepared<'e> {
     action: EntityUid,
     info: &'e ActionInfo,
     resource_uid: EntityUid,
+    chain: Arc<Chain>,
     entities: Arc<Entities>,
     /// What the entity set was built from, when it came from the registry alone.
     key: Option<String>,
+}
+
+/// A chain's principals for one action, built from their records.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    /// The action's entity and every principal's.
+    entities: Entities,
+    /// Each principal's uid and its text (a step's `principal`), in chain order.
+    pub(crate) members: Vec<(EntityUid, String)>,
+    /// Whether the first member is the user the chain acts for; the others are its actors.
+    pub(crate) user: bool,
 }
 
 /// One action, as the schema declares it.
@@ -85,7 +102,7 @@ pub struct Step {
     pub principal: String,
     pub allowed: bool,
     /// The policies that determined this outcome (the permits that allowed it, or the forbids
-    /// that denied it; empty for a deny because nothing permits).
+    /// that denied it; empty for a deny because nothing permits), sorted by id.
     pub policies: Vec<String>,
     /// Evaluation errors. Any error makes the step a deny (Cedar alone would skip the policy,
     /// which for a `forbid` would widen access); `policies` then names the policies that erred.
@@ -155,13 +172,20 @@ impl Engine {
             };
             actions.insert(uid, info);
         }
+        let entity_types = schema
+            .entity_types()
+            .filter(|t| t.namespace() == crate::NAMESPACE)
+            .map(|t| (t.basename().to_owned(), t.clone()))
+            .collect();
         Ok(Self {
             version,
             schema,
             actions,
             policy_count: set.policies().count(),
             authorizer: Authorizer::new(),
+            entity_types,
             entity_sets: Mutex::default(),
+            chains: Mutex::default(),
             decisions: Mutex::default(),
         })
     }
@@ -201,7 +225,12 @@ impl Engine {
         let Some(info) = self.actions.get(&action) else {
             return Err(RequestError(format!("unknown action `{}`", q.action)));
         };
-        let resource_uid = q.resource.uid()?;
+        let resource_uid = match q.resource {
+            ResourceInput::Custom { type_name, id, .. } if let Some(t) = self.entity_types.get(type_name) => {
+                EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
+            }
+            _ => q.resource.uid()?,
+        };
         if !info.resources.contains(resource_uid.type_name()) {
             return Err(RequestError(format!(
                 "action `{}` does not apply to resources of type {}",
@@ -211,11 +240,11 @@ impl Engine {
         }
         let chain_key = chain_key(q);
         let key = registry_key(q, &chain_key);
+        let chain = self.chain(q, info, chain_key)?;
         let entities = match key.as_ref().and_then(|k| self.cached_entities(k)) {
             Some(set) => set,
             None => {
-                let chain = self.chain_entities(q, info, chain_key)?;
-                let set = Arc::new(self.with_resource(&chain, q, resource_uid.clone())?);
+                let set = Arc::new(self.with_resource(&chain.entities, q, resource_uid.clone())?);
                 if let Some(k) = &key {
                     self.cache_entities(k.clone(), Arc::clone(&set));
                 }
@@ -226,26 +255,41 @@ impl Engine {
             action,
             info,
             resource_uid,
+            chain,
             entities,
             key,
         })
     }
 
-    /// The action and every principal of the chain, built once per set of record versions
-    /// (`key`): a resource server asking about many resources for one user and agent builds
-    /// only each resource's entity.
-    fn chain_entities(&self, q: &Query<'_>, info: &ActionInfo, key: String) -> Result<Arc<Entities>, RequestError> {
-        if let Some(set) = self.cached_entities(&key) {
-            return Ok(set);
+    /// The action's and the chain's entities and the chain's uids, built once per set of record
+    /// versions (`key`): a resource server asking about many resources for one user and agent
+    /// builds only each resource's entity.
+    fn chain(&self, q: &Query<'_>, info: &ActionInfo, key: String) -> Result<Arc<Chain>, RequestError> {
+        let mut chains = self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(chain) = chains.get(&key) {
+            return Ok(Arc::clone(chain));
         }
+        drop(chains);
         let mut entities = Vec::with_capacity(q.chain.len() + 1);
         entities.push(info.entity.clone());
+        let mut members = Vec::with_capacity(q.chain.len());
         for m in &q.chain {
             entities.push(m.entity(q.context.now)?);
+            let uid = m.uid()?;
+            let text = uid.to_string();
+            members.push((uid, text));
         }
-        let set = Arc::new(Entities::from_entities(entities, None).map_err(invalid_entities)?);
-        self.cache_entities(key, Arc::clone(&set));
-        Ok(set)
+        let chain = Arc::new(Chain {
+            entities: Entities::from_entities(entities, None).map_err(invalid_entities)?,
+            user: matches!(q.chain.first(), Some(ChainMember::User(_))),
+            members,
+        });
+        chains = self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if chains.len() >= MAX_CACHED_ENTITY_SETS {
+            chains.clear();
+        }
+        chains.insert(key, Arc::clone(&chain));
+        Ok(chain)
     }
 
     /// `chain` with the resource's entity added. Caller properties that are all plain JSON
@@ -313,9 +357,9 @@ impl Engine {
 
     /// Asks Cedar for each member of the chain in turn, stopping at the first deny.
     fn evaluate_chain(&self, p: &Prepared<'_>, q: &Query<'_>, c: &RequestContext) -> Result<Decision, RequestError> {
-        let ctx = context(&q.chain, c)?;
+        let ctx = context(&p.chain, c)?;
         let mut steps = Vec::with_capacity(q.chain.len());
-        for m in &q.chain {
+        for m in &p.chain.members {
             let step = self.step(m, &p.action, &p.resource_uid, ctx.clone(), p.info, &p.entities)?;
             let allowed = step.allowed;
             steps.push(step);
@@ -332,14 +376,13 @@ impl Engine {
 
     fn step(
         &self,
-        member: &ChainMember<'_>,
+        (principal, principal_text): &(EntityUid, String),
         action: &EntityUid,
         resource: &EntityUid,
         ctx: cedar_policy::Context,
         info: &ActionInfo,
         entities: &Entities,
     ) -> Result<Step, RequestError> {
-        let principal = member.uid()?;
         if !info.principals.contains(principal.type_name()) {
             return Err(RequestError(format!(
                 "action `{}` does not apply to principals of type {}",
@@ -349,7 +392,7 @@ impl Engine {
         }
         let request = Request::new(principal.clone(), action.clone(), resource.clone(), ctx, None)
             .map_err(|e| RequestError(e.to_string()))?;
-        let policies = info.slice.for_principal(&principal, entities)?;
+        let policies = info.slice.for_principal(principal, entities)?;
         let response = self.authorizer.is_authorized(&request, &policies, entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
@@ -362,21 +405,29 @@ impl Engine {
                     AuthorizationError::PolicyEvaluationError(p) => p.policy_id().to_string(),
                 })
                 .collect();
+            failed.sort();
             failed.dedup();
             return Ok(Step {
-                principal: principal.to_string(),
+                principal: principal_text.clone(),
                 allowed: false,
                 policies: failed,
                 errors,
             });
         }
         Ok(Step {
-            principal: principal.to_string(),
+            principal: principal_text.clone(),
             allowed: response.decision() == CedarDecision::Allow,
-            policies: diagnostics.reason().map(ToString::to_string).collect(),
+            policies: sorted(diagnostics.reason().map(ToString::to_string).collect()),
             errors,
         })
     }
+}
+
+/// Cedar reports the determining policies in no fixed order (a hash set's): sorted, the same
+/// decision always reads the same, in the response, its deny reason and the audit record.
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
 }
 
 fn invalid_entities(e: impl std::fmt::Display) -> RequestError {

@@ -8,6 +8,7 @@ use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, Restric
 use sigil_core::model::{Identity, Resource, User};
 use sigil_types::{IdentityKind, Timestamp};
 
+use crate::engine::Chain;
 use crate::{NAMESPACE, RequestError};
 
 /// One principal of a delegation chain.
@@ -278,20 +279,17 @@ pub(crate) fn registry_key(q: &Query<'_>, chain_key: &str) -> Option<String> {
 }
 
 /// The Cedar context for a chain: the user, the actors, the depth, and the request's facts.
-pub(crate) fn context(chain: &[ChainMember<'_>], c: &RequestContext) -> Result<Context, RequestError> {
+pub(crate) fn context(chain: &Chain, c: &RequestContext) -> Result<Context, RequestError> {
     let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(10);
-    let mut actors = Vec::new();
-    for m in chain {
-        match m {
-            ChainMember::User(u) => pairs.push((
-                "user".to_owned(),
-                RestrictedExpression::new_entity_uid(uid("User", u.username.as_str())?),
-            )),
-            ChainMember::Identity { .. } => actors.push(m.uid()?.to_string()),
-        }
+    let mut members = chain.members.iter();
+    if chain.user
+        && let Some((user, _)) = members.next()
+    {
+        pairs.push(("user".to_owned(), RestrictedExpression::new_entity_uid(user.clone())));
     }
+    let actors: Vec<&str> = members.map(|(_, text)| text.as_str()).collect();
     let depth = i64::try_from(actors.len()).unwrap_or(i64::MAX);
-    pairs.push(("actors".to_owned(), strings(actors.iter().map(String::as_str))));
+    pairs.push(("actors".to_owned(), strings(actors)));
     pairs.push(("depth".to_owned(), RestrictedExpression::new_long(depth)));
     pairs.push(("scopes".to_owned(), strings(c.scopes.iter().map(String::as_str))));
     pairs.push(("auth_method".to_owned(), string(c.auth_method.as_str())));
