@@ -48,7 +48,27 @@ pub fn map(e: sqlx::Error, op: Op) -> StoreError {
 }
 
 pub fn unavailable(e: sqlx::Error) -> StoreError {
+    if aborted_by_the_server(&e) {
+        return StoreError::Unavailable(format!("{ABORTED}{e}"));
+    }
     StoreError::Unavailable(e.to_string())
+}
+
+/// How an aborted write's error starts, so the writer still recognises it once it has become a
+/// change set's own [`StoreError`] (inside a savepoint, or alone in its transaction).
+const ABORTED: &str = "aborted by the server to break a conflict with another writer: ";
+
+/// PostgreSQL's `deadlock_detected` (40P01) and `serialization_failure` (40001): the server
+/// rolled the transaction (or the savepoint the statement ran in) back to break a conflict
+/// with another writer, so nothing of it took effect and running it again can succeed.
+pub fn aborted_by_the_server(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// Whether an [`StoreError::Unavailable`] message is [`unavailable`]'s for a write the server
+/// aborted.
+pub fn is_aborted(message: &str) -> bool {
+    message.starts_with(ABORTED)
 }
 
 pub fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {

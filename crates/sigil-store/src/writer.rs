@@ -17,6 +17,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::apply::{apply, apply_changes};
 use crate::dialect::{Backend, Dialect};
+use crate::errors;
 
 mod fast_path;
 
@@ -165,7 +166,7 @@ async fn commit_jobs(
             Err(e) => {
                 // The connection may be mid-transaction or broken: never hand it back to the pool.
                 let _ = conn.detach();
-                if aborted_by_the_server(&e) && aborted < ABORTED_RETRIES {
+                if matches!(e, Failed::Aborted(_)) && aborted < ABORTED_RETRIES {
                     aborted += 1;
                     tracing::warn!(error = %e, attempt = aborted, "write transaction aborted by the server; running it again");
                     continue;
@@ -177,10 +178,41 @@ async fn commit_jobs(
     }
 }
 
-/// PostgreSQL's `deadlock_detected` and `serialization_failure`: the server rolled the
-/// transaction back, so none of it was committed.
-fn aborted_by_the_server(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+/// Why a batch's transaction failed as a whole.
+#[derive(Debug)]
+enum Failed {
+    Sql(sqlx::Error),
+    /// A change set's statement was aborted by the server to break a conflict with another
+    /// writer (inside its savepoint, or alone in its transaction): run the batch again.
+    Aborted(String),
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(e: sqlx::Error) -> Self {
+        if errors::aborted_by_the_server(&e) {
+            Self::Aborted(e.to_string())
+        } else {
+            Self::Sql(e)
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sql(e) => e.fmt(f),
+            Self::Aborted(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A change set's own failure, unless the server aborted it: then the whole batch fails, to
+/// run again, rather than that request getting a 503.
+fn own_failure(e: StoreError) -> Result<StoreError, Failed> {
+    match e {
+        StoreError::Unavailable(why) if errors::is_aborted(&why) => Err(Failed::Aborted(why)),
+        e => Ok(e),
+    }
 }
 
 /// Runs the batch: first with the fast path's writes deferred to statements at the end. If those
@@ -192,7 +224,7 @@ async fn run_transaction(
     conn: &mut AnyConnection,
     jobs: &[ChangeSet],
     d: &'static Dialect,
-) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
     if jobs.len() > 1 {
         for _ in 0..FAST_TRIES {
             if let Some(results) = run_batch(conn, jobs, d, true).await? {
@@ -216,7 +248,7 @@ async fn run_batch(
     jobs: &[ChangeSet],
     d: &'static Dialect,
     defer_audit: bool,
-) -> Result<Option<Vec<Result<(), StoreError>>>, sqlx::Error> {
+) -> Result<Option<Vec<Result<(), StoreError>>>, Failed> {
     let mut tx = conn.begin_with(d.begin_write).await?;
     if let Some(lock) = lineage_lock(d, jobs) {
         tx.execute(lock).await?;
@@ -225,11 +257,16 @@ async fn run_batch(
         // Alone in its transaction, a change set needs no savepoint: if it fails, rolling the
         // whole transaction back undoes exactly its own changes.
         let applied = apply(&mut tx, job).await;
-        match applied {
-            Ok(()) => tx.commit().await?,
-            Err(_) => tx.rollback().await?,
-        }
-        return Ok(Some(vec![applied]));
+        return match applied {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(Some(vec![Ok(())]))
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Ok(Some(vec![Err(own_failure(e)?)]))
+            }
+        };
     }
     let mut results = Vec::with_capacity(jobs.len());
     let mut deferred: Vec<&sigil_core::audit::AuditRecord> = Vec::new();
@@ -255,6 +292,7 @@ async fn run_batch(
                 results.push(Ok(()));
             }
             Err(e) => {
+                let e = own_failure(e)?; // dropping `tx` rolls the whole attempt back
                 tx.execute("ROLLBACK TO SAVEPOINT cs").await?;
                 tx.execute("RELEASE SAVEPOINT cs").await?;
                 results.push(Err(e));
@@ -321,7 +359,7 @@ mod tests {
         a.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
         a.execute("INSERT INTO t VALUES (1, 0), (2, 0)").await.unwrap();
         let duplicate = a.execute("INSERT INTO t VALUES (1, 0)").await.unwrap_err();
-        assert!(!aborted_by_the_server(&duplicate), "{duplicate}");
+        assert!(!errors::aborted_by_the_server(&duplicate), "{duplicate}");
         let mut ta = a.begin().await.unwrap();
         let mut tb = b.begin().await.unwrap();
         ta.execute("UPDATE t SET v = 1 WHERE id = 1").await.unwrap();
@@ -332,7 +370,11 @@ mod tests {
         );
         let failed: Vec<sqlx::Error> = [ra.err(), rb.err()].into_iter().flatten().collect();
         assert_eq!(failed.len(), 1, "{failed:?}");
-        assert!(failed.iter().all(aborted_by_the_server), "{failed:?}");
+        assert!(failed.iter().all(errors::aborted_by_the_server), "{failed:?}");
+        // Become a change set's own error, it is still recognised, and escalates.
+        let own = errors::unavailable(failed.into_iter().next().unwrap());
+        assert!(matches!(own_failure(own), Err(Failed::Aborted(_))));
+        assert!(own_failure(errors::unavailable(duplicate)).is_ok());
     }
 
     /// The batched path: derivations from a revoked parent fail alone, their records unwritten.
