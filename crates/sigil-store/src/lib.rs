@@ -165,13 +165,19 @@ impl SqlStore {
             migrate::check_current(&pool, backend).await?;
         }
         let write_pool = pool_sized(&url, backend, d.writers, opts).await?;
-        let writer = Arc::new(writer::Writer::start(write_pool, backend, opts.max_batch));
+        let rewind = (backend == Backend::Sqlite).then(Arc::<checkpointer::RestartWanted>::default);
+        let writer = Arc::new(writer::Writer::start(
+            write_pool,
+            backend,
+            opts.max_batch,
+            rewind.clone(),
+        ));
         let epoch = Arc::<std::sync::atomic::AtomicU64>::default();
         let notices =
             (backend == Backend::Postgres).then(|| Arc::new(notices::listen(url.clone(), Arc::clone(&epoch))));
         let checkpointing = Arc::new(());
-        if backend == Backend::Sqlite {
-            checkpointer::start(pool.clone(), &checkpointing);
+        if let Some(rewind) = rewind {
+            checkpointer::start(pool.clone(), &checkpointing, rewind);
         }
         Ok(Self {
             pool,

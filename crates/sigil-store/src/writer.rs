@@ -16,6 +16,7 @@ use sqlx::{Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::apply::{apply, apply_changes};
+use crate::checkpointer::{self, RestartWanted};
 use crate::dialect::{Backend, Dialect};
 use crate::errors;
 
@@ -41,14 +42,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(pool: AnyPool, backend: Backend, max_batch: usize) -> Self {
+    /// `rewind`: SQLite's request, from the checkpointer, to finish a checkpoint between batches.
+    pub fn start(pool: AnyPool, backend: Backend, max_batch: usize, rewind: Option<Arc<RestartWanted>>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let d = backend.dialect();
         let done = (0..d.writers)
             .map(|_| {
                 let (finished, done) = oneshot::channel();
-                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1));
+                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1), rewind.clone());
                 spawn_writer(work, finished);
                 done
             })
@@ -113,7 +115,13 @@ fn spawn_writer(work: impl Future<Output = ()> + Send + 'static, finished: onesh
     }
 }
 
-async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, d: &'static Dialect, max_batch: usize) {
+async fn run(
+    pool: AnyPool,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    d: &'static Dialect,
+    max_batch: usize,
+    rewind: Option<Arc<RestartWanted>>,
+) {
     loop {
         let batch = {
             let mut rx = rx.lock().await;
@@ -128,6 +136,12 @@ async fn run(pool: AnyPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, d: &'static Dia
             batch
         };
         commit_batch(&pool, batch, d).await;
+        if let Some(rewind) = &rewind
+            && rewind.take()
+            && let Ok(mut conn) = pool.acquire().await
+        {
+            checkpointer::finish_on_writer(&mut conn).await;
+        }
     }
 }
 
