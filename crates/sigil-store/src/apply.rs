@@ -585,9 +585,14 @@ async fn acquire_lease(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
     if renewed > 0 {
         return Ok(());
     }
+    // Only a lease that does not exist yet is inserted. Left to ON CONFLICT alone, the insert of
+    // an existing lease waited for the holder's transaction whenever the holder was renewing
+    // it, and if that transaction waited for one of ours (a single-use mark this batch had
+    // written, say), PostgreSQL aborted one of them as a deadlock.
     let taken = exec(
         conn,
-        "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO leases (name, holder, expires_at) SELECT $1, $2, $3 \
+         WHERE NOT EXISTS (SELECT 1 FROM leases WHERE name = $1) ON CONFLICT (name) DO NOTHING",
         vec![
             l.name.clone().into(),
             l.holder.clone().into(),
@@ -793,7 +798,49 @@ fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::Row;
+    use sigil_types::Timestamp;
+    use sqlx::{Connection, Executor, Row};
+
+    fn claim(holder: &str) -> LeaseClaim {
+        LeaseClaim {
+            name: "audit-integrator".into(),
+            holder: holder.into(),
+            now: Timestamp::from_unix_seconds(1_800_000_000),
+            until: Timestamp::from_unix_seconds(1_800_000_030),
+        }
+    }
+
+    /// A replica asking for a lease another holds and is renewing right now is told no at once:
+    /// it never waits for the holder's transaction, so it cannot close a wait cycle with it.
+    #[tokio::test]
+    async fn asking_for_a_held_lease_never_waits_for_its_holder() {
+        let Some(url) = crate::testing::fresh_postgres_database().await else {
+            return;
+        };
+        let mut a = AnyConnection::connect(&url).await.expect("connect");
+        let mut b = AnyConnection::connect(&url).await.expect("connect");
+        a.execute("CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)")
+            .await
+            .expect("table");
+        acquire_lease(&mut a, &claim("replica-a")).await.expect("first holder");
+        let mut renewing = a.begin().await.expect("begin");
+        acquire_lease(&mut renewing, &claim("replica-a"))
+            .await
+            .expect("renewal");
+        let mut asking = b.begin().await.expect("begin");
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            acquire_lease(&mut asking, &claim("replica-b")),
+        )
+        .await
+        .expect("the other replica waited for the holder's transaction");
+        assert!(
+            matches!(answer, Err(StoreError::Stale { entity: "lease" })),
+            "{answer:?}"
+        );
+        renewing.commit().await.expect("commit");
+        asking.rollback().await.expect("rollback");
+    }
 
     /// The integration statement must find each record by its rowid whatever the backlog; the
     /// plan, not a timing, is what can be checked.
