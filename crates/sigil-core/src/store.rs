@@ -179,9 +179,10 @@ pub enum Change {
         expires_at: i64,
     },
     /// Forgets the single-use marks (client assertions, DPoP proofs, sign-in tickets), the
-    /// revocations and the token lineage of whatever expired before `before` (Unix seconds): an
-    /// expired token, assertion or proof is refused for its expiry alone, so these rows only
-    /// grow the tables. Idempotent; every replica may run it.
+    /// revocations, the token lineage and the authorization codes and refresh tokens of
+    /// whatever expired before `before` (Unix seconds), and grant families with nothing left:
+    /// an expired token, code, assertion or proof is refused for its expiry alone, so these
+    /// rows only grow the tables. Idempotent; every replica may run it.
     PurgeExpired {
         before: i64,
     },

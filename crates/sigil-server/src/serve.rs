@@ -300,8 +300,8 @@ async fn prune(app: &App) {
     }
 }
 
-/// Once a minute: forgets the single-use marks, revocations and token lineage of what has
-/// expired, ten minutes past its expiry (beyond any clock-skew leeway), so those tables hold
+/// Once a minute: forgets the single-use marks, revocations, token lineage, codes and refresh
+/// tokens of what has expired, ten minutes past its expiry (beyond any clock-skew leeway), so those tables hold
 /// only what can still matter.
 async fn purge_expired(app: &App) {
     const MARGIN_SECS: i64 = 600;

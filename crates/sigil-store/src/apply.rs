@@ -361,6 +361,19 @@ pub(crate) async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
             ] {
                 exec(conn, sql, vec![(*before).into()], REVOKED).await?;
             }
+            // Codes and refresh tokens past their expiry can no longer be redeemed: a replay is
+            // refused as unknown instead of as reused. A family goes with its last grant and
+            // its last recorded access token (revoking it would have nothing left to reach).
+            let before_micros = before.saturating_mul(1_000_000);
+            exec(conn, "DELETE FROM delegated_grants WHERE expires_at < $1", vec![before_micros.into()], GRANT).await?;
+            exec(
+                conn,
+                "DELETE FROM grant_families WHERE NOT EXISTS (SELECT 1 FROM delegated_grants g WHERE g.family_id = grant_families.family_id) \
+                 AND NOT EXISTS (SELECT 1 FROM family_tokens t WHERE t.family_id = grant_families.family_id)",
+                vec![],
+                GRANT,
+            )
+            .await?;
             Ok(())
         }
         Change::RecordDerivedToken { parent_jti, jti, expires_at } => {

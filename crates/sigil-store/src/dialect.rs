@@ -119,6 +119,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "derived_tokens",
         sql: include_str!("../migrations/sqlite/0013_derived_tokens.sql"),
     },
+    Migration {
+        version: 14,
+        name: "grant_expiry",
+        sql: include_str!("../migrations/sqlite/0014_grant_expiry.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -186,6 +191,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "derived_tokens",
         sql: include_str!("../migrations/postgres/0013_derived_tokens.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "grant_expiry",
+        sql: include_str!("../migrations/postgres/0014_grant_expiry.sql"),
     },
 ];
 

@@ -251,6 +251,7 @@ pub(crate) async fn search_finds_every_agent_of_a_chain(db: Db) {
             "ALTER TABLE audit_events DROP COLUMN acting_for",
             "ALTER TABLE resources DROP COLUMN servers_json",
             "DROP TABLE derived_tokens",
+            "DROP INDEX delegated_grants_expiry",
             "DELETE FROM sigil_migrations WHERE version >= 11",
         ] {
             sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();

@@ -301,7 +301,50 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
     )
     .await
     .unwrap();
+    // Grants: an expired code goes with its family; a family whose last grant expired stays
+    // while an access token recorded for it lives (revoking the family must still reach it).
+    let bob = user("bob-purge", &[]);
+    put(s, Change::InsertUser(bob.clone())).await.unwrap();
+    let expired = |hash: &str, family: &str| Grant {
+        expires_at: sigil_types::Timestamp::from_unix_seconds(1_000),
+        ..grant(hash, GrantKind::Code, family, &bob)
+    };
+    put(s, Change::InsertGrant(expired("h-old", "fam-old"))).await.unwrap();
+    put(s, Change::InsertGrant(expired("h-old-tok", "fam-tok")))
+        .await
+        .unwrap();
+    put(
+        s,
+        Change::InsertGrant(grant("h-live", GrantKind::Refresh, "fam-live", &bob)),
+    )
+    .await
+    .unwrap();
+    let family_token = |family: &str, jti: &str| Change::RecordFamilyToken {
+        family_id: family.into(),
+        jti: jti.into(),
+        expires_at: 1_900_000_000,
+    };
+    put(s, family_token("fam-tok", "tok-1")).await.unwrap();
     put(s, Change::PurgeExpired { before: 2_000 }).await.unwrap();
+    assert!(
+        s.get_grant("h-old").await.unwrap().is_none(),
+        "an expired grant is forgotten"
+    );
+    assert!(s.get_grant("h-old-tok").await.unwrap().is_none());
+    assert!(s.get_grant("h-live").await.unwrap().is_some(), "a live grant stays");
+    assert!(
+        matches!(
+            put(s, family_token("fam-old", "tok-2")).await,
+            Err(StoreError::Stale { .. })
+        ),
+        "a family with nothing left is forgotten"
+    );
+    put(s, family_token("fam-tok", "tok-3"))
+        .await
+        .expect("a family with a live access token stays");
+    put(s, family_token("fam-live", "tok-4"))
+        .await
+        .expect("a family with a live grant stays");
     assert!(!s.is_token_revoked("expired-token").await.unwrap());
     assert!(s.is_token_revoked("base").await.unwrap(), "a live revocation stays");
     put(s, assertion("old", 1_000))
