@@ -171,6 +171,7 @@ pub async fn bench(sigil: &std::path::Path, d: Duration, conns: usize) -> Result
         enc("urn:ietf:params:oauth:token-type:access_token"),
         enc(API)
     );
+    crate::proc::profile_window("enable");
     let run = load(
         &server.addr,
         Req::Form {
@@ -182,6 +183,7 @@ pub async fn bench(sigil: &std::path::Path, d: Duration, conns: usize) -> Result
         d,
     )
     .await;
+    crate::proc::profile_window("disable");
     let rows = vec![
         (
             format!(

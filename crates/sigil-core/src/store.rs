@@ -277,6 +277,14 @@ impl ChangeSet {
         Self::default()
     }
 
+    /// Whether committing this revokes access tokens (one and what was exchanged from it, or a
+    /// grant family's), so what is remembered as not revoked must be asked again.
+    pub fn revokes_tokens(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c, Change::RevokeToken { .. } | Change::RevokeFamily { .. }))
+    }
+
     /// Whether committing this changes something token issuance reads (clients, identities,
     /// resources, users), so read caches must drop what they hold.
     pub fn touches_registry(&self) -> bool {

@@ -13,6 +13,7 @@ mod errors;
 mod migrate;
 mod notices;
 mod read;
+mod revocations;
 mod rows;
 mod sql;
 pub mod testing;
@@ -137,6 +138,8 @@ pub struct SqlStore {
     backend: Backend,
     writer: Arc<writer::Writer>,
     epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// SQLite: tokens known not to be revoked (PostgreSQL replicas ask the database each time).
+    not_revoked: Option<Arc<revocations::NotRevoked>>,
     /// PostgreSQL: other replicas' registry changes move `epoch` too.
     _notices: Option<Arc<notices::Listening>>,
     /// SQLite: the WAL checkpointer runs while any clone of the store is alive.
@@ -184,6 +187,7 @@ impl SqlStore {
             backend,
             writer,
             epoch,
+            not_revoked: (backend == Backend::Sqlite).then(Arc::default),
             _notices: notices,
             _checkpointing: checkpointing,
         })
@@ -333,7 +337,18 @@ impl sigil_core::store::OAuthStore for SqlStore {
         read::list_clients(&self.pool, identity, page).await
     }
     async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool> {
-        read::is_token_revoked(&self.pool, jti).await
+        let Some(not_revoked) = &self.not_revoked else {
+            return read::is_token_revoked(&self.pool, jti).await;
+        };
+        if not_revoked.knows(jti) {
+            return Ok(false);
+        }
+        let epoch = not_revoked.epoch();
+        let revoked = read::is_token_revoked(&self.pool, jti).await?;
+        if !revoked {
+            not_revoked.remember(jti, epoch);
+        }
+        Ok(revoked)
     }
     async fn find_registration_token(
         &self,
@@ -410,7 +425,12 @@ impl sigil_core::store::DelegationStore for SqlStore {
 impl Store for SqlStore {
     async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
         let touches = changes.touches_registry();
+        let revokes = changes.revokes_tokens();
         let result = self.writer.submit(changes).await;
+        if revokes && let Some(not_revoked) = &self.not_revoked {
+            // Before the revocation is reported done: from then on no ask answers from memory.
+            not_revoked.revoked_some();
+        }
         if touches {
             // Bumped after the commit (and on failure too: it costs a cache refill, nothing more).
             self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

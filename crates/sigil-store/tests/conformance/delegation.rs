@@ -162,6 +162,9 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
         expires_at: 1_900_000_000,
         revoked_at: T0,
     };
+    for jti in ["child", "grandchild"] {
+        assert!(!s.is_token_revoked(jti).await.unwrap(), "{jti}");
+    }
     put(s, revoke("child")).await.unwrap();
     for (jti, revoked) in [
         ("base", false),
@@ -209,6 +212,10 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
     .unwrap();
     put(s, derive("fam-at", "fam-child")).await.unwrap();
     put(s, derive("fam-child", "fam-grandchild")).await.unwrap();
+    // Asked before the revocation too, so that an answer remembered then cannot outlive it.
+    for jti in ["fam-at", "fam-child", "fam-grandchild"] {
+        assert!(!s.is_token_revoked(jti).await.unwrap(), "{jti}");
+    }
     put(
         s,
         Change::RevokeFamily {
