@@ -135,8 +135,9 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
                 scope: None,
             },
         };
-        let sigil = decide_times(&engine, &query, iterations, None)?;
-        let rebuilt = decide_times(&engine, &query, iterations, Some(&bot))?;
+        let sigil = decide_times(&engine, &query, iterations, Changing::Nothing)?;
+        let rebuilt = decide_times(&engine, &query, iterations, Changing::Agent(&bot))?;
+        let documents = decide_times(&engine, &query, iterations, Changing::Document)?;
         let whole = PolicySet::from_str(&format!("{}\n{}", sigil_policy::BUILTIN_POLICIES, policies(n)))
             .map_err(|e| e.to_string())?;
         let bare = bare_cedar([&whole, &whole], engine.schema(), iterations, uk, ak)?;
@@ -155,6 +156,7 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
         let sliced = bare_cedar([&for_user, &for_agent], engine.schema(), iterations, uk, ak)?;
         let (s50, s99) = percentiles(sigil);
         let (r50, r99) = percentiles(rebuilt);
+        let (d50, d99) = percentiles(documents);
         let (b50, b99) = percentiles(bare);
         let (c50, c99) = percentiles(sliced);
         if n == 20 {
@@ -162,13 +164,17 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
         }
         rows.push((
             format!(
-                "{n} policies: Sigil decide (user → agent chain; records unchanged: their entities reused, the document's built from its JSON per request)"
+                "{n} policies: Sigil decide (user → agent chain; records and document unchanged: entity set and context reused, Cedar evaluates each time)"
             ),
             format!("p50 {}, p99 {}", micros(s50), micros(s99)),
         ));
         rows.push((
             format!("{n} policies: Sigil decide (the agent's record changed each time: every entity built)"),
             format!("p50 {}, p99 {}", micros(r50), micros(r99)),
+        ));
+        rows.push((
+            format!("{n} policies: Sigil decide (another document each time: its entity built from its JSON)"),
+            format!("p50 {}, p99 {}", micros(d50), micros(d99)),
         ));
         rows.push((
             format!("{n} policies: bare Cedar is_authorized ×2, whole set, {ENTITIES} prebuilt entities"),
@@ -187,10 +193,11 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
                 "{n} policies: bare Cedar is_authorized ×2 on the policies Sigil evaluates ({evaluated} over both principals), prebuilt entities"
             ),
             format!(
-                "p50 {}, p99 {} — Sigil's own overhead at p50: {} with records unchanged, {} with every entity built",
+                "p50 {}, p99 {} — Sigil's own overhead at p50: {} with records unchanged, {} with another document each time, {} with every entity built",
                 micros(c50),
                 micros(c99),
                 share(s50),
+                share(d50),
                 share(r50)
             ),
         ));
@@ -198,15 +205,28 @@ pub fn bench(iterations: usize) -> Result<Vec<(String, String)>, String> {
     Ok(rows)
 }
 
-/// `iterations` decisions of `query`; with `changing`, that agent's record gets a new version
-/// before each one (as an update would), so no entity of the chain is reused.
+/// What changes between the decisions a run times.
+#[derive(Clone, Copy)]
+enum Changing<'a> {
+    Nothing,
+    /// That agent's record gets a new version before each decision (as an update would), so
+    /// no entity of the chain is reused.
+    Agent(&'a Identity),
+    /// The document has another id each time, so its entity is built from its JSON.
+    Document,
+}
+
+/// `iterations` decisions of `query`, with `changing` changed before each.
 fn decide_times(
     engine: &Engine,
     query: &Query<'_>,
     iterations: usize,
-    changing: Option<&Identity>,
+    changing: Changing<'_>,
 ) -> Result<Vec<Duration>, String> {
-    let mut agent = changing.cloned();
+    let mut agent = match changing {
+        Changing::Agent(a) => Some(a.clone()),
+        _ => None,
+    };
     let mut times = Vec::with_capacity(iterations);
     for i in 0..iterations {
         let mut q = query.clone();
@@ -217,6 +237,20 @@ fn decide_times(
                     *m = ChainMember::Identity { identity: agent, owner };
                 }
             }
+        }
+        let document = format!("d{i}");
+        if let (
+            Changing::Document,
+            ResourceInput::Custom {
+                type_name, properties, ..
+            },
+        ) = (changing, q.resource)
+        {
+            q.resource = ResourceInput::Custom {
+                type_name,
+                id: &document,
+                properties,
+            };
         }
         let t = Instant::now();
         let d = engine.decide(&q).map_err(|e| e.to_string())?;

@@ -10,7 +10,9 @@ use cedar_policy::{
 };
 use serde::Serialize;
 
-use crate::entities::{ChainMember, Query, RequestContext, ResourceInput, chain_key, context, registry_key, uid};
+use crate::entities::{
+    ChainMember, Query, RequestContext, ResourceInput, chain_key, context, described_key, registry_key, uid,
+};
 use crate::principal_slice::PrincipalSlices;
 use crate::{BUILTIN_POLICIES, BUILTIN_SCHEMA, PolicyError, RequestError};
 
@@ -66,6 +68,31 @@ pub(crate) struct Chain {
     pub(crate) members: Vec<(EntityUid, String)>,
     /// Whether the first member is the user the chain acts for; the others are its actors.
     pub(crate) user: bool,
+    /// The Cedar contexts last built for this chain, with the facts each was built from:
+    /// building one evaluates a record of restricted expressions, which took as long as a
+    /// quarter of a decision; requests of one client in one second mostly share their facts.
+    contexts: Mutex<Vec<(RequestContext, cedar_policy::Context)>>,
+}
+
+/// Most contexts a chain remembers (the token endpoint asks about one per candidate scope).
+const CONTEXTS_PER_CHAIN: usize = 8;
+
+impl Chain {
+    /// The Cedar context for `c`, built once per distinct set of facts.
+    fn context(&self, c: &RequestContext) -> Result<cedar_policy::Context, RequestError> {
+        let mut known = self.contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, ctx)) = known.iter().find(|(facts, _)| facts.same_facts(c)) {
+            return Ok(ctx.clone());
+        }
+        drop(known);
+        let ctx = context(self, c)?;
+        known = self.contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= CONTEXTS_PER_CHAIN {
+            known.remove(0);
+        }
+        known.push((c.clone(), ctx.clone()));
+        Ok(ctx)
+    }
 }
 
 /// One action, as the schema declares it.
@@ -240,13 +267,14 @@ impl Engine {
         }
         let chain_key = chain_key(q);
         let key = registry_key(q, &chain_key);
+        let set_key = key.clone().or_else(|| described_key(q, &chain_key));
         let chain = self.chain(q, info, chain_key)?;
-        let entities = match key.as_ref().and_then(|k| self.cached_entities(k)) {
+        let entities = match set_key.as_ref().and_then(|k| self.cached_entities(k)) {
             Some(set) => set,
             None => {
                 let set = Arc::new(self.with_resource(&chain.entities, q, resource_uid.clone())?);
-                if let Some(k) = &key {
-                    self.cache_entities(k.clone(), Arc::clone(&set));
+                if let Some(k) = set_key {
+                    self.cache_entities(k, Arc::clone(&set));
                 }
                 set
             }
@@ -283,6 +311,7 @@ impl Engine {
             entities: Entities::from_entities(entities, None).map_err(invalid_entities)?,
             user: matches!(q.chain.first(), Some(ChainMember::User(_))),
             members,
+            contexts: Mutex::default(),
         });
         chains = self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if chains.len() >= MAX_CACHED_ENTITY_SETS {
@@ -357,7 +386,7 @@ impl Engine {
 
     /// Asks Cedar for each member of the chain in turn, stopping at the first deny.
     fn evaluate_chain(&self, p: &Prepared<'_>, q: &Query<'_>, c: &RequestContext) -> Result<Decision, RequestError> {
-        let ctx = context(&p.chain, c)?;
+        let ctx = p.chain.context(c)?;
         let mut steps = Vec::with_capacity(q.chain.len());
         for m in &p.chain.members {
             let step = self.step(m, &p.action, &p.resource_uid, ctx.clone(), p.info, &p.entities)?;

@@ -48,6 +48,29 @@ pub struct RequestContext {
     pub scope: Option<String>,
 }
 
+impl RequestContext {
+    /// Whether `other` gives the Cedar context the same values (its `time` is in seconds).
+    pub(crate) fn same_facts(&self, other: &Self) -> bool {
+        // Destructured, so that a new field cannot be left out of the comparison.
+        let Self {
+            now,
+            scopes,
+            audience,
+            auth_method,
+            environment,
+            purpose,
+            scope,
+        } = self;
+        now.unix_seconds() == other.now.unix_seconds()
+            && *scopes == other.scopes
+            && *audience == other.audience
+            && *auth_method == other.auth_method
+            && *environment == other.environment
+            && *purpose == other.purpose
+            && *scope == other.scope
+    }
+}
+
 /// A decision request: `chain` holds the user the chain acts for (if any) first, then every
 /// actor from the one closest to the user outwards.
 #[derive(Debug, Clone)]
@@ -276,6 +299,32 @@ pub(crate) fn registry_key(q: &Query<'_>, chain_key: &str) -> Option<String> {
         return None;
     };
     Some(format!("{chain_key}#{}@{}:{owner}", resource.id, resource.meta.version))
+}
+
+/// Longest caller-described resource (its properties as JSON) whose entity set is kept: a
+/// bound on what callers can make the engine hold (4,096 sets at most).
+const MAX_KEPT_PROPERTIES: usize = 512;
+
+/// What a query's entity set depends on when its resource is described by the caller: the
+/// chain, the resource's type and id, and its properties, or `None` when they are too long to
+/// be worth keeping. The decision itself is not remembered for such a key (see `registry_key`).
+pub(crate) fn described_key(q: &Query<'_>, chain_key: &str) -> Option<String> {
+    let ResourceInput::Custom {
+        type_name,
+        id,
+        properties,
+    } = q.resource
+    else {
+        return None;
+    };
+    let props = match properties {
+        Some(p) => serde_json::to_string(p).ok()?,
+        None => String::new(),
+    };
+    // Type and id length-prefixed, so that no two resources share a key; `~` sets these keys
+    // apart from `registry_key`'s.
+    (props.len() <= MAX_KEPT_PROPERTIES)
+        .then(|| format!("{chain_key}#~{}:{type_name}{}:{id}{props}", type_name.len(), id.len()))
 }
 
 /// The Cedar context for a chain: the user, the actors, the depth, and the request's facts.

@@ -424,6 +424,48 @@ fn a_changed_record_is_never_decided_from_its_old_entity() {
 }
 
 #[test]
+fn a_described_resource_or_another_context_is_never_decided_from_an_earlier_one() {
+    // A chain keeps the contexts it built and the entity sets of the resources callers
+    // described; a request that differs in any fact or property must be decided on its own.
+    let e = Engine::compile(
+        1,
+        r#"@id("audits-in-time") permit (principal, action == Sigil::Action::"employee.read", resource)
+           when { context has purpose && context.purpose == "audit" && context.time < 1800000010 && resource.department == "sales" };"#,
+        Some(HR_SCHEMA),
+    )
+    .unwrap();
+    let bot = agent("auditor", "employees.read");
+    let sales = props("alice");
+    let mut elsewhere = props("alice");
+    elsewhere.insert("department".into(), "legal".into());
+    let decide = |resource: &serde_json::Map<String, serde_json::Value>, purpose: &str, seconds: i64| {
+        e.decide(&Query {
+            chain: vec![ChainMember::Identity {
+                identity: &bot,
+                owner: "o",
+            }],
+            action: "employee.read",
+            resource: employee("e1", resource),
+            context: RequestContext {
+                now: Timestamp::from_unix_seconds(seconds),
+                purpose: Some(purpose.into()),
+                ..ctx()
+            },
+        })
+        .unwrap()
+        .allowed
+    };
+    assert!(decide(&sales, "audit", 1_800_000_000));
+    assert!(!decide(&sales, "curiosity", 1_800_000_000), "another purpose");
+    assert!(!decide(&sales, "audit", 1_800_000_010), "a later second");
+    assert!(
+        !decide(&elsewhere, "audit", 1_800_000_000),
+        "the same id, other properties"
+    );
+    assert!(decide(&sales, "audit", 1_800_000_000));
+}
+
+#[test]
 fn invalid_policies_are_rejected_with_cedar_diagnostics() {
     let bad_syntax = Engine::compile(1, "permit (principal, action, resource", None).unwrap_err();
     assert!(!bad_syntax.diagnostics.is_empty());
