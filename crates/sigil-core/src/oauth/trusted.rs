@@ -89,11 +89,18 @@ pub fn unverified_issuer(jwt: &str) -> Option<String> {
     if jwt.len() > 16 * 1024 || jwt.split('.').count() != 3 {
         return None;
     }
-    part::<Map<String, Value>>(jwt, 1)
-        .ok()?
-        .get("iss")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    // Only `iss` is read: the other claims are skipped, not built into a map (this runs for
+    // every token exchanged). A claim named twice is refused (RFC 7519 §4). A derived struct
+    // would also take a JSON array, which is no claims set.
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        iss: Option<String>,
+    }
+    let payload = sigil_crypto::b64url_decode(jwt.split('.').nth(1)?).ok()?;
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Issuer>(&payload).ok()?.iss
 }
 
 /// Verifies a JWT's signature against `keys` (asymmetric algorithms only; `none` and HMAC are
@@ -133,4 +140,30 @@ pub fn verify_jwt(jwt: &str, keys: &PublicJwks, now: i64) -> Result<VerifiedJwt,
         return Err("not valid yet".into());
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unverified_issuer;
+
+    fn jwt(payload: &str) -> String {
+        let enc = sigil_crypto::b64url;
+        format!("{}.{}.sig", enc(br#"{"alg":"EdDSA"}"#), enc(payload.as_bytes()))
+    }
+
+    #[test]
+    fn the_issuer_is_read_from_the_payload_alone() {
+        let token = jwt(r#"{"sub":"u","act":{"sub":"a"},"iss":"https://idp.example","exp":1}"#);
+        assert_eq!(unverified_issuer(&token).as_deref(), Some("https://idp.example"));
+        for payload in [
+            r#"{"sub":"u"}"#,
+            r#"{"iss":7}"#,
+            r#"{"iss":"https://a.example","iss":"https://b.example"}"#,
+            r#"["iss"]"#,
+            "not json",
+        ] {
+            assert_eq!(unverified_issuer(&jwt(payload)), None, "{payload}");
+        }
+        assert_eq!(unverified_issuer("a.b"), None);
+    }
 }
