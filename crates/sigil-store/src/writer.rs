@@ -535,4 +535,53 @@ mod tests {
         let one_by_one = spend_in_one_batch(&jobs(), false).await;
         assert_eq!(format!("{fast:?}"), format!("{one_by_one:?}"));
     }
+    /// A change set refused as a replay touches no identity, in a batch or one savepoint per
+    /// change set: the touch is written only with marks that were spent for the first time.
+    #[tokio::test]
+    async fn a_replayed_change_set_touches_no_identity() {
+        for fast in [true, false] {
+            let pool = crate::migrate::memory_database().await;
+            let mut conn = pool.acquire().await.expect("connection");
+            let d = Backend::Sqlite.dialect();
+            sqlx::query(
+                "INSERT INTO users (id, username, groups_json, status, created_at, updated_at, created_by, updated_by, version) \
+                 VALUES ('usr_1', 'u', '[]', 'active', 0, 0, 's', 's', 1)",
+            )
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            let ids: Vec<_> = (1..=2u8)
+                .map(|n| sigil_types::IdentityId::generate(1_800_000_000_000, [n; 10]))
+                .collect();
+            for id in &ids {
+                sqlx::query(
+                    "INSERT INTO identities (id, name, kind, owner_id, labels_json, status, ceiling_json, created_at, updated_at, created_by, updated_by, version) \
+                     VALUES ($1, $1, 'agent', 'usr_1', '{}', 'active', '{}', 0, 0, 's', 's', 1)",
+                )
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            }
+            let earlier = ChangeSet::new().change(assertion("c", "old"));
+            run_transaction(&mut conn, &[earlier], d).await.unwrap()[0]
+                .clone()
+                .unwrap();
+            let touch = |id: &sigil_types::IdentityId| Change::TouchIdentity {
+                id: id.clone(),
+                at: sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
+            };
+            let jobs = [
+                audited(ChangeSet::new().change(assertion("c", "old")).change(touch(&ids[0]))),
+                audited(ChangeSet::new().change(assertion("c", "new")).change(touch(&ids[1]))),
+            ];
+            let results = run_batch(&mut conn, &jobs, d, fast).await.unwrap().expect("committed");
+            assert!(results[0].is_err() && results[1].is_ok(), "{results:?}");
+            let used: Vec<Option<i64>> = sqlx::query_scalar("SELECT last_used_at FROM identities ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(used, [None, Some(1_800_000_000_000_000)], "fast path: {fast}");
+        }
+    }
 }

@@ -631,19 +631,24 @@ impl OAuthService {
         auth: &Authenticated,
         proof: Option<&super::dpop::Proof>,
     ) -> Result<(), OAuthError> {
+        // The single-use marks go first: every transaction takes its locks in the order marks,
+        // identity touches, the rest (see the store's group committer), and a replay is then
+        // refused before anything else of the change set is written.
+        let mut marks = Vec::with_capacity(2);
         if let Some((jti, exp)) = &auth.assertion_jti {
-            cs = cs.change(Change::RecordAssertion {
+            marks.push(Change::RecordAssertion {
                 client_id: auth.client.client_id.clone(),
                 jti: jti.clone(),
                 expires_at: *exp,
             });
         }
         if let Some(p) = proof {
-            cs = cs.change(Change::RecordDpopProof {
+            marks.push(Change::RecordDpopProof {
                 jti: p.jti.clone(),
                 expires_at: p.iat + 2 * super::dpop::WINDOW_SECS,
             });
         }
+        cs.changes.splice(0..0, marks);
         match self.store.commit(cs).await {
             Ok(()) => Ok(()),
             Err(StoreError::Duplicate {

@@ -3,10 +3,11 @@
 //! revoked), single-use marks (refused when already spent) and identity touches (never
 //! refused) — are written at the end of the transaction instead of one savepoint each.
 //!
-//! Writes take their row locks in one order in every transaction: identity touches by id, then
-//! marks by key, then derivations — the order of an issuance's own changes, which a change set
+//! Writes take their row locks in one order in every transaction: marks by key, then identity
+//! touches by id, then derivations — the order of an issuance's own changes, which a change set
 //! alone in its transaction applies as they come. So two PostgreSQL writers recording the same
-//! marks or touching the same identities wait for each other instead of deadlocking.
+//! marks or touching the same identities wait for each other instead of deadlocking. Touches
+//! come after the marks so that a change set refused as a replay touches nothing either.
 
 use std::collections::HashSet;
 
@@ -56,23 +57,12 @@ pub async fn write(
             Err(refusal) => refuse(results, *n, refusal),
         }
     }
-    let mut touches: Vec<&Change> = passed
-        .iter()
-        .flat_map(|(_, job, _)| job.changes.iter())
-        .filter(|c| matches!(c, Change::TouchIdentity { .. }))
-        .collect();
-    touches.sort_by_key(|c| match c {
-        Change::TouchIdentity { id, .. } => Some(id.as_str()),
-        _ => None,
-    });
-    for touch in touches {
-        apply_one(conn, touch).await?;
-    }
     let to_record: Vec<&Mark> = passed.iter().flat_map(|(_, _, m)| m.iter()).collect();
     let recorded = insert_marks_many(conn, &to_record).await?;
 
     // A mark recorded before (by an earlier batch, or by another writer meanwhile) makes its
     // change set a replay; the other marks that change set recorded here are taken back.
+    let mut touches: Vec<&Change> = Vec::new();
     let mut derived: Vec<&Change> = Vec::new();
     let mut forget: Vec<&MarkKey> = Vec::new();
     for (n, job, job_marks) in passed {
@@ -81,12 +71,21 @@ pub async fn write(
             forget.extend(job_marks.iter().map(|m| &m.key).filter(|k| recorded.contains(*k)));
             continue;
         }
-        derived.extend(
-            job.changes
-                .iter()
-                .filter(|c| matches!(c, Change::RecordDerivedToken { .. })),
-        );
+        for change in &job.changes {
+            match change {
+                Change::TouchIdentity { .. } => touches.push(change),
+                Change::RecordDerivedToken { .. } => derived.push(change),
+                _ => {}
+            }
+        }
         audit.extend(job.audit.iter());
+    }
+    touches.sort_by_key(|c| match c {
+        Change::TouchIdentity { id, .. } => Some(id.as_str()),
+        _ => None,
+    });
+    for touch in touches {
+        apply_one(conn, touch).await?;
     }
     forget_marks(conn, &forget).await?;
     insert_derived_many(conn, &derived).await?;
