@@ -169,11 +169,13 @@ impl SqlStore {
         }
         let write_pool = pool_sized(&url, backend, d.writers, opts).await?;
         let rewind = (backend == Backend::Sqlite).then(Arc::<checkpointer::RestartWanted>::default);
+        let not_revoked = (backend == Backend::Sqlite).then(Arc::<revocations::NotRevoked>::default);
         let writer = Arc::new(writer::Writer::start(
             write_pool,
             backend,
             opts.max_batch,
             rewind.clone(),
+            not_revoked.clone(),
         ));
         let epoch = Arc::<std::sync::atomic::AtomicU64>::default();
         let notices =
@@ -187,7 +189,7 @@ impl SqlStore {
             backend,
             writer,
             epoch,
-            not_revoked: (backend == Backend::Sqlite).then(Arc::default),
+            not_revoked,
             _notices: notices,
             _checkpointing: checkpointing,
         })
@@ -425,12 +427,7 @@ impl sigil_core::store::DelegationStore for SqlStore {
 impl Store for SqlStore {
     async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
         let touches = changes.touches_registry();
-        let revokes = changes.revokes_tokens();
         let result = self.writer.submit(changes).await;
-        if revokes && let Some(not_revoked) = &self.not_revoked {
-            // Before the revocation is reported done: from then on no ask answers from memory.
-            not_revoked.revoked_some();
-        }
         if touches {
             // Bumped after the commit (and on failure too: it costs a cache refill, nothing more).
             self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -4,8 +4,9 @@
 //!
 //! An SQLite file is served by one `sigil serve` process, and every revocation is a change set
 //! this process commits through [`crate::SqlStore`]. So an answer "not revoked" stays true until
-//! the next commit that revokes something: each such commit moves the epoch, and an answer
-//! remembered under an older epoch is asked again. PostgreSQL replicas revoke each other's
+//! the next commit that revokes something: the writer moves the epoch after each such batch,
+//! before it answers any request of it, and an answer remembered under an older epoch is asked
+//! again. PostgreSQL replicas revoke each other's
 //! tokens, and no notice reaches them as a commit does: they keep asking the database.
 
 use std::collections::HashMap;

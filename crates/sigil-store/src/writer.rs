@@ -19,6 +19,7 @@ use crate::apply::{apply, apply_changes};
 use crate::checkpointer::{self, RestartWanted};
 use crate::dialect::{Backend, Dialect};
 use crate::errors;
+use crate::revocations::NotRevoked;
 
 mod fast_path;
 
@@ -43,14 +44,26 @@ pub struct Writer {
 
 impl Writer {
     /// `rewind`: SQLite's request, from the checkpointer, to finish a checkpoint between batches.
-    pub fn start(pool: AnyPool, backend: Backend, max_batch: usize, rewind: Option<Arc<RestartWanted>>) -> Self {
+    /// `not_revoked`: SQLite's memory of tokens read as not revoked, which a batch that revokes
+    /// tokens must make forget before anyone learns of the revocation.
+    pub fn start(
+        pool: AnyPool,
+        backend: Backend,
+        max_batch: usize,
+        rewind: Option<Arc<RestartWanted>>,
+        not_revoked: Option<Arc<NotRevoked>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let d = backend.dialect();
         let done = (0..d.writers)
             .map(|_| {
                 let (finished, done) = oneshot::channel();
-                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1), rewind.clone());
+                let after = AfterCommit {
+                    rewind: rewind.clone(),
+                    not_revoked: not_revoked.clone(),
+                };
+                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1), after);
                 spawn_writer(work, finished);
                 done
             })
@@ -120,7 +133,7 @@ async fn run(
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     d: &'static Dialect,
     max_batch: usize,
-    rewind: Option<Arc<RestartWanted>>,
+    after: AfterCommit,
 ) {
     loop {
         let batch = {
@@ -135,8 +148,8 @@ async fn run(
             }
             batch
         };
-        commit_batch(&pool, batch, d).await;
-        if let Some(rewind) = &rewind
+        commit_batch(&pool, batch, d, after.not_revoked.as_deref()).await;
+        if let Some(rewind) = &after.rewind
             && rewind.take()
             && let Ok(mut conn) = pool.acquire().await
         {
@@ -145,12 +158,26 @@ async fn run(
     }
 }
 
-async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect) {
+/// What the writer does between batches (SQLite only).
+struct AfterCommit {
+    rewind: Option<Arc<RestartWanted>>,
+    not_revoked: Option<Arc<NotRevoked>>,
+}
+
+async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect, not_revoked: Option<&NotRevoked>) {
     let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
     let results = match commit_jobs(pool, &jobs, d).await {
         Ok(results) => results,
         Err(why) => jobs.iter().map(|_| Err(StoreError::Unavailable(why.clone()))).collect(),
     };
+    // Here, not in the request's task: that task may be dropped (its client gone) after the
+    // commit, and the memory would then keep answering "not revoked" for a revoked token. On
+    // failure too: the batch may have been mid-commit.
+    if let Some(memory) = not_revoked
+        && jobs.iter().any(ChangeSet::revokes_tokens)
+    {
+        memory.revoked_some();
+    }
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
@@ -583,5 +610,42 @@ mod tests {
                 .unwrap();
             assert_eq!(used, [None, Some(1_800_000_000_000_000)], "fast path: {fast}");
         }
+    }
+    /// The memory of tokens read as not revoked forgets when a revocation commits, even when the
+    /// request that asked for it is gone by then (its client disconnected, say): the writer
+    /// moves the epoch, not the request's task.
+    #[tokio::test]
+    async fn a_revocation_is_remembered_even_when_its_request_is_dropped() {
+        let pool = crate::migrate::memory_database().await;
+        let memory = Arc::new(NotRevoked::default());
+        let writer = Writer::start(pool, Backend::Sqlite, MAX_BATCH, None, Some(Arc::clone(&memory)));
+        let before = memory.epoch();
+        let revoke = ChangeSet::new().change(Change::RevokeToken {
+            jti: "t".into(),
+            expires_at: 1_900_000_000,
+            revoked_at: sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
+        });
+        // Polled once (the change set is queued), then dropped before its answer.
+        let mut dropped = Box::pin(writer.submit(revoke));
+        std::future::poll_fn(|cx| {
+            assert!(dropped.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(dropped);
+        // The writer takes change sets in order: once a later one is answered, the revocation
+        // has been committed.
+        writer
+            .submit(ChangeSet::new().change(assertion("c", "a")))
+            .await
+            .unwrap();
+        assert!(memory.epoch() > before, "the writer moved the epoch");
+        let epoch = memory.epoch();
+        writer
+            .submit(ChangeSet::new().change(assertion("c", "b")))
+            .await
+            .unwrap();
+        assert_eq!(memory.epoch(), epoch, "nothing else moves it");
+        writer.shutdown().await;
     }
 }
