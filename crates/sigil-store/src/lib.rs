@@ -170,14 +170,13 @@ impl SqlStore {
         let write_pool = pool_sized(&url, backend, d.writers, opts).await?;
         let rewind = (backend == Backend::Sqlite).then(Arc::<checkpointer::RestartWanted>::default);
         let not_revoked = (backend == Backend::Sqlite).then(Arc::<revocations::NotRevoked>::default);
-        let writer = Arc::new(writer::Writer::start(
-            write_pool,
-            backend,
-            opts.max_batch,
-            rewind.clone(),
-            not_revoked.clone(),
-        ));
         let epoch = Arc::<std::sync::atomic::AtomicU64>::default();
+        let after = writer::AfterCommit {
+            registry_epoch: Arc::clone(&epoch),
+            not_revoked: not_revoked.clone(),
+            rewind: rewind.clone(),
+        };
+        let writer = Arc::new(writer::Writer::start(write_pool, backend, opts.max_batch, after));
         let notices =
             (backend == Backend::Postgres).then(|| Arc::new(notices::listen(url.clone(), Arc::clone(&epoch))));
         let checkpointing = Arc::new(());
@@ -426,14 +425,13 @@ impl sigil_core::store::DelegationStore for SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn commit(&self, changes: ChangeSet) -> StoreResult<()> {
+        // The writer moves this replica's registry epoch after the commit; the other replicas
+        // hear of it here (a notice lost with a dropped request leaves them at their caches'
+        // one-second bound).
         let touches = changes.touches_registry();
         let result = self.writer.submit(changes).await;
-        if touches {
-            // Bumped after the commit (and on failure too: it costs a cache refill, nothing more).
-            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if result.is_ok() && self.backend == Backend::Postgres {
-                announce_registry_change(&self.pool).await;
-            }
+        if touches && result.is_ok() && self.backend == Backend::Postgres {
+            announce_registry_change(&self.pool).await;
         }
         result
     }

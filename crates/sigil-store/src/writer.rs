@@ -9,6 +9,7 @@
 //! refusals are judged for the whole batch at once ([`fast_path`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sigil_core::store::{Change, ChangeSet, StoreError};
 use sqlx::{AnyConnection, AnyPool};
@@ -43,27 +44,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// `rewind`: SQLite's request, from the checkpointer, to finish a checkpoint between batches.
-    /// `not_revoked`: SQLite's memory of tokens read as not revoked, which a batch that revokes
-    /// tokens must make forget before anyone learns of the revocation.
-    pub fn start(
-        pool: AnyPool,
-        backend: Backend,
-        max_batch: usize,
-        rewind: Option<Arc<RestartWanted>>,
-        not_revoked: Option<Arc<NotRevoked>>,
-    ) -> Self {
+    /// `after`: what each writer does once a batch is committed.
+    pub fn start(pool: AnyPool, backend: Backend, max_batch: usize, after: AfterCommit) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let d = backend.dialect();
         let done = (0..d.writers)
             .map(|_| {
                 let (finished, done) = oneshot::channel();
-                let after = AfterCommit {
-                    rewind: rewind.clone(),
-                    not_revoked: not_revoked.clone(),
-                };
-                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1), after);
+                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1), after.clone());
                 spawn_writer(work, finished);
                 done
             })
@@ -148,7 +137,7 @@ async fn run(
             }
             batch
         };
-        commit_batch(&pool, batch, d, after.not_revoked.as_deref()).await;
+        commit_batch(&pool, batch, d, &after).await;
         if let Some(rewind) = &after.rewind
             && rewind.take()
             && let Ok(mut conn) = pool.acquire().await
@@ -158,22 +147,32 @@ async fn run(
     }
 }
 
-/// What the writer does between batches (SQLite only).
-struct AfterCommit {
-    rewind: Option<Arc<RestartWanted>>,
-    not_revoked: Option<Arc<NotRevoked>>,
+/// What a writer does once a batch is committed, before it answers the batch's requests. Done
+/// here, not in the requests' tasks: a task may be dropped (its client gone) after its change
+/// set is queued, and what it would have done after the commit would then never happen.
+#[derive(Debug, Clone, Default)]
+pub struct AfterCommit {
+    /// Moved after a batch that changes what token issuance reads from the registry, so that
+    /// read caches drop what they hold.
+    pub registry_epoch: Arc<AtomicU64>,
+    /// SQLite: the memory of tokens read as not revoked, which forgets after a batch that
+    /// revokes tokens.
+    pub not_revoked: Option<Arc<NotRevoked>>,
+    /// SQLite: the checkpointer's request to copy the WAL's tail between two batches.
+    pub rewind: Option<Arc<RestartWanted>>,
 }
 
-async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect, not_revoked: Option<&NotRevoked>) {
+async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect, after: &AfterCommit) {
     let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
     let results = match commit_jobs(pool, &jobs, d).await {
         Ok(results) => results,
         Err(why) => jobs.iter().map(|_| Err(StoreError::Unavailable(why.clone()))).collect(),
     };
-    // Here, not in the request's task: that task may be dropped (its client gone) after the
-    // commit, and the memory would then keep answering "not revoked" for a revoked token. On
-    // failure too: the batch may have been mid-commit.
-    if let Some(memory) = not_revoked
+    // On failure too: the batch may have been mid-commit, and a refill costs only reads.
+    if jobs.iter().any(ChangeSet::touches_registry) {
+        after.registry_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+    if let Some(memory) = &after.not_revoked
         && jobs.iter().any(ChangeSet::revokes_tokens)
     {
         memory.revoked_some();
@@ -611,41 +610,59 @@ mod tests {
             assert_eq!(used, [None, Some(1_800_000_000_000_000)], "fast path: {fast}");
         }
     }
-    /// The memory of tokens read as not revoked forgets when a revocation commits, even when the
-    /// request that asked for it is gone by then (its client disconnected, say): the writer
-    /// moves the epoch, not the request's task.
-    #[tokio::test]
-    async fn a_revocation_is_remembered_even_when_its_request_is_dropped() {
-        let pool = crate::migrate::memory_database().await;
-        let memory = Arc::new(NotRevoked::default());
-        let writer = Writer::start(pool, Backend::Sqlite, MAX_BATCH, None, Some(Arc::clone(&memory)));
-        let before = memory.epoch();
-        let revoke = ChangeSet::new().change(Change::RevokeToken {
-            jti: "t".into(),
-            expires_at: 1_900_000_000,
-            revoked_at: sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
-        });
-        // Polled once (the change set is queued), then dropped before its answer.
-        let mut dropped = Box::pin(writer.submit(revoke));
+    /// Submits `changes`, polls once (the change set is queued) and drops the request before its
+    /// answer, as when its client disconnects.
+    async fn submit_and_drop(writer: &Writer, changes: ChangeSet) {
+        let mut dropped = Box::pin(writer.submit(changes));
         std::future::poll_fn(|cx| {
             assert!(dropped.as_mut().poll(cx).is_pending());
             std::task::Poll::Ready(())
         })
         .await;
-        drop(dropped);
-        // The writer takes change sets in order: once a later one is answered, the revocation
-        // has been committed.
-        writer
-            .submit(ChangeSet::new().change(assertion("c", "a")))
-            .await
-            .unwrap();
-        assert!(memory.epoch() > before, "the writer moved the epoch");
-        let epoch = memory.epoch();
-        writer
-            .submit(ChangeSet::new().change(assertion("c", "b")))
-            .await
-            .unwrap();
-        assert_eq!(memory.epoch(), epoch, "nothing else moves it");
+    }
+
+    /// After a revocation the memory of tokens read as not revoked forgets, and after a
+    /// registry change the read caches' epoch moves, even when the request is gone by then:
+    /// the writer moves them, not the request's task.
+    #[tokio::test]
+    async fn what_a_commit_invalidates_is_invalidated_even_when_its_request_is_dropped() {
+        let pool = crate::migrate::memory_database().await;
+        let after = AfterCommit {
+            not_revoked: Some(Arc::default()),
+            ..AfterCommit::default()
+        };
+        let memory = after.not_revoked.clone().expect("memory");
+        let registry = Arc::clone(&after.registry_epoch);
+        let writer = Writer::start(pool, Backend::Sqlite, MAX_BATCH, after);
+        let epochs = || (memory.epoch(), registry.load(Ordering::SeqCst));
+        // The writer takes change sets in order: once a later one is answered, the dropped one
+        // has been committed (or refused).
+        let spend = |jti: &str| ChangeSet::new().change(assertion("c", jti));
+        let revoke = ChangeSet::new().change(Change::RevokeToken {
+            jti: "t".into(),
+            expires_at: 1_900_000_000,
+            revoked_at: sigil_types::Timestamp::from_unix_seconds(1_800_000_000),
+        });
+        submit_and_drop(&writer, revoke).await;
+        writer.submit(spend("a")).await.unwrap();
+        assert_eq!(
+            epochs(),
+            (1, 0),
+            "a revocation moves only the revocation memory's epoch"
+        );
+        let delete = ChangeSet::new().change(Change::DeleteUser {
+            id: sigil_types::UserId::generate(1_800_000_000_000, [1; 10]),
+            expected_version: 1,
+        });
+        submit_and_drop(&writer, delete).await;
+        writer.submit(spend("b")).await.unwrap();
+        assert_eq!(
+            epochs(),
+            (1, 1),
+            "a registry change (refused here) moves the registry's"
+        );
+        writer.submit(spend("c")).await.unwrap();
+        assert_eq!(epochs(), (1, 1), "nothing else moves them");
         writer.shutdown().await;
     }
 }
