@@ -428,9 +428,9 @@ impl Store for SqlStore {
         // The writer moves this replica's registry epoch after the commit; the other replicas
         // hear of it here (a notice lost with a dropped request leaves them at their caches'
         // one-second bound).
-        let touches = changes.touches_registry();
+        let announce = self.backend == Backend::Postgres && changes.touches_registry();
         let result = self.writer.submit(changes).await;
-        if touches && result.is_ok() && self.backend == Backend::Postgres {
+        if announce && result.is_ok() {
             announce_registry_change(&self.pool).await;
         }
         result

@@ -6,8 +6,8 @@
 //! this process commits through [`crate::SqlStore`]. So an answer "not revoked" stays true until
 //! the next commit that revokes something: the writer moves the epoch after each such batch,
 //! before it answers any request of it, and an answer remembered under an older epoch is asked
-//! again. PostgreSQL replicas revoke each other's
-//! tokens, and no notice reaches them as a commit does: they keep asking the database.
+//! again. PostgreSQL replicas revoke each other's tokens, and no notice reaches them as a commit
+//! does: they keep asking the database.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -147,9 +147,10 @@ async fn run(
     }
 }
 
-/// What a writer does once a batch is committed, before it answers the batch's requests. Done
-/// here, not in the requests' tasks: a task may be dropped (its client gone) after its change
-/// set is queued, and what it would have done after the commit would then never happen.
+/// What a writer does after each batch: the epochs it moves before answering the batch's
+/// requests, and the WAL tail it copies before taking the next batch. Done here, not in the
+/// requests' tasks: a task may be dropped (its client gone) after its change set is queued, and
+/// what it would have done after the commit would then never happen.
 #[derive(Debug, Clone, Default)]
 pub struct AfterCommit {
     /// Moved after a batch that changes what token issuance reads from the registry, so that
@@ -561,6 +562,7 @@ mod tests {
         let one_by_one = spend_in_one_batch(&jobs(), false).await;
         assert_eq!(format!("{fast:?}"), format!("{one_by_one:?}"));
     }
+
     /// A change set refused as a replay touches no identity, in a batch or one savepoint per
     /// change set: the touch is written only with marks that were spent for the first time.
     #[tokio::test]
@@ -610,6 +612,7 @@ mod tests {
             assert_eq!(used, [None, Some(1_800_000_000_000_000)], "fast path: {fast}");
         }
     }
+
     /// Submits `changes`, polls once (the change set is queued) and drops the request before its
     /// answer, as when its client disconnects.
     async fn submit_and_drop(writer: &Writer, changes: ChangeSet) {

@@ -90,8 +90,8 @@ pub fn unverified_issuer(jwt: &str) -> Option<String> {
         return None;
     }
     // Only `iss` is read: the other claims are skipped, not built into a map (this runs for
-    // every token exchanged). A claim named twice is refused (RFC 7519 §4). A derived struct
-    // would also take a JSON array, which is no claims set.
+    // every token exchanged). An `iss` named twice gives none (RFC 7519 §4). A derived struct
+    // would also take a JSON array, which is no claims set: hence the check for an object.
     #[derive(serde::Deserialize)]
     struct Issuer {
         iss: Option<String>,
