@@ -115,6 +115,7 @@ impl App {
                 token_endpoint: format!("{issuer}/token"),
                 introspection_endpoint: format!("{issuer}/introspect"),
                 revocation_endpoint: format!("{issuer}/revoke"),
+                userinfo_endpoint: format!("{issuer}/userinfo"),
                 access_token_ttl: config.access_token_ttl,
                 max_access_token_ttl: config.max_access_token_ttl,
                 dpop_nonce: config.dpop_nonce,

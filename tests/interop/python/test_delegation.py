@@ -153,6 +153,29 @@ def test_openid_connect_id_token_checked_by_authlib(sigil):
     assert _verify(meta, d["token"]["access_token"])["scope"] == "read"
 
 
+def test_openid_connect_sign_in_without_a_resource_reads_userinfo(sigil):
+    """A relying party that only signs its user in names no API (RFC 8707's resource is
+    optional): authlib's session then reads the user's claims at the UserInfo endpoint the
+    discovery document names (Core §5.3), and that access token opens no API."""
+    meta = requests.get(sigil.url + "/.well-known/openid-configuration", timeout=5).json()
+    username, user_id = _user(sigil)
+    agent, _ = _agent(sigil, "login")
+    client_id = sigil.admin("POST", "/admin/v1/clients", {"identity": agent, "token_endpoint_auth_method": "none", "redirect_uris": [CB]})["client_id"]
+    session = OAuth2Session(client_id, redirect_uri=CB, scope="openid profile", code_challenge_method="S256")
+    verifier = secrets.token_urlsafe(48)
+    url, state = session.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier, nonce="n-1")
+    token = session.fetch_token(meta["token_endpoint"], authorization_response=_browser(url, username), state=state, code_verifier=verifier)
+    assert set(token["scope"].split()) == {"openid", "profile"}
+    info = session.get(meta["userinfo_endpoint"], timeout=5)
+    assert info.status_code == 200, info.text
+    assert info.json() == {"sub": user_id, "preferred_username": username}
+    assert jwt.decode(token["id_token"], options={"verify_signature": False})["sub"] == user_id
+    # The token's audience is the UserInfo endpoint: no resource server would accept it.
+    assert jwt.decode(token["access_token"], options={"verify_signature": False})["aud"] == meta["userinfo_endpoint"]
+    refused = requests.get(meta["userinfo_endpoint"], headers={"Authorization": "Bearer " + token["access_token"] + "x"}, timeout=5)
+    assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+
+
 def test_authlib_refresh_rotation_and_reuse_detection(sigil):
     meta = _metadata(sigil)
     d = _delegate(sigil, meta)

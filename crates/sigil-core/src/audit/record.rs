@@ -61,6 +61,7 @@ event_types! {
     TokenRefused => "token.refused",
     TokenIntrospected => "token.introspected",
     TokenRevoked => "token.revoked",
+    UserInfoRead => "userinfo.read",
     PolicyUploaded => "policy.uploaded",
     PolicyActivated => "policy.activated",
     AccessEvaluated => "access.evaluated",

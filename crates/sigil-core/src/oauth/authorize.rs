@@ -25,6 +25,9 @@ pub const OPENID: &str = "openid";
 /// understood: relying-party libraries send `openid profile email` by default, and the ID
 /// token's claims do not depend on them.
 const OIDC_SCOPES: [&str; 5] = ["profile", "email", "address", "phone", "offline_access"];
+/// The OpenID Connect scopes whose claims the UserInfo endpoint releases (Core §5.4); the
+/// scope of a sign-in that names no API is made of these alone.
+pub const USERINFO_SCOPES: [&str; 2] = ["profile", "email"];
 
 /// Failed sign-ins per username within [`SIGN_IN_WINDOW`] after which the username is locked
 /// for the rest of the window (online guessing; the lock is per process).
@@ -103,8 +106,12 @@ pub struct Authorization {
     pub client: OAuthClient,
     pub agent: Identity,
     pub agent_owner: String,
-    pub resource: Resource,
-    /// Requested scopes (all of the resource's when none were requested).
+    /// The API the user lets the agent act at. `None`: a sign-in only (an OpenID Connect
+    /// request that named no resource), whose access token reads the user's claims at the
+    /// UserInfo endpoint and nothing else.
+    pub resource: Option<Resource>,
+    /// Requested scopes: of the resource (all of them when none were requested), or of a
+    /// sign-in only the [`USERINFO_SCOPES`] asked for (perhaps none).
     pub scopes: ScopeSet,
     pub redirect_uri: String,
     /// Whether the request named the redirect URI (then the token request must repeat it).
@@ -348,25 +355,33 @@ impl OAuthService {
                 &format!("the agent behind this client is {status}"),
             ));
         }
+        // `openid` asks for an ID token about the user; the other scopes are the resource's.
+        let raw_scope = r.scope.as_deref().unwrap_or_default();
+        let openid = raw_scope.split(' ').any(|s| s == OPENID);
         let uri = match r.resource.as_slice() {
-            [one] => ResourceUri::parse(one).map_err(|e| fail(ErrorCode::InvalidTarget, &e.to_string()))?,
+            [one] => Some(ResourceUri::parse(one).map_err(|e| fail(ErrorCode::InvalidTarget, &e.to_string()))?),
+            // An OpenID Connect relying party that only signs its user in names no API
+            // (RFC 8707 makes `resource` optional); any other request must say where the
+            // agent would act.
+            [] if openid => None,
             [] => {
                 return Err(fail(
                     ErrorCode::InvalidTarget,
-                    "resource is required: name the API (RFC 8707)",
+                    "resource is required: name the API (RFC 8707), or ask for scope openid to sign the user in",
                 ));
             }
             _ => return Err(fail(ErrorCode::InvalidTarget, "one resource per authorization")),
         };
-        let resource = self
-            .reads
-            .resource(&ResourceRef::Uri(uri))
-            .await
-            .map_err(|e| AuthorizeFailure::Show(e.into()))?
-            .ok_or_else(|| fail(ErrorCode::InvalidTarget, "the resource is not registered"))?;
-        // `openid` asks for an ID token about the user; the other scopes are the resource's.
-        let raw_scope = r.scope.as_deref().unwrap_or_default();
-        let openid = raw_scope.split(' ').any(|s| s == OPENID);
+        let resource = match uri {
+            None => None,
+            Some(uri) => Some(
+                self.reads
+                    .resource(&ResourceRef::Uri(uri))
+                    .await
+                    .map_err(|e| AuthorizeFailure::Show(e.into()))?
+                    .ok_or_else(|| fail(ErrorCode::InvalidTarget, "the resource is not registered"))?,
+            ),
+        };
         // Core §3.1.2.1 makes redirect_uri REQUIRED in an OpenID Connect request, even where
         // OAuth 2.1 would fall back to the one registered URI. Not a redirected error: the
         // redirect URI is what is missing (§3.1.2.6).
@@ -384,22 +399,14 @@ impl OAuthService {
                 ),
             ));
         }
-        let resource_scopes = resource_scope_values(raw_scope, &resource.scopes);
-        let requested = ScopeSet::parse_oauth(&resource_scopes.join(" "))
-            .map_err(|e| fail(ErrorCode::InvalidScope, &e.to_string()))?;
         if r.nonce.as_ref().is_some_and(|n| n.len() > 256) {
             return Err(fail(ErrorCode::InvalidRequest, "nonce is too long"));
         }
-        if let Some(s) = requested.iter().find(|s| !resource.scopes.contains(s)) {
-            return Err(fail(
-                ErrorCode::InvalidScope,
-                &format!("the resource does not define scope {s}"),
-            ));
-        }
-        let scopes = if requested.is_empty() {
-            resource.scopes.clone()
-        } else {
-            requested
+        let scopes = match &resource {
+            Some(resource) => {
+                requested_resource_scopes(raw_scope, resource).map_err(|e| fail(e.code, &e.description))?
+            }
+            None => sign_in_scopes(raw_scope).map_err(|e| fail(e.code, &e.description))?,
         };
         // Sigil keeps no sign-in session: every authorization asks the user to sign in, so a
         // request that forbids any page cannot be satisfied. `none` with another value is
@@ -514,11 +521,17 @@ impl OAuthService {
     /// The requested scopes the policy lets this user delegate to this agent (narrowing is
     /// allowed, RFC 6749 §3.3; the token response names what was granted). The consent page
     /// shows exactly these; none at all is `access_denied`.
+    ///
+    /// A sign-in only asks no policy: the agent gets no authority anywhere, and what the user
+    /// shares about herself (her profile, her email) is hers to consent to.
     pub async fn consentable_scopes(
         &self,
         a: &Authorization,
         user: &User,
-    ) -> Result<(ScopeSet, crate::audit::PolicyEvidence), AuthorizeFailure> {
+    ) -> Result<(ScopeSet, Option<crate::audit::PolicyEvidence>), AuthorizeFailure> {
+        let Some(resource) = &a.resource else {
+            return Ok((a.scopes.clone(), None));
+        };
         let chain = [
             ChainPrincipal::User(user),
             ChainPrincipal::Identity {
@@ -531,7 +544,7 @@ impl OAuthService {
             .permitted_scopes(
                 &chain,
                 &a.client,
-                &a.resource,
+                resource,
                 &ScopeSet::default(),
                 "authorization_code",
                 false,
@@ -544,7 +557,7 @@ impl OAuthService {
         if granted.is_empty() {
             return Err(denied("the policy permits none of the requested scopes".into()));
         }
-        Ok((granted, evidence))
+        Ok((granted, Some(evidence)))
     }
 
     /// Argon2id off the async workers, at most [`PASSWORD_CHECKS`] at a time: a flood of sign-in
@@ -591,7 +604,7 @@ impl OAuthService {
             family_id: self.new_id("fam_", now),
             client_id: a.client.client_id.clone(),
             user_id: user.id.clone(),
-            resource: a.resource.uri.to_string(),
+            resource: self.audience_of(a.resource.as_ref()).to_owned(),
             scope: granted.to_oauth_string(),
             redirect_uri: a.redirect_uri_given.then(|| a.redirect_uri.clone()),
             code_challenge: Some(a.code_challenge.clone()),
@@ -613,9 +626,9 @@ impl OAuthService {
         record.subject = Some(user.id.to_string());
         record.actors = vec![a.agent.id.to_string()];
         record.client_id = Some(a.client.client_id.clone());
-        record.target = Some(resource_target(&a.resource));
+        record.target = Some(self.audience_target(a.resource.as_ref()));
         record.scopes = granted.iter().map(ToString::to_string).collect();
-        record.policy = Some(evidence);
+        record.policy = evidence;
         let record = record.detail("family", grant.family_id.as_str());
         // The login ticket is spent with the consent, so a resubmitted form gets no second code.
         let cs = ChangeSet::new()
@@ -654,7 +667,7 @@ impl OAuthService {
         record.subject = Some(user.id.to_string());
         record.actors = vec![a.agent.id.to_string()];
         record.client_id = Some(a.client.client_id.clone());
-        record.target = Some(resource_target(&a.resource));
+        record.target = Some(self.audience_target(a.resource.as_ref()));
         let cs = ChangeSet::new()
             .change(spend_ticket(ticket, self.clock.now()))
             .audit(record);
@@ -792,6 +805,68 @@ fn spend_ticket(ticket: &str, now: Timestamp) -> Change {
         client_id: "sigil:login-ticket".into(),
         jti: sigil_crypto::b64url(&sigil_crypto::sha256(ticket.as_bytes())),
         expires_at: now.unix_seconds() + TICKET_TTL_SECS,
+    }
+}
+
+/// The scopes an authorization request asks of its resource: those it defines, all of them
+/// when the request names none.
+fn requested_resource_scopes(raw_scope: &str, resource: &Resource) -> Result<ScopeSet, OAuthError> {
+    let requested = ScopeSet::parse_oauth(&resource_scope_values(raw_scope, &resource.scopes).join(" "))
+        .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    if let Some(s) = requested.iter().find(|s| !resource.scopes.contains(s)) {
+        return Err(OAuthError::invalid_scope(format!(
+            "the resource does not define scope {s}"
+        )));
+    }
+    Ok(if requested.is_empty() {
+        resource.scopes.clone()
+    } else {
+        requested
+    })
+}
+
+/// The scopes of a sign-in only: the [`USERINFO_SCOPES`] it asks for. The other OpenID Connect
+/// values are ignored as not understood (Core §3.1.2.1); any other value is an API's scope,
+/// and asking for one without naming the API cannot be granted.
+fn sign_in_scopes(raw_scope: &str) -> Result<ScopeSet, OAuthError> {
+    let mut kept = Vec::new();
+    for s in raw_scope.split(' ').filter(|s| !s.is_empty() && *s != OPENID) {
+        if USERINFO_SCOPES.contains(&s) {
+            kept.push(s);
+        } else if !OIDC_SCOPES.contains(&s) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                format!("scope {s} belongs to an API: name it with resource (RFC 8707)"),
+            ));
+        }
+    }
+    ScopeSet::parse_oauth(&kept.join(" ")).map_err(|e| OAuthError::invalid_scope(e.to_string()))
+}
+
+impl OAuthService {
+    /// What a grant or token is for: the resource's URI, or the UserInfo endpoint for a
+    /// sign-in only.
+    pub(super) fn audience_of<'a>(&'a self, resource: Option<&'a Resource>) -> &'a str {
+        resource.map_or(self.cfg.userinfo_endpoint.as_str(), |r| r.uri.as_str())
+    }
+
+    /// Whether a grant's or token's audience is the UserInfo endpoint (a sign-in only).
+    pub(super) fn is_sign_in_only(&self, audience: &str) -> bool {
+        audience == self.cfg.userinfo_endpoint
+    }
+
+    /// The audit target of an authorization or a delegated token.
+    pub(super) fn audience_target(&self, resource: Option<&Resource>) -> Target {
+        match resource {
+            Some(r) => resource_target(r),
+            None => Target {
+                kind: "userinfo".into(),
+                id: None,
+                name: None,
+                resource: None,
+                audience: Some(self.cfg.userinfo_endpoint.clone()),
+            },
+        }
     }
 }
 

@@ -3,14 +3,13 @@
 
 use sigil_types::{ScopeSet, Timestamp};
 
-use super::authorize::resource_target;
 use super::client::OAuthClient;
 use super::client_auth::Authenticated;
 use super::error::OAuthError;
 use super::service::OAuthService;
 use super::token::{self, AccessClaims, Actor, Confirmation};
-use crate::audit::{AuditRecord, AuthEvidence, EventType, PolicyEvidence};
-use crate::model::{Principal, Resource, User};
+use crate::audit::{AuditRecord, AuthEvidence, EventType, PolicyEvidence, Target};
+use crate::model::{Principal, User};
 
 /// Everything a delegated access token is minted from.
 pub(super) struct Delegated<'a> {
@@ -18,7 +17,8 @@ pub(super) struct Delegated<'a> {
     /// The chain, the current actor outermost.
     pub(super) act: Actor,
     pub(super) client: &'a OAuthClient,
-    pub(super) resource: &'a Resource,
+    /// The resource's URI, or the UserInfo endpoint for a sign-in only.
+    pub(super) aud: &'a str,
     pub(super) scope: &'a ScopeSet,
     /// The token may not outlive this (the subject token's expiry, for an exchange).
     pub(super) not_after: Option<i64>,
@@ -46,7 +46,7 @@ impl OAuthService {
         let claims = AccessClaims {
             iss: self.cfg.issuer.clone(),
             sub: d.user.id.to_string(),
-            aud: d.resource.uri.to_string(),
+            aud: d.aud.to_owned(),
             exp,
             iat: now,
             jti: sigil_crypto::b64url(&jti),
@@ -68,8 +68,8 @@ impl OAuthService {
         event: EventType,
         claims: &AccessClaims,
         auth: &Authenticated,
-        resource: &Resource,
-        evidence: PolicyEvidence,
+        target: Target,
+        evidence: Option<PolicyEvidence>,
         action: &str,
         request_id: Option<&str>,
         now: Timestamp,
@@ -88,7 +88,7 @@ impl OAuthService {
             jti: Some(claims.jti.clone()),
             ..auth.evidence.clone()
         });
-        record.target = Some(resource_target(resource));
+        record.target = Some(target);
         record.scopes = claims
             .scope
             .split(' ')
@@ -96,7 +96,7 @@ impl OAuthService {
             .map(str::to_owned)
             .collect();
         record.action = Some(action.into());
-        record.policy = Some(evidence);
+        record.policy = evidence;
         record
     }
 }

@@ -312,52 +312,45 @@ impl OAuthService {
                 "the grant is bound to a DPoP key: prove it (RFC 9449 sections 5 and 10)",
             ));
         }
-        let resource = self.resource_by_uri(&grant.resource).await?;
-        let owner = self.reads.username(&agent.owner).await?;
-        let asked_for_scope = asked.scope.is_some();
         let with_openid = grant.openid && asked.openid;
-        let requested = match asked.scope {
-            Some(s) => s,
-            None => ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
-        };
-        let chain = [
-            ChainPrincipal::User(&user),
-            ChainPrincipal::Identity {
-                identity: &agent,
-                owner: &owner,
-            },
-        ];
-        // Policy may have changed since consent: what it no longer permits is dropped.
-        let (permitted, evidence) = self
-            .permitted_scopes(
-                &chain,
-                &auth.client,
-                &resource,
-                &ScopeSet::default(),
-                &auth.evidence.method,
-                proof.is_some(),
-                now,
+        let consented = ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        let (resource, scope, evidence) = if self.is_sign_in_only(&grant.resource) {
+            // A sign-in only: the user's own consent is all there is to it (no policy speaks
+            // for an API here), narrowed by the request if it asks for less. Its token is for
+            // the UserInfo endpoint, so it carries `openid` (Core §5.3) beside what it reads.
+            let kept = asked.scope.unwrap_or_else(|| consented.clone());
+            let openid = sigil_types::Scope::parse(super::authorize::OPENID)
+                .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+            let scope = ScopeSet::new(
+                kept.iter()
+                    .filter(|s| consented.contains(s))
+                    .cloned()
+                    .chain(std::iter::once(openid)),
             )
-            .await?;
-        let scope = ScopeSet::new(requested.iter().filter(|s| permitted.contains(s)).cloned())
             .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-        if scope.is_empty() && asked_for_scope {
-            // RFC 6749 §5.2: the scope asked for exceeds what may be granted now.
-            return Err(OAuthError::invalid_scope(
-                "the policy no longer permits the requested scope",
-            ));
-        }
-        if scope.is_empty() {
-            return Err(OAuthError::invalid_grant(
-                "the policy no longer permits any of the granted scopes",
-            ));
-        }
+            (None, scope, None)
+        } else {
+            let resource = self.resource_by_uri(&grant.resource).await?;
+            let (scope, evidence) = self
+                .scopes_still_permitted(
+                    auth,
+                    &user,
+                    &agent,
+                    &resource,
+                    asked.scope,
+                    consented,
+                    proof.is_some(),
+                    now,
+                )
+                .await?;
+            (Some(resource), scope, Some(evidence))
+        };
         let act = Actor::wrap(agent.id.to_string(), auth.client.client_id.clone(), None);
         let (access_token, claims, ttl) = self.mint_delegated(&Delegated {
             user: &user,
             act,
             client: &auth.client,
-            resource: &resource,
+            aud: &grant.resource,
             scope: &scope,
             not_after: None,
             agent_token_ttl: agent.token_ttl_seconds,
@@ -396,7 +389,7 @@ impl OAuthService {
                 EventType::TokenIssued,
                 &claims,
                 auth,
-                &resource,
+                self.audience_target(resource.as_ref()),
                 evidence,
                 grant_type,
                 request_id,
@@ -437,7 +430,7 @@ impl OAuthService {
             }
             return Err(e);
         }
-        let scope = if with_openid {
+        let scope = if with_openid && !claims.scope.split(' ').any(|s| s == super::authorize::OPENID) {
             format!("{} {}", super::authorize::OPENID, claims.scope)
         } else {
             claims.scope
@@ -451,6 +444,57 @@ impl OAuthService {
             refresh_token: Some(refresh.to_string()),
             id_token,
         })
+    }
+
+    /// What of a grant the policy still permits (it may have changed since consent: what it no
+    /// longer permits is dropped): the scopes asked for, or all consented ones.
+    #[allow(clippy::too_many_arguments, reason = "one call site, each argument named")]
+    async fn scopes_still_permitted(
+        &self,
+        auth: &Authenticated,
+        user: &User,
+        agent: &Identity,
+        resource: &Resource,
+        asked: Option<ScopeSet>,
+        consented: ScopeSet,
+        dpop_bound: bool,
+        now: Timestamp,
+    ) -> Result<(ScopeSet, crate::audit::PolicyEvidence), OAuthError> {
+        let owner = self.reads.username(&agent.owner).await?;
+        let asked_for_scope = asked.is_some();
+        let requested = asked.unwrap_or(consented);
+        let chain = [
+            ChainPrincipal::User(user),
+            ChainPrincipal::Identity {
+                identity: agent,
+                owner: &owner,
+            },
+        ];
+        let (permitted, evidence) = self
+            .permitted_scopes(
+                &chain,
+                &auth.client,
+                resource,
+                &ScopeSet::default(),
+                &auth.evidence.method,
+                dpop_bound,
+                now,
+            )
+            .await?;
+        let scope = ScopeSet::new(requested.iter().filter(|s| permitted.contains(s)).cloned())
+            .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+        if scope.is_empty() && asked_for_scope {
+            // RFC 6749 §5.2: the scope asked for exceeds what may be granted now.
+            return Err(OAuthError::invalid_scope(
+                "the policy no longer permits the requested scope",
+            ));
+        }
+        if scope.is_empty() {
+            return Err(OAuthError::invalid_grant(
+                "the policy no longer permits any of the granted scopes",
+            ));
+        }
+        Ok((scope, evidence))
     }
 
     /// Token exchange (RFC 8693): the authenticated client's identity becomes the new outermost
@@ -580,7 +624,7 @@ impl OAuthService {
             user: &user,
             act,
             client: &auth.client,
-            resource: &resource,
+            aud: resource.uri.as_str(),
             scope: &scope,
             not_after: Some(subject.exp),
             agent_token_ttl: agent.token_ttl_seconds,
@@ -593,8 +637,8 @@ impl OAuthService {
                 EventType::TokenExchanged,
                 &claims,
                 &auth,
-                &resource,
-                evidence,
+                super::authorize::resource_target(&resource),
+                Some(evidence),
                 "token_exchange",
                 request_id,
                 now,

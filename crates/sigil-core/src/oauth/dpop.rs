@@ -28,6 +28,9 @@ struct Claims {
     iat: Option<i64>,
     #[serde(default)]
     nonce: Option<String>,
+    /// RFC 9449 §4.2: the hash of the access token the proof is presented with (at a resource).
+    #[serde(default)]
+    ath: Option<String>,
 }
 
 /// A proof that checked out: the key thumbprint to bind and the `jti` to record as used.
@@ -36,6 +39,9 @@ pub struct Proof {
     pub jkt: String,
     pub jti: String,
     pub iat: i64,
+    /// The `ath` claim: base64url SHA-256 of the access token, which a resource server checks
+    /// (RFC 9449 §7); the token endpoint has no token to compare it with.
+    pub ath: Option<String>,
 }
 
 fn bad(why: impl Into<String>) -> OAuthError {
@@ -148,7 +154,12 @@ pub fn verify(
         ));
     }
     let jkt = jwk.thumbprint().map_err(|e| bad(e.to_string()))?;
-    Ok(Proof { jkt, jti, iat })
+    Ok(Proof {
+        jkt,
+        jti,
+        iat,
+        ath: c.ath,
+    })
 }
 
 #[cfg(test)]

@@ -403,7 +403,9 @@ impl OAuthService {
         }
         // The audience must still be the API the token was issued for: once it is deleted (or
         // deleted and registered again, perhaps with other servers) the token is for none.
+        // A sign-in's token is for the UserInfo endpoint, which no one deletes.
         let audience_in_force = match sigil_types::ResourceUri::parse(&claims.aud) {
+            _ if self.is_sign_in_only(&claims.aud) => true,
             Ok(uri) => self
                 .resource(&uri)
                 .await?

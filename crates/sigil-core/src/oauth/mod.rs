@@ -26,6 +26,7 @@ pub mod service;
 pub mod svid_auth;
 pub mod token;
 pub mod trusted;
+pub mod userinfo;
 mod verified;
 
 pub use client::{ClientAuthMethod, OAuthClient};

@@ -29,6 +29,9 @@ pub struct OAuthConfig {
     pub token_endpoint: String,
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
+    /// OpenID Connect Core §5.3: where a signed-in user's claims are read with the access
+    /// token of a sign-in that named no API.
+    pub userinfo_endpoint: String,
     pub access_token_ttl: Duration,
     /// No token lives longer than this, whatever an identity asks for.
     pub max_access_token_ttl: Duration,
@@ -203,7 +206,7 @@ impl OAuthService {
         self.nonces.hash_hex(&minute.to_be_bytes()).chars().take(32).collect()
     }
 
-    fn nonce_is_current(&self, n: &str) -> bool {
+    pub(super) fn nonce_is_current(&self, n: &str) -> bool {
         let minute = self.clock.now().unix_seconds().div_euclid(60);
         n == self.nonce_for(minute) || n == self.nonce_for(minute - 1)
     }

@@ -484,14 +484,27 @@ fn request_summary(a: &Authorization, signed_in: bool) -> String {
     } else {
         String::new()
     };
+    let asks = match &a.resource {
+        Some(r) => format!(
+            "asks to act for you at <strong>{}</strong> <code>{}</code> with:</p><ul>{}</ul>",
+            esc(r.name.as_str()),
+            esc(r.uri.as_str()),
+            scopes
+        ),
+        // A sign-in only: the agent gets no access anywhere, only who the user is.
+        None if a.scopes.is_empty() => {
+            "asks to know who you are (your user id).</p><p>It gets no access anywhere else.</p>".to_owned()
+        }
+        None => {
+            format!("asks to know who you are and to read:</p><ul>{scopes}</ul><p>It gets no access anywhere else.</p>")
+        }
+    };
     format!(
-        "<p>The agent <strong>{}</strong>{}{} asks to act for you at <strong>{}</strong> <code>{}</code> with:</p><ul>{}</ul><p>You will be sent back to <strong>{}</strong>.</p>",
+        "<p>The agent <strong>{}</strong>{}{} {}<p>You will be sent back to <strong>{}</strong>.</p>",
         esc(a.agent.name.as_str()),
         owner,
         via,
-        esc(a.resource.name.as_str()),
-        esc(a.resource.uri.as_str()),
-        scopes,
+        asks,
         esc(&redirect_host)
     )
 }
@@ -510,10 +523,16 @@ fn login_page(a: &Authorization, query: &str, csrf: &str, error: Option<&str>) -
 }
 
 fn consent_page(a: &Authorization, query: &str, csrf: &str, ticket: &str, username: &str) -> String {
+    let terms = if a.resource.is_some() {
+        "The agent will act as itself, on your behalf; you can revoke this at any time."
+    } else {
+        "You can revoke this at any time."
+    };
     format!(
-        "<h1>Allow access?</h1><p>Signed in as <strong>{}</strong>.</p>{}<p>The agent will act as itself, on your behalf; you can revoke this at any time.</p><form method=\"post\" action=\"/authorize/consent\"><input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"ticket\" value=\"{}\"><button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+        "<h1>Allow access?</h1><p>Signed in as <strong>{}</strong>.</p>{}<p>{}</p><form method=\"post\" action=\"/authorize/consent\"><input type=\"hidden\" name=\"request\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"ticket\" value=\"{}\"><button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button><button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
         esc(username),
         request_summary(a, true),
+        terms,
         esc(query),
         esc(csrf),
         esc(ticket)

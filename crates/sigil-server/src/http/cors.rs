@@ -1,5 +1,5 @@
 //! CORS for the endpoints a browser-based OAuth client calls itself (an MCP client in a web
-//! page, a single-page app): discovery, keys, token, revocation and dynamic registration.
+//! page, a single-page app): discovery, keys, token, revocation, UserInfo and dynamic registration.
 //!
 //! None of them reads cookies, so any origin may call them (`*`, never with credentials); a
 //! cross-origin caller gets exactly what a native client gets. The sign-in pages (`/authorize`)

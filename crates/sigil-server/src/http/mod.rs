@@ -21,6 +21,7 @@ mod oauth;
 mod query;
 mod register;
 mod strict_json;
+mod userinfo;
 
 use std::sync::Arc;
 
@@ -132,6 +133,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/token", post(oauth::token))
         .route("/revoke", post(oauth::revoke))
         .route("/register", post(register::register))
+        .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
         .route(
             "/register/{client_id}",
             get(register::read).put(register::update).delete(register::delete),

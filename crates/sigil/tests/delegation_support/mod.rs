@@ -249,7 +249,11 @@ impl Fx {
         let Some(ticket) = hidden(&html, "ticket").filter(|_| status == 200) else {
             return Err(Outcome::Page(status, html));
         };
-        assert!(html.contains("assistant") && html.contains("hr.example.com"), "{html}");
+        // The API the agent would act at, or (a sign-in only) that it asks for no API at all.
+        assert!(
+            html.contains("assistant") && (html.contains("hr.example.com") || html.contains("no access anywhere else")),
+            "{html}"
+        );
         Ok(Consent {
             ticket,
             cookie,
