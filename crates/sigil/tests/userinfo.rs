@@ -103,6 +103,10 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
         (id["sub"].as_str(), id["nonce"].as_str()),
         (Some(carol.as_str()), Some("n-42"))
     );
+    assert_eq!(
+        (id["preferred_username"].as_str(), id["email"].as_str()),
+        (Some("carol"), Some("carol@example.com"))
+    );
     // The access token is for the UserInfo endpoint, for carol, with the agent as actor.
     let access = t["access_token"].as_str().unwrap();
     let at = claims(access);
@@ -135,15 +139,24 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
     );
     let (s, e, _) = userinfo(&fx, reqwest::Method::GET, Some(format!("Bearer {access}x"))).await;
     assert_eq!((s, e["error"].as_str()), (401, Some("invalid_token")), "{e}");
-    let (s, e, _) = userinfo(&fx, reqwest::Method::GET, Some(format!("Basic {access}"))).await;
-    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")), "{e}");
+    // Another scheme is no credential here: the bare challenges (RFC 6750 §3.1).
+    let (s, _, challenge) = userinfo(&fx, reqwest::Method::GET, Some(format!("Basic {access}"))).await;
+    assert_eq!(s, 401);
+    assert!(!challenge.contains("error="), "{challenge}");
     // The sign-in token opens no API: token exchange refuses it as a subject for one.
-    let (s, e) = fx.exchange(&fx.assistant, access, None).await;
-    assert_eq!(s, 400, "{e}");
+    let (s, e) = fx.exchange(&fx.helper, access, None).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_target")), "{e}");
 
     // A narrower sign-in releases less: `openid` alone is the user id only.
     let narrow = sign_in(&fx, "openid").await;
     assert_eq!(narrow["scope"], "openid");
+    // Its ID token names carol and says nothing more about her (Core §5.4).
+    let id = claims(narrow["id_token"].as_str().unwrap());
+    assert_eq!(id["sub"], carol.as_str());
+    assert!(
+        id.get("preferred_username").is_none() && id.get("email").is_none(),
+        "{id}"
+    );
     let (s, info, _) = userinfo(
         &fx,
         reqwest::Method::GET,
@@ -168,6 +181,8 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
     let (s, e, _) = userinfo(&fx, reqwest::Method::GET, Some(format!("Bearer {refreshed}"))).await;
     assert_eq!((s, e["error"].as_str()), (401, Some("invalid_token")), "{e}");
     // Suspending carol cuts the first token off too.
+    let (s, _, _) = userinfo(&fx, reqwest::Method::GET, Some(format!("Bearer {access}"))).await;
+    assert_eq!(s, 200);
     fx.s.client()
         .update_user(
             "carol",
@@ -187,7 +202,7 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
             .unwrap()
             .items;
     let granted = reads.iter().filter(|r| r.record["outcome"] == "success").count();
-    assert_eq!((granted, reads.len() - granted), (4, 4), "{reads:?}");
+    assert_eq!((granted, reads.len() - granted), (5, 4), "{reads:?}");
     let assistant = fx.id_of("assistant").await;
     assert!(reads.iter().all(|r| r.record["event_type"] == "userinfo.read"));
     assert!(
@@ -199,17 +214,49 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
 }
 
 #[tokio::test]
-async fn a_sign_in_names_no_api_scope_and_a_request_without_openid_names_its_resource() {
+async fn a_sign_in_ignores_api_scopes_and_a_request_without_openid_names_its_resource() {
     let Some(fx) = fixture().await else { return };
+    carol(&fx).await;
+    // Without openid there is nothing to sign in to: the API must be named. The UserInfo
+    // endpoint is no API, and cannot be registered as one.
     let (_, challenge) = pkce();
-    for (scope, error) in [("openid read", "invalid_target"), ("read", "invalid_target")] {
-        let mut params = sign_in_params(&fx, &challenge, scope);
-        params.retain(|(k, _)| k != "nonce");
+    let mut userinfo_as_resource = sign_in_params(&fx, &challenge, "openid");
+    userinfo_as_resource.push(("resource".into(), format!("{}/userinfo", fx.s.url)));
+    for (params, what) in [
+        (sign_in_params(&fx, &challenge, "read"), "read without a resource"),
+        (userinfo_as_resource, "the UserInfo endpoint as resource"),
+    ] {
         match fx.browse(&params, PASSWORD, "allow").await {
-            Outcome::Redirect(l) => assert_eq!(param(&l, "error").as_deref(), Some(error), "{scope}: {l}"),
-            Outcome::Page(s, h) => panic!("{scope}: {s} {h}"),
+            Outcome::Redirect(l) => assert_eq!(param(&l, "error").as_deref(), Some("invalid_target"), "{what}: {l}"),
+            Outcome::Page(s, h) => panic!("{what}: {s} {h}"),
         }
     }
+    let refused = fx
+        .s
+        .client()
+        .create_resource(
+            &serde_json::from_value(
+                json!({"uri": format!("{}/userinfo", fx.s.url), "name": "mine", "owner": "bob", "scopes": ["profile"]}),
+            )
+            .unwrap(),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // An API's scope in a sign-in is not understood there and is ignored (Core §3.1.2.1).
+    let t = sign_in(&fx, "openid read profile").await;
+    assert_eq!(scope_set(&t["scope"]), ["openid", "profile"].map(String::from).into());
+    // A refresh may narrow (no openid: no ID token) but not widen the sign-in.
+    let rt = t["refresh_token"].as_str().unwrap();
+    let (s, e) = fx.refresh_with_scope(rt, "openid profile email").await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_scope")), "{e}");
+    let (s, r) = fx.refresh_with_scope(rt, "profile").await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r.get("id_token").is_none(), "{r}");
+    let (s, r) = fx
+        .refresh_with_scope(r["refresh_token"].as_str().unwrap(), "openid")
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(claims(r["id_token"].as_str().unwrap())["preferred_username"], "carol");
 }
 
 #[tokio::test]
@@ -283,12 +330,25 @@ async fn a_dpop_bound_sign_in_token_is_read_only_with_a_proof_of_its_key_and_has
         }
     };
     let good = proof(&key, "GET", &ath);
+    // A proof's iat far out of range is refused, never an overflow.
+    let ancient = {
+        let mut jwk = serde_json::to_value(sigil_crypto::PublicJwk::from(&key.public_jwk())).unwrap();
+        jwk.as_object_mut()
+            .unwrap()
+            .retain(|n, _| !["kid", "alg", "use"].contains(&n.as_str()));
+        oauth_support::jwt(
+            &json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}),
+            &json!({"jti": "ancient-proof", "htm": "GET", "htu": endpoint, "iat": i64::MIN, "ath": ath}),
+            Some(&key),
+        )
+    };
     for (scheme, p, error) in [
         ("Bearer", None, "invalid_token"),
         ("DPoP", None, "invalid_dpop_proof"),
         ("DPoP", Some(proof(&other, "GET", &ath)), "invalid_token"),
         ("DPoP", Some(proof(&key, "POST", &ath)), "invalid_dpop_proof"),
         ("DPoP", Some(proof(&key, "GET", "not-the-hash")), "invalid_dpop_proof"),
+        ("DPoP", Some(ancient), "invalid_dpop_proof"),
     ] {
         let (s, e, challenge) = get(scheme, p).await;
         assert_eq!((s, e["error"].as_str()), (401, Some(error)), "{scheme}: {e}");

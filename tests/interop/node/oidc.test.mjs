@@ -73,12 +73,14 @@ test('openid-client: a DPoP-bound sign-in token reads UserInfo with a proof (RFC
   const sub = tokens.claims().sub;
   const info = await client.fetchUserInfo(config, tokens.access_token, sub, { DPoP });
   assert.deepEqual(info, { sub, preferred_username: 'erin', name: 'Erin Example' });
-  // Without the proof the bound token is refused with the DPoP challenge.
+  // Sent as a bearer token, the bound token is refused; the answer offers DPoP beside Bearer.
   await assert.rejects(client.fetchUserInfo(config, tokens.access_token, sub), (e) => {
-    // openid-client parses the challenges (RFC 6750 §3) into `cause`.
-    const [challenge] = e.cause;
-    assert.equal(challenge.scheme, 'bearer');
-    assert.equal(challenge.parameters.error, 'invalid_token');
+    // openid-client parses the challenges (RFC 6750 §3, RFC 9449 §7.1) into `cause`.
+    const [bearer, dpop] = e.cause;
+    assert.equal(bearer.scheme, 'bearer');
+    assert.equal(bearer.parameters.error, 'invalid_token');
+    assert.equal(dpop.scheme, 'dpop');
+    assert.match(dpop.parameters.algs, /ES256/);
     return true;
   });
 });

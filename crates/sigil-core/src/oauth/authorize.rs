@@ -372,6 +372,12 @@ impl OAuthService {
             }
             _ => return Err(fail(ErrorCode::InvalidTarget, "one resource per authorization")),
         };
+        if uri.as_ref().is_some_and(|u| self.is_sign_in_only(u.as_str())) {
+            return Err(fail(
+                ErrorCode::InvalidTarget,
+                "the UserInfo endpoint is not an API: leave resource out to sign the user in",
+            ));
+        }
         let resource = match uri {
             None => None,
             Some(uri) => Some(
@@ -406,7 +412,8 @@ impl OAuthService {
             Some(resource) => {
                 requested_resource_scopes(raw_scope, resource).map_err(|e| fail(e.code, &e.description))?
             }
-            None => sign_in_scopes(raw_scope).map_err(|e| fail(e.code, &e.description))?,
+            None => sign_in_scopes(raw_scope, client.registered_scope().as_ref())
+                .map_err(|e| fail(e.code, &e.description))?,
         };
         // Sigil keeps no sign-in session: every authorization asks the user to sign in, so a
         // request that forbids any page cannot be satisfied. `none` with another value is
@@ -825,22 +832,24 @@ fn requested_resource_scopes(raw_scope: &str, resource: &Resource) -> Result<Sco
     })
 }
 
-/// The scopes of a sign-in only: the [`USERINFO_SCOPES`] it asks for. The other OpenID Connect
-/// values are ignored as not understood (Core §3.1.2.1); any other value is an API's scope,
-/// and asking for one without naming the API cannot be granted.
-fn sign_in_scopes(raw_scope: &str) -> Result<ScopeSet, OAuthError> {
-    let mut kept = Vec::new();
-    for s in raw_scope.split(' ').filter(|s| !s.is_empty() && *s != OPENID) {
-        if USERINFO_SCOPES.contains(&s) {
-            kept.push(s);
-        } else if !OIDC_SCOPES.contains(&s) {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidTarget,
-                format!("scope {s} belongs to an API: name it with resource (RFC 8707)"),
-            ));
-        }
+/// The scopes of a sign-in only: the [`USERINFO_SCOPES`] it asks for. Any other value is not
+/// understood without an API and is ignored (Core §3.1.2.1); the token response's `scope` says
+/// what was granted (RFC 6749 §5.1). A client that registered a `scope` (RFC 7591 §2) asks
+/// within it.
+fn sign_in_scopes(raw_scope: &str, registered: Option<&ScopeSet>) -> Result<ScopeSet, OAuthError> {
+    let kept = ScopeSet::parse_oauth(&userinfo_scope_values(raw_scope).join(" "))
+        .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    if let Some(outside) = registered.and_then(|r| kept.iter().find(|s| !r.contains(s))) {
+        return Err(OAuthError::invalid_scope(format!(
+            "scope {outside} is outside the scope the client registered"
+        )));
     }
-    ScopeSet::parse_oauth(&kept.join(" ")).map_err(|e| OAuthError::invalid_scope(e.to_string()))
+    Ok(kept)
+}
+
+/// The values of a request's `scope` that a sign-in only understands: [`USERINFO_SCOPES`].
+pub(super) fn userinfo_scope_values(raw: &str) -> Vec<&str> {
+    raw.split(' ').filter(|s| USERINFO_SCOPES.contains(s)).collect()
 }
 
 impl OAuthService {

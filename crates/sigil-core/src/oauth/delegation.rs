@@ -175,9 +175,15 @@ impl OAuthService {
                     ));
                 }
                 let held = ScopeSet::parse_oauth(&grant.scope).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-                let resource_scopes = super::authorize::resource_scope_values(s, &held);
-                let asked = ScopeSet::parse_oauth(&resource_scopes.join(" "))
-                    .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+                // A sign-in understands its profile and email scopes (asking for one it was not
+                // given widens it) and ignores the rest, as its authorization request did.
+                let values = if self.is_sign_in_only(&grant.resource) {
+                    super::authorize::userinfo_scope_values(s)
+                } else {
+                    super::authorize::resource_scope_values(s, &held)
+                };
+                let asked =
+                    ScopeSet::parse_oauth(&values.join(" ")).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 if !asked.is_subset(&held) {
                     return Err(OAuthError::invalid_scope("a refresh may not widen the scope"));
                 }
@@ -350,7 +356,9 @@ impl OAuthService {
             user: &user,
             act,
             client: &auth.client,
-            aud: &grant.resource,
+            // The registered spelling of the API (a root URL may have been consented to with or
+            // without its trailing slash); the UserInfo endpoint for a sign-in.
+            aud: resource.as_ref().map_or(grant.resource.as_str(), |r| r.uri.as_str()),
             scope: &scope,
             not_after: None,
             agent_token_ttl: agent.token_ttl_seconds,

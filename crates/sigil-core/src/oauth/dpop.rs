@@ -142,7 +142,8 @@ pub fn verify(
         Some(_) => {}
     }
     let iat = c.iat.ok_or_else(|| bad("the DPoP proof has no iat"))?;
-    if (iat - now).abs() > WINDOW_SECS {
+    // abs_diff: `iat` is the client's, and i64::MIN must not overflow the subtraction.
+    if iat.abs_diff(now) > WINDOW_SECS.unsigned_abs() {
         return Err(bad("the DPoP proof's iat is outside the accepted window"));
     }
     if let Some(ok) = nonce_ok

@@ -30,8 +30,16 @@ impl OAuthService {
         if let Some(n) = &grant.nonce {
             c.insert("nonce".into(), n.clone().into());
         }
-        c.insert("preferred_username".into(), user.username.to_string().into());
-        if let Some(e) = &user.email {
+        // A sign-in releases the user's profile and email only as far as she consented to
+        // (Core §5.4); an API's authorization names its user as it always has.
+        let sign_in = self.is_sign_in_only(&grant.resource);
+        let released = |scope: &str| !sign_in || grant.scope.split(' ').any(|s| s == scope);
+        if released("profile") {
+            c.insert("preferred_username".into(), user.username.to_string().into());
+        }
+        if released("email")
+            && let Some(e) = &user.email
+        {
             c.insert("email".into(), e.to_string().into());
         }
         // The algorithm the client registered is checked then against what Sigil signs with;

@@ -132,7 +132,7 @@ pub fn verify_jwt(jwt: &str, keys: &PublicJwks, now: i64) -> Result<VerifiedJwt,
     };
     const SKEW: i64 = 60;
     match v.date("exp") {
-        Some(exp) if exp + SKEW > now => {}
+        Some(exp) if exp.saturating_add(SKEW) > now => {}
         Some(_) => return Err("expired".into()),
         None => return Err("no exp".into()),
     }

@@ -511,7 +511,7 @@ impl Nodes {
                 self.proof_audience
             )));
         }
-        if c.exp <= now || c.iat > now + PROOF_SKEW || c.exp - c.iat > MAX_PROOF_LIFETIME {
+        if c.exp <= now || c.iat > now + PROOF_SKEW || c.exp.saturating_sub(c.iat) > MAX_PROOF_LIFETIME {
             return Err(NodeError::Unauthenticated(
                 "the proof is expired, from the future, or lives longer than 5 minutes".into(),
             ));

@@ -25,6 +25,15 @@ pub async fn create(
     Admin(ctx): Admin,
     ApiJson(req): ApiJson<CreateResource>,
 ) -> Result<Response> {
+    // A sign-in's tokens are for the UserInfo endpoint: as a registered API it would take
+    // tokens the policy decided for that API, and sign-in tokens would reach its servers.
+    if req.uri.as_str() == app.oauth.config().userinfo_endpoint {
+        return Err(sigil_core::registry::RegistryError::invalid(
+            "uri",
+            "that is Sigil's own UserInfo endpoint, not an API",
+        )
+        .into());
+    }
     let r = app.registry.create_resource(&ctx, req).await?;
     Ok((StatusCode::CREATED, Json(resource_view(&r))).into_response())
 }

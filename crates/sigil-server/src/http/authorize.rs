@@ -491,12 +491,12 @@ fn request_summary(a: &Authorization, signed_in: bool) -> String {
             esc(r.uri.as_str()),
             scopes
         ),
-        // A sign-in only: the agent gets no access anywhere, only who the user is.
+        // A sign-in only: the agent gets no access to any API, only who the user is.
         None if a.scopes.is_empty() => {
-            "asks to know who you are (your user id).</p><p>It gets no access anywhere else.</p>".to_owned()
+            "asks to know who you are (your user id).</p><p>It gets no access to any API.</p>".to_owned()
         }
         None => {
-            format!("asks to know who you are and to read:</p><ul>{scopes}</ul><p>It gets no access anywhere else.</p>")
+            format!("asks to know who you are and to read:</p><ul>{scopes}</ul><p>It gets no access to any API.</p>")
         }
     };
     format!(

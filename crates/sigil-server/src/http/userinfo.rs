@@ -2,7 +2,7 @@
 //! `Authorization` header: `Bearer` (RFC 6750 §2.1) or `DPoP` with a proof (RFC 9449 §7.1).
 //! Refusals carry the RFC 6750 §3 challenge of the scheme the request used.
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sigil_core::oauth::userinfo::UserInfoRequest;
 use sigil_core::oauth::{ErrorCode, OAuthError};
@@ -16,6 +16,10 @@ pub async fn userinfo(axum::extract::State(app): State, req: axum::extract::Requ
     let presented = match presented_token(&parts.headers) {
         Ok(p) => p,
         Err(NotPresented::Absent) => return bare_challenges(),
+        Err(NotPresented::Unsupported) => {
+            tracing::info!("userinfo refused: an unsupported Authorization scheme");
+            return bare_challenges();
+        }
         Err(NotPresented::Malformed(why)) => {
             tracing::info!(description = why, "userinfo refused: malformed Authorization");
             return render(&OAuthError::invalid_request(why), "Bearer");
@@ -33,7 +37,8 @@ pub async fn userinfo(axum::extract::State(app): State, req: axum::extract::Requ
         token: presented.token,
         dpop_scheme: presented.dpop,
         proof,
-        method: if parts.method == Method::POST { "POST" } else { "GET" },
+        // HEAD reaches the GET handler: a proof must name the method actually used.
+        method: parts.method.as_str(),
         client_cert: cert.as_deref(),
     };
     match app.oauth.userinfo(&r, request_id.as_deref()).await {
@@ -56,6 +61,9 @@ struct Presented<'a> {
 enum NotPresented {
     /// No `Authorization` header at all.
     Absent,
+    /// A scheme other than Bearer and DPoP: no credential this endpoint understands, answered
+    /// like none (RFC 6750 §3.1).
+    Unsupported,
     /// Another scheme, a second header, or no single token.
     Malformed(&'static str),
 }
@@ -79,7 +87,7 @@ fn presented_token(headers: &HeaderMap) -> Result<Presented<'_>, NotPresented> {
     } else if scheme.eq_ignore_ascii_case("bearer") {
         false
     } else {
-        return malformed("use the Bearer or the DPoP scheme");
+        return Err(NotPresented::Unsupported);
     };
     if token.is_empty() || token.contains(' ') {
         return malformed("the Authorization header carries no single token");
@@ -139,6 +147,12 @@ fn render(e: &OAuthError, scheme: &str) -> Response {
     );
     if let Ok(v) = HeaderValue::from_str(&value) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    // A bearer refusal also offers DPoP: a DPoP-bound token sent as a bearer token learns
+    // which scheme it needs (RFC 9449 §7.2).
+    if scheme == "Bearer" && status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .append(header::WWW_AUTHENTICATE, dpop_challenge_base());
     }
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -251,7 +251,7 @@ impl Fx {
         };
         // The API the agent would act at, or (a sign-in only) that it asks for no API at all.
         assert!(
-            html.contains("assistant") && (html.contains("hr.example.com") || html.contains("no access anywhere else")),
+            html.contains("assistant") && (html.contains("hr.example.com") || html.contains("no access to any API")),
             "{html}"
         );
         Ok(Consent {
