@@ -331,7 +331,9 @@ async fn token_bench(
             100.0 * rate / sign
         )
     };
-    proc::profile_window("enable");
+    // `SIGIL_BENCH_PERF_PHASE`: client_secret_basic (the default), private_key_jwt or introspection.
+    const PROFILED: &str = "client_secret_basic";
+    proc::profile_phase("client_secret_basic", PROFILED, "enable");
     let run = load(
         &server.addr,
         Req::Form {
@@ -343,12 +345,13 @@ async fn token_bench(
         d,
     )
     .await;
-    proc::profile_window("disable");
+    proc::profile_phase("client_secret_basic", PROFILED, "disable");
     let note = frac(&run);
     rows.push((
         "Sigil tokens/s, client_secret_basic (EdDSA JWT, audit record each)".into(),
         format!("{} — {note}", run.summary()),
     ));
+    proc::profile_phase("private_key_jwt", PROFILED, "enable");
     let run = load(
         &server.addr,
         Req::Assertion {
@@ -361,6 +364,7 @@ async fn token_bench(
         d,
     )
     .await;
+    proc::profile_phase("private_key_jwt", PROFILED, "disable");
     let note = frac(&run);
     rows.push((
         "Sigil tokens/s, private_key_jwt (Ed25519 assertion, replay check, audit)".into(),
@@ -383,6 +387,7 @@ async fn token_bench(
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    proc::profile_phase("introspection", PROFILED, "enable");
     let run = load(
         &server.addr,
         Req::Form {
@@ -394,6 +399,7 @@ async fn token_bench(
         d,
     )
     .await;
+    proc::profile_phase("introspection", PROFILED, "disable");
     rows.push((
         "Sigil introspections/s (the API's own client_secret_basic client)".into(),
         run.summary(),

@@ -87,6 +87,14 @@ impl Server {
     }
 }
 
+/// [`profile_window`] for one of a benchmark's phases: the one `SIGIL_BENCH_PERF_PHASE` names,
+/// else `default`.
+pub fn profile_phase(phase: &str, default: &str, command: &str) {
+    if std::env::var("SIGIL_BENCH_PERF_PHASE").as_deref().unwrap_or(default) == phase {
+        profile_window(command);
+    }
+}
+
 /// Opens or closes the window a profiler records: with `SIGIL_BENCH_PERF_CTL` naming the control
 /// FIFO of `perf record --control fifo:PATH -D -1`, a benchmark profiles only the phase it is
 /// about (`enable` before it, `disable` after).

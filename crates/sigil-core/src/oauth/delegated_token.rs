@@ -33,8 +33,6 @@ pub(super) struct Delegated<'a> {
 
 impl OAuthService {
     pub(super) fn mint_delegated(&self, d: &Delegated<'_>) -> Result<(String, AccessClaims, u64), OAuthError> {
-        let mut jti = [0u8; 16];
-        self.rng.fill(&mut jti);
         let now = d.now.unix_seconds();
         let ttl = i64::try_from(self.token_lifetime(d.agent_token_ttl).as_secs()).unwrap_or(300);
         let exp = d.not_after.map_or(now + ttl, |n| n.min(now + ttl));
@@ -49,7 +47,7 @@ impl OAuthService {
             aud: d.aud.to_owned(),
             exp,
             iat: now,
-            jti: sigil_crypto::b64url(&jti),
+            jti: self.new_jti(d.now),
             client_id: d.client.client_id.clone(),
             scope: d.scope.to_oauth_string(),
             cnf: Confirmation::of(d.proof.map(|p| p.jkt.clone()), d.cert_thumbprint.map(str::to_owned)),

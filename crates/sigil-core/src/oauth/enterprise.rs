@@ -482,8 +482,6 @@ impl OAuthService {
         let (resource, scope) = within_consent(subject, resource, req.scope)?;
         let (resource, scope) = (resource.as_deref(), scope.as_deref());
         self.active_identity(&auth.client.identity_id, now).await?;
-        let mut jti = [0u8; 16];
-        self.rng.fill(&mut jti);
         let exp = (now.unix_seconds() + ID_JAG_TTL_SECS).min(subject.exp.max(now.unix_seconds() + 1));
         let mut claims = serde_json::Map::new();
         let mut put = |k: &str, v: serde_json::Value| {
@@ -493,7 +491,7 @@ impl OAuthService {
         put("sub", subject.user.id.to_string().into());
         put("aud", audience.into());
         put("client_id", client_at_target.into());
-        put("jti", sigil_crypto::b64url(&jti).into());
+        put("jti", self.new_jti(now).into());
         put("iat", now.unix_seconds().into());
         put("exp", exp.into());
         put("preferred_username", subject.user.username.to_string().into());

@@ -189,6 +189,13 @@ impl OAuthService {
         crate::new_id(prefix, now, self.rng.as_ref())
     }
 
+    /// A new token id (`jti`): a ULID, 80 random bits after the millisecond. Ids issued together
+    /// sort together, so the indexes that hold them (the audit trail's, the revocation and
+    /// lineage tables') take each batch's ids on one page instead of one page per id.
+    pub(super) fn new_jti(&self, now: sigil_types::Timestamp) -> String {
+        self.new_id("", now)
+    }
+
     pub(super) fn secret_hash(&self, secret: &str) -> String {
         self.hasher.hash_hex(secret.as_bytes())
     }
@@ -540,8 +547,6 @@ impl OAuthService {
             )
             .await?;
 
-        let mut jti_bytes = [0u8; 16];
-        self.rng.fill(&mut jti_bytes);
         let ttl = self.token_lifetime(identity.token_ttl_seconds);
         let claims = AccessClaims {
             iss: self.cfg.issuer.clone(),
@@ -549,7 +554,7 @@ impl OAuthService {
             aud: uri.to_string(),
             exp: now.unix_seconds() + i64::try_from(ttl.as_secs()).unwrap_or(300),
             iat: now.unix_seconds(),
-            jti: sigil_crypto::b64url(&jti_bytes),
+            jti: self.new_jti(now),
             client_id: auth.client.client_id.clone(),
             scope: granted.to_oauth_string(),
             cnf: super::token::Confirmation::of(proof.as_ref().map(|p| p.jkt.clone()), auth.cert_thumbprint.clone()),
