@@ -375,6 +375,11 @@ async fn id_token_at(s: &TestServer, client: &(String, String)) -> String {
 
 /// Runs the code flow at `s` for alice with `scope`; returns the token response.
 async fn sign_in_at(s: &TestServer, client: &(String, String), scope: &str) -> Value {
+    sign_in_for(s, client, scope, Some(API)).await
+}
+
+/// Alice signs in for `resource`, or (without one) only signs in.
+async fn sign_in_for(s: &TestServer, client: &(String, String), scope: &str, resource: Option<&str>) -> Value {
     s.client().set_password("alice", "correct horse battery").await.unwrap();
     let verifier = b64url(&sigil_crypto::random_bytes::<32>().unwrap());
     let challenge = b64url(&sigil_crypto::sha256(verifier.as_bytes()));
@@ -386,8 +391,10 @@ async fn sign_in_at(s: &TestServer, client: &(String, String), scope: &str) -> V
         ("scope", scope),
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
-        ("resource", API),
     ]);
+    if let Some(r) = resource {
+        u.query_pairs_mut().append_pair("resource", r);
+    }
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -637,6 +644,24 @@ async fn id_jag_from_one_sigil_is_redeemed_at_another() {
         (400, Some("invalid_grant")),
         "not an ID-JAG: {v}"
     );
+    // A sign-in's refresh token (no API consented) starts an ID-JAG as its ID token would:
+    // its UserInfo scopes are Sigil's own, not a bound on what the other server grants.
+    let sign_in = sign_in_for(&idp, &at_idp, "openid profile", None).await;
+    let (st, v) = token(
+        &idp,
+        &[
+            ("grant_type", EXCHANGE),
+            ("requested_token_type", ID_JAG),
+            ("audience", &ras.url),
+            ("subject_token", sign_in["refresh_token"].as_str().unwrap()),
+            ("subject_token_type", REFRESH),
+        ],
+        &at_idp,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let g = claims(v["access_token"].as_str().unwrap());
+    assert!(g.get("scope").is_none() && g.get("resource").is_none(), "{g}");
 }
 
 /// An ID-JAG that says someone already acts for the user is refused, as such a subject token is

@@ -268,6 +268,11 @@ impl OAuthService {
                 .live_grant(token, super::grant::GrantKind::Refresh, &auth.client, None)
                 .await?;
             let user = self.active_user_for_subject(&grant.user_id).await?;
+            // A sign-in consented to no API: like its ID token, its refresh token says who
+            // signed in, and bounds no resource or scope of the ID-JAG (its `profile` and
+            // `email` are Sigil's own UserInfo scopes, not another server's).
+            let consent =
+                (!self.is_sign_in_only(&grant.resource)).then(|| (grant.resource.clone(), grant.scope.clone()));
             return Ok(Subject {
                 user,
                 jkt: None,
@@ -275,8 +280,8 @@ impl OAuthService {
                 act: None,
                 may_act: None,
                 exp: grant.expires_at.unix_seconds(),
-                aud: Some(grant.resource.clone()),
-                scope: Some(grant.scope.clone()),
+                aud: consent.as_ref().map(|(r, _)| r.clone()),
+                scope: consent.map(|(_, s)| s),
                 derived_from: None,
                 reference: format!("refresh family {}", grant.family_id),
             });
