@@ -143,6 +143,9 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
     let (s, _, challenge) = userinfo(&fx, reqwest::Method::GET, Some(format!("Basic {access}"))).await;
     assert_eq!(s, 401);
     assert!(!challenge.contains("error="), "{challenge}");
+    // A header that is not one scheme and one token is a malformed request (RFC 6750 §3.1).
+    let (s, e, _) = userinfo(&fx, reqwest::Method::GET, Some(format!("Bearer {access} {access}"))).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_request")), "{e}");
     // The sign-in token opens no API: token exchange refuses it as a subject for one.
     let (s, e) = fx.exchange(&fx.helper, access, None).await;
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_target")), "{e}");
@@ -193,8 +196,8 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
     let (s, _, _) = userinfo(&fx, reqwest::Method::GET, Some(format!("Bearer {access}"))).await;
     assert_eq!(s, 401);
 
-    // Every read and every refusal of a token is in the trail (a request with no token, or
-    // with another scheme, presented none).
+    // Every read and every refusal of a token or a malformed header is in the trail (a
+    // request with no token, or with another scheme, presented none).
     let reads =
         fx.s.client()
             .audit_search(&[("type", "userinfo.read".into())])
@@ -202,7 +205,7 @@ async fn a_sign_in_without_a_resource_reads_the_user_at_userinfo_and_nowhere_els
             .unwrap()
             .items;
     let granted = reads.iter().filter(|r| r.record["outcome"] == "success").count();
-    assert_eq!((granted, reads.len() - granted), (5, 4), "{reads:?}");
+    assert_eq!((granted, reads.len() - granted), (5, 5), "{reads:?}");
     let assistant = fx.id_of("assistant").await;
     assert!(reads.iter().all(|r| r.record["event_type"] == "userinfo.read"));
     assert!(

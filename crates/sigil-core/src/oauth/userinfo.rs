@@ -162,6 +162,13 @@ impl OAuthService {
         Ok(Some((p.jti, p.iat)))
     }
 
+    /// Audits a request refused before its token could be read: a malformed `Authorization`
+    /// or `DPoP` header. (No header, or another scheme, presents no credential: not audited.)
+    pub async fn refuse_unreadable_userinfo(&self, e: &OAuthError, request_id: Option<&str>) {
+        self.record_userinfo_refusal(self.clock.now(), None, e, request_id)
+            .await;
+    }
+
     async fn record_userinfo_refusal(
         &self,
         now: Timestamp,

@@ -21,8 +21,9 @@ pub async fn userinfo(axum::extract::State(app): State, req: axum::extract::Requ
             return bare_challenges();
         }
         Err(NotPresented::Malformed(why)) => {
-            tracing::info!(description = why, "userinfo refused: malformed Authorization");
-            return render(&OAuthError::invalid_request(why), "Bearer");
+            let e = OAuthError::invalid_request(why);
+            app.oauth.refuse_unreadable_userinfo(&e, request_id.as_deref()).await;
+            return render(&e, "Bearer");
         }
     };
     let cert = parts
@@ -31,7 +32,10 @@ pub async fn userinfo(axum::extract::State(app): State, req: axum::extract::Requ
         .and_then(|c| c.0.1.clone());
     let proof = match dpop_header(&parts.headers) {
         Ok(p) => p,
-        Err(e) => return challenge(&app, presented.dpop, &e),
+        Err(e) => {
+            app.oauth.refuse_unreadable_userinfo(&e, request_id.as_deref()).await;
+            return challenge(&app, presented.dpop, &e);
+        }
     };
     let r = UserInfoRequest {
         token: presented.token,
