@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sigil_core::store::{Change, ChangeSet, StoreError};
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool};
 use sqlx::{Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -124,6 +125,8 @@ async fn run(
     max_batch: usize,
     after: AfterCommit,
 ) {
+    // The connection kept between batches, when the dialect keeps one.
+    let mut held: Option<PoolConnection<Any>> = None;
     loop {
         let batch = {
             let mut rx = rx.lock().await;
@@ -137,13 +140,33 @@ async fn run(
             }
             batch
         };
-        commit_batch(&pool, batch, d, &after).await;
+        commit_batch(&pool, &mut held, batch, d, &after).await;
         if let Some(rewind) = &after.rewind
             && rewind.take()
-            && let Ok(mut conn) = pool.acquire().await
+            && let Ok(mut conn) = connection(&pool, &mut held).await
         {
             checkpointer::finish_on_writer(&mut conn).await;
+            keep(&mut held, conn, d);
         }
+    }
+}
+
+/// The connection kept from the last batch, or one from the pool.
+async fn connection(
+    pool: &AnyPool,
+    held: &mut Option<PoolConnection<Any>>,
+) -> Result<PoolConnection<Any>, sqlx::Error> {
+    match held.take() {
+        Some(conn) => Ok(conn),
+        None => pool.acquire().await,
+    }
+}
+
+/// Keeps a connection that finished its work cleanly for the next batch, if the dialect keeps
+/// one; otherwise it goes back to the pool.
+fn keep(held: &mut Option<PoolConnection<Any>>, conn: PoolConnection<Any>, d: &Dialect) {
+    if d.writer_keeps_connection {
+        *held = Some(conn);
     }
 }
 
@@ -163,9 +186,15 @@ pub struct AfterCommit {
     pub rewind: Option<Arc<RestartWanted>>,
 }
 
-async fn commit_batch(pool: &AnyPool, batch: Vec<Job>, d: &'static Dialect, after: &AfterCommit) {
+async fn commit_batch(
+    pool: &AnyPool,
+    held: &mut Option<PoolConnection<Any>>,
+    batch: Vec<Job>,
+    d: &'static Dialect,
+    after: &AfterCommit,
+) {
     let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
-    let results = match commit_jobs(pool, &jobs, d).await {
+    let results = match commit_jobs(pool, held, &jobs, d).await {
         Ok(results) => results,
         Err(why) => jobs.iter().map(|_| Err(StoreError::Unavailable(why.clone()))).collect(),
     };
@@ -193,17 +222,21 @@ const ABORTED_RETRIES: usize = 3;
 /// request in it. Any other failure fails the batch (it may have been mid-commit).
 async fn commit_jobs(
     pool: &AnyPool,
+    held: &mut Option<PoolConnection<Any>>,
     jobs: &[ChangeSet],
     d: &'static Dialect,
 ) -> Result<Vec<Result<(), StoreError>>, String> {
     let mut aborted = 0;
     loop {
-        let mut conn = pool.acquire().await.map_err(|e| {
+        let mut conn = connection(pool, held).await.map_err(|e| {
             tracing::error!(error = %e, "cannot get a write connection");
             e.to_string()
         })?;
         match run_transaction(&mut conn, jobs, d).await {
-            Ok(results) => return Ok(results),
+            Ok(results) => {
+                keep(held, conn, d);
+                return Ok(results);
+            }
             Err(e) => {
                 // The connection may be mid-transaction or broken: never hand it back to the pool.
                 let _ = conn.detach();
