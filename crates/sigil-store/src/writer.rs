@@ -53,7 +53,12 @@ impl Writer {
         let done = (0..d.writers)
             .map(|_| {
                 let (finished, done) = oneshot::channel();
-                let work = run(pool.clone(), Arc::clone(&rx), d, max_batch.max(1), after.clone());
+                let connections = Connections {
+                    pool: pool.clone(),
+                    held: None,
+                    keeps: d.writer_keeps_connection,
+                };
+                let work = run(connections, Arc::clone(&rx), d, max_batch.max(1), after.clone());
                 spawn_writer(work, finished);
                 done
             })
@@ -119,14 +124,12 @@ fn spawn_writer(work: impl Future<Output = ()> + Send + 'static, finished: onesh
 }
 
 async fn run(
-    pool: AnyPool,
+    mut connections: Connections,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     d: &'static Dialect,
     max_batch: usize,
     after: AfterCommit,
 ) {
-    // The connection kept between batches, when the dialect keeps one.
-    let mut held: Option<PoolConnection<Any>> = None;
     loop {
         let batch = {
             let mut rx = rx.lock().await;
@@ -140,33 +143,39 @@ async fn run(
             }
             batch
         };
-        commit_batch(&pool, &mut held, batch, d, &after).await;
+        commit_batch(&mut connections, batch, d, &after).await;
         if let Some(rewind) = &after.rewind
             && rewind.take()
-            && let Ok(mut conn) = connection(&pool, &mut held).await
+            && let Ok(mut conn) = connections.take().await
         {
             checkpointer::finish_on_writer(&mut conn).await;
-            keep(&mut held, conn, d);
+            connections.put_back(conn);
         }
     }
 }
 
-/// The connection kept from the last batch, or one from the pool.
-async fn connection(
-    pool: &AnyPool,
-    held: &mut Option<PoolConnection<Any>>,
-) -> Result<PoolConnection<Any>, sqlx::Error> {
-    match held.take() {
-        Some(conn) => Ok(conn),
-        None => pool.acquire().await,
-    }
+/// A writer's connections: the one it kept from the last batch
+/// ([`Dialect::writer_keeps_connection`]), or one from the pool.
+struct Connections {
+    pool: AnyPool,
+    held: Option<PoolConnection<Any>>,
+    keeps: bool,
 }
 
-/// Keeps a connection that finished its work cleanly for the next batch, if the dialect keeps
-/// one; otherwise it goes back to the pool.
-fn keep(held: &mut Option<PoolConnection<Any>>, conn: PoolConnection<Any>, d: &Dialect) {
-    if d.writer_keeps_connection {
-        *held = Some(conn);
+impl Connections {
+    async fn take(&mut self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        match self.held.take() {
+            Some(conn) => Ok(conn),
+            None => self.pool.acquire().await,
+        }
+    }
+
+    /// A connection that finished its work cleanly: kept for the next batch, or back to the
+    /// pool. (One that failed is detached instead, and never comes here.)
+    fn put_back(&mut self, conn: PoolConnection<Any>) {
+        if self.keeps {
+            self.held = Some(conn);
+        }
     }
 }
 
@@ -186,15 +195,9 @@ pub struct AfterCommit {
     pub rewind: Option<Arc<RestartWanted>>,
 }
 
-async fn commit_batch(
-    pool: &AnyPool,
-    held: &mut Option<PoolConnection<Any>>,
-    batch: Vec<Job>,
-    d: &'static Dialect,
-    after: &AfterCommit,
-) {
+async fn commit_batch(connections: &mut Connections, batch: Vec<Job>, d: &'static Dialect, after: &AfterCommit) {
     let (jobs, replies): (Vec<ChangeSet>, Vec<Reply>) = batch.into_iter().map(|j| (j.changes, j.reply)).unzip();
-    let results = match commit_jobs(pool, held, &jobs, d).await {
+    let results = match commit_jobs(connections, &jobs, d).await {
         Ok(results) => results,
         Err(why) => jobs.iter().map(|_| Err(StoreError::Unavailable(why.clone()))).collect(),
     };
@@ -221,20 +224,19 @@ const ABORTED_RETRIES: usize = 3;
 /// transaction goes on: the batch runs again, on a fresh connection, instead of failing every
 /// request in it. Any other failure fails the batch (it may have been mid-commit).
 async fn commit_jobs(
-    pool: &AnyPool,
-    held: &mut Option<PoolConnection<Any>>,
+    connections: &mut Connections,
     jobs: &[ChangeSet],
     d: &'static Dialect,
 ) -> Result<Vec<Result<(), StoreError>>, String> {
     let mut aborted = 0;
     loop {
-        let mut conn = connection(pool, held).await.map_err(|e| {
+        let mut conn = connections.take().await.map_err(|e| {
             tracing::error!(error = %e, "cannot get a write connection");
             e.to_string()
         })?;
         match run_transaction(&mut conn, jobs, d).await {
             Ok(results) => {
-                keep(held, conn, d);
+                connections.put_back(conn);
                 return Ok(results);
             }
             Err(e) => {
