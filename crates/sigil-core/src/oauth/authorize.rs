@@ -25,9 +25,6 @@ pub const OPENID: &str = "openid";
 /// understood: relying-party libraries send `openid profile email` by default, and the ID
 /// token's claims do not depend on them.
 const OIDC_SCOPES: [&str; 5] = ["profile", "email", "address", "phone", "offline_access"];
-/// The OpenID Connect scopes whose claims the UserInfo endpoint releases (Core §5.4); the
-/// scope of a sign-in that names no API is made of these alone.
-pub const USERINFO_SCOPES: [&str; 2] = ["profile", "email"];
 
 /// Failed sign-ins per username within [`SIGN_IN_WINDOW`] after which the username is locked
 /// for the rest of the window (online guessing; the lock is per process).
@@ -111,7 +108,7 @@ pub struct Authorization {
     /// UserInfo endpoint and nothing else.
     pub resource: Option<Resource>,
     /// Requested scopes: of the resource (all of them when none were requested), or of a
-    /// sign-in only the [`USERINFO_SCOPES`] asked for (perhaps none).
+    /// sign-in only the [`USERINFO_SCOPES`](super::sign_in::USERINFO_SCOPES) asked for (perhaps none).
     pub scopes: ScopeSet,
     pub redirect_uri: String,
     /// Whether the request named the redirect URI (then the token request must repeat it).
@@ -412,7 +409,7 @@ impl OAuthService {
             Some(resource) => {
                 requested_resource_scopes(raw_scope, resource).map_err(|e| fail(e.code, &e.description))?
             }
-            None => sign_in_scopes(raw_scope, client.registered_scope().as_ref())
+            None => super::sign_in::sign_in_scopes(raw_scope, client.registered_scope().as_ref())
                 .map_err(|e| fail(e.code, &e.description))?,
         };
         // Sigil keeps no sign-in session: every authorization asks the user to sign in, so a
@@ -830,53 +827,6 @@ fn requested_resource_scopes(raw_scope: &str, resource: &Resource) -> Result<Sco
     } else {
         requested
     })
-}
-
-/// The scopes of a sign-in only: the [`USERINFO_SCOPES`] it asks for. Any other value is not
-/// understood without an API and is ignored (Core §3.1.2.1); the token response's `scope` says
-/// what was granted (RFC 6749 §5.1). A client that registered a `scope` (RFC 7591 §2) asks
-/// within it.
-fn sign_in_scopes(raw_scope: &str, registered: Option<&ScopeSet>) -> Result<ScopeSet, OAuthError> {
-    let kept = ScopeSet::parse_oauth(&userinfo_scope_values(raw_scope).join(" "))
-        .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-    if let Some(outside) = registered.and_then(|r| kept.iter().find(|s| !r.contains(s))) {
-        return Err(OAuthError::invalid_scope(format!(
-            "scope {outside} is outside the scope the client registered"
-        )));
-    }
-    Ok(kept)
-}
-
-/// The values of a request's `scope` that a sign-in only understands: [`USERINFO_SCOPES`].
-pub(super) fn userinfo_scope_values(raw: &str) -> Vec<&str> {
-    raw.split(' ').filter(|s| USERINFO_SCOPES.contains(s)).collect()
-}
-
-impl OAuthService {
-    /// What a grant or token is for: the resource's URI, or the UserInfo endpoint for a
-    /// sign-in only.
-    pub(super) fn audience_of<'a>(&'a self, resource: Option<&'a Resource>) -> &'a str {
-        resource.map_or(self.cfg.userinfo_endpoint.as_str(), |r| r.uri.as_str())
-    }
-
-    /// Whether a grant's or token's audience is the UserInfo endpoint (a sign-in only).
-    pub(super) fn is_sign_in_only(&self, audience: &str) -> bool {
-        audience == self.cfg.userinfo_endpoint
-    }
-
-    /// The audit target of an authorization or a delegated token.
-    pub(super) fn audience_target(&self, resource: Option<&Resource>) -> Target {
-        match resource {
-            Some(r) => resource_target(r),
-            None => Target {
-                kind: "userinfo".into(),
-                id: None,
-                name: None,
-                resource: None,
-                audience: Some(self.cfg.userinfo_endpoint.clone()),
-            },
-        }
-    }
 }
 
 pub(super) fn resource_target(r: &Resource) -> Target {

@@ -72,16 +72,7 @@ impl OAuthService {
         request_id: Option<&str>,
         now: Timestamp,
     ) -> AuditRecord {
-        let actors: Vec<String> = claims
-            .act
-            .as_ref()
-            .map(|a| a.chain_from_user().iter().rev().map(|m| m.sub.clone()).collect())
-            .unwrap_or_default();
-        let by = actors.first().cloned().unwrap_or_else(|| claims.client_id.clone());
-        let mut record = AuditRecord::new(now, event, &Principal::from_stored(by), request_id);
-        record.subject = Some(claims.sub.clone());
-        record.actors = actors;
-        record.client_id = Some(claims.client_id.clone());
+        let mut record = record_of_delegated(event, claims, request_id, now);
         record.auth = Some(AuthEvidence {
             jti: Some(claims.jti.clone()),
             ..auth.evidence.clone()
@@ -97,4 +88,26 @@ impl OAuthService {
         record.policy = evidence;
         record
     }
+}
+
+/// A record of what a delegated token was issued or used for: the user as subject, the agents
+/// of its `act` chain as actors (outermost first), the outermost of them (or, with no chain,
+/// the client) as the one who acted.
+pub(super) fn record_of_delegated(
+    event: EventType,
+    claims: &AccessClaims,
+    request_id: Option<&str>,
+    now: Timestamp,
+) -> AuditRecord {
+    let actors: Vec<String> = claims
+        .act
+        .as_ref()
+        .map(|a| a.chain_from_user().iter().rev().map(|m| m.sub.clone()).collect())
+        .unwrap_or_default();
+    let by = actors.first().cloned().unwrap_or_else(|| claims.client_id.clone());
+    let mut record = AuditRecord::new(now, event, &Principal::from_stored(by), request_id);
+    record.subject = Some(claims.sub.clone());
+    record.actors = actors;
+    record.client_id = Some(claims.client_id.clone());
+    record
 }

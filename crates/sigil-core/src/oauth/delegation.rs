@@ -178,7 +178,7 @@ impl OAuthService {
                 // A sign-in understands its profile and email scopes (asking for one it was not
                 // given widens it) and ignores the rest, as its authorization request did.
                 let values = if self.is_sign_in_only(&grant.resource) {
-                    super::authorize::userinfo_scope_values(s)
+                    super::sign_in::userinfo_scope_values(s)
                 } else {
                     super::authorize::resource_scope_values(s, &held)
                 };

@@ -23,6 +23,7 @@ pub mod reads;
 mod refusals;
 pub mod registration;
 pub mod service;
+mod sign_in;
 pub mod svid_auth;
 pub mod token;
 pub mod trusted;

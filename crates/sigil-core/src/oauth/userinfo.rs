@@ -214,16 +214,7 @@ fn released_claims(claims: &AccessClaims, user: &User) -> serde_json::Map<String
 
 fn userinfo_record(now: Timestamp, claims: &AccessClaims, request_id: Option<&str>) -> AuditRecord {
     // The agent reads the user's claims: it is the actor, as in the token's `act`.
-    let actors: Vec<String> = claims
-        .act
-        .as_ref()
-        .map(|a| a.chain_from_user().iter().rev().map(|m| m.sub.clone()).collect())
-        .unwrap_or_default();
-    let by = actors.first().cloned().unwrap_or_else(|| claims.client_id.clone());
-    let mut record = AuditRecord::new(now, EventType::UserInfoRead, &Principal::from_stored(by), request_id);
-    record.actors = actors;
-    record.subject = Some(claims.sub.clone());
-    record.client_id = Some(claims.client_id.clone());
+    let mut record = super::delegated_token::record_of_delegated(EventType::UserInfoRead, claims, request_id, now);
     record.auth = Some(AuthEvidence {
         method: "userinfo".into(),
         jti: Some(claims.jti.clone()),
