@@ -624,16 +624,17 @@ async fn acquire_lease(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
 /// Rows per multi-row statement: well under SQLite's bound-parameter limit.
 const CHUNK: usize = 64;
 
-/// Only the holder of a live lease may go on (and the lease is extended).
+/// Only the lease's holder may go on (and the lease is extended). A lease that lapsed while
+/// nobody took it still names its holder, and nobody else can have acted under it: whoever takes
+/// a lease writes their own name into it, so the name alone is the fence.
 async fn fence(conn: &mut AnyConnection, l: &LeaseClaim) -> R {
     let held = exec(
         conn,
-        "UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3 AND expires_at >= $4",
+        "UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3",
         vec![
             l.until.unix_micros().into(),
             l.name.clone().into(),
             l.holder.clone().into(),
-            l.now.unix_micros().into(),
         ],
         LEASE,
     )

@@ -134,17 +134,19 @@ impl AuditLog {
             until: now.plus(LEASE_TTL),
         };
         let mut guard = self.frontier.lock().await;
-        match self
-            .store
-            .commit(ChangeSet::new().change(Change::AcquireLease(lease.clone())))
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Stale { .. }) => {
-                *guard = None; // someone else integrates; our view of the tree is stale
-                return Ok(0);
+        // Holding a frontier means our last step committed under the lease, and each step's
+        // fence extends it: only a process without one asks for the lease on its own. (A lease
+        // lost meanwhile fails the step's fence, and the next step asks again.)
+        if guard.is_none() {
+            match self
+                .store
+                .commit(ChangeSet::new().change(Change::AcquireLease(lease.clone())))
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Stale { .. }) => return Ok(0), // someone else integrates
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         let pending = self.store.pending_audit(MAX_INTEGRATION_BATCH).await?;
         if pending.is_empty() {

@@ -38,6 +38,25 @@ pub(crate) async fn leases_are_exclusive_until_they_expire(db: Db) {
     );
 }
 
+/// A lease that lapsed while nobody took it is still its holder's: nobody else can have
+/// integrated meanwhile, so the holder's next step goes on (and renews it).
+pub(crate) async fn a_lapsed_lease_nobody_took_still_fences_for_its_holder(db: Db) {
+    let s = &db.store;
+    put(s, Change::AcquireLease(claim("a", 100))).await.unwrap();
+    let step = |now| sigil_core::audit::Integration {
+        lease: claim("a", now),
+        leaves: vec![],
+        nodes: vec![],
+        checkpoint: None,
+    };
+    put(s, Change::IntegrateAudit(Box::new(step(110)))).await.unwrap();
+    assert_eq!(
+        put(s, Change::AcquireLease(claim("b", 112))).await,
+        Err(StoreError::Stale { entity: "lease" }),
+        "the step renewed a's lease"
+    );
+}
+
 pub(crate) async fn integration_places_each_record_once(db: Db) {
     use sigil_core::audit::merkle::Frontier;
     let s = &db.store;

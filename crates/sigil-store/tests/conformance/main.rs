@@ -40,6 +40,7 @@ conformance!(
     registry::transfer_ownership_moves_everything,
     registry::touch_records_use_without_a_new_version,
     audit_log::leases_are_exclusive_until_they_expire,
+    audit_log::a_lapsed_lease_nobody_took_still_fences_for_its_holder,
     audit_log::integration_places_each_record_once,
     audit_log::audit_search_filters,
     audit_log::search_finds_every_agent_of_a_chain,
