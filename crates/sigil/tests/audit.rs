@@ -525,6 +525,37 @@ async fn lost_tree_nodes_are_rebuilt_from_the_leaves() {
     assert_eq!(proof.root_hash, s.client().audit_checkpoint().await.unwrap().root_hash);
 }
 
+/// The integrator's lease is renewed by its steps' fences, not on every tick: a holder with
+/// nothing to integrate writes nothing, and takes its lapsed lease back without asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_integrator_writes_nothing() {
+    use sqlx::Row;
+    let Some(s) = populated(2).await else { return };
+    let lease_expiry = || async {
+        let mut c = db(&s).await;
+        sqlx::query("SELECT expires_at FROM leases WHERE name = 'audit-integrator'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .get::<i64, _>("expires_at")
+    };
+    let before = lease_expiry().await;
+    let app = s.app();
+    for _ in 0..3 {
+        assert_eq!(app.audit.integrate_once(&app.keys).await.unwrap(), 0);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(app.store.pending_audit(1).await.unwrap().is_empty());
+    assert_eq!(lease_expiry().await, before, "an idle integrator renewed its lease");
+
+    s.client()
+        .create_user(&serde_json::from_value(json!({"username": "later"})).unwrap())
+        .await
+        .unwrap();
+    integrate(&s).await;
+    assert!(lease_expiry().await > before, "a step extends the lease");
+}
+
 /// Integrated records whose checkpoints were removed are not signed again: the integrator
 /// would otherwise vouch for whatever the records now say.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,8 +100,19 @@ pub struct AuditLog {
     clock: Arc<dyn Clock>,
     issuer: String,
     holder: String,
-    /// The right edge of the tree while we hold the lease; reloaded after losing it.
-    frontier: Mutex<Option<Frontier>>,
+    held: Mutex<Held>,
+}
+
+/// What the integrator keeps between steps.
+#[derive(Debug, Default)]
+struct Held {
+    /// The right edge of the tree after our last committed step; reloaded after losing the lease.
+    frontier: Option<Frontier>,
+    /// Our name is in the lease: we took it, and no step's fence has failed since. Each step's
+    /// fence extends it, so a holder asks for it again only after losing it, and an idle holder
+    /// writes nothing. (One that lapsed while nobody took it still fences for us: nobody can
+    /// have integrated meanwhile.)
+    lease: bool,
 }
 
 impl AuditLog {
@@ -114,7 +125,7 @@ impl AuditLog {
             clock,
             issuer,
             holder,
-            frontier: Mutex::new(None),
+            held: Mutex::new(Held::default()),
         }
     }
 
@@ -133,18 +144,18 @@ impl AuditLog {
             now,
             until: now.plus(LEASE_TTL),
         };
-        let mut guard = self.frontier.lock().await;
-        // Holding a frontier means our last step committed under the lease, and each step's
-        // fence extends it: only a process without one asks for the lease on its own. (A lease
-        // lost meanwhile fails the step's fence, and the next step asks again.)
-        if guard.is_none() {
+        let mut held = self.held.lock().await;
+        if !held.lease {
             match self
                 .store
                 .commit(ChangeSet::new().change(Change::AcquireLease(lease.clone())))
                 .await
             {
-                Ok(()) => {}
-                Err(StoreError::Stale { .. }) => return Ok(0), // someone else integrates
+                Ok(()) => held.lease = true,
+                Err(StoreError::Stale { .. }) => {
+                    held.frontier = None; // someone else integrates; our view of the tree goes stale
+                    return Ok(0);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -152,7 +163,7 @@ impl AuditLog {
         if pending.is_empty() {
             return Ok(0);
         }
-        let (mut frontier, mut nodes) = match guard.take() {
+        let (mut frontier, mut nodes) = match held.frontier.take() {
             Some(f) => (f, Vec::with_capacity(pending.len() * 2)),
             None => self.load_frontier(keys).await?,
         };
@@ -178,17 +189,17 @@ impl AuditLog {
             .await
         {
             Ok(()) => {
-                *guard = Some(frontier);
+                held.frontier = Some(frontier);
                 Ok(n)
             }
             Err(StoreError::Stale { .. }) => {
-                drop(start);
-                *guard = None;
+                // The fence failed: another replica took the lease.
+                *held = Held::default();
                 Ok(0)
             }
             Err(e) => {
                 // Nothing was applied: keep the tree as it was before this step.
-                *guard = Some(start);
+                held.frontier = Some(start);
                 Err(e.into())
             }
         }
