@@ -182,9 +182,12 @@ pub enum Change {
     /// revocations, the token lineage and the authorization codes and refresh tokens of
     /// whatever expired before `before` (Unix seconds), and grant families with nothing left:
     /// an expired token, code, assertion or proof is refused for its expiry alone, so these
-    /// rows only grow the tables. Idempotent; every replica may run it.
+    /// rows only grow the tables. At most `limit` rows of each table go per change, so one
+    /// purge never holds the writer for long ([`OAuthStore::expired_left`] says whether to go
+    /// on). Idempotent; every replica may run it.
     PurgeExpired {
         before: i64,
+        limit: u32,
     },
     /// Remembers an access token issued by token exchange from the access token `parent_jti`:
     /// revoking the parent (or its grant family) revokes it, and what was derived from it.
@@ -432,6 +435,8 @@ pub trait OAuthStore: Send + Sync {
         page: &crate::model::PageRequest,
     ) -> StoreResult<Page<OAuthClient>>;
     async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// Whether any row [`Change::PurgeExpired`] with this `before` would forget is left.
+    async fn expired_left(&self, before: i64) -> StoreResult<bool>;
     async fn find_registration_token(
         &self,
         token_hash: &str,

@@ -129,6 +129,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "grant_expiry",
         sql: include_str!("../migrations/sqlite/0014_grant_expiry.sql"),
     },
+    Migration {
+        version: 15,
+        name: "expiry_indexes",
+        sql: include_str!("../migrations/sqlite/0015_expiry_indexes.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -201,6 +206,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 14,
         name: "grant_expiry",
         sql: include_str!("../migrations/postgres/0014_grant_expiry.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "expiry_indexes",
+        sql: include_str!("../migrations/postgres/0015_expiry_indexes.sql"),
     },
 ];
 

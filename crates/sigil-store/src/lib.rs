@@ -337,6 +337,10 @@ impl sigil_core::store::OAuthStore for SqlStore {
     ) -> StoreResult<Page<sigil_core::oauth::OAuthClient>> {
         read::list_clients(&self.pool, identity, page).await
     }
+    async fn expired_left(&self, before: i64) -> StoreResult<bool> {
+        read::expired_left(&self.pool, before).await
+    }
+
     async fn is_token_revoked(&self, jti: &str) -> StoreResult<bool> {
         let Some(not_revoked) = &self.not_revoked else {
             return read::is_token_revoked(&self.pool, jti).await;

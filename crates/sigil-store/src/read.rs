@@ -468,6 +468,37 @@ pub async fn list_clients(
     Ok(Page { items, next_cursor })
 }
 
+/// Whether any row the purge of what expired before `before` (Unix seconds) would delete is
+/// left: one probe of each table's expiry index.
+pub async fn expired_left(pool: &AnyPool, before: i64) -> R<bool> {
+    let mut q = Sql::new("SELECT CAST(");
+    for (n, table) in [
+        "used_assertions",
+        "used_dpop_proofs",
+        "revoked_tokens",
+        "family_tokens",
+        "derived_tokens",
+        "delegated_grants",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cutoff = if *table == "delegated_grants" {
+            before.saturating_mul(1_000_000) // grants keep microseconds
+        } else {
+            before
+        };
+        q.push(if n == 0 { "" } else { " + " })
+            .push(&format!(
+                "(SELECT COUNT(*) FROM (SELECT 1 AS one FROM {table} WHERE expires_at < "
+            ))
+            .bind(cutoff)
+            .push(&format!(" LIMIT 1) e{n})"));
+    }
+    q.push(" AS BIGINT)");
+    Ok(count(pool, q).await? > 0)
+}
+
 pub async fn is_token_revoked(pool: &AnyPool, jti: &str) -> R<bool> {
     let row = stmt("SELECT 1 AS one FROM revoked_tokens WHERE jti = $1", vec![jti.into()])
         .fetch_optional(pool)

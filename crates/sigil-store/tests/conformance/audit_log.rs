@@ -266,6 +266,9 @@ pub(crate) async fn search_finds_every_agent_of_a_chain(db: Db) {
         use sqlx::Connection;
         let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
         for sql in [
+            "DROP INDEX used_dpop_proofs_expiry",
+            "DROP INDEX revoked_tokens_expiry",
+            "DROP INDEX family_tokens_expiry",
             "DROP INDEX audit_events_acting_for",
             "ALTER TABLE audit_events DROP COLUMN acting_for",
             "ALTER TABLE resources DROP COLUMN servers_json",

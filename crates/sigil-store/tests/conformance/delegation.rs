@@ -332,7 +332,17 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
         expires_at: 1_900_000_000,
     };
     put(s, family_token("fam-tok", "tok-1")).await.unwrap();
-    put(s, Change::PurgeExpired { before: 2_000 }).await.unwrap();
+    assert!(s.expired_left(2_000).await.unwrap());
+    put(
+        s,
+        Change::PurgeExpired {
+            before: 2_000,
+            limit: 1_000,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!s.expired_left(2_000).await.unwrap(), "everything expired went");
     assert!(
         s.get_grant("h-old").await.unwrap().is_none(),
         "an expired grant is forgotten"
@@ -364,6 +374,42 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
         ),
         "a live mark stays"
     );
+}
+
+/// A purge forgets at most its limit of each table's expired rows, the oldest first, and says
+/// through `expired_left` when it is done; live rows stay.
+pub(crate) async fn purges_go_a_chunk_at_a_time(db: Db) {
+    let s = &db.store;
+    let revoke = |jti: String, expires_at: i64| Change::RevokeToken {
+        jti,
+        expires_at,
+        revoked_at: T0,
+    };
+    for n in 0..5 {
+        put(s, revoke(format!("expired-{n}"), 1_000 + n)).await.unwrap();
+    }
+    put(s, revoke("live".into(), 1_900_000_000)).await.unwrap();
+    let revoked = || async {
+        let mut left = Vec::new();
+        for n in 0..5 {
+            if s.is_token_revoked(&format!("expired-{n}")).await.unwrap() {
+                left.push(n);
+            }
+        }
+        left
+    };
+    let purge = Change::PurgeExpired {
+        before: 2_000,
+        limit: 2,
+    };
+    put(s, purge.clone()).await.unwrap();
+    assert_eq!(revoked().await, vec![2, 3, 4], "the two oldest went");
+    assert!(s.expired_left(2_000).await.unwrap());
+    put(s, purge.clone()).await.unwrap();
+    put(s, purge).await.unwrap();
+    assert_eq!(revoked().await, Vec::<i64>::new());
+    assert!(!s.expired_left(2_000).await.unwrap());
+    assert!(s.is_token_revoked("live").await.unwrap(), "a live revocation stays");
 }
 
 /// Initial access tokens (RFC 7591 §3): found by hash, listed while unexpired, revoked by id.

@@ -47,6 +47,7 @@ conformance!(
     policy::policy_versions_and_activations,
     delegation::passwords_and_grant_families,
     delegation::revoking_a_token_revokes_what_was_derived_from_it,
+    delegation::purges_go_a_chunk_at_a_time,
     delegation::registration_tokens_list_and_revoke,
     delegation::single_use_marks_are_spent_once_under_concurrency,
     spiffe::x509_authorities_and_entries,
