@@ -240,12 +240,12 @@ impl OAuthService {
     ///   must be live.
     pub(super) async fn exchange_subject(
         &self,
-        req: &super::delegation::ExchangeRequest<'_>,
+        req: &super::exchange::ExchangeRequest<'_>,
         auth: &super::client_auth::Authenticated,
         for_id_jag: bool,
         now: sigil_types::Timestamp,
     ) -> Result<Subject, OAuthError> {
-        use super::delegation::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE};
+        use super::exchange::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, REFRESH_TOKEN_TYPE};
         let token = req
             .subject_token
             .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
@@ -449,7 +449,7 @@ impl OAuthService {
     pub(super) async fn issue_id_jag(
         &self,
         auth: &super::client_auth::Authenticated,
-        req: &super::delegation::ExchangeRequest<'_>,
+        req: &super::exchange::ExchangeRequest<'_>,
         subject: &Subject,
         proof: Option<&super::dpop::Proof>,
         request_id: Option<&str>,

@@ -12,6 +12,7 @@ pub mod delegation;
 pub mod dpop;
 pub mod enterprise;
 pub mod error;
+pub mod exchange;
 pub mod grant;
 mod id_token;
 pub mod introspection;

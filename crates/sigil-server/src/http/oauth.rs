@@ -9,8 +9,9 @@ use base64::Engine;
 use sigil_core::audit::EventType;
 use sigil_core::oauth::client::TOKEN_EXCHANGE_GRANT;
 use sigil_core::oauth::client_auth::PresentedCredentials;
-use sigil_core::oauth::delegation::{CodeRedemption, ExchangeRequest};
+use sigil_core::oauth::delegation::CodeRedemption;
 use sigil_core::oauth::enterprise::{ID_JAG_PROFILE, ID_JAG_TOKEN_TYPE, JWT_BEARER_GRANT};
+use sigil_core::oauth::exchange::ExchangeRequest;
 use sigil_core::oauth::{ErrorCode, OAuthError};
 
 use super::State;
