@@ -46,6 +46,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Rows of each table one [`Change::PurgeExpired`] forgets at most, as the server purges: a
+/// chunk takes tens of milliseconds of the writer's time on tables of millions of rows, where
+/// the whole of a minute's expiries in one delete took seconds.
+pub const PURGE_CHUNK: u32 = 500;
+
 /// One write. Inserts fail on duplicates; updates and deletes name the version they read and
 /// fail with [`StoreError::Stale`] if it is no longer current (no lost updates).
 #[derive(Debug, Clone)]

@@ -312,12 +312,13 @@ async fn prune(app: &App) {
 /// integration keeps its pace. Answers whether more is left for the next tick.
 async fn purge_expired(app: &App) -> bool {
     const MARGIN_SECS: i64 = 600;
-    const CHUNK: u32 = 500;
     const CHUNKS_PER_TICK: usize = 5;
     let before = app.clock.now().unix_seconds() - MARGIN_SECS;
     for _ in 0..CHUNKS_PER_TICK {
-        let purge = sigil_core::store::ChangeSet::new()
-            .change(sigil_core::store::Change::PurgeExpired { before, limit: CHUNK });
+        let purge = sigil_core::store::ChangeSet::new().change(sigil_core::store::Change::PurgeExpired {
+            before,
+            limit: sigil_core::store::PURGE_CHUNK,
+        });
         let left = match app.store.commit(purge).await {
             Ok(()) => app.store.expired_left(before).await,
             Err(e) => Err(e),
