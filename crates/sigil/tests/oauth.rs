@@ -522,12 +522,8 @@ async fn bad_requests_get_precise_errors() {
             400,
             "invalid_request",
         ),
-        (
-            vec![("grant_type", "client_credentials")],
-            basic,
-            400,
-            "invalid_request",
-        ),
+        // RFC 8707 §2: a required resource that is missing is `invalid_target`.
+        (vec![("grant_type", "client_credentials")], basic, 400, "invalid_target"),
         (
             vec![
                 ("grant_type", "client_credentials"),

@@ -502,8 +502,10 @@ impl OAuthService {
             ));
         }
         let uri = match resources {
+            // RFC 8707 §2: a server that requires the parameter fails a request that omits it
+            // with `invalid_target` (a target "missing"), as `/authorize` does.
             [] => {
-                return Err(OAuthError::invalid_request(
+                return Err(OAuthError::invalid_target(
                     "resource is required: name the API the token is for (RFC 8707)",
                 ));
             }
