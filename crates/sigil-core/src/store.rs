@@ -189,7 +189,8 @@ pub enum Change {
     /// an expired token, code, assertion or proof is refused for its expiry alone, so these
     /// rows only grow the tables. At most `limit` rows of each table go per change, so one
     /// purge never holds the writer for long ([`OAuthStore::expired_left`] says whether to go
-    /// on). Idempotent; every replica may run it.
+    /// on); emptied families go in the change that finds less than `limit` everywhere.
+    /// Idempotent; every replica may run it.
     PurgeExpired {
         before: i64,
         limit: u32,

@@ -670,12 +670,15 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
 }
 
 /// Deletes, per table, up to `limit` of the rows that expired before `before`, oldest first
-/// (found through the tables' expiry indexes), then up to `limit` grant families with nothing
-/// left. Codes and refresh tokens past their expiry can no longer be redeemed: a replay is
-/// refused as unknown instead of as reused. A family goes with its last grant and its last
-/// recorded access token (revoking it would have nothing left to reach).
+/// (found through the tables' expiry indexes). Codes and refresh tokens past their expiry can
+/// no longer be redeemed: a replay is refused as unknown instead of as reused. In the chunk
+/// that finds less than `limit` everywhere (the last of a purge), grant families with nothing
+/// left go too: a family goes with its last grant and its last recorded access token
+/// (revoking it would have nothing left to reach). Finding those reads every family, so it is
+/// done once a purge, not once a chunk.
 async fn purge_expired(conn: &mut AnyConnection, before: i64, limit: u32) -> R {
     let before_micros = before.saturating_mul(1_000_000);
+    let mut last_chunk = true;
     for (sql, cutoff) in [
         (PURGE_ASSERTIONS, before),
         (PURGE_DPOP_PROOFS, before),
@@ -684,9 +687,12 @@ async fn purge_expired(conn: &mut AnyConnection, before: i64, limit: u32) -> R {
         (PURGE_DERIVED_TOKENS, before),
         (PURGE_GRANTS, before_micros),
     ] {
-        exec(conn, sql, vec![cutoff.into(), i64::from(limit).into()], REVOKED).await?;
+        let deleted = exec(conn, sql, vec![cutoff.into(), i64::from(limit).into()], REVOKED).await?;
+        last_chunk &= deleted < u64::from(limit);
     }
-    exec(conn, PURGE_FAMILIES, vec![i64::from(limit).into()], GRANT).await?;
+    if last_chunk {
+        exec(conn, PURGE_FAMILIES, vec![], GRANT).await?;
+    }
     Ok(())
 }
 
@@ -702,9 +708,9 @@ const PURGE_DERIVED_TOKENS: &str = "DELETE FROM derived_tokens WHERE (parent_jti
     (SELECT parent_jti, jti FROM derived_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
 const PURGE_GRANTS: &str = "DELETE FROM delegated_grants WHERE handle_hash IN \
     (SELECT handle_hash FROM delegated_grants WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
-const PURGE_FAMILIES: &str = "DELETE FROM grant_families WHERE family_id IN (SELECT family_id FROM grant_families \
+const PURGE_FAMILIES: &str = "DELETE FROM grant_families \
     WHERE NOT EXISTS (SELECT 1 FROM delegated_grants g WHERE g.family_id = grant_families.family_id) \
-    AND NOT EXISTS (SELECT 1 FROM family_tokens t WHERE t.family_id = grant_families.family_id) LIMIT $1)";
+    AND NOT EXISTS (SELECT 1 FROM family_tokens t WHERE t.family_id = grant_families.family_id)";
 
 /// Gives pending records their leaf index and hash, in one statement; a record that already
 /// has a leaf is left alone (the caller compares the count of rows changed).

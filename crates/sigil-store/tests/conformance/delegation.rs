@@ -377,9 +377,24 @@ pub(crate) async fn revoking_a_token_revokes_what_was_derived_from_it(db: Db) {
 }
 
 /// A purge forgets at most its limit of each table's expired rows, the oldest first, and says
-/// through `expired_left` when it is done; live rows stay.
+/// through `expired_left` when it is done; live rows stay. Emptied grant families go in the
+/// last chunk (finding them reads every family).
 pub(crate) async fn purges_go_a_chunk_at_a_time(db: Db) {
     let s = &db.store;
+    let carol = user("carol-purge", &[]);
+    put(s, Change::InsertUser(carol.clone())).await.unwrap();
+    for family in ["fam-a", "fam-b"] {
+        let expired = Grant {
+            expires_at: sigil_types::Timestamp::from_unix_seconds(1_000),
+            ..grant(&format!("h-{family}"), GrantKind::Code, family, &carol)
+        };
+        put(s, Change::InsertGrant(expired)).await.unwrap();
+    }
+    let family_token = |family: &str| Change::RecordFamilyToken {
+        family_id: family.into(),
+        jti: format!("tok-{family}"),
+        expires_at: 1_900_000_000,
+    };
     let revoke = |jti: String, expires_at: i64| Change::RevokeToken {
         jti,
         expires_at,
@@ -405,10 +420,17 @@ pub(crate) async fn purges_go_a_chunk_at_a_time(db: Db) {
     put(s, purge.clone()).await.unwrap();
     assert_eq!(revoked().await, vec![2, 3, 4], "the two oldest went");
     assert!(s.expired_left(2_000).await.unwrap());
+    put(s, family_token("fam-a"))
+        .await
+        .expect("a chunk that was not the last left the emptied families");
     put(s, purge.clone()).await.unwrap();
     put(s, purge).await.unwrap();
     assert_eq!(revoked().await, Vec::<i64>::new());
     assert!(!s.expired_left(2_000).await.unwrap());
+    assert!(
+        matches!(put(s, family_token("fam-b")).await, Err(StoreError::Stale { .. })),
+        "the last chunk forgot the emptied family"
+    );
     assert!(s.is_token_revoked("live").await.unwrap(), "a live revocation stays");
 }
 
