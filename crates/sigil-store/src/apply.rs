@@ -875,6 +875,21 @@ mod tests {
         asking.rollback().await.expect("rollback");
     }
 
+    /// SQLite's query plan for `sql` with `values`, one step a line.
+    async fn plan_of(pool: &sqlx::AnyPool, sql: &str, values: Vec<Value>) -> String {
+        let mut explain = Sql::with(Placeholders::Anonymous, &format!("EXPLAIN QUERY PLAN {sql}"));
+        explain.values = values;
+        let steps: Vec<String> = explain
+            .query()
+            .fetch_all(pool)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        steps.join("\n")
+    }
+
     /// Each chunk of a purge finds its rows through the table's expiry index and deletes them by
     /// key, whatever the table holds: the plan, not a timing, is what can be checked.
     #[tokio::test]
@@ -888,17 +903,7 @@ mod tests {
             (PURGE_DERIVED_TOKENS, "derived_tokens_expiry"),
             (PURGE_GRANTS, "delegated_grants_expiry"),
         ] {
-            let mut explain = Sql::with(Placeholders::Anonymous, &format!("EXPLAIN QUERY PLAN {sql}"));
-            explain.values = vec![1_i64.into(), 10_i64.into()];
-            let plan: Vec<String> = explain
-                .query()
-                .fetch_all(&pool)
-                .await
-                .expect("plan")
-                .iter()
-                .map(|r| r.get::<String, _>("detail"))
-                .collect();
-            let plan = plan.join("\n");
+            let plan = plan_of(&pool, sql, vec![1_i64.into(), 10_i64.into()]).await;
             assert!(plan.contains(&format!("INDEX {index} (expires_at<?)")), "{plan}");
             assert!(!plan.contains("SCAN"), "{plan}");
         }
@@ -911,17 +916,7 @@ mod tests {
         let pool = crate::migrate::memory_database().await;
         let leaves: Vec<(i64, u64, [u8; 32])> = (1..=64).map(|n| (n, n as u64 - 1, [0u8; 32])).collect();
         let update = set_leaves(Placeholders::Anonymous, &leaves);
-        let mut explain = Sql::with(Placeholders::Anonymous, &format!("EXPLAIN QUERY PLAN {}", update.text));
-        explain.values = update.values;
-        let plan: Vec<String> = explain
-            .query()
-            .fetch_all(&pool)
-            .await
-            .expect("plan")
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
-        let plan = plan.join("\n");
+        let plan = plan_of(&pool, &update.text, update.values).await;
         assert!(plan.contains("audit_events USING INTEGER PRIMARY KEY"), "{plan}");
         assert!(!plan.contains("audit_events_leaf"), "{plan}");
     }
