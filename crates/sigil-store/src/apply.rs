@@ -9,6 +9,7 @@ use crate::errors::{Op, map};
 use crate::sql::{Placeholders, Sql, Value, stmt};
 
 mod lineage;
+pub(crate) mod purge;
 pub mod single_use;
 mod spiffe;
 
@@ -351,7 +352,7 @@ pub(crate) async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         .await
         .map(|_| ()),
         Change::RevokeToken { jti, expires_at, revoked_at } => lineage::revoke_token(conn, jti, *expires_at, *revoked_at).await,
-        Change::PurgeExpired { before, limit } => purge_expired(conn, *before, *limit).await,
+        Change::PurgeExpired { before, limit } => purge::purge_expired(conn, *before, *limit).await,
         Change::RecordDerivedToken { parent_jti, jti, expires_at } => {
             lineage::record_derived(conn, parent_jti, jti, *expires_at).await
         }
@@ -669,49 +670,6 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
     Ok(())
 }
 
-/// Deletes, per table, up to `limit` of the rows that expired before `before`, oldest first
-/// (found through the tables' expiry indexes). Codes and refresh tokens past their expiry can
-/// no longer be redeemed: a replay is refused as unknown instead of as reused. In the chunk
-/// that finds less than `limit` everywhere (the last of a purge), grant families with nothing
-/// left go too: a family goes with its last grant and its last recorded access token
-/// (revoking it would have nothing left to reach). Finding those reads every family, so it is
-/// done once a purge, not once a chunk.
-async fn purge_expired(conn: &mut AnyConnection, before: i64, limit: u32) -> R {
-    let before_micros = before.saturating_mul(1_000_000);
-    let mut last_chunk = true;
-    for (sql, cutoff) in [
-        (PURGE_ASSERTIONS, before),
-        (PURGE_DPOP_PROOFS, before),
-        (PURGE_REVOCATIONS, before),
-        (PURGE_FAMILY_TOKENS, before),
-        (PURGE_DERIVED_TOKENS, before),
-        (PURGE_GRANTS, before_micros),
-    ] {
-        let deleted = exec(conn, sql, vec![cutoff.into(), i64::from(limit).into()], REVOKED).await?;
-        last_chunk &= deleted < u64::from(limit);
-    }
-    if last_chunk {
-        exec(conn, PURGE_FAMILIES, vec![], GRANT).await?;
-    }
-    Ok(())
-}
-
-const PURGE_ASSERTIONS: &str = "DELETE FROM used_assertions WHERE (client_id, jti) IN \
-    (SELECT client_id, jti FROM used_assertions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
-const PURGE_DPOP_PROOFS: &str = "DELETE FROM used_dpop_proofs WHERE jti IN \
-    (SELECT jti FROM used_dpop_proofs WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
-const PURGE_REVOCATIONS: &str = "DELETE FROM revoked_tokens WHERE jti IN \
-    (SELECT jti FROM revoked_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
-const PURGE_FAMILY_TOKENS: &str = "DELETE FROM family_tokens WHERE (family_id, jti) IN \
-    (SELECT family_id, jti FROM family_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
-const PURGE_DERIVED_TOKENS: &str = "DELETE FROM derived_tokens WHERE (parent_jti, jti) IN \
-    (SELECT parent_jti, jti FROM derived_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
-const PURGE_GRANTS: &str = "DELETE FROM delegated_grants WHERE handle_hash IN \
-    (SELECT handle_hash FROM delegated_grants WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
-const PURGE_FAMILIES: &str = "DELETE FROM grant_families \
-    WHERE NOT EXISTS (SELECT 1 FROM delegated_grants g WHERE g.family_id = grant_families.family_id) \
-    AND NOT EXISTS (SELECT 1 FROM family_tokens t WHERE t.family_id = grant_families.family_id)";
-
 /// Gives pending records their leaf index and hash, in one statement; a record that already
 /// has a leaf is left alone (the caller compares the count of rows changed).
 fn set_leaves(placeholders: Placeholders, leaves: &[(i64, u64, [u8; 32])]) -> Sql {
@@ -895,16 +853,11 @@ mod tests {
     #[tokio::test]
     async fn purges_find_expired_rows_through_the_expiry_indexes() {
         let pool = crate::migrate::memory_database().await;
-        for (sql, index) in [
-            (PURGE_ASSERTIONS, "used_assertions_expiry"),
-            (PURGE_DPOP_PROOFS, "used_dpop_proofs_expiry"),
-            (PURGE_REVOCATIONS, "revoked_tokens_expiry"),
-            (PURGE_FAMILY_TOKENS, "family_tokens_expiry"),
-            (PURGE_DERIVED_TOKENS, "derived_tokens_expiry"),
-            (PURGE_GRANTS, "delegated_grants_expiry"),
-        ] {
-            let plan = plan_of(&pool, sql, vec![1_i64.into(), 10_i64.into()]).await;
-            assert!(plan.contains(&format!("INDEX {index} (expires_at<?)")), "{plan}");
+        for table in purge::EXPIRING {
+            let chunk = table.delete_oldest(Placeholders::Anonymous, 1, 10);
+            let plan = plan_of(&pool, &chunk.text, chunk.values).await;
+            let index = format!("INDEX {}_expiry (expires_at<?)", table.table);
+            assert!(plan.contains(&index), "{plan}");
             assert!(!plan.contains("SCAN"), "{plan}");
         }
     }

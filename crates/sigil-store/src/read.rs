@@ -472,27 +472,13 @@ pub async fn list_clients(
 /// left: one probe of each table's expiry index.
 pub async fn expired_left(pool: &AnyPool, before: i64) -> R<bool> {
     let mut q = Sql::new("SELECT CAST(");
-    for (n, table) in [
-        "used_assertions",
-        "used_dpop_proofs",
-        "revoked_tokens",
-        "family_tokens",
-        "derived_tokens",
-        "delegated_grants",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let cutoff = if *table == "delegated_grants" {
-            before.saturating_mul(1_000_000) // grants keep microseconds
-        } else {
-            before
-        };
+    for (n, expiring) in crate::apply::purge::EXPIRING.iter().enumerate() {
+        let table = expiring.table;
         q.push(if n == 0 { "" } else { " + " })
             .push(&format!(
                 "(SELECT COUNT(*) FROM (SELECT 1 AS one FROM {table} WHERE expires_at < "
             ))
-            .bind(cutoff)
+            .bind(expiring.cutoff(before))
             .push(&format!(" LIMIT 1) e{n})"));
     }
     q.push(" AS BIGINT)");
