@@ -105,11 +105,14 @@ pub enum Change {
     /// Places records in the Merkle tree and stores a checkpoint; `Stale` unless the lease is
     /// still held and every record is still unintegrated.
     IntegrateAudit(Box<Integration>),
-    /// Deletes integrated records below leaf `before` (retention). Tree nodes stay, so roots and
-    /// proofs for every later size still verify. `Stale` unless the integrator lease is held.
+    /// Deletes integrated records below leaf `before` (retention). Tree nodes stay, and
+    /// `frontier` stores the prefix's frontier nodes below the stored levels (hashed from the
+    /// leaves about to go), so roots and proofs for every later size still verify. `Stale`
+    /// unless the integrator lease is held.
     PruneAudit {
         lease: LeaseClaim,
         before: u64,
+        frontier: Vec<(u32, u64, Hash)>,
     },
     InsertClient(OAuthClient),
     UpdateClient {
@@ -421,6 +424,8 @@ pub trait AuditStore: Send + Sync {
     async fn audit_tree_size(&self) -> StoreResult<u64>;
     /// Perfect subtree hashes at the given (level, index) coordinates (missing ones are absent).
     async fn audit_nodes(&self, coords: &[(u32, u64)]) -> StoreResult<HashMap<(u32, u64), Hash>>;
+    /// The leaf hashes of integrated records with `from <= leaf_index < to`, in leaf order.
+    async fn audit_leaf_hashes(&self, from: u64, to: u64) -> StoreResult<Vec<(u64, Hash)>>;
     async fn latest_checkpoint(&self) -> StoreResult<Option<Checkpoint>>;
     /// Checkpoints with tree size above `after`, smallest first.
     async fn list_checkpoints(&self, after: u64, limit: u32) -> StoreResult<Vec<Checkpoint>>;

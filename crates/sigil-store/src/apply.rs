@@ -412,8 +412,9 @@ pub(crate) async fn apply_one(conn: &mut AnyConnection, c: &Change) -> R {
         | Change::UpdateEntry { .. }
         | Change::DeleteEntry { .. }) => spiffe::apply(conn, c).await,
         Change::IntegrateAudit(i) => integrate(conn, i).await,
-        Change::PruneAudit { lease, before } => {
+        Change::PruneAudit { lease, before, frontier } => {
             fence(conn, lease).await?;
+            put_nodes(conn, frontier).await?;
             exec(conn, "DELETE FROM audit_events WHERE leaf_index < $1", vec![u(*before)], AUDIT).await.map(|_| ())
         }
         Change::SetSinkPosition { name, delivered } => exec(
@@ -636,22 +637,7 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
             return Err(StoreError::Stale { entity: "audit record" });
         }
     }
-    for chunk in i.nodes.chunks(CHUNK) {
-        let mut q = Sql::on(conn, "INSERT INTO audit_tree_nodes (level, idx, hash) VALUES ");
-        for (n, (level, idx, hash)) in chunk.iter().enumerate() {
-            q.push(if n == 0 { "(" } else { ", (" })
-                .bind(i64::from(*level))
-                .push(", ")
-                .bind(u(*idx))
-                .push(", ")
-                .bind(hash.to_vec())
-                .push(")");
-        }
-        // Rebuilt nodes overlap the ones that survived, and replace any that were corrupted:
-        // they were derived from leaf hashes that match the last signed checkpoint.
-        q.push(" ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash");
-        q.query().execute(&mut *conn).await.map_err(|e| map(e, NODE))?;
-    }
+    put_nodes(conn, &i.nodes).await?;
     if let Some(c) = &i.checkpoint {
         exec(
             conn,
@@ -666,6 +652,26 @@ async fn integrate(conn: &mut AnyConnection, i: &Integration) -> R {
             CHECKPOINT,
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Stores tree nodes. Rebuilt nodes overlap the ones that survived, and replace any that were
+/// corrupted: they were derived from leaf hashes that match the last signed checkpoint.
+async fn put_nodes(conn: &mut AnyConnection, nodes: &[(u32, u64, [u8; 32])]) -> R {
+    for chunk in nodes.chunks(CHUNK) {
+        let mut q = Sql::on(conn, "INSERT INTO audit_tree_nodes (level, idx, hash) VALUES ");
+        for (n, (level, idx, hash)) in chunk.iter().enumerate() {
+            q.push(if n == 0 { "(" } else { ", (" })
+                .bind(i64::from(*level))
+                .push(", ")
+                .bind(u(*idx))
+                .push(", ")
+                .bind(hash.to_vec())
+                .push(")");
+        }
+        q.push(" ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash");
+        q.query().execute(&mut *conn).await.map_err(|e| map(e, NODE))?;
     }
     Ok(())
 }

@@ -134,6 +134,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "expiry_indexes",
         sql: include_str!("../migrations/sqlite/0015_expiry_indexes.sql"),
     },
+    Migration {
+        version: 16,
+        name: "unstored_tree_levels",
+        sql: include_str!("../migrations/sqlite/0016_unstored_tree_levels.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -211,6 +216,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 15,
         name: "expiry_indexes",
         sql: include_str!("../migrations/postgres/0015_expiry_indexes.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "unstored_tree_levels",
+        sql: include_str!("../migrations/postgres/0016_unstored_tree_levels.sql"),
     },
 ];
 

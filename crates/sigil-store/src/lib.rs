@@ -308,6 +308,10 @@ impl AuditStore for SqlStore {
     async fn audit_nodes(&self, coords: &[(u32, u64)]) -> StoreResult<HashMap<(u32, u64), [u8; 32]>> {
         read::audit_nodes(&self.pool, coords).await
     }
+
+    async fn audit_leaf_hashes(&self, from: u64, to: u64) -> StoreResult<Vec<(u64, [u8; 32])>> {
+        read::audit_leaf_hashes(&self.pool, from, to).await
+    }
     async fn latest_checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
         read::latest_checkpoint(&self.pool).await
     }

@@ -383,6 +383,26 @@ pub async fn audit_nodes(pool: &AnyPool, coords: &[(u32, u64)]) -> R<HashMap<(u3
     Ok(out)
 }
 
+pub async fn audit_leaf_hashes(pool: &AnyPool, from: u64, to: u64) -> R<Vec<(u64, [u8; 32])>> {
+    let mut q = Sql::new("SELECT leaf_index, leaf_hash FROM audit_events WHERE leaf_index >= ");
+    q.bind(u(from))
+        .push(" AND leaf_index < ")
+        .bind(u(to))
+        .push(" ORDER BY leaf_index");
+    let rows = q.query().fetch_all(pool).await.map_err(unavailable)?;
+    rows.iter()
+        .map(|r| {
+            let i: i64 = r.try_get("leaf_index").map_err(|e| corrupt("leaf_index", e))?;
+            let h: Vec<u8> = r.try_get("leaf_hash").map_err(|e| corrupt("leaf_hash", e))?;
+            let h: [u8; 32] = h
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("leaf_hash", "not 32 bytes"))?;
+            Ok((u64::try_from(i).map_err(|e| corrupt("leaf_index", e))?, h))
+        })
+        .collect()
+}
+
 const CHECKPOINT_COLS: &str = "SELECT tree_size, root_hash, time, kid, jws FROM audit_checkpoints";
 
 pub async fn latest_checkpoint(pool: &AnyPool) -> R<Option<Checkpoint>> {

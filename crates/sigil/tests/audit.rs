@@ -36,6 +36,15 @@ async fn sigil(s: &TestServer, args: &[&str]) -> Out {
     }
 }
 
+/// A hash as the proof endpoints print it (hex).
+fn unhex(h: &str) -> merkle::Hash {
+    (0..32)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap()
+}
+
 /// A server with `n` users and an agent, every record integrated and checkpointed.
 async fn populated(n: usize) -> Option<TestServer> {
     let s = TestServer::start().await?;
@@ -449,17 +458,13 @@ async fn tampered_exports_fail_offline_and_say_where() {
 
 #[tokio::test]
 async fn proofs_verify_against_checkpoints() {
-    let Some(s) = populated(9).await else { return };
+    // More leaves than the lowest stored level covers, so proofs mix stored subtrees with ones
+    // hashed again from the leaves.
+    let Some(s) = populated(150).await else { return };
     let c = s.client();
     let cp = c.audit_checkpoint().await.unwrap();
-    let unhex = |h: &str| -> merkle::Hash {
-        (0..32)
-            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap()
-    };
-    for leaf in [0, 3, cp.tree_size - 1] {
+    assert!(cp.tree_size > 2 << merkle::LOWEST_STORED_LEVEL, "{}", cp.tree_size);
+    for leaf in 0..cp.tree_size {
         let p = c.inclusion_proof(leaf, None).await.unwrap();
         assert_eq!(p.root_hash, cp.root_hash);
         let proof: Vec<_> = p.proof.iter().map(|h| unhex(h)).collect();
@@ -471,18 +476,28 @@ async fn proofs_verify_against_checkpoints() {
             &unhex(&cp.root_hash)
         ));
     }
-    // Two checkpoints of the same log are consistent.
+    // Every checkpoint of the log is consistent with the latest.
     let all = c.audit_checkpoints(0, 500).await.unwrap().items;
-    let first = &all[0];
-    let cons = c.consistency_proof(first.tree_size, cp.tree_size).await.unwrap();
-    let proof: Vec<_> = cons.proof.iter().map(|h| unhex(h)).collect();
-    assert!(merkle::verify_consistency(
-        first.tree_size,
-        cp.tree_size,
-        &unhex(&first.root_hash),
-        &unhex(&cp.root_hash),
-        &proof
-    ));
+    assert!(all.len() > 1);
+    for first in &all {
+        let cons = c.consistency_proof(first.tree_size, cp.tree_size).await.unwrap();
+        let proof: Vec<_> = cons.proof.iter().map(|h| unhex(h)).collect();
+        assert!(merkle::verify_consistency(
+            first.tree_size,
+            cp.tree_size,
+            &unhex(&first.root_hash),
+            &unhex(&cp.root_hash),
+            &proof
+        ));
+    }
+    // Only the subtrees of the stored levels are kept.
+    use sqlx::Row;
+    let lowest: i64 = sqlx::query("SELECT MIN(level) FROM audit_tree_nodes")
+        .fetch_one(&mut db(&s).await)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lowest, i64::from(merkle::LOWEST_STORED_LEVEL));
     // Nonsense ranges are refused precisely.
     assert_eq!(
         c.inclusion_proof(cp.tree_size + 5, None)
@@ -503,9 +518,9 @@ async fn lost_tree_nodes_are_rebuilt_from_the_leaves() {
     if std::env::var("SIGIL_TEST_BACKEND").as_deref() == Ok("postgres") {
         return; // a restart on the same data is a SQLite data directory
     }
-    let Some(s) = populated(9).await else { return };
+    let Some(s) = populated(140).await else { return };
     // One frontier node corrupted (a wrong root unless repaired), the rest lost.
-    exec(&s, "DELETE FROM audit_tree_nodes WHERE level <> 3").await;
+    exec(&s, "DELETE FROM audit_tree_nodes WHERE level <> 7").await;
     exec(&s, "UPDATE audit_tree_nodes SET hash = zeroblob(32)").await;
     let (s, _keep) = restarted(s).await;
     s.client()
@@ -750,6 +765,38 @@ async fn retention_prunes_at_a_checkpoint_and_the_rest_still_verifies() {
 
     let o = sigil(&s, &["audit", "verify"]).await;
     assert_eq!(o.code, 0, "the remaining log verifies online: {}", o.stderr);
+    // Proofs for every size from the prune point on still verify (the pruned prefix's lower
+    // frontier was stored with the prune); below it they are refused, precisely.
+    assert_ne!(
+        old_size % (1 << merkle::LOWEST_STORED_LEVEL),
+        0,
+        "the prune point is inside a block"
+    );
+    let cp = c.audit_checkpoint().await.unwrap();
+    for leaf in old_size..cp.tree_size {
+        let p = c.inclusion_proof(leaf, None).await.unwrap();
+        let proof: Vec<_> = p.proof.iter().map(|h| unhex(h)).collect();
+        assert!(merkle::verify_inclusion(
+            &unhex(&p.leaf_hash),
+            leaf,
+            cp.tree_size,
+            &proof,
+            &unhex(&cp.root_hash)
+        ));
+    }
+    let cons = c.consistency_proof(old_size, cp.tree_size).await.unwrap();
+    let old_root = s.app().audit.root_at(old_size).await.unwrap();
+    let proof: Vec<_> = cons.proof.iter().map(|h| unhex(h)).collect();
+    assert!(merkle::verify_consistency(
+        old_size,
+        cp.tree_size,
+        &old_root,
+        &unhex(&cp.root_hash),
+        &proof
+    ));
+    let refused = c.consistency_proof(1, cp.tree_size).await.unwrap_err();
+    assert_eq!(refused.status().unwrap(), 400, "{refused}");
+    assert!(refused.to_string().contains("pruned"), "{refused}");
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("audit.jsonl");
     let keys = dir.path().join("jwks.json");

@@ -6,6 +6,7 @@
 //! index, appends it, stores the new perfect subtree hashes, and signs a checkpoint of the new
 //! tree head, all in one commit fenced by the lease.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,7 @@ pub struct Integration {
     pub lease: LeaseClaim,
     /// (seq, leaf index, leaf hash) for each newly integrated record, in leaf order.
     pub leaves: Vec<(i64, u64, Hash)>,
+    /// The perfect subtrees the step completed, of the stored levels ([`merkle::is_stored`]).
     pub nodes: Vec<(u32, u64, Hash)>,
     pub checkpoint: Option<Checkpoint>,
 }
@@ -164,7 +166,7 @@ impl AuditLog {
             return Ok(0);
         }
         let (mut frontier, mut nodes) = match held.frontier.take() {
-            Some(f) => (f, Vec::with_capacity(pending.len() * 2)),
+            Some(f) => (f, Vec::new()),
             None => self.load_frontier(keys).await?,
         };
         let start = frontier.clone();
@@ -173,7 +175,7 @@ impl AuditLog {
             let index = frontier.size;
             let h = leaf_hash_of(index, body);
             leaves.push((*seq, index, h));
-            nodes.extend(frontier.push(h));
+            nodes.extend(stored_only(frontier.push(h)));
         }
         let checkpoint = self.sign(keys, frontier.size, frontier.root())?;
         let n = leaves.len();
@@ -214,7 +216,7 @@ impl AuditLog {
         let size = self.store.audit_tree_size().await?;
         let signed = self.last_signed_root(keys, size).await?;
         let coords = Frontier::coordinates(size);
-        let nodes = self.store.audit_nodes(&coords).await?;
+        let nodes = self.nodes(&coords).await?;
         if let Some(frontier) = Frontier::load(size, &nodes)
             && signed.is_none_or(|root| root == frontier.root())
         {
@@ -287,7 +289,7 @@ impl AuditLog {
                 if leaf.leaf_index != frontier.size || frontier.size == size {
                     break;
                 }
-                nodes.extend(frontier.push(leaf.leaf_hash));
+                nodes.extend(stored_only(frontier.push(leaf.leaf_hash)));
             }
             if frontier.size == before {
                 break; // a gap: those leaves are gone
@@ -338,9 +340,11 @@ impl AuditLog {
         let coords = merkle::needed_nodes(|src| {
             let _ = merkle::inclusion_proof(src, leaf_index, tree_size);
         });
-        let nodes = self.store.audit_nodes(&coords).await?;
-        merkle::inclusion_proof(&nodes, leaf_index, tree_size)
-            .ok_or_else(|| AuditError::Inconsistent("missing tree nodes".into()))
+        let nodes = self.nodes(&coords).await?;
+        match merkle::inclusion_proof(&nodes, leaf_index, tree_size) {
+            Some(proof) => Ok(proof),
+            None => Err(self.missing_nodes(leaf_index).await),
+        }
     }
 
     /// RFC 9162 consistency proof between two tree sizes.
@@ -354,9 +358,11 @@ impl AuditLog {
         let coords = merkle::needed_nodes(|src| {
             let _ = merkle::consistency_proof(src, first, second);
         });
-        let nodes = self.store.audit_nodes(&coords).await?;
-        merkle::consistency_proof(&nodes, first, second)
-            .ok_or_else(|| AuditError::Inconsistent("missing tree nodes".into()))
+        let nodes = self.nodes(&coords).await?;
+        match merkle::consistency_proof(&nodes, first, second) {
+            Some(proof) => Ok(proof),
+            None => Err(self.missing_nodes(first).await),
+        }
     }
 
     /// Retention: deletes records older than `retain`, but only up to a checkpointed tree size,
@@ -389,11 +395,26 @@ impl AuditLog {
         )
         .detail("before_leaf", point)
         .detail("cutoff", cutoff.to_rfc3339());
+        // The prefix's frontier below the stored levels would be lost with its leaves.
+        let unstored: Vec<(u32, u64)> = Frontier::coordinates(point)
+            .into_iter()
+            .filter(|(l, _)| !merkle::is_stored(*l))
+            .collect();
+        let found = self.nodes(&unstored).await?;
+        let frontier = unstored
+            .iter()
+            .map(|&(l, i)| found.get(&(l, i)).map(|h| (l, i, *h)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| AuditError::Inconsistent(format!("missing tree nodes below leaf {point}")))?;
         match self
             .store
             .commit(
                 ChangeSet::new()
-                    .change(Change::PruneAudit { lease, before: point })
+                    .change(Change::PruneAudit {
+                        lease,
+                        before: point,
+                        frontier,
+                    })
                     .audit(record),
             )
             .await
@@ -409,7 +430,7 @@ impl AuditLog {
     pub async fn base(&self) -> Result<(u64, Vec<(u32, u64, Hash)>), AuditError> {
         let base = self.store.audit_base().await?;
         let coords = Frontier::coordinates(base);
-        let nodes = self.store.audit_nodes(&coords).await?;
+        let nodes = self.nodes(&coords).await?;
         let mut out = Vec::new();
         for (l, i) in coords {
             let h = nodes
@@ -420,12 +441,78 @@ impl AuditLog {
         Ok((base, out))
     }
 
+    /// Tree nodes at `coords`: the stored ones, and the others (below
+    /// [`merkle::LOWEST_STORED_LEVEL`]) hashed again from the leaf hashes under them. Where a
+    /// prune took those leaves, the prefix's frontier, stored by the prune, stands in for them.
+    async fn nodes(&self, coords: &[(u32, u64)]) -> Result<HashMap<(u32, u64), Hash>, AuditError> {
+        let mut nodes = self.store.audit_nodes(coords).await?;
+        let unstored: Vec<(u32, u64)> = coords
+            .iter()
+            .copied()
+            .filter(|&(l, i)| !merkle::is_stored(l) && !nodes.contains_key(&(l, i)))
+            .collect();
+        if unstored.is_empty() {
+            return Ok(nodes);
+        }
+        let mut known = HashMap::new();
+        for range in merged(unstored.iter().map(|&(l, i)| merkle::leaves_under(l, i))) {
+            for (index, hash) in self.store.audit_leaf_hashes(range.start, range.end).await? {
+                known.insert((0, index), hash);
+            }
+        }
+        let pruned_below: Vec<(u32, u64)> = unstored
+            .iter()
+            .filter(|&&(l, i)| merkle::leaves_under(l, i).any(|leaf| !known.contains_key(&(0, leaf))))
+            .flat_map(|&(l, i)| merkle::descendants(l, i))
+            .collect();
+        if !pruned_below.is_empty() {
+            known.extend(self.store.audit_nodes(&pruned_below).await?);
+        }
+        for (l, i) in unstored {
+            if let Some(h) = merkle::hash_from_below(l, i, &known) {
+                nodes.insert((l, i), h);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Why a proof that starts at `first_leaf` could not be computed: below the first stored
+    /// leaf, retention removed the leaf hashes the unstored subtrees are hashed from.
+    async fn missing_nodes(&self, first_leaf: u64) -> AuditError {
+        match self.store.audit_base().await {
+            Ok(base) if first_leaf < base => AuditError::BadRequest(format!(
+                "records below leaf {base} were pruned (retention): proofs start at tree size {base}"
+            )),
+            Ok(_) => AuditError::Inconsistent("missing tree nodes".into()),
+            Err(e) => e.into(),
+        }
+    }
+
     /// The root of the first `size` leaves, from stored nodes.
     pub async fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
         let coords = merkle::needed_nodes(|src| {
             let _ = merkle::root(src, size);
         });
-        let nodes = self.store.audit_nodes(&coords).await?;
+        let nodes = self.nodes(&coords).await?;
         merkle::root(&nodes, size).ok_or_else(|| AuditError::Inconsistent("missing tree nodes".into()))
     }
+}
+
+/// The nodes of a step that are kept in storage.
+fn stored_only(made: Vec<(u32, u64, Hash)>) -> impl Iterator<Item = (u32, u64, Hash)> {
+    made.into_iter().filter(|(l, _, _)| merkle::is_stored(*l))
+}
+
+/// Leaf ranges, overlapping or adjacent ones joined, in order: one read per run of leaves.
+fn merged(ranges: impl Iterator<Item = std::ops::Range<u64>>) -> Vec<std::ops::Range<u64>> {
+    let mut v: Vec<_> = ranges.collect();
+    v.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<std::ops::Range<u64>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }

@@ -210,6 +210,40 @@ impl NodeSource for HashMap<(u32, u64), Hash> {
     }
 }
 
+/// Perfect subtrees below this level are not stored: each is hashed again, when a root or proof
+/// needs it, from the at most 2^6 = 64 leaf hashes under it (kept with the records). Storing
+/// every level wrote two node rows per record on the one serial writer; from level 6 up it is
+/// one row per 32 records.
+pub const LOWEST_STORED_LEVEL: u32 = 6;
+
+/// Whether the perfect subtrees of `level` are kept in storage (see [`LOWEST_STORED_LEVEL`]).
+pub fn is_stored(level: u32) -> bool {
+    level >= LOWEST_STORED_LEVEL
+}
+
+/// The leaves the perfect subtree (`level`, `index`) covers.
+pub fn leaves_under(level: u32, index: u64) -> std::ops::Range<u64> {
+    index << level..(index + 1) << level
+}
+
+/// Every perfect subtree strictly inside (`level`, `index`), leaves (level 0) included.
+pub fn descendants(level: u32, index: u64) -> impl Iterator<Item = (u32, u64)> {
+    (0..level).flat_map(move |l| leaves_under(level - l, index).map(move |i| (l, i)))
+}
+
+/// The hash of (`level`, `index`) from what is `known` below it: level-0 entries are leaf
+/// hashes, and a known node stands for its whole subtree (as a pruned prefix's frontier does).
+pub fn hash_from_below(level: u32, index: u64, known: &HashMap<(u32, u64), Hash>) -> Option<Hash> {
+    if let Some(h) = known.get(&(level, index)) {
+        return Some(*h);
+    }
+    let below = level.checked_sub(1)?;
+    Some(node_hash(
+        &hash_from_below(below, 2 * index, known)?,
+        &hash_from_below(below, 2 * index + 1, known)?,
+    ))
+}
+
 /// A whole tree in memory (for verifiers and tests): every perfect subtree, level by level.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryTree {
@@ -512,5 +546,41 @@ mod tests {
         });
         assert!(nodes.len() <= 2 * 20, "{}", nodes.len());
         assert_eq!(Frontier::coordinates(0b1011), vec![(0, 10), (1, 4), (3, 0)]);
+    }
+
+    /// Unstored subtrees come back from the leaves under them, and, where a pruned prefix took
+    /// leaves away, from that prefix's frontier and the leaves after it.
+    #[test]
+    fn unstored_subtrees_are_hashed_from_below() {
+        let mut tree = MemoryTree::new();
+        for i in 0..300u64 {
+            tree.push(leaf_hash(&i.to_be_bytes()));
+        }
+        let leaves = |from: u64| -> HashMap<(u32, u64), Hash> {
+            (from..300).map(|i| ((0, i), tree.node(0, i).unwrap())).collect()
+        };
+        let all = leaves(0);
+        let pruned_at = 77; // the frontier of 77 leaves: (0, 76), (2, 18), (3, 8), (6, 0)
+        let mut after_prune = leaves(pruned_at);
+        for (l, i) in Frontier::coordinates(pruned_at) {
+            after_prune.insert((l, i), tree.node(l, i).unwrap());
+        }
+        for level in 0..LOWEST_STORED_LEVEL {
+            for index in 0..(300 >> level) {
+                let want = tree.node(level, index);
+                assert_eq!(hash_from_below(level, index, &all), want, "({level}, {index})");
+                let below = leaves_under(level, index);
+                if below.start >= pruned_at || below.end <= pruned_at {
+                    continue; // entirely kept, or entirely pruned (not on the frontier)
+                }
+                assert_eq!(hash_from_below(level, index, &after_prune), want, "({level}, {index})");
+                assert!(descendants(level, index).all(|(l, i)| leaves_under(l, i).start >= below.start));
+            }
+        }
+        assert_eq!(
+            descendants(2, 3).collect::<Vec<_>>(),
+            [(0, 12), (0, 13), (0, 14), (0, 15), (1, 6), (1, 7)]
+        );
+        assert_eq!(hash_from_below(1, 200, &all), None, "leaves past the end");
     }
 }

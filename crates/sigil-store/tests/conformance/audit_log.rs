@@ -95,6 +95,9 @@ pub(crate) async fn integration_places_each_record_once(db: Db) {
     let stored = s.list_leaves(0, 10).await.unwrap();
     assert_eq!(stored.iter().map(|r| r.leaf_index).collect::<Vec<_>>(), [0, 1, 2]);
     assert_eq!(stored[1].leaf_hash, leaves[1].2);
+    let hashes = |from, to| s.audit_leaf_hashes(from, to);
+    assert_eq!(hashes(1, 3).await.unwrap(), [(1, leaves[1].2), (2, leaves[2].2)]);
+    assert_eq!(hashes(3, 10).await.unwrap(), []);
     assert_eq!(s.latest_checkpoint().await.unwrap(), Some(cp));
     let coords = Frontier::coordinates(3);
     let got = s.audit_nodes(&coords).await.unwrap();
