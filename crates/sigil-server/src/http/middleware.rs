@@ -29,20 +29,11 @@ fn incoming_id(req: &Request) -> Option<String> {
 
 /// The method as a metrics label: the RFC 9110 §9 methods by name, any other as `OTHER`, so a
 /// client cannot create label sets at will.
-fn method_label(m: &axum::http::Method) -> String {
-    use axum::http::Method;
-    let known = [
-        Method::GET,
-        Method::HEAD,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::CONNECT,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::PATCH,
+fn method_label(m: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
     ];
-    if known.contains(m) { m.as_str() } else { "OTHER" }.to_owned()
+    KNOWN.into_iter().find(|k| *k == m.as_str()).unwrap_or("OTHER")
 }
 
 fn new_id() -> String {
@@ -63,21 +54,76 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let caller_id = incoming_id(&req).unwrap_or_default();
     let id = new_id();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = method_label(req.method());
     let span = tracing::info_span!("request", request_id = %id, caller_request_id = %caller_id, method = %method, route = %route);
     let mut resp = next.run(req).instrument(span).await;
-    let status = resp.status().as_u16().to_string();
     if let Some(v) = echoed.or_else(|| HeaderValue::from_str(&id).ok()) {
         resp.headers_mut().insert(HEADER, v);
     }
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("sigil_http_requests_total", &labels).increment(1);
-    metrics::histogram!("sigil_http_request_duration_seconds", &labels[..2]).record(start.elapsed().as_secs_f64());
+    record(route, method, resp.status().as_u16(), start.elapsed().as_secs_f64());
     resp
+}
+
+/// The metric handles of one route, by method (and status for the counter).
+#[derive(Default)]
+struct RouteMetrics {
+    requests: Vec<(&'static str, u16, metrics::Counter)>,
+    durations: Vec<(&'static str, metrics::Histogram)>,
+}
+
+impl RouteMetrics {
+    fn find(&self, method: &str, status: u16) -> Option<(&metrics::Counter, &metrics::Histogram)> {
+        let c = self.requests.iter().find(|(m, s, _)| *m == method && *s == status)?;
+        let h = self.durations.iter().find(|(m, _)| *m == method)?;
+        Some((&c.2, &h.1))
+    }
+}
+
+/// Counts the request and records its duration. The handles are registered once per route,
+/// method and status (a bounded set: routes are the router's, methods and statuses fixed
+/// lists): `counter!`/`histogram!` with run-time labels build and register their key on every
+/// call, a dozen allocations and a registry lookup per request.
+fn record(route: &str, method: &'static str, status: u16, seconds: f64) {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    static HANDLES: LazyLock<RwLock<HashMap<String, RouteMetrics>>> = LazyLock::new(Default::default);
+    let observe = |(c, h): (&metrics::Counter, &metrics::Histogram)| {
+        c.increment(1);
+        h.record(seconds);
+    };
+    if let Some(found) = HANDLES
+        .read()
+        .ok()
+        .as_ref()
+        .and_then(|m| m.get(route)?.find(method, status))
+    {
+        return observe(found);
+    }
+    crate::telemetry::metrics(); // the recorder the handles register with, installed once
+    let Ok(mut map) = HANDLES.write() else { return };
+    let metrics = map.entry(route.to_owned()).or_default();
+    if !metrics.requests.iter().any(|(m, s, _)| *m == method && *s == status) {
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        metrics
+            .requests
+            .push((method, status, metrics::counter!("sigil_http_requests_total", &labels)));
+    }
+    if !metrics.durations.iter().any(|(m, _)| *m == method) {
+        let labels = [("method", method.to_owned()), ("route", route.to_owned())];
+        metrics.durations.push((
+            method,
+            metrics::histogram!("sigil_http_request_duration_seconds", &labels),
+        ));
+    }
+    if let Some(found) = metrics.find(method, status) {
+        observe(found);
+    }
 }
 
 /// What every exchange gets whatever the route: RFC 9112 §3.2's Host rule for HTTP/1.1 (none,
