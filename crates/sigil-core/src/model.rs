@@ -134,7 +134,7 @@ pub struct Resource {
 }
 
 /// A user named by id or by username.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum UserRef {
     Id(UserId),
     Username(Username),
@@ -160,7 +160,7 @@ impl std::fmt::Display for UserRef {
 }
 
 /// An identity named by id or by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum IdentityRef {
     Id(IdentityId),
     Name(Name),
@@ -186,7 +186,7 @@ impl std::fmt::Display for IdentityRef {
 }
 
 /// A resource named by id, name or its URI.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ResourceRef {
     Id(ResourceId),
     Name(Name),

@@ -3,6 +3,7 @@
 //! context; decide with the active policy engine; describe the decision as an audit record.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sigil_core::audit::{AuditRecord, EventType, Outcome, PolicyEvidence, Target};
@@ -60,10 +61,10 @@ pub struct Evaluated {
 
 /// Everything a query borrows, owned.
 struct Resolved {
-    user: Option<User>,
+    user: Option<Arc<User>>,
     /// Innermost (closest to the user) first, with each one's owner username.
-    actors: Vec<(Identity, String)>,
-    resource: Option<(Resource, String)>,
+    actors: Vec<(Arc<Identity>, String)>,
+    resource: Option<(Arc<Resource>, String)>,
     context: RequestContext,
 }
 
@@ -225,7 +226,7 @@ fn apply_context(c: &mut RequestContext, ctx: Option<&Map<String, Value>>) -> Re
     Ok(())
 }
 
-async fn user(app: &App, id: &str) -> Result<User, EvalError> {
+async fn user(app: &App, id: &str) -> Result<Arc<User>, EvalError> {
     let r = UserRef::parse(id).map_err(|e| EvalError::bad(e.to_string()))?;
     app.reads
         .user(&r)
@@ -233,7 +234,7 @@ async fn user(app: &App, id: &str) -> Result<User, EvalError> {
         .ok_or_else(|| EvalError::missing(format!("no user {id}")))
 }
 
-async fn identity(app: &App, kind: &str, id: &str) -> Result<(Identity, String), EvalError> {
+async fn identity(app: &App, kind: &str, id: &str) -> Result<(Arc<Identity>, String), EvalError> {
     let r = if IdentityId::looks_like(id) {
         IdentityRef::Id(IdentityId::parse(id).map_err(|e| EvalError::bad(e.to_string()))?)
     } else {
@@ -242,7 +243,7 @@ async fn identity(app: &App, kind: &str, id: &str) -> Result<(Identity, String),
     identity_by(app, r, Some(kind)).await
 }
 
-async fn identity_by(app: &App, r: IdentityRef, kind: Option<&str>) -> Result<(Identity, String), EvalError> {
+async fn identity_by(app: &App, r: IdentityRef, kind: Option<&str>) -> Result<(Arc<Identity>, String), EvalError> {
     let i = app
         .reads
         .identity(&r)
@@ -264,7 +265,7 @@ pub async fn is_workload(app: &App, id: &IdentityId) -> Result<bool, EvalError> 
     Ok(i.is_some_and(|i| i.kind != IdentityKind::Agent))
 }
 
-async fn registered_resource(app: &App, id: &str) -> Result<(Resource, String), EvalError> {
+async fn registered_resource(app: &App, id: &str) -> Result<(Arc<Resource>, String), EvalError> {
     let r = if ResourceId::looks_like(id) {
         ResourceRef::Id(ResourceId::parse(id).map_err(|e| EvalError::bad(e.to_string()))?)
     } else if id.contains("://") {

@@ -5,6 +5,7 @@
 //! each form to the browser's cookie, and after the password check a short-lived signed *login
 //! ticket* carries the user to the consent step. Every step re-validates the request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_types::{IdentityStatus, ResourceUri, ScopeSet, Timestamp, UserId, UserStatus, Username};
@@ -100,13 +101,13 @@ pub struct AuthorizeRequest {
 /// A request that passed every check: what the consent page shows and the code records.
 #[derive(Debug, Clone)]
 pub struct Authorization {
-    pub client: OAuthClient,
-    pub agent: Identity,
+    pub client: Arc<OAuthClient>,
+    pub agent: Arc<Identity>,
     pub agent_owner: String,
     /// The API the user lets the agent act at. `None`: a sign-in only (an OpenID Connect
     /// request that named no resource), whose access token reads the user's claims at the
     /// UserInfo endpoint and nothing else.
-    pub resource: Option<Resource>,
+    pub resource: Option<Arc<Resource>>,
     /// Requested scopes: of the resource (all of them when none were requested), or of a
     /// sign-in only the [`USERINFO_SCOPES`](super::sign_in::USERINFO_SCOPES) asked for (perhaps none).
     pub scopes: ScopeSet,
@@ -608,7 +609,7 @@ impl OAuthService {
             family_id: self.new_id("fam_", now),
             client_id: a.client.client_id.clone(),
             user_id: user.id.clone(),
-            resource: self.audience_of(a.resource.as_ref()).to_owned(),
+            resource: self.audience_of(a.resource.as_deref()).to_owned(),
             scope: granted.to_oauth_string(),
             redirect_uri: a.redirect_uri_given.then(|| a.redirect_uri.clone()),
             code_challenge: Some(a.code_challenge.clone()),
@@ -630,7 +631,7 @@ impl OAuthService {
         record.subject = Some(user.id.to_string());
         record.actors = vec![a.agent.id.to_string()];
         record.client_id = Some(a.client.client_id.clone());
-        record.target = Some(self.audience_target(a.resource.as_ref()));
+        record.target = Some(self.audience_target(a.resource.as_deref()));
         record.scopes = granted.iter().map(ToString::to_string).collect();
         record.policy = evidence;
         let record = record.detail("family", grant.family_id.as_str());
@@ -671,7 +672,7 @@ impl OAuthService {
         record.subject = Some(user.id.to_string());
         record.actors = vec![a.agent.id.to_string()];
         record.client_id = Some(a.client.client_id.clone());
-        record.target = Some(self.audience_target(a.resource.as_ref()));
+        record.target = Some(self.audience_target(a.resource.as_deref()));
         let cs = ChangeSet::new()
             .change(spend_ticket(ticket, self.clock.now()))
             .audit(record);
@@ -753,7 +754,7 @@ impl OAuthService {
     }
 
     /// A user by id, for the consent step.
-    pub async fn active_user(&self, id: &UserId) -> Result<Option<User>, OAuthError> {
+    pub async fn active_user(&self, id: &UserId) -> Result<Option<Arc<User>>, OAuthError> {
         Ok(self
             .reads
             .user(&UserRef::Id(id.clone()))

@@ -26,7 +26,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Default for ReadCache<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> ReadCache<K, V> {
-    pub fn get(&self, k: &K, epoch: u64) -> Option<V> {
+    /// The entry for `k` if it is fresh. Values are meant to be cheap to clone (an `Arc`): a
+    /// hit is on every request's path.
+    pub fn get<Q: Eq + Hash + ?Sized>(&self, k: &Q, epoch: u64) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let map = self.map.lock().ok()?;
         match map.get(k) {
             Some((at, e, v)) if *e == epoch && at.elapsed() < MAX_AGE => Some(v.clone()),

@@ -71,7 +71,7 @@ pub fn header_kid(jws: &str) -> Option<String> {
 /// `jti` and expiry, which the caller records as used in the same commit as the action.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub client: OAuthClient,
+    pub client: std::sync::Arc<OAuthClient>,
     pub evidence: AuthEvidence,
     pub assertion_jti: Option<(String, i64)>,
     /// With mutual TLS: the certificate's SHA-256 thumbprint (base64url), which the issued

@@ -4,6 +4,7 @@
 //! the chain must be active, and the policy must permit each scope to every member.
 
 use sigil_types::{IdentityId, IdentityStatus, ResourceUri, ScopeSet, Timestamp};
+use std::sync::Arc;
 
 use super::authorize::{pkce_matches, valid_verifier};
 use super::client::{ClientAuthMethod, OAuthClient};
@@ -379,7 +380,7 @@ impl OAuthService {
                 EventType::TokenIssued,
                 &claims,
                 auth,
-                self.audience_target(resource.as_ref()),
+                self.audience_target(resource.as_deref()),
                 evidence,
                 grant_type,
                 request_id,
@@ -496,7 +497,7 @@ impl OAuthService {
             .map(drop)
     }
 
-    pub(super) async fn active_identity(&self, id: &IdentityId, now: Timestamp) -> Result<Identity, OAuthError> {
+    pub(super) async fn active_identity(&self, id: &IdentityId, now: Timestamp) -> Result<Arc<Identity>, OAuthError> {
         let identity = self
             .reads
             .identity(&IdentityRef::Id(id.clone()))
@@ -508,7 +509,7 @@ impl OAuthService {
         }
     }
 
-    pub(super) async fn resource_by_uri(&self, uri: &str) -> Result<Resource, OAuthError> {
+    pub(super) async fn resource_by_uri(&self, uri: &str) -> Result<Arc<Resource>, OAuthError> {
         let uri = ResourceUri::parse(uri).map_err(|e| OAuthError::invalid_target(e.to_string()))?;
         self.reads
             .resource(&ResourceRef::Uri(uri))

@@ -3,6 +3,7 @@
 
 use sigil_crypto::PublicJwks;
 use sigil_types::{ScopeSet, UserStatus, Username};
+use std::sync::Arc;
 
 use super::error::OAuthError;
 use super::service::OAuthService;
@@ -140,7 +141,7 @@ impl OAuthService {
     }
 
     /// The active Sigil user a verified external token names, through the issuer's claim.
-    pub(super) async fn mapped_user(&self, issuer: &TrustedIssuer, v: &VerifiedJwt) -> Result<User, OAuthError> {
+    pub(super) async fn mapped_user(&self, issuer: &TrustedIssuer, v: &VerifiedJwt) -> Result<Arc<User>, OAuthError> {
         let value = v.str(&issuer.username_claim).ok_or_else(|| {
             OAuthError::invalid_grant(format!(
                 "the token has no {} claim to find the user by",
@@ -177,7 +178,7 @@ const ID_JAG_TTL_SECS: i64 = 300;
 /// The user a token exchange is for, resolved from its subject token.
 #[derive(Debug, Clone)]
 pub struct Subject {
-    pub user: User,
+    pub user: Arc<User>,
     /// The DPoP key a Sigil subject token is bound to: the exchange must prove it.
     pub jkt: Option<String>,
     /// The client certificate a Sigil subject token is bound to: the exchange must present it.
@@ -436,7 +437,7 @@ impl OAuthService {
         })
     }
 
-    async fn active_user_for_subject(&self, id: &sigil_types::UserId) -> Result<User, OAuthError> {
+    async fn active_user_for_subject(&self, id: &sigil_types::UserId) -> Result<Arc<User>, OAuthError> {
         self.reads
             .user(&UserRef::Id(id.clone()))
             .await?

@@ -5,6 +5,7 @@
 //! the policy.
 
 use sigil_types::{IdentityId, IdentityStatus, ScopeSet, Timestamp, UserId, UserStatus};
+use std::sync::Arc;
 
 use super::client::OAuthClient;
 use super::client_auth::{Authenticated, PresentedCredentials};
@@ -352,7 +353,7 @@ impl OAuthService {
         }
     }
 
-    pub(super) async fn active_user_for_grant(&self, id: &UserId) -> Result<User, OAuthError> {
+    pub(super) async fn active_user_for_grant(&self, id: &UserId) -> Result<Arc<User>, OAuthError> {
         self.reads
             .user(&UserRef::Id(id.clone()))
             .await?
@@ -361,7 +362,7 @@ impl OAuthService {
     }
 
     /// The identities of an `act` chain, closest to the user first; each must be active.
-    async fn chain_members(&self, act: &Actor, now: Timestamp) -> Result<Vec<Identity>, OAuthError> {
+    async fn chain_members(&self, act: &Actor, now: Timestamp) -> Result<Vec<Arc<Identity>>, OAuthError> {
         let mut out = Vec::new();
         for a in act.chain_from_user() {
             let id =
@@ -377,7 +378,7 @@ impl OAuthService {
         Ok(out)
     }
 
-    async fn owners(&self, identities: &[Identity]) -> Result<Vec<String>, OAuthError> {
+    async fn owners(&self, identities: &[Arc<Identity>]) -> Result<Vec<String>, OAuthError> {
         let mut out = Vec::with_capacity(identities.len());
         for i in identities {
             out.push(self.reads.username(&i.owner).await?);

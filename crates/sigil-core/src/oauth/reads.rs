@@ -12,28 +12,36 @@ use super::cache::ReadCache;
 use crate::model::{Identity, IdentityRef, Resource, ResourceRef, User, UserRef};
 use crate::store::{Store, StoreError};
 
+/// Cached values are shared, not copied: a hit on the token path used to clone the whole
+/// client, identity, user and resource records (two dozen allocations a token).
 #[derive(Debug)]
 pub struct RegistryReads {
     store: Arc<dyn Store>,
-    clients: ReadCache<String, Option<OAuthClient>>,
-    users: ReadCache<String, Option<User>>,
-    identities: ReadCache<String, Option<Identity>>,
-    resources: ReadCache<String, Option<Resource>>,
+    clients: ReadCache<String, Option<Arc<OAuthClient>>>,
+    users: ReadCache<UserRef, Option<Arc<User>>>,
+    identities: ReadCache<IdentityRef, Option<Arc<Identity>>>,
+    resources: ReadCache<ResourceRef, Option<Arc<Resource>>>,
 }
 
-/// Looks `key` up in `cache` for the store's current epoch, else reads and caches it.
-async fn through<V: Clone>(
+/// Looks `key` up in `cache` for the store's current epoch, else reads (only then is the read
+/// started) and caches it.
+async fn through<K, Q, V, F>(
     store: &dyn Store,
-    cache: &ReadCache<String, V>,
-    key: String,
-    read: impl Future<Output = Result<V, StoreError>>,
-) -> Result<V, StoreError> {
+    cache: &ReadCache<K, Option<Arc<V>>>,
+    key: &Q,
+    read: impl FnOnce() -> F,
+) -> Result<Option<Arc<V>>, StoreError>
+where
+    K: Eq + std::hash::Hash + Clone + std::borrow::Borrow<Q>,
+    Q: Eq + std::hash::Hash + ToOwned<Owned = K> + ?Sized,
+    F: Future<Output = Result<Option<V>, StoreError>>,
+{
     let epoch = store.registry_epoch();
-    if let Some(v) = cache.get(&key, epoch) {
+    if let Some(v) = cache.get(key, epoch) {
         return Ok(v);
     }
-    let v = read.await?;
-    cache.put(key, epoch, v.clone());
+    let v = read().await?.map(Arc::new);
+    cache.put(key.to_owned(), epoch, v.clone());
     Ok(v)
 }
 
@@ -48,27 +56,21 @@ impl RegistryReads {
         }
     }
 
-    pub async fn client(&self, id: &str) -> Result<Option<OAuthClient>, StoreError> {
-        through(&*self.store, &self.clients, id.to_owned(), self.store.get_client(id)).await
+    pub async fn client(&self, id: &str) -> Result<Option<Arc<OAuthClient>>, StoreError> {
+        through(&*self.store, &self.clients, id, || self.store.get_client(id)).await
     }
 
-    pub async fn user(&self, r: &UserRef) -> Result<Option<User>, StoreError> {
-        through(&*self.store, &self.users, r.to_string(), self.store.get_user(r)).await
+    pub async fn user(&self, r: &UserRef) -> Result<Option<Arc<User>>, StoreError> {
+        through(&*self.store, &self.users, r, || self.store.get_user(r)).await
     }
 
-    pub async fn identity(&self, r: &IdentityRef) -> Result<Option<Identity>, StoreError> {
-        through(
-            &*self.store,
-            &self.identities,
-            r.to_string(),
-            self.store.get_identity(r),
-        )
-        .await
+    pub async fn identity(&self, r: &IdentityRef) -> Result<Option<Arc<Identity>>, StoreError> {
+        through(&*self.store, &self.identities, r, || self.store.get_identity(r)).await
     }
 
     /// A resource by id or URI; a root URL is found whichever way its trailing slash is
     /// written ([`sigil_types::ResourceUri::root_twin`]).
-    pub async fn resource(&self, r: &ResourceRef) -> Result<Option<Resource>, StoreError> {
+    pub async fn resource(&self, r: &ResourceRef) -> Result<Option<Arc<Resource>>, StoreError> {
         if let Some(found) = self.resource_exactly(r).await? {
             return Ok(Some(found));
         }
@@ -81,14 +83,8 @@ impl RegistryReads {
         }
     }
 
-    async fn resource_exactly(&self, r: &ResourceRef) -> Result<Option<Resource>, StoreError> {
-        through(
-            &*self.store,
-            &self.resources,
-            format!("{r:?}"),
-            self.store.get_resource(r),
-        )
-        .await
+    async fn resource_exactly(&self, r: &ResourceRef) -> Result<Option<Arc<Resource>>, StoreError> {
+        through(&*self.store, &self.resources, r, || self.store.get_resource(r)).await
     }
 
     /// A user's username (policy entities name users by it); the id itself if the user is gone.

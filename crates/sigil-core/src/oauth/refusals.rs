@@ -13,12 +13,12 @@ impl OAuthService {
     /// The identity behind a client, for a refusal record. A metadata-document client is the
     /// configured agent's, found without fetching its document again (the refusal may be that
     /// fetch failing).
-    async fn identity_of_client(&self, client_id: Option<&str>) -> Option<crate::model::Identity> {
+    async fn identity_of_client(&self, client_id: Option<&str>) -> Option<std::sync::Arc<crate::model::Identity>> {
         let client_id = client_id?;
         let identity = if super::metadata_doc::is_document_url(client_id) {
             IdentityRef::parse(self.cfg.metadata_documents.identity.as_deref()?).ok()?
         } else {
-            IdentityRef::Id(self.client(client_id).await.ok().flatten()?.identity_id)
+            IdentityRef::Id(self.client(client_id).await.ok().flatten()?.identity_id.clone())
         };
         self.reads.identity(&identity).await.ok().flatten()
     }

@@ -154,9 +154,9 @@ impl OAuthService {
 
     /// Token-path reads, through the shared one-second cache.
     /// A client by id: a registered one, or one described by a client metadata document.
-    pub(super) async fn client(&self, id: &str) -> Result<Option<OAuthClient>, OAuthError> {
+    pub(super) async fn client(&self, id: &str) -> Result<Option<Arc<OAuthClient>>, OAuthError> {
         if super::metadata_doc::is_document_url(id) {
-            return self.document_client(id).await.map(Some);
+            return self.document_client(id).await.map(|c| Some(Arc::new(c)));
         }
         // No client id is that long or holds a control character (PostgreSQL text cannot even
         // hold NUL): such a value names no client, on either backend.
@@ -169,11 +169,11 @@ impl OAuthService {
     pub(super) async fn identity(
         &self,
         id: &sigil_types::IdentityId,
-    ) -> Result<Option<crate::model::Identity>, StoreError> {
+    ) -> Result<Option<Arc<crate::model::Identity>>, StoreError> {
         self.reads.identity(&IdentityRef::Id(id.clone())).await
     }
 
-    pub(super) async fn resource(&self, uri: &ResourceUri) -> Result<Option<crate::model::Resource>, StoreError> {
+    pub(super) async fn resource(&self, uri: &ResourceUri) -> Result<Option<Arc<crate::model::Resource>>, StoreError> {
         self.reads.resource(&ResourceRef::Uri(uri.clone())).await
     }
 

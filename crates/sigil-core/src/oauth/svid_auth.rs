@@ -57,7 +57,7 @@ impl OAuthService {
         }
         let (client, entry_id) = self.workload_client(&id).await?;
         Ok(Authenticated {
-            client,
+            client: client.into(),
             evidence: AuthEvidence {
                 method: "jwt_svid".into(),
                 key_id: Some(id.to_string()),
@@ -100,7 +100,7 @@ impl OAuthService {
         let (client, entry_id) = self.workload_client(&id).await?;
         let thumbprint = sigil_crypto::b64url(&sigil_crypto::sha256(cert));
         Ok(Authenticated {
-            client,
+            client: client.into(),
             evidence: AuthEvidence {
                 method: "tls_client_auth".into(),
                 key_id: Some(id.to_string()),

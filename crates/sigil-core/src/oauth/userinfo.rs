@@ -82,7 +82,7 @@ impl OAuthService {
         &self,
         r: &UserInfoRequest<'_>,
         now: Timestamp,
-    ) -> Result<(AccessClaims, User, Option<(String, i64)>), (Option<AccessClaims>, OAuthError)> {
+    ) -> Result<(AccessClaims, std::sync::Arc<User>, Option<(String, i64)>), (Option<AccessClaims>, OAuthError)> {
         let claims = self.verify_access_token(r.token, now).map_err(|_| {
             (
                 None,

@@ -345,7 +345,10 @@ async fn caller(
     app.oauth.require_active_identity(&auth).await?;
     app.oauth.spend_assertion(&auth).await?;
     let who = format!("client:{}", auth.client.client_id);
-    Ok((Some((auth.client.client_id, auth.client.identity_id)), who))
+    Ok((
+        Some((auth.client.client_id.clone(), auth.client.identity_id.clone())),
+        who,
+    ))
 }
 
 /// The authenticated caller of a JSON endpoint (AuthZEN): the principal for audit records and,
@@ -376,7 +379,7 @@ pub(super) async fn json_caller(
     app.oauth.require_active_identity(&auth).await?;
     Ok(JsonCaller {
         who: format!("client:{}", auth.client.client_id),
-        identity: Some(auth.client.identity_id),
+        identity: Some(auth.client.identity_id.clone()),
     })
 }
 
