@@ -289,6 +289,26 @@ async fn private_key_jwt_and_secret_clients_get_rfc9068_tokens() {
     assert_eq!(i, json!({"active": false}));
     let (st, i, _) = f.post("/introspect", &[("token", token)], None).await;
     assert_eq!(st, 401, "introspection needs an authenticated caller: {i}");
+    // A body that is not a form: unauthenticated (no credential anywhere) before malformed.
+    for (auth, status, error) in [
+        (None, 401, "invalid_client"),
+        (Some((&f.secret_client, &f.secret)), 400, "invalid_request"),
+    ] {
+        for endpoint in ["/introspect", "/revoke"] {
+            let mut req = reqwest::Client::new()
+                .post(format!("{}{endpoint}", f.s.url))
+                .json(&json!({ "token": token }));
+            if let Some((id, secret)) = auth {
+                req = req.basic_auth(id, Some(secret));
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), status, "{endpoint} {auth:?}");
+            if status == 401 {
+                assert!(r.headers().contains_key("www-authenticate"), "{endpoint}");
+            }
+            assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{endpoint} {auth:?}");
+        }
+    }
     // A bearer caller: the scheme in any case; a bad bearer credential is an RFC 6750 answer.
     let bearer = |credential: String| {
         reqwest::Client::new()

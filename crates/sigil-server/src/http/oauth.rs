@@ -69,15 +69,7 @@ pub struct Form(Vec<(String, String)>);
 
 impl Form {
     pub fn parse(headers: &HeaderMap, body: &[u8], repeatable: &[&str]) -> Result<Self, OAuthError> {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !ct
-            .split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case(FORM))
-        {
+        if !Self::declared(headers) {
             return Err(OAuthError::invalid_request(format!("the body must be {FORM}")));
         }
         let mut pairs: Vec<(String, String)> = Vec::new();
@@ -88,6 +80,26 @@ impl Form {
             pairs.push((k.into_owned(), v.into_owned()));
         }
         Ok(Self(pairs))
+    }
+
+    /// Whether the request says its body is a form.
+    fn declared(headers: &HeaderMap) -> bool {
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(FORM))
+    }
+
+    /// The form of a call that must come from an authenticated client (introspection,
+    /// revocation). A body that is not a form carries no client credential, so a call with none
+    /// outside the body either (no Authorization header, no client certificate) is refused as
+    /// unauthenticated (401, RFC 7662 §2.1, RFC 7009 §2.1) rather than as malformed.
+    fn of_client(headers: &HeaderMap, ext: &axum::http::Extensions, body: &[u8]) -> Result<Self, OAuthError> {
+        if !Self::declared(headers) && headers.get(header::AUTHORIZATION).is_none() && client_cert(ext).is_none() {
+            return Err(OAuthError::invalid_client("client authentication is required"));
+        }
+        Self::parse(headers, body, &[])
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {
@@ -133,10 +145,14 @@ fn credentials(
         client_secret: form.get("client_secret").map(str::to_owned),
         assertion_type: form.get("client_assertion_type").map(str::to_owned),
         assertion: form.get("client_assertion").map(str::to_owned),
-        tls_client_cert: ext
-            .get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()
-            .and_then(|c| c.0.1.as_deref().map(<[u8]>::to_vec)),
+        tls_client_cert: client_cert(ext).map(<[u8]>::to_vec),
     })
+}
+
+/// The client certificate of the connection, if it is mutual TLS.
+fn client_cert(ext: &axum::http::Extensions) -> Option<&[u8]> {
+    ext.get::<axum::extract::ConnectInfo<crate::serve::PeerAddr>>()
+        .and_then(|c| c.0.1.as_deref())
 }
 
 /// RFC 6749 §2.3.1: `base64(urlencode(id) ":" urlencode(secret))`.
@@ -392,7 +408,7 @@ pub async fn introspect(
 ) -> Response {
     let request_id = rid(&ext);
     let result = async {
-        let form = Form::parse(&headers, &body, &[])?;
+        let form = Form::of_client(&headers, &ext, &body)?;
         let (client, who) = caller(
             &app,
             &headers,
@@ -477,7 +493,7 @@ pub async fn revoke(
 ) -> Response {
     let request_id = rid(&ext);
     let result = async {
-        let form = Form::parse(&headers, &body, &[])?;
+        let form = Form::of_client(&headers, &ext, &body)?;
         let (client, who) = caller(
             &app,
             &headers,
