@@ -45,6 +45,23 @@ fn unhex(h: &str) -> merkle::Hash {
         .unwrap()
 }
 
+/// Every leaf of `leaves` has an inclusion proof that verifies against checkpoint `cp`.
+async fn assert_included(
+    c: &sigil_client::Client,
+    leaves: std::ops::Range<u64>,
+    cp: &sigil_proto::admin::CheckpointView,
+) {
+    for leaf in leaves {
+        let p = c.inclusion_proof(leaf, Some(cp.tree_size)).await.unwrap();
+        assert_eq!((p.tree_size, &p.root_hash), (cp.tree_size, &cp.root_hash));
+        let proof: Vec<_> = p.proof.iter().map(|h| unhex(h)).collect();
+        assert!(
+            merkle::verify_inclusion(&unhex(&p.leaf_hash), leaf, cp.tree_size, &proof, &unhex(&cp.root_hash)),
+            "leaf {leaf}"
+        );
+    }
+}
+
 /// A server with `n` users and an agent, every record integrated and checkpointed.
 async fn populated(n: usize) -> Option<TestServer> {
     let s = TestServer::start().await?;
@@ -464,18 +481,7 @@ async fn proofs_verify_against_checkpoints() {
     let c = s.client();
     let cp = c.audit_checkpoint().await.unwrap();
     assert!(cp.tree_size > 2 << merkle::LOWEST_STORED_LEVEL, "{}", cp.tree_size);
-    for leaf in 0..cp.tree_size {
-        let p = c.inclusion_proof(leaf, None).await.unwrap();
-        assert_eq!(p.root_hash, cp.root_hash);
-        let proof: Vec<_> = p.proof.iter().map(|h| unhex(h)).collect();
-        assert!(merkle::verify_inclusion(
-            &unhex(&p.leaf_hash),
-            leaf,
-            p.tree_size,
-            &proof,
-            &unhex(&cp.root_hash)
-        ));
-    }
+    assert_included(&c, 0..cp.tree_size, &cp).await;
     // Every checkpoint of the log is consistent with the latest.
     let all = c.audit_checkpoints(0, 500).await.unwrap().items;
     assert!(all.len() > 1);
@@ -773,17 +779,7 @@ async fn retention_prunes_at_a_checkpoint_and_the_rest_still_verifies() {
         "the prune point is inside a block"
     );
     let cp = c.audit_checkpoint().await.unwrap();
-    for leaf in old_size..cp.tree_size {
-        let p = c.inclusion_proof(leaf, None).await.unwrap();
-        let proof: Vec<_> = p.proof.iter().map(|h| unhex(h)).collect();
-        assert!(merkle::verify_inclusion(
-            &unhex(&p.leaf_hash),
-            leaf,
-            cp.tree_size,
-            &proof,
-            &unhex(&cp.root_hash)
-        ));
-    }
+    assert_included(&c, old_size..cp.tree_size, &cp).await;
     let cons = c.consistency_proof(old_size, cp.tree_size).await.unwrap();
     let old_root = s.app().audit.root_at(old_size).await.unwrap();
     let proof: Vec<_> = cons.proof.iter().map(|h| unhex(h)).collect();
