@@ -30,9 +30,23 @@ def token():
     return post("/token", body, agent)["access_token"]
 
 
+def evaluate():
+    # AuthZEN 1.0 §12.1's shape: the API asks whether alice may read a document.
+    body = {"subject": {"type": "user", "id": "alice"}, "action": {"name": "read"},
+            "resource": {"type": "document", "id": "1"}}
+    conn.request("POST", "/access/v1/evaluation", body=json.dumps(body),
+                 headers={**basic(api), "Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 200 or not json.loads(data)["decision"]:
+        sys.exit(f"evaluation: {r.status} {data!r}")
+
+
 access_token = token()
 for _ in range(n):
     if kind == "token":
         token()
+    elif kind == "authzen":
+        evaluate()
     elif not post("/introspect", "token=" + access_token, api)["active"]:
         sys.exit("the token is not active")

@@ -6,6 +6,7 @@
 #
 #   benches/allocations/measure.sh target/release/sigil token        # client_secret_basic
 #   benches/allocations/measure.sh target/release/sigil introspect   # as the API's own client
+#   benches/allocations/measure.sh target/release/sigil authzen      # one AuthZEN evaluation
 set -euo pipefail
 bin=$(realpath "$1")
 kind=${2:-token}
@@ -27,6 +28,9 @@ blocks() { # N -> total heap blocks allocated by the server while serving N requ
     "$bin" agent create --name bot --owner alice --ceiling read >/dev/null
     "$bin" workload create --name api --owner alice --kind service >/dev/null
     "$bin" resource create --uri https://api.example.com --name api --owner alice --scope read --server api >/dev/null
+    if [ "$kind" = authzen ]; then
+        "$bin" policy upload "$here/authzen.cedar" --schema "$here/authzen.cedarschema" --activate >/dev/null
+    fi
     python3 "$here/drive.py" "$SIGIL_URL" "$1" "$kind" \
         "$("$bin" client create --identity bot --secret --output json)" \
         "$("$bin" client create --identity api --secret --output json)"
