@@ -416,6 +416,19 @@ pub async fn resource(g: &Global, c: ResourceCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The algorithm the active token key signs with, when the new key replaces it with another:
+/// verifiers that pin an algorithm (as RFC 8725 §3.1 advises) reject the new tokens.
+fn changed_token_algorithm(keys: &[sigil_proto::admin::KeyView], new: &sigil_proto::admin::KeyView) -> Option<String> {
+    const TOKEN_ALGS: [&str; 2] = ["EdDSA", "ES256"];
+    if !TOKEN_ALGS.contains(&new.alg.as_str()) {
+        return None; // the ID token key (RS256) rotates on its own
+    }
+    keys.iter()
+        .find(|k| k.state == "active" && TOKEN_ALGS.contains(&k.alg.as_str()))
+        .filter(|k| k.alg != new.alg)
+        .map(|k| k.alg.clone())
+}
+
 pub async fn keys(g: &Global, c: KeysCommand) -> Result<(), Failure> {
     let api = client(g)?;
     match c {
@@ -429,8 +442,18 @@ pub async fn keys(g: &Global, c: KeysCommand) -> Result<(), Failure> {
             serde_json::to_string_pretty(&api.jwks().await?).unwrap_or_default()
         ),
         KeysCommand::Rotate { alg } => {
+            let before = api.list_keys().await?.items;
             let key = api.rotate_key(&RotateKeyRequest { alg }).await?;
             output::item(g.output, &key);
+            if let Some(old) = changed_token_algorithm(&before, &key) {
+                eprintln!(
+                    "warning: access tokens will be signed with {} instead of {old} from {}; \
+                     resource servers that accept only {old} must accept {} by then",
+                    key.alg,
+                    key.activate_at.to_rfc3339(),
+                    key.alg
+                );
+            }
         }
     }
     Ok(())

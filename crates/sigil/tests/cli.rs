@@ -181,6 +181,22 @@ async fn readme_tour_works() {
     assert_eq!(json(&o)["groups"].as_array().unwrap().len(), 0);
 }
 
+/// A rotation to another token algorithm says so: verifiers that pin the old one would reject
+/// the new tokens. A rotation that keeps the algorithm (or rotates the ID token key) says nothing.
+#[tokio::test]
+async fn a_rotation_to_another_token_algorithm_warns() {
+    for (alg, warns) in [("EdDSA", false), ("RS256", false), ("ES256", true)] {
+        // One pending rotation at a time: a server each.
+        let Some(s) = TestServer::start().await else {
+            return;
+        };
+        let o = sigil(&s, None, &["keys", "rotate", "--alg", alg, "--output", "json"]).await;
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(json(&o)["alg"], alg);
+        assert_eq!(o.stderr.contains("instead of EdDSA"), warns, "{alg}: {}", o.stderr);
+    }
+}
+
 #[tokio::test]
 async fn pagination_with_all() {
     let Some(s) = TestServer::start().await else {
