@@ -725,16 +725,15 @@ async fn search_trace_and_bad_filters() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_prunes_at_a_checkpoint_and_the_rest_still_verifies() {
+/// A server keeping an hour of audit records, with records two hours old and new ones, all
+/// integrated; and the tree size the old ones end at.
+async fn old_and_new_records() -> Option<(TestServer, u64)> {
     let opts = sigil_testkit::Options {
         fake_clock_at: Some(sigil_types::Timestamp::from_unix_seconds(1_900_000_000)),
         config_toml: Some("[audit]\nretain = \"1h\"\n".into()),
         ..Default::default()
     };
-    let Some(s) = TestServer::start_with(opts).await else {
-        return;
-    };
+    let s = TestServer::start_with(opts).await?;
     let c = s.client();
     for i in 0..5 {
         c.create_user(&serde_json::from_value(json!({"username": format!("old{i}")})).unwrap())
@@ -750,6 +749,42 @@ async fn retention_prunes_at_a_checkpoint_and_the_rest_still_verifies() {
             .unwrap();
     }
     integrate(&s).await;
+    Some((s, old_size))
+}
+
+/// A prune makes the pruned prefix's frontier permanent, so it first checks that the leaf hashes
+/// give the root the checkpoint at the prune point signed: an edited leaf hash is refused, and
+/// nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_over_edited_leaf_hashes_is_refused() {
+    if std::env::var("SIGIL_TEST_BACKEND").as_deref() == Ok("postgres") {
+        return; // zeroblob is SQLite's
+    }
+    let Some((s, _)) = old_and_new_records().await else {
+        return;
+    };
+    exec(
+        &s,
+        "UPDATE audit_events SET leaf_hash = zeroblob(32) WHERE leaf_index = 1",
+    )
+    .await;
+    let refused = s
+        .app()
+        .audit
+        .prune(std::time::Duration::from_secs(3600), u64::MAX)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("changed outside Sigil"), "{refused}");
+    let leaves = s.app().store.list_leaves(0, 1).await.unwrap();
+    assert_eq!(leaves[0].leaf_index, 0, "nothing was pruned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_at_a_checkpoint_and_the_rest_still_verifies() {
+    let Some((s, old_size)) = old_and_new_records().await else {
+        return;
+    };
+    let c = s.client();
 
     let pruned = s
         .app()

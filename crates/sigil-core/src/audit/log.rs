@@ -406,6 +406,7 @@ impl AuditLog {
             .map(|&(l, i)| found.get(&(l, i)).map(|h| (l, i, *h)))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| AuditError::Inconsistent(format!("missing tree nodes below leaf {point}")))?;
+        self.check_prefix_root(point).await?;
         match self
             .store
             .commit(
@@ -474,6 +475,38 @@ impl AuditLog {
             }
         }
         Ok(nodes)
+    }
+
+    /// Before a prune makes the prefix's frontier permanent (its leaves go, so it can never be
+    /// rebuilt), the root it gives must be the one the checkpoint at the prune point signed: a
+    /// leaf hash changed outside Sigil would otherwise become part of the stored tree for good.
+    /// The root is read from the checkpoint's JWS claims, not from the `root_hash` column;
+    /// `sigil audit verify` checks the signature (the key may have left the JWKS since).
+    async fn check_prefix_root(&self, point: u64) -> Result<(), AuditError> {
+        let refuse = |why: String| AuditError::Inconsistent(format!("{why}; the prune stops"));
+        let checkpoint = self
+            .store
+            .list_checkpoints(point.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|c| c.tree_size == point)
+            .ok_or_else(|| refuse(format!("no checkpoint at the prune point {point}")))?;
+        let signed = checkpoint
+            .jws
+            .split('.')
+            .nth(1)
+            .and_then(|p| sigil_crypto::b64url_decode(p).ok())
+            .and_then(|p| serde_json::from_slice::<CheckpointClaims>(&p).ok())
+            .filter(|c| c.tree_size == point)
+            .and_then(|c| sigil_crypto::b64url_decode(&c.root_hash).ok())
+            .ok_or_else(|| refuse(format!("the checkpoint at {point} has unreadable claims")))?;
+        let root = self.root_at(point).await?;
+        if signed.as_slice() != root.as_slice() {
+            return Err(refuse(format!(
+                "the leaf hashes below {point} do not give the root its checkpoint signed: records were changed outside Sigil"
+            )));
+        }
+        Ok(())
     }
 
     /// Why a proof that starts at `first_leaf` could not be computed: below the first stored

@@ -93,16 +93,15 @@ fn record(route: &str, method: &'static str, status: u16, seconds: f64) {
         c.increment(1);
         h.record(seconds);
     };
-    if let Some(found) = HANDLES
-        .read()
-        .ok()
-        .as_ref()
-        .and_then(|m| m.get(route)?.find(method, status))
-    {
+    // A panic while registering leaves at worst a route entry without a handle, which the next
+    // miss fills, so a poisoned lock is used as it is rather than ending all counting.
+    let read = HANDLES.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(found) = read.get(route).and_then(|m| m.find(method, status)) {
         return observe(found);
     }
+    drop(read);
     crate::telemetry::metrics(); // the recorder the handles register with, installed once
-    let Ok(mut map) = HANDLES.write() else { return };
+    let mut map = HANDLES.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     let metrics = map.entry(route.to_owned()).or_default();
     if !metrics.requests.iter().any(|(m, s, _)| *m == method && *s == status) {
         let labels = [
