@@ -63,6 +63,14 @@ pub struct CheckpointClaims {
     pub iat: i64,
 }
 
+impl CheckpointClaims {
+    /// The root these claims sign, if they are for a tree of `size` leaves.
+    pub fn root_for(&self, size: u64) -> Option<Hash> {
+        let root = sigil_crypto::b64url_decode(&self.root_hash).ok()?;
+        Hash::try_from(root.as_slice()).ok().filter(|_| self.tree_size == size)
+    }
+}
+
 /// A claim on a named lease until `until`, valid if free, expired, or already ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseClaim {
@@ -268,10 +276,8 @@ impl AuditLog {
         };
         let claims: CheckpointClaims = serde_json::from_slice(&payload)
             .map_err(|_| tampered("the last checkpoint's claims are unreadable".into()))?;
-        let root = sigil_crypto::b64url_decode(&claims.root_hash)
-            .ok()
-            .and_then(|r| Hash::try_from(r.as_slice()).ok())
-            .filter(|_| claims.tree_size == size)
+        let root = claims
+            .root_for(size)
             .ok_or_else(|| tampered("the last checkpoint's claims do not name this tree".into()))?;
         Ok(Some(root))
     }
@@ -395,18 +401,24 @@ impl AuditLog {
         )
         .detail("before_leaf", point)
         .detail("cutoff", cutoff.to_rfc3339());
-        // The prefix's frontier below the stored levels would be lost with its leaves.
-        let unstored: Vec<(u32, u64)> = Frontier::coordinates(point)
+        // The pruned prefix's frontier nodes below the stored levels would go with its leaves,
+        // so the prune keeps them; they can never be rebuilt afterwards, so they must first give
+        // the root the checkpoint at the prune point signed (a leaf hash changed outside Sigil
+        // would otherwise become part of the stored tree for good).
+        let coords = Frontier::coordinates(point);
+        let found = self.nodes(&coords).await?;
+        let prefix = Frontier::load(point, &found)
+            .ok_or_else(|| AuditError::Inconsistent(format!("missing tree nodes below leaf {point}")))?;
+        if prefix.root() != self.signed_root_at(point).await? {
+            return Err(AuditError::Inconsistent(format!(
+                "the leaf hashes below {point} do not give the root its checkpoint signed: records were changed outside Sigil; the prune stops"
+            )));
+        }
+        let frontier = coords
             .into_iter()
             .filter(|(l, _)| !merkle::is_stored(*l))
+            .filter_map(|(l, i)| Some((l, i, *found.get(&(l, i))?)))
             .collect();
-        let found = self.nodes(&unstored).await?;
-        let frontier = unstored
-            .iter()
-            .map(|&(l, i)| found.get(&(l, i)).map(|h| (l, i, *h)))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| AuditError::Inconsistent(format!("missing tree nodes below leaf {point}")))?;
-        self.check_prefix_root(point).await?;
         match self
             .store
             .commit(
@@ -477,36 +489,25 @@ impl AuditLog {
         Ok(nodes)
     }
 
-    /// Before a prune makes the prefix's frontier permanent (its leaves go, so it can never be
-    /// rebuilt), the root it gives must be the one the checkpoint at the prune point signed: a
-    /// leaf hash changed outside Sigil would otherwise become part of the stored tree for good.
-    /// The root is read from the checkpoint's JWS claims, not from the `root_hash` column;
-    /// `sigil audit verify` checks the signature (the key may have left the JWKS since).
-    async fn check_prefix_root(&self, point: u64) -> Result<(), AuditError> {
-        let refuse = |why: String| AuditError::Inconsistent(format!("{why}; the prune stops"));
+    /// The root the checkpoint at tree size `point` signed, read from its JWS claims, not from
+    /// the `root_hash` column (`sigil audit verify` checks the signature: the key may have left
+    /// the JWKS since).
+    async fn signed_root_at(&self, point: u64) -> Result<Hash, AuditError> {
         let checkpoint = self
             .store
             .list_checkpoints(point.saturating_sub(1), 1)
             .await?
             .into_iter()
             .find(|c| c.tree_size == point)
-            .ok_or_else(|| refuse(format!("no checkpoint at the prune point {point}")))?;
-        let signed = checkpoint
+            .ok_or_else(|| AuditError::Inconsistent(format!("no checkpoint at tree size {point}")))?;
+        checkpoint
             .jws
             .split('.')
             .nth(1)
             .and_then(|p| sigil_crypto::b64url_decode(p).ok())
             .and_then(|p| serde_json::from_slice::<CheckpointClaims>(&p).ok())
-            .filter(|c| c.tree_size == point)
-            .and_then(|c| sigil_crypto::b64url_decode(&c.root_hash).ok())
-            .ok_or_else(|| refuse(format!("the checkpoint at {point} has unreadable claims")))?;
-        let root = self.root_at(point).await?;
-        if signed.as_slice() != root.as_slice() {
-            return Err(refuse(format!(
-                "the leaf hashes below {point} do not give the root its checkpoint signed: records were changed outside Sigil"
-            )));
-        }
-        Ok(())
+            .and_then(|c| c.root_for(point))
+            .ok_or_else(|| AuditError::Inconsistent(format!("the checkpoint at {point} has unreadable claims")))
     }
 
     /// Why a proof that starts at `first_leaf` could not be computed: below the first stored
@@ -521,7 +522,7 @@ impl AuditLog {
         }
     }
 
-    /// The root of the first `size` leaves, from stored nodes.
+    /// The root of the first `size` leaves, from stored nodes and ones hashed again below them.
     pub async fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
         let coords = merkle::needed_nodes(|src| {
             let _ = merkle::root(src, size);
