@@ -66,19 +66,20 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// The metric handles of one route, by method (and status for the counter).
-#[derive(Default)]
-struct RouteMetrics {
-    requests: Vec<(&'static str, u16, metrics::Counter)>,
-    durations: Vec<(&'static str, metrics::Histogram)>,
-}
+/// A route's registered metric handles: (method, status, request counter, duration histogram).
+/// The counter is per status, the histogram per method (registered again for another status,
+/// the recorder hands back the same one).
+type RouteMetrics = Vec<(&'static str, u16, metrics::Counter, metrics::Histogram)>;
 
-impl RouteMetrics {
-    fn find(&self, method: &str, status: u16) -> Option<(&metrics::Counter, &metrics::Histogram)> {
-        let c = self.requests.iter().find(|(m, s, _)| *m == method && *s == status)?;
-        let h = self.durations.iter().find(|(m, _)| *m == method)?;
-        Some((&c.2, &h.1))
-    }
+fn handles<'a>(
+    route: &'a RouteMetrics,
+    method: &str,
+    status: u16,
+) -> Option<(&'a metrics::Counter, &'a metrics::Histogram)> {
+    route
+        .iter()
+        .find(|(m, s, _, _)| *m == method && *s == status)
+        .map(|(_, _, c, h)| (c, h))
 }
 
 /// Counts the request and records its duration. The handles are registered once per route,
@@ -87,40 +88,32 @@ impl RouteMetrics {
 /// call, a dozen allocations and a registry lookup per request.
 fn record(route: &str, method: &'static str, status: u16, seconds: f64) {
     use std::collections::HashMap;
-    use std::sync::{LazyLock, RwLock};
+    use std::sync::{LazyLock, PoisonError, RwLock};
     static HANDLES: LazyLock<RwLock<HashMap<String, RouteMetrics>>> = LazyLock::new(Default::default);
     let observe = |(c, h): (&metrics::Counter, &metrics::Histogram)| {
         c.increment(1);
         h.record(seconds);
     };
-    // A panic while registering leaves at worst a route entry without a handle, which the next
-    // miss fills, so a poisoned lock is used as it is rather than ending all counting.
-    let read = HANDLES.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(found) = read.get(route).and_then(|m| m.find(method, status)) {
+    // A panic while registering leaves at worst a route without the handle, which the next
+    // miss registers, so a poisoned lock is used as it is rather than ending all counting.
+    let read = HANDLES.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = read.get(route).and_then(|r| handles(r, method, status)) {
         return observe(found);
     }
     drop(read);
     crate::telemetry::metrics(); // the recorder the handles register with, installed once
-    let mut map = HANDLES.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let metrics = map.entry(route.to_owned()).or_default();
-    if !metrics.requests.iter().any(|(m, s, _)| *m == method && *s == status) {
-        let labels = [
-            ("method", method.to_owned()),
-            ("route", route.to_owned()),
-            ("status", status.to_string()),
-        ];
-        metrics
-            .requests
-            .push((method, status, metrics::counter!("sigil_http_requests_total", &labels)));
+    let mut map = HANDLES.write().unwrap_or_else(PoisonError::into_inner);
+    let known = map.entry(route.to_owned()).or_default();
+    if handles(known, method, status).is_none() {
+        let (m, r) = (("method", method.to_owned()), ("route", route.to_owned()));
+        let counter = metrics::counter!(
+            "sigil_http_requests_total",
+            &[m.clone(), r.clone(), ("status", status.to_string())]
+        );
+        let histogram = metrics::histogram!("sigil_http_request_duration_seconds", &[m, r]);
+        known.push((method, status, counter, histogram));
     }
-    if !metrics.durations.iter().any(|(m, _)| *m == method) {
-        let labels = [("method", method.to_owned()), ("route", route.to_owned())];
-        metrics.durations.push((
-            method,
-            metrics::histogram!("sigil_http_request_duration_seconds", &labels),
-        ));
-    }
-    if let Some(found) = metrics.find(method, status) {
+    if let Some(found) = handles(known, method, status) {
         observe(found);
     }
 }
