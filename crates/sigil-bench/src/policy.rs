@@ -526,7 +526,9 @@ pub async fn http_bench(
         authorization: basic(&client_id, &secret),
     };
     let hello = load(&server.addr, Req::Get("/healthz".into()), conns, duration).await;
+    crate::proc::profile_window("enable");
     let run = load(&server.addr, req, conns, duration).await;
+    crate::proc::profile_window("disable");
     server.stop().await;
     Ok(vec![
         (

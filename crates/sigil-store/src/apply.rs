@@ -839,21 +839,6 @@ mod tests {
         asking.rollback().await.expect("rollback");
     }
 
-    /// SQLite's query plan for `sql` with `values`, one step a line.
-    async fn plan_of(pool: &sqlx::AnyPool, sql: &str, values: Vec<Value>) -> String {
-        let mut explain = Sql::with(Placeholders::Anonymous, &format!("EXPLAIN QUERY PLAN {sql}"));
-        explain.values = values;
-        let steps: Vec<String> = explain
-            .query()
-            .fetch_all(pool)
-            .await
-            .expect("plan")
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
-        steps.join("\n")
-    }
-
     /// Each chunk of a purge finds its rows through the table's expiry index and deletes them by
     /// key, whatever the table holds: the plan, not a timing, is what can be checked.
     #[tokio::test]
@@ -861,7 +846,7 @@ mod tests {
         let pool = crate::migrate::memory_database().await;
         for table in purge::EXPIRING {
             let chunk = table.delete_oldest(Placeholders::Anonymous, 1, 10);
-            let plan = plan_of(&pool, &chunk.text, chunk.values).await;
+            let plan = crate::testing::sqlite_plan(&pool, &chunk.text, chunk.values).await;
             let index = format!("INDEX {}_expiry (expires_at<?)", table.table);
             assert!(plan.contains(&index), "{plan}");
             assert!(!plan.contains("SCAN"), "{plan}");
@@ -875,7 +860,7 @@ mod tests {
         let pool = crate::migrate::memory_database().await;
         let leaves: Vec<(i64, u64, [u8; 32])> = (1..=64).map(|n| (n, n as u64 - 1, [0u8; 32])).collect();
         let update = set_leaves(Placeholders::Anonymous, &leaves);
-        let plan = plan_of(&pool, &update.text, update.values).await;
+        let plan = crate::testing::sqlite_plan(&pool, &update.text, update.values).await;
         assert!(plan.contains("audit_events USING INTEGER PRIMARY KEY"), "{plan}");
         assert!(!plan.contains("audit_events_leaf"), "{plan}");
     }

@@ -139,6 +139,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "unstored_tree_levels",
         sql: include_str!("../migrations/sqlite/0016_unstored_tree_levels.sql"),
     },
+    Migration {
+        version: 17,
+        name: "search_indexes_after_integration",
+        sql: include_str!("../migrations/sqlite/0017_search_indexes_after_integration.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -221,6 +226,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 16,
         name: "unstored_tree_levels",
         sql: include_str!("../migrations/postgres/0016_unstored_tree_levels.sql"),
+    },
+    Migration {
+        version: 17,
+        name: "search_indexes_after_integration",
+        sql: include_str!("../migrations/postgres/0017_search_indexes_after_integration.sql"),
     },
 ];
 

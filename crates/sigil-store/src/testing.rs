@@ -43,3 +43,23 @@ fn random10() -> [u8; 10] {
     let _ = sigil_crypto::fill_random(&mut b);
     b
 }
+
+/// SQLite's query plan for `sql` with `values`, one step a line.
+#[cfg(test)]
+pub(crate) async fn sqlite_plan(pool: &sqlx::AnyPool, sql: &str, values: Vec<crate::sql::Value>) -> String {
+    use sqlx::Row;
+    let mut explain = crate::sql::Sql::with(
+        crate::sql::Placeholders::Anonymous,
+        &format!("EXPLAIN QUERY PLAN {sql}"),
+    );
+    explain.values = values;
+    let steps: Vec<String> = explain
+        .query()
+        .fetch_all(pool)
+        .await
+        .expect("plan")
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect();
+    steps.join("\n")
+}

@@ -44,6 +44,7 @@ conformance!(
     audit_log::integration_places_each_record_once,
     audit_log::audit_search_filters,
     audit_log::search_finds_every_agent_of_a_chain,
+    audit_log::search_spans_integrated_and_pending_records,
     policy::policy_versions_and_activations,
     delegation::passwords_and_grant_families,
     delegation::revoking_a_token_revokes_what_was_derived_from_it,
