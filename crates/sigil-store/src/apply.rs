@@ -692,8 +692,9 @@ fn set_leaves(placeholders: Placeholders, leaves: &[(i64, u64, [u8; 32])]) -> Sq
             .bind(hash.to_vec())
             .push(")");
     }
-    // `COALESCE(…) = -1`, not `leaf_index IS NULL`: given the latter, SQLite 3.50 reads every
-    // pending record through the leaf index for each statement (a backlog of 100,000 made a
+    // `COALESCE(…) = -1`, not `leaf_index IS NULL`: given the latter, SQLite 3.50 read every
+    // pending record through an index for each statement (the leaf index, which held them before
+    // migration 17) (a backlog of 100,000 made a
     // 64-row step take 300 ms, so integration fell further behind the more it had to do); this
     // form leaves it one rowid lookup per value.
     q.push(") AS v WHERE audit_events.seq = v.column1 AND COALESCE(audit_events.leaf_index, -1) = -1");

@@ -141,8 +141,8 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 17,
-        name: "search_indexes_after_integration",
-        sql: include_str!("../migrations/sqlite/0017_search_indexes_after_integration.sql"),
+        name: "audit_indexes_after_integration",
+        sql: include_str!("../migrations/sqlite/0017_audit_indexes_after_integration.sql"),
     },
 ];
 
@@ -229,8 +229,8 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 17,
-        name: "search_indexes_after_integration",
-        sql: include_str!("../migrations/postgres/0017_search_indexes_after_integration.sql"),
+        name: "audit_indexes_after_integration",
+        sql: include_str!("../migrations/postgres/0017_audit_indexes_after_integration.sql"),
     },
 ];
 

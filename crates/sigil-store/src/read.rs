@@ -333,11 +333,11 @@ fn search_terms(q: &mut Sql, f: &AuditQuery, integrated: bool, cursor: Option<i6
             q.push("(actor = ").bind(a.as_str()).push(only);
             q.push(" OR (target_id = ").bind(a.as_str()).push(only);
             // A sub-agent's records name the agents it acts for in `acting_for`: few rows have
-            // one, and the partial index holds just those (of the integrated records; the
-            // pending ones are few enough to match as they are).
+            // one, and the partial index holds just those (pending ones too: the pending arm,
+            // few rows, matches them as they are).
             let pattern = format!("% {} %", like_escaped(a));
             if integrated {
-                q.push(" OR seq IN (SELECT seq FROM audit_events WHERE acting_for IS NOT NULL AND leaf_index IS NOT NULL AND acting_for LIKE ")
+                q.push(" OR seq IN (SELECT seq FROM audit_events WHERE acting_for IS NOT NULL AND acting_for LIKE ")
                     .bind(pattern)
                     .push(" ESCAPE '\\')");
             } else {
@@ -394,12 +394,11 @@ pub async fn pending_audit(pool: &AnyPool, limit: u32) -> R<Vec<(i64, String)>> 
         .collect()
 }
 
+/// The tree's size: one past the last leaf. (`IS NOT NULL` lets the partial leaf index answer.)
+const TREE_SIZE: &str = "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM audit_events WHERE leaf_index IS NOT NULL";
+
 pub async fn audit_tree_size(pool: &AnyPool) -> R<u64> {
-    count(
-        pool,
-        Sql::new("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM audit_events"),
-    )
-    .await
+    count(pool, Sql::new(TREE_SIZE)).await
 }
 
 pub async fn audit_nodes(pool: &AnyPool, coords: &[(u32, u64)]) -> R<HashMap<(u32, u64), [u8; 32]>> {
@@ -428,12 +427,11 @@ pub async fn audit_nodes(pool: &AnyPool, coords: &[(u32, u64)]) -> R<HashMap<(u3
 }
 
 pub async fn audit_leaf_hashes(pool: &AnyPool, from: u64, to: u64) -> R<Vec<(u64, [u8; 32])>> {
-    let mut q = Sql::new("SELECT leaf_index, leaf_hash FROM audit_events WHERE leaf_index >= ");
-    q.bind(u(from))
-        .push(" AND leaf_index < ")
-        .bind(u(to))
-        .push(" ORDER BY leaf_index");
-    let rows = q.query().fetch_all(pool).await.map_err(unavailable)?;
+    let rows = leaf_hashes_query(from, to)
+        .query()
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
     rows.iter()
         .map(|r| {
             let i: i64 = r.try_get("leaf_index").map_err(|e| corrupt("leaf_index", e))?;
@@ -445,6 +443,15 @@ pub async fn audit_leaf_hashes(pool: &AnyPool, from: u64, to: u64) -> R<Vec<(u64
             Ok((u64::try_from(i).map_err(|e| corrupt("leaf_index", e))?, h))
         })
         .collect()
+}
+
+fn leaf_hashes_query(from: u64, to: u64) -> Sql {
+    let mut q = Sql::new("SELECT leaf_index, leaf_hash FROM audit_events WHERE leaf_index >= ");
+    q.bind(u(from))
+        .push(" AND leaf_index < ")
+        .bind(u(to))
+        .push(" ORDER BY leaf_index");
+    q
 }
 
 const CHECKPOINT_COLS: &str = "SELECT tree_size, root_hash, time, kid, jws FROM audit_checkpoints";
@@ -491,7 +498,7 @@ pub async fn audit_base(pool: &AnyPool) -> R<u64> {
 pub async fn audit_prune_point(pool: &AnyPool, cutoff: sigil_types::Timestamp) -> R<Option<u64>> {
     // The first leaf that must be kept; every leaf before it is older than the cutoff.
     let mut q = Sql::new(
-        "SELECT MAX(tree_size) FROM audit_checkpoints WHERE tree_size <= (SELECT COALESCE(MIN(leaf_index), (SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM audit_events)) FROM audit_events WHERE leaf_index IS NOT NULL AND time >= ",
+        "SELECT MAX(tree_size) FROM audit_checkpoints WHERE tree_size <= (SELECT COALESCE(MIN(leaf_index), (SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM audit_events WHERE leaf_index IS NOT NULL)) FROM audit_events WHERE leaf_index IS NOT NULL AND time >= ",
     );
     q.bind(cutoff.unix_micros()).push(")");
     let row = q.query().fetch_one(pool).await.map_err(unavailable)?;
@@ -716,6 +723,20 @@ mod tests {
     use super::search_query;
     use crate::dialect::Backend;
 
+    /// The leaf index holds integrated records only (migration 17); what reads the tree by leaf
+    /// still goes through it rather than reading the whole table.
+    #[tokio::test]
+    async fn tree_reads_use_the_partial_leaf_index() {
+        let pool = crate::migrate::memory_database().await;
+        let hashes = super::leaf_hashes_query(64, 128);
+        let reads = [(super::TREE_SIZE.to_owned(), vec![]), (hashes.text, hashes.values)];
+        for (sql, values) in reads {
+            let plan = crate::testing::sqlite_plan(&pool, &sql, values).await;
+            assert!(plan.contains("INDEX audit_events_leaf"), "{sql}:\n{plan}");
+            assert!(!plan.contains("SCAN audit_events"), "{sql}:\n{plan}");
+        }
+    }
+
     /// Every search condition an index serves finds integrated records through that index (a
     /// partial one, since migration 17) and pending ones without reading the whole table,
     /// whatever it holds: the plan, not a timing, is what can be checked.
@@ -742,11 +763,10 @@ mod tests {
             let sql = search_query(Backend::Sqlite.dialect(), &query).expect("query");
             let plan = crate::testing::sqlite_plan(&pool, &sql.text, sql.values).await;
             assert!(plan.contains(&format!("INDEX {index} ")), "{index}:\n{plan}");
-            // Neither arm reads the whole table (pending records are found by their NULL leaf).
-            assert!(
-                !plan.lines().any(|l| l.starts_with("SCAN audit_events")),
-                "{index}:\n{plan}"
-            );
+            // Neither arm reads the whole table: the pending one reads the pending index.
+            let whole_table =
+                |l: &str| l.starts_with("SCAN audit_events") && !l.ends_with("INDEX audit_events_pending");
+            assert!(!plan.lines().any(whole_table), "{index}:\n{plan}");
         }
     }
 }
