@@ -300,6 +300,49 @@ async fn a_bound_actor_token_needs_its_key() {
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
+/// A DPoP-bound subject token is exchanged only with a proof of its key; without one the
+/// subject token cannot be used, which RFC 8693 §2.2.2 answers with `invalid_request` (the
+/// proof itself, absent, is not what is invalid).
+#[tokio::test]
+async fn a_bound_subject_token_needs_its_key() {
+    let Some(fx) = fixture().await else { return };
+    let token_url = format!("{}/token", fx.s.url);
+    let (key, _) = sigil_crypto::SigningKey::generate(sigil_crypto::Algorithm::EdDsa).unwrap();
+    let proof = || oauth_support::dpop_proof(&key, "POST", &token_url, oauth_support::now(), None, None);
+    let exchange = |client: &(String, String), subject: &str, dpop: bool| {
+        let mut req = reqwest::Client::new()
+            .post(&token_url)
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[
+                ("grant_type", EXCHANGE),
+                ("subject_token", subject),
+                ("subject_token_type", AT),
+                ("resource", API),
+            ]);
+        if dpop {
+            req = req.header("DPoP", proof());
+        }
+        req.send()
+    };
+    let user = fx.user_token().await;
+    let resp = exchange(&fx.helper, user["access_token"].as_str().unwrap(), true)
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["token_type"], "DPoP", "{v}");
+    let bound = v["access_token"].as_str().unwrap().to_owned();
+    let resp = exchange(&fx.intern, &bound, false).await.unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status.as_u16(), v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    let resp = exchange(&fx.intern, &bound, true).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn the_chain_depth_is_limited_by_config() {
     let Some(fx) = fixture_with("[oauth]\nmax_delegation_depth = 2\n").await else {

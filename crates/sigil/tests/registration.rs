@@ -227,6 +227,17 @@ async fn dynamic_client_registration_rfc7591_and_7592() {
         )
         .await;
     assert_eq!((st, e["error"].as_str()), (400, Some("unauthorized_client")), "{e}");
+    // RFC 7591 §2: redirect URIs with grant_types left out mean authorization_code alone.
+    let r = http
+        .post(&reg)
+        .bearer_auth(&iat.token)
+        .json(&json!({"redirect_uris": ["https://app.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let defaulted: Value = r.json().await.unwrap();
+    assert_eq!(defaulted["grant_types"], json!(["authorization_code", "refresh_token"]));
 
     // RFC 7592: read, update, delete with the registration access token only. Each read and
     // update answers with a new token (§3 requires one in the response; Sigil keeps only

@@ -88,8 +88,9 @@ impl OAuthService {
         if let Some(jkt) = &subject.jkt
             && proof.as_ref().is_none_or(|p| p.jkt != *jkt)
         {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidDpopProof,
+            // The proof (if any) was valid; the subject token is what cannot be used here, and
+            // an unusable subject token is `invalid_request` (RFC 8693 §2.2.2).
+            return Err(OAuthError::invalid_request(
                 "the subject token is DPoP-bound: prove its key to exchange it",
             ));
         }

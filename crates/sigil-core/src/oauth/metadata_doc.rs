@@ -148,8 +148,8 @@ pub(super) fn refuse_internal_literal(u: &url::Url, allow_loopback: bool) -> Res
     let literal = match u.host() {
         Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-        Some(url::Host::Domain(d)) if !allow_loopback && d.eq_ignore_ascii_case("localhost") => {
-            return Err("localhost is a loopback name".into());
+        Some(url::Host::Domain(d)) if !allow_loopback && is_loopback_name(d) => {
+            return Err(format!("{d} is a loopback name"));
         }
         _ => None,
     };
@@ -160,6 +160,13 @@ pub(super) fn refuse_internal_literal(u: &url::Url, allow_loopback: bool) -> Res
         return Err(format!("{ip} is a private or special-use address"));
     }
     Ok(())
+}
+
+/// `localhost` and the names under it (RFC 6761 §6.3), also written fully qualified
+/// (`localhost.`): all loopback.
+fn is_loopback_name(domain: &str) -> bool {
+    let name = domain.strip_suffix('.').unwrap_or(domain).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 fn strings(doc: &Map<String, Value>, field: &str) -> Result<Vec<String>, String> {
@@ -328,6 +335,23 @@ mod tests {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }
         assert!(check_url("http://127.0.0.1:9/c", true).is_ok());
+    }
+
+    #[test]
+    fn loopback_names_are_refused_however_written() {
+        for bad in [
+            "https://localhost/c",
+            "https://LocalHost./c",
+            "https://app.localhost/c",
+            "https://app.localhost./c",
+        ] {
+            let u = url::Url::parse(bad).unwrap();
+            assert!(refuse_internal_literal(&u, false).is_err(), "{bad}");
+        }
+        for good in ["https://localhost.example.com/c", "https://notlocalhost/c"] {
+            let u = url::Url::parse(good).unwrap();
+            assert!(refuse_internal_literal(&u, false).is_ok(), "{good}");
+        }
     }
 
     /// Answers after `release` is notified, counting the fetches it was asked for.

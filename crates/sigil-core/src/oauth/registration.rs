@@ -145,10 +145,16 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
     for u in &redirect_uris {
         super::client::check_redirect_uri(u).map_err(|e| OAuthError::new(ErrorCode::InvalidRedirectUri, e))?;
     }
-    // RFC 7591 §2: grant_types defaults to authorization_code when redirect URIs are given.
-    let grants = strings(obj, "grant_types")?;
+    let mut grants = strings(obj, "grant_types")?;
     if obj.contains_key("grant_types") && grants.is_empty() {
         return Err(metadata_error("grant_types must name at least one grant"));
+    }
+    // RFC 7591 §2: an omitted grant_types means authorization_code. A client without
+    // redirect URIs could not use that grant; §3.2.1 lets the server substitute, and such a
+    // client keeps the grants a client without redirect URIs can use (client_credentials,
+    // token exchange, JWT bearer), as the response's grant_types then says.
+    if grants.is_empty() && !redirect_uris.is_empty() {
+        grants.push("authorization_code".into());
     }
     for g in &grants {
         let known = [
@@ -164,8 +170,7 @@ fn parse_metadata(body: &Value, id_token_algs: &[sigil_crypto::Algorithm]) -> Re
             )));
         }
     }
-    let wants_code =
-        grants.iter().any(|g| g == "authorization_code") || (grants.is_empty() && !redirect_uris.is_empty());
+    let wants_code = grants.iter().any(|g| g == "authorization_code");
     if wants_code && redirect_uris.is_empty() {
         return Err(OAuthError::new(
             ErrorCode::InvalidRedirectUri,
