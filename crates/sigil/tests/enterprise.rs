@@ -225,6 +225,24 @@ async fn a_trusted_idps_id_token_is_a_token_exchange_subject() {
         assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
     }
 
+    // A trusted issuer's token names no resource of Sigil's: the exchange must (RFC 8707 §2).
+    let subject = id_token(json!({}));
+    let untargeted = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject.as_str()),
+        ("subject_token_type", ID_TOKEN),
+        ("scope", "read"),
+    ];
+    let (st, v) = token(&s, &untargeted, &client).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("invalid_target")), "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("resource is required"),
+        "{v}"
+    );
+
     // The agent's client authenticates with an assertion that is also its actor token: one
     // proof, spent once, by the exchange.
     let both = actor_assertion(json!({}));

@@ -106,9 +106,15 @@ impl OAuthService {
             .await
             .map_err(as_request_error)?;
         let act = self.extended_chain(&subject, &agent, &auth.client.client_id)?;
+        // RFC 8707 §2: a required target that is missing is `invalid_target`. A Sigil token
+        // names its resource; a trusted issuer's token does not name one of Sigil's.
         let uri = one_target(req.resources, req.audiences)?
             .or(subject.aud.as_deref())
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                OAuthError::invalid_target(
+                    "resource is required: name the API the token is for (resource, RFC 8707, or audience, RFC 8693)",
+                )
+            })?;
         // A user consented to one resource: her Sigil token is exchanged for that resource only,
         // so no agent of the chain can carry her consent to an API she never saw on the consent
         // page. Tokens of trusted issuers carry no resource consent; the policy decides those.
