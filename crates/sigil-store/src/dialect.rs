@@ -43,6 +43,12 @@ pub struct Dialect {
     /// UTF-8 is then read, and reported as modified by verification, instead of failing the
     /// whole read in the driver.
     pub audit_body_bytes: &'static str,
+    /// The oldest pending audit records (at most `$1`), in one row: each as `seq,length,body`
+    /// with the body's length in bytes, in `seq` order. The integrator reads up to 256 records
+    /// a step, and the driver hands over each row of a result on its own (a channel message and
+    /// a task wake-up per row: 1.6 ms a step, the most time any statement took in
+    /// `sigil-load tokens`); one row carries them all.
+    pub pending_audit: &'static str,
 }
 
 /// A revocation reaches the tokens derived from the revoked one through `derived_tokens` (and a
@@ -244,6 +250,8 @@ static SQLITE: Dialect = Dialect {
     writer_keeps_connection: true,
     read_connections: 4,
     audit_body_bytes: "CAST(body AS BLOB) AS body",
+    pending_audit: "SELECT group_concat(seq || ',' || length(CAST(body AS BLOB)) || ',' || body, '' ORDER BY seq) AS pending \
+         FROM (SELECT seq, body FROM audit_events WHERE leaf_index IS NULL ORDER BY seq LIMIT $1)",
 };
 
 static POSTGRES: Dialect = Dialect {
@@ -259,6 +267,8 @@ static POSTGRES: Dialect = Dialect {
     writer_keeps_connection: false,
     read_connections: 8,
     audit_body_bytes: "convert_to(body, 'UTF8') AS body",
+    pending_audit: "SELECT string_agg(seq::text || ',' || octet_length(body)::text || ',' || body, '' ORDER BY seq) AS pending \
+         FROM (SELECT seq, body FROM audit_events WHERE leaf_index IS NULL ORDER BY seq LIMIT $1) AS p",
 };
 
 impl Backend {

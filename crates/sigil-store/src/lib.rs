@@ -300,7 +300,7 @@ impl AuditStore for SqlStore {
         read::search_audit(&self.pool, self.backend.dialect(), q).await
     }
     async fn pending_audit(&self, limit: u32) -> StoreResult<Vec<(i64, String)>> {
-        read::pending_audit(&self.pool, limit).await
+        read::pending_audit(&self.pool, self.backend.dialect(), limit).await
     }
     async fn audit_tree_size(&self) -> StoreResult<u64> {
         read::audit_tree_size(&self.pool).await

@@ -376,22 +376,30 @@ fn search_terms(q: &mut Sql, f: &AuditQuery, integrated: bool, cursor: Option<i6
     }
 }
 
-pub async fn pending_audit(pool: &AnyPool, limit: u32) -> R<Vec<(i64, String)>> {
-    let rows = stmt(
-        "SELECT seq, body FROM audit_events WHERE leaf_index IS NULL ORDER BY seq LIMIT $1",
-        vec![i64::from(limit).into()],
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(unavailable)?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>("seq").map_err(|e| corrupt("seq", e))?,
-                r.try_get::<String, _>("body").map_err(|e| corrupt("body", e))?,
-            ))
-        })
-        .collect()
+/// The oldest records integration has not reached, in `seq` order ([`Dialect::pending_audit`]).
+pub async fn pending_audit(pool: &AnyPool, d: &Dialect, limit: u32) -> R<Vec<(i64, String)>> {
+    let row = stmt(d.pending_audit, vec![i64::from(limit).into()])
+        .fetch_one(pool)
+        .await
+        .map_err(unavailable)?;
+    let joined: Option<String> = row.try_get("pending").map_err(|e| corrupt("pending", e))?;
+    joined.map_or(Ok(Vec::new()), |j| split_pending(&j))
+}
+
+/// Splits `seq,length,body` records run together (the length in bytes).
+fn split_pending(mut rest: &str) -> R<Vec<(i64, String)>> {
+    let malformed = || corrupt("pending", "not seq,length,body records");
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let (seq, after) = rest.split_once(',').ok_or_else(malformed)?;
+        let (len, after) = after.split_once(',').ok_or_else(malformed)?;
+        let seq: i64 = seq.parse().map_err(|_| malformed())?;
+        let len: usize = len.parse().map_err(|_| malformed())?;
+        let body = after.get(..len).ok_or_else(malformed)?;
+        records.push((seq, body.to_owned()));
+        rest = &after[len..];
+    }
+    Ok(records)
 }
 
 /// The tree's size: one past the last leaf. (`IS NOT NULL` lets the partial leaf index answer.)
@@ -718,6 +726,27 @@ pub async fn list_entries(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pending_records_split_by_their_byte_lengths() {
+        let bodies = [r#"{"a":"x,1,y"}"#, "", r#"{"é":"🙂,2,"}"#];
+        let joined: String = bodies
+            .iter()
+            .enumerate()
+            .map(|(n, b)| format!("{},{},{b}", n + 7, b.len()))
+            .collect();
+        let split = super::split_pending(&joined).unwrap();
+        let expected: Vec<(i64, String)> = bodies
+            .iter()
+            .enumerate()
+            .map(|(n, b)| (n as i64 + 7, (*b).to_owned()))
+            .collect();
+        assert_eq!(split, expected);
+        assert!(super::split_pending("").unwrap().is_empty());
+        for bad in ["7,5,abc", "7,x,abc", "7", "x,0,", "7,1,é"] {
+            assert!(super::split_pending(bad).is_err(), "{bad}");
+        }
+    }
+
     use sigil_core::audit::{AuditQuery, EventType};
 
     use super::search_query;

@@ -60,13 +60,19 @@ pub(crate) async fn a_lapsed_lease_nobody_took_still_fences_for_its_holder(db: D
 pub(crate) async fn integration_places_each_record_once(db: Db) {
     use sigil_core::audit::merkle::Frontier;
     let s = &db.store;
-    for _ in 0..3 {
-        s.commit(ChangeSet::new().audit(audit(EventType::UserCreated)))
+    for name in ["bob", "zoë, 🙂", "x,9,y"] {
+        s.commit(ChangeSet::new().audit(audit(EventType::UserCreated).target("user", "usr_x", name)))
             .await
             .unwrap();
     }
     let pending = s.pending_audit(10).await.unwrap();
     assert_eq!(pending.len(), 3);
+    // Each body byte for byte, in order, whatever it holds.
+    let stored = s.list_audit(0, 10).await.unwrap();
+    let stored: Vec<(i64, &str)> = stored.iter().map(|r| (r.seq, r.body.as_str())).collect();
+    let read: Vec<(i64, &str)> = pending.iter().map(|(q, b)| (*q, b.as_str())).collect();
+    assert_eq!(read, stored);
+    assert_eq!(s.pending_audit(2).await.unwrap(), pending[..2]);
     let mut f = Frontier::default();
     let mut leaves = Vec::new();
     let mut nodes = Vec::new();
