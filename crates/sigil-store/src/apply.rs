@@ -797,7 +797,7 @@ fn client_values(c: &sigil_core::oauth::OAuthClient) -> Vec<Value> {
 mod tests {
     use super::*;
     use sigil_types::Timestamp;
-    use sqlx::{Connection, Executor, Row};
+    use sqlx::{Connection, Executor};
 
     fn claim(holder: &str) -> LeaseClaim {
         LeaseClaim {
