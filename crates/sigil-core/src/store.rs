@@ -440,6 +440,8 @@ pub trait AuditStore: Send + Sync {
 #[async_trait]
 pub trait OAuthStore: Send + Sync {
     async fn get_client(&self, client_id: &str) -> StoreResult<Option<OAuthClient>>;
+    /// The client whose registration access token (RFC 7592) has this keyed hash.
+    async fn client_by_registration_token(&self, token_hash: &str) -> StoreResult<Option<OAuthClient>>;
     async fn list_clients(
         &self,
         identity: Option<&IdentityId>,

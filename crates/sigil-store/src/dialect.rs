@@ -150,6 +150,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "audit_indexes_after_integration",
         sql: include_str!("../migrations/sqlite/0017_audit_indexes_after_integration.sql"),
     },
+    Migration {
+        version: 18,
+        name: "registration_token_index",
+        sql: include_str!("../migrations/sqlite/0018_registration_token_index.sql"),
+    },
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -237,6 +242,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 17,
         name: "audit_indexes_after_integration",
         sql: include_str!("../migrations/postgres/0017_audit_indexes_after_integration.sql"),
+    },
+    Migration {
+        version: 18,
+        name: "registration_token_index",
+        sql: include_str!("../migrations/postgres/0018_registration_token_index.sql"),
     },
 ];
 

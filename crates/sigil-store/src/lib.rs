@@ -334,6 +334,12 @@ impl sigil_core::store::OAuthStore for SqlStore {
     async fn get_client(&self, client_id: &str) -> StoreResult<Option<sigil_core::oauth::OAuthClient>> {
         read::get_client(&self.pool, client_id).await
     }
+    async fn client_by_registration_token(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<sigil_core::oauth::OAuthClient>> {
+        read::client_by_registration_token(&self.pool, token_hash).await
+    }
     async fn list_clients(
         &self,
         identity: Option<&IdentityId>,

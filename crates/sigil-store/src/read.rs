@@ -523,6 +523,18 @@ pub async fn get_client(pool: &AnyPool, client_id: &str) -> R<Option<sigil_core:
     one(pool, q, rows::client).await
 }
 
+pub async fn client_by_registration_token(
+    pool: &AnyPool,
+    token_hash: &str,
+) -> R<Option<sigil_core::oauth::OAuthClient>> {
+    let mut q = Sql::new(&format!(
+        "SELECT {} FROM oauth_clients WHERE registration_token_hash = ",
+        rows::CLIENT_COLS
+    ));
+    q.bind(token_hash);
+    one(pool, q, rows::client).await
+}
+
 pub async fn list_clients(
     pool: &AnyPool,
     identity: Option<&IdentityId>,

@@ -372,6 +372,48 @@ async fn deleting_a_client_ends_its_access_tokens() {
     assert_eq!(c.introspect_token(token).await.unwrap()["active"], false);
 }
 
+/// RFC 7592 §2.1–2.3: a registration access token presented for a client that does not exist
+/// is refused and revoked at once; the client it belongs to stays registered, and an audit
+/// record says why its token stopped working.
+#[tokio::test]
+async fn a_registration_access_token_used_for_no_client_is_revoked() {
+    let Some(f) = fixture().await else { return };
+    let iat = alices_registration_token(&f, None).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/register", f.s.url))
+        .bearer_auth(&iat.token)
+        .json(&json!({"client_name": "probe", "grant_types": ["client_credentials"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    let rat = body["registration_access_token"].as_str().unwrap();
+    let own = body["registration_client_uri"].as_str().unwrap();
+    let client_id = body["client_id"].as_str().unwrap();
+    let r = http
+        .get(format!("{}/register/cli_nosuchclient", f.s.url))
+        .bearer_auth(rat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.get(own).bearer_auth(rat).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the token was revoked");
+    let c = f.s.client();
+    assert!(c.get_client(client_id).await.is_ok(), "the client stays registered");
+    let found = c
+        .audit_search(&[("type", "client.updated".into()), ("client", client_id.into())])
+        .await
+        .unwrap();
+    let revoked = found
+        .items
+        .iter()
+        .find(|e| e.record["details"]["presented_for"] == "cli_nosuchclient");
+    assert!(revoked.is_some(), "{:?}", found.items);
+}
+
 /// An initial access token speaks for its owner: it is refused for someone else's identity,
 /// and it stops working for good once the owner is suspended (like her access tokens).
 #[tokio::test]

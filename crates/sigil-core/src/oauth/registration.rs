@@ -461,8 +461,17 @@ impl OAuthService {
     /// quarantined: its registration access token neither reads, changes nor deletes its
     /// registration, just as its client gets no token; a revoked or decommissioned one has
     /// nothing left to manage.
-    pub async fn managed_client(&self, client_id: &str, rat: Option<&str>) -> Result<ManagedClient, OAuthError> {
-        let client = self.store().get_client(client_id).await?.ok_or_else(invalid_token)?;
+    pub async fn managed_client(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<ManagedClient, OAuthError> {
+        let Some(client) = self.store().get_client(client_id).await? else {
+            self.revoke_strayed_registration_token(rat, client_id, request_id)
+                .await?;
+            return Err(invalid_token());
+        };
         let presented = self.secret_hash(rat.unwrap_or_default());
         match &client.registration_token_hash {
             Some(h) if sigil_crypto::constant_time_eq(h.as_bytes(), presented.as_bytes()) => {}
@@ -479,6 +488,52 @@ impl OAuthService {
                 ErrorCode::InvalidToken,
                 format!("the client's identity is {s}"),
             )),
+        }
+    }
+
+    /// RFC 7592 §2.1–2.3: a registration access token presented for a client that does not
+    /// exist "SHOULD be immediately revoked" — whoever holds it is probing, or lost track of
+    /// its client. The client it belongs to keeps its registration; managing it takes an
+    /// administrator from then on. A `client.updated` record says why.
+    async fn revoke_strayed_registration_token(
+        &self,
+        rat: Option<&str>,
+        named: &str,
+        request_id: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        let Some(rat) = rat.filter(|r| r.starts_with(REGISTRATION_ACCESS_PREFIX)) else {
+            return Ok(());
+        };
+        let Some(mut holder) = self
+            .store()
+            .client_by_registration_token(&self.secret_hash(rat))
+            .await?
+        else {
+            return Ok(());
+        };
+        let expected_version = holder.version;
+        holder.registration_token_hash = None;
+        holder.version += 1;
+        let mut audit = AuditRecord::new(
+            self.now(),
+            EventType::ClientUpdated,
+            &Principal::from_stored(format!("client:{}", holder.client_id)),
+            request_id,
+        )
+        .detail("registration_access_token", "revoked")
+        .detail("presented_for", named);
+        audit.client_id = Some(holder.client_id.clone());
+        let change = ChangeSet::new()
+            .change(Change::UpdateClient {
+                client: holder,
+                expected_version,
+            })
+            .audit(audit);
+        match self.store().commit(change).await {
+            // Another request with the token changed the client first: it was used (and so
+            // replaced) or revoked already.
+            Ok(()) | Err(crate::store::StoreError::Stale { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 

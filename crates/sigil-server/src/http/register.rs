@@ -97,7 +97,7 @@ pub async fn read(
 ) -> Response {
     let rid = ext.get::<RequestId>().map(|r| r.0.clone());
     let result = async {
-        let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
+        let c = app.oauth.managed_client(&id, bearer(&headers), rid.as_deref()).await?;
         if method == axum::http::Method::HEAD {
             // A read answers with a new registration access token and retires the old one; a
             // HEAD response has no body to carry it, so it must not rotate (the client would be
@@ -123,7 +123,7 @@ pub async fn update(
 ) -> Response {
     let rid = ext.get::<RequestId>().map(|r| r.0.clone());
     let result = async {
-        let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
+        let c = app.oauth.managed_client(&id, bearer(&headers), rid.as_deref()).await?;
         let v = json_body(&headers, &body)?;
         app.oauth.update_registration(c, &v, rid.as_deref()).await
     }
@@ -143,7 +143,7 @@ pub async fn delete(
 ) -> Response {
     let rid = ext.get::<RequestId>().map(|r| r.0.clone());
     let result = async {
-        let c = app.oauth.managed_client(&id, bearer(&headers)).await?;
+        let c = app.oauth.managed_client(&id, bearer(&headers), rid.as_deref()).await?;
         app.oauth.delete_registration(&app.registry, c, rid.as_deref()).await
     }
     .await;

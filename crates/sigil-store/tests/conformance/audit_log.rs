@@ -383,6 +383,7 @@ pub(crate) async fn search_finds_every_agent_of_a_chain(db: Db) {
             "ALTER TABLE resources DROP COLUMN servers_json",
             "DROP TABLE derived_tokens",
             "DROP INDEX delegated_grants_expiry",
+            "DROP INDEX oauth_clients_registration_token",
             "DELETE FROM sigil_migrations WHERE version >= 11",
         ] {
             sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
