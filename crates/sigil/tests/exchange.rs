@@ -343,6 +343,29 @@ async fn a_bound_subject_token_needs_its_key() {
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
+/// A subject token's type must be what the token is: a user's access token sent as an ID
+/// token is refused, and the answer names the type to send.
+#[tokio::test]
+async fn a_subject_token_sent_under_another_type_is_refused() {
+    let Some(fx) = fixture().await else { return };
+    let user = fx.user_token().await;
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", user["access_token"].as_str().unwrap()),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
+        ("resource", API),
+    ];
+    let (s, v) = fx.token(&form, Some(&fx.helper)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("the subject token is an access token"),
+        "{v}"
+    );
+}
+
 #[tokio::test]
 async fn the_chain_depth_is_limited_by_config() {
     let Some(fx) = fixture_with("[oauth]\nmax_delegation_depth = 2\n").await else {

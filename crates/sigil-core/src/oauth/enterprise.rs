@@ -292,8 +292,13 @@ impl OAuthService {
             // Sigil's ID token says who signed in, not what she consented to: it may start an
             // ID-JAG (whose resource authorization server decides), never a Sigil access token.
             if !for_id_jag {
+                // Said as what it is: a Sigil access token sent under the ID token's type.
                 return Err(OAuthError::invalid_request(
-                    "Sigil's own ID tokens are exchanged only for ID-JAGs; exchange the access token",
+                    if self.verify_access_token(token, now).is_ok() {
+                        "the subject token is an access token: send subject_token_type urn:ietf:params:oauth:token-type:access_token"
+                    } else {
+                        "Sigil's own ID tokens are exchanged only for ID-JAGs; exchange the access token"
+                    },
                 ));
             }
             return self.own_id_token_subject(token, auth, now).await;
