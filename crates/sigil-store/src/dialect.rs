@@ -43,11 +43,12 @@ pub struct Dialect {
     /// UTF-8 is then read, and reported as modified by verification, instead of failing the
     /// whole read in the driver.
     pub audit_body_bytes: &'static str,
-    /// The oldest pending audit records (at most `$1`), in one row: each as `seq,length,body`
-    /// with the body's length in UTF-8 bytes (what the client receives, whatever the server's encoding), in `seq` order. The integrator reads up to 256 records
-    /// a step, and the driver hands over each row of a result on its own (a channel message and
-    /// a task wake-up per row: 1.6 ms a step, the most time any statement took in
-    /// `sigil-load tokens`); one row carries them all.
+    /// The oldest pending audit records (at most `$1`), in one row: each as `seq,length,body`,
+    /// in `seq` order, with the body's length in UTF-8 bytes (what the client receives,
+    /// whatever the server's encoding). The integrator reads up to 256 records a step, and the
+    /// driver hands over each row of a result on its own (a channel message and a task wake-up
+    /// per row: 1.6 ms a step, the most time any statement took in `sigil-load tokens`); one
+    /// row carries them all.
     pub pending_audit: &'static str,
 }
 

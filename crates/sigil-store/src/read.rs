@@ -738,6 +738,11 @@ pub async fn list_entries(
 
 #[cfg(test)]
 mod tests {
+    use sigil_core::audit::{AuditQuery, EventType};
+
+    use super::search_query;
+    use crate::dialect::Backend;
+
     #[test]
     fn pending_records_split_by_their_byte_lengths() {
         let bodies = [r#"{"a":"x,1,y"}"#, "", r#"{"é":"🙂,2,"}"#];
@@ -758,11 +763,6 @@ mod tests {
             assert!(super::split_pending(bad).is_err(), "{bad}");
         }
     }
-
-    use sigil_core::audit::{AuditQuery, EventType};
-
-    use super::search_query;
-    use crate::dialect::Backend;
 
     /// The leaf index holds integrated records only (migration 17); what reads the tree by leaf
     /// still goes through it rather than reading the whole table.
